@@ -1,0 +1,251 @@
+//! One task's life in a run: its attempts, their timeouts, retries with
+//! backoff, contained panics. Runs as its own tokio task; reports back to the
+//! runner with a [`Done`].
+
+use std::any::Any;
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use futures::FutureExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::cleanup::{BoxCleanup, Start};
+use crate::{Event, Interruption, Outcome};
+
+tokio::task_local! {
+    /// The instance whose cleanup is running on this tokio task.
+    static ACTIVE: u64;
+}
+
+thread_local! {
+    /// The instance whose blocking cleanup is running on this thread (0: none).
+    static ACTIVE_BLOCKING: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether the caller is one of `instance`'s own cleanups.
+pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
+    ACTIVE.try_with(|id| *id == instance).unwrap_or(false) || ACTIVE_BLOCKING.with(Cell::get) == instance
+}
+
+/// What every task of one run shares.
+pub(crate) struct RunContext {
+    pub(crate) instance: u64,
+    pub(crate) done: mpsc::UnboundedSender<Done>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) cancel_grace: Duration,
+    /// Fires at the deadline; the parent of every attempt's token.
+    pub(crate) stop: CancellationToken,
+}
+
+impl RunContext {
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+}
+
+/// A finished task, as reported to the runner.
+pub(crate) struct Done {
+    pub(crate) index: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) attempts: u32,
+    pub(crate) started: Instant,
+    pub(crate) finished: Instant,
+    pub(crate) interruption: Option<Interruption>,
+    pub(crate) leaked: Option<usize>,
+}
+
+/// The per-task settings the runner hands over.
+pub(crate) struct Job {
+    pub(crate) index: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) cleanup: BoxCleanup,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Backoff,
+}
+
+enum Attempt {
+    Ok,
+    Err(String),
+    TimedOut(Interruption),
+    Panicked(String),
+    Released,
+}
+
+/// The cleanup, owned while async; shared with the blocking thread otherwise,
+/// so a retry can take it back once an abandoned attempt returns.
+enum Body {
+    Async(BoxCleanup),
+    Blocking(Arc<Mutex<BoxCleanup>>),
+}
+
+pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
+    let Job {
+        index,
+        name,
+        cleanup,
+        timeout,
+        retries,
+        backoff,
+    } = job;
+    let observes_token = cleanup.observes_token();
+    let mut body = match cleanup.is_blocking() {
+        true => Body::Blocking(Arc::new(Mutex::new(cleanup))),
+        false => Body::Async(cleanup),
+    };
+    let started = Instant::now();
+    let mut attempts = 0;
+    let (outcome, interruption) = loop {
+        attempts += 1;
+        let announce = || {
+            ctx.emit(|| Event::TaskStarted {
+                name: name.clone(),
+                attempt: attempts,
+            });
+        };
+        let token = observes_token.then(|| ctx.stop.child_token());
+        let attempt = match &mut body {
+            Body::Async(cleanup) => run_async(&ctx, cleanup, token, timeout, announce).await,
+            Body::Blocking(cell) => {
+                announce();
+                run_blocking(&ctx, cell, token, timeout).await
+            }
+        };
+        let error = match attempt {
+            Attempt::Ok => break (Outcome::Succeeded, None),
+            Attempt::Released => {
+                // The closure was not called this time.
+                attempts -= 1;
+                break (Outcome::Released, None);
+            }
+            Attempt::Panicked(message) => {
+                tracing::error!(task = %name, attempt = attempts, panic = %message, "cleanup panicked");
+                break (Outcome::Panicked(message), None);
+            }
+            Attempt::Err(error) if attempts > retries => {
+                tracing::error!(task = %name, attempts, %error, "cleanup failed");
+                break (Outcome::Failed(error), None);
+            }
+            Attempt::TimedOut(how) if attempts > retries => {
+                tracing::warn!(task = %name, attempts, ?timeout, "cleanup timed out");
+                break (Outcome::TimedOut, Some(how));
+            }
+            Attempt::Err(error) => error,
+            Attempt::TimedOut(_) => format!("attempt timed out after {timeout:?}"),
+        };
+        let delay = backoff.next_delay(attempts);
+        tracing::warn!(task = %name, attempt = attempts, %error, ?delay, "cleanup attempt failed; retrying");
+        ctx.emit(|| Event::TaskRetrying {
+            name: name.clone(),
+            attempt: attempts,
+            delay,
+            error,
+        });
+        tokio::time::sleep(delay).await;
+    };
+    let leaked = match &body {
+        Body::Async(cleanup) if outcome != Outcome::Released => cleanup.strong_count().filter(|&n| n > 0),
+        _ => None,
+    };
+    if let Some(strong) = leaked {
+        tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
+    }
+    let _ = ctx.done.send(Done {
+        index,
+        outcome,
+        attempts,
+        started,
+        finished: Instant::now(),
+        interruption,
+        leaked,
+    });
+}
+
+async fn run_async(
+    ctx: &RunContext,
+    cleanup: &mut BoxCleanup,
+    token: Option<CancellationToken>,
+    timeout: Duration,
+    announce: impl FnOnce(),
+) -> Attempt {
+    let started = catch_unwind(AssertUnwindSafe(|| ACTIVE.sync_scope(ctx.instance, || cleanup.start(token.as_ref()))));
+    let future = match started {
+        Ok(Start::Async(future)) => future,
+        Ok(Start::Released) => return Attempt::Released,
+        Ok(Start::Blocking) => unreachable!("blocking cleanups run in run_blocking"),
+        Err(panic) => return Attempt::Panicked(panic_message(panic.as_ref())),
+    };
+    announce();
+    let mut future = pin!(AssertUnwindSafe(ACTIVE.scope(ctx.instance, future)).catch_unwind());
+    let settle = |r: Result<Result<(), String>, Box<dyn Any + Send>>| match r {
+        Ok(Ok(())) => Attempt::Ok,
+        Ok(Err(error)) => Attempt::Err(error),
+        Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
+    };
+    if let Ok(result) = tokio::time::timeout(timeout, future.as_mut()).await {
+        return settle(result);
+    }
+    let Some(token) = token else {
+        return Attempt::TimedOut(Interruption::Dropped);
+    };
+    token.cancel();
+    match tokio::time::timeout(ctx.cancel_grace, future.as_mut()).await {
+        Ok(_) => Attempt::TimedOut(Interruption::Stopped),
+        Err(_) => Attempt::TimedOut(Interruption::Dropped),
+    }
+}
+
+async fn run_blocking(
+    ctx: &RunContext,
+    cell: &Arc<Mutex<BoxCleanup>>,
+    token: Option<CancellationToken>,
+    timeout: Duration,
+) -> Attempt {
+    let cell = cell.clone();
+    let instance = ctx.instance;
+    let thread_token = token.clone();
+    let mut join = tokio::task::spawn_blocking(move || {
+        // A retry after an abandoned attempt waits here for it to return.
+        let mut cleanup = cell.lock().unwrap_or_else(PoisonError::into_inner);
+        ACTIVE_BLOCKING.with(|a| a.set(instance));
+        let result = catch_unwind(AssertUnwindSafe(|| cleanup.run_blocking(thread_token.as_ref())));
+        ACTIVE_BLOCKING.with(|a| a.set(0));
+        result
+    });
+    let settle = |r: Result<Result<Result<(), String>, Box<dyn Any + Send>>, tokio::task::JoinError>| match r {
+        Ok(Ok(Ok(()))) => Attempt::Ok,
+        Ok(Ok(Err(error))) => Attempt::Err(error),
+        Ok(Err(panic)) => Attempt::Panicked(panic_message(panic.as_ref())),
+        Err(join_error) => Attempt::Panicked(join_error.to_string()),
+    };
+    if let Ok(result) = tokio::time::timeout(timeout, &mut join).await {
+        return settle(result);
+    }
+    let Some(token) = token else {
+        return Attempt::TimedOut(Interruption::Abandoned);
+    };
+    token.cancel();
+    match tokio::time::timeout(ctx.cancel_grace, &mut join).await {
+        Ok(_) => Attempt::TimedOut(Interruption::Stopped),
+        Err(_) => Attempt::TimedOut(Interruption::Abandoned),
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,153 @@
+//! The type-erased cleanup closures that the registry stores and the runner calls.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+/// What a cleanup may return: `()` for "done", or a `Result` whose error is
+/// reported as [`Outcome::Failed`](crate::Outcome::Failed) (and retried, if
+/// the task has retries).
+///
+/// Implemented for `()` and for `Result<(), E>` with any `E: Display`, which
+/// covers `std::io::Error`, `Box<dyn Error + Send + Sync>`, `anyhow::Error`
+/// and string errors.
+pub trait CleanupResult: Send + 'static {
+    /// `Ok(())`, or the error's text.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl CleanupResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display + Send + 'static> CleanupResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// How an attempt begins.
+pub(crate) enum Start {
+    /// Poll this future to completion.
+    Async(BoxFuture<'static, Result<(), String>>),
+    /// Call [`Cleanup::run_blocking`] on a blocking thread.
+    Blocking,
+    /// The weakly held value is gone: nothing to clean up.
+    Released,
+}
+
+/// A registered cleanup, whatever its flavour.
+pub(crate) trait Cleanup: Send + 'static {
+    /// Begins one attempt. `token` fires when the attempt runs out of time.
+    fn start(&mut self, token: Option<&CancellationToken>) -> Start;
+
+    /// Runs one attempt of a blocking cleanup; only called after [`Start::Blocking`].
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the cleanup runs on a blocking thread.
+    fn is_blocking(&self) -> bool {
+        false
+    }
+
+    /// Whether the cleanup observes its cancellation token, so a timed-out
+    /// attempt is given a grace period before it is dropped.
+    fn observes_token(&self) -> bool {
+        false
+    }
+
+    /// For a weak registration: how many strong references keep the value alive.
+    fn strong_count(&self) -> Option<usize> {
+        None
+    }
+}
+
+pub(crate) type BoxCleanup = Box<dyn Cleanup>;
+
+fn boxed<Fut>(fut: Fut) -> BoxFuture<'static, Result<(), String>>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    Box::pin(async move { fut.await.into_result() })
+}
+
+pub(crate) struct AsyncFn<F>(pub(crate) F);
+
+impl<F, Fut> Cleanup for AsyncFn<F>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        Start::Async(boxed((self.0)()))
+    }
+}
+
+pub(crate) struct CancellableFn<F>(pub(crate) F);
+
+impl<F, Fut> Cleanup for CancellableFn<F>
+where
+    F: FnMut(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    fn start(&mut self, token: Option<&CancellationToken>) -> Start {
+        Start::Async(boxed((self.0)(token.cloned().unwrap_or_default())))
+    }
+
+    fn observes_token(&self) -> bool {
+        true
+    }
+}
+
+pub(crate) struct BlockingFn<F>(pub(crate) F);
+
+impl<F, R> Cleanup for BlockingFn<F>
+where
+    F: FnMut() -> R + Send + 'static,
+    R: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        Start::Blocking
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+        (self.0)().into_result()
+    }
+}
+
+pub(crate) struct WeakFn<T, F> {
+    pub(crate) value: Weak<T>,
+    pub(crate) f: F,
+}
+
+impl<T, F, Fut> Cleanup for WeakFn<T, F>
+where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<T>) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        match self.value.upgrade() {
+            Some(value) => Start::Async(boxed((self.f)(value))),
+            None => Start::Released,
+        }
+    }
+
+    fn strong_count(&self) -> Option<usize> {
+        Some(self.value.strong_count())
+    }
+}

@@ -1,0 +1,293 @@
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::attempt::{RunContext, inside_cleanup_of};
+use crate::cleanup::CleanupResult;
+use crate::config::{Builder, Config};
+use crate::plan::Plan;
+use crate::registry::Registry;
+use crate::runner::{Runner, SnapshotRequest};
+use crate::task::TaskBuilder;
+use crate::{Error, Event, ShutdownReason, ShutdownReport, TaskHandle};
+
+static GLOBAL: OnceLock<Compactor> = OnceLock::new();
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Runs a process's cleanup, once, in order and on time.
+///
+/// Register cleanups as resources are acquired; when shutdown begins, the
+/// instance runs them as a dependency graph in priority phases and returns a
+/// [`ShutdownReport`]. Cheap to clone: clones share the same state.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use compactor::{Compactor, Priority};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), compactor::Error> {
+/// let c = Compactor::new();
+/// let pool = c.register("db-pool", || async { /* close the pool */ })?;
+/// c.task("http")
+///     .priority(Priority::High)
+///     .depends_on(&pool)
+///     .timeout(Duration::from_secs(5))
+///     .register(|| async { /* drain connections */ })?;
+///
+/// let report = c.shutdown().await;
+/// assert!(report.is_clean());
+/// assert_eq!(report.tasks()[0].name(), "http");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Compactor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    id: u64,
+    config: Arc<Config>,
+    pub(crate) registry: Registry,
+    token: CancellationToken,
+    events: broadcast::Sender<Event>,
+    started: AtomicBool,
+    report: watch::Sender<Option<ShutdownReport>>,
+    snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
+}
+
+impl Default for Compactor {
+    fn default() -> Self {
+        Compactor::new()
+    }
+}
+
+impl fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compactor")
+            .field("id", &self.inner.id)
+            .field("pending", &self.pending())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}
+
+impl Compactor {
+    /// An isolated instance with the default settings (see [`Builder`]), for
+    /// libraries and tests.
+    pub fn new() -> Self {
+        Compactor::with_config(Config::default())
+    }
+
+    /// Configures an instance.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn with_config(config: Config) -> Self {
+        let (events, _) = broadcast::channel(config.event_capacity);
+        Compactor {
+            inner: Arc::new(Inner {
+                id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+                config: Arc::new(config),
+                registry: Registry::new(),
+                token: CancellationToken::new(),
+                events,
+                started: AtomicBool::new(false),
+                report: watch::Sender::new(None),
+                snapshots: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The process-wide instance, created with the default settings on first
+    /// use unless [`init_global`](Self::init_global) configured it before.
+    pub fn global() -> &'static Compactor {
+        GLOBAL.get_or_init(Compactor::new)
+    }
+
+    /// Configures the process-wide instance. Call it once, before anything
+    /// calls [`global`](Self::global).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyInitialized`] if the global instance already exists
+    /// (it keeps its settings), or the builder's [`Error::InvalidConfig`].
+    pub fn init_global(builder: Builder) -> Result<&'static Compactor, Error> {
+        let compactor = builder.try_build()?;
+        let mut fresh = Some(compactor);
+        let global = GLOBAL.get_or_init(|| fresh.take().expect("taken once"));
+        match fresh {
+            None => Ok(global),
+            Some(_) => Err(Error::AlreadyInitialized),
+        }
+    }
+
+    /// Starts configuring a task named `name`; finish with one of the
+    /// builder's `register*` methods.
+    pub fn task(&self, name: impl Into<Arc<str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(self, name.into())
+    }
+
+    /// Registers an async cleanup with the default options: shorthand for
+    /// `self.task(name).register(cleanup)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`TaskBuilder::register`].
+    pub fn register<F, Fut>(&self, name: impl Into<Arc<str>>, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.task(name).register(cleanup)
+    }
+
+    /// How many tasks are registered and waiting for shutdown.
+    pub fn pending(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire)
+    }
+
+    /// A token cancelled the moment shutdown begins: services select on it to
+    /// stop taking new work. Cancelling the returned token yourself does not
+    /// start a shutdown (use [`trigger`](Self::trigger)).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.token.child_token()
+    }
+
+    /// Receives an [`Event`] for every state change of the shutdown.
+    /// Subscribe before it begins to see it all.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts the shutdown without waiting for it; does nothing if it has
+    /// begun already. Closes registration and fires the shutdown token before
+    /// it returns. The run goes on in the current tokio runtime, or, outside
+    /// of one, in a runtime on a thread of its own.
+    pub fn trigger(&self) {
+        self.begin(ShutdownReason::Manual);
+    }
+
+    /// Runs the shutdown, or joins the run already under way, and returns its
+    /// report. Every caller, concurrent or later, gets an equal report.
+    ///
+    /// Called from inside one of this instance's own cleanups, it cannot wait
+    /// for the run (the run waits for that cleanup), so it returns at once
+    /// with the report as it stands: [`is_complete`](ShutdownReport::is_complete)
+    /// is `false` and unfinished tasks are [`Outcome::Pending`](crate::Outcome::Pending).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the run does not belong to the caller, so dropping this
+    /// future does not stop it; [`wait`](Self::wait) picks the report up later.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.trigger();
+        self.wait().await
+    }
+
+    /// Waits for the report of a shutdown started elsewhere (another task,
+    /// [`trigger`](Self::trigger)). Before any shutdown it waits for one.
+    /// From inside one of this instance's cleanups it behaves like
+    /// [`shutdown`](Self::shutdown) does there.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait(&self) -> ShutdownReport {
+        if inside_cleanup_of(self.inner.id) {
+            if let Some(report) = self.snapshot().await {
+                return report;
+            }
+        }
+        let mut rx = self.inner.report.subscribe();
+        let report = rx.wait_for(Option::is_some).await.expect("the sender lives as long as `self`");
+        report.clone().expect("waited for Some")
+    }
+
+    /// The final report, if the shutdown has finished.
+    pub fn report(&self) -> Option<ShutdownReport> {
+        self.inner.report.borrow().clone()
+    }
+
+    async fn snapshot(&self) -> Option<ShutdownReport> {
+        if let Some(report) = self.report() {
+            return Some(report);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner.snapshots.get()?.send(reply).ok()?;
+        answer.await.ok()
+    }
+
+    fn begin(&self, reason: ShutdownReason) -> bool {
+        let inner = &self.inner;
+        if inner.started.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let t0 = Instant::now();
+        inner.registry.close();
+        inner.token.cancel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
+        let _ = inner.snapshots.set(snapshot_tx);
+        let ctx = Arc::new(RunContext {
+            instance: inner.id,
+            done: done_tx,
+            events: inner.events.clone(),
+            cancel_grace: inner.config.cancel_grace,
+            stop: CancellationToken::new(),
+        });
+        let run_inner = inner.clone();
+        let span = tracing::info_span!("shutdown", instance = inner.id, %reason);
+        let run = async move {
+            let plan = Plan::new(run_inner.registry.drain());
+            ctx.emit(|| Event::ShutdownStarted {
+                reason: reason.clone(),
+                tasks: plan.tasks.len(),
+            });
+            tracing::info!(tasks = plan.tasks.len(), "shutdown started");
+            for warning in &plan.warnings {
+                tracing::warn!(%warning, "dependency graph");
+            }
+            let runner = Runner::new(ctx.clone(), plan, reason, run_inner.config.clone(), t0);
+            let report = runner.run(done_rx, snapshot_rx).await;
+            tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
+            ctx.emit(|| Event::ShutdownFinished { report: report.clone() });
+            run_inner.report.send_replace(Some(report));
+        }
+        .instrument(span);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(run)),
+            Err(_) => {
+                std::thread::Builder::new()
+                    .name("compactor-shutdown".to_owned())
+                    .spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .expect("a runtime for the shutdown");
+                        runtime.block_on(run);
+                        // Abandoned blocking cleanups must not hold the thread.
+                        runtime.shutdown_background();
+                    })
+                    .expect("a thread for the shutdown");
+            }
+        }
+        true
+    }
+}

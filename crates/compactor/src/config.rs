@@ -1,0 +1,178 @@
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::{Backoff, Compactor, Error, Priority};
+
+/// The settings of an instance, fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) deadline: Duration,
+    pub(crate) default_timeout: Duration,
+    pub(crate) concurrency: NonZeroUsize,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) phase_budgets: Vec<(Priority, Duration)>,
+    pub(crate) event_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            deadline: Duration::from_secs(25),
+            default_timeout: Duration::from_secs(10),
+            concurrency: NonZeroUsize::MAX,
+            cancel_grace: Duration::from_millis(500),
+            backoff: Backoff::default(),
+            phase_budgets: Vec::new(),
+            event_capacity: 4096,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn phase_budget(&self, phase: Priority) -> Option<Duration> {
+        self.phase_budgets.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+    }
+}
+
+/// Configures a [`Compactor`]; created by [`Compactor::builder`].
+///
+/// | setting | default |
+/// |---|---|
+/// | [`deadline`](Self::deadline) | 25 s (fits Kubernetes' default 30 s grace period) |
+/// | [`default_timeout`](Self::default_timeout) | 10 s per attempt |
+/// | [`concurrency_limit`](Self::concurrency_limit) | unlimited |
+/// | [`cancel_grace`](Self::cancel_grace) | 500 ms |
+/// | [`backoff`](Self::backoff) | 100 ms doubling to 2 s, with jitter |
+/// | [`phase_budget`](Self::phase_budget) | none |
+/// | [`event_capacity`](Self::event_capacity) | 4096 events |
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use compactor::{Compactor, Priority};
+///
+/// let c = Compactor::builder()
+///     .deadline(Duration::from_secs(25))
+///     .default_timeout(Duration::from_secs(5))
+///     .phase_budget(Priority::High, Duration::from_secs(10))
+///     .build();
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder {
+    config: Config,
+    error: Option<Error>,
+}
+
+impl Builder {
+    pub(crate) fn new() -> Self {
+        Builder::default()
+    }
+
+    fn check(&mut self, error: Option<Error>) {
+        if self.error.is_none() {
+            self.error = error;
+        }
+    }
+
+    /// The budget of the whole shutdown, from its start to the report. At
+    /// the deadline, running cleanups are stopped, unstarted ones skipped, and
+    /// the report is returned at once. Set it a few seconds below the time
+    /// your supervisor waits before it kills the process.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.check(Error::zero_duration("deadline", deadline));
+        self.config.deadline = deadline;
+        self
+    }
+
+    /// The timeout of each attempt of a task that sets none.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.check(Error::zero_duration("default_timeout", timeout));
+        self.config.default_timeout = timeout;
+        self
+    }
+
+    /// At most `limit` cleanups run at once. Where a choice remains among
+    /// ready tasks, the latest registered goes first.
+    pub fn concurrency_limit(mut self, limit: usize) -> Self {
+        match NonZeroUsize::new(limit) {
+            Some(limit) => self.config.concurrency = limit,
+            None => self.check(Some(Error::InvalidConfig {
+                option: "concurrency_limit",
+                problem: "must be at least 1 (use `sequential()` for one at a time)".to_owned(),
+            })),
+        }
+        self
+    }
+
+    /// One cleanup at a time, the latest registered first (the order of
+    /// `Drop`), dependencies and phases still respected.
+    pub fn sequential(self) -> Self {
+        self.concurrency_limit(1)
+    }
+
+    /// How long a timed-out cleanup that observes its cancellation token (see
+    /// [`TaskBuilder::register_cancellable`](crate::TaskBuilder::register_cancellable))
+    /// may take to stop before it is dropped. Zero drops it at once.
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config.cancel_grace = grace;
+        self
+    }
+
+    /// The delays between attempts of tasks that set no backoff of their own.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// A time budget for the phase of `priority` (tasks whose effective
+    /// priority it is), counted from when the phase begins. When it runs out,
+    /// the phase's running cleanups are stopped and its unstarted ones
+    /// skipped, and the next phase begins, so an overrunning phase does not
+    /// eat the time of the phases after it.
+    pub fn phase_budget(mut self, priority: Priority, budget: Duration) -> Self {
+        self.check(Error::zero_duration("phase_budget", budget));
+        self.config.phase_budgets.retain(|(p, _)| *p != priority);
+        self.config.phase_budgets.push((priority, budget));
+        self
+    }
+
+    /// How many events the broadcast channel holds for a slow subscriber.
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        if capacity == 0 {
+            self.check(Some(Error::InvalidConfig {
+                option: "event_capacity",
+                problem: "must be at least 1".to_owned(),
+            }));
+        }
+        self.config.event_capacity = capacity.max(1);
+        self
+    }
+
+    /// Builds the instance.
+    ///
+    /// # Panics
+    ///
+    /// If a setting was invalid (a zero deadline, timeout or limit), with the
+    /// message of the [`Error`]. Use [`try_build`](Self::try_build) to handle it.
+    pub fn build(self) -> Compactor {
+        match self.try_build() {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Builds the instance, or says which setting is invalid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first invalid setting.
+    pub fn try_build(self) -> Result<Compactor, Error> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Compactor::with_config(self.config)),
+        }
+    }
+}

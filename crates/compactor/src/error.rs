@@ -1,0 +1,93 @@
+use std::time::Duration;
+
+/// Why a registration or a configuration was refused.
+///
+/// A refused registration changes nothing: the cleanup closure is dropped
+/// without being called and every task registered before stays registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Shutdown has begun: the instance no longer takes new cleanups.
+    #[error(
+        "shutdown has already begun, so no more cleanups can be registered; release the resource directly instead"
+    )]
+    ShuttingDown,
+
+    /// Another pending task already has this name.
+    #[error(
+        "a task named `{0}` is already registered; give each task a unique name, or unregister the old one first"
+    )]
+    DuplicateName(String),
+
+    /// The task name was empty (or only white space).
+    #[error("task names must not be empty; name the resource the task cleans up, e.g. \"db-pool\"")]
+    EmptyName,
+
+    /// The dependencies would form a cycle. `path` starts and ends with the
+    /// same task, e.g. `["a", "b", "a"]`.
+    #[error(
+        "dependency cycle {}: cleanup order cannot be decided; remove one of these dependencies",
+        path.join(" -> ")
+    )]
+    Cycle {
+        /// The tasks on the cycle, in dependency order, first one repeated at the end.
+        path: Vec<String>,
+    },
+
+    /// A timeout of zero was given; an attempt could never finish.
+    #[error(
+        "task `{task}` was given a zero timeout; give it a positive duration, or leave it unset to use the instance's default"
+    )]
+    ZeroTimeout {
+        /// The task whose timeout is zero.
+        task: String,
+    },
+
+    /// A [`TaskHandle`](crate::TaskHandle) of another [`Compactor`](crate::Compactor)
+    /// was used as a dependency.
+    #[error(
+        "task `{task}` depends on `{dependency}`, which belongs to another Compactor instance; dependencies must be registered on the same instance (or use a scope)"
+    )]
+    ForeignHandle {
+        /// The task being registered.
+        task: String,
+        /// The name of the foreign task.
+        dependency: String,
+    },
+
+    /// A dependency given by handle is no longer registered.
+    #[error(
+        "task `{task}` depends on `{dependency}`, which is not registered (it was unregistered); register the dependency again or drop the dependency"
+    )]
+    UnknownDependency {
+        /// The task being registered.
+        task: String,
+        /// The missing dependency.
+        dependency: String,
+    },
+
+    /// [`Compactor::init_global`](crate::Compactor::init_global) was called after
+    /// the global instance already existed.
+    #[error(
+        "the global Compactor is already initialized; call Compactor::init_global once, before the first Compactor::global()"
+    )]
+    AlreadyInitialized,
+
+    /// A builder option was out of range.
+    #[error("invalid Compactor configuration: `{option}` {problem}")]
+    InvalidConfig {
+        /// The builder method at fault.
+        option: &'static str,
+        /// What is wrong with its value and what to give instead.
+        problem: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn zero_duration(option: &'static str, value: Duration) -> Option<Self> {
+        value.is_zero().then(|| Error::InvalidConfig {
+            option,
+            problem: "must be greater than zero".to_owned(),
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! Graceful shutdown for tokio services: register cleanup work as you acquire
+//! resources, and when the process is told to stop, `compactor` runs all of it,
+//! once, in the right order and on time.
+//!
+//! ```
+//! use std::time::Duration;
+//! use compactor::{Category, Compactor, Priority};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), compactor::Error> {
+//! let c = Compactor::new(); // or Compactor::global() in an application
+//!
+//! let db = c.task("db-pool")
+//!     .category(Category::Database)
+//!     .register(|| async { /* pool.close().await */ })?;
+//! c.task("http")
+//!     .priority(Priority::High)
+//!     .depends_on(&db) // the server is drained before the pool closes
+//!     .timeout(Duration::from_secs(5))
+//!     .retries(1)
+//!     .register(|| async { Ok::<(), std::io::Error>(()) })?;
+//! c.task("flush-log").register_blocking(|| { /* file.sync_all() */ })?;
+//!
+//! let report = c.shutdown().await; // or on Ctrl-C / SIGTERM
+//! assert!(report.is_clean());
+//! println!("{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How a shutdown runs
+//!
+//! - **Dependencies**: if `b` [depends on](TaskBuilder::depends_on) `a`, `a`
+//!   starts only after `b` has finished, whatever `b`'s outcome.
+//! - **Phases**: [`Priority`] is a phase. No task starts while a task of
+//!   strictly higher *effective* priority is unfinished; a task that must run
+//!   before a higher-priority one is raised to its priority.
+//! - **Concurrency**: ready tasks of the current phase run concurrently (up to
+//!   an optional [limit](Builder::concurrency_limit)); where an order must be
+//!   chosen, the latest registered goes first, like `Drop`.
+//! - **Time**: each attempt has a [timeout](TaskBuilder::timeout), failed
+//!   attempts are [retried](TaskBuilder::retries) with [`Backoff`], the whole
+//!   run has a [deadline](Builder::deadline) and each phase an optional
+//!   [budget](Builder::phase_budget). Panics are caught and reported.
+//! - **Once**: [`shutdown`](Compactor::shutdown) is idempotent; every caller
+//!   gets the same [`ShutdownReport`], which accounts for every registered
+//!   task exactly once.
+//!
+//! `docs/design.md` in the repository walks through the architecture and a
+//! worked ordering example.
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it enables |
+//! |---|---|---|
+//! | `serde` | no | `Serialize` for [`ShutdownReport`], [`TaskReport`], [`Outcome`] and friends (JSON logs, dashboards) |
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod attempt;
+mod backoff;
+mod cleanup;
+mod compactor;
+mod config;
+mod error;
+mod event;
+mod plan;
+mod priority;
+mod registry;
+mod report;
+mod runner;
+mod task;
+
+pub use crate::backoff::Backoff;
+pub use crate::cleanup::CleanupResult;
+pub use crate::compactor::Compactor;
+pub use crate::config::Builder;
+pub use crate::error::Error;
+pub use crate::event::Event;
+pub use crate::priority::{Category, Priority};
+pub use crate::report::{
+    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport,
+};
+pub use crate::task::{TaskBuilder, TaskHandle};

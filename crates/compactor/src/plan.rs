@@ -1,0 +1,212 @@
+//! Turns the drained tasks into a schedule: resolved dependency edges,
+//! effective priorities and phases. Linear in tasks plus edges, iterative
+//! throughout (a 100,000-deep chain is fine).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::cleanup::BoxCleanup;
+use crate::registry::Node;
+use crate::task::Spec;
+use crate::{GraphWarning, Priority};
+
+const REMOVED: u32 = u32::MAX;
+
+/// Adjacency lists in one allocation: the targets of `i` are
+/// `targets[offsets[i]..offsets[i + 1]]`; a broken edge's target is `REMOVED`.
+#[derive(Debug, Default)]
+pub(crate) struct Edges {
+    offsets: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl Edges {
+    fn from_lists(n: usize, lists: &[(u32, u32)]) -> Self {
+        // `lists` holds (from, to) pairs sorted by `from`.
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut targets = Vec::with_capacity(lists.len());
+        let mut at = 0;
+        for i in 0..n as u32 {
+            offsets.push(targets.len() as u32);
+            while at < lists.len() && lists[at].0 == i {
+                targets.push(lists[at].1);
+                at += 1;
+            }
+        }
+        offsets.push(targets.len() as u32);
+        Edges { offsets, targets }
+    }
+
+    pub(crate) fn of(&self, i: u32) -> impl Iterator<Item = u32> + '_ {
+        let range = match self.offsets.get(i as usize..i as usize + 2) {
+            Some(&[start, end]) => start as usize..end as usize,
+            _ => 0..0,
+        };
+        self.targets[range].iter().copied().filter(|&t| t != REMOVED)
+    }
+
+    fn remove(&mut self, from: u32, to: u32) {
+        let (start, end) = (self.offsets[from as usize], self.offsets[from as usize + 1]);
+        if let Some(slot) = self.targets[start as usize..end as usize].iter_mut().find(|t| **t == to) {
+            *slot = REMOVED;
+        }
+    }
+}
+
+pub(crate) struct PlannedTask {
+    pub(crate) name: Arc<str>,
+    pub(crate) cleanup: Option<BoxCleanup>,
+    pub(crate) spec: Spec,
+    pub(crate) effective: Priority,
+    pub(crate) phase: u32,
+}
+
+/// The schedule of one run. Task `i` is the `i`-th registered.
+pub(crate) struct Plan {
+    pub(crate) tasks: Vec<PlannedTask>,
+    /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
+    pub(crate) precedes: Edges,
+    /// How many tasks must finish before each task may start.
+    pub(crate) waiting: Vec<u32>,
+    /// The effective priorities of the phases, highest first.
+    pub(crate) phases: Vec<Priority>,
+    pub(crate) warnings: Vec<GraphWarning>,
+}
+
+impl Plan {
+    /// `nodes` must be in registration order.
+    pub(crate) fn new(nodes: Vec<(Arc<str>, Node)>) -> Plan {
+        let n = nodes.len();
+        let mut warnings = Vec::new();
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        if nodes.iter().any(|(_, node)| !node.deps.is_empty()) {
+            let index: HashMap<&str, (u32, u64)> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (name, node))| (&**name, (i as u32, node.id)))
+                .collect();
+            for (i, (name, node)) in nodes.iter().enumerate() {
+                let start = edges.len();
+                for dep in node.deps.iter() {
+                    match (index.get(&*dep.name), dep.id) {
+                        (Some(&(j, id)), Some(want)) if id == want.get() => edges.push((i as u32, j)),
+                        // The handle's task was unregistered: the dependency went with it.
+                        (_, Some(_)) => {}
+                        (Some(&(j, _)), None) => edges.push((i as u32, j)),
+                        (None, None) => warnings.push(GraphWarning::UnknownDependency {
+                            task: name.to_string(),
+                            dependency: dep.name.to_string(),
+                        }),
+                    }
+                }
+                if edges.len() - start > 1 {
+                    edges[start..].sort_unstable();
+                    let mut mine = edges.split_off(start);
+                    mine.dedup();
+                    edges.append(&mut mine);
+                }
+            }
+        }
+
+        let mut precedes = Edges::from_lists(n, &edges);
+        let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+        reversed.sort_unstable();
+        let mut preceded_by = Edges::from_lists(n, &reversed);
+
+        let mut tasks: Vec<PlannedTask> = nodes
+            .into_iter()
+            .map(|(name, node)| PlannedTask {
+                name,
+                cleanup: node.cleanup.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+                effective: node.spec.priority,
+                spec: node.spec,
+                phase: 0,
+            })
+            .collect();
+
+        // Effective priorities flow from a dependency to its dependents
+        // (Kahn's order, dependencies first), breaking any cycle on the way.
+        let mut remaining: Vec<u32> = (0..n as u32).map(|i| precedes.of(i).count() as u32).collect();
+        let mut done = vec![false; n];
+        let mut queue: Vec<u32> = (0..n as u32).filter(|&i| remaining[i as usize] == 0).collect();
+        let mut processed = 0;
+        loop {
+            while let Some(d) = queue.pop() {
+                done[d as usize] = true;
+                processed += 1;
+                let raised = tasks[d as usize].effective;
+                for t in preceded_by.of(d) {
+                    let t = t as usize;
+                    tasks[t].effective = tasks[t].effective.max(raised);
+                    remaining[t] -= 1;
+                    if remaining[t] == 0 {
+                        queue.push(t as u32);
+                    }
+                }
+            }
+            if processed == n {
+                break;
+            }
+            let (from, to, path) = find_cycle(&precedes, &done, &tasks);
+            precedes.remove(from, to);
+            preceded_by.remove(to, from);
+            warnings.push(GraphWarning::CycleBroken {
+                path,
+                dropped: (tasks[from as usize].name.to_string(), tasks[to as usize].name.to_string()),
+            });
+            remaining[from as usize] -= 1;
+            if remaining[from as usize] == 0 {
+                queue.push(from);
+            }
+        }
+
+        let mut phases: Vec<Priority> = tasks.iter().map(|t| t.effective).collect();
+        phases.sort_unstable_by(|a, b| b.cmp(a));
+        phases.dedup();
+        for t in &mut tasks {
+            t.phase = phases.binary_search_by(|p| t.effective.cmp(p)).expect("every phase is listed") as u32;
+        }
+        let mut waiting = vec![0u32; n];
+        for i in 0..n as u32 {
+            for d in precedes.of(i) {
+                waiting[d as usize] += 1;
+            }
+        }
+        Plan {
+            tasks,
+            precedes,
+            waiting,
+            phases,
+            warnings,
+        }
+    }
+}
+
+/// Finds a cycle among the tasks Kahn's walk could not reach and picks the
+/// dependency to drop: the one declared by the latest-registered task on the
+/// cycle. Deterministic for a given set of registrations.
+fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u32, Vec<String>) {
+    let start = (0..done.len()).rev().find(|&i| !done[i]).expect("a task is left") as u32;
+    let mut position: HashMap<u32, usize> = HashMap::new();
+    let mut walk = vec![start];
+    let mut at = start;
+    loop {
+        position.insert(at, walk.len() - 1);
+        // Every task left has a dependency that is also left.
+        at = precedes
+            .of(at)
+            .filter(|&d| !done[d as usize])
+            .max()
+            .expect("a blocked task has a blocked dependency");
+        if let Some(&p) = position.get(&at) {
+            let cycle = &walk[p..];
+            let from_pos = (0..cycle.len()).max_by_key(|&k| cycle[k]).expect("cycle is not empty");
+            let from = cycle[from_pos];
+            let to = cycle[(from_pos + 1) % cycle.len()];
+            let mut path: Vec<String> = cycle.iter().map(|&t| tasks[t as usize].name.to_string()).collect();
+            path.push(path[0].clone());
+            return (from, to, path);
+        }
+        walk.push(at);
+    }
+}

@@ -1,0 +1,204 @@
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+/// The shutdown phase of a task.
+///
+/// Phases run from the highest priority to the lowest: no task starts while a
+/// task of strictly higher *effective* priority is unfinished. A task that
+/// must run before a higher-priority task (because it
+/// [depends on](crate::TaskBuilder::depends_on) that task) is pulled up to that
+/// priority, so dependencies and phases never conflict. See `docs/design.md`
+/// for a worked example.
+///
+/// `Critical > High > Normal > Low`, and [`Priority::Custom`] places a task
+/// anywhere on the same scale: `Low` is -100, `Normal` 0, `High` 100 and
+/// `Critical` 200. Priorities compare and test equal by that value, so
+/// `Priority::Custom(100) == Priority::High`.
+///
+/// # Examples
+///
+/// ```
+/// use compactor::Priority;
+///
+/// assert!(Priority::Critical > Priority::High);
+/// assert!(Priority::Custom(50) > Priority::Normal);
+/// assert_eq!(Priority::default(), Priority::Normal);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Priority {
+    /// Runs first: stop taking traffic, fail readiness checks.
+    Critical,
+    /// Before ordinary resources: drain listeners, stop background workers.
+    High,
+    /// The default phase.
+    #[default]
+    Normal,
+    /// Last: flush logs and metrics, remove temporary files.
+    Low,
+    /// Any point on the scale (`Low` = -100, `Normal` = 0, `High` = 100, `Critical` = 200).
+    Custom(i32),
+}
+
+impl Priority {
+    /// The position of this priority on the numeric scale.
+    pub const fn value(self) -> i32 {
+        match self {
+            Priority::Critical => 200,
+            Priority::High => 100,
+            Priority::Normal => 0,
+            Priority::Low => -100,
+            Priority::Custom(v) => v,
+        }
+    }
+
+    /// The named priority with this value, or `Custom(value)`.
+    pub const fn from_value(value: i32) -> Self {
+        match value {
+            200 => Priority::Critical,
+            100 => Priority::High,
+            0 => Priority::Normal,
+            -100 => Priority::Low,
+            v => Priority::Custom(v),
+        }
+    }
+}
+
+impl PartialEq for Priority {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl Eq for Priority {}
+
+impl std::hash::Hash for Priority {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.value().hash(state);
+    }
+}
+
+impl PartialOrd for Priority {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Priority {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.value().cmp(&other.value())
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match Priority::from_value(self.value()) {
+            Priority::Critical => f.write_str("critical"),
+            Priority::High => f.write_str("high"),
+            Priority::Normal => f.write_str("normal"),
+            Priority::Low => f.write_str("low"),
+            Priority::Custom(v) => write!(f, "custom({v})"),
+        }
+    }
+}
+
+/// The kind of resource a task releases.
+///
+/// Categories do not change the order of a shutdown; they group tasks in the
+/// report, the events and the logs.
+///
+/// # Examples
+///
+/// ```
+/// use compactor::Category;
+///
+/// assert_eq!(Category::Database.to_string(), "database");
+/// assert_eq!(Category::custom("gpu").to_string(), "gpu");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Category {
+    /// Connection pools, transactions, database files.
+    Database,
+    /// Open files, write buffers, temporary directories.
+    File,
+    /// Listeners, connections, clients.
+    Network,
+    /// Child processes.
+    Process,
+    /// Background tasks and threads.
+    Task,
+    /// Timers and scheduled jobs.
+    Timer,
+    /// Caches, secrets in memory, shared buffers.
+    Memory,
+    /// Anything else (the default).
+    #[default]
+    Other,
+    /// A category of the application's own.
+    Custom(Arc<str>),
+}
+
+impl Category {
+    /// A category of the application's own.
+    pub fn custom(name: impl Into<Arc<str>>) -> Self {
+        Category::Custom(name.into())
+    }
+
+    /// The category's name, as shown in reports.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Category::Database => "database",
+            Category::File => "file",
+            Category::Network => "network",
+            Category::Process => "process",
+            Category::Task => "task",
+            Category::Timer => "timer",
+            Category::Memory => "memory",
+            Category::Other => "other",
+            Category::Custom(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Category {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_priorities_order_and_equal_their_values() {
+        let mut all = vec![
+            Priority::Low,
+            Priority::Critical,
+            Priority::Custom(150),
+            Priority::Normal,
+            Priority::High,
+        ];
+        all.sort();
+        let values: Vec<i32> = all.iter().map(|p| p.value()).collect();
+        assert_eq!(values, [-100, 0, 100, 150, 200]);
+        assert_eq!(Priority::Custom(100), Priority::High);
+        assert_eq!(Priority::Custom(100).to_string(), "high");
+        assert_eq!(Priority::Custom(-3).to_string(), "custom(-3)");
+    }
+}

@@ -1,0 +1,235 @@
+//! Pending tasks, keyed by name, and the gate that closes when shutdown begins.
+//!
+//! Registration is lock-free across shards: each name lives in one shard of a
+//! [`DashMap`], and the `closed` flag is read under that shard's write lock.
+//! [`Registry::drain`] sets the flag first and then takes every shard's lock in
+//! turn, so a registration either lands in its shard before the drain reaches
+//! it (and runs) or sees the flag (and is refused). Nothing is lost and nothing
+//! runs twice.
+
+use std::collections::{HashMap, HashSet};
+use std::mem;
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::Error;
+use crate::cleanup::BoxCleanup;
+use crate::task::{Dep, Spec};
+
+/// A pending task.
+#[derive(Default)]
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    /// In a mutex only so the map is `Sync`; it is never contended: the
+    /// cleanup is reached through `&mut` when drained.
+    pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
+    pub(crate) deps: Box<[Dep]>,
+    pub(crate) spec: Spec,
+}
+
+pub(crate) struct Registry {
+    tasks: DashMap<Arc<str>, Node>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    /// How many names are referenced by name-dependencies of pending tasks.
+    /// While zero, no registration can close a cycle and none takes `names`.
+    referenced: AtomicUsize,
+    /// Names referenced by name-dependencies, with how many tasks reference
+    /// each. Registrations that add or might close such a reference are
+    /// serialised by this lock.
+    names: Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Registry {
+    pub(crate) fn new() -> Self {
+        Registry {
+            tasks: DashMap::new(),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            referenced: AtomicUsize::new(0),
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub(crate) fn insert(
+        &self,
+        name: Arc<str>,
+        spec: Spec,
+        deps: Vec<Dep>,
+        cleanup: BoxCleanup,
+    ) -> Result<NonZeroU64, Error> {
+        if self.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        for dep in &deps {
+            match dep.id {
+                Some(id) if !self.is_pending(&dep.name, id) => {
+                    return Err(Error::UnknownDependency {
+                        task: name.to_string(),
+                        dependency: dep.name.to_string(),
+                    });
+                }
+                None if dep.name == name => {
+                    return Err(Error::Cycle {
+                        path: vec![name.to_string(), name.to_string()],
+                    });
+                }
+                _ => {}
+            }
+        }
+        let by_name = deps.iter().any(|d| d.id.is_none());
+        // Only a task whose name some pending task references by name can close
+        // a cycle: every other edge points at a task that existed before it.
+        let mut names = (by_name || self.referenced.load(Ordering::Acquire) > 0).then(|| self.lock_names());
+        if let Some(names) = &names {
+            if names.contains_key(&name) {
+                if let Some(path) = self.find_path_back(&name, &deps) {
+                    return Err(Error::Cycle { path });
+                }
+            }
+        }
+
+        let referenced_now: Vec<Arc<str>> = match by_name {
+            true => deps.iter().filter(|d| d.id.is_none()).map(|d| d.name.clone()).collect(),
+            false => Vec::new(),
+        };
+        let id = NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
+        match self.tasks.entry(name) {
+            Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().to_string())),
+            Entry::Vacant(e) => {
+                // Read under the shard lock: see the module docs.
+                if self.closed.load(Ordering::SeqCst) {
+                    return Err(Error::ShuttingDown);
+                }
+                e.insert(Node {
+                    id: id.get(),
+                    cleanup: Mutex::new(Some(cleanup)),
+                    deps: deps.into_boxed_slice(),
+                    spec,
+                });
+            }
+        }
+        if let Some(names) = &mut names {
+            self.add_references(names, referenced_now);
+        }
+        Ok(id)
+    }
+
+    /// Whether the task `name` with this id is still pending.
+    pub(crate) fn is_pending(&self, name: &str, id: NonZeroU64) -> bool {
+        !self.is_closed() && self.tasks.get(name).is_some_and(|n| n.id == id.get())
+    }
+
+    pub(crate) fn unregister(&self, name: &str, id: NonZeroU64) -> bool {
+        let removed = self.tasks.remove_if(name, |_, node| {
+            // Read under the shard lock, like `insert`.
+            node.id == id.get() && !self.closed.load(Ordering::SeqCst)
+        });
+        let Some((_, node)) = removed else {
+            return false;
+        };
+        if node.deps.iter().any(|d| d.id.is_none()) {
+            let mut names = self.lock_names();
+            for dep in node.deps.iter().filter(|d| d.id.is_none()) {
+                if let Some(count) = names.get_mut(&dep.name) {
+                    *count -= 1;
+                    if *count == 0 {
+                        names.remove(&dep.name);
+                        self.referenced.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Refuses every registration from now on.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the registry and takes every pending task, in registration order.
+    pub(crate) fn drain(&self) -> Vec<(Arc<str>, Node)> {
+        self.closed.store(true, Ordering::SeqCst);
+        let mut out = Vec::with_capacity(self.tasks.len());
+        self.tasks.retain(|name, node| {
+            out.push((name.clone(), mem::take(node)));
+            false
+        });
+        self.tasks.shrink_to_fit();
+        out.sort_unstable_by_key(|(_, node)| node.id);
+        out
+    }
+
+    fn lock_names(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
+        self.names.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add_references(&self, names: &mut HashMap<Arc<str>, usize>, added: Vec<Arc<str>>) {
+        for name in added {
+            let count = names.entry(name).or_insert(0);
+            if *count == 0 {
+                self.referenced.fetch_add(1, Ordering::AcqRel);
+            }
+            *count += 1;
+        }
+    }
+
+    /// Searches the pending graph for a path from `deps` back to the task
+    /// `name` that is being registered; returns it as a cycle if found.
+    fn find_path_back(&self, name: &Arc<str>, deps: &[Dep]) -> Option<Vec<String>> {
+        // Iterative depth-first search; `parent` rebuilds the path.
+        let mut parent: HashMap<Arc<str>, Arc<str>> = HashMap::new();
+        let mut seen: HashSet<Arc<str>> = HashSet::new();
+        let mut stack: Vec<Arc<str>> = Vec::new();
+        for dep in deps {
+            if seen.insert(dep.name.clone()) {
+                parent.insert(dep.name.clone(), name.clone());
+                stack.push(dep.name.clone());
+            }
+        }
+        while let Some(current) = stack.pop() {
+            let next: Vec<Dep> = match self.tasks.get(&current) {
+                Some(node) => node.deps.to_vec(),
+                None => continue,
+            };
+            for dep in next {
+                if let Some(id) = dep.id {
+                    if !self.tasks.get(&dep.name).is_some_and(|n| n.id == id.get()) {
+                        continue;
+                    }
+                }
+                if dep.name == *name {
+                    let mut path = vec![name.to_string(), current.to_string()];
+                    let mut at = current.clone();
+                    while let Some(p) = parent.get(&at) {
+                        path.push(p.to_string());
+                        if p == name {
+                            break;
+                        }
+                        at = p.clone();
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                if seen.insert(dep.name.clone()) {
+                    parent.insert(dep.name.clone(), current.clone());
+                    stack.push(dep.name);
+                }
+            }
+        }
+        None
+    }
+}

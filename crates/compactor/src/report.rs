@@ -1,0 +1,437 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Category, Priority};
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", content = "detail", rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The cleanup returned `()` or `Ok(())`.
+    Succeeded,
+    /// The last attempt returned an error (its text).
+    Failed(String),
+    /// The last attempt ran out of its per-attempt timeout. See
+    /// [`TaskReport::interruption`] for how it was stopped.
+    TimedOut,
+    /// The cleanup panicked (the panic message).
+    Panicked(String),
+    /// A weakly held value was already dropped: nothing to clean up, the
+    /// closure was not called.
+    Released,
+    /// The task never started.
+    Skipped(SkipReason),
+    /// The task was running when the shutdown deadline or its phase budget
+    /// ran out, and was stopped.
+    Cancelled,
+    /// The task has not finished yet. Only in the report a cleanup gets when
+    /// it calls `shutdown()` on its own instance (see
+    /// [`Compactor::shutdown`](crate::Compactor::shutdown)).
+    Pending,
+}
+
+impl Outcome {
+    /// Whether this outcome leaves the report clean (`Succeeded` or `Released`).
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Outcome::Succeeded | Outcome::Released)
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Panicked(_) => "panicked",
+            Outcome::Released => "released",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Failed(e) => write!(f, "failed: {e}"),
+            Outcome::Panicked(m) => write!(f, "panicked: {m}"),
+            Outcome::Skipped(r) => write!(f, "skipped: {r}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// Why a task never started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The whole-shutdown deadline passed first.
+    Deadline,
+    /// The budget of its priority phase ran out first.
+    PhaseBudget,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SkipReason::Deadline => "shutdown deadline passed",
+            SkipReason::PhaseBudget => "phase budget ran out",
+        })
+    }
+}
+
+/// How a task that ran out of time was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Interruption {
+    /// Its cancellation token fired and it returned within the grace period.
+    Stopped,
+    /// Its future was dropped (it ignored its token, or had none).
+    Dropped,
+    /// A blocking cleanup: its thread was left running.
+    Abandoned,
+}
+
+/// What started a shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ShutdownReason {
+    /// [`Compactor::shutdown`](crate::Compactor::shutdown) or
+    /// [`Compactor::trigger`](crate::Compactor::trigger).
+    Manual,
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownReason::Manual => f.write_str("manual"),
+        }
+    }
+}
+
+/// Something about the dependency graph that the run had to work around.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum GraphWarning {
+    /// A dependency by name that no task had at shutdown; it was ignored.
+    UnknownDependency {
+        /// The task that declared the dependency.
+        task: String,
+        /// The name no task had.
+        dependency: String,
+    },
+    /// A cycle that could not be refused at registration (tasks registered
+    /// concurrently with name dependencies on each other). The dependency
+    /// declared by the latest-registered task on the cycle was dropped.
+    CycleBroken {
+        /// The cycle, first task repeated at the end.
+        path: Vec<String>,
+        /// The dependency that was dropped: `(task, dependency)`.
+        dropped: (String, String),
+    },
+}
+
+impl fmt::Display for GraphWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphWarning::UnknownDependency { task, dependency } => {
+                write!(f, "task `{task}` depends on `{dependency}`, which was never registered; dependency ignored")
+            }
+            GraphWarning::CycleBroken { path, dropped } => write!(
+                f,
+                "dependency cycle {}; dropped `{}` -> `{}`",
+                path.join(" -> "),
+                dropped.0,
+                dropped.1
+            ),
+        }
+    }
+}
+
+/// The record of one task in a [`ShutdownReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TaskReport {
+    pub(crate) name: Arc<str>,
+    pub(crate) outcome: Outcome,
+    pub(crate) attempts: u32,
+    pub(crate) priority: Priority,
+    pub(crate) effective_priority: Priority,
+    pub(crate) category: Category,
+    #[cfg_attr(feature = "serde", serde(serialize_with = "opt_millis", rename = "started_at_ms"))]
+    pub(crate) started_at: Option<Duration>,
+    #[cfg_attr(feature = "serde", serde(serialize_with = "millis", rename = "duration_ms"))]
+    pub(crate) duration: Duration,
+    pub(crate) interruption: Option<Interruption>,
+    pub(crate) leaked: Option<usize>,
+}
+
+impl TaskReport {
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it ended.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// How many times the cleanup was called; 0 when it never ran
+    /// (skipped, or released before its first attempt).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The priority it was registered with.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// The phase it ran in: its own priority raised to that of any task it had
+    /// to precede.
+    pub fn effective_priority(&self) -> Priority {
+        self.effective_priority
+    }
+
+    /// The kind of resource.
+    pub fn category(&self) -> &Category {
+        &self.category
+    }
+
+    /// When its first attempt started, from the start of the run; `None` if it
+    /// never started.
+    pub fn started_at(&self) -> Option<Duration> {
+        self.started_at
+    }
+
+    /// From its first attempt's start to its end (retries and backoff included).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// For a task stopped from outside (timeout, deadline, phase budget): how.
+    pub fn interruption(&self) -> Option<Interruption> {
+        self.interruption
+    }
+
+    /// For a weak registration whose value was still alive after its cleanup:
+    /// the number of strong references left (a possible leak).
+    pub fn leaked(&self) -> Option<usize> {
+        self.leaked
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ReportData {
+    reason: ShutdownReason,
+    complete: bool,
+    duration: Duration,
+    warnings: Vec<GraphWarning>,
+    tasks: Vec<TaskReport>,
+}
+
+/// What a shutdown did: every registered task exactly once, in the order the
+/// tasks started (those that never started last).
+///
+/// Cheap to clone (the data is shared). `Display` renders a table; with the
+/// `serde` feature it serializes to JSON.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let c = compactor::Compactor::new();
+/// c.register("flush", || async {}).unwrap();
+/// let report = c.shutdown().await;
+/// assert!(report.is_clean());
+/// assert_eq!(report.tasks()[0].name(), "flush");
+/// println!("{report}");
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport(Arc<ReportData>);
+
+impl ShutdownReport {
+    pub(crate) fn new(
+        reason: ShutdownReason,
+        complete: bool,
+        duration: Duration,
+        warnings: Vec<GraphWarning>,
+        tasks: Vec<TaskReport>,
+    ) -> Self {
+        ShutdownReport(Arc::new(ReportData {
+            reason,
+            complete,
+            duration,
+            warnings,
+            tasks,
+        }))
+    }
+
+    /// Every registered task, exactly once.
+    pub fn tasks(&self) -> &[TaskReport] {
+        &self.0.tasks
+    }
+
+    /// The record of the task with this name.
+    pub fn task(&self, name: &str) -> Option<&TaskReport> {
+        self.0.tasks.iter().find(|t| t.name() == name)
+    }
+
+    /// Nothing failed, timed out, panicked, was skipped or cancelled.
+    pub fn is_clean(&self) -> bool {
+        self.0.complete && self.0.tasks.iter().all(|t| t.outcome.is_clean())
+    }
+
+    /// `false` only for the in-progress report a cleanup gets when it calls
+    /// `shutdown()` on its own instance.
+    pub fn is_complete(&self) -> bool {
+        self.0.complete
+    }
+
+    /// From the start of the run to the report.
+    pub fn duration(&self) -> Duration {
+        self.0.duration
+    }
+
+    /// What started the shutdown.
+    pub fn reason(&self) -> &ShutdownReason {
+        &self.0.reason
+    }
+
+    /// Dependencies the run had to ignore or break.
+    pub fn warnings(&self) -> &[GraphWarning] {
+        &self.0.warnings
+    }
+
+    /// Weak registrations whose value outlived its cleanup.
+    pub fn leaks(&self) -> impl Iterator<Item = &TaskReport> {
+        self.0.tasks.iter().filter(|t| t.leaked.is_some())
+    }
+
+    /// How many tasks ended with an outcome of this kind (the payload of
+    /// `Failed`, `Panicked` and `Skipped` is ignored).
+    pub fn count(&self, outcome: &Outcome) -> usize {
+        let kind = std::mem::discriminant(outcome);
+        self.0
+            .tasks
+            .iter()
+            .filter(|t| std::mem::discriminant(&t.outcome) == kind)
+            .count()
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tasks = self.tasks();
+        write!(
+            f,
+            "shutdown ({}) {} in {}: {} task{}, {}",
+            self.reason(),
+            if self.is_complete() { "finished" } else { "in progress" },
+            Millis(self.duration()),
+            tasks.len(),
+            if tasks.len() == 1 { "" } else { "s" },
+            if self.is_clean() { "clean" } else { "NOT clean" },
+        )?;
+        let name_w = tasks.iter().map(|t| t.name.chars().count()).max().unwrap_or(4).max(4);
+        writeln!(f)?;
+        writeln!(
+            f,
+            "  {:>3}  {:<name_w$}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
+            "#", "task", "phase", "category", "outcome", "try", "start", "time"
+        )?;
+        for (i, t) in tasks.iter().enumerate() {
+            let start = t.started_at.map_or_else(|| "-".to_owned(), |s| format!("+{}", Millis(s)));
+            write!(
+                f,
+                "  {:>3}  {:<name_w$}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
+                i + 1,
+                t.name,
+                t.effective_priority.to_string(),
+                t.category.as_str(),
+                t.outcome.label(),
+                t.attempts,
+                start,
+                Millis(t.duration).to_string(),
+            )?;
+            match &t.outcome {
+                Outcome::Failed(e) => write!(f, "  {e}")?,
+                Outcome::Panicked(m) => write!(f, "  {m}")?,
+                Outcome::Skipped(r) => write!(f, "  {r}")?,
+                _ => {}
+            }
+            match t.interruption {
+                Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,
+                Some(Interruption::Dropped) => f.write_str("  (dropped)")?,
+                Some(Interruption::Abandoned) => f.write_str("  (thread abandoned)")?,
+                None => {}
+            }
+            if let Some(n) = t.leaked {
+                write!(f, "  possible leak: {n} strong reference{} left", if n == 1 { "" } else { "s" })?;
+            }
+            writeln!(f)?;
+        }
+        for w in self.warnings() {
+            writeln!(f, "  warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration shown in milliseconds with enough precision for fast cleanups.
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1e3;
+        if ms < 10.0 {
+            write!(f, "{ms:.2}ms")
+        } else if ms < 10_000.0 {
+            write!(f, "{ms:.0}ms")
+        } else {
+            write!(f, "{:.1}s", ms / 1e3)
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for ShutdownReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("ShutdownReport", 6)?;
+        s.serialize_field("reason", &self.0.reason)?;
+        s.serialize_field("complete", &self.0.complete)?;
+        s.serialize_field("clean", &self.is_clean())?;
+        s.serialize_field("duration_ms", &(self.0.duration.as_secs_f64() * 1e3))?;
+        s.serialize_field("warnings", &self.0.warnings)?;
+        s.serialize_field("tasks", &self.0.tasks)?;
+        s.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+#[cfg(feature = "serde")]
+fn opt_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => millis(d, s),
+        None => s.serialize_none(),
+    }
+}

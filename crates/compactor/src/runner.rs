@@ -1,0 +1,320 @@
+//! Executes a [`Plan`]: starts each task when the tasks it waits for have
+//! finished and its phase is current, enforces the deadline and phase
+//! budgets, and turns what happened into a [`ShutdownReport`].
+
+use std::collections::BinaryHeap;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::sleep_until;
+use tracing::Instrument;
+
+use crate::attempt::{Done, Job, RunContext, drive};
+use crate::config::Config;
+use crate::plan::Plan;
+use crate::{Event, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport};
+
+/// A request for the report as it stands, from a cleanup that called
+/// `shutdown()` on its own instance.
+pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
+
+#[derive(Default)]
+struct Record {
+    outcome: Option<Outcome>,
+    attempts: u32,
+    started: Option<Instant>,
+    finished: Option<Instant>,
+    interruption: Option<Interruption>,
+    leaked: Option<usize>,
+    blocking: bool,
+}
+
+struct Phase {
+    unfinished: usize,
+    /// Ready tasks; the latest registered (highest index) first.
+    ready: BinaryHeap<u32>,
+    budget: Option<Duration>,
+}
+
+pub(crate) struct Runner {
+    ctx: Arc<RunContext>,
+    plan: Plan,
+    reason: ShutdownReason,
+    config: Arc<Config>,
+    records: Vec<Record>,
+    handles: Vec<Option<JoinHandle<()>>>,
+    started_order: Vec<u32>,
+    phases: Vec<Phase>,
+    current: usize,
+    running: usize,
+    finished: usize,
+    t0: Instant,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        ctx: Arc<RunContext>,
+        plan: Plan,
+        reason: ShutdownReason,
+        config: Arc<Config>,
+        t0: Instant,
+    ) -> Runner {
+        let n = plan.tasks.len();
+        let mut phases: Vec<Phase> = plan
+            .phases
+            .iter()
+            .map(|p| Phase {
+                unfinished: 0,
+                ready: BinaryHeap::new(),
+                budget: config.phase_budget(*p),
+            })
+            .collect();
+        for (i, task) in plan.tasks.iter().enumerate() {
+            let phase = &mut phases[task.phase as usize];
+            phase.unfinished += 1;
+            if plan.waiting[i] == 0 {
+                phase.ready.push(i as u32);
+            }
+        }
+        Runner {
+            ctx,
+            plan,
+            reason,
+            config,
+            records: (0..n).map(|_| Record::default()).collect(),
+            handles: (0..n).map(|_| None).collect(),
+            started_order: Vec::with_capacity(n),
+            phases,
+            current: 0,
+            running: 0,
+            finished: 0,
+            t0,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut done: mpsc::UnboundedReceiver<Done>,
+        mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
+    ) -> ShutdownReport {
+        let n = self.plan.tasks.len();
+        let mut deadline = pin!(sleep_until(self.t0 + self.config.deadline));
+        let mut phase_end = pin!(sleep_until(self.t0 + self.config.deadline));
+        let mut phase_armed = self.enter_phase(phase_end.as_mut());
+        let mut batch = Vec::with_capacity(64);
+        while self.finished < n {
+            self.start_ready();
+            tokio::select! {
+                biased;
+                () = &mut deadline => {
+                    self.expire_running(None);
+                    break;
+                }
+                () = &mut phase_end, if phase_armed => {
+                    self.expire_running(Some(self.current));
+                    phase_armed = self.enter_phase(phase_end.as_mut());
+                }
+                received = done.recv_many(&mut batch, 1024) => {
+                    debug_assert!(received > 0, "the runner holds a sender");
+                    let before = self.current;
+                    for d in batch.drain(..) {
+                        self.complete(d);
+                    }
+                    if self.current_phase_done() || before != self.current {
+                        phase_armed = self.enter_phase(phase_end.as_mut());
+                    }
+                }
+                Some(reply) = snapshots.recv() => {
+                    let _ = reply.send(self.report(false));
+                }
+            }
+        }
+        self.ctx.stop.cancel();
+        self.report(true)
+    }
+
+    fn current_phase_done(&self) -> bool {
+        self.phases.get(self.current).is_some_and(|p| p.unfinished == 0)
+    }
+
+    /// Moves `current` to the first unfinished phase and arms its budget.
+    fn enter_phase(&mut self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
+        while self.current_phase_done() {
+            self.current += 1;
+        }
+        match self.phases.get(self.current).and_then(|p| p.budget) {
+            Some(budget) => {
+                timer.reset(Instant::now() + budget);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn start_ready(&mut self) {
+        let limit = self.config.concurrency.get();
+        while self.running < limit {
+            let Some(phase) = self.phases.get_mut(self.current) else {
+                return;
+            };
+            let Some(index) = phase.ready.pop() else {
+                return;
+            };
+            if self.records[index as usize].outcome.is_none() {
+                self.start(index);
+            }
+        }
+    }
+
+    fn start(&mut self, index: u32) {
+        let task = &mut self.plan.tasks[index as usize];
+        let cleanup = task.cleanup.take().expect("a task starts once");
+        let record = &mut self.records[index as usize];
+        record.started = Some(Instant::now());
+        record.blocking = cleanup.is_blocking();
+        self.started_order.push(index);
+        self.running += 1;
+        let job = Job {
+            index,
+            name: task.name.clone(),
+            cleanup,
+            timeout: task.spec.timeout.unwrap_or(self.config.default_timeout),
+            retries: task.spec.retries,
+            backoff: task.spec.backoff.as_deref().copied().unwrap_or(self.config.backoff),
+        };
+        let span = tracing::info_span!(
+            "cleanup",
+            task = %task.name,
+            category = %task.spec.category,
+            priority = %task.effective,
+        );
+        self.handles[index as usize] = Some(tokio::spawn(drive(self.ctx.clone(), job).instrument(span)));
+    }
+
+    fn complete(&mut self, done: Done) {
+        let index = done.index as usize;
+        if self.records[index].outcome.is_some() {
+            // Stopped by a phase budget while its report was on the way.
+            return;
+        }
+        self.handles[index] = None;
+        self.running -= 1;
+        let record = &mut self.records[index];
+        record.started = Some(done.started);
+        record.attempts = done.attempts;
+        record.interruption = done.interruption;
+        record.leaked = done.leaked;
+        record.finished = Some(done.finished);
+        self.finish(index, done.outcome);
+    }
+
+    /// Records the final outcome and releases the tasks that waited for it.
+    fn finish(&mut self, index: usize, outcome: Outcome) {
+        let task = &self.plan.tasks[index];
+        let record = &mut self.records[index];
+        let elapsed = match (record.started, record.finished) {
+            (Some(s), Some(f)) => f - s,
+            _ => Duration::ZERO,
+        };
+        self.ctx.emit(|| Event::TaskFinished {
+            name: task.name.clone(),
+            outcome: outcome.clone(),
+            attempts: record.attempts,
+            elapsed,
+        });
+        record.outcome = Some(outcome);
+        self.finished += 1;
+        self.phases[task.phase as usize].unfinished -= 1;
+        for d in self.plan.precedes.of(index as u32) {
+            let waiting = &mut self.plan.waiting[d as usize];
+            *waiting -= 1;
+            if *waiting == 0 {
+                let phase = self.plan.tasks[d as usize].phase as usize;
+                self.phases[phase].ready.push(d);
+            }
+        }
+    }
+
+    /// Stops the running tasks (all, or those of one phase) and skips the
+    /// unstarted ones, at the deadline or the end of a phase budget.
+    fn expire_running(&mut self, phase: Option<usize>) {
+        let now = Instant::now();
+        let reason = match phase {
+            Some(_) => SkipReason::PhaseBudget,
+            None => {
+                self.ctx.stop.cancel();
+                SkipReason::Deadline
+            }
+        };
+        for index in 0..self.plan.tasks.len() {
+            if self.records[index].outcome.is_some()
+                || phase.is_some_and(|p| self.plan.tasks[index].phase as usize != p)
+            {
+                continue;
+            }
+            let outcome = match self.handles[index].take() {
+                Some(handle) => {
+                    handle.abort();
+                    self.running -= 1;
+                    let record = &mut self.records[index];
+                    record.finished = Some(now);
+                    record.attempts = record.attempts.max(1);
+                    record.interruption = Some(match record.blocking {
+                        true => Interruption::Abandoned,
+                        false => Interruption::Dropped,
+                    });
+                    Outcome::Cancelled
+                }
+                None => Outcome::Skipped(reason),
+            };
+            self.finish(index, outcome);
+        }
+        if let Some(p) = phase {
+            tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
+        } else {
+            tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
+        }
+    }
+
+    fn report(&self, complete: bool) -> ShutdownReport {
+        let never_started = (0..self.plan.tasks.len() as u32).filter(|&i| self.records[i as usize].started.is_none());
+        let tasks = self
+            .started_order
+            .iter()
+            .copied()
+            .chain(never_started)
+            .map(|i| {
+                let task = &self.plan.tasks[i as usize];
+                let record = &self.records[i as usize];
+                TaskReport {
+                    name: task.name.clone(),
+                    outcome: record.outcome.clone().unwrap_or(Outcome::Pending),
+                    attempts: record.attempts,
+                    priority: task.spec.priority,
+                    effective_priority: task.effective,
+                    category: task.spec.category.clone(),
+                    started_at: record.started.map(|s| s.saturating_duration_since(self.t0)),
+                    duration: match (record.started, record.finished) {
+                        (Some(s), Some(f)) => f.saturating_duration_since(s),
+                        (Some(s), None) => s.elapsed(),
+                        _ => Duration::ZERO,
+                    },
+                    interruption: record.interruption,
+                    leaked: record.leaked,
+                }
+            })
+            .collect();
+        ShutdownReport::new(
+            self.reason.clone(),
+            complete,
+            self.t0.elapsed(),
+            self.plan.warnings.clone(),
+            tasks,
+        )
+    }
+}

@@ -1,0 +1,268 @@
+use std::fmt;
+use std::future::Future;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakFn};
+use crate::compactor::{Compactor, Inner};
+use crate::{Category, Error, Priority};
+
+/// A registered task: use it to declare dependencies or to unregister it.
+///
+/// Cheap to clone. Dropping a handle does **not** unregister the task, and a
+/// handle does not keep its [`Compactor`] alive.
+#[derive(Clone)]
+pub struct TaskHandle {
+    pub(crate) owner: Weak<Inner>,
+    pub(crate) name: Arc<str>,
+    pub(crate) id: NonZeroU64,
+}
+
+impl TaskHandle {
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Removes the task from its instance, so it does not run at shutdown.
+    ///
+    /// Returns `true` if the task was still pending, `false` if it was already
+    /// unregistered, its instance is gone, or shutdown has begun (the task is
+    /// then part of the run and cannot be withdrawn). Tasks that depended on it
+    /// lose that dependency.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let c = compactor::Compactor::new();
+    /// let h = c.register("temp-dir", || async {}).unwrap();
+    /// assert!(h.unregister());
+    /// assert!(!h.unregister());
+    /// ```
+    pub fn unregister(&self) -> bool {
+        self.owner
+            .upgrade()
+            .is_some_and(|inner| inner.registry.unregister(&self.name, self.id))
+    }
+
+    /// Whether the task is still registered and shutdown has not begun.
+    pub fn is_pending(&self) -> bool {
+        self.owner
+            .upgrade()
+            .is_some_and(|inner| inner.registry.is_pending(&self.name, self.id))
+    }
+}
+
+impl fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A dependency as declared: by handle (name and id must still match at
+/// shutdown) or by name (whatever task has that name at shutdown).
+#[derive(Debug, Clone)]
+pub(crate) struct Dep {
+    pub(crate) name: Arc<str>,
+    pub(crate) id: Option<NonZeroU64>,
+}
+
+/// The options of one task, as the runner needs them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spec {
+    pub(crate) priority: Priority,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) category: Category,
+    pub(crate) backoff: Option<Box<Backoff>>,
+}
+
+/// Configures one task; created by [`Compactor::task`], consumed by one of
+/// the `register*` methods.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use compactor::{Category, Compactor, Priority};
+///
+/// let c = Compactor::new();
+/// let db = c.task("db-pool").category(Category::Database).register(|| async {}).unwrap();
+/// c.task("http")
+///     .priority(Priority::High)
+///     .depends_on(&db) // http is stopped before the pool closes
+///     .timeout(Duration::from_secs(2))
+///     .retries(1)
+///     .register(|| async { Ok::<(), std::io::Error>(()) })
+///     .unwrap();
+/// ```
+#[must_use = "a task is only registered by one of the `register*` methods"]
+pub struct TaskBuilder<'a> {
+    compactor: &'a Compactor,
+    name: Arc<str>,
+    spec: Spec,
+    deps: Vec<Dep>,
+    error: Option<Error>,
+}
+
+impl<'a> TaskBuilder<'a> {
+    pub(crate) fn new(compactor: &'a Compactor, name: Arc<str>) -> Self {
+        TaskBuilder {
+            compactor,
+            name,
+            spec: Spec::default(),
+            deps: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The shutdown phase (default [`Priority::Normal`]).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.spec.priority = priority;
+        self
+    }
+
+    /// This task uses `dependency`: it is cleaned up **before** `dependency`
+    /// starts (an HTTP server depends on the database pool it queries).
+    pub fn depends_on(mut self, dependency: &TaskHandle) -> Self {
+        if !std::ptr::eq(dependency.owner.as_ptr(), Arc::as_ptr(&self.compactor.inner)) {
+            self.error.get_or_insert_with(|| Error::ForeignHandle {
+                task: self.name.to_string(),
+                dependency: dependency.name.to_string(),
+            });
+        } else {
+            self.deps.push(Dep {
+                name: dependency.name.clone(),
+                id: Some(dependency.id),
+            });
+        }
+        self
+    }
+
+    /// Like [`depends_on`](Self::depends_on), by name: the task may be
+    /// registered later. A name that no task has at shutdown is ignored and
+    /// listed in [`ShutdownReport::warnings`](crate::ShutdownReport::warnings).
+    pub fn depends_on_name(mut self, dependency: impl Into<Arc<str>>) -> Self {
+        self.deps.push(Dep {
+            name: dependency.into(),
+            id: None,
+        });
+        self
+    }
+
+    /// The time one attempt may take (default: the instance's
+    /// [`default_timeout`](crate::Builder::default_timeout)). Must not be zero.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.spec.timeout = Some(timeout);
+        self
+    }
+
+    /// How many more attempts follow a failed or timed-out one (default 0).
+    /// Panics are not retried: a panic is a bug, not a passing fault.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.spec.retries = retries;
+        self
+    }
+
+    /// The delays between attempts (default: the instance's
+    /// [`backoff`](crate::Builder::backoff)).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.spec.backoff = Some(Box::new(backoff));
+        self
+    }
+
+    /// The kind of resource (default [`Category::Other`]).
+    pub fn category(mut self, category: Category) -> Self {
+        self.spec.category = category;
+        self
+    }
+
+    /// Registers an async cleanup. It may be called again for each retry.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]: on any error nothing is registered and `cleanup` is
+    /// dropped without being called.
+    pub fn register<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.finish(Box::new(AsyncFn(cleanup)))
+    }
+
+    /// Registers an async cleanup that receives a [`CancellationToken`],
+    /// cancelled when the attempt times out or the shutdown deadline passes.
+    /// A cleanup that returns soon after the token fires is reported as having
+    /// stopped cooperatively; one that does not is dropped after the instance's
+    /// [`cancel_grace`](crate::Builder::cancel_grace).
+    pub fn register_cancellable<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.finish(Box::new(CancellableFn(cleanup)))
+    }
+
+    /// Registers a synchronous cleanup, run on tokio's blocking threads so it
+    /// never stalls the async workers. A blocking call cannot be interrupted:
+    /// on timeout it is abandoned (it goes on in its thread) and a retry waits
+    /// for it to return first.
+    pub fn register_blocking<F, R>(self, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut() -> R + Send + 'static,
+        R: CleanupResult,
+    {
+        self.finish(Box::new(BlockingFn(cleanup)))
+    }
+
+    /// Registers a cleanup that holds only a [`Weak`] reference to `value`, so
+    /// registration never keeps the resource alive. At shutdown the cleanup is
+    /// called with the value if it is still alive; if it was dropped, the task
+    /// is [`Outcome::Released`](crate::Outcome::Released) and not called. A
+    /// value still alive after its cleanup is flagged as a possible leak.
+    pub fn register_weak<T, F, Fut>(self, value: &Arc<T>, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        T: Send + Sync + 'static,
+        F: FnMut(Arc<T>) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.finish(Box::new(WeakFn {
+            value: Arc::downgrade(value),
+            f: cleanup,
+        }))
+    }
+
+    fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.name.trim().is_empty() {
+            return Err(Error::EmptyName);
+        }
+        if self.spec.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::ZeroTimeout {
+                task: self.name.to_string(),
+            });
+        }
+        let inner = &self.compactor.inner;
+        let id = inner
+            .registry
+            .insert(self.name.clone(), self.spec, self.deps, cleanup)?;
+        Ok(TaskHandle {
+            owner: Arc::downgrade(inner),
+            name: self.name,
+            id,
+        })
+    }
+}
