@@ -186,11 +186,6 @@ async fn run_async(
     };
     announce();
     let mut future = pin!(AssertUnwindSafe(ACTIVE.scope(ctx.instance, future)).catch_unwind());
-    let settle = |r: Result<Result<(), String>, Box<dyn Any + Send>>| match r {
-        Ok(Ok(())) => Attempt::Ok,
-        Ok(Err(error)) => Attempt::Err(error),
-        Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
-    };
     if let Ok(result) = tokio::time::timeout(timeout, future.as_mut()).await {
         return settle(result);
     }
@@ -221,14 +216,12 @@ async fn run_blocking(
         ACTIVE_BLOCKING.with(|a| a.set(0));
         result
     });
-    let settle = |r: Result<Result<Result<(), String>, Box<dyn Any + Send>>, tokio::task::JoinError>| match r {
-        Ok(Ok(Ok(()))) => Attempt::Ok,
-        Ok(Ok(Err(error))) => Attempt::Err(error),
-        Ok(Err(panic)) => Attempt::Panicked(panic_message(panic.as_ref())),
-        Err(join_error) => Attempt::Panicked(join_error.to_string()),
-    };
     if let Ok(result) = tokio::time::timeout(timeout, &mut join).await {
-        return settle(result);
+        return match result {
+            Ok(caught) => settle(caught),
+            // The closure's panic is caught inside; this is the runtime refusing the job.
+            Err(join_error) => Attempt::Panicked(join_error.to_string()),
+        };
     }
     let Some(token) = token else {
         return Attempt::TimedOut(Interruption::Abandoned);
@@ -237,6 +230,17 @@ async fn run_blocking(
     match tokio::time::timeout(ctx.cancel_grace, &mut join).await {
         Ok(_) => Attempt::TimedOut(Interruption::Stopped),
         Err(_) => Attempt::TimedOut(Interruption::Abandoned),
+    }
+}
+
+/// What `catch_unwind` gives back.
+type Caught<T> = Result<T, Box<dyn Any + Send>>;
+
+fn settle(result: Caught<Result<(), String>>) -> Attempt {
+    match result {
+        Ok(Ok(())) => Attempt::Ok,
+        Ok(Err(error)) => Attempt::Err(error),
+        Err(panic) => Attempt::Panicked(panic_message(panic.as_ref())),
     }
 }
 

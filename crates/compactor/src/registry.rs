@@ -207,7 +207,7 @@ impl Registry {
             };
             for dep in next {
                 if let Some(id) = dep.id {
-                    if !self.tasks.get(&dep.name).is_some_and(|n| n.id == id.get()) {
+                    if self.tasks.get(&dep.name).is_none_or(|n| n.id != id.get()) {
                         continue;
                     }
                 }

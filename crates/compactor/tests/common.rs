@@ -1,0 +1,27 @@
+//! Helpers shared by the test files (each `mod common;`).
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::{Arc, Mutex};
+
+/// An ordered log of what cleanups did.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Position of `entry` in the log; panics if absent.
+    pub fn pos(&self, entry: &str) -> usize {
+        let entries = self.entries();
+        entries
+            .iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("`{entry}` not in {entries:?}"))
+    }
+}
