@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// Exponential: the delay before retry `n` (1-based) is `initial * 2^(n-1)`,
 /// capped at `max`. With jitter (the default), each delay is drawn uniformly
-/// from its upper half, so many tasks that failed together (a database that
+/// from its upper half (in whole milliseconds), so many tasks that failed together (a database that
 /// went away) do not retry in lock step.
 ///
 /// # Examples
@@ -77,7 +77,10 @@ impl Backoff {
         // per call, which is all the randomness a retry spread needs.
         let random = RandomState::new().hash_one(retry);
         let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
-        delay.mul_f64(0.5 + fraction / 2.0)
+        let jittered = delay.mul_f64(0.5 + fraction / 2.0);
+        // Whole milliseconds: tokio's timer would round the rest up anyway,
+        // and the reported delay is then the one waited.
+        Duration::from_millis(jittered.as_millis() as u64).max(delay / 2)
     }
 }
 
