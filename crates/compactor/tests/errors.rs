@@ -1,0 +1,192 @@
+//! Bad input gets a clear error, and nothing registered is lost because of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use compactor::{Compactor, Error, Outcome};
+
+/// A cleanup that records whether it was ever called.
+fn flagged() -> (Arc<AtomicBool>, impl FnMut() -> std::future::Ready<()> + Send + 'static) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    (flag, move || {
+        set.store(true, Ordering::SeqCst);
+        std::future::ready(())
+    })
+}
+
+/// Registers "keeper", lets `bad` fail, and checks keeper still runs.
+async fn refused_without_loss(bad: impl FnOnce(&Compactor) -> Result<compactor::TaskHandle, Error>) -> Error {
+    let c = Compactor::new();
+    c.register("keeper", || async {}).unwrap();
+    let error = bad(&c).expect_err("the registration must be refused");
+    let report = c.shutdown().await;
+    let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
+    assert!(names.contains(&"keeper"), "{report}");
+    assert_eq!(report.task("keeper").unwrap().outcome(), &Outcome::Succeeded);
+    error
+}
+
+#[tokio::test]
+async fn an_empty_name_is_refused() {
+    let e = refused_without_loss(|c| c.register("  ", || async {})).await;
+    assert_eq!(e, Error::EmptyName);
+    assert!(e.to_string().contains("must not be empty"));
+}
+
+#[tokio::test]
+async fn a_duplicate_name_is_refused_and_the_first_task_kept() {
+    let (called, cleanup) = flagged();
+    let e = refused_without_loss(|c| c.register("keeper", cleanup)).await;
+    assert_eq!(e, Error::DuplicateName("keeper".into()));
+    assert!(e.to_string().contains("unique name"));
+    assert!(!called.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_zero_timeout_is_refused() {
+    let e = refused_without_loss(|c| c.task("t").timeout(Duration::ZERO).register(|| async {})).await;
+    assert_eq!(e, Error::ZeroTimeout { task: "t".into() });
+}
+
+#[tokio::test]
+async fn a_handle_of_another_instance_is_refused() {
+    let other = Compactor::new();
+    let foreign = other.register("db", || async {}).unwrap();
+    let e = refused_without_loss(|c| c.task("http").depends_on(&foreign).register(|| async {})).await;
+    assert_eq!(
+        e,
+        Error::ForeignHandle {
+            task: "http".into(),
+            dependency: "db".into()
+        }
+    );
+    assert!(e.to_string().contains("another Compactor"));
+}
+
+#[tokio::test]
+async fn a_dependency_on_an_unregistered_task_is_refused() {
+    let e = refused_without_loss(|c| {
+        let gone = c.register("gone", || async {}).unwrap();
+        gone.unregister();
+        c.task("http").depends_on(&gone).register(|| async {})
+    })
+    .await;
+    assert_eq!(
+        e,
+        Error::UnknownDependency {
+            task: "http".into(),
+            dependency: "gone".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_cycle_is_refused_with_its_path() {
+    let e = refused_without_loss(|c| {
+        let a = c.task("a").depends_on_name("c").register(|| async {}).unwrap();
+        let b = c.task("b").depends_on(&a).register(|| async {}).unwrap();
+        c.task("c").depends_on(&b).register(|| async {})
+    })
+    .await;
+    assert_eq!(
+        e,
+        Error::Cycle {
+            path: vec!["c".into(), "b".into(), "a".into(), "c".into()]
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "dependency cycle c -> b -> a -> c: cleanup order cannot be decided; remove one of these dependencies"
+    );
+}
+
+#[tokio::test]
+async fn a_task_depending_on_itself_is_a_cycle() {
+    let e = refused_without_loss(|c| c.task("me").depends_on_name("me").register(|| async {})).await;
+    assert_eq!(e, Error::Cycle { path: vec!["me".into(), "me".into()] });
+}
+
+#[tokio::test]
+async fn a_refused_cycle_leaves_the_graph_as_it_was() {
+    let c = Compactor::new();
+    let a = c.task("a").depends_on_name("b").register(|| async {}).unwrap();
+    assert!(matches!(c.task("b").depends_on(&a).register(|| async {}), Err(Error::Cycle { .. })));
+    // "b" was refused, so the name is free and a later, acyclic "b" is fine.
+    c.task("b").register(|| async {}).unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean() && report.warnings().is_empty(), "{report}");
+    let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn registration_after_shutdown_began_is_refused_and_never_runs() {
+    let c = Compactor::new();
+    c.register("keeper", || async {}).unwrap();
+    c.trigger();
+    let (called, cleanup) = flagged();
+    assert_eq!(c.register("late", cleanup).unwrap_err(), Error::ShuttingDown);
+    let report = c.shutdown().await;
+    assert_eq!(report.tasks().len(), 1);
+    assert!(!called.load(Ordering::SeqCst));
+    let (called, cleanup) = flagged();
+    assert_eq!(c.task("later").register(cleanup).unwrap_err(), Error::ShuttingDown);
+    assert!(!called.load(Ordering::SeqCst));
+}
+
+#[test]
+fn invalid_settings_are_named() {
+    let e = Compactor::builder().deadline(Duration::ZERO).try_build().unwrap_err();
+    assert_eq!(e.to_string(), "invalid Compactor configuration: `deadline` must be greater than zero");
+    assert!(Compactor::builder().concurrency_limit(0).try_build().is_err());
+    assert!(Compactor::builder().default_timeout(Duration::ZERO).try_build().is_err());
+    assert!(Compactor::builder().event_capacity(0).try_build().is_err());
+    let built = std::panic::catch_unwind(|| Compactor::builder().concurrency_limit(0).build());
+    let message = *built.unwrap_err().downcast::<String>().unwrap();
+    assert!(message.contains("concurrency_limit"), "{message}");
+}
+
+#[tokio::test]
+async fn shutdown_from_inside_a_cleanup_returns_the_report_so_far() {
+    let c = Compactor::new();
+    c.register("first", || async {}).unwrap();
+    let inner = c.clone();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let slot = seen.clone();
+    c.task("reentrant")
+        .depends_on_name("first")
+        .timeout(Duration::from_secs(5))
+        .register(move || {
+            let (inner, slot) = (inner.clone(), slot.clone());
+            async move {
+                let report = inner.shutdown().await;
+                *slot.lock().unwrap() = Some(report);
+            }
+        })
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(3), c.shutdown())
+        .await
+        .expect("a cleanup calling shutdown() must not deadlock");
+    assert!(report.is_complete() && report.is_clean(), "{report}");
+    let partial = seen.lock().unwrap().clone().expect("the cleanup got a report");
+    assert!(!partial.is_complete());
+    assert_eq!(partial.task("reentrant").unwrap().outcome(), &Outcome::Pending);
+    assert_eq!(partial.task("first").unwrap().outcome(), &Outcome::Pending);
+}
+
+#[tokio::test]
+async fn wait_from_inside_a_blocking_cleanup_does_not_deadlock() {
+    let c = Compactor::new();
+    let inner = c.clone();
+    let handle = tokio::runtime::Handle::current();
+    c.task("sync")
+        .register_blocking(move || {
+            let report = handle.block_on(inner.wait());
+            assert!(!report.is_complete());
+        })
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(3), c.shutdown()).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+}
