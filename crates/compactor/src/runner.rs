@@ -251,28 +251,33 @@ impl Runner {
                 SkipReason::Deadline
             }
         };
+        let in_scope = |runner: &Runner, index: usize| {
+            runner.records[index].outcome.is_none()
+                && phase.is_none_or(|p| runner.plan.tasks[index].phase as usize == p)
+        };
+        // The running tasks first, then those that never started.
         for index in 0..self.plan.tasks.len() {
-            if self.records[index].outcome.is_some()
-                || phase.is_some_and(|p| self.plan.tasks[index].phase as usize != p)
-            {
+            if !in_scope(self, index) {
                 continue;
             }
-            let outcome = match self.handles[index].take() {
-                Some(handle) => {
-                    handle.abort();
-                    self.running -= 1;
-                    let record = &mut self.records[index];
-                    record.finished = Some(now);
-                    record.attempts = record.attempts.max(1);
-                    record.interruption = Some(match record.blocking {
-                        true => Interruption::Abandoned,
-                        false => Interruption::Dropped,
-                    });
-                    Outcome::Cancelled
-                }
-                None => Outcome::Skipped(reason),
+            let Some(handle) = self.handles[index].take() else {
+                continue;
             };
-            self.finish(index, outcome);
+            handle.abort();
+            self.running -= 1;
+            let record = &mut self.records[index];
+            record.finished = Some(now);
+            record.attempts = record.attempts.max(1);
+            record.interruption = Some(match record.blocking {
+                true => Interruption::Abandoned,
+                false => Interruption::Dropped,
+            });
+            self.finish(index, Outcome::Cancelled);
+        }
+        for index in 0..self.plan.tasks.len() {
+            if in_scope(self, index) {
+                self.finish(index, Outcome::Skipped(reason));
+            }
         }
         if let Some(p) = phase {
             tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");

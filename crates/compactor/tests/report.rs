@@ -1,0 +1,212 @@
+//! The report, the events, the shutdown token, and running once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use compactor::{Category, Compactor, Event, Outcome, Priority, ShutdownReason};
+
+#[tokio::test(start_paused = true)]
+async fn every_caller_gets_the_same_single_run() {
+    let c = Compactor::new();
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = runs.clone();
+    c.register("once", move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(10))
+    })
+    .unwrap();
+    let waiter = tokio::spawn({
+        let c = c.clone();
+        async move { c.wait().await }
+    });
+    tokio::task::yield_now().await;
+    let clone = c.clone();
+    let (a, b, c2) = tokio::join!(c.shutdown(), c.shutdown(), clone.shutdown());
+    let later = c.shutdown().await;
+    let waited = waiter.await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    for other in [&b, &c2, &later, &waited] {
+        assert_eq!(&a, other);
+    }
+    assert_eq!(c.report(), Some(a));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_shutdown_future_does_not_stop_the_run() {
+    let c = Compactor::new();
+    c.register("slow", || tokio::time::sleep(Duration::from_millis(50))).unwrap();
+    let cut_short = tokio::time::timeout(Duration::from_millis(10), c.shutdown()).await;
+    assert!(cut_short.is_err());
+    let report = c.wait().await;
+    assert_eq!(report.tasks()[0].outcome(), &Outcome::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_accounts_for_every_task_once_in_start_order() {
+    let c = Compactor::builder().deadline(Duration::from_millis(100)).build();
+    let db = c.task("db").category(Category::Database).register(|| async {}).unwrap();
+    c.task("http")
+        .priority(Priority::High)
+        .category(Category::Network)
+        .depends_on(&db)
+        .register(|| tokio::time::sleep(Duration::from_millis(20)))
+        .unwrap();
+    c.task("stuck").priority(Priority::Low).register(|| std::future::pending::<()>()).unwrap();
+    c.task("never").priority(Priority::Custom(-200)).register(|| async {}).unwrap();
+    let report = c.shutdown().await;
+    let rows: Vec<(&str, Option<Duration>)> = report.tasks().iter().map(|t| (t.name(), t.started_at())).collect();
+    let ms = |n| Some(Duration::from_millis(n));
+    assert_eq!(rows, [("http", ms(0)), ("db", ms(20)), ("stuck", ms(20)), ("never", None)]);
+    assert_eq!(report.duration(), Duration::from_millis(100));
+    assert_eq!(report.reason(), &ShutdownReason::Manual);
+    assert_eq!(report.count(&Outcome::Succeeded), 2);
+    // http must precede db, so http would be raised to db's phase, not db to http's.
+    assert_eq!(report.task("db").unwrap().effective_priority(), Priority::Normal);
+    assert_eq!(report.task("db").unwrap().category(), &Category::Database);
+
+    let table = report.to_string();
+    assert!(table.starts_with("shutdown (manual) finished in 100ms: 4 tasks, NOT clean"), "{table}");
+    for needle in ["http", "network", "succeeded", "cancelled", "skipped", "shutdown deadline passed", "+20ms"] {
+        assert!(table.contains(needle), "`{needle}` missing from\n{table}");
+    }
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn the_report_serializes_to_json() {
+    let c = Compactor::new();
+    c.task("flush").category(Category::File).register(|| async { Err::<(), _>("EIO") }).unwrap();
+    let report = c.shutdown().await;
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["reason"], "manual");
+    assert_eq!(json["clean"], false);
+    let task = &json["tasks"][0];
+    assert_eq!(task["name"], "flush");
+    assert_eq!(task["category"], "file");
+    assert_eq!(task["outcome"], serde_json::json!({"kind": "failed", "detail": "EIO"}));
+    assert_eq!(task["attempts"], 1);
+    assert_eq!(task["priority"], "normal");
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_trace_the_run_in_order() {
+    let c = Compactor::new();
+    let mut rx = c.subscribe();
+    c.task("retry")
+        .retries(1)
+        .backoff(compactor::Backoff::fixed(Duration::from_millis(5)))
+        .register({
+            let calls = Arc::new(AtomicU32::new(0));
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move { if n == 0 { Err("first try") } else { Ok(()) } }
+            }
+        })
+        .unwrap();
+    c.register("plain", || async {}).unwrap();
+    let report = c.shutdown().await;
+    let mut seen = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        seen.push(match event {
+            Event::ShutdownStarted { tasks, .. } => format!("started {tasks}"),
+            Event::TaskStarted { name, attempt, .. } => format!("{name} attempt {attempt}"),
+            Event::TaskRetrying { name, error, .. } => format!("{name} retrying: {error}"),
+            Event::TaskFinished { name, outcome, attempts, .. } => format!("{name} {outcome} after {attempts}"),
+            Event::ShutdownFinished { report: r, .. } => {
+                assert_eq!(r, report);
+                "finished".to_owned()
+            }
+            other => format!("{other:?}"),
+        });
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("started 2"));
+    assert_eq!(seen.last().map(String::as_str), Some("finished"));
+    let retry: Vec<&String> = seen.iter().filter(|s| s.starts_with("retry")).collect();
+    assert_eq!(
+        retry,
+        ["retry attempt 1", "retry retrying: first try", "retry attempt 2", "retry succeeded after 2"]
+    );
+    assert_eq!(seen.iter().filter(|s| s.starts_with("plain")).count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn skipped_tasks_get_one_finished_event_too() {
+    let c = Compactor::builder().deadline(Duration::from_millis(10)).build();
+    let mut rx = c.subscribe();
+    let last = c.register("last", || async {}).unwrap();
+    c.task("hang").depends_on(&last).register(|| std::future::pending::<()>()).unwrap();
+    c.shutdown().await;
+    let mut finished = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let Event::TaskFinished { name, outcome, .. } = event {
+            finished.push(format!("{name}: {outcome}"));
+        }
+    }
+    assert_eq!(finished, ["hang: cancelled", "last: skipped: shutdown deadline passed"]);
+}
+
+#[tokio::test]
+async fn the_token_fires_when_the_run_begins() {
+    let c = Compactor::new();
+    let token = c.shutdown_token();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let release = gate.clone();
+    c.register("held", move || {
+        let gate = release.clone();
+        async move { gate.notified().await }
+    })
+    .unwrap();
+    assert!(!token.is_cancelled());
+    c.trigger();
+    // Fired before `trigger` returns, while the cleanup is still running.
+    assert!(token.is_cancelled() && c.shutdown_token().is_cancelled());
+    assert!(c.is_shutting_down());
+    gate.notify_one();
+    assert!(c.wait().await.is_clean());
+}
+
+#[tokio::test]
+async fn cancelling_the_handed_out_token_does_not_start_a_shutdown() {
+    let c = Compactor::new();
+    c.shutdown_token().cancel();
+    assert!(!c.is_shutting_down());
+    assert!(!c.shutdown_token().is_cancelled());
+}
+
+#[tokio::test]
+async fn weak_registrations_never_keep_the_value_alive() {
+    struct Pool;
+    let c = Compactor::new();
+    let dropped = Arc::new(Pool);
+    let alive = Arc::new(Pool);
+    let leaked = Arc::new(Pool);
+    let extra = leaked.clone();
+    let called = Arc::new(AtomicU32::new(0));
+    for (name, value) in [("dropped", &dropped), ("alive", &alive), ("leaked", &leaked)] {
+        let called = called.clone();
+        c.task(name)
+            .register_weak(value, move |pool: Arc<Pool>| {
+                called.fetch_add(1, Ordering::SeqCst);
+                async move { drop(pool) }
+            })
+            .unwrap();
+    }
+    assert_eq!(Arc::strong_count(&dropped), 1, "registration took no strong reference");
+    drop(dropped);
+    drop(alive);
+    // `alive`'s last owner is gone too; only `leaked` is still held (twice).
+    drop(leaked);
+    let report = c.shutdown().await;
+    let dropped = report.task("dropped").unwrap();
+    assert_eq!(dropped.outcome(), &Outcome::Released);
+    assert_eq!(dropped.attempts(), 0);
+    assert_eq!(report.task("alive").unwrap().outcome(), &Outcome::Released);
+    let leaked = report.task("leaked").unwrap();
+    assert_eq!(leaked.outcome(), &Outcome::Succeeded);
+    assert_eq!(leaked.leaked(), Some(1));
+    assert_eq!(report.leaks().count(), 1);
+    assert!(report.is_clean(), "a possible leak is flagged, not a failure");
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+    drop(extra);
+}
