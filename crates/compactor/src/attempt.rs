@@ -1,12 +1,14 @@
 //! One task's life in a run: its attempts, their timeouts, retries with
-//! backoff, contained panics. Runs as its own tokio task; reports back to the
-//! runner with a [`Done`].
+//! backoff, contained panics. Ends with a [`Done`] for the runner.
 
 use std::any::Any;
 use std::cell::Cell;
+use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -31,7 +33,8 @@ thread_local! {
 
 /// Whether the caller is one of `instance`'s own cleanups.
 pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
-    ACTIVE.try_with(|id| *id == instance).unwrap_or(false) || ACTIVE_BLOCKING.with(Cell::get) == instance
+    ACTIVE.try_with(|id| *id == instance).unwrap_or(false)
+        || ACTIVE_BLOCKING.with(Cell::get) == instance
 }
 
 /// What every task of one run shares.
@@ -42,14 +45,35 @@ pub(crate) struct RunContext {
     pub(crate) cancel_grace: Duration,
     /// Fires at the deadline; the parent of every attempt's token.
     pub(crate) stop: CancellationToken,
+    /// Whether anyone subscribes to the events. Asking the channel takes its
+    /// lock, so the runner refreshes this once per batch instead.
+    pub(crate) listening: AtomicBool,
 }
 
 impl RunContext {
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
-        if self.events.receiver_count() > 0 {
+        if self.listening.load(Ordering::Relaxed) {
             let _ = self.events.send(event());
         }
     }
+
+    pub(crate) fn refresh_listening(&self) {
+        self.listening
+            .store(self.events.receiver_count() > 0, Ordering::Relaxed);
+    }
+}
+
+/// Polls `future` once before arming a timer: most cleanups that finish at
+/// once then never touch the timer wheel.
+async fn within<F: Future>(deadline: Instant, future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut future = future;
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        return Some(output);
+    }
+    // Boxed: the timer is large, and only cleanups that wait pay for it.
+    Box::pin(tokio::time::timeout_at(deadline, future))
+        .await
+        .ok()
 }
 
 /// A finished task, as reported to the runner.
@@ -88,7 +112,7 @@ enum Body {
     Blocking(Arc<Mutex<BoxCleanup>>),
 }
 
-pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
+pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
     let Job {
         index,
         name,
@@ -103,6 +127,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
         false => Body::Async(cleanup),
     };
     let started = Instant::now();
+    let mut attempt_started = started;
     let mut attempts = 0;
     let (outcome, interruption) = loop {
         attempts += 1;
@@ -114,10 +139,12 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
         };
         let token = observes_token.then(|| ctx.stop.child_token());
         let attempt = match &mut body {
-            Body::Async(cleanup) => run_async(&ctx, cleanup, token, timeout, announce).await,
+            Body::Async(cleanup) => {
+                run_async(&ctx, cleanup, token, attempt_started + timeout, announce).await
+            }
             Body::Blocking(cell) => {
                 announce();
-                run_blocking(&ctx, cell, token, timeout).await
+                Box::pin(run_blocking(&ctx, cell, token, timeout)).await
             }
         };
         let error = match attempt {
@@ -150,16 +177,19 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
             delay,
             error,
         });
-        tokio::time::sleep(delay).await;
+        Box::pin(tokio::time::sleep(delay)).await;
+        attempt_started = Instant::now();
     };
     let leaked = match &body {
-        Body::Async(cleanup) if outcome != Outcome::Released => cleanup.strong_count().filter(|&n| n > 0),
+        Body::Async(cleanup) if outcome != Outcome::Released => {
+            cleanup.strong_count().filter(|&n| n > 0)
+        }
         _ => None,
     };
     if let Some(strong) = leaked {
         tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
     }
-    let _ = ctx.done.send(Done {
+    Done {
         index,
         outcome,
         attempts,
@@ -167,17 +197,19 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) {
         finished: Instant::now(),
         interruption,
         leaked,
-    });
+    }
 }
 
 async fn run_async(
     ctx: &RunContext,
     cleanup: &mut BoxCleanup,
     token: Option<CancellationToken>,
-    timeout: Duration,
+    deadline: Instant,
     announce: impl FnOnce(),
 ) -> Attempt {
-    let started = catch_unwind(AssertUnwindSafe(|| ACTIVE.sync_scope(ctx.instance, || cleanup.start(token.as_ref()))));
+    let started = catch_unwind(AssertUnwindSafe(|| {
+        ACTIVE.sync_scope(ctx.instance, || cleanup.start(token.as_ref()))
+    }));
     let future = match started {
         Ok(Start::Async(future)) => future,
         Ok(Start::Released) => return Attempt::Released,
@@ -186,16 +218,16 @@ async fn run_async(
     };
     announce();
     let mut future = pin!(AssertUnwindSafe(ACTIVE.scope(ctx.instance, future)).catch_unwind());
-    if let Ok(result) = tokio::time::timeout(timeout, future.as_mut()).await {
+    if let Some(result) = within(deadline, future.as_mut()).await {
         return settle(result);
     }
     let Some(token) = token else {
         return Attempt::TimedOut(Interruption::Dropped);
     };
     token.cancel();
-    match tokio::time::timeout(ctx.cancel_grace, future.as_mut()).await {
-        Ok(_) => Attempt::TimedOut(Interruption::Stopped),
-        Err(_) => Attempt::TimedOut(Interruption::Dropped),
+    match within(Instant::now() + ctx.cancel_grace, future.as_mut()).await {
+        Some(_) => Attempt::TimedOut(Interruption::Stopped),
+        None => Attempt::TimedOut(Interruption::Dropped),
     }
 }
 
@@ -212,11 +244,13 @@ async fn run_blocking(
         // A retry after an abandoned attempt waits here for it to return.
         let mut cleanup = cell.lock().unwrap_or_else(PoisonError::into_inner);
         ACTIVE_BLOCKING.with(|a| a.set(instance));
-        let result = catch_unwind(AssertUnwindSafe(|| cleanup.run_blocking(thread_token.as_ref())));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            cleanup.run_blocking(thread_token.as_ref())
+        }));
         ACTIVE_BLOCKING.with(|a| a.set(0));
         result
     });
-    if let Ok(result) = tokio::time::timeout(timeout, &mut join).await {
+    if let Some(result) = within(Instant::now() + timeout, std::pin::Pin::new(&mut join)).await {
         return match result {
             Ok(caught) => settle(caught),
             // The closure's panic is caught inside; this is the runtime refusing the job.
@@ -227,9 +261,14 @@ async fn run_blocking(
         return Attempt::TimedOut(Interruption::Abandoned);
     };
     token.cancel();
-    match tokio::time::timeout(ctx.cancel_grace, &mut join).await {
-        Ok(_) => Attempt::TimedOut(Interruption::Stopped),
-        Err(_) => Attempt::TimedOut(Interruption::Abandoned),
+    match within(
+        Instant::now() + ctx.cancel_grace,
+        std::pin::Pin::new(&mut join),
+    )
+    .await
+    {
+        Some(_) => Attempt::TimedOut(Interruption::Stopped),
+        None => Attempt::TimedOut(Interruption::Abandoned),
     }
 }
 

@@ -102,7 +102,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let d = b.next_delay(2);
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(100) && d <= Duration::from_millis(200),
+                "{d:?}"
+            );
             seen.insert(d);
         }
         assert!(seen.len() > 1, "jitter must spread the delays");

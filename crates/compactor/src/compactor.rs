@@ -143,7 +143,11 @@ impl Compactor {
     /// # Errors
     ///
     /// See [`TaskBuilder::register`].
-    pub fn register<F, Fut>(&self, name: impl Into<Arc<str>>, cleanup: F) -> Result<TaskHandle, Error>
+    pub fn register<F, Fut>(
+        &self,
+        name: impl Into<Arc<str>>,
+        cleanup: F,
+    ) -> Result<TaskHandle, Error>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
@@ -215,7 +219,10 @@ impl Compactor {
             }
         }
         let mut rx = self.inner.report.subscribe();
-        let report = rx.wait_for(Option::is_some).await.expect("the sender lives as long as `self`");
+        let report = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives as long as `self`");
         report.clone().expect("waited for Some")
     }
 
@@ -250,6 +257,7 @@ impl Compactor {
             events: inner.events.clone(),
             cancel_grace: inner.config.cancel_grace,
             stop: CancellationToken::new(),
+            listening: AtomicBool::new(inner.events.receiver_count() > 0),
         });
         let run_inner = inner.clone();
         let span = tracing::info_span!("shutdown", instance = inner.id, %reason);

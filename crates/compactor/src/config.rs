@@ -31,7 +31,10 @@ impl Default for Config {
 
 impl Config {
     pub(crate) fn phase_budget(&self, phase: Priority) -> Option<Duration> {
-        self.phase_budgets.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+        self.phase_budgets
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
     }
 }
 

@@ -42,12 +42,18 @@ impl Edges {
             Some(&[start, end]) => start as usize..end as usize,
             _ => 0..0,
         };
-        self.targets[range].iter().copied().filter(|&t| t != REMOVED)
+        self.targets[range]
+            .iter()
+            .copied()
+            .filter(|&t| t != REMOVED)
     }
 
     fn remove(&mut self, from: u32, to: u32) {
         let (start, end) = (self.offsets[from as usize], self.offsets[from as usize + 1]);
-        if let Some(slot) = self.targets[start as usize..end as usize].iter_mut().find(|t| **t == to) {
+        if let Some(slot) = self.targets[start as usize..end as usize]
+            .iter_mut()
+            .find(|t| **t == to)
+        {
             *slot = REMOVED;
         }
     }
@@ -75,7 +81,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// `nodes` must be in registration order.
-    pub(crate) fn new(nodes: Vec<(Arc<str>, Node)>) -> Plan {
+    pub(crate) fn new(nodes: Vec<(Arc<str>, Box<Node>)>) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
         let mut edges: Vec<(u32, u32)> = Vec::new();
@@ -88,15 +94,21 @@ impl Plan {
             for (i, (name, node)) in nodes.iter().enumerate() {
                 let start = edges.len();
                 for dep in node.deps.iter() {
-                    match (index.get(&*dep.name), dep.id) {
-                        (Some(&(j, id)), Some(want)) if id == want.get() => edges.push((i as u32, j)),
+                    let target = match (index.get(&*dep.name), dep.id) {
+                        (Some(&(j, id)), Some(want)) if id == want.get() => Some(j),
                         // The handle's task was unregistered: the dependency went with it.
-                        (_, Some(_)) => {}
-                        (Some(&(j, _)), None) => edges.push((i as u32, j)),
-                        (None, None) => warnings.push(GraphWarning::UnknownDependency {
-                            task: name.to_string(),
-                            dependency: dep.name.to_string(),
-                        }),
+                        (_, Some(_)) => None,
+                        (Some(&(j, _)), None) => Some(j),
+                        (None, None) => {
+                            warnings.push(GraphWarning::UnknownDependency {
+                                task: name.to_string(),
+                                dependency: dep.name.to_string(),
+                            });
+                            None
+                        }
+                    };
+                    if let Some(j) = target {
+                        edges.push((i as u32, j));
                     }
                 }
                 if edges.len() - start > 1 {
@@ -117,7 +129,10 @@ impl Plan {
             .into_iter()
             .map(|(name, node)| PlannedTask {
                 name,
-                cleanup: node.cleanup.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+                cleanup: node
+                    .cleanup
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 effective: node.spec.priority,
                 spec: node.spec,
                 phase: 0,
@@ -126,9 +141,13 @@ impl Plan {
 
         // Effective priorities flow from a dependency to its dependents
         // (Kahn's order, dependencies first), breaking any cycle on the way.
-        let mut remaining: Vec<u32> = (0..n as u32).map(|i| precedes.of(i).count() as u32).collect();
+        let mut remaining: Vec<u32> = (0..n as u32)
+            .map(|i| precedes.of(i).count() as u32)
+            .collect();
         let mut done = vec![false; n];
-        let mut queue: Vec<u32> = (0..n as u32).filter(|&i| remaining[i as usize] == 0).collect();
+        let mut queue: Vec<u32> = (0..n as u32)
+            .filter(|&i| remaining[i as usize] == 0)
+            .collect();
         let mut processed = 0;
         loop {
             while let Some(d) = queue.pop() {
@@ -152,7 +171,10 @@ impl Plan {
             preceded_by.remove(to, from);
             warnings.push(GraphWarning::CycleBroken {
                 path,
-                dropped: (tasks[from as usize].name.to_string(), tasks[to as usize].name.to_string()),
+                dropped: (
+                    tasks[from as usize].name.to_string(),
+                    tasks[to as usize].name.to_string(),
+                ),
             });
             remaining[from as usize] -= 1;
             if remaining[from as usize] == 0 {
@@ -164,7 +186,9 @@ impl Plan {
         phases.sort_unstable_by(|a, b| b.cmp(a));
         phases.dedup();
         for t in &mut tasks {
-            t.phase = phases.binary_search_by(|p| t.effective.cmp(p)).expect("every phase is listed") as u32;
+            t.phase = phases
+                .binary_search_by(|p| t.effective.cmp(p))
+                .expect("every phase is listed") as u32;
         }
         let mut waiting = vec![0u32; n];
         for i in 0..n as u32 {
@@ -186,7 +210,10 @@ impl Plan {
 /// dependency to drop: the one declared by the latest-registered task on the
 /// cycle. Deterministic for a given set of registrations.
 fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u32, Vec<String>) {
-    let start = (0..done.len()).rev().find(|&i| !done[i]).expect("a task is left") as u32;
+    let start = (0..done.len())
+        .rev()
+        .find(|&i| !done[i])
+        .expect("a task is left") as u32;
     let mut position: HashMap<u32, usize> = HashMap::new();
     let mut walk = vec![start];
     let mut at = start;
@@ -200,10 +227,15 @@ fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u
             .expect("a blocked task has a blocked dependency");
         if let Some(&p) = position.get(&at) {
             let cycle = &walk[p..];
-            let from_pos = (0..cycle.len()).max_by_key(|&k| cycle[k]).expect("cycle is not empty");
+            let from_pos = (0..cycle.len())
+                .max_by_key(|&k| cycle[k])
+                .expect("cycle is not empty");
             let from = cycle[from_pos];
             let to = cycle[(from_pos + 1) % cycle.len()];
-            let mut path: Vec<String> = cycle.iter().map(|&t| tasks[t as usize].name.to_string()).collect();
+            let mut path: Vec<String> = cycle
+                .iter()
+                .map(|&t| tasks[t as usize].name.to_string())
+                .collect();
             path.push(path[0].clone());
             return (from, to, path);
         }

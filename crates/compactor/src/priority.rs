@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn named_priorities_order_and_equal_their_values() {
-        let mut all = vec![
+        let mut all = [
             Priority::Low,
             Priority::Critical,
             Priority::Custom(150),

@@ -8,7 +8,6 @@
 //! runs twice.
 
 use std::collections::{HashMap, HashSet};
-use std::mem;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,7 +20,6 @@ use crate::cleanup::BoxCleanup;
 use crate::task::{Dep, Spec};
 
 /// A pending task.
-#[derive(Default)]
 pub(crate) struct Node {
     pub(crate) id: u64,
     /// In a mutex only so the map is `Sync`; it is never contended: the
@@ -32,7 +30,10 @@ pub(crate) struct Node {
 }
 
 pub(crate) struct Registry {
-    tasks: DashMap<Arc<str>, Node>,
+    /// Boxed so a map slot is two pointers wide: a hash table is sparse after
+    /// it grows, and empty slots then cost little.
+    /// `None` only transiently, while [`Registry::drain`] takes the nodes out.
+    tasks: DashMap<Arc<str>, Option<Box<Node>>>,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -92,7 +93,8 @@ impl Registry {
         let by_name = deps.iter().any(|d| d.id.is_none());
         // Only a task whose name some pending task references by name can close
         // a cycle: every other edge points at a task that existed before it.
-        let mut names = (by_name || self.referenced.load(Ordering::Acquire) > 0).then(|| self.lock_names());
+        let mut names =
+            (by_name || self.referenced.load(Ordering::Acquire) > 0).then(|| self.lock_names());
         if let Some(names) = &names {
             if names.contains_key(&name) {
                 if let Some(path) = self.find_path_back(&name, &deps) {
@@ -102,10 +104,15 @@ impl Registry {
         }
 
         let referenced_now: Vec<Arc<str>> = match by_name {
-            true => deps.iter().filter(|d| d.id.is_none()).map(|d| d.name.clone()).collect(),
+            true => deps
+                .iter()
+                .filter(|d| d.id.is_none())
+                .map(|d| d.name.clone())
+                .collect(),
             false => Vec::new(),
         };
-        let id = NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
+        let id =
+            NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
         match self.tasks.entry(name) {
             Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().to_string())),
             Entry::Vacant(e) => {
@@ -113,12 +120,12 @@ impl Registry {
                 if self.closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
-                e.insert(Node {
+                e.insert(Some(Box::new(Node {
                     id: id.get(),
                     cleanup: Mutex::new(Some(cleanup)),
                     deps: deps.into_boxed_slice(),
                     spec,
-                });
+                })));
             }
         }
         if let Some(names) = &mut names {
@@ -129,15 +136,15 @@ impl Registry {
 
     /// Whether the task `name` with this id is still pending.
     pub(crate) fn is_pending(&self, name: &str, id: NonZeroU64) -> bool {
-        !self.is_closed() && self.tasks.get(name).is_some_and(|n| n.id == id.get())
+        !self.is_closed() && self.node_id(name) == Some(id.get())
     }
 
     pub(crate) fn unregister(&self, name: &str, id: NonZeroU64) -> bool {
         let removed = self.tasks.remove_if(name, |_, node| {
             // Read under the shard lock, like `insert`.
-            node.id == id.get() && !self.closed.load(Ordering::SeqCst)
+            node.as_ref().is_some_and(|n| n.id == id.get()) && !self.closed.load(Ordering::SeqCst)
         });
-        let Some((_, node)) = removed else {
+        let Some((_, Some(node))) = removed else {
             return false;
         };
         if node.deps.iter().any(|d| d.id.is_none()) {
@@ -161,16 +168,24 @@ impl Registry {
     }
 
     /// Closes the registry and takes every pending task, in registration order.
-    pub(crate) fn drain(&self) -> Vec<(Arc<str>, Node)> {
+    pub(crate) fn drain(&self) -> Vec<(Arc<str>, Box<Node>)> {
         self.closed.store(true, Ordering::SeqCst);
-        let mut out = Vec::with_capacity(self.tasks.len());
+        // Ids are dense, so placing each task at its id sorts them in O(n).
+        let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
+        slots.resize_with(self.next_id.load(Ordering::SeqCst) as usize, || None);
         self.tasks.retain(|name, node| {
-            out.push((name.clone(), mem::take(node)));
+            if let Some(node) = node.take() {
+                let id = node.id as usize;
+                slots[id] = Some((name.clone(), node));
+            }
             false
         });
         self.tasks.shrink_to_fit();
-        out.sort_unstable_by_key(|(_, node)| node.id);
-        out
+        slots.into_iter().flatten().collect()
+    }
+
+    fn node_id(&self, name: &str) -> Option<u64> {
+        self.tasks.get(name).and_then(|n| n.as_ref().map(|n| n.id))
     }
 
     fn lock_names(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
@@ -201,13 +216,13 @@ impl Registry {
             }
         }
         while let Some(current) = stack.pop() {
-            let next: Vec<Dep> = match self.tasks.get(&current) {
-                Some(node) => node.deps.to_vec(),
-                None => continue,
+            let next: Vec<Dep> = match self.tasks.get(&current).as_deref() {
+                Some(Some(node)) => node.deps.to_vec(),
+                _ => continue,
             };
             for dep in next {
                 if let Some(id) = dep.id {
-                    if self.tasks.get(&dep.name).is_none_or(|n| n.id != id.get()) {
+                    if self.node_id(&dep.name) != Some(id.get()) {
                         continue;
                     }
                 }

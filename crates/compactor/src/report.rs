@@ -7,7 +7,10 @@ use crate::{Category, Priority};
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(tag = "kind", content = "detail", rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "kind", content = "detail", rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The cleanup returned `()` or `Ok(())`.
@@ -146,7 +149,10 @@ impl fmt::Display for GraphWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GraphWarning::UnknownDependency { task, dependency } => {
-                write!(f, "task `{task}` depends on `{dependency}`, which was never registered; dependency ignored")
+                write!(
+                    f,
+                    "task `{task}` depends on `{dependency}`, which was never registered; dependency ignored"
+                )
             }
             GraphWarning::CycleBroken { path, dropped } => write!(
                 f,
@@ -169,9 +175,15 @@ pub struct TaskReport {
     pub(crate) priority: Priority,
     pub(crate) effective_priority: Priority,
     pub(crate) category: Category,
-    #[cfg_attr(feature = "serde", serde(serialize_with = "opt_millis", rename = "started_at_ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "opt_millis", rename = "started_at_ms")
+    )]
     pub(crate) started_at: Option<Duration>,
-    #[cfg_attr(feature = "serde", serde(serialize_with = "millis", rename = "duration_ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "millis", rename = "duration_ms")
+    )]
     pub(crate) duration: Duration,
     pub(crate) interruption: Option<Interruption>,
     pub(crate) leaked: Option<usize>,
@@ -341,13 +353,26 @@ impl fmt::Display for ShutdownReport {
             f,
             "shutdown ({}) {} in {}: {} task{}, {}",
             self.reason(),
-            if self.is_complete() { "finished" } else { "in progress" },
+            if self.is_complete() {
+                "finished"
+            } else {
+                "in progress"
+            },
             Millis(self.duration()),
             tasks.len(),
             if tasks.len() == 1 { "" } else { "s" },
-            if self.is_clean() { "clean" } else { "NOT clean" },
+            if self.is_clean() {
+                "clean"
+            } else {
+                "NOT clean"
+            },
         )?;
-        let name_w = tasks.iter().map(|t| t.name.chars().count()).max().unwrap_or(4).max(4);
+        let name_w = tasks
+            .iter()
+            .map(|t| t.name.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         writeln!(f)?;
         writeln!(
             f,
@@ -355,7 +380,9 @@ impl fmt::Display for ShutdownReport {
             "#", "task", "phase", "category", "outcome", "try", "start", "time"
         )?;
         for (i, t) in tasks.iter().enumerate() {
-            let start = t.started_at.map_or_else(|| "-".to_owned(), |s| format!("+{}", Millis(s)));
+            let start = t
+                .started_at
+                .map_or_else(|| "-".to_owned(), |s| format!("+{}", Millis(s)));
             write!(
                 f,
                 "  {:>3}  {:<name_w$}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
@@ -381,7 +408,11 @@ impl fmt::Display for ShutdownReport {
                 None => {}
             }
             if let Some(n) = t.leaked {
-                write!(f, "  possible leak: {n} strong reference{} left", if n == 1 { "" } else { "s" })?;
+                write!(
+                    f,
+                    "  possible leak: {n} strong reference{} left",
+                    if n == 1 { "" } else { "s" }
+                )?;
             }
             writeln!(f)?;
         }

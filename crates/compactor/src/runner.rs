@@ -3,8 +3,10 @@
 //! budgets, and turns what happened into a [`ShutdownReport`].
 
 use std::collections::BinaryHeap;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,6 +20,10 @@ use crate::attempt::{Done, Job, RunContext, drive};
 use crate::config::Config;
 use crate::plan::Plan;
 use crate::{Event, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport};
+
+/// How many tasks one turn of the loop may start before the runner checks
+/// its deadline and its mail again.
+const STARTS_PER_TURN: usize = 4096;
 
 /// A request for the report as it stands, from a cleanup that called
 /// `shutdown()` on its own instance.
@@ -108,7 +114,24 @@ impl Runner {
         let mut phase_armed = self.enter_phase(phase_end.as_mut());
         let mut batch = Vec::with_capacity(64);
         while self.finished < n {
-            self.start_ready();
+            let more = poll_fn(|cx| Poll::Ready(self.start_ready(cx))).await;
+            if self.finished == n {
+                break;
+            }
+            if more {
+                // Many tasks finished on their first poll: look at the clock
+                // and the mail, then go on without waiting.
+                if Instant::now() >= deadline.deadline() {
+                    self.expire_running(None);
+                    break;
+                }
+                while let Ok(d) = done.try_recv() {
+                    self.complete(d);
+                }
+                phase_armed = self.enter_phase(phase_end.as_mut());
+                tokio::task::yield_now().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = &mut deadline => {
@@ -139,7 +162,9 @@ impl Runner {
     }
 
     fn current_phase_done(&self) -> bool {
-        self.phases.get(self.current).is_some_and(|p| p.unfinished == 0)
+        self.phases
+            .get(self.current)
+            .is_some_and(|p| p.unfinished == 0)
     }
 
     /// Moves `current` to the first unfinished phase and arms its budget.
@@ -156,26 +181,42 @@ impl Runner {
         }
     }
 
-    fn start_ready(&mut self) {
+    /// Starts ready tasks of the current phase, up to the concurrency limit,
+    /// moving on through the phases as tasks finish on their first poll.
+    /// Returns whether ready tasks were left for the next turn.
+    fn start_ready(&mut self, cx: &mut Context<'_>) -> bool {
+        self.ctx.refresh_listening();
+        // One clock read for the batch; the task's own report corrects it.
+        let now = Instant::now();
         let limit = self.config.concurrency.get();
-        while self.running < limit {
+        for _ in 0..STARTS_PER_TURN {
+            while self.current_phase_done() {
+                self.current += 1;
+            }
+            if self.running >= limit {
+                return false;
+            }
             let Some(phase) = self.phases.get_mut(self.current) else {
-                return;
+                return false;
             };
             let Some(index) = phase.ready.pop() else {
-                return;
+                return false;
             };
             if self.records[index as usize].outcome.is_none() {
-                self.start(index);
+                self.start(index, now, cx);
             }
         }
+        true
     }
 
-    fn start(&mut self, index: u32) {
+    /// Starts a task and polls it once right here: a cleanup that finishes
+    /// on its first poll costs no spawn, no channel message and no timer.
+    /// One that waits is spawned onto the runtime to go on in parallel.
+    fn start(&mut self, index: u32, now: Instant, cx: &mut Context<'_>) {
         let task = &mut self.plan.tasks[index as usize];
         let cleanup = task.cleanup.take().expect("a task starts once");
         let record = &mut self.records[index as usize];
-        record.started = Some(Instant::now());
+        record.started = Some(now);
         record.blocking = cleanup.is_blocking();
         self.started_order.push(index);
         self.running += 1;
@@ -185,7 +226,12 @@ impl Runner {
             cleanup,
             timeout: task.spec.timeout.unwrap_or(self.config.default_timeout),
             retries: task.spec.retries,
-            backoff: task.spec.backoff.as_deref().copied().unwrap_or(self.config.backoff),
+            backoff: task
+                .spec
+                .backoff
+                .as_deref()
+                .copied()
+                .unwrap_or(self.config.backoff),
         };
         let span = tracing::info_span!(
             "cleanup",
@@ -193,7 +239,16 @@ impl Runner {
             category = %task.spec.category,
             priority = %task.effective,
         );
-        self.handles[index as usize] = Some(tokio::spawn(drive(self.ctx.clone(), job).instrument(span)));
+        let mut run = Box::pin(drive(self.ctx.clone(), job).instrument(span));
+        match run.as_mut().poll(cx) {
+            Poll::Ready(done) => self.complete(done),
+            Poll::Pending => {
+                let report = self.ctx.done.clone();
+                self.handles[index as usize] = Some(tokio::spawn(async move {
+                    let _ = report.send(run.await);
+                }));
+            }
+        }
     }
 
     fn complete(&mut self, done: Done) {
@@ -287,7 +342,8 @@ impl Runner {
     }
 
     fn report(&self, complete: bool) -> ShutdownReport {
-        let never_started = (0..self.plan.tasks.len() as u32).filter(|&i| self.records[i as usize].started.is_none());
+        let never_started = (0..self.plan.tasks.len() as u32)
+            .filter(|&i| self.records[i as usize].started.is_none());
         let tasks = self
             .started_order
             .iter()

@@ -132,7 +132,10 @@ impl<'a> TaskBuilder<'a> {
     /// This task uses `dependency`: it is cleaned up **before** `dependency`
     /// starts (an HTTP server depends on the database pool it queries).
     pub fn depends_on(mut self, dependency: &TaskHandle) -> Self {
-        if !std::ptr::eq(dependency.owner.as_ptr(), Arc::as_ptr(&self.compactor.inner)) {
+        if !std::ptr::eq(
+            dependency.owner.as_ptr(),
+            Arc::as_ptr(&self.compactor.inner),
+        ) {
             self.error.get_or_insert_with(|| Error::ForeignHandle {
                 task: self.name.to_string(),
                 dependency: dependency.name.to_string(),

@@ -7,7 +7,10 @@ use std::time::Duration;
 use compactor::{Compactor, Error, Outcome};
 
 /// A cleanup that records whether it was ever called.
-fn flagged() -> (Arc<AtomicBool>, impl FnMut() -> std::future::Ready<()> + Send + 'static) {
+fn flagged() -> (
+    Arc<AtomicBool>,
+    impl FnMut() -> std::future::Ready<()> + Send + 'static,
+) {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
     (flag, move || {
@@ -17,14 +20,19 @@ fn flagged() -> (Arc<AtomicBool>, impl FnMut() -> std::future::Ready<()> + Send 
 }
 
 /// Registers "keeper", lets `bad` fail, and checks keeper still runs.
-async fn refused_without_loss(bad: impl FnOnce(&Compactor) -> Result<compactor::TaskHandle, Error>) -> Error {
+async fn refused_without_loss(
+    bad: impl FnOnce(&Compactor) -> Result<compactor::TaskHandle, Error>,
+) -> Error {
     let c = Compactor::new();
     c.register("keeper", || async {}).unwrap();
     let error = bad(&c).expect_err("the registration must be refused");
     let report = c.shutdown().await;
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
     assert!(names.contains(&"keeper"), "{report}");
-    assert_eq!(report.task("keeper").unwrap().outcome(), &Outcome::Succeeded);
+    assert_eq!(
+        report.task("keeper").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
     error
 }
 
@@ -46,7 +54,8 @@ async fn a_duplicate_name_is_refused_and_the_first_task_kept() {
 
 #[tokio::test]
 async fn a_zero_timeout_is_refused() {
-    let e = refused_without_loss(|c| c.task("t").timeout(Duration::ZERO).register(|| async {})).await;
+    let e =
+        refused_without_loss(|c| c.task("t").timeout(Duration::ZERO).register(|| async {})).await;
     assert_eq!(e, Error::ZeroTimeout { task: "t".into() });
 }
 
@@ -54,7 +63,8 @@ async fn a_zero_timeout_is_refused() {
 async fn a_handle_of_another_instance_is_refused() {
     let other = Compactor::new();
     let foreign = other.register("db", || async {}).unwrap();
-    let e = refused_without_loss(|c| c.task("http").depends_on(&foreign).register(|| async {})).await;
+    let e =
+        refused_without_loss(|c| c.task("http").depends_on(&foreign).register(|| async {})).await;
     assert_eq!(
         e,
         Error::ForeignHandle {
@@ -85,7 +95,11 @@ async fn a_dependency_on_an_unregistered_task_is_refused() {
 #[tokio::test]
 async fn a_cycle_is_refused_with_its_path() {
     let e = refused_without_loss(|c| {
-        let a = c.task("a").depends_on_name("c").register(|| async {}).unwrap();
+        let a = c
+            .task("a")
+            .depends_on_name("c")
+            .register(|| async {})
+            .unwrap();
         let b = c.task("b").depends_on(&a).register(|| async {}).unwrap();
         c.task("c").depends_on(&b).register(|| async {})
     })
@@ -104,19 +118,35 @@ async fn a_cycle_is_refused_with_its_path() {
 
 #[tokio::test]
 async fn a_task_depending_on_itself_is_a_cycle() {
-    let e = refused_without_loss(|c| c.task("me").depends_on_name("me").register(|| async {})).await;
-    assert_eq!(e, Error::Cycle { path: vec!["me".into(), "me".into()] });
+    let e =
+        refused_without_loss(|c| c.task("me").depends_on_name("me").register(|| async {})).await;
+    assert_eq!(
+        e,
+        Error::Cycle {
+            path: vec!["me".into(), "me".into()]
+        }
+    );
 }
 
 #[tokio::test]
 async fn a_refused_cycle_leaves_the_graph_as_it_was() {
     let c = Compactor::new();
-    let a = c.task("a").depends_on_name("b").register(|| async {}).unwrap();
-    assert!(matches!(c.task("b").depends_on(&a).register(|| async {}), Err(Error::Cycle { .. })));
+    let a = c
+        .task("a")
+        .depends_on_name("b")
+        .register(|| async {})
+        .unwrap();
+    assert!(matches!(
+        c.task("b").depends_on(&a).register(|| async {}),
+        Err(Error::Cycle { .. })
+    ));
     // "b" was refused, so the name is free and a later, acyclic "b" is fine.
     c.task("b").register(|| async {}).unwrap();
     let report = c.shutdown().await;
-    assert!(report.is_clean() && report.warnings().is_empty(), "{report}");
+    assert!(
+        report.is_clean() && report.warnings().is_empty(),
+        "{report}"
+    );
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
     assert_eq!(names, ["a", "b"]);
 }
@@ -127,21 +157,43 @@ async fn registration_after_shutdown_began_is_refused_and_never_runs() {
     c.register("keeper", || async {}).unwrap();
     c.trigger();
     let (called, cleanup) = flagged();
-    assert_eq!(c.register("late", cleanup).unwrap_err(), Error::ShuttingDown);
+    assert_eq!(
+        c.register("late", cleanup).unwrap_err(),
+        Error::ShuttingDown
+    );
     let report = c.shutdown().await;
     assert_eq!(report.tasks().len(), 1);
     assert!(!called.load(Ordering::SeqCst));
     let (called, cleanup) = flagged();
-    assert_eq!(c.task("later").register(cleanup).unwrap_err(), Error::ShuttingDown);
+    assert_eq!(
+        c.task("later").register(cleanup).unwrap_err(),
+        Error::ShuttingDown
+    );
     assert!(!called.load(Ordering::SeqCst));
 }
 
 #[test]
 fn invalid_settings_are_named() {
-    let e = Compactor::builder().deadline(Duration::ZERO).try_build().unwrap_err();
-    assert_eq!(e.to_string(), "invalid Compactor configuration: `deadline` must be greater than zero");
-    assert!(Compactor::builder().concurrency_limit(0).try_build().is_err());
-    assert!(Compactor::builder().default_timeout(Duration::ZERO).try_build().is_err());
+    let e = Compactor::builder()
+        .deadline(Duration::ZERO)
+        .try_build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid Compactor configuration: `deadline` must be greater than zero"
+    );
+    assert!(
+        Compactor::builder()
+            .concurrency_limit(0)
+            .try_build()
+            .is_err()
+    );
+    assert!(
+        Compactor::builder()
+            .default_timeout(Duration::ZERO)
+            .try_build()
+            .is_err()
+    );
     assert!(Compactor::builder().event_capacity(0).try_build().is_err());
     let built = std::panic::catch_unwind(|| Compactor::builder().concurrency_limit(0).build());
     let message = *built.unwrap_err().downcast::<String>().unwrap();
@@ -170,9 +222,16 @@ async fn shutdown_from_inside_a_cleanup_returns_the_report_so_far() {
         .await
         .expect("a cleanup calling shutdown() must not deadlock");
     assert!(report.is_complete() && report.is_clean(), "{report}");
-    let partial = seen.lock().unwrap().clone().expect("the cleanup got a report");
+    let partial = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the cleanup got a report");
     assert!(!partial.is_complete());
-    assert_eq!(partial.task("reentrant").unwrap().outcome(), &Outcome::Pending);
+    assert_eq!(
+        partial.task("reentrant").unwrap().outcome(),
+        &Outcome::Pending
+    );
     assert_eq!(partial.task("first").unwrap().outcome(), &Outcome::Pending);
 }
 
@@ -187,6 +246,8 @@ async fn wait_from_inside_a_blocking_cleanup_does_not_deadlock() {
             assert!(!report.is_complete());
         })
         .unwrap();
-    let report = tokio::time::timeout(Duration::from_secs(3), c.shutdown()).await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(3), c.shutdown())
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{report}");
 }

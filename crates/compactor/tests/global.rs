@@ -6,14 +6,17 @@ use compactor::{Compactor, Error};
 
 #[tokio::test]
 async fn init_global_configures_once_and_refuses_a_second_time() {
-    let configured = Compactor::init_global(Compactor::builder().deadline(Duration::from_secs(3))).unwrap();
+    let configured =
+        Compactor::init_global(Compactor::builder().deadline(Duration::from_secs(3))).unwrap();
     assert!(std::ptr::eq(configured, Compactor::global()));
     assert_eq!(
         Compactor::init_global(Compactor::builder()).unwrap_err(),
         Error::AlreadyInitialized
     );
     // The refused builder changed nothing: the global instance works as before.
-    Compactor::global().register("global-task", || async {}).unwrap();
+    Compactor::global()
+        .register("global-task", || async {})
+        .unwrap();
     let report = Compactor::global().shutdown().await;
     assert_eq!(report.tasks()[0].name(), "global-task");
 }

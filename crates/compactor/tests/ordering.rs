@@ -9,7 +9,11 @@ use std::time::Duration;
 use common::Log;
 use compactor::{Compactor, GraphWarning, Outcome, Priority};
 
-fn logged(log: &Log, name: &'static str, work: Duration) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static {
+fn logged(
+    log: &Log,
+    name: &'static str,
+    work: Duration,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static {
     let log = log.clone();
     move || {
         let log = log.clone();
@@ -25,14 +29,20 @@ fn logged(log: &Log, name: &'static str, work: Duration) -> impl FnMut() -> std:
 async fn a_dependent_finishes_before_its_dependency_starts() {
     let c = Compactor::new();
     let log = Log::default();
-    let db = c.register("db", logged(&log, "db", Duration::from_millis(5))).unwrap();
+    let db = c
+        .register("db", logged(&log, "db", Duration::from_millis(5)))
+        .unwrap();
     c.task("http")
         .depends_on(&db)
         .register(logged(&log, "http", Duration::from_millis(50)))
         .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
-    assert!(log.pos("end:http") < log.pos("start:db"), "{:?}", log.entries());
+    assert!(
+        log.pos("end:http") < log.pos("start:db"),
+        "{:?}",
+        log.entries()
+    );
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
     assert_eq!(names, ["http", "db"]);
 }
@@ -41,13 +51,18 @@ async fn a_dependent_finishes_before_its_dependency_starts() {
 async fn a_failed_dependent_still_releases_its_dependency() {
     let c = Compactor::new();
     let log = Log::default();
-    let db = c.register("db", logged(&log, "db", Duration::ZERO)).unwrap();
+    let db = c
+        .register("db", logged(&log, "db", Duration::ZERO))
+        .unwrap();
     c.task("http")
         .depends_on(&db)
         .register(|| async { Err::<(), _>("connection reset") })
         .unwrap();
     let report = c.shutdown().await;
-    assert_eq!(report.task("http").unwrap().outcome(), &Outcome::Failed("connection reset".into()));
+    assert_eq!(
+        report.task("http").unwrap().outcome(),
+        &Outcome::Failed("connection reset".into())
+    );
     assert_eq!(report.task("db").unwrap().outcome(), &Outcome::Succeeded);
 }
 
@@ -63,7 +78,10 @@ async fn phases_run_from_highest_to_lowest_priority() {
         ("high", Priority::High),
         ("critical", Priority::Critical),
     ] {
-        c.task(name).priority(p).register(logged(&log, name, Duration::from_millis(3))).unwrap();
+        c.task(name)
+            .priority(p)
+            .register(logged(&log, name, Duration::from_millis(3)))
+            .unwrap();
     }
     let report = c.shutdown().await;
     assert!(report.is_clean());
@@ -130,13 +148,21 @@ async fn sequential_mode_runs_one_at_a_time_latest_first() {
     let c = Compactor::builder().sequential().build();
     let log = Log::default();
     for name in ["one", "two", "three", "four"] {
-        c.register(name, logged(&log, name, Duration::from_millis(1))).unwrap();
+        c.register(name, logged(&log, name, Duration::from_millis(1)))
+            .unwrap();
     }
     c.shutdown().await;
     assert_eq!(
         log.entries(),
         [
-            "start:four", "end:four", "start:three", "end:three", "start:two", "end:two", "start:one", "end:one"
+            "start:four",
+            "end:four",
+            "start:three",
+            "end:three",
+            "start:two",
+            "end:two",
+            "start:one",
+            "end:one"
         ]
     );
 }
@@ -145,14 +171,31 @@ async fn sequential_mode_runs_one_at_a_time_latest_first() {
 async fn sequential_mode_keeps_dependencies_over_lifo() {
     let c = Compactor::builder().sequential().build();
     let log = Log::default();
-    let pool = c.register("pool", logged(&log, "pool", Duration::ZERO)).unwrap();
-    c.task("server").depends_on(&pool).register(logged(&log, "server", Duration::ZERO)).unwrap();
-    c.task("cache").register(logged(&log, "cache", Duration::ZERO)).unwrap();
-    c.task("metrics").depends_on_name("pool").register(logged(&log, "metrics", Duration::ZERO)).unwrap();
+    let pool = c
+        .register("pool", logged(&log, "pool", Duration::ZERO))
+        .unwrap();
+    c.task("server")
+        .depends_on(&pool)
+        .register(logged(&log, "server", Duration::ZERO))
+        .unwrap();
+    c.task("cache")
+        .register(logged(&log, "cache", Duration::ZERO))
+        .unwrap();
+    c.task("metrics")
+        .depends_on_name("pool")
+        .register(logged(&log, "metrics", Duration::ZERO))
+        .unwrap();
     c.shutdown().await;
-    let starts: Vec<String> = log.entries().into_iter().filter(|e| e.starts_with("start:")).collect();
+    let starts: Vec<String> = log
+        .entries()
+        .into_iter()
+        .filter(|e| e.starts_with("start:"))
+        .collect();
     // Ready at first: metrics, cache, server (latest first); pool waits for server and metrics.
-    assert_eq!(starts, ["start:metrics", "start:cache", "start:server", "start:pool"]);
+    assert_eq!(
+        starts,
+        ["start:metrics", "start:cache", "start:server", "start:pool"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -185,8 +228,12 @@ async fn a_concurrency_limit_caps_running_tasks() {
 async fn a_forward_reference_by_name_is_resolved_at_shutdown() {
     let c = Compactor::new();
     let log = Log::default();
-    c.task("http").depends_on_name("db").register(logged(&log, "http", Duration::from_millis(5))).unwrap();
-    c.register("db", logged(&log, "db", Duration::ZERO)).unwrap();
+    c.task("http")
+        .depends_on_name("db")
+        .register(logged(&log, "http", Duration::from_millis(5)))
+        .unwrap();
+    c.register("db", logged(&log, "db", Duration::ZERO))
+        .unwrap();
     let report = c.shutdown().await;
     assert!(report.warnings().is_empty());
     assert!(log.pos("end:http") < log.pos("start:db"));
@@ -195,7 +242,10 @@ async fn a_forward_reference_by_name_is_resolved_at_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn a_name_no_task_has_is_ignored_and_reported() {
     let c = Compactor::new();
-    c.task("http").depends_on_name("dbb").register(|| async {}).unwrap();
+    c.task("http")
+        .depends_on_name("dbb")
+        .register(|| async {})
+        .unwrap();
     let report = c.shutdown().await;
     assert_eq!(report.task("http").unwrap().outcome(), &Outcome::Succeeded);
     assert_eq!(
@@ -211,8 +261,14 @@ async fn a_name_no_task_has_is_ignored_and_reported() {
 async fn unregistering_removes_the_task_and_its_edges() {
     let c = Compactor::new();
     let log = Log::default();
-    let db = c.register("db", logged(&log, "db", Duration::ZERO)).unwrap();
-    let http = c.task("http").depends_on(&db).register(logged(&log, "http", Duration::ZERO)).unwrap();
+    let db = c
+        .register("db", logged(&log, "db", Duration::ZERO))
+        .unwrap();
+    let http = c
+        .task("http")
+        .depends_on(&db)
+        .register(logged(&log, "http", Duration::ZERO))
+        .unwrap();
     assert!(http.unregister());
     assert!(!http.unregister());
     assert!(!http.is_pending());
@@ -226,10 +282,17 @@ async fn unregistering_removes_the_task_and_its_edges() {
 async fn a_name_can_be_reused_after_unregister() {
     let c = Compactor::new();
     let log = Log::default();
-    let old = c.register("cache", logged(&log, "old", Duration::ZERO)).unwrap();
+    let old = c
+        .register("cache", logged(&log, "old", Duration::ZERO))
+        .unwrap();
     assert!(old.unregister());
-    let new = c.register("cache", logged(&log, "new", Duration::ZERO)).unwrap();
-    assert!(!old.unregister(), "the old handle must not remove the new task");
+    let new = c
+        .register("cache", logged(&log, "new", Duration::ZERO))
+        .unwrap();
+    assert!(
+        !old.unregister(),
+        "the old handle must not remove the new task"
+    );
     assert!(new.is_pending());
     c.shutdown().await;
     assert_eq!(log.entries(), ["start:new", "end:new"]);

@@ -5,6 +5,9 @@
 //! Task `k` sleeps 2^k ms, so no two tasks ever finish at the same instant
 //! and the order in which a limited run picks its next task is unambiguous.
 
+// Indices are task identities here, shared by several tables.
+#![allow(clippy::needless_range_loop)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -24,7 +27,10 @@ struct Case {
 fn case() -> impl Strategy<Value = Case> {
     (1usize..=14).prop_flat_map(|n| {
         let ranks = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
-        let priorities = proptest::collection::vec(prop_oneof![Just(-100), Just(0), Just(0), Just(100), Just(200), Just(50)], n);
+        let priorities = proptest::collection::vec(
+            prop_oneof![Just(-100), Just(0), Just(0), Just(100), Just(200), Just(50)],
+            n,
+        );
         let edges = proptest::collection::vec((0..n, 0..n), 0..=2 * n);
         let limit = prop_oneof![Just(None), Just(Some(1)), Just(Some(2)), Just(Some(3))];
         (ranks, priorities, edges, limit).prop_map(|(order, priorities, edges, limit)| Case {
@@ -59,7 +65,9 @@ fn reference(n: usize, deps: &[Vec<usize>], own: &[i32], limit: usize) -> Vec<Du
             break;
         }
     }
-    let dependents: Vec<Vec<usize>> = (0..n).map(|d| (0..n).filter(|&t| deps[t].contains(&d)).collect()).collect();
+    let dependents: Vec<Vec<usize>> = (0..n)
+        .map(|d| (0..n).filter(|&t| deps[t].contains(&d)).collect())
+        .collect();
     let mut start = vec![None; n];
     let mut done = vec![false; n];
     let mut running: Vec<(Duration, usize)> = Vec::new();
@@ -68,7 +76,9 @@ fn reference(n: usize, deps: &[Vec<usize>], own: &[i32], limit: usize) -> Vec<Du
         let phase = (0..n).filter(|&t| !done[t]).map(|t| eff[t]).max();
         let Some(phase) = phase else { break };
         let mut ready: Vec<usize> = (0..n)
-            .filter(|&t| start[t].is_none() && eff[t] == phase && dependents[t].iter().all(|&u| done[u]))
+            .filter(|&t| {
+                start[t].is_none() && eff[t] == phase && dependents[t].iter().all(|&u| done[u])
+            })
             .collect();
         ready.sort_unstable_by(|a, b| b.cmp(a));
         for t in ready {
@@ -78,12 +88,19 @@ fn reference(n: usize, deps: &[Vec<usize>], own: &[i32], limit: usize) -> Vec<Du
             start[t] = Some(now);
             running.push((now + duration(t), t));
         }
-        let (i, &(end, t)) = running.iter().enumerate().min_by_key(|(_, (end, _))| *end).expect("something runs");
+        let (i, &(end, t)) = running
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, (end, _))| *end)
+            .expect("something runs");
         running.swap_remove(i);
         now = end;
         done[t] = true;
     }
-    start.into_iter().map(|s| s.expect("every task started")).collect()
+    start
+        .into_iter()
+        .map(|s| s.expect("every task started"))
+        .collect()
 }
 
 fn run(case: &Case) -> Result<(), TestCaseError> {
@@ -115,7 +132,9 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         let c = builder.build();
         let mut handles: HashMap<usize, TaskHandle> = HashMap::new();
         for k in 0..n {
-            let mut task = c.task(format!("t{k}")).priority(Priority::Custom(case.priorities[k]));
+            let mut task = c
+                .task(format!("t{k}"))
+                .priority(Priority::Custom(case.priorities[k]));
             for &d in &deps[k] {
                 task = match handles.get(&d) {
                     Some(h) => task.depends_on(h),
@@ -123,7 +142,9 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                     None => task.depends_on_name(format!("t{d}")),
                 };
             }
-            let h = task.register(move || tokio::time::sleep(duration(k))).unwrap();
+            let h = task
+                .register(move || tokio::time::sleep(duration(k)))
+                .unwrap();
             handles.insert(k, h);
         }
         c.shutdown().await
@@ -144,7 +165,12 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
     };
     for t in 0..n {
         for &d in &deps[t] {
-            prop_assert!(span(t).1 <= span(d).0, "t{} must finish before t{} starts", t, d);
+            prop_assert!(
+                span(t).1 <= span(d).0,
+                "t{} must finish before t{} starts",
+                t,
+                d
+            );
         }
         for u in 0..n {
             if span(u).2 > span(t).2 {

@@ -20,7 +20,11 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
             .unwrap();
         let c = Compactor::new();
         // One counter per registration attempt: how often its cleanup ran.
-        let runs: Arc<Vec<AtomicU32>> = Arc::new((0..THREADS * PER_THREAD).map(|_| AtomicU32::new(0)).collect());
+        let runs: Arc<Vec<AtomicU32>> = Arc::new(
+            (0..THREADS * PER_THREAD)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+        );
         let start = Arc::new(Barrier::new(THREADS + 1));
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -61,14 +65,21 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
             thread::yield_now();
         }
         let report = runtime.block_on(c.shutdown());
-        let accepted: Vec<usize> = registrants.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let accepted: Vec<usize> = registrants
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
 
         assert!(report.is_clean());
         assert_eq!(report.tasks().len(), accepted.len(), "round {round}");
         let accepted: std::collections::HashSet<usize> = accepted.into_iter().collect();
         for (slot, count) in runs.iter().enumerate() {
             let expected = u32::from(accepted.contains(&slot));
-            assert_eq!(count.load(Ordering::SeqCst), expected, "slot {slot}, round {round}");
+            assert_eq!(
+                count.load(Ordering::SeqCst),
+                expected,
+                "slot {slot}, round {round}"
+            );
         }
         assert!(
             !accepted.is_empty() && accepted.len() < THREADS * PER_THREAD,

@@ -35,7 +35,8 @@ async fn every_caller_gets_the_same_single_run() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_shutdown_future_does_not_stop_the_run() {
     let c = Compactor::new();
-    c.register("slow", || tokio::time::sleep(Duration::from_millis(50))).unwrap();
+    c.register("slow", || tokio::time::sleep(Duration::from_millis(50)))
+        .unwrap();
     let cut_short = tokio::time::timeout(Duration::from_millis(10), c.shutdown()).await;
     assert!(cut_short.is_err());
     let report = c.wait().await;
@@ -44,30 +45,68 @@ async fn dropping_the_shutdown_future_does_not_stop_the_run() {
 
 #[tokio::test(start_paused = true)]
 async fn the_report_accounts_for_every_task_once_in_start_order() {
-    let c = Compactor::builder().deadline(Duration::from_millis(100)).build();
-    let db = c.task("db").category(Category::Database).register(|| async {}).unwrap();
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(100))
+        .build();
+    let db = c
+        .task("db")
+        .category(Category::Database)
+        .register(|| async {})
+        .unwrap();
     c.task("http")
         .priority(Priority::High)
         .category(Category::Network)
         .depends_on(&db)
         .register(|| tokio::time::sleep(Duration::from_millis(20)))
         .unwrap();
-    c.task("stuck").priority(Priority::Low).register(|| std::future::pending::<()>()).unwrap();
-    c.task("never").priority(Priority::Custom(-200)).register(|| async {}).unwrap();
+    c.task("stuck")
+        .priority(Priority::Low)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    c.task("never")
+        .priority(Priority::Custom(-200))
+        .register(|| async {})
+        .unwrap();
     let report = c.shutdown().await;
-    let rows: Vec<(&str, Option<Duration>)> = report.tasks().iter().map(|t| (t.name(), t.started_at())).collect();
+    let rows: Vec<(&str, Option<Duration>)> = report
+        .tasks()
+        .iter()
+        .map(|t| (t.name(), t.started_at()))
+        .collect();
     let ms = |n| Some(Duration::from_millis(n));
-    assert_eq!(rows, [("http", ms(0)), ("db", ms(20)), ("stuck", ms(20)), ("never", None)]);
+    assert_eq!(
+        rows,
+        [
+            ("http", ms(0)),
+            ("db", ms(20)),
+            ("stuck", ms(20)),
+            ("never", None)
+        ]
+    );
     assert_eq!(report.duration(), Duration::from_millis(100));
     assert_eq!(report.reason(), &ShutdownReason::Manual);
     assert_eq!(report.count(&Outcome::Succeeded), 2);
     // http must precede db, so http would be raised to db's phase, not db to http's.
-    assert_eq!(report.task("db").unwrap().effective_priority(), Priority::Normal);
+    assert_eq!(
+        report.task("db").unwrap().effective_priority(),
+        Priority::Normal
+    );
     assert_eq!(report.task("db").unwrap().category(), &Category::Database);
 
     let table = report.to_string();
-    assert!(table.starts_with("shutdown (manual) finished in 100ms: 4 tasks, NOT clean"), "{table}");
-    for needle in ["http", "network", "succeeded", "cancelled", "skipped", "shutdown deadline passed", "+20ms"] {
+    assert!(
+        table.starts_with("shutdown (manual) finished in 100ms: 4 tasks, NOT clean"),
+        "{table}"
+    );
+    for needle in [
+        "http",
+        "network",
+        "succeeded",
+        "cancelled",
+        "skipped",
+        "shutdown deadline passed",
+        "+20ms",
+    ] {
         assert!(table.contains(needle), "`{needle}` missing from\n{table}");
     }
 }
@@ -76,7 +115,10 @@ async fn the_report_accounts_for_every_task_once_in_start_order() {
 #[tokio::test(start_paused = true)]
 async fn the_report_serializes_to_json() {
     let c = Compactor::new();
-    c.task("flush").category(Category::File).register(|| async { Err::<(), _>("EIO") }).unwrap();
+    c.task("flush")
+        .category(Category::File)
+        .register(|| async { Err::<(), _>("EIO") })
+        .unwrap();
     let report = c.shutdown().await;
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["reason"], "manual");
@@ -84,7 +126,10 @@ async fn the_report_serializes_to_json() {
     let task = &json["tasks"][0];
     assert_eq!(task["name"], "flush");
     assert_eq!(task["category"], "file");
-    assert_eq!(task["outcome"], serde_json::json!({"kind": "failed", "detail": "EIO"}));
+    assert_eq!(
+        task["outcome"],
+        serde_json::json!({"kind": "failed", "detail": "EIO"})
+    );
     assert_eq!(task["attempts"], 1);
     assert_eq!(task["priority"], "normal");
 }
@@ -112,7 +157,12 @@ async fn events_trace_the_run_in_order() {
             Event::ShutdownStarted { tasks, .. } => format!("started {tasks}"),
             Event::TaskStarted { name, attempt, .. } => format!("{name} attempt {attempt}"),
             Event::TaskRetrying { name, error, .. } => format!("{name} retrying: {error}"),
-            Event::TaskFinished { name, outcome, attempts, .. } => format!("{name} {outcome} after {attempts}"),
+            Event::TaskFinished {
+                name,
+                outcome,
+                attempts,
+                ..
+            } => format!("{name} {outcome} after {attempts}"),
             Event::ShutdownFinished { report: r, .. } => {
                 assert_eq!(r, report);
                 "finished".to_owned()
@@ -125,17 +175,27 @@ async fn events_trace_the_run_in_order() {
     let retry: Vec<&String> = seen.iter().filter(|s| s.starts_with("retry")).collect();
     assert_eq!(
         retry,
-        ["retry attempt 1", "retry retrying: first try", "retry attempt 2", "retry succeeded after 2"]
+        [
+            "retry attempt 1",
+            "retry retrying: first try",
+            "retry attempt 2",
+            "retry succeeded after 2"
+        ]
     );
     assert_eq!(seen.iter().filter(|s| s.starts_with("plain")).count(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn skipped_tasks_get_one_finished_event_too() {
-    let c = Compactor::builder().deadline(Duration::from_millis(10)).build();
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(10))
+        .build();
     let mut rx = c.subscribe();
     let last = c.register("last", || async {}).unwrap();
-    c.task("hang").depends_on(&last).register(|| std::future::pending::<()>()).unwrap();
+    c.task("hang")
+        .depends_on(&last)
+        .register(std::future::pending::<()>)
+        .unwrap();
     c.shutdown().await;
     let mut finished = Vec::new();
     while let Ok(event) = rx.try_recv() {
@@ -143,7 +203,10 @@ async fn skipped_tasks_get_one_finished_event_too() {
             finished.push(format!("{name}: {outcome}"));
         }
     }
-    assert_eq!(finished, ["hang: cancelled", "last: skipped: shutdown deadline passed"]);
+    assert_eq!(
+        finished,
+        ["hang: cancelled", "last: skipped: shutdown deadline passed"]
+    );
 }
 
 #[tokio::test]
@@ -183,7 +246,11 @@ async fn weak_registrations_never_keep_the_value_alive() {
     let leaked = Arc::new(Pool);
     let extra = leaked.clone();
     let called = Arc::new(AtomicU32::new(0));
-    for (name, value) in [("dropped", &dropped), ("alive", &alive), ("leaked", &leaked)] {
+    for (name, value) in [
+        ("dropped", &dropped),
+        ("alive", &alive),
+        ("leaked", &leaked),
+    ] {
         let called = called.clone();
         c.task(name)
             .register_weak(value, move |pool: Arc<Pool>| {
@@ -192,7 +259,11 @@ async fn weak_registrations_never_keep_the_value_alive() {
             })
             .unwrap();
     }
-    assert_eq!(Arc::strong_count(&dropped), 1, "registration took no strong reference");
+    assert_eq!(
+        Arc::strong_count(&dropped),
+        1,
+        "registration took no strong reference"
+    );
     drop(dropped);
     drop(alive);
     // `alive`'s last owner is gone too; only `leaked` is still held (twice).
@@ -206,7 +277,10 @@ async fn weak_registrations_never_keep_the_value_alive() {
     assert_eq!(leaked.outcome(), &Outcome::Succeeded);
     assert_eq!(leaked.leaked(), Some(1));
     assert_eq!(report.leaks().count(), 1);
-    assert!(report.is_clean(), "a possible leak is flagged, not a failure");
+    assert!(
+        report.is_clean(),
+        "a possible leak is flagged, not a failure"
+    );
     assert_eq!(called.load(Ordering::SeqCst), 1);
     drop(extra);
 }

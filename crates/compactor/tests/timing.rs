@@ -15,7 +15,7 @@ async fn an_attempt_past_its_timeout_is_dropped_and_reported() {
     let c = Compactor::new();
     c.task("hang")
         .timeout(100 * MS)
-        .register(|| std::future::pending::<()>())
+        .register(std::future::pending::<()>)
         .unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;
@@ -30,7 +30,7 @@ async fn an_attempt_past_its_timeout_is_dropped_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn the_default_timeout_applies_to_tasks_without_one() {
     let c = Compactor::builder().default_timeout(30 * MS).build();
-    c.register("hang", || std::future::pending::<()>()).unwrap();
+    c.register("hang", std::future::pending::<()>).unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;
     assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
@@ -48,7 +48,13 @@ async fn failed_attempts_are_retried_with_growing_backoff() {
         .backoff(Backoff::exponential(100 * MS, Duration::from_secs(1)))
         .register(move || {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { if n < 3 { Err(format!("attempt {n} failed")) } else { Ok(()) } }
+            async move {
+                if n < 3 {
+                    Err(format!("attempt {n} failed"))
+                } else {
+                    Ok(())
+                }
+            }
         })
         .unwrap();
     let started = Instant::now();
@@ -60,7 +66,13 @@ async fn failed_attempts_are_retried_with_growing_backoff() {
 
     let mut delays = Vec::new();
     while let Ok(event) = events.try_recv() {
-        if let Event::TaskRetrying { attempt, delay, error, .. } = event {
+        if let Event::TaskRetrying {
+            attempt,
+            delay,
+            error,
+            ..
+        } = event
+        {
             assert_eq!(error, format!("attempt {attempt} failed"));
             delays.push(delay);
         }
@@ -79,7 +91,7 @@ async fn timeouts_are_retried_and_the_last_one_counts() {
         .timeout(10 * MS)
         .retries(2)
         .backoff(Backoff::fixed(5 * MS))
-        .register(|| std::future::pending::<()>())
+        .register(std::future::pending::<()>)
         .unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;
@@ -138,19 +150,27 @@ async fn at_the_deadline_running_tasks_are_cancelled_and_the_rest_skipped() {
         .default_timeout(Duration::from_secs(60))
         .build();
     let ran_late = Arc::new(AtomicU32::new(0));
-    let db = c.register("db", {
-        let ran_late = ran_late.clone();
-        move || {
-            ran_late.fetch_add(1, Ordering::SeqCst);
-            async {}
-        }
-    })
-    .unwrap();
-    c.task("slow").depends_on(&db).register(|| std::future::pending::<()>()).unwrap();
+    let db = c
+        .register("db", {
+            let ran_late = ran_late.clone();
+            move || {
+                ran_late.fetch_add(1, Ordering::SeqCst);
+                async {}
+            }
+        })
+        .unwrap();
+    c.task("slow")
+        .depends_on(&db)
+        .register(std::future::pending::<()>)
+        .unwrap();
     c.task("quick").register(|| async {}).unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;
-    assert_eq!(started.elapsed(), Duration::from_secs(1), "the report comes at the deadline");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "the report comes at the deadline"
+    );
     assert_eq!(report.task("quick").unwrap().outcome(), &Outcome::Succeeded);
     let slow = report.task("slow").unwrap();
     assert_eq!(slow.outcome(), &Outcome::Cancelled);
@@ -170,17 +190,31 @@ async fn an_overrunning_phase_does_not_eat_the_next_phase_time() {
         .default_timeout(Duration::from_secs(60))
         .phase_budget(Priority::High, Duration::from_secs(2))
         .build();
-    c.task("drain").priority(Priority::High).register(|| std::future::pending::<()>()).unwrap();
-    let waiting = c.task("after-drain").priority(Priority::High).register(|| async {}).unwrap();
+    c.task("drain")
+        .priority(Priority::High)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let waiting = c
+        .task("after-drain")
+        .priority(Priority::High)
+        .register(|| async {})
+        .unwrap();
     // Runs after drain within the High phase; skipped when the budget ends.
-    c.task("before").priority(Priority::High).depends_on(&waiting).register(|| std::future::pending::<()>()).unwrap();
+    c.task("before")
+        .priority(Priority::High)
+        .depends_on(&waiting)
+        .register(std::future::pending::<()>)
+        .unwrap();
     c.task("flush")
         .register(|| tokio::time::sleep(Duration::from_secs(5)))
         .unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;
     assert_eq!(report.task("drain").unwrap().outcome(), &Outcome::Cancelled);
-    assert_eq!(report.task("before").unwrap().outcome(), &Outcome::Cancelled);
+    assert_eq!(
+        report.task("before").unwrap().outcome(),
+        &Outcome::Cancelled
+    );
     assert_eq!(
         report.task("after-drain").unwrap().outcome(),
         &Outcome::Skipped(SkipReason::PhaseBudget)
@@ -272,7 +306,12 @@ async fn a_blocking_cleanup_past_its_timeout_is_abandoned_and_a_retry_waits_for_
 #[tokio::test(start_paused = true)]
 async fn a_blocking_panic_is_contained() {
     let c = Compactor::new();
-    c.task("bad-sync").register_blocking(|| -> () { panic!("poisoned") }).unwrap();
+    c.task("bad-sync")
+        .register_blocking(|| -> () { panic!("poisoned") })
+        .unwrap();
     let report = c.shutdown().await;
-    assert_eq!(report.tasks()[0].outcome(), &Outcome::Panicked("poisoned".into()));
+    assert_eq!(
+        report.tasks()[0].outcome(),
+        &Outcome::Panicked("poisoned".into())
+    );
 }

@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 pub struct Log(Arc<Mutex<Vec<String>>>);
 
 impl Log {
+    /// Appends an entry.
     pub fn push(&self, entry: impl Into<String>) {
         self.0.lock().unwrap().push(entry.into());
     }
 
+    /// A copy of the entries so far.
     pub fn entries(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
