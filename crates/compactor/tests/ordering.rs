@@ -327,3 +327,54 @@ async fn a_hundred_thousand_deep_chain_runs_without_recursion() {
     assert_eq!(count.load(Ordering::SeqCst), N);
     assert_eq!(report.tasks()[0].name(), format!("t{}", N - 1));
 }
+
+/// The worked example of `docs/design.md`, step by step.
+#[tokio::test(start_paused = true)]
+async fn the_worked_example_of_the_design_doc() {
+    let c = Compactor::new();
+    let log = Log::default();
+    let step = Duration::from_millis(10);
+    let db = c
+        .register("db-pool", logged(&log, "db-pool", step))
+        .unwrap();
+    let audit = c
+        .task("audit-log")
+        .priority(Priority::Critical)
+        .register(logged(&log, "audit-log", step))
+        .unwrap();
+    c.task("http")
+        .priority(Priority::High)
+        .depends_on(&db)
+        .register(logged(&log, "http", step))
+        .unwrap();
+    c.task("jobs")
+        .depends_on(&db)
+        .depends_on(&audit)
+        .register(logged(&log, "jobs", step))
+        .unwrap();
+    c.task("metrics")
+        .priority(Priority::Low)
+        .register(logged(&log, "metrics", step))
+        .unwrap();
+    let report = c.shutdown().await;
+    let phases: Vec<(&str, Priority)> = report
+        .tasks()
+        .iter()
+        .map(|t| (t.name(), t.effective_priority()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("jobs", Priority::Critical),
+            ("audit-log", Priority::Critical),
+            ("http", Priority::High),
+            ("db-pool", Priority::Normal),
+            ("metrics", Priority::Low),
+        ]
+    );
+    let starts: Vec<Option<Duration>> = report.tasks().iter().map(|t| t.started_at()).collect();
+    assert_eq!(
+        starts,
+        [0, 10, 20, 30, 40].map(|ms| Some(Duration::from_millis(ms)))
+    );
+}

@@ -1,0 +1,23 @@
+# Shortcuts for the cargo commands in the README; `just` lists them.
+
+default:
+    @just --list
+
+# fmt check, clippy, docs and every test: what CI runs
+qa:
+    bash .ci/run
+
+# the quickstart service, stopping by itself after SECS seconds
+demo SECS="3":
+    cargo run --example quickstart -- --shutdown-after {{SECS}}
+
+test:
+    cargo test --workspace
+
+fmt:
+    cargo fmt --all
+
+# criterion timings and heap bytes per task (figures go to docs/benchmarks.md)
+bench:
+    cargo bench -p compactor --bench engine
+    cargo bench -p compactor --bench memory
