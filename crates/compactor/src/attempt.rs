@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -48,6 +48,9 @@ pub(crate) struct RunContext {
     /// Whether anyone subscribes to the events. Asking the channel takes its
     /// lock, so the runner refreshes this once per batch instead.
     pub(crate) listening: AtomicBool,
+    /// Attempts begun so far, per task: what the report shows for a task
+    /// stopped from outside or still running.
+    pub(crate) attempts: Box<[AtomicU32]>,
 }
 
 impl RunContext {
@@ -131,6 +134,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
     let mut attempts = 0;
     let (outcome, interruption) = loop {
         attempts += 1;
+        ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
         let announce = || {
             ctx.emit(|| Event::TaskStarted {
                 name: name.clone(),
@@ -152,6 +156,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
             Attempt::Released => {
                 // The closure was not called this time.
                 attempts -= 1;
+                ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
                 break (Outcome::Released, None);
             }
             Attempt::Panicked(message) => {

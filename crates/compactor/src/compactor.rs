@@ -1,6 +1,6 @@
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
@@ -251,18 +251,21 @@ impl Compactor {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let _ = inner.snapshots.set(snapshot_tx);
-        let ctx = Arc::new(RunContext {
-            instance: inner.id,
-            done: done_tx,
-            events: inner.events.clone(),
-            cancel_grace: inner.config.cancel_grace,
-            stop: CancellationToken::new(),
-            listening: AtomicBool::new(inner.events.receiver_count() > 0),
-        });
+        let events = inner.events.clone();
+        let cancel_grace = inner.config.cancel_grace;
         let run_inner = inner.clone();
         let span = tracing::info_span!("shutdown", instance = inner.id, %reason);
         let run = async move {
             let plan = Plan::new(run_inner.registry.drain());
+            let ctx = Arc::new(RunContext {
+                instance: run_inner.id,
+                done: done_tx,
+                listening: AtomicBool::new(events.receiver_count() > 0),
+                events,
+                cancel_grace,
+                stop: CancellationToken::new(),
+                attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
+            });
             ctx.emit(|| Event::ShutdownStarted {
                 reason: reason.clone(),
                 tasks: plan.tasks.len(),

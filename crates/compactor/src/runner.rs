@@ -6,6 +6,7 @@ use std::collections::BinaryHeap;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -322,7 +323,7 @@ impl Runner {
             self.running -= 1;
             let record = &mut self.records[index];
             record.finished = Some(now);
-            record.attempts = record.attempts.max(1);
+            record.attempts = self.ctx.attempts[index].load(Ordering::Relaxed);
             record.interruption = Some(match record.blocking {
                 true => Interruption::Abandoned,
                 false => Interruption::Dropped,
@@ -355,7 +356,10 @@ impl Runner {
                 TaskReport {
                     name: task.name.clone(),
                     outcome: record.outcome.clone().unwrap_or(Outcome::Pending),
-                    attempts: record.attempts,
+                    attempts: match record.outcome {
+                        Some(_) => record.attempts,
+                        None => self.ctx.attempts[i as usize].load(Ordering::Relaxed),
+                    },
                     priority: task.spec.priority,
                     effective_priority: task.effective,
                     category: task.spec.category.clone(),

@@ -315,3 +315,19 @@ async fn a_blocking_panic_is_contained() {
         &Outcome::Panicked("poisoned".into())
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_cancelled_at_the_deadline_reports_the_attempts_it_began() {
+    let c = Compactor::builder().deadline(35 * MS).build();
+    c.task("stubborn")
+        .timeout(10 * MS)
+        .retries(10)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let report = c.shutdown().await;
+    let t = report.task("stubborn").unwrap();
+    assert_eq!(t.outcome(), &Outcome::Cancelled);
+    // Attempts began at 0, 10, 20 and 30 ms.
+    assert_eq!(t.attempts(), 4);
+}
