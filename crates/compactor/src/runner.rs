@@ -111,13 +111,24 @@ impl Runner {
     ) -> ShutdownReport {
         let n = self.plan.tasks.len();
         let mut deadline = pin!(sleep_until(self.t0 + self.config.deadline));
-        let mut phase_end = pin!(sleep_until(self.t0 + self.config.deadline));
-        let mut phase_armed = self.enter_phase(phase_end.as_mut());
+        let mut budget = pin!(sleep_until(self.t0 + self.config.deadline));
+        // The phase whose budget `budget` counts down, if it has one.
+        let mut budgeted: Option<usize> = None;
+        let mut timed: Option<usize> = None;
         let mut batch = Vec::with_capacity(64);
         while self.finished < n {
             let more = poll_fn(|cx| Poll::Ready(self.start_ready(cx))).await;
             if self.finished == n {
                 break;
+            }
+            self.advance();
+            if timed != Some(self.current) {
+                // A new phase began: its budget starts now.
+                timed = Some(self.current);
+                budgeted = self.phases[self.current].budget.map(|b| {
+                    budget.as_mut().reset(Instant::now() + b);
+                    self.current
+                });
             }
             if more {
                 // Many tasks finished on their first poll: look at the clock
@@ -129,7 +140,6 @@ impl Runner {
                 while let Ok(d) = done.try_recv() {
                     self.complete(d);
                 }
-                phase_armed = self.enter_phase(phase_end.as_mut());
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -139,18 +149,12 @@ impl Runner {
                     self.expire_running(None);
                     break;
                 }
-                () = &mut phase_end, if phase_armed => {
-                    self.expire_running(Some(self.current));
-                    phase_armed = self.enter_phase(phase_end.as_mut());
+                () = &mut budget, if budgeted.is_some() => {
+                    self.expire_running(budgeted.take());
                 }
-                received = done.recv_many(&mut batch, 1024) => {
-                    debug_assert!(received > 0, "the runner holds a sender");
-                    let before = self.current;
+                _ = done.recv_many(&mut batch, 1024) => {
                     for d in batch.drain(..) {
                         self.complete(d);
-                    }
-                    if self.current_phase_done() || before != self.current {
-                        phase_armed = self.enter_phase(phase_end.as_mut());
                     }
                 }
                 Some(reply) = snapshots.recv() => {
@@ -162,23 +166,14 @@ impl Runner {
         self.report(true)
     }
 
-    fn current_phase_done(&self) -> bool {
-        self.phases
+    /// Moves `current` past the phases that have finished.
+    fn advance(&mut self) {
+        while self
+            .phases
             .get(self.current)
             .is_some_and(|p| p.unfinished == 0)
-    }
-
-    /// Moves `current` to the first unfinished phase and arms its budget.
-    fn enter_phase(&mut self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> bool {
-        while self.current_phase_done() {
+        {
             self.current += 1;
-        }
-        match self.phases.get(self.current).and_then(|p| p.budget) {
-            Some(budget) => {
-                timer.reset(Instant::now() + budget);
-                true
-            }
-            None => false,
         }
     }
 
@@ -191,9 +186,7 @@ impl Runner {
         let now = Instant::now();
         let limit = self.config.concurrency.get();
         for _ in 0..STARTS_PER_TURN {
-            while self.current_phase_done() {
-                self.current += 1;
-            }
+            self.advance();
             if self.running >= limit {
                 return false;
             }

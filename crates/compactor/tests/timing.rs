@@ -331,3 +331,27 @@ async fn a_task_cancelled_at_the_deadline_reports_the_attempts_it_began() {
     // Attempts began at 0, 10, 20 and 30 ms.
     assert_eq!(t.attempts(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_phase_budget_counts_from_the_start_of_its_phase() {
+    let c = Compactor::builder()
+        .default_timeout(Duration::from_secs(60))
+        .phase_budget(Priority::High, Duration::from_secs(1))
+        .phase_budget(Priority::Normal, Duration::from_secs(1))
+        .build();
+    c.task("instant")
+        .priority(Priority::Critical)
+        .register(|| async {})
+        .unwrap();
+    c.task("drain")
+        .priority(Priority::High)
+        .register(|| tokio::time::sleep(300 * MS))
+        .unwrap();
+    c.task("hang").register(std::future::pending::<()>).unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(report.task("drain").unwrap().outcome(), &Outcome::Succeeded);
+    let hang = report.task("hang").unwrap();
+    assert_eq!(hang.outcome(), &Outcome::Cancelled);
+    assert_eq!(hang.started_at(), Some(300 * MS));
+    assert_eq!(report.duration(), 1300 * MS);
+}
