@@ -46,7 +46,7 @@ fn options() -> Result<Options, String> {
                 shutdown_after = Some(Duration::from_secs_f64(secs));
             }
             "--data-dir" => {
-                data_dir = Some(PathBuf::from(args.next().ok_or("--data-dir needs a path")?))
+                data_dir = Some(PathBuf::from(args.next().ok_or("--data-dir needs a path")?));
             }
             other => {
                 return Err(format!(
