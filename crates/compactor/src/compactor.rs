@@ -64,6 +64,19 @@ pub(crate) struct Inner {
     snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let pending = self.registry.len();
+        if pending > 0 && !*self.started.get_mut() {
+            tracing::warn!(
+                instance = self.id,
+                pending,
+                "Compactor dropped before shutdown: its pending cleanups never ran"
+            );
+        }
+    }
+}
+
 impl Default for Compactor {
     fn default() -> Self {
         Compactor::new()
