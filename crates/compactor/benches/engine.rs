@@ -54,6 +54,23 @@ fn register(c: &mut Criterion) {
     group.finish();
 }
 
+/// Times `iters` shutdowns of instances made by `build` (building is not timed).
+fn time_shutdowns(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    build: impl Fn() -> Compactor,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let c = build();
+        let start = Instant::now();
+        let report = rt.block_on(c.shutdown());
+        total += start.elapsed();
+        assert!(report.is_clean());
+    }
+    total
+}
+
 fn shutdown(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("shutdown");
@@ -61,44 +78,33 @@ fn shutdown(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(8));
     for n in [1_000usize, 100_000] {
+        let names = names(n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("flat", n), &n, |b, &n| {
-            let names = names(n);
+        group.bench_with_input(BenchmarkId::new("flat", n), &names, |b, names| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
+                time_shutdowns(&rt, iters, || {
                     let c = Compactor::new();
-                    for name in &names {
+                    for name in names {
                         c.register(name.as_str(), || async {}).unwrap();
                     }
-                    let start = Instant::now();
-                    let report = rt.block_on(c.shutdown());
-                    total += start.elapsed();
-                    assert!(report.is_clean());
-                }
-                total
+                    c
+                })
             });
         });
-        group.bench_with_input(BenchmarkId::new("chain", n), &n, |b, &n| {
-            let names = names(n);
+        group.bench_with_input(BenchmarkId::new("chain", n), &names, |b, names| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
+                time_shutdowns(&rt, iters, || {
                     let c = Compactor::new();
                     let mut prev: Option<TaskHandle> = None;
-                    for name in &names {
+                    for name in names {
                         let mut task = c.task(name.as_str());
                         if let Some(p) = &prev {
                             task = task.depends_on(p);
                         }
                         prev = Some(task.register(|| async {}).unwrap());
                     }
-                    let start = Instant::now();
-                    let report = rt.block_on(c.shutdown());
-                    total += start.elapsed();
-                    assert!(report.is_clean());
-                }
-                total
+                    c
+                })
             });
         });
     }
