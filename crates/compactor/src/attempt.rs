@@ -7,7 +7,7 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
 pub(crate) struct RunContext {
     pub(crate) instance: u64,
     pub(crate) done: mpsc::UnboundedSender<Done>,
-    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) events: Arc<OnceLock<broadcast::Sender<Event>>>,
     pub(crate) cancel_grace: Duration,
     /// Fires at the deadline; the parent of every attempt's token.
     pub(crate) stop: CancellationToken,
@@ -56,13 +56,17 @@ pub(crate) struct RunContext {
 impl RunContext {
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
         if self.listening.load(Ordering::Relaxed) {
-            let _ = self.events.send(event());
+            if let Some(events) = self.events.get() {
+                let _ = events.send(event());
+            }
         }
     }
 
     pub(crate) fn refresh_listening(&self) {
-        self.listening
-            .store(self.events.receiver_count() > 0, Ordering::Relaxed);
+        self.listening.store(
+            self.events.get().is_some_and(|e| e.receiver_count() > 0),
+            Ordering::Relaxed,
+        );
     }
 }
 

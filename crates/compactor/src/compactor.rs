@@ -58,7 +58,9 @@ pub(crate) struct Inner {
     config: Arc<Config>,
     pub(crate) registry: Registry,
     token: CancellationToken,
-    events: broadcast::Sender<Event>,
+    /// Created by the first `subscribe()`: an instance nobody listens to
+    /// allocates no channel and sends no events.
+    events: Arc<OnceLock<broadcast::Sender<Event>>>,
     started: AtomicBool,
     report: watch::Sender<Option<ShutdownReport>>,
     snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
@@ -106,14 +108,13 @@ impl Compactor {
     }
 
     pub(crate) fn with_config(config: Config) -> Self {
-        let (events, _) = broadcast::channel(config.event_capacity);
         Compactor {
             inner: Arc::new(Inner {
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 config: Arc::new(config),
                 registry: Registry::new(),
                 token: CancellationToken::new(),
-                events,
+                events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 report: watch::Sender::new(None),
                 snapshots: OnceLock::new(),
@@ -189,7 +190,10 @@ impl Compactor {
     /// Receives an [`Event`] for every state change of the shutdown.
     /// Subscribe before it begins to see it all.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.inner
+            .events
+            .get_or_init(|| broadcast::channel(self.inner.config.event_capacity).0)
+            .subscribe()
     }
 
     /// Starts the shutdown without waiting for it; does nothing if it has
@@ -273,12 +277,13 @@ impl Compactor {
             let ctx = Arc::new(RunContext {
                 instance: run_inner.id,
                 done: done_tx,
-                listening: AtomicBool::new(events.receiver_count() > 0),
+                listening: AtomicBool::new(false),
                 events,
                 cancel_grace,
                 stop: CancellationToken::new(),
                 attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
             });
+            ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownStarted {
                 reason: reason.clone(),
                 tasks: plan.tasks.len(),
@@ -290,6 +295,7 @@ impl Compactor {
             let runner = Runner::new(ctx.clone(), plan, reason, run_inner.config.clone(), t0);
             let report = runner.run(done_rx, snapshot_rx).await;
             tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
+            ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownFinished { report: report.clone() });
             run_inner.report.send_replace(Some(report));
         }
