@@ -82,3 +82,8 @@ pub use crate::report::{
     GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport,
 };
 pub use crate::task::{TaskBuilder, TaskHandle};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
