@@ -242,3 +242,106 @@ fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u
         walk.push(at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU64;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::task::Dep;
+
+    /// Nodes named `names`, in that registration order, with by-name dependencies.
+    fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<(Arc<str>, Box<Node>)> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| {
+                let deps: Vec<Dep> = deps
+                    .iter()
+                    .filter(|(from, _)| *from == name)
+                    .map(|(_, to)| Dep {
+                        name: Arc::from(*to),
+                        id: None,
+                    })
+                    .collect();
+                let node = Node {
+                    id: i as u64 + 1,
+                    cleanup: Mutex::new(None),
+                    deps: deps.into_boxed_slice(),
+                    spec: Spec::default(),
+                };
+                (Arc::from(name), Box::new(node))
+            })
+            .collect()
+    }
+
+    fn precedes(plan: &Plan, i: u32) -> Vec<u32> {
+        plan.precedes.of(i).collect()
+    }
+
+    #[test]
+    fn a_cycle_is_broken_at_the_latest_registered_task() {
+        // a -> b -> c -> a, plus d -> a outside the cycle.
+        let plan = Plan::new(nodes(
+            &["a", "b", "c", "d"],
+            &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
+        ));
+        assert_eq!(
+            plan.warnings,
+            [GraphWarning::CycleBroken {
+                path: vec!["a".into(), "b".into(), "c".into(), "a".into()],
+                dropped: ("c".into(), "a".into()),
+            }]
+        );
+        assert_eq!(precedes(&plan, 2), Vec::<u32>::new());
+        assert_eq!(precedes(&plan, 0), [1]);
+        assert_eq!(precedes(&plan, 3), [0]);
+        // What remains runs d and a before b, b before c.
+        assert_eq!(plan.waiting, [1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn breaking_is_deterministic_and_handles_several_cycles() {
+        let build = || {
+            Plan::new(nodes(
+                &["x", "y", "p", "q", "r"],
+                &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
+            ))
+        };
+        let (one, two) = (build(), build());
+        assert_eq!(one.warnings, two.warnings);
+        assert_eq!(one.warnings.len(), 2);
+        for warning in &one.warnings {
+            let GraphWarning::CycleBroken { dropped, .. } = warning else {
+                panic!("{warning}");
+            };
+            assert!(dropped.0 == "y" || dropped.0 == "r", "{warning}");
+        }
+    }
+
+    #[test]
+    fn a_handle_dependency_on_a_replaced_task_is_dropped() {
+        let mut all = nodes(&["db", "http"], &[]);
+        all[1].1.deps = vec![Dep {
+            name: Arc::from("db"),
+            // The id of an earlier "db" that was unregistered and replaced.
+            id: NonZeroU64::new(99),
+        }]
+        .into_boxed_slice();
+        let plan = Plan::new(all);
+        assert!(plan.warnings.is_empty());
+        assert_eq!(precedes(&plan, 1), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn phases_are_the_distinct_effective_priorities_highest_first() {
+        let mut all = nodes(&["low", "crit", "mid"], &[("low", "crit")]);
+        all[0].1.spec.priority = Priority::Low;
+        all[1].1.spec.priority = Priority::Critical;
+        let plan = Plan::new(all);
+        assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
+        let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
+        assert_eq!(phases, [0, 0, 1]);
+    }
+}
