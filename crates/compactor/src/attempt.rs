@@ -37,6 +37,11 @@ pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
         || ACTIVE_BLOCKING.with(Cell::get) == instance
 }
 
+/// Whether the caller is any instance's cleanup.
+pub(crate) fn inside_any_cleanup() -> bool {
+    ACTIVE.try_with(|_| ()).is_ok() || ACTIVE_BLOCKING.with(Cell::get) != 0
+}
+
 /// What every task of one run shares.
 pub(crate) struct RunContext {
     pub(crate) instance: u64,
@@ -51,6 +56,9 @@ pub(crate) struct RunContext {
     /// Attempts begun so far, per task: what the report shows for a task
     /// stopped from outside or still running.
     pub(crate) attempts: Box<[AtomicU32]>,
+    /// Set as each task reaches its outcome.
+    pub(crate) finished: Box<[AtomicBool]>,
+    pub(crate) names: Box<[Arc<str>]>,
 }
 
 impl RunContext {
@@ -60,6 +68,18 @@ impl RunContext {
                 let _ = events.send(event());
             }
         }
+    }
+
+    /// Tasks that began an attempt and have not finished: read from another
+    /// thread when the process is made to exit mid-run.
+    pub(crate) fn running(&self) -> Vec<String> {
+        (0..self.names.len())
+            .filter(|&i| {
+                self.attempts[i].load(Ordering::Relaxed) > 0
+                    && !self.finished[i].load(Ordering::Relaxed)
+            })
+            .map(|i| self.names[i].to_string())
+            .collect()
     }
 
     pub(crate) fn refresh_listening(&self) {

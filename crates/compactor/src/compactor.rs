@@ -1,6 +1,6 @@
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::runner::{Runner, SnapshotRequest};
 use crate::task::TaskBuilder;
-use crate::{Error, Event, ShutdownReason, ShutdownReport, TaskHandle};
+use crate::{Error, Event, ShutdownReason, ShutdownReport, SignalExit, TaskHandle};
 
 static GLOBAL: OnceLock<Compactor> = OnceLock::new();
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -55,7 +55,7 @@ pub struct Compactor {
 
 pub(crate) struct Inner {
     id: u64,
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     pub(crate) registry: Registry,
     token: CancellationToken,
     /// Created by the first `subscribe()`: an instance nobody listens to
@@ -64,10 +64,43 @@ pub(crate) struct Inner {
     started: AtomicBool,
     report: watch::Sender<Option<ShutdownReport>>,
     snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
+    /// The run's shared state, for the line a forced exit prints.
+    run: OnceLock<Arc<RunContext>>,
+    /// Listen for signals at the first registration inside a runtime.
+    pub(crate) auto_listen: bool,
+    pub(crate) signals_armed: AtomicBool,
+    /// A [`SignalExit`], changed by `run_until_shutdown`.
+    signal_exit: AtomicU8,
+    #[cfg(unix)]
+    signal_handle: std::sync::Mutex<Option<signal_hook::iterator::Handle>>,
+}
+
+impl Inner {
+    #[cfg(unix)]
+    pub(crate) fn set_signal_handle(&self, handle: signal_hook::iterator::Handle) {
+        *self
+            .signal_handle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+    }
+
+    /// The names of the cleanups running right now.
+    pub(crate) fn running_tasks(&self) -> Vec<String> {
+        self.run.get().map(|ctx| ctx.running()).unwrap_or_default()
+    }
+
+    pub(crate) fn signal_exit(&self) -> SignalExit {
+        SignalExit::from_u8(self.signal_exit.load(Ordering::Acquire))
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(handle) = self.signal_handle.get_mut().ok().and_then(Option::take) {
+            // Ends the listener thread and gives the signals back.
+            handle.close();
+        }
         let pending = self.registry.len();
         if pending > 0 && !*self.started.get_mut() {
             tracing::warn!(
@@ -99,7 +132,7 @@ impl Compactor {
     /// An isolated instance with the default settings (see [`Builder`]), for
     /// libraries and tests.
     pub fn new() -> Self {
-        Compactor::with_config(Config::default())
+        Compactor::with_config(Config::default(), false)
     }
 
     /// Configures an instance.
@@ -107,9 +140,15 @@ impl Compactor {
         Builder::new()
     }
 
-    pub(crate) fn with_config(config: Config) -> Self {
+    pub(crate) fn with_config(config: Config, global: bool) -> Self {
         Compactor {
             inner: Arc::new(Inner {
+                auto_listen: config.auto_listen.unwrap_or(global),
+                signals_armed: AtomicBool::new(false),
+                signal_exit: AtomicU8::new(config.signal_exit.to_u8()),
+                run: OnceLock::new(),
+                #[cfg(unix)]
+                signal_handle: std::sync::Mutex::new(None),
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 config: Arc::new(config),
                 registry: Registry::new(),
@@ -125,7 +164,7 @@ impl Compactor {
     /// The process-wide instance, created with the default settings on first
     /// use unless [`init_global`](Self::init_global) configured it before.
     pub fn global() -> &'static Compactor {
-        GLOBAL.get_or_init(Compactor::new)
+        GLOBAL.get_or_init(|| Compactor::with_config(Config::default(), true))
     }
 
     /// Configures the process-wide instance. Call it once, before anything
@@ -136,7 +175,7 @@ impl Compactor {
     /// [`Error::AlreadyInitialized`] if the global instance already exists
     /// (it keeps its settings), or the builder's [`Error::InvalidConfig`].
     pub fn init_global(builder: Builder) -> Result<&'static Compactor, Error> {
-        let compactor = builder.try_build()?;
+        let compactor = builder.try_build_as(true)?;
         let mut fresh = Some(compactor);
         let global = GLOBAL.get_or_init(|| fresh.take().expect("taken once"));
         match fresh {
@@ -204,6 +243,143 @@ impl Compactor {
         self.begin(ShutdownReason::Manual);
     }
 
+    /// Starts the shutdown for a reason of the application's own (a lost
+    /// database, a failed health check), shown in the report and the events.
+    /// Does nothing if shutdown has begun already.
+    pub fn request_shutdown(&self, why: impl Into<String>) {
+        self.begin(ShutdownReason::Requested(why.into()));
+    }
+
+    /// Runs the shutdown when the process receives one of the configured
+    /// [signals](Builder::signals) (`SIGINT` and `SIGTERM` by default; Ctrl-C
+    /// on Windows). Idempotent.
+    ///
+    /// - The first signal starts the shutdown ([`ShutdownReason::Signal`]).
+    /// - When it has finished, the process exits as set by
+    ///   [`Builder::signal_exit`]: by default with 128 + the signal number.
+    /// - A second signal during the run ends the process at once with that
+    ///   signal's code, printing one line on stderr that names the cleanups
+    ///   still running, even if a cleanup hangs or blocks a thread.
+    /// - A signal after the run has finished gets the default handling
+    ///   (the process ends).
+    ///
+    /// The global instance calls this by itself at its first registration
+    /// inside a tokio runtime, unless [`Builder::auto_listen`] turned it off.
+    /// On Unix the listener is a thread of its own, so it works with any
+    /// runtime, or none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Signals`] if the handlers cannot be installed (on Windows:
+    /// when called outside a tokio runtime).
+    pub fn listen_for_signals(&self) -> Result<(), Error> {
+        crate::signal::listen(&self.inner)
+    }
+
+    /// Installs a panic hook: a panic on any thread (outside a cleanup, whose
+    /// panics are reported instead) starts the shutdown with
+    /// [`ShutdownReason::Panic`], once, after the previous hook has printed
+    /// the panic. The equivalent of an uncaught-exception handler.
+    pub fn shutdown_on_panic(&self) {
+        let owner = Arc::downgrade(&self.inner);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if crate::attempt::inside_any_cleanup() {
+                return;
+            }
+            if let Some(inner) = owner.upgrade() {
+                let thread = std::thread::current();
+                let message = crate::attempt::panic_message(info.payload());
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {l}"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "thread '{}' panicked{at}: {message}",
+                    thread.name().unwrap_or("<unnamed>")
+                );
+                Compactor { inner }.begin(ShutdownReason::Panic(reason));
+            }
+        }));
+    }
+
+    /// Runs `service` until it ends or shutdown begins (a signal, a panic,
+    /// a request), runs the cleanup, and returns the exit code for `main`
+    /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
+    /// signal n, 1 if the service failed or a cleanup did not succeed.
+    ///
+    /// The service keeps running while the cleanup runs, so it can drain
+    /// (select on [`shutdown_token`](Self::shutdown_token) to stop taking
+    /// work); it is dropped once the report is in. A service that ends by
+    /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
+    /// [`ShutdownReason::ServiceFailed`] if it returned an error).
+    ///
+    /// Listens for signals, and takes the exit over from the signal handling:
+    /// the process ends when `main` returns the code.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::process::ExitCode;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ExitCode {
+    ///     let compactor = compactor::Compactor::global();
+    ///     let stop = compactor.shutdown_token();
+    ///     compactor.run_until_shutdown(async move {
+    ///         stop.cancelled().await; // serve until shutdown begins
+    ///     }).await
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense that dropping it drops the service; a
+    /// shutdown it started goes on.
+    pub async fn run_until_shutdown<F>(&self, service: F) -> std::process::ExitCode
+    where
+        F: Future,
+        F::Output: CleanupResult,
+    {
+        self.inner
+            .signal_exit
+            .store(SignalExit::Return.to_u8(), Ordering::Release);
+        if let Err(error) = self.listen_for_signals() {
+            tracing::warn!(%error, "running without signal handling");
+        }
+        let token = self.inner.token.child_token();
+        let mut service = std::pin::pin!(service);
+        let mut service_done = false;
+        tokio::select! {
+            result = service.as_mut() => {
+                service_done = true;
+                match result.into_result() {
+                    Ok(()) => self.begin(ShutdownReason::ServiceEnded),
+                    Err(error) => self.begin(ShutdownReason::ServiceFailed(error)),
+                };
+            }
+            () = token.cancelled() => {}
+        }
+        let report = if service_done {
+            self.wait().await
+        } else {
+            tokio::select! {
+                report = self.wait() => report,
+                _ = service.as_mut() => self.wait().await,
+            }
+        };
+        std::process::ExitCode::from(report.exit_code())
+    }
+
+    /// Runs the shutdown from synchronous code and blocks until the report
+    /// is in: for a `main` without a runtime (the run gets a runtime of its
+    /// own). From async code use [`shutdown`](Self::shutdown): blocking a
+    /// runtime thread can stall the cleanups that need it.
+    pub fn shutdown_blocking(&self) -> ShutdownReport {
+        futures::executor::block_on(self.shutdown())
+    }
+
     /// Runs the shutdown, or joins the run already under way, and returns its
     /// report. Every caller, concurrent or later, gets an equal report.
     ///
@@ -257,7 +433,7 @@ impl Compactor {
         answer.await.ok()
     }
 
-    fn begin(&self, reason: ShutdownReason) -> bool {
+    pub(crate) fn begin(&self, reason: ShutdownReason) -> bool {
         let inner = &self.inner;
         if inner.started.swap(true, Ordering::AcqRel) {
             return false;
@@ -282,7 +458,10 @@ impl Compactor {
                 cancel_grace,
                 stop: CancellationToken::new(),
                 attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
+                finished: plan.tasks.iter().map(|_| AtomicBool::new(false)).collect(),
+                names: plan.tasks.iter().map(|t| t.name.clone()).collect(),
             });
+            let _ = run_inner.run.set(ctx.clone());
             ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownStarted {
                 reason: reason.clone(),
@@ -292,12 +471,24 @@ impl Compactor {
             for warning in &plan.warnings {
                 tracing::warn!(%warning, "dependency graph");
             }
-            let runner = Runner::new(ctx.clone(), plan, reason, run_inner.config.clone(), t0);
+            let signal = match &reason {
+                ShutdownReason::Signal(signal) => Some(*signal),
+                _ => None,
+            };
+            let runner = Runner::new(ctx.clone(), plan, reason, run_inner.clone(), t0);
             let report = runner.run(done_rx, snapshot_rx).await;
             tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
             ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownFinished { report: report.clone() });
-            run_inner.report.send_replace(Some(report));
+            run_inner.report.send_replace(Some(report.clone()));
+            let policy = run_inner.signal_exit();
+            if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
+                let code = report.exit_code();
+                tracing::info!(%signal, code, "exiting after a signal-started shutdown");
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                std::process::exit(i32::from(code));
+            }
         }
         .instrument(span);
         match tokio::runtime::Handle::try_current() {

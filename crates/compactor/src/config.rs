@@ -1,7 +1,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::{Backoff, Compactor, Error, Priority};
+use crate::{Backoff, Compactor, Error, Priority, Signal, SignalExit};
 
 /// The settings of an instance, fixed at build time.
 #[derive(Debug, Clone)]
@@ -13,6 +13,10 @@ pub(crate) struct Config {
     pub(crate) backoff: Backoff,
     pub(crate) phase_budgets: Vec<(Priority, Duration)>,
     pub(crate) event_capacity: usize,
+    pub(crate) signals: Vec<Signal>,
+    pub(crate) signal_exit: SignalExit,
+    /// `None`: on for the global instance, off for the others.
+    pub(crate) auto_listen: Option<bool>,
 }
 
 impl Default for Config {
@@ -25,6 +29,9 @@ impl Default for Config {
             backoff: Backoff::default(),
             phase_budgets: Vec::new(),
             event_capacity: 4096,
+            signals: vec![Signal::Interrupt, Signal::Terminate],
+            signal_exit: SignalExit::WithSignalCode,
+            auto_listen: None,
         }
     }
 }
@@ -49,6 +56,9 @@ impl Config {
 /// | [`backoff`](Self::backoff) | 100 ms doubling to 2 s, with jitter |
 /// | [`phase_budget`](Self::phase_budget) | none |
 /// | [`event_capacity`](Self::event_capacity) | 4096 events |
+/// | [`signals`](Self::signals) | `SIGINT`, `SIGTERM` |
+/// | [`signal_exit`](Self::signal_exit) | exit with 128 + the signal number |
+/// | [`auto_listen`](Self::auto_listen) | on for the global instance, off for others |
 ///
 /// # Examples
 ///
@@ -154,6 +164,45 @@ impl Builder {
         self
     }
 
+    /// The signals that start a shutdown once the instance
+    /// [listens](Compactor::listen_for_signals). Default: `SIGINT` and `SIGTERM`;
+    /// add [`Signal::Hangup`] or [`Signal::Quit`] as your supervisor needs.
+    pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
+        let mut chosen: Vec<Signal> = Vec::new();
+        for s in signals {
+            if !chosen.contains(&s) {
+                chosen.push(s);
+            }
+        }
+        if chosen.is_empty() {
+            self.check(Some(Error::InvalidConfig {
+                option: "signals",
+                problem:
+                    "needs at least one signal (use `auto_listen(false)` not to listen at all)"
+                        .to_owned(),
+            }));
+        }
+        self.config.signals = chosen;
+        self
+    }
+
+    /// What the process does after a shutdown started by a signal.
+    pub fn signal_exit(mut self, policy: SignalExit) -> Self {
+        self.config.signal_exit = policy;
+        self
+    }
+
+    /// Whether the instance starts [listening for
+    /// signals](Compactor::listen_for_signals) by itself, at the first
+    /// registration made inside a tokio runtime. On by default for the global
+    /// instance, so an application gets signal handling without asking; turn
+    /// it off where the application owns its signals. Off by default for other
+    /// instances.
+    pub fn auto_listen(mut self, on: bool) -> Self {
+        self.config.auto_listen = Some(on);
+        self
+    }
+
     /// Builds the instance.
     ///
     /// # Panics
@@ -173,9 +222,13 @@ impl Builder {
     ///
     /// [`Error::InvalidConfig`] naming the first invalid setting.
     pub fn try_build(self) -> Result<Compactor, Error> {
+        self.try_build_as(false)
+    }
+
+    pub(crate) fn try_build_as(self, global: bool) -> Result<Compactor, Error> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(Compactor::with_config(self.config)),
+            None => Ok(Compactor::with_config(self.config, global)),
         }
     }
 }

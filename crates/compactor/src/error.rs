@@ -73,6 +73,13 @@ pub enum Error {
     )]
     AlreadyInitialized,
 
+    /// The signal listener could not be set up.
+    #[error("cannot listen for signals: {problem}")]
+    Signals {
+        /// What went wrong.
+        problem: String,
+    },
+
     /// A builder option was out of range.
     #[error("invalid Compactor configuration: `{option}` {problem}")]
     InvalidConfig {

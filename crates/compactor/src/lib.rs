@@ -69,6 +69,7 @@ mod priority;
 mod registry;
 mod report;
 mod runner;
+mod signal;
 mod task;
 
 pub use crate::backoff::Backoff;
@@ -81,6 +82,7 @@ pub use crate::priority::{Category, Priority};
 pub use crate::report::{
     GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport,
 };
+pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::{TaskBuilder, TaskHandle};
 
 /// The README's examples, compiled as doctests so they stay true.

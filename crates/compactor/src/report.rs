@@ -111,12 +111,29 @@ pub enum ShutdownReason {
     /// [`Compactor::shutdown`](crate::Compactor::shutdown) or
     /// [`Compactor::trigger`](crate::Compactor::trigger).
     Manual,
+    /// A process signal (see [`Compactor::listen_for_signals`](crate::Compactor::listen_for_signals)).
+    Signal(crate::Signal),
+    /// A panic, with the hook of [`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic):
+    /// the thread and the panic message.
+    Panic(String),
+    /// The application asked for it, with [`Compactor::request_shutdown`](crate::Compactor::request_shutdown).
+    Requested(String),
+    /// The service given to [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)
+    /// ended by itself.
+    ServiceEnded,
+    /// That service ended with an error (its text).
+    ServiceFailed(String),
 }
 
 impl fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ShutdownReason::Manual => f.write_str("manual"),
+            ShutdownReason::Signal(signal) => write!(f, "{signal}"),
+            ShutdownReason::Panic(message) => write!(f, "panic: {message}"),
+            ShutdownReason::Requested(why) => write!(f, "requested: {why}"),
+            ShutdownReason::ServiceEnded => f.write_str("service ended"),
+            ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
         }
     }
 }
@@ -249,6 +266,7 @@ impl TaskReport {
 struct ReportData {
     reason: ShutdownReason,
     complete: bool,
+    exit_code: u8,
     duration: Duration,
     warnings: Vec<GraphWarning>,
     tasks: Vec<TaskReport>,
@@ -283,14 +301,31 @@ impl ShutdownReport {
         duration: Duration,
         warnings: Vec<GraphWarning>,
         tasks: Vec<TaskReport>,
+        policy: crate::SignalExit,
     ) -> Self {
+        let clean = complete && tasks.iter().all(|t| t.outcome.is_clean());
+        let exit_code = crate::signal::exit_code(&reason, clean, policy);
         ShutdownReport(Arc::new(ReportData {
             reason,
             complete,
+            exit_code,
             duration,
             warnings,
             tasks,
         }))
+    }
+
+    /// The exit code the process should end with, by what started the
+    /// shutdown and how it went:
+    ///
+    /// | started by | exit code |
+    /// |---|---|
+    /// | a signal | 128 + its number (130 for `SIGINT`, 143 for `SIGTERM`); 0 after a clean run with [`SignalExit::ZeroIfClean`](crate::SignalExit::ZeroIfClean) |
+    /// | a panic ([`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic)) | 101, as a panicking `main` |
+    /// | a failed service ([`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)) | 1 |
+    /// | anything else | 0 if the report [is clean](Self::is_clean), 1 otherwise |
+    pub fn exit_code(&self) -> u8 {
+        self.0.exit_code
     }
 
     /// Every registered task, exactly once.
@@ -443,10 +478,11 @@ impl fmt::Display for Millis {
 impl serde::Serialize for ShutdownReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("ShutdownReport", 6)?;
+        let mut s = serializer.serialize_struct("ShutdownReport", 7)?;
         s.serialize_field("reason", &self.0.reason)?;
         s.serialize_field("complete", &self.0.complete)?;
         s.serialize_field("clean", &self.is_clean())?;
+        s.serialize_field("exit_code", &self.0.exit_code)?;
         s.serialize_field("duration_ms", &(self.0.duration.as_secs_f64() * 1e3))?;
         s.serialize_field("warnings", &self.0.warnings)?;
         s.serialize_field("tasks", &self.0.tasks)?;

@@ -18,7 +18,7 @@ use tokio::time::sleep_until;
 use tracing::Instrument;
 
 use crate::attempt::{Done, Job, RunContext, drive};
-use crate::config::Config;
+use crate::compactor::Inner;
 use crate::plan::Plan;
 use crate::{Event, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport};
 
@@ -52,7 +52,7 @@ pub(crate) struct Runner {
     ctx: Arc<RunContext>,
     plan: Plan,
     reason: ShutdownReason,
-    config: Arc<Config>,
+    owner: Arc<Inner>,
     records: Vec<Record>,
     handles: Vec<Option<JoinHandle<()>>>,
     started_order: Vec<u32>,
@@ -68,9 +68,10 @@ impl Runner {
         ctx: Arc<RunContext>,
         plan: Plan,
         reason: ShutdownReason,
-        config: Arc<Config>,
+        owner: Arc<Inner>,
         t0: Instant,
     ) -> Runner {
+        let config = &owner.config;
         let n = plan.tasks.len();
         let mut phases: Vec<Phase> = plan
             .phases
@@ -92,7 +93,6 @@ impl Runner {
             ctx,
             plan,
             reason,
-            config,
             records: (0..n).map(|_| Record::default()).collect(),
             handles: (0..n).map(|_| None).collect(),
             started_order: Vec::with_capacity(n),
@@ -101,6 +101,7 @@ impl Runner {
             running: 0,
             finished: 0,
             t0,
+            owner,
         }
     }
 
@@ -110,8 +111,8 @@ impl Runner {
         mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
     ) -> ShutdownReport {
         let n = self.plan.tasks.len();
-        let mut deadline = pin!(sleep_until(self.t0 + self.config.deadline));
-        let mut budget = pin!(sleep_until(self.t0 + self.config.deadline));
+        let mut deadline = pin!(sleep_until(self.t0 + self.owner.config.deadline));
+        let mut budget = pin!(sleep_until(self.t0 + self.owner.config.deadline));
         // The phase whose budget `budget` counts down, if it has one.
         let mut budgeted: Option<usize> = None;
         let mut timed: Option<usize> = None;
@@ -184,7 +185,7 @@ impl Runner {
         self.ctx.refresh_listening();
         // One clock read for the batch; the task's own report corrects it.
         let now = Instant::now();
-        let limit = self.config.concurrency.get();
+        let limit = self.owner.config.concurrency.get();
         for _ in 0..STARTS_PER_TURN {
             self.advance();
             if self.running >= limit {
@@ -218,14 +219,17 @@ impl Runner {
             index,
             name: task.name.clone(),
             cleanup,
-            timeout: task.spec.timeout.unwrap_or(self.config.default_timeout),
+            timeout: task
+                .spec
+                .timeout
+                .unwrap_or(self.owner.config.default_timeout),
             retries: task.spec.retries,
             backoff: task
                 .spec
                 .backoff
                 .as_deref()
                 .copied()
-                .unwrap_or(self.config.backoff),
+                .unwrap_or(self.owner.config.backoff),
         };
         let span = tracing::info_span!(
             "cleanup",
@@ -277,6 +281,7 @@ impl Runner {
             elapsed,
         });
         record.outcome = Some(outcome);
+        self.ctx.finished[index].store(true, Ordering::Relaxed);
         self.finished += 1;
         self.phases[task.phase as usize].unfinished -= 1;
         for d in self.plan.precedes.of(index as u32) {
@@ -331,7 +336,7 @@ impl Runner {
         if let Some(p) = phase {
             tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
         } else {
-            tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
+            tracing::warn!(deadline = ?self.owner.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
         }
     }
 
@@ -373,6 +378,7 @@ impl Runner {
             self.t0.elapsed(),
             self.plan.warnings.clone(),
             tasks,
+            self.owner.signal_exit(),
         )
     }
 }

@@ -262,6 +262,16 @@ impl<'a> TaskBuilder<'a> {
         let id = inner
             .registry
             .insert(self.name.clone(), self.spec, self.deps, cleanup)?;
+        if inner.auto_listen
+            && !inner
+                .signals_armed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            if let Err(error) = self.compactor.listen_for_signals() {
+                tracing::warn!(%error, "the global instance runs without signal handling");
+            }
+        }
         Ok(TaskHandle {
             owner: Arc::downgrade(inner),
             name: self.name,
