@@ -1,9 +1,9 @@
 //! Helpers for the end-to-end suites: build an example once, start it as a
 //! real process, read what it prints.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -28,39 +28,58 @@ pub fn example(name: &str) -> PathBuf {
     target_dir().join("debug/examples").join(name)
 }
 
-/// A running example process whose stdout is read line by line.
+/// A running process whose stdout is read line by line (and whose stderr
+/// is collected).
 pub struct Running {
     /// The process.
     pub child: Child,
     lines: Receiver<String>,
-    /// Every line read so far.
+    errors: Receiver<String>,
+    /// Every stdout line read so far.
     pub seen: Vec<String>,
+}
+
+/// Forwards the lines of `stream` to a channel, from a thread of its own.
+fn lines_of(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Running {
     /// Starts the example `name` with `args`.
     pub fn start(name: &str, args: &[&str]) -> Running {
-        let mut child = Command::new(example(name))
+        Running::start_path(&example(name), args)
+    }
+
+    /// Starts the program at `path` with `args`.
+    pub fn start_path(path: &Path, args: &[&str]) -> Running {
+        let mut child = Command::new(path)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
-            .expect("the example starts");
-        let stdout: ChildStdout = child.stdout.take().expect("piped");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .unwrap_or_else(|e| panic!("{} starts: {e}", path.display()));
+        let lines = lines_of(child.stdout.take().expect("piped"));
+        let errors = lines_of(child.stderr.take().expect("piped"));
         Running {
             child,
             lines,
+            errors,
             seen: Vec::new(),
         }
+    }
+
+    /// The stderr lines so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.errors.try_iter().collect()
     }
 
     /// Reads lines until one starts with `prefix`; returns the rest of it.
@@ -97,16 +116,33 @@ impl Running {
     }
 
     /// Waits for the process to exit, reading the rest of its output.
-    /// Returns the exit code and every line it printed.
-    pub fn finish(mut self, within: Duration) -> (Option<i32>, Vec<String>) {
+    /// Returns the exit code and every stdout line it printed.
+    pub fn finish(self, within: Duration) -> (Option<i32>, Vec<String>) {
+        let (code, out, _) = self.finish_all(within);
+        (code, out)
+    }
+
+    /// Like [`finish`](Self::finish), with the stderr lines too.
+    pub fn finish_all(self, within: Duration) -> (Option<i32>, Vec<String>, Vec<String>) {
+        let (status, out, err) = self.finish_with_status(within);
+        (status.code(), out, err)
+    }
+
+    /// Like [`finish_all`](Self::finish_all), with the whole exit status
+    /// (to see a death by signal).
+    pub fn finish_with_status(
+        mut self,
+        within: Duration,
+    ) -> (ExitStatus, Vec<String>, Vec<String>) {
         let until = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The reader thread drains what is left.
+                // The reader threads drain what is left.
                 while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
                     self.seen.push(line);
                 }
-                return (status.code(), self.seen);
+                let errors = self.errors.iter().collect();
+                return (status, self.seen, errors);
             }
             if Instant::now() > until {
                 let _ = self.child.kill();

@@ -1,0 +1,174 @@
+//! A service for the end-to-end suites to start, signal and watch.
+//!
+//! It registers three cleanups on the global instance (`http` depends on
+//! `db`, `cache` is Low), prints `ready`, and prints `cleanup NAME` as each
+//! cleanup starts. Flags pick the scenario:
+//!
+//! | flag | effect |
+//! |---|---|
+//! | `--mode listen` (default) | main waits forever; the signal handling exits the process |
+//! | `--mode run` | `run_until_shutdown`; main prints the report and returns its exit code |
+//! | `--mode blocking` | no runtime in main: `shutdown_blocking()` right away |
+//! | `--hang` | adds a cleanup `stuck` that blocks its thread forever |
+//! | `--register-slowly N` | the service registers `slow-0`..`slow-N` one every 5 ms |
+//! | `--panic-after-ms MS` | `shutdown_on_panic`, then a thread panics after MS |
+//! | `--service-ms MS` | the service ends by itself after MS |
+//! | `--exit zero` | `SignalExit::ZeroIfClean` |
+//! | `--also-hup` | `SIGHUP` starts a shutdown too |
+//! | `--slow-cache-ms MS` | the `cache` cleanup takes MS |
+//! | `--linger-ms MS` | in `run` mode, main waits MS after printing the report |
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use compactor::{Compactor, Priority, Signal, SignalExit};
+
+#[derive(Default)]
+struct Flags {
+    mode: String,
+    hang: bool,
+    register_slowly: Option<usize>,
+    panic_after: Option<u64>,
+    service_ms: Option<u64>,
+    exit_zero: bool,
+    also_hup: bool,
+    slow_cache_ms: u64,
+    linger_ms: u64,
+}
+
+fn flags() -> Flags {
+    let mut flags = Flags {
+        mode: "listen".to_owned(),
+        ..Flags::default()
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().expect("a value after the flag");
+        match arg.as_str() {
+            "--mode" => flags.mode = value(),
+            "--hang" => flags.hang = true,
+            "--register-slowly" => flags.register_slowly = Some(value().parse().unwrap()),
+            "--panic-after-ms" => flags.panic_after = Some(value().parse().unwrap()),
+            "--service-ms" => flags.service_ms = Some(value().parse().unwrap()),
+            "--exit" => flags.exit_zero = value() == "zero",
+            "--also-hup" => flags.also_hup = true,
+            "--slow-cache-ms" => flags.slow_cache_ms = value().parse().unwrap(),
+            "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    flags
+}
+
+fn printing(name: &'static str) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
+    move || {
+        println!("cleanup {name}");
+        std::future::ready(())
+    }
+}
+
+fn register(c: &Compactor, flags: &Flags) {
+    let db = c.register("db", printing("db")).unwrap();
+    c.task("http")
+        .priority(Priority::High)
+        .depends_on(&db)
+        .register(printing("http"))
+        .unwrap();
+    let slow = Duration::from_millis(flags.slow_cache_ms);
+    c.task("cache")
+        .priority(Priority::Low)
+        .register(move || {
+            println!("cleanup cache");
+            // A blocking sleep would hold a worker; this one yields.
+            tokio::time::sleep(slow)
+        })
+        .unwrap();
+    if flags.hang {
+        c.task("stuck")
+            .priority(Priority::Critical)
+            .timeout(Duration::from_secs(3600))
+            .register(|| async {
+                println!("cleanup stuck");
+                // Blocks the thread it runs on: the worst a cleanup can do.
+                for _ in 0.. {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            })
+            .unwrap();
+    }
+}
+
+fn main() -> ExitCode {
+    let flags = flags();
+    let mut builder = Compactor::builder().deadline(Duration::from_secs(20));
+    if flags.exit_zero {
+        builder = builder.signal_exit(SignalExit::ZeroIfClean);
+    }
+    if flags.also_hup {
+        builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);
+    }
+    let c = Compactor::init_global(builder).unwrap();
+
+    if flags.mode == "blocking" {
+        register(c, &flags);
+        println!("ready");
+        let report = c.shutdown_blocking();
+        println!("{report}");
+        return ExitCode::from(report.exit_code());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        register(c, &flags);
+        if let Some(ms) = flags.panic_after {
+            c.shutdown_on_panic();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(ms));
+                panic!("worker thread failed");
+            });
+        }
+        println!("ready");
+        if flags.mode == "listen" {
+            std::future::pending::<()>().await;
+        }
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let service = {
+            let accepted = accepted.clone();
+            let slowly = flags.register_slowly;
+            let service_ms = flags.service_ms;
+            let stop = c.shutdown_token();
+            async move {
+                if let Some(n) = slowly {
+                    for i in 0..n {
+                        let name: &'static str = format!("slow-{i}").leak();
+                        match c.register(name, printing(name)) {
+                            Ok(_) => {
+                                accepted.fetch_add(1, Ordering::SeqCst);
+                                println!("registered {i}");
+                            }
+                            Err(e) => println!("refused {i}: {e}"),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                match service_ms {
+                    Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    None => stop.cancelled().await,
+                }
+            }
+        };
+        let code = c.run_until_shutdown(service).await;
+        let report = c.report().expect("the run is over");
+        println!("{report}");
+        println!("accepted {}", accepted.load(Ordering::SeqCst));
+        println!("reason {}", report.reason());
+        std::thread::sleep(Duration::from_millis(flags.linger_ms));
+        code
+    })
+}

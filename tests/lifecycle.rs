@@ -1,0 +1,205 @@
+//! The process lifecycle with real processes and real signals: exit codes,
+//! cleanup order, a forced exit past a hanging cleanup, signals racing
+//! registration, the panic hook, a service that ends by itself.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use compactor_e2e::Running;
+
+const STARTUP: Duration = Duration::from_secs(60);
+const RUN: Duration = Duration::from_secs(30);
+
+fn app(args: &[&str]) -> Running {
+    let mut app = Running::start_path(Path::new(env!("CARGO_BIN_EXE_lifecycle-app")), args);
+    app.wait_for("ready", STARTUP);
+    app
+}
+
+/// The cleanups in the order they started.
+fn cleanups(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("cleanup "))
+        .collect()
+}
+
+#[test]
+fn sigterm_runs_the_cleanup_in_order_and_exits_143() {
+    let app = app(&[]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn sigint_exits_130() {
+    let app = app(&[]);
+    app.signal("INT");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(130), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn sighup_exits_129_when_configured() {
+    let app = app(&["--also-hup"]);
+    app.signal("HUP");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(129), "{out:#?}");
+    assert_eq!(cleanups(&out).len(), 3);
+}
+
+#[test]
+fn a_clean_run_can_exit_zero_for_supervisors() {
+    let app = app(&["--exit", "zero"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(0), "{out:#?}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_past_a_hanging_cleanup() {
+    let mut app = app(&["--hang"]);
+    app.signal("TERM");
+    app.wait_for("cleanup stuck", RUN);
+    let sent = Instant::now();
+    app.signal("TERM");
+    let (code, out, err) = app.finish_all(RUN);
+    let took = sent.elapsed();
+    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let line = err
+        .iter()
+        .find(|l| l.contains("again during shutdown"))
+        .unwrap_or_else(|| panic!("no forced-exit line in {err:#?}"));
+    assert!(line.contains("still running: stuck"), "{line}");
+    // The stuck cleanup is Critical: nothing else had started.
+    assert_eq!(cleanups(&out), ["stuck"]);
+}
+
+#[test]
+fn a_signal_while_tasks_are_being_registered_loses_none_and_runs_none_twice() {
+    // The slow `cache` cleanup keeps the run going while the service still
+    // tries to register.
+    let mut app = app(&[
+        "--mode",
+        "run",
+        "--register-slowly",
+        "400",
+        "--slow-cache-ms",
+        "300",
+    ]);
+    app.wait_for("registered 20", RUN);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    let accepted: usize = out
+        .iter()
+        .find_map(|l| l.strip_prefix("accepted "))
+        .expect("the app reports what was accepted")
+        .parse()
+        .unwrap();
+    assert!(accepted >= 21 && accepted < 400, "accepted {accepted}");
+    assert!(
+        out.iter().any(|l| l.starts_with("refused ")),
+        "registration after the signal is refused"
+    );
+    let mut ran: Vec<&str> = cleanups(&out)
+        .into_iter()
+        .filter(|c| c.starts_with("slow-"))
+        .collect();
+    assert_eq!(ran.len(), accepted, "every accepted cleanup ran");
+    ran.sort_unstable();
+    ran.dedup();
+    assert_eq!(ran.len(), accepted, "none ran twice");
+    assert!(out.iter().any(|l| l == "reason SIGTERM"), "{out:#?}");
+}
+
+#[test]
+fn two_signals_at_once_before_the_run_end_the_process_once() {
+    let app = app(&[]);
+    app.signal("TERM");
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    // Either both arrive before the listener wakes and count as one (a clean
+    // run), or the second forces the exit: 143 both ways, no cleanup twice.
+    assert_eq!(code, Some(143), "{out:#?}");
+    let ran = cleanups(&out);
+    let mut unique = ran.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(ran.len(), unique.len(), "{ran:?}");
+}
+
+#[test]
+fn a_panic_on_another_thread_starts_the_shutdown() {
+    let app = app(&["--mode", "run", "--panic-after-ms", "100"]);
+    let (code, out, err) = app.finish_all(RUN);
+    assert_eq!(code, Some(101), "{out:#?} {err:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+    assert!(
+        out.iter().any(
+            |l| l.starts_with("reason panic: thread '<unnamed>' panicked at")
+                && l.ends_with("worker thread failed")
+        ),
+        "{out:#?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("worker thread failed")),
+        "the previous hook still prints"
+    );
+}
+
+#[test]
+fn a_service_that_ends_by_itself_runs_the_cleanup_and_exits_zero() {
+    let app = app(&["--mode", "run", "--service-ms", "100"]);
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(0), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+    assert!(out.iter().any(|l| l == "reason service ended"), "{out:#?}");
+    assert!(out.iter().any(|l| l.contains("3 tasks, clean")), "{out:#?}");
+}
+
+#[test]
+fn run_until_shutdown_returns_143_after_sigterm_and_main_prints_the_report() {
+    let app = app(&["--mode", "run"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_sync_main_shuts_down_with_shutdown_blocking() {
+    let app = app(&["--mode", "blocking"]);
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(0), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn after_the_run_a_signal_gets_the_default_handling() {
+    use std::os::unix::process::ExitStatusExt;
+
+    // The app keeps running after its shutdown (run mode returns control and
+    // lingers): a SIGINT now must end it as if no one handled the signal.
+    let mut app = app(&[
+        "--mode",
+        "run",
+        "--service-ms",
+        "50",
+        "--linger-ms",
+        "20000",
+    ]);
+    app.wait_for("reason service ended", RUN);
+    app.signal("INT");
+    let (status, out, _) = app.finish_with_status(RUN);
+    assert_eq!(status.signal(), Some(2), "{status:?} {out:#?}");
+}
