@@ -1,7 +1,8 @@
 //! A small real service that shuts down well: a TCP echo listener on
 //! 127.0.0.1, a background worker, and a write buffer flushed to a file. Each
 //! registers its cleanup as it starts; on Ctrl-C (or SIGTERM) the cleanups run
-//! in order (listener, then worker, then the flush) and the report is printed.
+//! in order (listener, then worker, then the flush), the report is printed,
+//! and the process exits with 130 (143 for SIGTERM), as a killed one would.
 //!
 //! ```text
 //! cargo run --example quickstart                          # stop with Ctrl-C
@@ -10,7 +11,8 @@
 //!
 //! Options: `--shutdown-after SECS`, `--data-dir DIR` (where `events.log`
 //! goes; default: a fresh directory under the system's temp dir). Set
-//! `RUST_LOG=debug` for more detail. Exits 0 when every cleanup succeeded.
+//! `RUST_LOG=debug` for more detail. With `--shutdown-after`, the service
+//! ends by itself and the process exits 0 when every cleanup succeeded.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -22,6 +24,9 @@ use compactor::{Category, Compactor, Priority};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
+
+#[path = "support/progress.rs"]
+mod progress;
 
 type EventLog = Arc<Mutex<BufWriter<std::fs::File>>>;
 
@@ -87,18 +92,35 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(options).await {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("quickstart: {e}");
-            ExitCode::FAILURE
-        }
+    let compactor = Compactor::global();
+    if let Err(e) = start(compactor, &options).await {
+        eprintln!("quickstart: {e}");
+        return ExitCode::FAILURE;
     }
+    progress::show(compactor);
+    let stop = compactor.shutdown_token();
+    let code = compactor
+        .run_until_shutdown(async move {
+            match options.shutdown_after {
+                Some(after) => {
+                    println!("running for {after:?}");
+                    tokio::time::sleep(after).await;
+                }
+                None => {
+                    println!("running; press Ctrl-C to stop");
+                    stop.cancelled().await;
+                }
+            }
+        })
+        .await;
+    if let Some(report) = compactor.report() {
+        println!("{report}");
+    }
+    code
 }
 
-async fn run(options: Options) -> Result<bool, Box<dyn std::error::Error>> {
-    let compactor = Compactor::global();
+/// Starts the three parts of the service, each registering its cleanup.
+async fn start(compactor: &Compactor, options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let stop = compactor.shutdown_token();
 
     // 1. A write buffer, flushed and synced to disk last of all.
@@ -213,32 +235,5 @@ async fn run(options: Options) -> Result<bool, Box<dyn std::error::Error>> {
             }
         })?;
 
-    match options.shutdown_after {
-        Some(after) => {
-            println!("running for {after:?}");
-            tokio::time::sleep(after).await;
-        }
-        None => {
-            println!("running; press Ctrl-C to stop");
-            wait_for_stop_signal().await?;
-        }
-    }
-    let report = compactor.shutdown().await;
-    println!("{report}");
-    Ok(report.is_clean())
-}
-
-#[cfg(unix)]
-async fn wait_for_stop_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_stop_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+    Ok(())
 }

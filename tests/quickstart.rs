@@ -87,7 +87,7 @@ fn runs_by_itself_and_cleans_up_in_order() {
 
 #[cfg(unix)]
 #[test]
-fn sigterm_runs_the_cleanup_and_exits_cleanly() {
+fn sigterm_runs_the_cleanup_and_exits_143() {
     let dir = scratch_dir("sigterm");
     let mut app = Running::start("quickstart", &["--data-dir", dir.to_str().unwrap()]);
     let addr = app.wait_for("echo listening on ", STARTUP);
@@ -100,7 +100,13 @@ fn sigterm_runs_the_cleanup_and_exits_cleanly() {
 
     app.signal("TERM");
     let (code, lines) = app.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{lines:#?}");
+    assert_eq!(code, Some(143), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
+        "{lines:#?}"
+    );
     assert_eq!(
         report_rows(&lines),
         ["echo-listener", "worker", "flush-event-log"]
