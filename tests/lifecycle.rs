@@ -101,7 +101,7 @@ fn a_signal_while_tasks_are_being_registered_loses_none_and_runs_none_twice() {
         .expect("the app reports what was accepted")
         .parse()
         .unwrap();
-    assert!(accepted >= 21 && accepted < 400, "accepted {accepted}");
+    assert!((21..400).contains(&accepted), "accepted {accepted}");
     assert!(
         out.iter().any(|l| l.starts_with("refused ")),
         "registration after the signal is refused"
