@@ -153,12 +153,14 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
         true => Body::Blocking(Arc::new(Mutex::new(cleanup))),
         false => Body::Async(cleanup),
     };
+    let span = tracing::Span::current();
     let started = Instant::now();
     let mut attempt_started = started;
     let mut attempts = 0;
     let (outcome, interruption) = loop {
         attempts += 1;
         ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
+        span.record("attempt", attempts);
         let announce = || {
             ctx.emit(|| Event::TaskStarted {
                 name: name.clone(),
@@ -209,6 +211,12 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
         Box::pin(tokio::time::sleep(delay)).await;
         attempt_started = Instant::now();
     };
+    let finished = Instant::now();
+    if !span.is_disabled() {
+        span.record("outcome", tracing::field::display(&outcome));
+        span.record("elapsed_ms", (finished - started).as_secs_f64() * 1e3);
+        tracing::debug!("cleanup finished");
+    }
     let leaked = match &body {
         Body::Async(cleanup) if outcome != Outcome::Released => {
             cleanup.strong_count().filter(|&n| n > 0)
@@ -223,7 +231,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
         outcome,
         attempts,
         started,
-        finished: Instant::now(),
+        finished,
         interruption,
         leaked,
     }

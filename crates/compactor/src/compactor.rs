@@ -447,7 +447,13 @@ impl Compactor {
         let events = inner.events.clone();
         let cancel_grace = inner.config.cancel_grace;
         let run_inner = inner.clone();
-        let span = tracing::info_span!("shutdown", instance = inner.id, %reason);
+        let span = tracing::info_span!(
+            "shutdown",
+            instance = inner.id,
+            %reason,
+            tasks = tracing::field::Empty,
+            clean = tracing::field::Empty,
+        );
         let run = async move {
             let plan = Plan::new(run_inner.registry.drain());
             let ctx = Arc::new(RunContext {
@@ -467,6 +473,7 @@ impl Compactor {
                 reason: reason.clone(),
                 tasks: plan.tasks.len(),
             });
+            tracing::Span::current().record("tasks", plan.tasks.len());
             tracing::info!(tasks = plan.tasks.len(), "shutdown started");
             for warning in &plan.warnings {
                 tracing::warn!(%warning, "dependency graph");
@@ -477,6 +484,7 @@ impl Compactor {
             };
             let runner = Runner::new(ctx.clone(), plan, reason, run_inner.clone(), t0);
             let report = runner.run(done_rx, snapshot_rx).await;
+            tracing::Span::current().record("clean", report.is_clean());
             tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
             ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownFinished { report: report.clone() });

@@ -236,6 +236,9 @@ impl Runner {
             task = %task.name,
             category = %task.spec.category,
             priority = %task.effective,
+            attempt = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
         );
         let mut run = Box::pin(drive(self.ctx.clone(), job).instrument(span));
         match run.as_mut().poll(cx) {
