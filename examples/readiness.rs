@@ -31,12 +31,22 @@ fn options() -> Result<(u16, Duration), String> {
     while let Some(arg) = args.next() {
         let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
-            "--port" => port = value.parse().map_err(|_| format!("--port: `{value}` is not a port"))?,
+            "--port" => {
+                port = value
+                    .parse()
+                    .map_err(|_| format!("--port: `{value}` is not a port"))?
+            }
             "--drain-delay" => {
-                let secs: f64 = value.parse().map_err(|_| format!("--drain-delay: `{value}` is not seconds"))?;
+                let secs: f64 = value
+                    .parse()
+                    .map_err(|_| format!("--drain-delay: `{value}` is not seconds"))?;
                 delay = Duration::from_secs_f64(secs);
             }
-            other => return Err(format!("unknown option `{other}`; try --port N or --drain-delay SECS")),
+            other => {
+                return Err(format!(
+                    "unknown option `{other}`; try --port N or --drain-delay SECS"
+                ));
+            }
         }
     }
     Ok((port, delay))
@@ -99,7 +109,8 @@ async fn main() -> ExitCode {
     let connections = TaskTracker::new();
 
     let acceptor = tokio::spawn({
-        let (ready, stop, connections) = (ready.clone(), stop_accepting.clone(), connections.clone());
+        let (ready, stop, connections) =
+            (ready.clone(), stop_accepting.clone(), connections.clone());
         async move {
             loop {
                 tokio::select! {
@@ -135,8 +146,11 @@ async fn main() -> ExitCode {
                 .category(Category::Network)
                 .timeout(Duration::from_secs(10))
                 .register(move || {
-                    let (acceptor, connections, stop) =
-                        (acceptor.clone(), connections.clone(), stop_accepting.clone());
+                    let (acceptor, connections, stop) = (
+                        acceptor.clone(),
+                        connections.clone(),
+                        stop_accepting.clone(),
+                    );
                     async move {
                         stop.cancel();
                         if let Some(handle) = acceptor.lock().await.take() {

@@ -11,7 +11,9 @@ use compactor_e2e::Running;
 /// connection was refused.
 fn get(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
@@ -32,10 +34,16 @@ fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
     // During the drain delay: not ready, but still serving.
     assert_eq!(get(&addr, "/healthz"), Some(503));
     assert_eq!(get(&addr, "/"), Some(200));
-    assert!(flipped.elapsed() < Duration::from_millis(1500), "checked within the delay");
+    assert!(
+        flipped.elapsed() < Duration::from_millis(1500),
+        "checked within the delay"
+    );
 
     app.wait_for("http: listener closed", Duration::from_secs(10));
-    assert!(flipped.elapsed() >= Duration::from_millis(1400), "closed only after the delay");
+    assert!(
+        flipped.elapsed() >= Duration::from_millis(1400),
+        "closed only after the delay"
+    );
     let (code, out) = app.finish(Duration::from_secs(30));
     assert_eq!(code, Some(143), "{out:#?}");
     assert!(out.iter().any(|l| l.contains("2 tasks, clean")), "{out:#?}");

@@ -22,50 +22,45 @@ pub(crate) fn show(compactor: &Compactor) {
         let mut done = 0;
         let mut running: BTreeSet<Arc<str>> = BTreeSet::new();
         let mut started = None;
-        let mut shown = None::<Instant>;
+        let mut shown = false;
+        let mut tick = tokio::time::interval(EVERY);
         loop {
-            let event = match events.recv().await {
-                Ok(event) => event,
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return,
-            };
-            match event {
-                Event::ShutdownStarted { tasks, .. } => {
-                    total = tasks;
-                    started = Some(Instant::now());
-                }
-                Event::TaskStarted { name, .. } => {
-                    running.insert(name);
-                }
-                Event::TaskFinished { name, .. } => {
-                    running.remove(&name);
-                    done += 1;
-                }
-                Event::ShutdownFinished { .. } => {
-                    if shown.is_some() && tty {
-                        eprintln!();
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(Event::ShutdownStarted { tasks, .. }) => {
+                        total = tasks;
+                        started = Some(Instant::now());
                     }
-                    return;
+                    Ok(Event::TaskStarted { name, .. }) => {
+                        running.insert(name);
+                    }
+                    Ok(Event::TaskFinished { name, .. }) => {
+                        running.remove(&name);
+                        done += 1;
+                    }
+                    Ok(Event::ShutdownFinished { .. }) | Err(RecvError::Closed) => {
+                        if shown && tty {
+                            eprintln!();
+                        }
+                        return;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                },
+                _ = tick.tick() => {
+                    if !started.is_some_and(|s: Instant| s.elapsed() >= QUIET_FOR) {
+                        continue;
+                    }
+                    shown = true;
+                    let names: Vec<&str> = running.iter().map(|n| &**n).collect();
+                    let line = format!("shutdown: {done}/{total} done; running: {}", names.join(", "));
+                    let mut err = std::io::stderr().lock();
+                    let _ = match tty {
+                        true => write!(err, "\r\x1b[2K{line}"),
+                        false => writeln!(err, "{line}"),
+                    };
+                    let _ = err.flush();
                 }
-                _ => {}
             }
-            let Some(started) = started else { continue };
-            let due = shown.is_none_or(|at| at.elapsed() >= EVERY);
-            if started.elapsed() < QUIET_FOR || !due {
-                continue;
-            }
-            shown = Some(Instant::now());
-            let names: Vec<&str> = running.iter().map(|n| &**n).collect();
-            let line = format!(
-                "shutdown: {done}/{total} done; running: {}",
-                names.join(", ")
-            );
-            let mut err = std::io::stderr().lock();
-            let _ = match tty {
-                true => write!(err, "\r\x1b[2K{line}"),
-                false => writeln!(err, "{line}"),
-            };
-            let _ = err.flush();
         }
     });
 }
