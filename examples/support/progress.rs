@@ -47,7 +47,7 @@ pub(crate) fn show(compactor: &Compactor) {
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                 },
                 _ = tick.tick() => {
-                    if !started.is_some_and(|s: Instant| s.elapsed() >= QUIET_FOR) {
+                    if started.is_none_or(|s: Instant| s.elapsed() < QUIET_FOR) {
                         continue;
                     }
                     shown = true;
