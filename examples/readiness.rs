@@ -34,7 +34,7 @@ fn options() -> Result<(u16, Duration), String> {
             "--port" => {
                 port = value
                     .parse()
-                    .map_err(|_| format!("--port: `{value}` is not a port"))?
+                    .map_err(|_| format!("--port: `{value}` is not a port"))?;
             }
             "--drain-delay" => {
                 let secs: f64 = value
