@@ -46,8 +46,18 @@
 //!   gets the same [`ShutdownReport`], which accounts for every registered
 //!   task exactly once.
 //!
+//! # In a process
+//!
+//! [`Compactor::global`] listens for `SIGINT` and `SIGTERM` from its first
+//! registration inside a tokio runtime: the first signal runs the shutdown and
+//! the process exits with 128 + the signal number (130, 143); a second signal
+//! exits at once. [`Compactor::run_until_shutdown`] keeps `main` short and
+//! returns the exit code instead; see [`SignalExit`] for the policies,
+//! [`Compactor::shutdown_on_panic`] and [`Compactor::shutdown_blocking`].
+//!
 //! `docs/design.md` in the repository walks through the architecture and a
-//! worked ordering example.
+//! worked ordering example; `docs/operations.md` covers systemd, Kubernetes
+//! and the exit codes.
 //!
 //! # Feature flags
 //!
