@@ -203,3 +203,16 @@ fn after_the_run_a_signal_gets_the_default_handling() {
     let (status, out, _) = app.finish_with_status(RUN);
     assert_eq!(status.signal(), Some(2), "{status:?} {out:#?}");
 }
+
+#[cfg(unix)]
+#[test]
+fn with_auto_listen_off_the_app_keeps_its_signals() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let app = app(&["--no-auto-listen"]);
+    app.signal("TERM");
+    let (status, out, _) = app.finish_with_status(RUN);
+    // Nobody handled it: the default action ended the process, no cleanup ran.
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    assert!(cleanups(&out).is_empty(), "{out:#?}");
+}

@@ -17,6 +17,7 @@
 //! | `--also-hup` | `SIGHUP` starts a shutdown too |
 //! | `--slow-cache-ms MS` | the `cache` cleanup takes MS |
 //! | `--linger-ms MS` | in `run` mode, main waits MS after printing the report |
+//! | `--no-auto-listen` | `Builder::auto_listen(false)`: the app owns its signals |
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ struct Flags {
     also_hup: bool,
     slow_cache_ms: u64,
     linger_ms: u64,
+    no_auto_listen: bool,
 }
 
 fn flags() -> Flags {
@@ -56,6 +58,7 @@ fn flags() -> Flags {
             "--also-hup" => flags.also_hup = true,
             "--slow-cache-ms" => flags.slow_cache_ms = value().parse().unwrap(),
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
+            "--no-auto-listen" => flags.no_auto_listen = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -105,6 +108,9 @@ fn main() -> ExitCode {
     let mut builder = Compactor::builder().deadline(Duration::from_secs(20));
     if flags.exit_zero {
         builder = builder.signal_exit(SignalExit::ZeroIfClean);
+    }
+    if flags.no_auto_listen {
+        builder = builder.auto_listen(false);
     }
     if flags.also_hup {
         builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);

@@ -15,7 +15,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rounds: usize = if std::env::args().any(|a| a == "--quick") { 50 } else { 500 };
+    let rounds: usize = if std::env::args().any(|a| a == "--quick") {
+        50
+    } else {
+        500
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -44,7 +48,9 @@ fn main() {
         });
         let sent = Instant::now();
         signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
-        let at = first.recv_timeout(Duration::from_secs(5)).expect("the cleanup started");
+        let at = first
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the cleanup started");
         runtime.block_on(c.wait());
         drop(c);
         // The first rounds warm up threads and caches.
@@ -54,7 +60,10 @@ fn main() {
     }
     samples.sort_unstable();
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    println!("signal-latency: SIGTERM -> first cleanup started, {} rounds, 1001 tasks", samples.len());
+    println!(
+        "signal-latency: SIGTERM -> first cleanup started, {} rounds, 1001 tasks",
+        samples.len()
+    );
     println!("| median | p90 | p99 | max |");
     println!("|---:|---:|---:|---:|");
     println!(

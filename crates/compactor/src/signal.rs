@@ -55,6 +55,7 @@ impl Signal {
         128 + self.number() as u8
     }
 
+    #[cfg(unix)]
     pub(crate) fn from_number(number: i32) -> Option<Signal> {
         [
             Signal::Hangup,
