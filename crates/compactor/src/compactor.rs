@@ -315,8 +315,9 @@ impl Compactor {
     /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
     /// [`ShutdownReason::ServiceFailed`] if it returned an error).
     ///
-    /// Listens for signals, and takes the exit over from the signal handling:
-    /// the process ends when `main` returns the code.
+    /// Listens for signals (unless [`Builder::auto_listen`] was turned off),
+    /// and takes the exit over from the signal handling: the process ends
+    /// when `main` returns the code.
     ///
     /// # Examples
     ///
@@ -345,8 +346,10 @@ impl Compactor {
         self.inner
             .signal_exit
             .store(SignalExit::Return.to_u8(), Ordering::Release);
-        if let Err(error) = self.listen_for_signals() {
-            tracing::warn!(%error, "running without signal handling");
+        if self.inner.config.auto_listen != Some(false) {
+            if let Err(error) = self.listen_for_signals() {
+                tracing::warn!(%error, "running without signal handling");
+            }
         }
         let token = self.inner.token.child_token();
         let mut service = std::pin::pin!(service);

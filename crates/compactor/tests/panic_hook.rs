@@ -1,0 +1,46 @@
+//! The panic hook: its own test binary, since a hook is process-wide.
+
+use std::time::Duration;
+
+use compactor::{Compactor, Outcome, ShutdownReason};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_starts_the_shutdown_but_a_cleanup_panic_does_not() {
+    let hooked = Compactor::new();
+    hooked.register("db", || async {}).unwrap();
+    hooked.shutdown_on_panic();
+
+    // A cleanup of another instance panics: reported there, not escalated.
+    let other = Compactor::new();
+    other
+        .task("buggy")
+        .register(|| -> std::future::Ready<()> { panic!("cleanup bug") })
+        .unwrap();
+    let report = other.shutdown().await;
+    assert!(matches!(report.tasks()[0].outcome(), Outcome::Panicked(_)));
+    assert!(
+        !hooked.is_shutting_down(),
+        "a cleanup's panic must not start another shutdown"
+    );
+
+    std::thread::Builder::new()
+        .name("worker-7".into())
+        .spawn(|| panic!("invariant broken"))
+        .unwrap()
+        .join()
+        .unwrap_err();
+    let report = tokio::time::timeout(Duration::from_secs(5), hooked.wait())
+        .await
+        .unwrap();
+    match report.reason() {
+        ShutdownReason::Panic(message) => {
+            assert!(
+                message.starts_with("thread 'worker-7' panicked at"),
+                "{message}"
+            );
+            assert!(message.ends_with(": invariant broken"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.exit_code(), 101);
+}
