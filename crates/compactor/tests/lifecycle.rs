@@ -117,7 +117,7 @@ fn signals_have_their_conventional_numbers_and_codes() {
 fn shutdown_blocking_works_without_a_runtime() {
     let c = Compactor::new();
     c.register("flush", || async {
-        tokio::time::sleep(Duration::from_millis(5)).await
+        tokio::time::sleep(Duration::from_millis(5)).await;
     })
     .unwrap();
     c.task("sync").register_blocking(|| {}).unwrap();
