@@ -22,7 +22,7 @@ fn get(addr: &str, path: &str) -> Option<u16> {
 
 #[test]
 fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
-    let mut app = Running::start("readiness", &["--drain-delay", "1.5"]);
+    let mut app = Running::start("readiness", &["--drain-delay", "3"]);
     let addr = app.wait_for("http listening on ", Duration::from_secs(60));
     let addr = addr.trim().to_owned();
     assert_eq!(get(&addr, "/healthz"), Some(200));
