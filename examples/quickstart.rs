@@ -25,8 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-#[path = "support/progress.rs"]
-mod progress;
+#[path = "support/mod.rs"]
+mod support;
 
 type EventLog = Arc<Mutex<BufWriter<std::fs::File>>>;
 
@@ -78,13 +78,7 @@ fn log_line(log: &EventLog, line: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    support::init_tracing();
     let options = match options() {
         Ok(options) => options,
         Err(message) => {
@@ -97,7 +91,7 @@ async fn main() -> ExitCode {
         eprintln!("quickstart: {e}");
         return ExitCode::FAILURE;
     }
-    progress::show(compactor);
+    support::progress::show(compactor);
     let stop = compactor.shutdown_token();
     let code = compactor
         .run_until_shutdown(async move {

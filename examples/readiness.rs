@@ -22,8 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[path = "support/progress.rs"]
-mod progress;
+#[path = "support/mod.rs"]
+mod support;
 
 fn options() -> Result<(u16, Duration), String> {
     let (mut port, mut delay) = (0u16, Duration::from_secs(5));
@@ -79,13 +79,7 @@ async fn serve(stream: TcpStream, ready: Arc<AtomicBool>) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    support::init_tracing();
     let (port, drain_delay) = match options() {
         Ok(options) => options,
         Err(message) => {
@@ -167,7 +161,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    progress::show(compactor);
+    support::progress::show(compactor);
     println!("http listening on {addr}");
     let stop = compactor.shutdown_token();
     let code = compactor.run_until_shutdown(stop.cancelled_owned()).await;
