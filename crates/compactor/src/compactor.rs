@@ -163,6 +163,11 @@ impl Compactor {
 
     /// The process-wide instance, created with the default settings on first
     /// use unless [`init_global`](Self::init_global) configured it before.
+    ///
+    /// It [listens for signals](Self::listen_for_signals) by itself from its
+    /// first registration inside a tokio runtime (turn that off with
+    /// [`Builder::auto_listen`]): after a `SIGTERM` it runs the cleanup and
+    /// exits with 143.
     pub fn global() -> &'static Compactor {
         GLOBAL.get_or_init(|| Compactor::with_config(Config::default(), true))
     }
