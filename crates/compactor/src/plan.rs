@@ -59,6 +59,21 @@ impl Edges {
     }
 }
 
+/// Task index by id: a table while ids are dense, a map after long churn.
+enum IdIndex {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl IdIndex {
+    fn get(&self, id: u64) -> Option<u32> {
+        match self {
+            IdIndex::Dense(table) => table.get(id as usize).copied().filter(|&i| i != u32::MAX),
+            IdIndex::Sparse(map) => map.get(&id).copied(),
+        }
+    }
+}
+
 pub(crate) struct PlannedTask {
     pub(crate) name: Arc<str>,
     pub(crate) cleanup: Option<BoxCleanup>,
@@ -86,25 +101,54 @@ impl Plan {
         let mut warnings = Vec::new();
         let mut edges: Vec<(u32, u32)> = Vec::new();
         if nodes.iter().any(|(_, node)| !node.deps.is_empty()) {
-            let index: HashMap<&str, (u32, u64)> = nodes
+            // Handle dependencies resolve by id (dense: a table, no hashing);
+            // only dependencies by name need the name index.
+            let max_id = nodes.last().map_or(0, |(_, node)| node.id) as usize;
+            let by_id = match crate::registry::dense(max_id + 1, n) {
+                true => {
+                    let mut table = vec![u32::MAX; max_id + 1];
+                    for (i, (_, node)) in nodes.iter().enumerate() {
+                        table[node.id as usize] = i as u32;
+                    }
+                    IdIndex::Dense(table)
+                }
+                false => IdIndex::Sparse(
+                    nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, node))| (node.id, i as u32))
+                        .collect(),
+                ),
+            };
+            let by_name: Option<HashMap<&str, u32>> = nodes
                 .iter()
-                .enumerate()
-                .map(|(i, (name, node))| (&**name, (i as u32, node.id)))
-                .collect();
+                .any(|(_, node)| node.deps.iter().any(|d| d.id.is_none()))
+                .then(|| {
+                    nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, _))| (&**name, i as u32))
+                        .collect()
+                });
             for (i, (name, node)) in nodes.iter().enumerate() {
                 let start = edges.len();
                 for dep in node.deps.iter() {
-                    let target = match (index.get(&*dep.name), dep.id) {
-                        (Some(&(j, id)), Some(want)) if id == want.get() => Some(j),
-                        // The handle's task was unregistered: the dependency went with it.
-                        (_, Some(_)) => None,
-                        (Some(&(j, _)), None) => Some(j),
-                        (None, None) => {
-                            warnings.push(GraphWarning::UnknownDependency {
-                                task: name.to_string(),
-                                dependency: dep.name.to_string(),
-                            });
-                            None
+                    let target = match dep.id {
+                        // Not found: the handle's task was unregistered, and
+                        // the dependency went with it.
+                        Some(id) => by_id.get(id.get()),
+                        None => {
+                            let found = by_name
+                                .as_ref()
+                                .and_then(|index| index.get(&*dep.name))
+                                .copied();
+                            if found.is_none() {
+                                warnings.push(GraphWarning::UnknownDependency {
+                                    task: name.to_string(),
+                                    dependency: dep.name.to_string(),
+                                });
+                            }
+                            found
                         }
                     };
                     if let Some(j) = target {

@@ -29,6 +29,12 @@ pub(crate) struct Node {
     pub(crate) spec: Spec,
 }
 
+/// Whether `ids` ids given out for `live` tasks are few enough to index by
+/// id in a table.
+pub(crate) fn dense(ids: usize, live: usize) -> bool {
+    ids <= live.saturating_mul(4).saturating_add(1024)
+}
+
 pub(crate) struct Registry {
     /// Boxed so a map slot is two pointers wide: a hash table is sparse after
     /// it grows, and empty slots then cost little.
@@ -170,18 +176,30 @@ impl Registry {
     /// Closes the registry and takes every pending task, in registration order.
     pub(crate) fn drain(&self) -> Vec<(Arc<str>, Box<Node>)> {
         self.closed.store(true, Ordering::SeqCst);
-        // Ids are dense, so placing each task at its id sorts them in O(n).
-        let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
-        slots.resize_with(self.next_id.load(Ordering::SeqCst) as usize, || None);
+        let ids = self.next_id.load(Ordering::SeqCst) as usize;
+        let mut drained = Vec::with_capacity(self.tasks.len());
         self.tasks.retain(|name, node| {
             if let Some(node) = node.take() {
-                let id = node.id as usize;
-                slots[id] = Some((name.clone(), node));
+                drained.push((name.clone(), node));
             }
             false
         });
         self.tasks.shrink_to_fit();
-        slots.into_iter().flatten().collect()
+        if dense(ids, drained.len()) {
+            // Placing each task at its id sorts them in O(n).
+            let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
+            slots.resize_with(ids, || None);
+            for (name, node) in drained {
+                let id = node.id as usize;
+                slots[id] = Some((name, node));
+            }
+            slots.into_iter().flatten().collect()
+        } else {
+            // Long churn (many tasks registered and unregistered) leaves ids
+            // sparse: a table per id ever given out would be wasteful.
+            drained.sort_unstable_by_key(|(_, node)| node.id);
+            drained
+        }
     }
 
     fn node_id(&self, name: &str) -> Option<u64> {

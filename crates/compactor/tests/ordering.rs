@@ -378,3 +378,27 @@ async fn the_worked_example_of_the_design_doc() {
         [0, 10, 20, 30, 40].map(|ms| Some(Duration::from_millis(ms)))
     );
 }
+
+/// Long churn leaves task ids sparse; the shutdown must neither size tables
+/// by the ids ever given out nor lose the order.
+#[tokio::test]
+async fn long_registration_churn_keeps_order_and_dependencies() {
+    let c = Compactor::builder().sequential().build();
+    let log = Log::default();
+    let first = c
+        .register("first", logged(&log, "first", Duration::ZERO))
+        .unwrap();
+    for i in 0..20_000 {
+        let h = c.register(format!("churn-{i}"), || async {}).unwrap();
+        assert!(h.unregister());
+    }
+    c.task("second")
+        .depends_on(&first)
+        .register(logged(&log, "second", Duration::ZERO))
+        .unwrap();
+    c.register("third", logged(&log, "third", Duration::ZERO))
+        .unwrap();
+    let report = c.shutdown().await;
+    let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
+    assert_eq!(names, ["third", "second", "first"]);
+}
