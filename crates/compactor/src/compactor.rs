@@ -73,6 +73,9 @@ pub(crate) struct Inner {
     signal_exit: AtomicU8,
     #[cfg(unix)]
     signal_handle: std::sync::Mutex<Option<signal_hook::iterator::Handle>>,
+    /// For a scope: its task in the parent, withdrawn once the scope has
+    /// shut down on its own.
+    pub(crate) scope: OnceLock<TaskHandle>,
 }
 
 impl Inner {
@@ -141,16 +144,27 @@ impl Compactor {
     }
 
     pub(crate) fn with_config(config: Config, global: bool) -> Self {
+        let auto_listen = config.auto_listen.unwrap_or(global);
+        let signal_exit = config.signal_exit;
+        Compactor::from_parts(Arc::new(config), auto_listen, signal_exit)
+    }
+
+    pub(crate) fn from_parts(
+        config: Arc<Config>,
+        auto_listen: bool,
+        signal_exit: SignalExit,
+    ) -> Self {
         Compactor {
             inner: Arc::new(Inner {
-                auto_listen: config.auto_listen.unwrap_or(global),
+                auto_listen,
                 signals_armed: AtomicBool::new(false),
-                signal_exit: AtomicU8::new(config.signal_exit.to_u8()),
+                signal_exit: AtomicU8::new(signal_exit.to_u8()),
+                scope: OnceLock::new(),
                 run: OnceLock::new(),
                 #[cfg(unix)]
                 signal_handle: std::sync::Mutex::new(None),
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
-                config: Arc::new(config),
+                config,
                 registry: Registry::new(),
                 token: CancellationToken::new(),
                 events: Arc::new(OnceLock::new()),
@@ -212,6 +226,14 @@ impl Compactor {
         Fut::Output: CleanupResult,
     {
         self.task(name).register(cleanup)
+    }
+
+    /// Removes the weak registrations whose value has been dropped (they would
+    /// only be reported as released) and returns how many. Registration does
+    /// this by itself from time to time, so an instance that gets one weak
+    /// registration per request stays bounded; call it to prune at once.
+    pub fn prune_released(&self) -> usize {
+        self.inner.registry.prune_released()
     }
 
     /// How many tasks are registered and waiting for shutdown.
@@ -497,6 +519,10 @@ impl Compactor {
             ctx.refresh_listening();
             ctx.emit(|| Event::ShutdownFinished { report: report.clone() });
             run_inner.report.send_replace(Some(report.clone()));
+            if let Some(task) = run_inner.scope.get() {
+                // Shut down on its own: the parent has nothing left to do for it.
+                task.unregister();
+            }
             let policy = run_inner.signal_exit();
             if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
                 let code = report.exit_code();

@@ -79,6 +79,7 @@ mod priority;
 mod registry;
 mod report;
 mod runner;
+mod scope;
 mod signal;
 mod task;
 

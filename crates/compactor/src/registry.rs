@@ -49,7 +49,13 @@ pub(crate) struct Registry {
     /// each. Registrations that add or might close such a reference are
     /// serialised by this lock.
     names: Mutex<HashMap<Arc<str>, usize>>,
+    /// Weak registrations since the last prune, and how many were alive then.
+    weak_since_prune: AtomicUsize,
+    weak_live: AtomicUsize,
 }
+
+/// Weak registrations between two prunes, at least.
+const PRUNE_AT_LEAST: usize = 1024;
 
 impl Registry {
     pub(crate) fn new() -> Self {
@@ -59,6 +65,8 @@ impl Registry {
             next_id: AtomicU64::new(1),
             referenced: AtomicUsize::new(0),
             names: Mutex::new(HashMap::new()),
+            weak_since_prune: AtomicUsize::new(0),
+            weak_live: AtomicUsize::new(0),
         }
     }
 
@@ -117,6 +125,7 @@ impl Registry {
                 .collect(),
             false => Vec::new(),
         };
+        let weak = cleanup.strong_count().is_some();
         let id =
             NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
         match self.tasks.entry(name) {
@@ -137,6 +146,10 @@ impl Registry {
         if let Some(names) = &mut names {
             self.add_references(names, referenced_now);
         }
+        drop(names);
+        if weak {
+            self.weak_registered();
+        }
         Ok(id)
     }
 
@@ -153,19 +166,76 @@ impl Registry {
         let Some((_, Some(node))) = removed else {
             return false;
         };
-        if node.deps.iter().any(|d| d.id.is_none()) {
-            let mut names = self.lock_names();
-            for dep in node.deps.iter().filter(|d| d.id.is_none()) {
-                if let Some(count) = names.get_mut(&dep.name) {
-                    *count -= 1;
-                    if *count == 0 {
-                        names.remove(&dep.name);
-                        self.referenced.fetch_sub(1, Ordering::AcqRel);
-                    }
+        self.release_references(std::slice::from_ref(&node));
+        true
+    }
+
+    /// Drops the name references held by removed tasks.
+    fn release_references(&self, removed: &[Box<Node>]) {
+        let mut by_name = removed
+            .iter()
+            .flat_map(|node| node.deps.iter())
+            .filter(|d| d.id.is_none())
+            .peekable();
+        if by_name.peek().is_none() {
+            return;
+        }
+        let mut names = self.lock_names();
+        for dep in by_name {
+            if let Some(count) = names.get_mut(&dep.name) {
+                *count -= 1;
+                if *count == 0 {
+                    names.remove(&dep.name);
+                    self.referenced.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
-        true
+    }
+
+    /// Notes a weak registration; every so often (amortised O(1) per
+    /// registration) prunes those whose value is gone.
+    fn weak_registered(&self) {
+        let since = self.weak_since_prune.fetch_add(1, Ordering::Relaxed) + 1;
+        let due = self.weak_live.load(Ordering::Relaxed).max(PRUNE_AT_LEAST);
+        if since >= due && self.weak_since_prune.swap(0, Ordering::Relaxed) >= due {
+            self.prune_released();
+        }
+    }
+
+    /// Removes pending weak registrations whose value was dropped.
+    pub(crate) fn prune_released(&self) -> usize {
+        let mut removed = Vec::new();
+        let mut live = 0;
+        self.tasks.retain(|_, slot| {
+            // Read under the shard lock: once closed, everything belongs to the run.
+            if self.closed.load(Ordering::SeqCst) {
+                return true;
+            }
+            let strong = slot.as_ref().and_then(|node| {
+                let cleanup = node.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
+                cleanup.as_ref().and_then(|c| c.strong_count())
+            });
+            match strong {
+                Some(0) => {
+                    removed.extend(slot.take());
+                    false
+                }
+                Some(_) => {
+                    live += 1;
+                    true
+                }
+                None => true,
+            }
+        });
+        self.weak_live.store(live, Ordering::Relaxed);
+        self.release_references(&removed);
+        if !removed.is_empty() {
+            tracing::debug!(
+                pruned = removed.len(),
+                "pruned weak registrations whose value is gone"
+            );
+        }
+        removed.len()
     }
 
     /// Refuses every registration from now on.

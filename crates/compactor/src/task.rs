@@ -123,6 +123,18 @@ impl<'a> TaskBuilder<'a> {
         }
     }
 
+    pub(crate) fn compactor(&self) -> &'a Compactor {
+        self.compactor
+    }
+
+    pub(crate) fn has_timeout(&self) -> bool {
+        self.spec.timeout.is_some()
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The shutdown phase (default [`Priority::Normal`]).
     pub fn priority(mut self, priority: Priority) -> Self {
         self.spec.priority = priority;

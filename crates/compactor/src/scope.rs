@@ -1,0 +1,87 @@
+//! Scopes: a child instance per owner (a connection, a child process, a
+//! test) whose whole shutdown is one task in its parent's graph.
+
+use std::sync::Arc;
+
+use crate::{Compactor, Error, SignalExit, TaskBuilder};
+
+impl Compactor {
+    /// A child instance for the resources of one owner; shorthand for
+    /// `self.task(name).scope()`, which also takes a priority and dependencies.
+    ///
+    /// The scope's whole shutdown is the task `name` of this instance: when
+    /// this instance shuts down, the scope's cleanups run there, in their own
+    /// order. The scope can also be shut down on its own (the owner went
+    /// away), after which it leaves this instance. Scopes nest. A scope that
+    /// every holder dropped without shutting it down is still shut down by
+    /// its parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// let app = compactor::Compactor::new();
+    /// let conn = app.scope("conn-42")?;
+    /// conn.register("flush-session", || async {})?;
+    /// conn.register("close-socket", || async {})?;
+    /// // The connection ends: its cleanups run now, and it leaves `app`.
+    /// assert!(conn.shutdown().await.is_clean());
+    /// assert_eq!(app.pending(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TaskBuilder::register`].
+    pub fn scope(&self, name: impl Into<Arc<str>>) -> Result<Compactor, Error> {
+        self.task(name).scope()
+    }
+}
+
+impl TaskBuilder<'_> {
+    /// Registers a [scope](Compactor::scope): a child instance whose
+    /// shutdown is this task. It shares this instance's settings, but never
+    /// listens for signals. Without a [`timeout`](Self::timeout), the task
+    /// gets the scope's whole [deadline](crate::Builder::deadline).
+    ///
+    /// The task succeeds if the scope's report is clean and fails, naming how
+    /// many of its tasks did not succeed, otherwise.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub fn scope(self) -> Result<Compactor, Error> {
+        let parent = &self.compactor().inner;
+        let child = Compactor::from_parts(parent.config.clone(), false, SignalExit::Return);
+        let deadline = parent.config.deadline;
+        let builder = match self.has_timeout() {
+            true => self,
+            false => self.timeout(deadline),
+        };
+        let name = builder.name().to_owned();
+        let owned = child.clone();
+        let handle = builder.register(move || {
+            let child = owned.clone();
+            let name = name.clone();
+            async move {
+                let report = child.shutdown().await;
+                let failed = report
+                    .tasks()
+                    .iter()
+                    .filter(|t| !t.outcome().is_clean())
+                    .count();
+                match failed {
+                    0 if report.is_clean() => Ok(()),
+                    _ => Err(format!(
+                        "scope `{name}`: {failed} of {} tasks did not succeed",
+                        report.tasks().len()
+                    )),
+                }
+            }
+        })?;
+        let _ = child.inner.scope.set(handle);
+        Ok(child)
+    }
+}

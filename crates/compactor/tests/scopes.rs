@@ -1,0 +1,172 @@
+//! Scopes (a child instance per owner) and the pruning of released weak
+//! registrations.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Log;
+use compactor::{Compactor, Outcome, Priority};
+
+fn logged(
+    log: &Log,
+    entry: &'static str,
+) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
+    let log = log.clone();
+    move || {
+        log.push(entry);
+        std::future::ready(())
+    }
+}
+
+#[tokio::test]
+async fn a_scope_shut_down_on_its_own_runs_its_cleanups_and_leaves_its_parent() {
+    let app = Compactor::new();
+    let log = Log::default();
+    app.register("db", logged(&log, "db")).unwrap();
+    let conn = app.scope("conn-1").unwrap();
+    conn.register("socket", logged(&log, "socket")).unwrap();
+    assert_eq!(app.pending(), 2);
+
+    assert!(conn.shutdown().await.is_clean());
+    assert_eq!(log.entries(), ["socket"]);
+    assert_eq!(app.pending(), 1, "the scope left its parent");
+
+    let report = app.shutdown().await;
+    let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
+    assert_eq!(names, ["db"]);
+    assert_eq!(log.entries(), ["socket", "db"]);
+}
+
+#[tokio::test]
+async fn the_parent_runs_a_scope_as_one_task_with_its_priority_and_dependencies() {
+    let app = Compactor::new();
+    let log = Log::default();
+    let db = app.register("db", logged(&log, "db")).unwrap();
+    app.task("metrics")
+        .priority(Priority::High)
+        .register(logged(&log, "metrics"))
+        .unwrap();
+    let conn = app
+        .task("conn-1")
+        .priority(Priority::Critical)
+        .depends_on(&db)
+        .scope()
+        .unwrap();
+    let session = conn.register("session", logged(&log, "session")).unwrap();
+    conn.task("socket")
+        .depends_on(&session)
+        .register(logged(&log, "socket"))
+        .unwrap();
+
+    let report = app.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(log.entries(), ["socket", "session", "metrics", "db"]);
+    let scope = report.task("conn-1").unwrap();
+    assert_eq!(scope.effective_priority(), Priority::Critical);
+    // The scope's own report is complete too.
+    assert_eq!(conn.report().unwrap().tasks().len(), 2);
+}
+
+#[tokio::test]
+async fn scopes_nest() {
+    let app = Compactor::new();
+    let log = Log::default();
+    let process = app.scope("process-7").unwrap();
+    let stdin = process.scope("stdin").unwrap();
+    stdin
+        .register("close-pipe", logged(&log, "close-pipe"))
+        .unwrap();
+    process.register("kill", logged(&log, "kill")).unwrap();
+    drop((process, stdin));
+    let report = app.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    let mut entries = log.entries();
+    entries.sort();
+    assert_eq!(entries, ["close-pipe", "kill"]);
+}
+
+#[tokio::test]
+async fn a_scope_dropped_without_shutdown_is_still_cleaned_up_by_its_parent() {
+    let app = Compactor::new();
+    let log = Log::default();
+    {
+        let conn = app.scope("conn-9").unwrap();
+        conn.register("flush", logged(&log, "flush")).unwrap();
+    }
+    assert!(log.entries().is_empty());
+    assert!(app.shutdown().await.is_clean());
+    assert_eq!(log.entries(), ["flush"]);
+}
+
+#[tokio::test]
+async fn a_failing_scope_fails_its_task_in_the_parent() {
+    let app = Compactor::new();
+    let job = app.scope("job").unwrap();
+    job.register("ok", || async {}).unwrap();
+    job.register("broken", || async { Err::<(), _>("disk full") })
+        .unwrap();
+    let report = app.shutdown().await;
+    assert_eq!(
+        report.task("job").unwrap().outcome(),
+        &Outcome::Failed("scope `job`: 1 of 2 tasks did not succeed".into())
+    );
+}
+
+#[tokio::test]
+async fn a_scope_gets_the_whole_deadline_not_the_default_timeout() {
+    let app = Compactor::builder()
+        .default_timeout(Duration::from_millis(50))
+        .deadline(Duration::from_secs(5))
+        .build();
+    let job = app.scope("job").unwrap();
+    job.task("a")
+        .register(|| tokio::time::sleep(Duration::from_millis(30)))
+        .unwrap();
+    job.task("b")
+        .depends_on_name("a")
+        .register(|| tokio::time::sleep(Duration::from_millis(30)))
+        .unwrap();
+    // 60 ms in all: more than one task's timeout, well within the deadline.
+    let report = app.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test]
+async fn scope_churn_leaves_nothing_behind_in_the_parent() {
+    let app = Compactor::new();
+    for i in 0..10_000 {
+        let conn = app.scope(format!("conn-{i}")).unwrap();
+        conn.register("socket", || async {}).unwrap();
+        conn.register("session", || async {}).unwrap();
+        assert!(conn.shutdown().await.is_clean());
+    }
+    assert_eq!(app.pending(), 0);
+    assert!(app.shutdown().await.tasks().is_empty());
+}
+
+#[tokio::test]
+async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
+    let app = Compactor::new();
+    let keep = Arc::new(String::from("kept"));
+    app.task("kept")
+        .register_weak(&keep, |_v| async {})
+        .unwrap();
+    for i in 0..5_000 {
+        let per_request = Arc::new(i);
+        app.task(format!("request-{i}"))
+            .register_weak(&per_request, |_v| async {})
+            .unwrap();
+        // The request ends: its value is dropped, the registration lingers.
+    }
+    assert!(
+        app.pending() <= 1 + 1024,
+        "pruned along the way: {} pending",
+        app.pending()
+    );
+    app.prune_released();
+    assert_eq!(app.pending(), 1);
+    let report = app.shutdown().await;
+    assert_eq!(report.tasks()[0].name(), "kept");
+}
