@@ -225,6 +225,10 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
     };
     if let Some(strong) = leaked {
         tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
+        ctx.emit(|| Event::LeakSuspected {
+            name: name.clone(),
+            strong_count: strong,
+        });
     }
     Done {
         index,

@@ -66,6 +66,11 @@ pub(crate) trait Cleanup: Send + 'static {
     fn strong_count(&self) -> Option<usize> {
         None
     }
+
+    /// For a scope's task: the scope.
+    fn scope(&self) -> Option<&crate::Compactor> {
+        None
+    }
 }
 
 pub(crate) type BoxCleanup = Box<dyn Cleanup>;

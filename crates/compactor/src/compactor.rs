@@ -236,6 +236,36 @@ impl Compactor {
         self.inner.registry.prune_released()
     }
 
+    /// Releases one category now: its pending tasks leave the instance and
+    /// run, in the order their dependencies among themselves and their
+    /// priorities give, with the instance's timeouts and deadline. Their
+    /// dependencies on tasks of other categories are dropped. The report's
+    /// reason is [`ShutdownReason::Category`]. Once shutdown has begun, the
+    /// tasks belong to that run and the report is empty.
+    ///
+    /// Only `TaskStarted`, `TaskRetrying`, `TaskFinished` (and leak) events
+    /// are sent for it; `ShutdownStarted` and `ShutdownFinished` are kept for
+    /// the instance's own shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the release runs on a task of its own and goes on if
+    /// this future is dropped.
+    pub async fn shutdown_category(&self, category: &crate::Category) -> ShutdownReport {
+        let t0 = Instant::now();
+        let nodes = self
+            .inner
+            .registry
+            .take_where(|node| node.spec.category == *category);
+        let plan = Plan::partial(nodes);
+        let (_, no_snapshots) = mpsc::unbounded_channel();
+        let reason = ShutdownReason::Category(category.clone());
+        let run = execute(self.inner.clone(), plan, reason, t0, no_snapshots, false);
+        tokio::spawn(run)
+            .await
+            .expect("the release of a category does not panic")
+    }
+
     /// How many tasks are registered and waiting for shutdown.
     pub fn pending(&self) -> usize {
         self.inner.registry.len()
@@ -471,11 +501,8 @@ impl Compactor {
         let t0 = Instant::now();
         inner.registry.close();
         inner.token.cancel();
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let _ = inner.snapshots.set(snapshot_tx);
-        let events = inner.events.clone();
-        let cancel_grace = inner.config.cancel_grace;
         let run_inner = inner.clone();
         let span = tracing::info_span!(
             "shutdown",
@@ -486,38 +513,11 @@ impl Compactor {
         );
         let run = async move {
             let plan = Plan::new(run_inner.registry.drain());
-            let ctx = Arc::new(RunContext {
-                instance: run_inner.id,
-                done: done_tx,
-                listening: AtomicBool::new(false),
-                events,
-                cancel_grace,
-                stop: CancellationToken::new(),
-                attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
-                finished: plan.tasks.iter().map(|_| AtomicBool::new(false)).collect(),
-                names: plan.tasks.iter().map(|t| t.name.clone()).collect(),
-            });
-            let _ = run_inner.run.set(ctx.clone());
-            ctx.refresh_listening();
-            ctx.emit(|| Event::ShutdownStarted {
-                reason: reason.clone(),
-                tasks: plan.tasks.len(),
-            });
-            tracing::Span::current().record("tasks", plan.tasks.len());
-            tracing::info!(tasks = plan.tasks.len(), "shutdown started");
-            for warning in &plan.warnings {
-                tracing::warn!(%warning, "dependency graph");
-            }
             let signal = match &reason {
                 ShutdownReason::Signal(signal) => Some(*signal),
                 _ => None,
             };
-            let runner = Runner::new(ctx.clone(), plan, reason, run_inner.clone(), t0);
-            let report = runner.run(done_rx, snapshot_rx).await;
-            tracing::Span::current().record("clean", report.is_clean());
-            tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
-            ctx.refresh_listening();
-            ctx.emit(|| Event::ShutdownFinished { report: report.clone() });
+            let report = execute(run_inner.clone(), plan, reason, t0, snapshot_rx, true).await;
             run_inner.report.send_replace(Some(report.clone()));
             if let Some(task) = run_inner.scope.get() {
                 // Shut down on its own: the parent has nothing left to do for it.
@@ -553,4 +553,53 @@ impl Compactor {
         }
         true
     }
+}
+
+/// Runs a plan to its report: the whole shutdown (`whole`), or one category
+/// taken out of the instance early.
+async fn execute(
+    inner: Arc<Inner>,
+    plan: Plan,
+    reason: ShutdownReason,
+    t0: Instant,
+    snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
+    whole: bool,
+) -> ShutdownReport {
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(RunContext {
+        instance: inner.id,
+        done: done_tx,
+        listening: AtomicBool::new(false),
+        events: inner.events.clone(),
+        cancel_grace: inner.config.cancel_grace,
+        stop: CancellationToken::new(),
+        attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
+        finished: plan.tasks.iter().map(|_| AtomicBool::new(false)).collect(),
+        names: plan.tasks.iter().map(|t| t.name.clone()).collect(),
+    });
+    ctx.refresh_listening();
+    if whole {
+        let _ = inner.run.set(ctx.clone());
+        ctx.emit(|| Event::ShutdownStarted {
+            reason: reason.clone(),
+            tasks: plan.tasks.len(),
+        });
+        tracing::Span::current().record("tasks", plan.tasks.len());
+    }
+    tracing::info!(tasks = plan.tasks.len(), %reason, "shutdown started");
+    for warning in &plan.warnings {
+        tracing::warn!(%warning, "dependency graph");
+    }
+    let report = Runner::new(ctx.clone(), plan, reason, inner, t0)
+        .run(done_rx, snapshots)
+        .await;
+    tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
+    if whole {
+        tracing::Span::current().record("clean", report.is_clean());
+        ctx.refresh_listening();
+        ctx.emit(|| Event::ShutdownFinished {
+            report: report.clone(),
+        });
+    }
+    report
 }

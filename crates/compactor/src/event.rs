@@ -44,6 +44,15 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// A weakly registered value was still alive after its cleanup: someone
+    /// else holds it, possibly a leak. Comes before the task's `TaskFinished`.
+    #[non_exhaustive]
+    LeakSuspected {
+        /// The task.
+        name: Arc<str>,
+        /// The strong references left.
+        strong_count: usize,
+    },
     /// A task reached its final outcome (once per task).
     #[non_exhaustive]
     TaskFinished {

@@ -74,6 +74,7 @@ mod compactor;
 mod config;
 mod error;
 mod event;
+mod inventory;
 mod plan;
 mod priority;
 mod registry;
@@ -89,9 +90,11 @@ pub use crate::compactor::Compactor;
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;
+pub use crate::inventory::{Coverage, Inventory};
 pub use crate::priority::{Category, Priority};
 pub use crate::report::{
-    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport,
+    CategorySummary, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport,
+    SkipReason, TaskReport,
 };
 pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::{TaskBuilder, TaskHandle};

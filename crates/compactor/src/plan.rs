@@ -95,8 +95,18 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// `nodes` must be in registration order.
+    /// The plan of a whole shutdown; `nodes` must be in registration order.
     pub(crate) fn new(nodes: Vec<(Arc<str>, Box<Node>)>) -> Plan {
+        Plan::build(nodes, true)
+    }
+
+    /// The plan of some of the tasks: dependencies on the others are dropped
+    /// without a warning.
+    pub(crate) fn partial(nodes: Vec<(Arc<str>, Box<Node>)>) -> Plan {
+        Plan::build(nodes, false)
+    }
+
+    fn build(nodes: Vec<(Arc<str>, Box<Node>)>, whole: bool) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
         let mut edges: Vec<(u32, u32)> = Vec::new();
@@ -142,7 +152,7 @@ impl Plan {
                                 .as_ref()
                                 .and_then(|index| index.get(&*dep.name))
                                 .copied();
-                            if found.is_none() {
+                            if found.is_none() && whole {
                                 warnings.push(GraphWarning::UnknownDependency {
                                     task: name.to_string(),
                                     dependency: dep.name.to_string(),

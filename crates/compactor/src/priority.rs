@@ -115,7 +115,7 @@ impl fmt::Display for Priority {
 /// assert_eq!(Category::Database.to_string(), "database");
 /// assert_eq!(Category::custom("gpu").to_string(), "gpu");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Category {
     /// Connection pools, transactions, database files.

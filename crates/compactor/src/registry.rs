@@ -166,14 +166,14 @@ impl Registry {
         let Some((_, Some(node))) = removed else {
             return false;
         };
-        self.release_references(std::slice::from_ref(&node));
+        self.release_references([&*node]);
         true
     }
 
     /// Drops the name references held by removed tasks.
-    fn release_references(&self, removed: &[Box<Node>]) {
+    fn release_references<'n>(&self, removed: impl IntoIterator<Item = &'n Node>) {
         let mut by_name = removed
-            .iter()
+            .into_iter()
             .flat_map(|node| node.deps.iter())
             .filter(|d| d.id.is_none())
             .peekable();
@@ -202,6 +202,26 @@ impl Registry {
         }
     }
 
+    /// Takes the pending tasks `pick` chooses out of the registry, in
+    /// registration order; none once shutdown has begun.
+    pub(crate) fn take_where(
+        &self,
+        mut pick: impl FnMut(&Node) -> bool,
+    ) -> Vec<(Arc<str>, Box<Node>)> {
+        let mut taken = Vec::new();
+        self.tasks.retain(|name, slot| {
+            // Read under the shard lock: once closed, everything belongs to the run.
+            if self.closed.load(Ordering::SeqCst) || !slot.as_deref().is_some_and(&mut pick) {
+                return true;
+            }
+            taken.extend(slot.take().map(|node| (name.clone(), node)));
+            false
+        });
+        taken.sort_unstable_by_key(|(_, node)| node.id);
+        self.release_references(taken.iter().map(|(_, node)| &**node));
+        taken
+    }
+
     /// Removes pending weak registrations whose value was dropped.
     pub(crate) fn prune_released(&self) -> usize {
         let mut removed = Vec::new();
@@ -228,7 +248,7 @@ impl Registry {
             }
         });
         self.weak_live.store(live, Ordering::Relaxed);
-        self.release_references(&removed);
+        self.release_references(removed.iter().map(|node| &**node));
         if !removed.is_empty() {
             tracing::debug!(
                 pruned = removed.len(),
@@ -236,6 +256,20 @@ impl Registry {
             );
         }
         removed.len()
+    }
+
+    /// Calls `visit` with each pending task (name, category, and the scope
+    /// it stands for, if any).
+    pub(crate) fn for_each_pending(
+        &self,
+        mut visit: impl FnMut(&str, &crate::Category, Option<&crate::Compactor>),
+    ) {
+        for entry in self.tasks.iter() {
+            let Some(node) = entry.value() else { continue };
+            let cleanup = node.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
+            let scope = cleanup.as_ref().and_then(|c| c.scope());
+            visit(entry.key(), &node.spec.category, scope);
+        }
     }
 
     /// Refuses every registration from now on.

@@ -123,6 +123,9 @@ pub enum ShutdownReason {
     ServiceEnded,
     /// That service ended with an error (its text).
     ServiceFailed(String),
+    /// Not a shutdown: one category released early with
+    /// [`Compactor::shutdown_category`](crate::Compactor::shutdown_category).
+    Category(Category),
 }
 
 impl fmt::Display for ShutdownReason {
@@ -134,6 +137,7 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::Requested(why) => write!(f, "requested: {why}"),
             ShutdownReason::ServiceEnded => f.write_str("service ended"),
             ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
+            ShutdownReason::Category(category) => write!(f, "category {category}"),
         }
     }
 }
@@ -262,6 +266,47 @@ impl TaskReport {
     }
 }
 
+/// The outcomes and time of one category of tasks in a [`ShutdownReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct CategorySummary {
+    category: Category,
+    tasks: usize,
+    clean: usize,
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "millis", rename = "time_ms")
+    )]
+    time: Duration,
+}
+
+impl CategorySummary {
+    /// The category.
+    pub fn category(&self) -> &Category {
+        &self.category
+    }
+
+    /// How many tasks it had.
+    pub fn tasks(&self) -> usize {
+        self.tasks
+    }
+
+    /// How many of them ended clean (succeeded or released).
+    pub fn clean(&self) -> usize {
+        self.clean
+    }
+
+    /// How many did not.
+    pub fn not_clean(&self) -> usize {
+        self.tasks - self.clean
+    }
+
+    /// Their durations added up (they may have overlapped).
+    pub fn time(&self) -> Duration {
+        self.time
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct ReportData {
     reason: ShutdownReason,
@@ -369,6 +414,23 @@ impl ShutdownReport {
         self.0.tasks.iter().filter(|t| t.leaked.is_some())
     }
 
+    /// Outcomes and time summed by category, in category order.
+    pub fn by_category(&self) -> Vec<CategorySummary> {
+        let mut sums: std::collections::BTreeMap<&Category, CategorySummary> = Default::default();
+        for t in self.tasks() {
+            let sum = sums.entry(&t.category).or_insert_with(|| CategorySummary {
+                category: t.category.clone(),
+                tasks: 0,
+                clean: 0,
+                time: Duration::ZERO,
+            });
+            sum.tasks += 1;
+            sum.clean += usize::from(t.outcome.is_clean());
+            sum.time += t.duration;
+        }
+        sums.into_values().collect()
+    }
+
     /// How many tasks ended with an outcome of this kind (the payload of
     /// `Failed`, `Panicked` and `Skipped` is ignored).
     pub fn count(&self, outcome: &Outcome) -> usize {
@@ -451,6 +513,20 @@ impl fmt::Display for ShutdownReport {
             }
             writeln!(f)?;
         }
+        let categories = self.by_category();
+        if categories.len() > 1 {
+            let sums: Vec<String> = categories
+                .iter()
+                .map(|c| {
+                    let failed = match c.not_clean() {
+                        0 => String::new(),
+                        n => format!(", {n} not clean"),
+                    };
+                    format!("{} {}{failed} in {}", c.category, c.tasks, Millis(c.time))
+                })
+                .collect();
+            writeln!(f, "  by category: {}", sums.join("; "))?;
+        }
         for w in self.warnings() {
             writeln!(f, "  warning: {w}")?;
         }
@@ -478,7 +554,7 @@ impl fmt::Display for Millis {
 impl serde::Serialize for ShutdownReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("ShutdownReport", 7)?;
+        let mut s = serializer.serialize_struct("ShutdownReport", 8)?;
         s.serialize_field("reason", &self.0.reason)?;
         s.serialize_field("complete", &self.0.complete)?;
         s.serialize_field("clean", &self.is_clean())?;
@@ -486,6 +562,7 @@ impl serde::Serialize for ShutdownReport {
         s.serialize_field("duration_ms", &(self.0.duration.as_secs_f64() * 1e3))?;
         s.serialize_field("warnings", &self.0.warnings)?;
         s.serialize_field("tasks", &self.0.tasks)?;
+        s.serialize_field("by_category", &self.by_category())?;
         s.end()
     }
 }

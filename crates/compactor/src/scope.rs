@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::cleanup::{Cleanup, Start};
 use crate::{Compactor, Error, SignalExit, TaskBuilder};
 
 impl Compactor {
@@ -60,28 +63,43 @@ impl TaskBuilder<'_> {
             true => self,
             false => self.timeout(deadline),
         };
-        let name = builder.name().to_owned();
-        let owned = child.clone();
-        let handle = builder.register(move || {
-            let child = owned.clone();
-            let name = name.clone();
-            async move {
-                let report = child.shutdown().await;
-                let failed = report
-                    .tasks()
-                    .iter()
-                    .filter(|t| !t.outcome().is_clean())
-                    .count();
-                match failed {
-                    0 if report.is_clean() => Ok(()),
-                    _ => Err(format!(
-                        "scope `{name}`: {failed} of {} tasks did not succeed",
-                        report.tasks().len()
-                    )),
-                }
-            }
-        })?;
+        let name: Arc<str> = Arc::from(builder.name());
+        let handle = builder.finish(Box::new(ScopeCleanup {
+            child: child.clone(),
+            name,
+        }))?;
         let _ = child.inner.scope.set(handle);
         Ok(child)
+    }
+}
+
+/// The task of a scope in its parent: shuts the scope down.
+struct ScopeCleanup {
+    child: Compactor,
+    name: Arc<str>,
+}
+
+impl Cleanup for ScopeCleanup {
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        let (child, name) = (self.child.clone(), self.name.clone());
+        Start::Async(Box::pin(async move {
+            let report = child.shutdown().await;
+            let failed = report
+                .tasks()
+                .iter()
+                .filter(|t| !t.outcome().is_clean())
+                .count();
+            match failed {
+                0 if report.is_clean() => Ok(()),
+                _ => Err(format!(
+                    "scope `{name}`: {failed} of {} tasks did not succeed",
+                    report.tasks().len()
+                )),
+            }
+        }))
+    }
+
+    fn scope(&self) -> Option<&Compactor> {
+        Some(&self.child)
     }
 }

@@ -258,7 +258,7 @@ impl<'a> TaskBuilder<'a> {
         }))
     }
 
-    fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
+    pub(crate) fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
         if let Some(error) = self.error {
             return Err(error);
         }
