@@ -76,6 +76,9 @@ pub(crate) struct Inner {
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
+    /// Background work of `spawn`, and whether its task is registered.
+    pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
+    pub(crate) tracker_registered: AtomicBool,
 }
 
 impl Inner {
@@ -160,6 +163,8 @@ impl Compactor {
                 signals_armed: AtomicBool::new(false),
                 signal_exit: AtomicU8::new(signal_exit.to_u8()),
                 scope: OnceLock::new(),
+                tracker: OnceLock::new(),
+                tracker_registered: AtomicBool::new(false),
                 run: OnceLock::new(),
                 #[cfg(unix)]
                 signal_handle: std::sync::Mutex::new(None),

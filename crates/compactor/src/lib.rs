@@ -64,6 +64,8 @@
 //! | feature | default | what it enables |
 //! |---|---|---|
 //! | `serde` | no | `Serialize` for [`ShutdownReport`], [`TaskReport`], [`Outcome`] and friends (JSON logs, dashboards) |
+//! | `process` | no | [`TaskBuilder::child_process`]: `SIGTERM`, grace, `SIGKILL`, reap (adds `rustix` on Unix) |
+//! | `zeroize` | no | [`TaskBuilder::secret`]: wipe a secret at shutdown (adds `zeroize`) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -77,6 +79,7 @@ mod event;
 mod inventory;
 mod plan;
 mod priority;
+mod ready;
 mod registry;
 mod report;
 mod runner;

@@ -131,6 +131,10 @@ impl<'a> TaskBuilder<'a> {
         self.spec.timeout.is_some()
     }
 
+    pub(crate) fn has_category(&self) -> bool {
+        self.spec.category != Category::Other
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }

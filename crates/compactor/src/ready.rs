@@ -1,0 +1,278 @@
+//! Ready-made cleanups for the resources services hold most: tokio tasks,
+//! threads, files, temporary directories, tokens, secrets, child processes.
+//!
+//! Each is a `TaskBuilder` method that registers the right cleanup, so the
+//! options (priority, dependencies, timeout, category) still apply. Where a
+//! resource had to be forced (a task aborted, a process killed), the task
+//! fails with the reason, so the report shows it.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::{Category, Compactor, Error, TaskBuilder, TaskHandle};
+
+/// What a joined tokio task's failure reads as.
+fn join_failure(error: JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => format!(
+            "the task panicked: {}",
+            crate::attempt::panic_message(&*payload)
+        ),
+        Err(_) => "the task was cancelled".to_owned(),
+    }
+}
+
+/// Holds a resource a cleanup consumes, so retries find it gone rather than
+/// calling twice.
+fn once<T>(value: T) -> Arc<Mutex<Option<T>>> {
+    Arc::new(Mutex::new(Some(value)))
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+impl TaskBuilder<'_> {
+    /// A tokio task: waits up to `grace` for it to finish (it should be
+    /// watching the shutdown token), then aborts it. Fails if it had to be
+    /// aborted or panicked. Category [`Category::Task`] unless set.
+    pub fn join_handle<T: Send + 'static>(
+        self,
+        handle: JoinHandle<T>,
+        grace: Duration,
+    ) -> Result<TaskHandle, Error> {
+        let slot = once(handle);
+        self.default_category(Category::Task).register(move || {
+            let handle = take(&slot);
+            async move {
+                let Some(mut handle) = handle else {
+                    return Ok(());
+                };
+                match tokio::time::timeout(grace, &mut handle).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(join_failure(e)),
+                    Err(_) => {
+                        handle.abort();
+                        let _ = handle.await;
+                        Err(format!("did not finish within {grace:?}; aborted"))
+                    }
+                }
+            }
+        })
+    }
+
+    /// A `JoinSet`: waits up to `grace` for all its tasks, then aborts the
+    /// rest. Fails naming how many were aborted or panicked.
+    pub fn join_set<T: Send + 'static>(
+        self,
+        set: JoinSet<T>,
+        grace: Duration,
+    ) -> Result<TaskHandle, Error> {
+        let slot = once(set);
+        self.default_category(Category::Task).register(move || {
+            let set = take(&slot);
+            async move {
+                let Some(mut set) = set else { return Ok(()) };
+                let mut panicked = 0;
+                let drained = tokio::time::timeout(grace, async {
+                    while let Some(result) = set.join_next().await {
+                        panicked += usize::from(result.is_err_and(|e| e.is_panic()));
+                    }
+                })
+                .await;
+                let aborted = set.len();
+                set.shutdown().await;
+                match (drained.is_ok(), panicked) {
+                    (true, 0) => Ok(()),
+                    _ => Err(format!(
+                        "{aborted} task(s) aborted after {grace:?}, {panicked} panicked"
+                    )),
+                }
+            }
+        })
+    }
+
+    /// A thread: joined on a blocking thread, within the task's timeout
+    /// (past it, the thread is abandoned, as any blocking cleanup). Fails if
+    /// the thread panicked. Category [`Category::Task`] unless set.
+    pub fn thread<T: Send + 'static>(
+        self,
+        handle: std::thread::JoinHandle<T>,
+    ) -> Result<TaskHandle, Error> {
+        let slot = once(handle);
+        self.default_category(Category::Task)
+            .register_blocking(move || match take(&slot) {
+                Some(handle) => handle.join().map(drop).map_err(|payload| {
+                    format!(
+                        "the thread panicked: {}",
+                        crate::attempt::panic_message(&*payload)
+                    )
+                }),
+                None => Ok(()),
+            })
+    }
+
+    /// A file written through a buffer: flushes the buffer and syncs the file
+    /// to disk (`sync_all`), on a blocking thread. Category [`Category::File`]
+    /// unless set.
+    pub fn flush_file(self, writer: Arc<Mutex<BufWriter<File>>>) -> Result<TaskHandle, Error> {
+        self.default_category(Category::File)
+            .register_blocking(move || {
+                let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                writer.flush()?;
+                writer.get_ref().sync_all()
+            })
+    }
+
+    /// A file: syncs it to disk (`sync_all`) on a blocking thread.
+    pub fn sync_file(self, file: File) -> Result<TaskHandle, Error> {
+        self.default_category(Category::File)
+            .register_blocking(move || file.sync_all())
+    }
+
+    /// A temporary directory: removed with everything in it (already gone is
+    /// fine). Category [`Category::File`] unless set.
+    pub fn temp_dir(self, path: impl Into<PathBuf>) -> Result<TaskHandle, Error> {
+        let path = path.into();
+        self.default_category(Category::File)
+            .register_blocking(move || match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(format!("removing {}: {e}", path.display()))
+                }
+                _ => Ok(()),
+            })
+    }
+
+    /// Cancels `token` as a step of the graph: to stop a group of workers
+    /// only once the tasks that depend on them have finished.
+    pub fn cancel_token(self, token: CancellationToken) -> Result<TaskHandle, Error> {
+        self.default_category(Category::Task).register(move || {
+            token.cancel();
+            std::future::ready(())
+        })
+    }
+
+    /// A secret in memory: zeroed at shutdown (with the `zeroize` crate, so
+    /// the writes are not optimised away). Category [`Category::Memory`]
+    /// unless set.
+    #[cfg(feature = "zeroize")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "zeroize")))]
+    pub fn secret<S>(self, secret: Arc<Mutex<S>>) -> Result<TaskHandle, Error>
+    where
+        S: zeroize::Zeroize + Send + 'static,
+    {
+        self.default_category(Category::Memory).register(move || {
+            secret
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .zeroize();
+            std::future::ready(())
+        })
+    }
+
+    /// A child process: `SIGTERM`, up to `grace` to exit, then `SIGKILL`, and
+    /// the exit status reaped so no zombie is left. Fails if it had to be
+    /// killed. On other platforms it is killed at once. Category
+    /// [`Category::Process`] unless set.
+    #[cfg(feature = "process")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
+    pub fn child_process(
+        self,
+        child: tokio::process::Child,
+        grace: Duration,
+    ) -> Result<TaskHandle, Error> {
+        let slot = once(child);
+        self.default_category(Category::Process).register(move || {
+            let child = take(&slot);
+            async move {
+                let Some(mut child) = child else {
+                    return Ok(());
+                };
+                if let Ok(Some(_)) = child.try_wait() {
+                    return Ok(());
+                }
+                terminate(&child);
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("waiting for the process: {e}")),
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        let _ = child.wait().await;
+                        Err(format!("did not exit within {grace:?} of SIGTERM; killed"))
+                    }
+                }
+            }
+        })
+    }
+
+    fn default_category(self, category: Category) -> Self {
+        match self.has_category() {
+            true => self,
+            false => self.category(category),
+        }
+    }
+}
+
+#[cfg(all(feature = "process", unix))]
+fn terminate(child: &tokio::process::Child) {
+    use rustix::process::{Pid, Signal, kill_process};
+    if let Some(pid) = child.id().and_then(|id| Pid::from_raw(id as i32)) {
+        let _ = kill_process(pid, Signal::TERM);
+    }
+}
+
+#[cfg(all(feature = "process", not(unix)))]
+fn terminate(_child: &tokio::process::Child) {}
+
+impl Compactor {
+    /// Spawns background work onto tokio, tracked by the instance: at
+    /// shutdown the task `spawned` (registered by the first call; Normal
+    /// priority, category [`Category::Task`]) closes the tracker and waits for
+    /// every spawned future, within its timeout. The work should select on
+    /// [`shutdown_token`](Self::shutdown_token) to stop in time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShuttingDown`] once shutdown has begun (the future is
+    /// dropped, never polled).
+    pub fn spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let tracker = self.inner.tracker.get_or_init(TaskTracker::new);
+        if !self
+            .inner
+            .tracker_registered
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let waited = tracker.clone();
+            let registered = self
+                .task("spawned")
+                .category(Category::Task)
+                .register(move || {
+                    waited.close();
+                    let waited = waited.clone();
+                    async move { waited.wait().await }
+                });
+            if let Err(e) = registered {
+                self.inner
+                    .tracker_registered
+                    .store(false, std::sync::atomic::Ordering::Release);
+                return Err(e);
+            }
+        }
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(tracker.spawn(future))
+    }
+}

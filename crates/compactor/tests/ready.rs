@@ -1,0 +1,253 @@
+//! The ready-made cleanups, each against the real thing: tokio tasks,
+//! threads, a file on disk, a directory, a child process, a secret.
+//! (`cargo test --workspace` builds the crate with `process` and `zeroize`.)
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use compactor::{Category, Compactor, Error, Outcome};
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("compactor-ready-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_task_that_stops_on_the_token_is_joined() {
+    let c = Compactor::new();
+    let stop = c.shutdown_token();
+    let worker = tokio::spawn(async move { stop.cancelled().await });
+    c.task("worker")
+        .join_handle(worker, Duration::from_secs(5))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.tasks()[0].category(), &Category::Task);
+}
+
+#[tokio::test]
+async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
+    let c = Compactor::new();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let counter = ticks.clone();
+    let stubborn = tokio::spawn(async move {
+        loop {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    c.task("stubborn")
+        .join_handle(stubborn, Duration::from_millis(50))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.tasks()[0].outcome(),
+        &Outcome::Failed("did not finish within 50ms; aborted".into())
+    );
+    let after = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        after,
+        "the task no longer runs"
+    );
+}
+
+#[tokio::test]
+async fn a_join_set_is_drained_then_aborted() {
+    let c = Compactor::new();
+    let mut set = tokio::task::JoinSet::new();
+    let stop = c.shutdown_token();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        set.spawn(async move { stop.cancelled().await });
+    }
+    set.spawn(std::future::pending::<()>());
+    c.task("workers")
+        .join_set(set, Duration::from_millis(50))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.tasks()[0].outcome(),
+        &Outcome::Failed("1 task(s) aborted after 50ms, 0 panicked".into())
+    );
+}
+
+#[tokio::test]
+async fn a_thread_is_joined_off_the_async_threads() {
+    let c = Compactor::new();
+    let done = Arc::new(AtomicUsize::new(0));
+    let flag = done.clone();
+    let thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        flag.store(1, Ordering::SeqCst);
+    });
+    c.task("io-thread").thread(thread).unwrap();
+    let panicking = std::thread::spawn(|| panic!("thread bug"));
+    c.task("bad-thread").thread(panicking).unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.task("io-thread").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        report.task("bad-thread").unwrap().outcome(),
+        &Outcome::Failed("the thread panicked: thread bug".into())
+    );
+}
+
+#[tokio::test]
+async fn a_buffered_file_is_flushed_and_synced_to_disk() {
+    let dir = scratch("file");
+    let path = dir.join("events.log");
+    let writer = Arc::new(Mutex::new(std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::fs::File::create(&path).unwrap(),
+    )));
+    writeln!(writer.lock().unwrap(), "buffered line").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "",
+        "still in the buffer"
+    );
+    let c = Compactor::new();
+    c.task("log").flush_file(writer.clone()).unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "buffered line\n");
+    assert_eq!(report.tasks()[0].category(), &Category::File);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_temporary_directory_is_removed() {
+    let dir = scratch("tmp");
+    std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
+    std::fs::write(dir.join("nested/deeper/data.bin"), [1, 2, 3]).unwrap();
+    let c = Compactor::new();
+    c.task("scratch").temp_dir(&dir).unwrap();
+    c.task("already-gone")
+        .temp_dir(dir.join("never-created"))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn a_token_is_cancelled_as_a_step_of_the_graph() {
+    let c = Compactor::new();
+    let workers = tokio_util::sync::CancellationToken::new();
+    let stop_workers = c
+        .task("stop-workers")
+        .cancel_token(workers.clone())
+        .unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let (token, slot) = (workers.clone(), seen.clone());
+    c.task("drain-queue")
+        .depends_on(&stop_workers)
+        .register(move || {
+            // Runs before the workers are stopped.
+            *slot.lock().unwrap() = Some(token.is_cancelled());
+            std::future::ready(())
+        })
+        .unwrap();
+    assert!(c.shutdown().await.is_clean());
+    assert_eq!(*seen.lock().unwrap(), Some(false));
+    assert!(workers.is_cancelled());
+}
+
+#[tokio::test]
+async fn a_secret_is_wiped() {
+    let key = Arc::new(Mutex::new([0x5au8; 32]));
+    let c = Compactor::new();
+    c.task("api-key").secret(key.clone()).unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(*key.lock().unwrap(), [0u8; 32]);
+    assert_eq!(report.tasks()[0].category(), &Category::Memory);
+}
+
+#[tokio::test]
+async fn spawned_work_is_awaited_at_shutdown() {
+    let c = Compactor::new();
+    let finished = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let (stop, finished) = (c.shutdown_token(), finished.clone());
+        c.spawn(async move {
+            stop.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(10)).await; // wind down
+            finished.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.task("spawned").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
+    assert_eq!(finished.load(Ordering::SeqCst), 3);
+    assert!(matches!(c.spawn(async {}), Err(Error::ShuttingDown)));
+}
+
+#[cfg(unix)]
+mod child_process {
+    use super::*;
+
+    /// Whether a process with this id exists (a zombie counts).
+    fn exists(pid: u32) -> bool {
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    #[tokio::test]
+    async fn a_child_that_honours_sigterm_exits_within_the_grace() {
+        let child = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let c = Compactor::new();
+        c.task("sleeper")
+            .child_process(child, Duration::from_secs(5))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert!(report.is_clean(), "{report}");
+        assert!(report.tasks()[0].duration() < Duration::from_secs(5));
+        assert!(!exists(pid), "exited and reaped");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_ignores_sigterm_is_killed_and_reaped() {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the trap is set.
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        let pid = child.id().unwrap();
+        let c = Compactor::new();
+        c.task("stubborn")
+            .child_process(child, Duration::from_millis(200))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert_eq!(
+            report.tasks()[0].outcome(),
+            &Outcome::Failed("did not exit within 200ms of SIGTERM; killed".into())
+        );
+        assert!(!exists(pid), "killed and reaped, no zombie left");
+    }
+}
