@@ -86,6 +86,7 @@ mod runner;
 mod scope;
 mod signal;
 mod task;
+pub mod testing;
 
 pub use crate::backoff::Backoff;
 pub use crate::cleanup::CleanupResult;
