@@ -540,21 +540,7 @@ impl Compactor {
         .instrument(span);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn(run)),
-            Err(_) => {
-                std::thread::Builder::new()
-                    .name("compactor-shutdown".to_owned())
-                    .spawn(move || {
-                        let runtime = tokio::runtime::Builder::new_multi_thread()
-                            .worker_threads(2)
-                            .enable_all()
-                            .build()
-                            .expect("a runtime for the shutdown");
-                        runtime.block_on(run);
-                        // Abandoned blocking cleanups must not hold the thread.
-                        runtime.shutdown_background();
-                    })
-                    .expect("a thread for the shutdown");
-            }
+            Err(_) => drop(on_own_runtime("compactor-shutdown", run)),
         }
         true
     }
@@ -607,4 +593,26 @@ async fn execute(
         });
     }
     report
+}
+
+/// Runs `future` on a runtime of its own thread, for callers without a
+/// runtime (or on one they are blocking).
+pub(crate) fn on_own_runtime<T: Send + 'static>(
+    name: &str,
+    future: impl Future<Output = T> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the shutdown");
+            let output = runtime.block_on(future);
+            // Abandoned blocking cleanups must not hold the thread.
+            runtime.shutdown_background();
+            output
+        })
+        .expect("a thread for the shutdown")
 }

@@ -87,21 +87,11 @@ impl Drop for TestCompactor {
             return;
         }
         // The test's runtime may be a single thread, blocked right here.
-        let report = std::thread::Builder::new()
-            .name("compactor-test-shutdown".to_owned())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the test's shutdown");
-                let report = runtime.block_on(compactor.shutdown());
-                runtime.shutdown_background();
-                report
-            })
-            .expect("a thread for the test's shutdown")
-            .join()
-            .expect("the shutdown thread does not panic");
+        let report = crate::compactor::on_own_runtime("compactor-test-shutdown", async move {
+            compactor.shutdown().await
+        })
+        .join()
+        .expect("the shutdown thread does not panic");
         check(&report);
     }
 }

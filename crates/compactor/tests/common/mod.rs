@@ -27,3 +27,15 @@ impl Log {
             .unwrap_or_else(|| panic!("`{entry}` not in {entries:?}"))
     }
 }
+
+/// A cleanup that appends `entry` to `log` when called.
+pub fn logged(
+    log: &Log,
+    entry: &'static str,
+) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
+    let log = log.clone();
+    move || {
+        log.push(entry);
+        std::future::ready(())
+    }
+}
