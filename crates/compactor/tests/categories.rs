@@ -6,19 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Log;
+use common::{Log, logged};
 use compactor::{Category, Compactor, Coverage, Event, Outcome, Priority, ShutdownReason};
-
-fn logged(
-    log: &Log,
-    entry: &'static str,
-) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
-    let log = log.clone();
-    move || {
-        log.push(entry);
-        std::future::ready(())
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn the_report_sums_outcomes_and_time_by_category() {

@@ -6,19 +6,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Log;
+use common::{Log, logged};
 use compactor::{Compactor, Outcome, Priority};
-
-fn logged(
-    log: &Log,
-    entry: &'static str,
-) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
-    let log = log.clone();
-    move || {
-        log.push(entry);
-        std::future::ready(())
-    }
-}
 
 #[tokio::test]
 async fn a_scope_shut_down_on_its_own_runs_its_cleanups_and_leaves_its_parent() {
