@@ -1,0 +1,63 @@
+//! compactor side by side with the graceful-shutdown crates services use
+//! today, in one run on one machine.
+//!
+//! ```text
+//! cargo run --release -p compactor-bench            # every scenario, every system
+//! cargo run --release -p compactor-bench -- --quick # fewer runs, under two minutes
+//! ```
+//!
+//! Prints a markdown table and writes `target/bench/summary.json`. Each
+//! measurement is the median of several runs after a warm-up run, on the
+//! same tokio runtime (multi-threaded, 2 workers) for every system.
+
+mod scenario;
+mod systems;
+
+use std::alloc::System as SystemAlloc;
+use std::path::PathBuf;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+
+use crate::scenario::{Measurement, Settings};
+use crate::systems::SYSTEMS;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<SystemAlloc> = &INSTRUMENTED_SYSTEM;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let settings = Settings::new(quick);
+    eprintln!(
+        "compactor-bench: {} runs per measurement after a warm-up{}",
+        settings.runs,
+        if quick { " (--quick)" } else { "" }
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+
+    let mut results: Vec<Measurement> = Vec::new();
+    for scenario in scenario::SCENARIOS {
+        for system in SYSTEMS {
+            eprintln!("  {:<18} {}", scenario.name, system.name());
+            if let Some(m) = scenario::measure(scenario, *system, &settings, &runtime) {
+                results.push(m);
+            }
+        }
+    }
+    println!("{}", scenario::table(&results, &settings));
+    let out = target_dir().join("bench");
+    std::fs::create_dir_all(&out).expect("target/bench");
+    let path = out.join("summary.json");
+    let json = serde_json::to_string_pretty(&results).expect("serializable");
+    std::fs::write(&path, json + "\n").expect("summary.json written");
+    eprintln!("wrote {}", path.display());
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}

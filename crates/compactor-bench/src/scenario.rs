@@ -1,0 +1,180 @@
+//! The scenarios, how each is measured, and the table of results.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::runtime::Runtime;
+
+use crate::systems::System;
+
+/// How many cleanups ran in the current measurement: every system's
+/// cleanup bumps it, and each run checks the count.
+pub(crate) static RAN: AtomicUsize = AtomicUsize::new(0);
+
+/// The body of every benchmarked cleanup.
+#[inline]
+pub(crate) fn ran() {
+    RAN.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) struct Settings {
+    pub(crate) runs: usize,
+    pub(crate) signal_rounds: usize,
+}
+
+impl Settings {
+    pub(crate) fn new(quick: bool) -> Settings {
+        match quick {
+            true => Settings { runs: 3, signal_rounds: 15 },
+            false => Settings { runs: 7, signal_rounds: 60 },
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Register,
+    RegisterContended,
+    ShutdownFlat,
+    ShutdownChain,
+    ShutdownLayered,
+    SignalLatency,
+    Memory,
+}
+
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) n: usize,
+}
+
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "register", kind: Kind::Register, n: 100_000 },
+    Scenario { name: "register-contended", kind: Kind::RegisterContended, n: 100_000 },
+    Scenario { name: "shutdown-flat", kind: Kind::ShutdownFlat, n: 100_000 },
+    Scenario { name: "shutdown-chain", kind: Kind::ShutdownChain, n: 10_000 },
+    Scenario { name: "shutdown-layered", kind: Kind::ShutdownLayered, n: 100_000 },
+    Scenario { name: "signal-latency", kind: Kind::SignalLatency, n: 1 },
+    Scenario { name: "memory", kind: Kind::Memory, n: 100_000 },
+];
+
+/// Threads of `register-contended`; phases of `shutdown-layered`.
+pub(crate) const THREADS: usize = 4;
+pub(crate) const PHASES: usize = 10;
+
+/// One line of `summary.json`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Measurement {
+    pub(crate) scenario: &'static str,
+    pub(crate) system: &'static str,
+    pub(crate) n: usize,
+    pub(crate) ns_per_task: f64,
+    pub(crate) bytes_per_task: Option<f64>,
+}
+
+/// One run of a scenario: the time it took (for `signal-latency`, the
+/// latency itself) and, for `memory`, the heap it kept.
+fn once(scenario: &Scenario, system: &dyn System, rt: &Runtime) -> Option<(Duration, Option<usize>)> {
+    RAN.store(0, Ordering::SeqCst);
+    let n = scenario.n;
+    let result = match scenario.kind {
+        Kind::Register => system.register(n, rt).map(|d| (d, None)),
+        Kind::RegisterContended => system.register_contended(n, THREADS, rt).map(|d| (d, None)),
+        Kind::ShutdownFlat => system.shutdown_flat(n, rt).map(|d| (d, None)),
+        Kind::ShutdownChain => system.shutdown_chain(n, rt).map(|d| (d, None)),
+        Kind::ShutdownLayered => system.shutdown_layered(n, PHASES, rt).map(|d| (d, None)),
+        Kind::SignalLatency => system.signal_latency(rt).map(|d| (d, None)),
+        Kind::Memory => system.memory(n, rt).map(|(d, bytes)| (d, Some(bytes))),
+    }?;
+    if matches!(scenario.kind, Kind::ShutdownFlat | Kind::ShutdownChain | Kind::ShutdownLayered) {
+        let ran = RAN.load(Ordering::SeqCst);
+        assert_eq!(ran, n, "{} ran {ran} of {n} cleanups in {}", system.name(), scenario.name);
+    }
+    Some(result)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Warms up, runs, and reports the median; `None` where the system cannot
+/// express the scenario.
+pub(crate) fn measure(scenario: &Scenario, system: &dyn System, settings: &Settings, rt: &Runtime) -> Option<Measurement> {
+    let runs = match scenario.kind {
+        Kind::SignalLatency => settings.signal_rounds,
+        _ => settings.runs,
+    };
+    once(scenario, system, rt)?;
+    let mut times = Vec::with_capacity(runs);
+    let mut bytes = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (time, kept) = once(scenario, system, rt)?;
+        times.push(time.as_secs_f64() * 1e9 / scenario.n as f64);
+        if let Some(kept) = kept {
+            bytes.push(kept as f64 / scenario.n as f64);
+        }
+    }
+    Some(Measurement {
+        scenario: scenario.name,
+        system: system.name(),
+        n: scenario.n,
+        ns_per_task: median(times),
+        bytes_per_task: (!bytes.is_empty()).then(|| median(bytes)),
+    })
+}
+
+/// The markdown table: a row per scenario, a column per system.
+pub(crate) fn table(results: &[Measurement], settings: &Settings) -> String {
+    use std::fmt::Write;
+    let systems = crate::systems::SYSTEMS;
+    let mut out = String::new();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let _ = writeln!(
+        out,
+        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency) after a warm-up.\n",
+        std::env::consts::OS,
+        settings.runs,
+        settings.signal_rounds
+    );
+    let _ = write!(out, "| scenario | n | unit |");
+    for s in systems {
+        let _ = write!(out, " {} |", s.name());
+    }
+    let _ = write!(out, "\n|---|---:|---|");
+    for _ in systems {
+        let _ = write!(out, "---:|");
+    }
+    out.push('\n');
+    for scenario in SCENARIOS {
+        let unit = match scenario.kind {
+            Kind::Memory => "bytes/task",
+            Kind::SignalLatency => "µs",
+            _ => "ns/task",
+        };
+        let _ = write!(out, "| {} | {} | {unit} |", scenario.name, scenario.n);
+        for s in systems {
+            let cell = results
+                .iter()
+                .find(|m| m.scenario == scenario.name && m.system == s.name())
+                .map_or_else(
+                    || "n/a".to_owned(),
+                    |m| match (scenario.kind, m.bytes_per_task) {
+                        (Kind::Memory, Some(b)) => format!("{b:.0}"),
+                        (Kind::SignalLatency, _) => format!("{:.0}", m.ns_per_task / 1e3),
+                        _ => format!("{:.0}", m.ns_per_task),
+                    },
+                );
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out.push_str("\nn/a: the system has no way to express the scenario:\n");
+    for s in systems {
+        for note in s.cannot() {
+            let _ = writeln!(out, "- {}: {note}", s.name());
+        }
+    }
+    out
+}
