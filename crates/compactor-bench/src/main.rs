@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p compactor-bench            # every scenario, every system
 //! cargo run --release -p compactor-bench -- --quick # fewer runs, under two minutes
+//! cargo run --release -p compactor-bench -- --only shutdown-flat   # one scenario
 //! ```
 //!
 //! Prints a markdown table and writes `target/bench/summary.json`. Each
@@ -25,7 +26,14 @@ use crate::systems::SYSTEMS;
 static GLOBAL: &StatsAlloc<SystemAlloc> = &INSTRUMENTED_SYSTEM;
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--only NAME` (repeatable) runs just those scenarios.
+    let only: Vec<&str> = args
+        .windows(2)
+        .filter(|w| w[0] == "--only")
+        .map(|w| w[1].as_str())
+        .collect();
     let settings = Settings::new(quick);
     eprintln!(
         "compactor-bench: {} runs per measurement after a warm-up{}",
@@ -40,6 +48,9 @@ fn main() {
 
     let mut results: Vec<Measurement> = Vec::new();
     for scenario in scenario::SCENARIOS {
+        if !only.is_empty() && !only.contains(&scenario.name) {
+            continue;
+        }
         for system in SYSTEMS {
             eprintln!("  {:<18} {}", scenario.name, system.name());
             if let Some(m) = scenario::measure(scenario, *system, &settings, &runtime) {

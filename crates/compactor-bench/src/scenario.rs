@@ -26,8 +26,14 @@ pub(crate) struct Settings {
 impl Settings {
     pub(crate) fn new(quick: bool) -> Settings {
         match quick {
-            true => Settings { runs: 3, signal_rounds: 15 },
-            false => Settings { runs: 7, signal_rounds: 60 },
+            true => Settings {
+                runs: 3,
+                signal_rounds: 15,
+            },
+            false => Settings {
+                runs: 7,
+                signal_rounds: 60,
+            },
         }
     }
 }
@@ -50,13 +56,41 @@ pub(crate) struct Scenario {
 }
 
 pub(crate) const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "register", kind: Kind::Register, n: 100_000 },
-    Scenario { name: "register-contended", kind: Kind::RegisterContended, n: 100_000 },
-    Scenario { name: "shutdown-flat", kind: Kind::ShutdownFlat, n: 100_000 },
-    Scenario { name: "shutdown-chain", kind: Kind::ShutdownChain, n: 10_000 },
-    Scenario { name: "shutdown-layered", kind: Kind::ShutdownLayered, n: 100_000 },
-    Scenario { name: "signal-latency", kind: Kind::SignalLatency, n: 1 },
-    Scenario { name: "memory", kind: Kind::Memory, n: 100_000 },
+    Scenario {
+        name: "register",
+        kind: Kind::Register,
+        n: 100_000,
+    },
+    Scenario {
+        name: "register-contended",
+        kind: Kind::RegisterContended,
+        n: 100_000,
+    },
+    Scenario {
+        name: "shutdown-flat",
+        kind: Kind::ShutdownFlat,
+        n: 100_000,
+    },
+    Scenario {
+        name: "shutdown-chain",
+        kind: Kind::ShutdownChain,
+        n: 10_000,
+    },
+    Scenario {
+        name: "shutdown-layered",
+        kind: Kind::ShutdownLayered,
+        n: 100_000,
+    },
+    Scenario {
+        name: "signal-latency",
+        kind: Kind::SignalLatency,
+        n: 1,
+    },
+    Scenario {
+        name: "memory",
+        kind: Kind::Memory,
+        n: 100_000,
+    },
 ];
 
 /// Threads of `register-contended`; phases of `shutdown-layered`.
@@ -75,7 +109,11 @@ pub(crate) struct Measurement {
 
 /// One run of a scenario: the time it took (for `signal-latency`, the
 /// latency itself) and, for `memory`, the heap it kept.
-fn once(scenario: &Scenario, system: &dyn System, rt: &Runtime) -> Option<(Duration, Option<usize>)> {
+fn once(
+    scenario: &Scenario,
+    system: &dyn System,
+    rt: &Runtime,
+) -> Option<(Duration, Option<usize>)> {
     RAN.store(0, Ordering::SeqCst);
     let n = scenario.n;
     let result = match scenario.kind {
@@ -87,9 +125,18 @@ fn once(scenario: &Scenario, system: &dyn System, rt: &Runtime) -> Option<(Durat
         Kind::SignalLatency => system.signal_latency(rt).map(|d| (d, None)),
         Kind::Memory => system.memory(n, rt).map(|(d, bytes)| (d, Some(bytes))),
     }?;
-    if matches!(scenario.kind, Kind::ShutdownFlat | Kind::ShutdownChain | Kind::ShutdownLayered) {
+    if matches!(
+        scenario.kind,
+        Kind::ShutdownFlat | Kind::ShutdownChain | Kind::ShutdownLayered
+    ) {
         let ran = RAN.load(Ordering::SeqCst);
-        assert_eq!(ran, n, "{} ran {ran} of {n} cleanups in {}", system.name(), scenario.name);
+        assert_eq!(
+            ran,
+            n,
+            "{} ran {ran} of {n} cleanups in {}",
+            system.name(),
+            scenario.name
+        );
     }
     Some(result)
 }
@@ -101,7 +148,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 /// Warms up, runs, and reports the median; `None` where the system cannot
 /// express the scenario.
-pub(crate) fn measure(scenario: &Scenario, system: &dyn System, settings: &Settings, rt: &Runtime) -> Option<Measurement> {
+pub(crate) fn measure(
+    scenario: &Scenario,
+    system: &dyn System,
+    settings: &Settings,
+    rt: &Runtime,
+) -> Option<Measurement> {
     let runs = match scenario.kind {
         Kind::SignalLatency => settings.signal_rounds,
         _ => settings.runs,

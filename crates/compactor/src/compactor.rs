@@ -62,7 +62,9 @@ pub(crate) struct Inner {
     /// allocates no channel and sends no events.
     events: Arc<OnceLock<broadcast::Sender<Event>>>,
     started: AtomicBool,
-    report: watch::Sender<Option<ShutdownReport>>,
+    /// Shared with the run, which lets go of the instance before it
+    /// publishes, so the instance can be dropped as soon as callers have the report.
+    report: Arc<watch::Sender<Option<ShutdownReport>>>,
     snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
     /// The run's shared state, for the line a forced exit prints.
     run: OnceLock<Arc<RunContext>>,
@@ -79,6 +81,10 @@ pub(crate) struct Inner {
     /// Background work of `spawn`, and whether its task is registered.
     pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
     pub(crate) tracker_registered: AtomicBool,
+    /// Ends the tasks of the signal fast path when the instance goes.
+    pub(crate) signal_tasks: CancellationToken,
+    /// Whether a signal started the run.
+    by_signal: AtomicBool,
 }
 
 impl Inner {
@@ -102,6 +108,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.signal_tasks.cancel();
         #[cfg(unix)]
         if let Some(handle) = self.signal_handle.get_mut().ok().and_then(Option::take) {
             // Ends the listener thread and gives the signals back.
@@ -165,6 +172,8 @@ impl Compactor {
                 scope: OnceLock::new(),
                 tracker: OnceLock::new(),
                 tracker_registered: AtomicBool::new(false),
+                signal_tasks: CancellationToken::new(),
+                by_signal: AtomicBool::new(false),
                 run: OnceLock::new(),
                 #[cfg(unix)]
                 signal_handle: std::sync::Mutex::new(None),
@@ -174,7 +183,7 @@ impl Compactor {
                 token: CancellationToken::new(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
-                report: watch::Sender::new(None),
+                report: Arc::new(watch::Sender::new(None)),
                 snapshots: OnceLock::new(),
             }),
         }
@@ -274,6 +283,11 @@ impl Compactor {
     /// How many tasks are registered and waiting for shutdown.
     pub fn pending(&self) -> usize {
         self.inner.registry.len()
+    }
+
+    /// Whether a signal started the shutdown.
+    pub(crate) fn started_by_signal(&self) -> bool {
+        self.inner.by_signal.load(Ordering::Acquire)
     }
 
     /// Whether shutdown has begun.
@@ -499,11 +513,30 @@ impl Compactor {
     }
 
     pub(crate) fn begin(&self, reason: ShutdownReason) -> bool {
+        let Some(run) = self.start(reason) else {
+            return false;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(run)),
+            Err(_) => drop(on_own_runtime("compactor-shutdown", run)),
+        }
+        true
+    }
+
+    /// Begins the shutdown (closes registration, fires the token) and
+    /// returns the run to drive, or `None` if it had begun already.
+    pub(crate) fn start(
+        &self,
+        reason: ShutdownReason,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let inner = &self.inner;
         if inner.started.swap(true, Ordering::AcqRel) {
-            return false;
+            return None;
         }
         let t0 = Instant::now();
+        if matches!(reason, ShutdownReason::Signal(_)) {
+            inner.by_signal.store(true, Ordering::Release);
+        }
         inner.registry.close();
         inner.token.cancel();
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
@@ -523,12 +556,14 @@ impl Compactor {
                 _ => None,
             };
             let report = execute(run_inner.clone(), plan, reason, t0, snapshot_rx, true).await;
-            run_inner.report.send_replace(Some(report.clone()));
             if let Some(task) = run_inner.scope.get() {
                 // Shut down on its own: the parent has nothing left to do for it.
                 task.unregister();
             }
             let policy = run_inner.signal_exit();
+            let publish = run_inner.report.clone();
+            drop(run_inner);
+            publish.send_replace(Some(report.clone()));
             if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
                 let code = report.exit_code();
                 tracing::info!(%signal, code, "exiting after a signal-started shutdown");
@@ -538,11 +573,7 @@ impl Compactor {
             }
         }
         .instrument(span);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(run)),
-            Err(_) => drop(on_own_runtime("compactor-shutdown", run)),
-        }
-        true
+        Some(run)
     }
 }
 

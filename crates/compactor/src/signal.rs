@@ -154,6 +154,9 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     inner.set_signal_handle(signals.handle());
     let owner: Weak<Inner> = Arc::downgrade(inner);
     let runtime = tokio::runtime::Handle::try_current().ok();
+    if let Some(runtime) = &runtime {
+        start_fast_path(inner, runtime);
+    }
     let spawned = std::thread::Builder::new()
         .name("compactor-signals".to_owned())
         .spawn(move || {
@@ -176,6 +179,43 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     Ok(())
 }
 
+/// The first signal also reaches a task on the runtime: tokio's signal
+/// driver wakes it without a second thread hop, and the task drives the run
+/// itself, so the shutdown starts sooner. Only the start: everything after
+/// it (the second signal, the default handling after the run) stays with
+/// the listener thread, which works when the runtime does not.
+#[cfg(unix)]
+fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let _entered = runtime.enter();
+    for &wanted in &inner.config.signals {
+        let Ok(mut stream) = signal(SignalKind::from_raw(wanted.number())) else {
+            continue;
+        };
+        let owner = Arc::downgrade(inner);
+        let closed = inner.signal_tasks.clone();
+        runtime.spawn(async move {
+            tokio::select! {
+                () = closed.cancelled() => return,
+                received = stream.recv() => if received.is_none() { return },
+            }
+            let Some(inner) = owner.upgrade() else { return };
+            let compactor = Compactor { inner };
+            tracing::info!(signal = %wanted, "signal received: starting shutdown");
+            // Driven right here: no spawn between the signal and the run.
+            if let Some(run) = compactor.start(ShutdownReason::Signal(wanted)) {
+                drop(compactor);
+                run.await;
+            }
+        });
+    }
+}
+
+/// How long the listener thread leaves the start of a run to the fast path.
+#[cfg(unix)]
+const FAST_PATH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What one received signal does, depending on where the instance is.
 #[cfg(unix)]
 fn handle(
@@ -184,20 +224,35 @@ fn handle(
     received: u32,
     runtime: Option<&tokio::runtime::Handle>,
 ) {
+    if !compactor.is_shutting_down() {
+        if runtime.is_some() {
+            // The fast path on the runtime has the same signal and starts
+            // the run sooner; step in only if the runtime does not answer.
+            let until = std::time::Instant::now() + FAST_PATH_PATIENCE;
+            while !compactor.is_shutting_down() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        if !compactor.is_shutting_down() {
+            tracing::info!(%signal, "signal received: starting shutdown");
+            let _entered = runtime.map(tokio::runtime::Handle::enter);
+            compactor.begin(ShutdownReason::Signal(signal));
+        }
+        return;
+    }
+    if received == 1 && compactor.started_by_signal() {
+        // The signal the fast path already started the run with, however
+        // far that run has got.
+        return;
+    }
     if compactor.report().is_some() {
         // The run is over: behave as if no one handled the signal.
         let _ = signal_hook::low_level::emulate_default_handler(signal.number());
         return;
     }
-    if !compactor.is_shutting_down() {
-        tracing::info!(%signal, "signal received: starting shutdown");
-        let _entered = runtime.map(tokio::runtime::Handle::enter);
-        compactor.begin(ShutdownReason::Signal(signal));
-        return;
-    }
     if received == 1 {
-        // A run started by other means; the next signal escalates.
-        tracing::info!(%signal, "signal received during shutdown; send it again to exit at once");
+        // During a run started by other means: the next signal escalates.
+        tracing::info!(%signal, "shutdown under way; send the signal again to exit at once");
         return;
     }
     force_exit(compactor, signal);

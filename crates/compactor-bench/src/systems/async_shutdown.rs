@@ -34,7 +34,9 @@ impl System for AsyncShutdown {
     }
 
     fn cannot(&self) -> &'static [&'static str] {
-        &["shutdown-chain: delay tokens have no order among themselves; a chain would be hand-rolled, as in tokio-util"]
+        &[
+            "shutdown-chain: delay tokens have no order among themselves; a chain would be hand-rolled, as in tokio-util",
+        ]
     }
 
     fn register(&self, n: usize, rt: &Runtime) -> Option<Duration> {
@@ -82,7 +84,8 @@ impl System for AsyncShutdown {
     }
 
     fn shutdown_layered(&self, n: usize, phases: usize, rt: &Runtime) -> Option<Duration> {
-        let managers: Vec<ShutdownManager<()>> = (0..phases).map(|_| ShutdownManager::new()).collect();
+        let managers: Vec<ShutdownManager<()>> =
+            (0..phases).map(|_| ShutdownManager::new()).collect();
         {
             let _entered = rt.enter();
             for manager in &managers {
@@ -124,7 +127,9 @@ impl System for AsyncShutdown {
                 tokio::spawn(task);
             });
             let sent = super::raise_sigterm();
-            let at = first.recv_timeout(Duration::from_secs(10)).expect("the cleanup started");
+            let at = first
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the cleanup started");
             rt.block_on(manager.wait_shutdown_complete());
             Some(at - sent)
         }

@@ -34,7 +34,8 @@ impl System for Compactor {
         let c = instance();
         let start = Instant::now();
         for name in &names {
-            c.register(name.as_str(), || async { ran() }).expect("registered");
+            c.register(name.as_str(), || async { ran() })
+                .expect("registered");
         }
         Some(start.elapsed())
     }
@@ -44,7 +45,8 @@ impl System for Compactor {
         let c = instance();
         let (elapsed, _) = contended(n, threads, |range| {
             for name in &names[range] {
-                c.register(name.as_str(), || async { ran() }).expect("registered");
+                c.register(name.as_str(), || async { ran() })
+                    .expect("registered");
             }
         });
         Some(elapsed)
@@ -97,9 +99,12 @@ impl System for Compactor {
             async {}
         })
         .expect("registered");
-        rt.block_on(async { c.listen_for_signals() }).expect("listening");
+        rt.block_on(async { c.listen_for_signals() })
+            .expect("listening");
         let sent = super::raise_sigterm();
-        let at = first.recv_timeout(Duration::from_secs(10)).expect("the cleanup started");
+        let at = first
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the cleanup started");
         rt.block_on(c.wait());
         Some(at - sent)
     }
@@ -109,7 +114,8 @@ impl System for Compactor {
         let (elapsed, bytes, c) = measure_heap(|| {
             let c = instance();
             for name in &names {
-                c.register(name.as_str(), || async { ran() }).expect("registered");
+                c.register(name.as_str(), || async { ran() })
+                    .expect("registered");
             }
             c
         });

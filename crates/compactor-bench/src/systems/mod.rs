@@ -54,7 +54,6 @@ pub(crate) static SYSTEMS: &[&dyn System] = &[
     &floor::Floor,
 ];
 
-
 /// The names of `n` tasks, made before any timing starts.
 pub(crate) fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("task-{i}")).collect()
@@ -83,13 +82,19 @@ pub(crate) fn measure_heap<T>(register: impl FnOnce() -> T) -> (Duration, usize,
     let kept = register();
     let elapsed = start.elapsed();
     let change = region.change();
-    let bytes = change.bytes_allocated.saturating_sub(change.bytes_deallocated);
+    let bytes = change
+        .bytes_allocated
+        .saturating_sub(change.bytes_deallocated);
     (elapsed, bytes, kept)
 }
 
 /// Runs `register(thread, range)` on `threads` threads released together,
 /// and times it from the release to the last one's end.
-pub(crate) fn contended<T: Send>(n: usize, threads: usize, register: impl Fn(std::ops::Range<usize>) -> T + Sync) -> (Duration, Vec<T>) {
+pub(crate) fn contended<T: Send>(
+    n: usize,
+    threads: usize,
+    register: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> (Duration, Vec<T>) {
     let barrier = std::sync::Barrier::new(threads + 1);
     let per = n / threads;
     std::thread::scope(|scope| {
@@ -104,7 +109,10 @@ pub(crate) fn contended<T: Send>(n: usize, threads: usize, register: impl Fn(std
             .collect();
         barrier.wait();
         let start = Instant::now();
-        let kept: Vec<T> = handles.into_iter().map(|h| h.join().expect("a registering thread")).collect();
+        let kept: Vec<T> = handles
+            .into_iter()
+            .map(|h| h.join().expect("a registering thread"))
+            .collect();
         (start.elapsed(), kept)
     })
 }

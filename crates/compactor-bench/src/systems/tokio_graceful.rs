@@ -50,7 +50,9 @@ impl System for TokioGraceful {
     }
 
     fn cannot(&self) -> &'static [&'static str] {
-        &["shutdown-chain: guards have no order among themselves; a chain would be hand-rolled, as in tokio-util"]
+        &[
+            "shutdown-chain: guards have no order among themselves; a chain would be hand-rolled, as in tokio-util",
+        ]
     }
 
     fn register(&self, n: usize, rt: &Runtime) -> Option<Duration> {
@@ -141,7 +143,9 @@ impl System for TokioGraceful {
                 shutdown
             });
             let sent = super::raise_sigterm();
-            let at = first.recv_timeout(Duration::from_secs(10)).expect("the cleanup started");
+            let at = first
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the cleanup started");
             rt.block_on(shutdown.shutdown());
             Some(at - sent)
         }

@@ -31,9 +31,10 @@ fn link(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Infallible>> + Send + '_>> {
     Box::pin(async move {
         if depth > 1 {
-            handle.start(SubsystemBuilder::new("link", async move |h: &mut SubsystemHandle| {
-                link(h, depth - 1).await
-            }));
+            handle.start(SubsystemBuilder::new(
+                "link",
+                async move |h: &mut SubsystemHandle| link(h, depth - 1).await,
+            ));
         }
         parked();
         handle.on_shutdown_requested().await;
@@ -63,7 +64,8 @@ fn leaves(n: usize, token: CancellationToken) -> (Toplevel, mpsc::Receiver<Durat
 fn finish(top: Toplevel, token: &CancellationToken, rt: &Runtime) -> Duration {
     let start = Instant::now();
     token.cancel();
-    rt.block_on(top.handle_shutdown_requests(PATIENCE)).expect("a clean shutdown");
+    rt.block_on(top.handle_shutdown_requests(PATIENCE))
+        .expect("a clean shutdown");
     start.elapsed()
 }
 
@@ -104,9 +106,10 @@ impl System for TokioGracefulShutdown {
         let top = rt.block_on(async {
             Toplevel::new_with_shutdown_token(
                 async move |s: &mut SubsystemHandle| {
-                    s.start(SubsystemBuilder::new("link", async move |h: &mut SubsystemHandle| {
-                        link(h, n).await
-                    }));
+                    s.start(SubsystemBuilder::new(
+                        "link",
+                        async move |h: &mut SubsystemHandle| link(h, n).await,
+                    ));
                 },
                 token.clone(),
             )
@@ -123,19 +126,25 @@ impl System for TokioGracefulShutdown {
         let (started, first) = mpsc::channel();
         let top = rt.block_on(async {
             Toplevel::new(async move |s: &mut SubsystemHandle| {
-                s.start(SubsystemBuilder::new("first", async move |h: &mut SubsystemHandle| {
-                    parked();
-                    h.on_shutdown_requested().await;
-                    let _ = started.send(Instant::now());
-                    Ok::<(), Infallible>(())
-                }));
+                s.start(SubsystemBuilder::new(
+                    "first",
+                    async move |h: &mut SubsystemHandle| {
+                        parked();
+                        h.on_shutdown_requested().await;
+                        let _ = started.send(Instant::now());
+                        Ok::<(), Infallible>(())
+                    },
+                ));
             })
             .catch_signals()
         });
         wait_parked(1);
         let sent = super::raise_sigterm();
-        let at = first.recv_timeout(Duration::from_secs(10)).expect("the cleanup started");
-        rt.block_on(top.handle_shutdown_requests(PATIENCE)).expect("a clean shutdown");
+        let at = first
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the cleanup started");
+        rt.block_on(top.handle_shutdown_requests(PATIENCE))
+            .expect("a clean shutdown");
         Some(at - sent)
     }
 
