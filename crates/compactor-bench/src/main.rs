@@ -11,19 +11,17 @@
 //! measurement is the median of several runs after a warm-up run, on the
 //! same tokio runtime (multi-threaded, 2 workers) for every system.
 
+mod alloc;
 mod scenario;
 mod systems;
 
-use std::alloc::System as SystemAlloc;
 use std::path::PathBuf;
-
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 use crate::scenario::{Measurement, Settings};
 use crate::systems::SYSTEMS;
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<SystemAlloc> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -82,6 +82,13 @@ impl RunContext {
             .collect()
     }
 
+    pub(crate) fn announce(&self, name: &Arc<str>, attempt: u32) {
+        self.emit(|| Event::TaskStarted {
+            name: name.clone(),
+            attempt,
+        });
+    }
+
     pub(crate) fn refresh_listening(&self) {
         self.listening.store(
             self.events.get().is_some_and(|e| e.receiver_count() > 0),
@@ -124,7 +131,7 @@ pub(crate) struct Job {
     pub(crate) backoff: Backoff,
 }
 
-enum Attempt {
+pub(crate) enum Attempt {
     Ok,
     Err(String),
     TimedOut(Interruption),
@@ -139,7 +146,23 @@ enum Body {
     Blocking(Arc<Mutex<BoxCleanup>>),
 }
 
-pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
+/// How far the first attempt got when the runner polled it inline.
+pub(crate) enum First {
+    /// Not started.
+    Fresh,
+    /// Started and polled once: still pending.
+    Pending {
+        future: CleanupFuture,
+        token: Option<CancellationToken>,
+        started: Instant,
+    },
+    /// Started and failed at once; a retry follows.
+    Failed { error: String, started: Instant },
+}
+
+pub(crate) type CleanupFuture = futures::future::BoxFuture<'static, Result<(), String>>;
+
+pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done {
     let Job {
         index,
         name,
@@ -154,26 +177,35 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
         false => Body::Async(cleanup),
     };
     let span = tracing::Span::current();
-    let started = Instant::now();
+    let mut first = Some(first);
+    let started = match &first {
+        Some(First::Pending { started, .. } | First::Failed { started, .. }) => *started,
+        _ => Instant::now(),
+    };
     let mut attempt_started = started;
     let mut attempts = 0;
     let (outcome, interruption) = loop {
         attempts += 1;
         ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
         span.record("attempt", attempts);
-        let announce = || {
-            ctx.emit(|| Event::TaskStarted {
-                name: name.clone(),
-                attempt: attempts,
-            });
-        };
-        let token = observes_token.then(|| ctx.stop.child_token());
-        let attempt = match &mut body {
-            Body::Async(cleanup) => {
-                run_async(&ctx, cleanup, token, attempt_started + timeout, announce).await
+        let attempt = match (first.take(), &mut body) {
+            (Some(First::Pending { future, token, .. }), _) => {
+                finish_async(&ctx, future, token, attempt_started + timeout).await
             }
-            Body::Blocking(cell) => {
-                announce();
+            (Some(First::Failed { error, .. }), _) => Attempt::Err(error),
+            (_, Body::Async(cleanup)) => {
+                let token = observes_token.then(|| ctx.stop.child_token());
+                match start_async(&ctx, cleanup, token.as_ref()) {
+                    Ok(future) => {
+                        ctx.announce(&name, attempts);
+                        finish_async(&ctx, future, token, attempt_started + timeout).await
+                    }
+                    Err(attempt) => attempt,
+                }
+            }
+            (_, Body::Blocking(cell)) => {
+                let token = observes_token.then(|| ctx.stop.child_token());
+                ctx.announce(&name, attempts);
                 Box::pin(run_blocking(&ctx, cell, token, timeout)).await
             }
         };
@@ -185,18 +217,9 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
                 ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
                 break (Outcome::Released, None);
             }
-            Attempt::Panicked(message) => {
-                tracing::error!(task = %name, attempt = attempts, panic = %message, "cleanup panicked");
-                break (Outcome::Panicked(message), None);
-            }
-            Attempt::Err(error) if attempts > retries => {
-                tracing::error!(task = %name, attempts, %error, "cleanup failed");
-                break (Outcome::Failed(error), None);
-            }
-            Attempt::TimedOut(how) if attempts > retries => {
-                tracing::warn!(task = %name, attempts, ?timeout, "cleanup timed out");
-                break (Outcome::TimedOut, Some(how));
-            }
+            Attempt::Panicked(message) => break (Outcome::Panicked(message), None),
+            Attempt::Err(error) if attempts > retries => break (Outcome::Failed(error), None),
+            Attempt::TimedOut(how) if attempts > retries => break (Outcome::TimedOut, Some(how)),
             Attempt::Err(error) => error,
             Attempt::TimedOut(_) => format!("attempt timed out after {timeout:?}"),
         };
@@ -211,18 +234,64 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
         Box::pin(tokio::time::sleep(delay)).await;
         attempt_started = Instant::now();
     };
-    let finished = Instant::now();
+    let strong = match &body {
+        Body::Async(cleanup) => cleanup.strong_count(),
+        Body::Blocking(_) => None,
+    };
+    let ending = Ending {
+        index,
+        outcome,
+        attempts,
+        started,
+        finished: Instant::now(),
+        interruption,
+    };
+    conclude(&ctx, &name, &span, ending, strong)
+}
+
+/// The end of a task, before the leak check.
+pub(crate) struct Ending {
+    pub(crate) index: u32,
+    pub(crate) outcome: Outcome,
+    pub(crate) attempts: u32,
+    pub(crate) started: Instant,
+    pub(crate) finished: Instant,
+    pub(crate) interruption: Option<Interruption>,
+}
+
+/// Logs a task's end, checks a weak registration for a leak (`strong`: the
+/// value's strong count, now that the cleanup has let go of it), and makes
+/// the [`Done`]. Shared by the runner's inline path and [`drive`].
+pub(crate) fn conclude(
+    ctx: &RunContext,
+    name: &Arc<str>,
+    span: &tracing::Span,
+    ending: Ending,
+    strong: Option<usize>,
+) -> Done {
+    let Ending {
+        index,
+        outcome,
+        attempts,
+        started,
+        finished,
+        interruption,
+    } = ending;
+    match &outcome {
+        Outcome::Panicked(message) => {
+            tracing::error!(task = %name, attempts, panic = %message, "cleanup panicked");
+        }
+        Outcome::Failed(error) => tracing::error!(task = %name, attempts, %error, "cleanup failed"),
+        Outcome::TimedOut => tracing::warn!(task = %name, attempts, "cleanup timed out"),
+        _ => {}
+    }
     if !span.is_disabled() {
+        span.record("attempt", attempts);
         span.record("outcome", tracing::field::display(&outcome));
         span.record("elapsed_ms", (finished - started).as_secs_f64() * 1e3);
-        tracing::debug!("cleanup finished");
+        tracing::debug!(parent: span, "cleanup finished");
     }
-    let leaked = match &body {
-        Body::Async(cleanup) if outcome != Outcome::Released => {
-            cleanup.strong_count().filter(|&n| n > 0)
-        }
-        _ => None,
-    };
+    let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
     if let Some(strong) = leaked {
         tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
         ctx.emit(|| Event::LeakSuspected {
@@ -241,23 +310,47 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job) -> Done {
     }
 }
 
-async fn run_async(
+/// Calls the cleanup for one attempt: its future, or how the attempt
+/// already ended (released, or a panic in the call itself).
+pub(crate) fn start_async(
     ctx: &RunContext,
     cleanup: &mut BoxCleanup,
+    token: Option<&CancellationToken>,
+) -> Result<CleanupFuture, Attempt> {
+    let started = catch_unwind(AssertUnwindSafe(|| {
+        ACTIVE.sync_scope(ctx.instance, || cleanup.start(token))
+    }));
+    match started {
+        Ok(Start::Async(future)) => Ok(future),
+        Ok(Start::Released) => Err(Attempt::Released),
+        Ok(Start::Blocking) => unreachable!("blocking cleanups run in run_blocking"),
+        Err(panic) => Err(Attempt::Panicked(panic_message(panic.as_ref()))),
+    }
+}
+
+/// Polls an attempt's future once, as the instance's cleanup, panics caught.
+pub(crate) fn poll_once(
+    ctx: &RunContext,
+    future: &mut CleanupFuture,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Attempt> {
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        ACTIVE.sync_scope(ctx.instance, || future.as_mut().poll(cx))
+    }));
+    match polled {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(result)) => Poll::Ready(settle(Ok(result))),
+        Err(panic) => Poll::Ready(settle(Err(panic))),
+    }
+}
+
+/// Drives an attempt's future to its end, its timeout, or its token's grace.
+async fn finish_async(
+    ctx: &RunContext,
+    future: CleanupFuture,
     token: Option<CancellationToken>,
     deadline: Instant,
-    announce: impl FnOnce(),
 ) -> Attempt {
-    let started = catch_unwind(AssertUnwindSafe(|| {
-        ACTIVE.sync_scope(ctx.instance, || cleanup.start(token.as_ref()))
-    }));
-    let future = match started {
-        Ok(Start::Async(future)) => future,
-        Ok(Start::Released) => return Attempt::Released,
-        Ok(Start::Blocking) => unreachable!("blocking cleanups run in run_blocking"),
-        Err(panic) => return Attempt::Panicked(panic_message(panic.as_ref())),
-    };
-    announce();
     let mut future = pin!(AssertUnwindSafe(ACTIVE.scope(ctx.instance, future)).catch_unwind());
     if let Some(result) = within(deadline, future.as_mut()).await {
         return settle(result);

@@ -3,7 +3,7 @@
 //! budgets, and turns what happened into a [`ShutdownReport`].
 
 use std::collections::BinaryHeap;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::Instrument;
 
-use crate::attempt::{Done, Job, RunContext, drive};
+use crate::attempt::{
+    Attempt, Done, Ending, First, Job, RunContext, conclude, drive, poll_once, start_async,
+};
+use crate::cleanup::BoxCleanup;
 use crate::compactor::Inner;
 use crate::plan::Plan;
 use crate::{Event, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport};
@@ -41,10 +44,33 @@ struct Record {
     blocking: bool,
 }
 
+/// The ready tasks of a phase, latest registered first. Those ready from
+/// the start come in registration order, so a plain vector popped from the
+/// end serves them; a heap takes only the tasks released later.
+#[derive(Default)]
+struct Ready {
+    initial: Vec<u32>,
+    released: BinaryHeap<u32>,
+}
+
+impl Ready {
+    fn push(&mut self, index: u32) {
+        self.released.push(index);
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        match (self.initial.last(), self.released.peek()) {
+            (Some(a), Some(b)) if b > a => self.released.pop(),
+            (Some(_), _) => self.initial.pop(),
+            (None, _) => self.released.pop(),
+        }
+    }
+}
+
 struct Phase {
     unfinished: usize,
     /// Ready tasks; the latest registered (highest index) first.
-    ready: BinaryHeap<u32>,
+    ready: Ready,
     budget: Option<Duration>,
 }
 
@@ -61,6 +87,9 @@ pub(crate) struct Runner {
     running: usize,
     finished: usize,
     t0: Instant,
+    /// The latest clock reading: a task started inline starts when the one
+    /// before it ended, so each costs one reading.
+    clock: Instant,
 }
 
 impl Runner {
@@ -78,7 +107,7 @@ impl Runner {
             .iter()
             .map(|p| Phase {
                 unfinished: 0,
-                ready: BinaryHeap::new(),
+                ready: Ready::default(),
                 budget: config.phase_budget(*p),
             })
             .collect();
@@ -86,7 +115,7 @@ impl Runner {
             let phase = &mut phases[task.phase as usize];
             phase.unfinished += 1;
             if plan.waiting[i] == 0 {
-                phase.ready.push(i as u32);
+                phase.ready.initial.push(i as u32);
             }
         }
         Runner {
@@ -101,6 +130,7 @@ impl Runner {
             running: 0,
             finished: 0,
             t0,
+            clock: t0,
             owner,
         }
     }
@@ -183,8 +213,7 @@ impl Runner {
     /// Returns whether ready tasks were left for the next turn.
     fn start_ready(&mut self, cx: &mut Context<'_>) -> bool {
         self.ctx.refresh_listening();
-        // One clock read for the batch; the task's own report corrects it.
-        let now = Instant::now();
+        self.clock = Instant::now();
         let limit = self.owner.config.concurrency.get();
         for _ in 0..STARTS_PER_TURN {
             self.advance();
@@ -198,23 +227,109 @@ impl Runner {
                 return false;
             };
             if self.records[index as usize].outcome.is_none() {
-                self.start(index, now, cx);
+                self.start(index, cx);
             }
         }
         true
     }
 
-    /// Starts a task and polls it once right here: a cleanup that finishes
-    /// on its first poll costs no spawn, no channel message and no timer.
-    /// One that waits is spawned onto the runtime to go on in parallel.
-    fn start(&mut self, index: u32, now: Instant, cx: &mut Context<'_>) {
+    /// Starts a task and polls its first attempt once right here: a cleanup
+    /// that finishes on its first poll costs no spawn, no channel message, no
+    /// timer and no boxed driver. One that waits (or fails and has retries)
+    /// is handed to [`drive`] on a task of its own, to go on in parallel.
+    fn start(&mut self, index: u32, cx: &mut Context<'_>) {
         let task = &mut self.plan.tasks[index as usize];
-        let cleanup = task.cleanup.take().expect("a task starts once");
+        let mut cleanup = task.cleanup.take().expect("a task starts once");
+        let started = self.clock;
         let record = &mut self.records[index as usize];
-        record.started = Some(now);
+        record.started = Some(started);
         record.blocking = cleanup.is_blocking();
         self.started_order.push(index);
         self.running += 1;
+        let name = task.name.clone();
+        let span = tracing::info_span!(
+            "cleanup",
+            task = %name,
+            category = %task.spec.category,
+            priority = %task.effective,
+            attempt = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        let retries = task.spec.retries;
+        let first = if cleanup.is_blocking() {
+            First::Fresh
+        } else {
+            let _entered = span.enter();
+            self.ctx.attempts[index as usize].store(1, Ordering::Relaxed);
+            let token = cleanup
+                .observes_token()
+                .then(|| self.ctx.stop.child_token());
+            let (outcome, attempts) = match start_async(&self.ctx, &mut cleanup, token.as_ref()) {
+                Err(Attempt::Released) => (Some(Outcome::Released), 0),
+                Err(Attempt::Panicked(message)) => (Some(Outcome::Panicked(message)), 1),
+                Err(_) => unreachable!("starting an attempt ends only as released or panicked"),
+                Ok(mut future) => {
+                    self.ctx.announce(&name, 1);
+                    match poll_once(&self.ctx, &mut future, cx) {
+                        Poll::Ready(Attempt::Ok) => (Some(Outcome::Succeeded), 1),
+                        Poll::Ready(Attempt::Panicked(message)) => {
+                            (Some(Outcome::Panicked(message)), 1)
+                        }
+                        Poll::Ready(Attempt::Err(error)) if retries == 0 => {
+                            (Some(Outcome::Failed(error)), 1)
+                        }
+                        Poll::Ready(Attempt::Err(error)) => {
+                            self.handover(
+                                index,
+                                cleanup,
+                                span.clone(),
+                                First::Failed { error, started },
+                            );
+                            return;
+                        }
+                        Poll::Ready(Attempt::TimedOut(_) | Attempt::Released) => {
+                            unreachable!("a first poll neither times out nor releases")
+                        }
+                        Poll::Pending => {
+                            let first = First::Pending {
+                                future,
+                                token,
+                                started,
+                            };
+                            self.handover(index, cleanup, span.clone(), first);
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Some(outcome) = outcome {
+                self.ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
+                let finished = Instant::now();
+                self.clock = finished;
+                let strong = cleanup.strong_count();
+                drop(cleanup);
+                let ending = Ending {
+                    index,
+                    outcome,
+                    attempts,
+                    started,
+                    finished,
+                    interruption: None,
+                };
+                let done = conclude(&self.ctx, &name, &span, ending, strong);
+                drop(_entered);
+                self.complete(done);
+                return;
+            }
+            First::Fresh
+        };
+        self.handover(index, cleanup, span, first);
+    }
+
+    /// Spawns the rest of a task's life onto the runtime.
+    fn handover(&mut self, index: u32, cleanup: BoxCleanup, span: tracing::Span, first: First) {
+        let task = &self.plan.tasks[index as usize];
         let job = Job {
             index,
             name: task.name.clone(),
@@ -231,25 +346,11 @@ impl Runner {
                 .copied()
                 .unwrap_or(self.owner.config.backoff),
         };
-        let span = tracing::info_span!(
-            "cleanup",
-            task = %task.name,
-            category = %task.spec.category,
-            priority = %task.effective,
-            attempt = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-            elapsed_ms = tracing::field::Empty,
-        );
-        let mut run = Box::pin(drive(self.ctx.clone(), job).instrument(span));
-        match run.as_mut().poll(cx) {
-            Poll::Ready(done) => self.complete(done),
-            Poll::Pending => {
-                let report = self.ctx.done.clone();
-                self.handles[index as usize] = Some(tokio::spawn(async move {
-                    let _ = report.send(run.await);
-                }));
-            }
-        }
+        let report = self.ctx.done.clone();
+        let run = drive(self.ctx.clone(), job, first).instrument(span);
+        self.handles[index as usize] = Some(tokio::spawn(async move {
+            let _ = report.send(run.await);
+        }));
     }
 
     fn complete(&mut self, done: Done) {

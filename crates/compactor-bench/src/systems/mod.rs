@@ -10,7 +10,6 @@ mod tokio_util;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use stats_alloc::Region;
 use tokio::runtime::Runtime;
 
 /// A graceful-shutdown system under test. Every method returns `None`
@@ -77,15 +76,9 @@ pub(crate) fn wait_parked(n: usize) {
 
 /// Times `register` and counts the heap it keeps.
 pub(crate) fn measure_heap<T>(register: impl FnOnce() -> T) -> (Duration, usize, T) {
-    let region = Region::new(crate::GLOBAL);
     let start = Instant::now();
-    let kept = register();
-    let elapsed = start.elapsed();
-    let change = region.change();
-    let bytes = change
-        .bytes_allocated
-        .saturating_sub(change.bytes_deallocated);
-    (elapsed, bytes, kept)
+    let (bytes, kept) = crate::alloc::kept_by(register);
+    (start.elapsed(), bytes, kept)
 }
 
 /// Runs `register(thread, range)` on `threads` threads released together,
