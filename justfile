@@ -17,6 +17,10 @@ test:
 fmt:
     cargo fmt --all
 
+# compactor side by side with its peers (--quick: about 90 s)
+compare *ARGS:
+    cargo run --release -p compactor-bench -- {{ARGS}}
+
 # criterion timings and heap bytes per task (figures go to docs/benchmarks.md)
 bench:
     cargo bench -p compactor --bench engine
