@@ -238,46 +238,37 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
         Body::Async(cleanup) => cleanup.strong_count(),
         Body::Blocking(_) => None,
     };
-    let ending = Ending {
+    let done = Done {
         index,
         outcome,
         attempts,
         started,
         finished: Instant::now(),
         interruption,
+        leaked: None,
     };
-    conclude(&ctx, &name, &span, ending, strong)
+    conclude(&ctx, &name, &span, done, strong)
 }
 
-/// The end of a task, before the leak check.
-pub(crate) struct Ending {
-    pub(crate) index: u32,
-    pub(crate) outcome: Outcome,
-    pub(crate) attempts: u32,
-    pub(crate) started: Instant,
-    pub(crate) finished: Instant,
-    pub(crate) interruption: Option<Interruption>,
-}
-
-/// Logs a task's end, checks a weak registration for a leak (`strong`: the
-/// value's strong count, now that the cleanup has let go of it), and makes
-/// the [`Done`]. Shared by the runner's inline path and [`drive`].
+/// Logs a task's end and checks a weak registration for a leak (`strong`:
+/// the value's strong count, now that the cleanup has let go of it), filling
+/// in `done.leaked`. Shared by the runner's inline path and [`drive`].
 pub(crate) fn conclude(
     ctx: &RunContext,
     name: &Arc<str>,
     span: &tracing::Span,
-    ending: Ending,
+    mut done: Done,
     strong: Option<usize>,
 ) -> Done {
-    let Ending {
-        index,
+    let Done {
         outcome,
         attempts,
         started,
         finished,
-        interruption,
-    } = ending;
-    match &outcome {
+        ..
+    } = &done;
+    let attempts = *attempts;
+    match outcome {
         Outcome::Panicked(message) => {
             tracing::error!(task = %name, attempts, panic = %message, "cleanup panicked");
         }
@@ -287,27 +278,19 @@ pub(crate) fn conclude(
     }
     if !span.is_disabled() {
         span.record("attempt", attempts);
-        span.record("outcome", tracing::field::display(&outcome));
-        span.record("elapsed_ms", (finished - started).as_secs_f64() * 1e3);
+        span.record("outcome", tracing::field::display(outcome));
+        span.record("elapsed_ms", (*finished - *started).as_secs_f64() * 1e3);
         tracing::debug!(parent: span, "cleanup finished");
     }
-    let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
-    if let Some(strong) = leaked {
+    done.leaked = strong.filter(|&n| n > 0 && done.outcome != Outcome::Released);
+    if let Some(strong) = done.leaked {
         tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
         ctx.emit(|| Event::LeakSuspected {
             name: name.clone(),
             strong_count: strong,
         });
     }
-    Done {
-        index,
-        outcome,
-        attempts,
-        started,
-        finished,
-        interruption,
-        leaked,
-    }
+    done
 }
 
 /// Calls the cleanup for one attempt: its future, or how the attempt

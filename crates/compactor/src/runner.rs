@@ -18,7 +18,7 @@ use tokio::time::sleep_until;
 use tracing::Instrument;
 
 use crate::attempt::{
-    Attempt, Done, Ending, First, Job, RunContext, conclude, drive, poll_once, start_async,
+    Attempt, Done, First, Job, RunContext, conclude, drive, poll_once, start_async,
 };
 use crate::cleanup::BoxCleanup;
 use crate::compactor::Inner;
@@ -309,15 +309,16 @@ impl Runner {
                 self.clock = finished;
                 let strong = cleanup.strong_count();
                 drop(cleanup);
-                let ending = Ending {
+                let done = Done {
                     index,
                     outcome,
                     attempts,
                     started,
                     finished,
                     interruption: None,
+                    leaked: None,
                 };
-                let done = conclude(&self.ctx, &name, &span, ending, strong);
+                let done = conclude(&self.ctx, &name, &span, done, strong);
                 drop(_entered);
                 self.complete(done);
                 return;
