@@ -141,11 +141,18 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     if inner.signals_armed.swap(true, Ordering::AcqRel) {
         return Ok(());
     }
+    // The fast path registers first, so its wake-up is written first when a
+    // signal arrives.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    if let Some(runtime) = &runtime {
+        start_fast_path(inner, runtime);
+    }
     let numbers: Vec<i32> = inner.config.signals.iter().map(|s| s.number()).collect();
     let mut signals = match Signals::new(&numbers) {
         Ok(signals) => signals,
         Err(e) => {
             inner.signals_armed.store(false, Ordering::Release);
+            inner.signal_tasks.cancel();
             return Err(Error::Signals {
                 problem: e.to_string(),
             });
@@ -153,10 +160,6 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     };
     inner.set_signal_handle(signals.handle());
     let owner: Weak<Inner> = Arc::downgrade(inner);
-    let runtime = tokio::runtime::Handle::try_current().ok();
-    if let Some(runtime) = &runtime {
-        start_fast_path(inner, runtime);
-    }
     let spawned = std::thread::Builder::new()
         .name("compactor-signals".to_owned())
         .spawn(move || {
