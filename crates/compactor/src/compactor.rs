@@ -427,7 +427,6 @@ impl Compactor {
                 tracing::warn!(%error, "running without signal handling");
             }
         }
-        let token = self.inner.token.child_token();
         let mut service = std::pin::pin!(service);
         let mut service_done = false;
         tokio::select! {
@@ -438,15 +437,12 @@ impl Compactor {
                     Err(error) => self.begin(ShutdownReason::ServiceFailed(error)),
                 };
             }
-            () = token.cancelled() => {}
+            () = self.inner.token.cancelled() => {}
         }
-        let report = if service_done {
-            self.wait().await
-        } else {
-            tokio::select! {
-                report = self.wait() => report,
-                _ = service.as_mut() => self.wait().await,
-            }
+        // The service goes on while the cleanup runs, so it can drain.
+        let report = tokio::select! {
+            report = self.wait() => report,
+            _ = service.as_mut(), if !service_done => self.wait().await,
         };
         std::process::ExitCode::from(report.exit_code())
     }
@@ -581,7 +577,7 @@ impl Compactor {
 /// taken out of the instance early.
 async fn execute(
     inner: Arc<Inner>,
-    plan: Plan,
+    mut plan: Plan,
     reason: ShutdownReason,
     t0: Instant,
     snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
@@ -597,7 +593,7 @@ async fn execute(
         stop: CancellationToken::new(),
         attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
         finished: plan.tasks.iter().map(|_| AtomicBool::new(false)).collect(),
-        names: plan.tasks.iter().map(|t| t.name.clone()).collect(),
+        names: std::mem::take(&mut plan.names).into_boxed_slice(),
     });
     ctx.refresh_listening();
     if whole {

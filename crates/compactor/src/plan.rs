@@ -75,15 +75,18 @@ impl IdIndex {
 }
 
 pub(crate) struct PlannedTask {
-    pub(crate) name: Arc<str>,
     pub(crate) cleanup: Option<BoxCleanup>,
     pub(crate) spec: Spec,
     pub(crate) effective: Priority,
     pub(crate) phase: u32,
 }
 
-/// The schedule of one run. Task `i` is the `i`-th registered.
+/// The schedule of one run. Tasks are numbered phase by phase, in
+/// registration order within a phase.
 pub(crate) struct Plan {
+    /// The name of each task; apart, so the run can share them with other
+    /// threads without copying.
+    pub(crate) names: Vec<Arc<str>>,
     pub(crate) tasks: Vec<PlannedTask>,
     /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
     pub(crate) precedes: Edges,
@@ -179,19 +182,22 @@ impl Plan {
         reversed.sort_unstable();
         let mut preceded_by = Edges::from_lists(n, &reversed);
 
-        let mut tasks: Vec<PlannedTask> = nodes
+        let (mut names, mut tasks): (Vec<Arc<str>>, Vec<PlannedTask>) = nodes
             .into_iter()
-            .map(|(name, node)| PlannedTask {
-                name,
-                cleanup: node
-                    .cleanup
-                    .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-                effective: node.spec.priority,
-                spec: node.spec,
-                phase: 0,
+            .map(|(name, node)| {
+                let task = PlannedTask {
+                    cleanup: Some(
+                        node.cleanup
+                            .into_inner()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                    ),
+                    effective: node.spec.priority,
+                    spec: node.spec,
+                    phase: 0,
+                };
+                (name, task)
             })
-            .collect();
+            .unzip();
 
         // Effective priorities flow from a dependency to its dependents
         // (Kahn's order, dependencies first), breaking any cycle on the way.
@@ -220,14 +226,14 @@ impl Plan {
             if processed == n {
                 break;
             }
-            let (from, to, path) = find_cycle(&precedes, &done, &tasks);
+            let (from, to, path) = find_cycle(&precedes, &done, &names);
             precedes.remove(from, to);
             preceded_by.remove(to, from);
             warnings.push(GraphWarning::CycleBroken {
                 path,
                 dropped: (
-                    tasks[from as usize].name.to_string(),
-                    tasks[to as usize].name.to_string(),
+                    names[from as usize].to_string(),
+                    names[to as usize].to_string(),
                 ),
             });
             remaining[from as usize] -= 1;
@@ -245,7 +251,10 @@ impl Plan {
                 .expect("every phase is listed") as u32;
         }
         if tasks.windows(2).any(|w| w[0].phase > w[1].phase) {
-            (tasks, precedes) = group_by_phase(tasks, &precedes, phases.len());
+            let new_index = phase_order(&tasks, phases.len());
+            precedes = renumber(&precedes, &new_index);
+            tasks = permute(tasks, &new_index);
+            names = permute(names, &new_index);
         }
         let mut waiting = vec![0u32; n];
         for i in 0..n as u32 {
@@ -254,6 +263,7 @@ impl Plan {
             }
         }
         Plan {
+            names,
             tasks,
             precedes,
             waiting,
@@ -263,53 +273,58 @@ impl Plan {
     }
 }
 
-/// Renumbers the tasks so each phase's are contiguous, in registration
-/// order within the phase (so "latest registered first" still compares
-/// indices). The runner then walks each phase through adjacent memory
-/// instead of striding across all tasks.
-fn group_by_phase(
-    tasks: Vec<PlannedTask>,
-    precedes: &Edges,
-    phases: usize,
-) -> (Vec<PlannedTask>, Edges) {
-    let n = tasks.len();
+/// New numbers for the tasks that make each phase's contiguous, in
+/// registration order within the phase (so "latest registered first" still
+/// compares indices). The runner then walks each phase through adjacent
+/// memory instead of striding across all tasks.
+fn phase_order(tasks: &[PlannedTask], phases: usize) -> Vec<u32> {
     // A counting sort: phases are few.
     let mut starts = vec![0u32; phases + 1];
-    for t in &tasks {
+    for t in tasks {
         starts[t.phase as usize + 1] += 1;
     }
     for p in 0..phases {
         starts[p + 1] += starts[p];
     }
-    let mut new_index = vec![0u32; n];
-    for (old, t) in tasks.iter().enumerate() {
-        let slot = &mut starts[t.phase as usize];
-        new_index[old] = *slot;
-        *slot += 1;
-    }
-    let mut moved: Vec<Option<PlannedTask>> = (0..n).map(|_| None).collect();
-    let mut edges: Vec<(u32, u32)> = Vec::new();
-    for (old, t) in tasks.into_iter().enumerate() {
-        let new = new_index[old];
-        edges.extend(
-            precedes
-                .of(old as u32)
-                .map(|d| (new, new_index[d as usize])),
-        );
-        moved[new as usize] = Some(t);
-    }
-    edges.sort_unstable();
-    let tasks = moved
-        .into_iter()
-        .map(|t| t.expect("every slot filled"))
+    tasks
+        .iter()
+        .map(|t| {
+            let slot = &mut starts[t.phase as usize];
+            *slot += 1;
+            *slot - 1
+        })
+        .collect()
+}
+
+/// The edges with every task renumbered.
+fn renumber(edges: &Edges, new_index: &[u32]) -> Edges {
+    let mut pairs: Vec<(u32, u32)> = (0..new_index.len() as u32)
+        .flat_map(|old| {
+            edges
+                .of(old)
+                .map(move |d| (new_index[old as usize], new_index[d as usize]))
+        })
         .collect();
-    (tasks, Edges::from_lists(n, &edges))
+    pairs.sort_unstable();
+    Edges::from_lists(new_index.len(), &pairs)
+}
+
+/// `items` moved to their new positions.
+fn permute<T>(items: Vec<T>, new_index: &[u32]) -> Vec<T> {
+    let mut moved: Vec<Option<T>> = items.iter().map(|_| None).collect();
+    for (old, item) in items.into_iter().enumerate() {
+        moved[new_index[old] as usize] = Some(item);
+    }
+    moved
+        .into_iter()
+        .map(|item| item.expect("every position filled"))
+        .collect()
 }
 
 /// Finds a cycle among the tasks Kahn's walk could not reach and picks the
 /// dependency to drop: the one declared by the latest-registered task on the
 /// cycle. Deterministic for a given set of registrations.
-fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u32, Vec<String>) {
+fn find_cycle(precedes: &Edges, done: &[bool], names: &[Arc<str>]) -> (u32, u32, Vec<String>) {
     let start = (0..done.len())
         .rev()
         .find(|&i| !done[i])
@@ -334,7 +349,7 @@ fn find_cycle(precedes: &Edges, done: &[bool], tasks: &[PlannedTask]) -> (u32, u
             let to = cycle[(from_pos + 1) % cycle.len()];
             let mut path: Vec<String> = cycle
                 .iter()
-                .map(|&t| tasks[t as usize].name.to_string())
+                .map(|&t| names[t as usize].to_string())
                 .collect();
             path.push(path[0].clone());
             return (from, to, path);
@@ -367,7 +382,7 @@ mod tests {
                     .collect();
                 let node = Node {
                     id: i as u64 + 1,
-                    cleanup: Mutex::new(None),
+                    cleanup: Mutex::new(Box::new(crate::cleanup::AsyncFn(|| async {}))),
                     deps: deps.into_boxed_slice(),
                     spec: Spec::default(),
                 };

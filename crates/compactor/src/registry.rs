@@ -24,7 +24,7 @@ pub(crate) struct Node {
     pub(crate) id: u64,
     /// In a mutex only so the map is `Sync`; it is never contended: the
     /// cleanup is reached through `&mut` when drained.
-    pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
+    pub(crate) cleanup: Mutex<BoxCleanup>,
     pub(crate) deps: Box<[Dep]>,
     pub(crate) spec: Spec,
 }
@@ -137,7 +137,7 @@ impl Registry {
                 }
                 e.insert(Some(Box::new(Node {
                     id: id.get(),
-                    cleanup: Mutex::new(Some(cleanup)),
+                    cleanup: Mutex::new(cleanup),
                     deps: deps.into_boxed_slice(),
                     spec,
                 })));
@@ -224,31 +224,17 @@ impl Registry {
 
     /// Removes pending weak registrations whose value was dropped.
     pub(crate) fn prune_released(&self) -> usize {
-        let mut removed = Vec::new();
         let mut live = 0;
-        self.tasks.retain(|_, slot| {
-            // Read under the shard lock: once closed, everything belongs to the run.
-            if self.closed.load(Ordering::SeqCst) {
-                return true;
-            }
-            let strong = slot.as_ref().and_then(|node| {
-                let cleanup = node.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
-                cleanup.as_ref().and_then(|c| c.strong_count())
-            });
-            match strong {
-                Some(0) => {
-                    removed.extend(slot.take());
-                    false
-                }
-                Some(_) => {
-                    live += 1;
-                    true
-                }
-                None => true,
-            }
+        let removed = self.take_where(|node| {
+            let strong = node
+                .cleanup
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .strong_count();
+            live += usize::from(strong.is_some_and(|n| n > 0));
+            strong == Some(0)
         });
         self.weak_live.store(live, Ordering::Relaxed);
-        self.release_references(removed.iter().map(|node| &**node));
         if !removed.is_empty() {
             tracing::debug!(
                 pruned = removed.len(),
@@ -267,8 +253,7 @@ impl Registry {
         for entry in self.tasks.iter() {
             let Some(node) = entry.value() else { continue };
             let cleanup = node.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
-            let scope = cleanup.as_ref().and_then(|c| c.scope());
-            visit(entry.key(), &node.spec.category, scope);
+            visit(entry.key(), &node.spec.category, cleanup.scope());
         }
     }
 
@@ -279,7 +264,7 @@ impl Registry {
 
     /// Closes the registry and takes every pending task, in registration order.
     pub(crate) fn drain(&self) -> Vec<(Arc<str>, Box<Node>)> {
-        self.closed.store(true, Ordering::SeqCst);
+        self.close();
         let ids = self.next_id.load(Ordering::SeqCst) as usize;
         let mut drained = Vec::with_capacity(self.tasks.len());
         self.tasks.retain(|name, node| {

@@ -33,10 +33,11 @@ const STARTS_PER_TURN: usize = 4096;
 /// `shutdown()` on its own instance.
 pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
 
+/// What happened to one task so far; its attempts are counted in
+/// [`RunContext::attempts`], which the driver updates as it goes.
 #[derive(Default)]
 struct Record {
     outcome: Option<Outcome>,
-    attempts: u32,
     started: Option<Instant>,
     finished: Option<Instant>,
     interruption: Option<Interruption>,
@@ -238,15 +239,16 @@ impl Runner {
     /// timer and no boxed driver. One that waits (or fails and has retries)
     /// is handed to [`drive`] on a task of its own, to go on in parallel.
     fn start(&mut self, index: u32, cx: &mut Context<'_>) {
-        let task = &mut self.plan.tasks[index as usize];
+        let i = index as usize;
+        let task = &mut self.plan.tasks[i];
         let mut cleanup = task.cleanup.take().expect("a task starts once");
         let started = self.clock;
-        let record = &mut self.records[index as usize];
+        let record = &mut self.records[i];
         record.started = Some(started);
         record.blocking = cleanup.is_blocking();
         self.started_order.push(index);
         self.running += 1;
-        let name = task.name.clone();
+        let name = &self.ctx.names[i];
         let span = tracing::info_span!(
             "cleanup",
             task = %name,
@@ -256,76 +258,67 @@ impl Runner {
             outcome = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );
+        if cleanup.is_blocking() {
+            self.handover(index, cleanup, span, First::Fresh);
+            return;
+        }
         let retries = task.spec.retries;
-        let first = if cleanup.is_blocking() {
-            First::Fresh
-        } else {
-            let _entered = span.enter();
-            self.ctx.attempts[index as usize].store(1, Ordering::Relaxed);
-            let token = cleanup
-                .observes_token()
-                .then(|| self.ctx.stop.child_token());
-            let (outcome, attempts) = match start_async(&self.ctx, &mut cleanup, token.as_ref()) {
-                Err(Attempt::Released) => (Some(Outcome::Released), 0),
-                Err(Attempt::Panicked(message)) => (Some(Outcome::Panicked(message)), 1),
-                Err(_) => unreachable!("starting an attempt ends only as released or panicked"),
-                Ok(mut future) => {
-                    self.ctx.announce(&name, 1);
-                    match poll_once(&self.ctx, &mut future, cx) {
-                        Poll::Ready(Attempt::Ok) => (Some(Outcome::Succeeded), 1),
-                        Poll::Ready(Attempt::Panicked(message)) => {
-                            (Some(Outcome::Panicked(message)), 1)
-                        }
-                        Poll::Ready(Attempt::Err(error)) if retries == 0 => {
-                            (Some(Outcome::Failed(error)), 1)
-                        }
-                        Poll::Ready(Attempt::Err(error)) => {
-                            self.handover(
-                                index,
-                                cleanup,
-                                span.clone(),
-                                First::Failed { error, started },
-                            );
-                            return;
-                        }
-                        Poll::Ready(Attempt::TimedOut(_) | Attempt::Released) => {
-                            unreachable!("a first poll neither times out nor releases")
-                        }
-                        Poll::Pending => {
-                            let first = First::Pending {
-                                future,
-                                token,
-                                started,
-                            };
-                            self.handover(index, cleanup, span.clone(), first);
-                            return;
-                        }
+        let entered = span.enter();
+        self.ctx.attempts[i].store(1, Ordering::Relaxed);
+        let token = cleanup
+            .observes_token()
+            .then(|| self.ctx.stop.child_token());
+        let outcome = match start_async(&self.ctx, &mut cleanup, token.as_ref()) {
+            Err(Attempt::Released) => {
+                // The closure was not called.
+                self.ctx.attempts[i].store(0, Ordering::Relaxed);
+                Outcome::Released
+            }
+            Err(Attempt::Panicked(message)) => Outcome::Panicked(message),
+            Err(_) => unreachable!("starting an attempt ends only as released or panicked"),
+            Ok(mut future) => {
+                self.ctx.announce(name, 1);
+                match poll_once(&self.ctx, &mut future, cx) {
+                    Poll::Ready(Attempt::Ok) => Outcome::Succeeded,
+                    Poll::Ready(Attempt::Panicked(message)) => Outcome::Panicked(message),
+                    Poll::Ready(Attempt::Err(error)) if retries == 0 => Outcome::Failed(error),
+                    Poll::Ready(Attempt::Err(error)) => {
+                        drop(entered);
+                        self.handover(index, cleanup, span, First::Failed { error, started });
+                        return;
+                    }
+                    Poll::Ready(Attempt::TimedOut(_) | Attempt::Released) => {
+                        unreachable!("a first poll neither times out nor releases")
+                    }
+                    Poll::Pending => {
+                        drop(entered);
+                        let first = First::Pending {
+                            future,
+                            token,
+                            started,
+                        };
+                        self.handover(index, cleanup, span, first);
+                        return;
                     }
                 }
-            };
-            if let Some(outcome) = outcome {
-                self.ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
-                let finished = Instant::now();
-                self.clock = finished;
-                let strong = cleanup.strong_count();
-                drop(cleanup);
-                let done = Done {
-                    index,
-                    outcome,
-                    attempts,
-                    started,
-                    finished,
-                    interruption: None,
-                    leaked: None,
-                };
-                let done = conclude(&self.ctx, &name, &span, done, strong);
-                drop(_entered);
-                self.complete(done);
-                return;
             }
-            First::Fresh
         };
-        self.handover(index, cleanup, span, first);
+        let finished = Instant::now();
+        self.clock = finished;
+        let strong = cleanup.strong_count();
+        drop(cleanup);
+        let done = Done {
+            index,
+            outcome,
+            attempts: self.ctx.attempts[i].load(Ordering::Relaxed),
+            started,
+            finished,
+            interruption: None,
+            leaked: None,
+        };
+        let done = conclude(&self.ctx, name, &span, done, strong);
+        drop(entered);
+        self.complete(done);
     }
 
     /// Spawns the rest of a task's life onto the runtime.
@@ -333,7 +326,7 @@ impl Runner {
         let task = &self.plan.tasks[index as usize];
         let job = Job {
             index,
-            name: task.name.clone(),
+            name: self.ctx.names[index as usize].clone(),
             cleanup,
             timeout: task
                 .spec
@@ -364,7 +357,6 @@ impl Runner {
         self.running -= 1;
         let record = &mut self.records[index];
         record.started = Some(done.started);
-        record.attempts = done.attempts;
         record.interruption = done.interruption;
         record.leaked = done.leaked;
         record.finished = Some(done.finished);
@@ -380,9 +372,9 @@ impl Runner {
             _ => Duration::ZERO,
         };
         self.ctx.emit(|| Event::TaskFinished {
-            name: task.name.clone(),
+            name: self.ctx.names[index].clone(),
             outcome: outcome.clone(),
-            attempts: record.attempts,
+            attempts: self.ctx.attempts[index].load(Ordering::Relaxed),
             elapsed,
         });
         record.outcome = Some(outcome);
@@ -426,7 +418,6 @@ impl Runner {
             self.running -= 1;
             let record = &mut self.records[index];
             record.finished = Some(now);
-            record.attempts = self.ctx.attempts[index].load(Ordering::Relaxed);
             record.interruption = Some(match record.blocking {
                 true => Interruption::Abandoned,
                 false => Interruption::Dropped,
@@ -457,12 +448,9 @@ impl Runner {
                 let task = &self.plan.tasks[i as usize];
                 let record = &self.records[i as usize];
                 TaskReport {
-                    name: task.name.clone(),
+                    name: self.ctx.names[i as usize].clone(),
                     outcome: record.outcome.clone().unwrap_or(Outcome::Pending),
-                    attempts: match record.outcome {
-                        Some(_) => record.attempts,
-                        None => self.ctx.attempts[i as usize].load(Ordering::Relaxed),
-                    },
+                    attempts: self.ctx.attempts[i as usize].load(Ordering::Relaxed),
                     priority: task.spec.priority,
                     effective_priority: task.effective,
                     category: task.spec.category.clone(),
