@@ -5,11 +5,14 @@
 //! cargo run --release -p compactor-bench            # every scenario, every system
 //! cargo run --release -p compactor-bench -- --quick # fewer runs, under two minutes
 //! cargo run --release -p compactor-bench -- --only shutdown-flat   # one scenario
+//! cargo run --release -p compactor-bench -- --system compactor     # one system
 //! ```
 //!
 //! Prints a markdown table and writes `target/bench/summary.json`. Each
 //! measurement is the median of several runs after a warm-up run, on the
-//! same tokio runtime (multi-threaded, 2 workers) for every system.
+//! same tokio runtime (multi-threaded, 2 workers) for every system; the
+//! systems take turns run by run, so drift in the machine's speed falls on
+//! all of them alike.
 
 mod alloc;
 mod scenario;
@@ -26,11 +29,13 @@ static GLOBAL: alloc::Counting = alloc::Counting;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    // `--only NAME` (repeatable) runs just those scenarios.
-    let only: Vec<&str> = args
-        .windows(2)
-        .filter(|w| w[0] == "--only")
-        .map(|w| w[1].as_str())
+    // `--only SCENARIO` and `--system NAME` (each repeatable) narrow the run.
+    let only = values(&args, "--only");
+    let chosen = values(&args, "--system");
+    let systems: Vec<&dyn systems::System> = SYSTEMS
+        .iter()
+        .copied()
+        .filter(|s| chosen.is_empty() || chosen.contains(&s.name()))
         .collect();
     let settings = Settings::new(quick);
     eprintln!(
@@ -49,20 +54,23 @@ fn main() {
         if !only.is_empty() && !only.contains(&scenario.name) {
             continue;
         }
-        for system in SYSTEMS {
-            eprintln!("  {:<18} {}", scenario.name, system.name());
-            if let Some(m) = scenario::measure(scenario, *system, &settings, &runtime) {
-                results.push(m);
-            }
-        }
+        results.extend(scenario::measure(scenario, &systems, &settings, &runtime));
     }
-    println!("{}", scenario::table(&results, &settings));
+    println!("{}", scenario::table(&results, &systems, &settings));
     let out = target_dir().join("bench");
     std::fs::create_dir_all(&out).expect("target/bench");
     let path = out.join("summary.json");
     let json = serde_json::to_string_pretty(&results).expect("serializable");
     std::fs::write(&path, json + "\n").expect("summary.json written");
     eprintln!("wrote {}", path.display());
+}
+
+/// Every value given after `flag`.
+fn values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+        .collect()
 }
 
 fn target_dir() -> PathBuf {

@@ -146,46 +146,63 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Warms up, runs, and reports the median; `None` where the system cannot
-/// express the scenario.
+/// Measures one scenario for every system: a warm-up run each, then
+/// `runs` rounds in which every system runs once in turn, so a slow spell of
+/// the machine falls on all of them alike. Reports each system's median;
+/// systems that cannot express the scenario are left out.
 pub(crate) fn measure(
     scenario: &Scenario,
-    system: &dyn System,
+    systems: &[&dyn System],
     settings: &Settings,
     rt: &Runtime,
-) -> Option<Measurement> {
+) -> Vec<Measurement> {
     let runs = match scenario.kind {
         Kind::SignalLatency => settings.signal_rounds,
         _ => settings.runs,
     };
-    once(scenario, system, rt)?;
-    let mut times = Vec::with_capacity(runs);
-    let mut bytes = Vec::with_capacity(runs);
+    let able: Vec<&dyn System> = systems
+        .iter()
+        .copied()
+        .filter(|system| {
+            eprintln!("  {:<18} {}", scenario.name, system.name());
+            once(scenario, *system, rt).is_some()
+        })
+        .collect();
+    let mut times = vec![Vec::with_capacity(runs); able.len()];
+    let mut bytes = vec![Vec::with_capacity(runs); able.len()];
     for _ in 0..runs {
-        let (time, kept) = once(scenario, system, rt)?;
-        times.push(time.as_secs_f64() * 1e9 / scenario.n as f64);
-        if let Some(kept) = kept {
-            bytes.push(kept as f64 / scenario.n as f64);
+        for (k, system) in able.iter().enumerate() {
+            let (time, kept) = once(scenario, *system, rt).expect("ran in the warm-up");
+            times[k].push(time.as_secs_f64() * 1e9 / scenario.n as f64);
+            if let Some(kept) = kept {
+                bytes[k].push(kept as f64 / scenario.n as f64);
+            }
         }
     }
-    Some(Measurement {
-        scenario: scenario.name,
-        system: system.name(),
-        n: scenario.n,
-        ns_per_task: median(times),
-        bytes_per_task: (!bytes.is_empty()).then(|| median(bytes)),
-    })
+    able.iter()
+        .zip(times.into_iter().zip(bytes))
+        .map(|(system, (times, bytes))| Measurement {
+            scenario: scenario.name,
+            system: system.name(),
+            n: scenario.n,
+            ns_per_task: median(times),
+            bytes_per_task: (!bytes.is_empty()).then(|| median(bytes)),
+        })
+        .collect()
 }
 
 /// The markdown table: a row per scenario, a column per system.
-pub(crate) fn table(results: &[Measurement], settings: &Settings) -> String {
+pub(crate) fn table(
+    results: &[Measurement],
+    systems: &[&dyn System],
+    settings: &Settings,
+) -> String {
     use std::fmt::Write;
-    let systems = crate::systems::SYSTEMS;
     let mut out = String::new();
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let _ = writeln!(
         out,
-        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency) after a warm-up.\n",
+        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency) after a warm-up, the systems taking turns run by run.\n",
         std::env::consts::OS,
         settings.runs,
         settings.signal_rounds
@@ -200,6 +217,9 @@ pub(crate) fn table(results: &[Measurement], settings: &Settings) -> String {
     }
     out.push('\n');
     for scenario in SCENARIOS {
+        if !results.iter().any(|m| m.scenario == scenario.name) {
+            continue;
+        }
         let unit = match scenario.kind {
             Kind::Memory => "bytes/task",
             Kind::SignalLatency => "µs",

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cleanup::BoxCleanup;
 use crate::registry::Node;
 use crate::task::Spec;
 use crate::{GraphWarning, Priority};
@@ -35,6 +34,10 @@ impl Edges {
         }
         offsets.push(targets.len() as u32);
         Edges { offsets, targets }
+    }
+
+    pub(crate) fn has_edges(&self) -> bool {
+        !self.targets.is_empty()
     }
 
     pub(crate) fn of(&self, i: u32) -> impl Iterator<Item = u32> + '_ {
@@ -74,11 +77,20 @@ impl IdIndex {
     }
 }
 
+/// A task of the plan: its node, as drained from the registry, and where it
+/// runs.
 pub(crate) struct PlannedTask {
-    pub(crate) cleanup: Option<BoxCleanup>,
-    pub(crate) spec: Spec,
+    pub(crate) node: Box<Node>,
+    /// Its own priority raised to that of any task it must precede.
     pub(crate) effective: Priority,
+    /// Index into [`Plan::phases`].
     pub(crate) phase: u32,
+}
+
+impl PlannedTask {
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.node.spec
+    }
 }
 
 /// The schedule of one run. Tasks are numbered phase by phase, in
@@ -90,7 +102,8 @@ pub(crate) struct Plan {
     pub(crate) tasks: Vec<PlannedTask>,
     /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
     pub(crate) precedes: Edges,
-    /// How many tasks must finish before each task may start.
+    /// How many tasks must finish before each task may start; empty when
+    /// there are no dependencies at all (every task may start at once).
     pub(crate) waiting: Vec<u32>,
     /// The effective priorities of the phases, highest first.
     pub(crate) phases: Vec<Priority>,
@@ -109,157 +122,68 @@ impl Plan {
         Plan::build(nodes, false)
     }
 
+    /// How many tasks must finish before task `i` may start.
+    pub(crate) fn waiting(&self, i: usize) -> u32 {
+        self.waiting.get(i).copied().unwrap_or(0)
+    }
+
     fn build(nodes: Vec<(Arc<str>, Box<Node>)>, whole: bool) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
-        let mut edges: Vec<(u32, u32)> = Vec::new();
-        if nodes.iter().any(|(_, node)| !node.deps.is_empty()) {
-            // Handle dependencies resolve by id (dense: a table, no hashing);
-            // only dependencies by name need the name index.
-            let max_id = nodes.last().map_or(0, |(_, node)| node.id) as usize;
-            let by_id = match crate::registry::dense(max_id + 1, n) {
-                true => {
-                    let mut table = vec![u32::MAX; max_id + 1];
-                    for (i, (_, node)) in nodes.iter().enumerate() {
-                        table[node.id as usize] = i as u32;
-                    }
-                    IdIndex::Dense(table)
-                }
-                false => IdIndex::Sparse(
-                    nodes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, node))| (node.id, i as u32))
-                        .collect(),
-                ),
-            };
-            let by_name: Option<HashMap<&str, u32>> = nodes
-                .iter()
-                .any(|(_, node)| node.deps.iter().any(|d| d.id.is_none()))
-                .then(|| {
-                    nodes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (name, _))| (&**name, i as u32))
-                        .collect()
-                });
-            for (i, (name, node)) in nodes.iter().enumerate() {
-                let start = edges.len();
-                for dep in node.deps.iter() {
-                    let target = match dep.id {
-                        // Not found: the handle's task was unregistered, and
-                        // the dependency went with it.
-                        Some(id) => by_id.get(id.get()),
-                        None => {
-                            let found = by_name
-                                .as_ref()
-                                .and_then(|index| index.get(&*dep.name))
-                                .copied();
-                            if found.is_none() && whole {
-                                warnings.push(GraphWarning::UnknownDependency {
-                                    task: name.to_string(),
-                                    dependency: dep.name.to_string(),
-                                });
-                            }
-                            found
-                        }
-                    };
-                    if let Some(j) = target {
-                        edges.push((i as u32, j));
-                    }
-                }
-                if edges.len() - start > 1 {
-                    edges[start..].sort_unstable();
-                    let mut mine = edges.split_off(start);
-                    mine.dedup();
-                    edges.append(&mut mine);
-                }
-            }
-        }
-
-        let mut precedes = Edges::from_lists(n, &edges);
-        let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
-        reversed.sort_unstable();
-        let mut preceded_by = Edges::from_lists(n, &reversed);
-
+        let edges = match nodes.iter().any(|(_, node)| !node.deps.is_empty()) {
+            true => resolve(&nodes, whole, &mut warnings),
+            false => Vec::new(),
+        };
         let (mut names, mut tasks): (Vec<Arc<str>>, Vec<PlannedTask>) = nodes
             .into_iter()
             .map(|(name, node)| {
                 let task = PlannedTask {
-                    cleanup: Some(
-                        node.cleanup
-                            .into_inner()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    ),
                     effective: node.spec.priority,
-                    spec: node.spec,
+                    node,
                     phase: 0,
                 };
                 (name, task)
             })
             .unzip();
+        let mut precedes = Edges::default();
+        if !edges.is_empty() {
+            precedes = Edges::from_lists(n, &edges);
+            let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+            drop(edges);
+            reversed.sort_unstable();
+            let preceded_by = Edges::from_lists(n, &reversed);
+            raise_priorities(
+                &mut tasks,
+                &names,
+                &mut precedes,
+                preceded_by,
+                &mut warnings,
+            );
+        }
 
-        // Effective priorities flow from a dependency to its dependents
-        // (Kahn's order, dependencies first), breaking any cycle on the way.
-        let mut remaining: Vec<u32> = (0..n as u32)
-            .map(|i| precedes.of(i).count() as u32)
-            .collect();
-        let mut done = vec![false; n];
-        let mut queue: Vec<u32> = (0..n as u32)
-            .filter(|&i| remaining[i as usize] == 0)
-            .collect();
-        let mut processed = 0;
-        loop {
-            while let Some(d) = queue.pop() {
-                done[d as usize] = true;
-                processed += 1;
-                let raised = tasks[d as usize].effective;
-                for t in preceded_by.of(d) {
-                    let t = t as usize;
-                    tasks[t].effective = tasks[t].effective.max(raised);
-                    remaining[t] -= 1;
-                    if remaining[t] == 0 {
-                        queue.push(t as u32);
-                    }
+        let phases = distinct_descending(tasks.iter().map(|t| t.effective));
+        if phases.len() > 1 {
+            for t in &mut tasks {
+                t.phase = phases
+                    .binary_search_by(|p| t.effective.cmp(p))
+                    .expect("every phase is listed") as u32;
+            }
+            if tasks.windows(2).any(|w| w[0].phase > w[1].phase) {
+                let new_index = phase_order(&tasks, phases.len());
+                if precedes.has_edges() {
+                    precedes = renumber(&precedes, &new_index);
                 }
-            }
-            if processed == n {
-                break;
-            }
-            let (from, to, path) = find_cycle(&precedes, &done, &names);
-            precedes.remove(from, to);
-            preceded_by.remove(to, from);
-            warnings.push(GraphWarning::CycleBroken {
-                path,
-                dropped: (
-                    names[from as usize].to_string(),
-                    names[to as usize].to_string(),
-                ),
-            });
-            remaining[from as usize] -= 1;
-            if remaining[from as usize] == 0 {
-                queue.push(from);
+                tasks = permute(tasks, &new_index);
+                names = permute(names, &new_index);
             }
         }
-
-        let mut phases: Vec<Priority> = tasks.iter().map(|t| t.effective).collect();
-        phases.sort_unstable_by(|a, b| b.cmp(a));
-        phases.dedup();
-        for t in &mut tasks {
-            t.phase = phases
-                .binary_search_by(|p| t.effective.cmp(p))
-                .expect("every phase is listed") as u32;
-        }
-        if tasks.windows(2).any(|w| w[0].phase > w[1].phase) {
-            let new_index = phase_order(&tasks, phases.len());
-            precedes = renumber(&precedes, &new_index);
-            tasks = permute(tasks, &new_index);
-            names = permute(names, &new_index);
-        }
-        let mut waiting = vec![0u32; n];
-        for i in 0..n as u32 {
-            for d in precedes.of(i) {
-                waiting[d as usize] += 1;
+        let mut waiting = Vec::new();
+        if precedes.has_edges() {
+            waiting = vec![0u32; n];
+            for i in 0..n as u32 {
+                for d in precedes.of(i) {
+                    waiting[d as usize] += 1;
+                }
             }
         }
         Plan {
@@ -271,6 +195,156 @@ impl Plan {
             warnings,
         }
     }
+}
+
+/// The dependency edges `(task, dependency)` by task index, sorted, with a
+/// warning for each unknown name (in a whole shutdown).
+fn resolve(
+    nodes: &[(Arc<str>, Box<Node>)],
+    whole: bool,
+    warnings: &mut Vec<GraphWarning>,
+) -> Vec<(u32, u32)> {
+    let n = nodes.len();
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    // Handle dependencies resolve by id (dense: a table, no hashing); only
+    // dependencies by name need the name index.
+    let max_id = nodes.last().map_or(0, |(_, node)| node.id) as usize;
+    let by_id = match crate::registry::dense(max_id + 1, n) {
+        true => {
+            let mut table = vec![u32::MAX; max_id + 1];
+            for (i, (_, node)) in nodes.iter().enumerate() {
+                table[node.id as usize] = i as u32;
+            }
+            IdIndex::Dense(table)
+        }
+        false => IdIndex::Sparse(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (_, node))| (node.id, i as u32))
+                .collect(),
+        ),
+    };
+    let by_name: Option<HashMap<&str, u32>> = nodes
+        .iter()
+        .any(|(_, node)| node.deps.iter().any(|d| d.id.is_none()))
+        .then(|| {
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (&**name, i as u32))
+                .collect()
+        });
+    for (i, (name, node)) in nodes.iter().enumerate() {
+        let start = edges.len();
+        for dep in node.deps.iter() {
+            let target = match dep.id {
+                // Not found: the handle's task was unregistered, and the
+                // dependency went with it.
+                Some(id) => by_id.get(id.get()),
+                None => {
+                    let found = by_name
+                        .as_ref()
+                        .and_then(|index| index.get(&*dep.name))
+                        .copied();
+                    if found.is_none() && whole {
+                        warnings.push(GraphWarning::UnknownDependency {
+                            task: name.to_string(),
+                            dependency: dep.name.to_string(),
+                        });
+                    }
+                    found
+                }
+            };
+            if let Some(j) = target {
+                edges.push((i as u32, j));
+            }
+        }
+        if edges.len() - start > 1 {
+            edges[start..].sort_unstable();
+            let mut mine = edges.split_off(start);
+            mine.dedup();
+            edges.append(&mut mine);
+        }
+    }
+    edges
+}
+
+/// Raises each task's effective priority to that of the tasks it must
+/// precede (Kahn's order, dependencies first), breaking any cycle on the way.
+fn raise_priorities(
+    tasks: &mut [PlannedTask],
+    names: &[Arc<str>],
+    precedes: &mut Edges,
+    mut preceded_by: Edges,
+    warnings: &mut Vec<GraphWarning>,
+) {
+    let n = tasks.len();
+    let mut remaining: Vec<u32> = (0..n as u32)
+        .map(|i| precedes.of(i).count() as u32)
+        .collect();
+    let mut done = vec![false; n];
+    let mut queue: Vec<u32> = (0..n as u32)
+        .filter(|&i| remaining[i as usize] == 0)
+        .collect();
+    let mut processed = 0;
+    loop {
+        while let Some(d) = queue.pop() {
+            done[d as usize] = true;
+            processed += 1;
+            let raised = tasks[d as usize].effective;
+            for t in preceded_by.of(d) {
+                let t = t as usize;
+                tasks[t].effective = tasks[t].effective.max(raised);
+                remaining[t] -= 1;
+                if remaining[t] == 0 {
+                    queue.push(t as u32);
+                }
+            }
+        }
+        if processed == n {
+            break;
+        }
+        let (from, to, path) = find_cycle(precedes, &done, names);
+        precedes.remove(from, to);
+        preceded_by.remove(to, from);
+        warnings.push(GraphWarning::CycleBroken {
+            path,
+            dropped: (
+                names[from as usize].to_string(),
+                names[to as usize].to_string(),
+            ),
+        });
+        remaining[from as usize] -= 1;
+        if remaining[from as usize] == 0 {
+            queue.push(from);
+        }
+    }
+}
+
+/// The distinct priorities, highest first. Phases are usually few: a short
+/// sorted list takes them one by one, and only past [`FEW`] distinct values
+/// does it sort them all.
+fn distinct_descending(priorities: impl Iterator<Item = Priority> + Clone) -> Vec<Priority> {
+    const FEW: usize = 64;
+    let mut phases: Vec<Priority> = Vec::new();
+    let mut last = None;
+    for p in priorities.clone() {
+        if last == Some(p) {
+            continue;
+        }
+        last = Some(p);
+        if let Err(at) = phases.binary_search_by(|q| p.cmp(q)) {
+            if phases.len() == FEW {
+                let mut all: Vec<Priority> = priorities.collect();
+                all.sort_unstable_by(|a, b| b.cmp(a));
+                all.dedup();
+                return all;
+            }
+            phases.insert(at, p);
+        }
+    }
+    phases
 }
 
 /// New numbers for the tasks that make each phase's contiguous, in
@@ -382,7 +456,7 @@ mod tests {
                     .collect();
                 let node = Node {
                     id: i as u64 + 1,
-                    cleanup: Mutex::new(Box::new(crate::cleanup::AsyncFn(|| async {}))),
+                    cleanup: Mutex::new(Some(Box::new(crate::cleanup::AsyncFn(|| async {})))),
                     deps: deps.into_boxed_slice(),
                     spec: Spec::default(),
                 };

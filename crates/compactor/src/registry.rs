@@ -23,10 +23,28 @@ use crate::task::{Dep, Spec};
 pub(crate) struct Node {
     pub(crate) id: u64,
     /// In a mutex only so the map is `Sync`; it is never contended: the
-    /// cleanup is reached through `&mut` when drained.
-    pub(crate) cleanup: Mutex<BoxCleanup>,
+    /// cleanup is reached through `&mut` when drained. `None` once the run
+    /// that drained the node has taken it.
+    pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
     pub(crate) deps: Box<[Dep]>,
     pub(crate) spec: Spec,
+}
+
+impl Node {
+    /// Takes the cleanup out, for the run that drained the node.
+    pub(crate) fn take_cleanup(&mut self) -> BoxCleanup {
+        self.cleanup
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .expect("a task's cleanup is taken once")
+    }
+
+    /// Calls `f` with the cleanup while the node is pending.
+    fn with_cleanup<T>(&self, f: impl FnOnce(&dyn crate::cleanup::Cleanup) -> T) -> Option<T> {
+        let cleanup = self.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
+        cleanup.as_deref().map(f)
+    }
 }
 
 /// Whether `ids` ids given out for `live` tasks are few enough to index by
@@ -137,7 +155,7 @@ impl Registry {
                 }
                 e.insert(Some(Box::new(Node {
                     id: id.get(),
-                    cleanup: Mutex::new(cleanup),
+                    cleanup: Mutex::new(Some(cleanup)),
                     deps: deps.into_boxed_slice(),
                     spec,
                 })));
@@ -226,11 +244,7 @@ impl Registry {
     pub(crate) fn prune_released(&self) -> usize {
         let mut live = 0;
         let removed = self.take_where(|node| {
-            let strong = node
-                .cleanup
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .strong_count();
+            let strong = node.with_cleanup(|c| c.strong_count()).flatten();
             live += usize::from(strong.is_some_and(|n| n > 0));
             strong == Some(0)
         });
@@ -252,8 +266,8 @@ impl Registry {
     ) {
         for entry in self.tasks.iter() {
             let Some(node) = entry.value() else { continue };
-            let cleanup = node.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
-            visit(entry.key(), &node.spec.category, cleanup.scope());
+            let scope = node.with_cleanup(|c| c.scope().cloned()).flatten();
+            visit(entry.key(), &node.spec.category, scope.as_ref());
         }
     }
 

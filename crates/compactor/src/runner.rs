@@ -2,7 +2,7 @@
 //! finished and its phase is current, enforces the deadline and phase
 //! budgets, and turns what happened into a [`ShutdownReport`].
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
@@ -33,17 +33,14 @@ const STARTS_PER_TURN: usize = 4096;
 /// `shutdown()` on its own instance.
 pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
 
-/// What happened to one task so far; its attempts are counted in
-/// [`RunContext::attempts`], which the driver updates as it goes.
-#[derive(Default)]
-struct Record {
-    outcome: Option<Outcome>,
-    started: Option<Instant>,
-    finished: Option<Instant>,
-    interruption: Option<Interruption>,
-    leaked: Option<usize>,
+/// A task handed over to a driver of its own, still running.
+struct Driver {
+    handle: JoinHandle<()>,
     blocking: bool,
 }
+
+/// `Runner::position` of a task that has not started.
+const NOT_STARTED: u32 = u32::MAX;
 
 /// The ready tasks of a phase, latest registered first. Those ready from
 /// the start come in registration order, so a plain vector popped from the
@@ -80,9 +77,15 @@ pub(crate) struct Runner {
     plan: Plan,
     reason: ShutdownReason,
     owner: Arc<Inner>,
-    records: Vec<Record>,
-    handles: Vec<Option<JoinHandle<()>>>,
-    started_order: Vec<u32>,
+    /// The report of each started task, in the order they started: the
+    /// report's own order, so the run ends by handing it over.
+    reports: Vec<TaskReport>,
+    /// Where each task's entry is in `reports`, or [`NOT_STARTED`].
+    position: Vec<u32>,
+    /// Tasks that ended without starting (skipped), with their outcome.
+    unstarted: Vec<(u32, Outcome)>,
+    /// The tasks running on drivers of their own.
+    drivers: HashMap<u32, Driver>,
     phases: Vec<Phase>,
     current: usize,
     running: usize,
@@ -115,7 +118,7 @@ impl Runner {
         for (i, task) in plan.tasks.iter().enumerate() {
             let phase = &mut phases[task.phase as usize];
             phase.unfinished += 1;
-            if plan.waiting[i] == 0 {
+            if plan.waiting(i) == 0 {
                 phase.ready.initial.push(i as u32);
             }
         }
@@ -123,9 +126,10 @@ impl Runner {
             ctx,
             plan,
             reason,
-            records: (0..n).map(|_| Record::default()).collect(),
-            handles: (0..n).map(|_| None).collect(),
-            started_order: Vec::with_capacity(n),
+            reports: Vec::with_capacity(n),
+            position: vec![NOT_STARTED; n],
+            unstarted: Vec::new(),
+            drivers: HashMap::new(),
             phases,
             current: 0,
             running: 0,
@@ -190,12 +194,12 @@ impl Runner {
                     }
                 }
                 Some(reply) = snapshots.recv() => {
-                    let _ = reply.send(self.report(false));
+                    let _ = reply.send(self.snapshot());
                 }
             }
         }
         self.ctx.stop.cancel();
-        self.report(true)
+        self.into_report()
     }
 
     /// Moves `current` past the phases that have finished.
@@ -227,7 +231,7 @@ impl Runner {
             let Some(index) = phase.ready.pop() else {
                 return false;
             };
-            if self.records[index as usize].outcome.is_none() {
+            if !self.is_finished(index as usize) {
                 self.start(index, cx);
             }
         }
@@ -240,19 +244,18 @@ impl Runner {
     /// is handed to [`drive`] on a task of its own, to go on in parallel.
     fn start(&mut self, index: u32, cx: &mut Context<'_>) {
         let i = index as usize;
-        let task = &mut self.plan.tasks[i];
-        let mut cleanup = task.cleanup.take().expect("a task starts once");
         let started = self.clock;
-        let record = &mut self.records[i];
-        record.started = Some(started);
-        record.blocking = cleanup.is_blocking();
-        self.started_order.push(index);
+        self.position[i] = self.reports.len() as u32;
+        let entry = self.entry(i, Outcome::Pending, Some(started));
+        self.reports.push(entry);
         self.running += 1;
+        let task = &mut self.plan.tasks[i];
+        let mut cleanup = task.node.take_cleanup();
         let name = &self.ctx.names[i];
         let span = tracing::info_span!(
             "cleanup",
             task = %name,
-            category = %task.spec.category,
+            category = %task.node.spec.category,
             priority = %task.effective,
             attempt = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -262,7 +265,7 @@ impl Runner {
             self.handover(index, cleanup, span, First::Fresh);
             return;
         }
-        let retries = task.spec.retries;
+        let retries = task.node.spec.retries;
         let entered = span.enter();
         self.ctx.attempts[i].store(1, Ordering::Relaxed);
         let token = cleanup
@@ -318,23 +321,20 @@ impl Runner {
         };
         let done = conclude(&self.ctx, name, &span, done, strong);
         drop(entered);
-        self.complete(done);
+        self.record(done);
     }
 
     /// Spawns the rest of a task's life onto the runtime.
     fn handover(&mut self, index: u32, cleanup: BoxCleanup, span: tracing::Span, first: First) {
-        let task = &self.plan.tasks[index as usize];
+        let spec = self.plan.tasks[index as usize].spec();
+        let blocking = cleanup.is_blocking();
         let job = Job {
             index,
             name: self.ctx.names[index as usize].clone(),
             cleanup,
-            timeout: task
-                .spec
-                .timeout
-                .unwrap_or(self.owner.config.default_timeout),
-            retries: task.spec.retries,
-            backoff: task
-                .spec
+            timeout: spec.timeout.unwrap_or(self.owner.config.default_timeout),
+            retries: spec.retries,
+            backoff: spec
                 .backoff
                 .as_deref()
                 .copied()
@@ -342,46 +342,65 @@ impl Runner {
         };
         let report = self.ctx.done.clone();
         let run = drive(self.ctx.clone(), job, first).instrument(span);
-        self.handles[index as usize] = Some(tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             let _ = report.send(run.await);
-        }));
+        });
+        self.drivers.insert(index, Driver { handle, blocking });
     }
 
+    fn is_finished(&self, index: usize) -> bool {
+        self.ctx.finished[index].load(Ordering::Relaxed)
+    }
+
+    /// A driver's report of its task's end.
     fn complete(&mut self, done: Done) {
-        let index = done.index as usize;
-        if self.records[index].outcome.is_some() {
+        if self.is_finished(done.index as usize) {
             // Stopped by a phase budget while its report was on the way.
             return;
         }
-        self.handles[index] = None;
+        self.drivers.remove(&done.index);
+        self.record(done);
+    }
+
+    /// Writes a started task's end into its report entry.
+    fn record(&mut self, done: Done) {
+        let index = done.index as usize;
         self.running -= 1;
-        let record = &mut self.records[index];
-        record.started = Some(done.started);
-        record.interruption = done.interruption;
-        record.leaked = done.leaked;
-        record.finished = Some(done.finished);
+        let entry = &mut self.reports[self.position[index] as usize];
+        entry.started_at = Some(done.started.saturating_duration_since(self.t0));
+        entry.duration = done.finished.saturating_duration_since(done.started);
+        entry.interruption = done.interruption;
+        entry.leaked = done.leaked;
         self.finish(index, done.outcome);
     }
 
     /// Records the final outcome and releases the tasks that waited for it.
     fn finish(&mut self, index: usize, outcome: Outcome) {
         let task = &self.plan.tasks[index];
-        let record = &mut self.records[index];
-        let elapsed = match (record.started, record.finished) {
-            (Some(s), Some(f)) => f - s,
-            _ => Duration::ZERO,
+        let attempts = self.ctx.attempts[index].load(Ordering::Relaxed);
+        let elapsed = match self.position[index] {
+            NOT_STARTED => Duration::ZERO,
+            at => self.reports[at as usize].duration,
         };
         self.ctx.emit(|| Event::TaskFinished {
             name: self.ctx.names[index].clone(),
             outcome: outcome.clone(),
-            attempts: self.ctx.attempts[index].load(Ordering::Relaxed),
+            attempts,
             elapsed,
         });
-        record.outcome = Some(outcome);
+        match self.position[index] {
+            NOT_STARTED => self.unstarted.push((index as u32, outcome)),
+            at => {
+                let entry = &mut self.reports[at as usize];
+                entry.outcome = outcome;
+                entry.attempts = attempts;
+            }
+        }
         self.ctx.finished[index].store(true, Ordering::Relaxed);
         self.finished += 1;
         self.phases[task.phase as usize].unfinished -= 1;
         for d in self.plan.precedes.of(index as u32) {
+            // Only tasks with edges have waiting counts.
             let waiting = &mut self.plan.waiting[d as usize];
             *waiting -= 1;
             if *waiting == 0 {
@@ -403,26 +422,30 @@ impl Runner {
             }
         };
         let in_scope = |runner: &Runner, index: usize| {
-            runner.records[index].outcome.is_none()
+            !runner.is_finished(index)
                 && phase.is_none_or(|p| runner.plan.tasks[index].phase as usize == p)
         };
         // The running tasks first, then those that never started.
-        for index in 0..self.plan.tasks.len() {
-            if !in_scope(self, index) {
-                continue;
-            }
-            let Some(handle) = self.handles[index].take() else {
-                continue;
-            };
-            handle.abort();
+        let mut stopped: Vec<u32> = self
+            .drivers
+            .keys()
+            .copied()
+            .filter(|&i| in_scope(self, i as usize))
+            .collect();
+        stopped.sort_unstable();
+        for index in stopped {
+            let driver = self.drivers.remove(&index).expect("a running task");
+            driver.handle.abort();
             self.running -= 1;
-            let record = &mut self.records[index];
-            record.finished = Some(now);
-            record.interruption = Some(match record.blocking {
+            let i = index as usize;
+            let entry = &mut self.reports[self.position[i] as usize];
+            let started = self.t0 + entry.started_at.unwrap_or_default();
+            entry.duration = now.saturating_duration_since(started);
+            entry.interruption = Some(match driver.blocking {
                 true => Interruption::Abandoned,
                 false => Interruption::Dropped,
             });
-            self.finish(index, Outcome::Cancelled);
+            self.finish(i, Outcome::Cancelled);
         }
         for index in 0..self.plan.tasks.len() {
             if in_scope(self, index) {
@@ -436,35 +459,64 @@ impl Runner {
         }
     }
 
-    fn report(&self, complete: bool) -> ShutdownReport {
-        let never_started = (0..self.plan.tasks.len() as u32)
-            .filter(|&i| self.records[i as usize].started.is_none());
-        let tasks = self
-            .started_order
-            .iter()
-            .copied()
-            .chain(never_started)
-            .map(|i| {
-                let task = &self.plan.tasks[i as usize];
-                let record = &self.records[i as usize];
-                TaskReport {
-                    name: self.ctx.names[i as usize].clone(),
-                    outcome: record.outcome.clone().unwrap_or(Outcome::Pending),
-                    attempts: self.ctx.attempts[i as usize].load(Ordering::Relaxed),
-                    priority: task.spec.priority,
-                    effective_priority: task.effective,
-                    category: task.spec.category.clone(),
-                    started_at: record.started.map(|s| s.saturating_duration_since(self.t0)),
-                    duration: match (record.started, record.finished) {
-                        (Some(s), Some(f)) => f.saturating_duration_since(s),
-                        (Some(s), None) => s.elapsed(),
-                        _ => Duration::ZERO,
-                    },
-                    interruption: record.interruption,
-                    leaked: record.leaked,
-                }
-            })
-            .collect();
+    /// A task's report entry before it ends: started at `started`, or not.
+    fn entry(&self, i: usize, outcome: Outcome, started: Option<Instant>) -> TaskReport {
+        let task = &self.plan.tasks[i];
+        TaskReport {
+            name: self.ctx.names[i].clone(),
+            outcome,
+            attempts: 0,
+            priority: task.node.spec.priority,
+            effective_priority: task.effective,
+            category: task.node.spec.category.clone(),
+            started_at: started.map(|s| s.saturating_duration_since(self.t0)),
+            duration: Duration::ZERO,
+            interruption: None,
+            leaked: None,
+        }
+    }
+
+    /// The report as it stands, for a cleanup that asked for it mid-run.
+    fn snapshot(&self) -> ShutdownReport {
+        let mut tasks = self.reports.clone();
+        let now = Instant::now();
+        for (i, &at) in self.position.iter().enumerate() {
+            if at != NOT_STARTED && !self.is_finished(i) {
+                let entry = &mut tasks[at as usize];
+                entry.attempts = self.ctx.attempts[i].load(Ordering::Relaxed);
+                let started = self.t0 + entry.started_at.unwrap_or_default();
+                entry.duration = now.saturating_duration_since(started);
+            }
+        }
+        self.finish_report(tasks, false)
+    }
+
+    /// The final report: the entries of the started tasks, handed over.
+    fn into_report(mut self) -> ShutdownReport {
+        let tasks = std::mem::take(&mut self.reports);
+        self.finish_report(tasks, true)
+    }
+
+    /// `tasks` (the started ones) followed by those that never started, in
+    /// plan order.
+    fn finish_report(&self, mut tasks: Vec<TaskReport>, complete: bool) -> ShutdownReport {
+        let n = self.plan.tasks.len();
+        let mut unstarted = self.unstarted.clone();
+        unstarted.sort_unstable_by_key(|(i, _)| *i);
+        let mut ended = unstarted.into_iter().peekable();
+        for i in 0..n {
+            if tasks.len() == n {
+                break;
+            }
+            if self.position[i] != NOT_STARTED {
+                continue;
+            }
+            let outcome = match ended.next_if(|(at, _)| *at as usize == i) {
+                Some((_, outcome)) => outcome,
+                None => Outcome::Pending,
+            };
+            tasks.push(self.entry(i, outcome, None));
+        }
         ShutdownReport::new(
             self.reason.clone(),
             complete,
