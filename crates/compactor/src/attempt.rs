@@ -195,7 +195,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
             (Some(First::Failed { error, .. }), _) => Attempt::Err(error),
             (_, Body::Async(cleanup)) => {
                 let token = observes_token.then(|| ctx.stop.child_token());
-                match start_async(&ctx, cleanup, token.as_ref()) {
+                match as_cleanup_of(ctx.instance, || start_async(cleanup, token.as_ref())) {
                     Ok(future) => {
                         ctx.announce(&name, attempts);
                         finish_async(&ctx, future, token, attempt_started + timeout).await
@@ -293,16 +293,21 @@ pub(crate) fn conclude(
     done
 }
 
+/// Runs `f` as one of `instance`'s cleanups: a cleanup that calls
+/// `shutdown()` on its own instance from in here gets the report so far
+/// instead of waiting for itself. [`start_async`] and [`poll_once`] must run
+/// inside it.
+pub(crate) fn as_cleanup_of<T>(instance: u64, f: impl FnOnce() -> T) -> T {
+    ACTIVE.sync_scope(instance, f)
+}
+
 /// Calls the cleanup for one attempt: its future, or how the attempt
 /// already ended (released, or a panic in the call itself).
 pub(crate) fn start_async(
-    ctx: &RunContext,
     cleanup: &mut BoxCleanup,
     token: Option<&CancellationToken>,
 ) -> Result<CleanupFuture, Attempt> {
-    let started = catch_unwind(AssertUnwindSafe(|| {
-        ACTIVE.sync_scope(ctx.instance, || cleanup.start(token))
-    }));
+    let started = catch_unwind(AssertUnwindSafe(|| cleanup.start(token)));
     match started {
         Ok(Start::Async(future)) => Ok(future),
         Ok(Start::Released) => Err(Attempt::Released),
@@ -311,15 +316,12 @@ pub(crate) fn start_async(
     }
 }
 
-/// Polls an attempt's future once, as the instance's cleanup, panics caught.
+/// Polls an attempt's future once, panics caught.
 pub(crate) fn poll_once(
-    ctx: &RunContext,
     future: &mut CleanupFuture,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Attempt> {
-    let polled = catch_unwind(AssertUnwindSafe(|| {
-        ACTIVE.sync_scope(ctx.instance, || future.as_mut().poll(cx))
-    }));
+    let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx)));
     match polled {
         Ok(Poll::Pending) => Poll::Pending,
         Ok(Poll::Ready(result)) => Poll::Ready(settle(Ok(result))),

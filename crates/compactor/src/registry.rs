@@ -280,19 +280,25 @@ impl Registry {
     pub(crate) fn drain(&self) -> Vec<(Arc<str>, Box<Node>)> {
         self.close();
         let ids = self.next_id.load(Ordering::SeqCst) as usize;
-        let mut drained = Vec::with_capacity(self.tasks.len());
-        self.tasks.retain(|name, node| {
-            if let Some(node) = node.take() {
-                drained.push((name.clone(), node));
-            }
-            false
-        });
-        self.tasks.shrink_to_fit();
-        if dense(ids, drained.len()) {
+        // Each shard's whole table is taken under its write lock, after the
+        // flag is set (see the module docs); names and nodes move out as
+        // they are, nothing copied or hashed.
+        let tables: Vec<_> = self
+            .tasks
+            .shards()
+            .iter()
+            .map(|shard| std::mem::take(&mut *shard.write()))
+            .collect();
+        let live = tables.iter().map(|table| table.len()).sum();
+        let entries = tables
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, slot)| slot.into_inner().map(|node| (name, node)));
+        if dense(ids, live) {
             // Placing each task at its id sorts them in O(n).
             let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
             slots.resize_with(ids, || None);
-            for (name, node) in drained {
+            for (name, node) in entries {
                 let id = node.id as usize;
                 slots[id] = Some((name, node));
             }
@@ -300,6 +306,7 @@ impl Registry {
         } else {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
+            let mut drained: Vec<_> = entries.collect();
             drained.sort_unstable_by_key(|(_, node)| node.id);
             drained
         }

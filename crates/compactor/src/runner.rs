@@ -18,7 +18,7 @@ use tokio::time::sleep_until;
 use tracing::Instrument;
 
 use crate::attempt::{
-    Attempt, Done, First, Job, RunContext, conclude, drive, poll_once, start_async,
+    Attempt, Done, First, Job, RunContext, as_cleanup_of, conclude, drive, poll_once, start_async,
 };
 use crate::cleanup::BoxCleanup;
 use crate::compactor::Inner;
@@ -153,7 +153,10 @@ impl Runner {
         let mut timed: Option<usize> = None;
         let mut batch = Vec::with_capacity(64);
         while self.finished < n {
-            let more = poll_fn(|cx| Poll::Ready(self.start_ready(cx))).await;
+            // One task-local scope for the whole batch of inline starts.
+            let instance = self.ctx.instance;
+            let more =
+                poll_fn(|cx| Poll::Ready(as_cleanup_of(instance, || self.start_ready(cx)))).await;
             if self.finished == n {
                 break;
             }
@@ -271,7 +274,7 @@ impl Runner {
         let token = cleanup
             .observes_token()
             .then(|| self.ctx.stop.child_token());
-        let outcome = match start_async(&self.ctx, &mut cleanup, token.as_ref()) {
+        let outcome = match start_async(&mut cleanup, token.as_ref()) {
             Err(Attempt::Released) => {
                 // The closure was not called.
                 self.ctx.attempts[i].store(0, Ordering::Relaxed);
@@ -281,7 +284,7 @@ impl Runner {
             Err(_) => unreachable!("starting an attempt ends only as released or panicked"),
             Ok(mut future) => {
                 self.ctx.announce(name, 1);
-                match poll_once(&self.ctx, &mut future, cx) {
+                match poll_once(&mut future, cx) {
                     Poll::Ready(Attempt::Ok) => Outcome::Succeeded,
                     Poll::Ready(Attempt::Panicked(message)) => Outcome::Panicked(message),
                     Poll::Ready(Attempt::Err(error)) if retries == 0 => Outcome::Failed(error),
