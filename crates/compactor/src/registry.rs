@@ -47,6 +47,16 @@ impl Node {
     }
 }
 
+/// A map entry. The node is boxed so an entry stays small (a hash table is
+/// sparse after it grows, and empty entries then cost little); its id sits
+/// beside it, so the drain puts tasks in registration order without
+/// reaching into every node.
+struct Slot {
+    id: u64,
+    /// `None` only transiently, while [`Registry::take_where`] takes it out.
+    node: Option<Box<Node>>,
+}
+
 /// Whether `ids` ids given out for `live` tasks are few enough to index by
 /// id in a table.
 pub(crate) fn dense(ids: usize, live: usize) -> bool {
@@ -54,10 +64,7 @@ pub(crate) fn dense(ids: usize, live: usize) -> bool {
 }
 
 pub(crate) struct Registry {
-    /// Boxed so a map slot is two pointers wide: a hash table is sparse after
-    /// it grows, and empty slots then cost little.
-    /// `None` only transiently, while [`Registry::drain`] takes the nodes out.
-    tasks: DashMap<Arc<str>, Option<Box<Node>>>,
+    tasks: DashMap<Arc<str>, Slot>,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -153,12 +160,15 @@ impl Registry {
                 if self.closed.load(Ordering::SeqCst) {
                     return Err(Error::ShuttingDown);
                 }
-                e.insert(Some(Box::new(Node {
+                e.insert(Slot {
                     id: id.get(),
-                    cleanup: Mutex::new(Some(cleanup)),
-                    deps: deps.into_boxed_slice(),
-                    spec,
-                })));
+                    node: Some(Box::new(Node {
+                        id: id.get(),
+                        cleanup: Mutex::new(Some(cleanup)),
+                        deps: deps.into_boxed_slice(),
+                        spec,
+                    })),
+                });
             }
         }
         if let Some(names) = &mut names {
@@ -177,11 +187,11 @@ impl Registry {
     }
 
     pub(crate) fn unregister(&self, name: &str, id: NonZeroU64) -> bool {
-        let removed = self.tasks.remove_if(name, |_, node| {
+        let removed = self.tasks.remove_if(name, |_, slot| {
             // Read under the shard lock, like `insert`.
-            node.as_ref().is_some_and(|n| n.id == id.get()) && !self.closed.load(Ordering::SeqCst)
+            slot.id == id.get() && slot.node.is_some() && !self.closed.load(Ordering::SeqCst)
         });
-        let Some((_, Some(node))) = removed else {
+        let Some((_, Slot { node: Some(node), .. })) = removed else {
             return false;
         };
         self.release_references([&*node]);
@@ -229,10 +239,10 @@ impl Registry {
         let mut taken = Vec::new();
         self.tasks.retain(|name, slot| {
             // Read under the shard lock: once closed, everything belongs to the run.
-            if self.closed.load(Ordering::SeqCst) || !slot.as_deref().is_some_and(&mut pick) {
+            if self.closed.load(Ordering::SeqCst) || !slot.node.as_deref().is_some_and(&mut pick) {
                 return true;
             }
-            taken.extend(slot.take().map(|node| (name.clone(), node)));
+            taken.extend(slot.node.take().map(|node| (name.clone(), node)));
             false
         });
         taken.sort_unstable_by_key(|(_, node)| node.id);
@@ -265,7 +275,9 @@ impl Registry {
         mut visit: impl FnMut(&str, &crate::Category, Option<&crate::Compactor>),
     ) {
         for entry in self.tasks.iter() {
-            let Some(node) = entry.value() else { continue };
+            let Some(node) = &entry.value().node else {
+                continue;
+            };
             let scope = node.with_cleanup(|c| c.scope().cloned()).flatten();
             visit(entry.key(), &node.spec.category, scope.as_ref());
         }
@@ -293,13 +305,15 @@ impl Registry {
         let entries = tables
             .into_iter()
             .flatten()
-            .filter_map(|(name, slot)| slot.into_inner().map(|node| (name, node)));
+            .filter_map(|(name, slot)| {
+                let Slot { id, node } = slot.into_inner();
+                node.map(|node| (id as usize, name, node))
+            });
         if dense(ids, live) {
             // Placing each task at its id sorts them in O(n).
             let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
             slots.resize_with(ids, || None);
-            for (name, node) in entries {
-                let id = node.id as usize;
+            for (id, name, node) in entries {
                 slots[id] = Some((name, node));
             }
             slots.into_iter().flatten().collect()
@@ -307,13 +321,18 @@ impl Registry {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
             let mut drained: Vec<_> = entries.collect();
-            drained.sort_unstable_by_key(|(_, node)| node.id);
+            drained.sort_unstable_by_key(|(id, _, _)| *id);
             drained
+                .into_iter()
+                .map(|(_, name, node)| (name, node))
+                .collect()
         }
     }
 
     fn node_id(&self, name: &str) -> Option<u64> {
-        self.tasks.get(name).and_then(|n| n.as_ref().map(|n| n.id))
+        self.tasks
+            .get(name)
+            .and_then(|slot| slot.node.is_some().then_some(slot.id))
     }
 
     fn lock_names(&self) -> MutexGuard<'_, HashMap<Arc<str>, usize>> {
@@ -345,7 +364,9 @@ impl Registry {
         }
         while let Some(current) = stack.pop() {
             let next: Vec<Dep> = match self.tasks.get(&current).as_deref() {
-                Some(Some(node)) => node.deps.to_vec(),
+                Some(Slot {
+                    node: Some(node), ..
+                }) => node.deps.to_vec(),
                 _ => continue,
             };
             for dep in next {
