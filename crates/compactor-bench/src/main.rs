@@ -10,9 +10,11 @@
 //!
 //! Prints a markdown table and writes `target/bench/summary.json`. Each
 //! measurement is the median of several runs after a warm-up run, on the
-//! same tokio runtime (multi-threaded, 2 workers) for every system; the
-//! systems take turns run by run, so drift in the machine's speed falls on
-//! all of them alike.
+//! same tokio runtime (multi-threaded, 2 workers) for every system. Each run
+//! is a fresh process (this program with `--child`), so no system inherits
+//! another's allocator state, signal handlers or threads; the systems take
+//! turns run by run, so drift in the machine's speed falls on all of them
+//! alike.
 
 mod alloc;
 mod scenario;
@@ -28,6 +30,13 @@ static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, scenario, system, warm_up, runs] = args.as_slice() {
+        if flag == "--child" {
+            let runs = runs.parse().expect("--child SCENARIO SYSTEM WARM-UP RUNS");
+            scenario::child(scenario, system, scenario::WarmUp::parse(warm_up), runs);
+            return;
+        }
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // `--only SCENARIO` and `--system NAME` (each repeatable) narrow the run.
     let only = values(&args, "--only");
@@ -43,18 +52,12 @@ fn main() {
         settings.runs,
         if quick { " (--quick)" } else { "" }
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-
     let mut results: Vec<Measurement> = Vec::new();
     for scenario in scenario::SCENARIOS {
         if !only.is_empty() && !only.contains(&scenario.name) {
             continue;
         }
-        results.extend(scenario::measure(scenario, &systems, &settings, &runtime));
+        results.extend(scenario::measure(scenario, &systems, &settings));
     }
     println!("{}", scenario::table(&results, &systems, &settings));
     let out = target_dir().join("bench");

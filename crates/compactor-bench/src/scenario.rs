@@ -32,7 +32,7 @@ impl Settings {
             },
             false => Settings {
                 runs: 7,
-                signal_rounds: 60,
+                signal_rounds: 56,
             },
         }
     }
@@ -49,6 +49,7 @@ pub(crate) enum Kind {
     Memory,
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     pub(crate) kind: Kind,
@@ -146,36 +147,55 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Measures one scenario for every system: a warm-up run each, then
-/// `runs` rounds in which every system runs once in turn, so a slow spell of
-/// the machine falls on all of them alike. Reports each system's median;
-/// systems that cannot express the scenario are left out.
+/// The values of one child process: nanoseconds per task of each measured
+/// run, and for `memory` the bytes per task; `None` where the system cannot
+/// express the scenario.
+type Sample = Option<(Vec<f64>, Vec<f64>)>;
+
+/// Measures one scenario for every system. Every run is a process of its
+/// own (this program, started with `--child`), so no system inherits
+/// another's allocator state, signal handlers or threads; and the systems
+/// take turns run by run, so a slow spell of the machine falls on all of
+/// them alike. Reports each system's median; systems that cannot express the
+/// scenario are left out.
 pub(crate) fn measure(
     scenario: &Scenario,
     systems: &[&dyn System],
     settings: &Settings,
-    rt: &Runtime,
 ) -> Vec<Measurement> {
-    let runs = match scenario.kind {
-        Kind::SignalLatency => settings.signal_rounds,
-        _ => settings.runs,
+    let (processes, per_process) = match scenario.kind {
+        Kind::SignalLatency => (settings.runs, settings.signal_rounds / settings.runs),
+        _ => (settings.runs, 1),
     };
-    let able: Vec<&dyn System> = systems
-        .iter()
-        .copied()
-        .filter(|system| {
-            eprintln!("  {:<18} {}", scenario.name, system.name());
-            once(scenario, *system, rt).is_some()
-        })
-        .collect();
-    let mut times = vec![Vec::with_capacity(runs); able.len()];
-    let mut bytes = vec![Vec::with_capacity(runs); able.len()];
-    for _ in 0..runs {
-        for (k, system) in able.iter().enumerate() {
-            let (time, kept) = once(scenario, *system, rt).expect("ran in the warm-up");
-            times[k].push(time.as_secs_f64() * 1e9 / scenario.n as f64);
-            if let Some(kept) = kept {
-                bytes[k].push(kept as f64 / scenario.n as f64);
+    let mut able: Vec<&dyn System> = systems.to_vec();
+    // The warm-up runs at full size, but a system whose run takes seconds
+    // gains nothing from a full one: after the first round it warms up at a
+    // tenth of the size.
+    let mut warm_up: Vec<WarmUp> = vec![WarmUp::Full; able.len()];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
+    let mut bytes: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
+    for round in 0..processes {
+        let mut k = 0;
+        while k < able.len() {
+            let system = able[k];
+            if round == 0 {
+                eprintln!("  {:<18} {}", scenario.name, system.name());
+            }
+            match in_child(scenario, system, warm_up[k], per_process) {
+                Some((t, b)) => {
+                    if t.iter().any(|ns| ns * scenario.n as f64 > 1e9) {
+                        warm_up[k] = WarmUp::Tenth;
+                    }
+                    times[k].extend(t);
+                    bytes[k].extend(b);
+                    k += 1;
+                }
+                None => {
+                    able.remove(k);
+                    warm_up.remove(k);
+                    times.remove(k);
+                    bytes.remove(k);
+                }
             }
         }
     }
@@ -191,6 +211,101 @@ pub(crate) fn measure(
         .collect()
 }
 
+/// The size of a child's warm-up run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum WarmUp {
+    Full,
+    Tenth,
+}
+
+impl WarmUp {
+    pub(crate) fn parse(arg: &str) -> WarmUp {
+        match arg {
+            "full" => WarmUp::Full,
+            "tenth" => WarmUp::Tenth,
+            other => panic!("warm-up `{other}`: expected `full` or `tenth`"),
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            WarmUp::Full => "full",
+            WarmUp::Tenth => "tenth",
+        }
+    }
+}
+
+/// Runs one measurement in a child process and reads its line.
+fn in_child(scenario: &Scenario, system: &dyn System, warm_up: WarmUp, runs: usize) -> Sample {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    let output = std::process::Command::new(exe)
+        .args(["--child", scenario.name, system.name(), warm_up.arg()])
+        .arg(runs.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("a child process for the measurement");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} / {} failed: {}\n{stdout}",
+        scenario.name,
+        system.name(),
+        output.status
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    if line == "n/a" {
+        return None;
+    }
+    let parse = |field: &str| -> Vec<f64> {
+        field
+            .split(',')
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse().expect("a number from the child"))
+            .collect()
+    };
+    let (t, b) = line.split_once(' ').expect("`times bytes` from the child");
+    Some((parse(t), parse(b)))
+}
+
+/// The child's side: a warm-up run, then `runs` measured runs; prints
+/// `times bytes` (comma-separated, per task) or `n/a`.
+pub(crate) fn child(scenario: &str, system: &str, warm_up: WarmUp, runs: usize) {
+    let scenario = SCENARIOS
+        .iter()
+        .find(|s| s.name == scenario)
+        .expect("a known scenario");
+    let system = crate::systems::SYSTEMS
+        .iter()
+        .copied()
+        .find(|s| s.name() == system)
+        .expect("a known system");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let warm_up = Scenario {
+        n: match warm_up {
+            WarmUp::Full => scenario.n,
+            WarmUp::Tenth => (scenario.n / 10).max(1),
+        },
+        ..*scenario
+    };
+    if once(&warm_up, system, &runtime).is_none() {
+        println!("n/a");
+        return;
+    }
+    let (mut times, mut bytes) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (time, kept) = once(scenario, system, &runtime).expect("ran in the warm-up");
+        times.push(format!("{}", time.as_secs_f64() * 1e9 / scenario.n as f64));
+        if let Some(kept) = kept {
+            bytes.push(format!("{}", kept as f64 / scenario.n as f64));
+        }
+    }
+    println!("{} {}", times.join(","), bytes.join(","));
+}
+
 /// The markdown table: a row per scenario, a column per system.
 pub(crate) fn table(
     results: &[Measurement],
@@ -202,7 +317,7 @@ pub(crate) fn table(
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let _ = writeln!(
         out,
-        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency) after a warm-up, the systems taking turns run by run.\n",
+        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency), each in a fresh process after a warm-up, the systems taking turns run by run.\n",
         std::env::consts::OS,
         settings.runs,
         settings.signal_rounds
