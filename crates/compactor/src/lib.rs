@@ -76,6 +76,7 @@ mod compactor;
 mod config;
 mod error;
 mod event;
+mod hash;
 mod inventory;
 mod plan;
 mod priority;

@@ -17,6 +17,7 @@ use dashmap::mapref::entry::Entry;
 
 use crate::Error;
 use crate::cleanup::BoxCleanup;
+use crate::hash::NameHash;
 use crate::task::{Dep, Spec};
 
 /// A pending task.
@@ -64,7 +65,7 @@ pub(crate) fn dense(ids: usize, live: usize) -> bool {
 }
 
 pub(crate) struct Registry {
-    tasks: DashMap<Arc<str>, Slot>,
+    tasks: DashMap<Arc<str>, Slot, NameHash>,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -85,7 +86,7 @@ const PRUNE_AT_LEAST: usize = 1024;
 impl Registry {
     pub(crate) fn new() -> Self {
         Registry {
-            tasks: DashMap::new(),
+            tasks: DashMap::with_hasher(NameHash::random()),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             referenced: AtomicUsize::new(0),
@@ -191,7 +192,13 @@ impl Registry {
             // Read under the shard lock, like `insert`.
             slot.id == id.get() && slot.node.is_some() && !self.closed.load(Ordering::SeqCst)
         });
-        let Some((_, Slot { node: Some(node), .. })) = removed else {
+        let Some((
+            _,
+            Slot {
+                node: Some(node), ..
+            },
+        )) = removed
+        else {
             return false;
         };
         self.release_references([&*node]);
@@ -302,13 +309,10 @@ impl Registry {
             .map(|shard| std::mem::take(&mut *shard.write()))
             .collect();
         let live = tables.iter().map(|table| table.len()).sum();
-        let entries = tables
-            .into_iter()
-            .flatten()
-            .filter_map(|(name, slot)| {
-                let Slot { id, node } = slot.into_inner();
-                node.map(|node| (id as usize, name, node))
-            });
+        let entries = tables.into_iter().flatten().filter_map(|(name, slot)| {
+            let Slot { id, node } = slot.into_inner();
+            node.map(|node| (id as usize, name, node))
+        });
         if dense(ids, live) {
             // Placing each task at its id sorts them in O(n).
             let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();

@@ -1,0 +1,127 @@
+//! The registry's hash of task names: keyed per instance, a folded multiply
+//! per eight bytes. Names are short (`"db-pool"`, `"conn-10.0.0.7:5432"`),
+//! and SipHash spent more time on them than the rest of a registration; a
+//! random key per instance keeps the table's layout unpredictable to
+//! whoever chooses the names.
+
+use std::hash::{BuildHasher, Hasher};
+
+/// Builds [`NameHasher`]s with this instance's key.
+#[derive(Clone)]
+pub(crate) struct NameHash {
+    seed: u64,
+    key: u64,
+}
+
+impl NameHash {
+    /// A fresh random key, from the standard library's per-process entropy.
+    pub(crate) fn random() -> NameHash {
+        let entropy = std::collections::hash_map::RandomState::new();
+        NameHash {
+            seed: entropy.hash_one(0x5eed_u64),
+            // Odd, so no bit of the input is lost in the low half.
+            key: entropy.hash_one(0x006b_6579_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for NameHash {
+    type Hasher = NameHasher;
+
+    fn build_hasher(&self) -> NameHasher {
+        NameHasher {
+            state: self.seed,
+            key: self.key,
+        }
+    }
+}
+
+pub(crate) struct NameHasher {
+    state: u64,
+    key: u64,
+}
+
+/// The 128-bit product of `a` and `b`, its halves folded together.
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl NameHasher {
+    fn mix(&mut self, word: u64) {
+        self.state = fold(self.state ^ word, self.key);
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.mix(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+        }
+        let rest = words.remainder();
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        // The length tells "ab" from "ab\0".
+        self.mix(u64::from_le_bytes(last) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.mix(u64::from(byte));
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.mix(word);
+    }
+
+    fn finish(&self) -> u64 {
+        // One more round, so the last word reaches every bit.
+        fold(self.state, self.key.rotate_left(32) | 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn equal_names_hash_equal_and_near_names_apart() {
+        let h = NameHash::random();
+        assert_eq!(h.hash_one("db-pool"), h.hash_one("db-pool"));
+        let names: Vec<String> = (0..100_000).map(|i| format!("task-{i}")).collect();
+        let hashes: HashSet<u64> = names.iter().map(|n| h.hash_one(n.as_str())).collect();
+        assert_eq!(hashes.len(), names.len(), "no collisions among 100k names");
+        assert_ne!(h.hash_one("ab"), h.hash_one("ab\0"));
+        assert_ne!(h.hash_one(""), h.hash_one("\0"));
+    }
+
+    #[test]
+    fn every_bit_of_the_hash_varies() {
+        // Tables pick buckets from the low bits and shards from the high
+        // ones: each bit should be set for about half of the names.
+        let h = NameHash::random();
+        let mut ones = [0u32; 64];
+        let n = 20_000;
+        for i in 0..n {
+            let hash = h.hash_one(format!("conn-{i}").as_str());
+            for (bit, count) in ones.iter_mut().enumerate() {
+                *count += ((hash >> bit) & 1) as u32;
+            }
+        }
+        for (bit, &count) in ones.iter().enumerate() {
+            let share = f64::from(count) / f64::from(n);
+            assert!(
+                (0.45..0.55).contains(&share),
+                "bit {bit} set for {share:.3} of names"
+            );
+        }
+    }
+
+    #[test]
+    fn instances_have_their_own_keys() {
+        let (a, b) = (NameHash::random(), NameHash::random());
+        assert_ne!(a.hash_one("db-pool"), b.hash_one("db-pool"));
+    }
+}
