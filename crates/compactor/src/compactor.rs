@@ -275,9 +275,11 @@ impl Compactor {
         let (_, no_snapshots) = mpsc::unbounded_channel();
         let reason = ShutdownReason::Category(category.clone());
         let run = execute(self.inner.clone(), plan, reason, t0, no_snapshots, false);
-        tokio::spawn(run)
+        let (report, spent) = tokio::spawn(run)
             .await
-            .expect("the release of a category does not panic")
+            .expect("the release of a category does not panic");
+        drop(spent);
+        report
     }
 
     /// How many tasks are registered and waiting for shutdown.
@@ -551,7 +553,8 @@ impl Compactor {
                 ShutdownReason::Signal(signal) => Some(*signal),
                 _ => None,
             };
-            let report = execute(run_inner.clone(), plan, reason, t0, snapshot_rx, true).await;
+            let (report, spent) =
+                execute(run_inner.clone(), plan, reason, t0, snapshot_rx, true).await;
             if let Some(task) = run_inner.scope.get() {
                 // Shut down on its own: the parent has nothing left to do for it.
                 task.unregister();
@@ -567,6 +570,7 @@ impl Compactor {
                 let _ = std::io::stdout().flush();
                 std::process::exit(i32::from(code));
             }
+            drop(spent);
         }
         .instrument(span);
         Some(run)
@@ -574,7 +578,8 @@ impl Compactor {
 }
 
 /// Runs a plan to its report: the whole shutdown (`whole`), or one category
-/// taken out of the instance early.
+/// taken out of the instance early. The spent runner comes back with the
+/// report, to be dropped once the report is out.
 async fn execute(
     inner: Arc<Inner>,
     mut plan: Plan,
@@ -582,7 +587,7 @@ async fn execute(
     t0: Instant,
     snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
     whole: bool,
-) -> ShutdownReport {
+) -> (ShutdownReport, Runner) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(RunContext {
         instance: inner.id,
@@ -608,7 +613,7 @@ async fn execute(
     for warning in &plan.warnings {
         tracing::warn!(%warning, "dependency graph");
     }
-    let report = Runner::new(ctx.clone(), plan, reason, inner, t0)
+    let (report, spent) = Runner::new(ctx.clone(), plan, reason, inner, t0)
         .run(done_rx, snapshots)
         .await;
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
@@ -619,7 +624,7 @@ async fn execute(
             report: report.clone(),
         });
     }
-    report
+    (report, spent)
 }
 
 /// Runs `future` on a runtime of its own thread, for callers without a

@@ -144,7 +144,7 @@ impl Runner {
         mut self,
         mut done: mpsc::UnboundedReceiver<Done>,
         mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
-    ) -> ShutdownReport {
+    ) -> (ShutdownReport, Runner) {
         let n = self.plan.tasks.len();
         let mut deadline = pin!(sleep_until(self.t0 + self.owner.config.deadline));
         let mut budget = pin!(sleep_until(self.t0 + self.owner.config.deadline));
@@ -495,9 +495,13 @@ impl Runner {
     }
 
     /// The final report: the entries of the started tasks, handed over.
-    fn into_report(mut self) -> ShutdownReport {
+    /// The runner comes back too, for its caller to drop once the report is
+    /// out: freeing the plan (a node per task) is no reason to keep anyone
+    /// waiting.
+    fn into_report(mut self) -> (ShutdownReport, Runner) {
         let tasks = std::mem::take(&mut self.reports);
-        self.finish_report(tasks, true)
+        let report = self.finish_report(tasks, true);
+        (report, self)
     }
 
     /// `tasks` (the started ones) followed by those that never started, in
