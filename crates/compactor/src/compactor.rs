@@ -578,7 +578,7 @@ impl Compactor {
 }
 
 /// Runs a plan to its report: the whole shutdown (`whole`), or one category
-/// taken out of the instance early. The spent runner comes back with the
+/// taken out of the instance early. The spent plan comes back with the
 /// report, to be dropped once the report is out.
 async fn execute(
     inner: Arc<Inner>,
@@ -587,7 +587,7 @@ async fn execute(
     t0: Instant,
     snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
     whole: bool,
-) -> (ShutdownReport, Runner) {
+) -> (ShutdownReport, Plan) {
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(RunContext {
         instance: inner.id,

@@ -144,14 +144,14 @@ impl Runner {
         mut self,
         mut done: mpsc::UnboundedReceiver<Done>,
         mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
-    ) -> (ShutdownReport, Runner) {
+    ) -> (ShutdownReport, Plan) {
         let n = self.plan.tasks.len();
         let mut deadline = pin!(sleep_until(self.t0 + self.owner.config.deadline));
         let mut budget = pin!(sleep_until(self.t0 + self.owner.config.deadline));
         // The phase whose budget `budget` counts down, if it has one.
         let mut budgeted: Option<usize> = None;
         let mut timed: Option<usize> = None;
-        let mut batch = Vec::with_capacity(64);
+        let mut batch = Vec::new();
         while self.finished < n {
             // One task-local scope for the whole batch of inline starts.
             let instance = self.ctx.instance;
@@ -495,13 +495,14 @@ impl Runner {
     }
 
     /// The final report: the entries of the started tasks, handed over.
-    /// The runner comes back too, for its caller to drop once the report is
-    /// out: freeing the plan (a node per task) is no reason to keep anyone
-    /// waiting.
-    fn into_report(mut self) -> (ShutdownReport, Runner) {
+    /// The plan comes back too, for its caller to drop once the report is
+    /// out: freeing a node per task is no reason to keep anyone waiting.
+    /// (Only the plan: the runner holds the instance, which must be free to
+    /// go as soon as the report is published.)
+    fn into_report(mut self) -> (ShutdownReport, Plan) {
         let tasks = std::mem::take(&mut self.reports);
         let report = self.finish_report(tasks, true);
-        (report, self)
+        (report, self.plan)
     }
 
     /// `tasks` (the started ones) followed by those that never started, in
