@@ -14,11 +14,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::FutureExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::cleanup::{BoxCleanup, Start};
+use crate::mailbox::Mailbox;
 use crate::{Event, Interruption, Outcome};
 
 tokio::task_local! {
@@ -45,7 +46,8 @@ pub(crate) fn inside_any_cleanup() -> bool {
 /// What every task of one run shares.
 pub(crate) struct RunContext {
     pub(crate) instance: u64,
-    pub(crate) done: mpsc::UnboundedSender<Done>,
+    /// Where handed-over tasks report their end to the runner.
+    pub(crate) done: Mailbox<Done>,
     pub(crate) events: Arc<OnceLock<broadcast::Sender<Event>>>,
     pub(crate) cancel_grace: Duration,
     /// Fires at the deadline; the parent of every attempt's token.

@@ -4,13 +4,14 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::attempt::{RunContext, inside_cleanup_of};
 use crate::cleanup::CleanupResult;
 use crate::config::{Builder, Config};
+use crate::mailbox::Mailbox;
 use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::runner::{Runner, SnapshotRequest};
@@ -65,7 +66,9 @@ pub(crate) struct Inner {
     /// Shared with the run, which lets go of the instance before it
     /// publishes, so the instance can be dropped as soon as callers have the report.
     report: Arc<watch::Sender<Option<ShutdownReport>>>,
-    snapshots: OnceLock<mpsc::UnboundedSender<SnapshotRequest>>,
+    /// Requests for the report so far, from cleanups that call `shutdown()`
+    /// on their own instance; served by the run.
+    pub(crate) snapshots: Mailbox<SnapshotRequest>,
     /// The run's shared state, for the line a forced exit prints.
     run: OnceLock<Arc<RunContext>>,
     /// Listen for signals at the first registration inside a runtime.
@@ -184,7 +187,7 @@ impl Compactor {
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 report: Arc::new(watch::Sender::new(None)),
-                snapshots: OnceLock::new(),
+                snapshots: Mailbox::new(),
             }),
         }
     }
@@ -272,9 +275,8 @@ impl Compactor {
             .registry
             .take_where(|node| node.spec.category == *category);
         let plan = Plan::partial(nodes);
-        let (_, no_snapshots) = mpsc::unbounded_channel();
         let reason = ShutdownReason::Category(category.clone());
-        let run = execute(self.inner.clone(), plan, reason, t0, no_snapshots, false);
+        let run = execute(self.inner.clone(), plan, reason, t0, false);
         let (report, spent) = tokio::spawn(run)
             .await
             .expect("the release of a category does not panic");
@@ -506,7 +508,10 @@ impl Compactor {
             return Some(report);
         }
         let (reply, answer) = oneshot::channel();
-        self.inner.snapshots.get()?.send(reply).ok()?;
+        if !self.is_shutting_down() {
+            return None;
+        }
+        self.inner.snapshots.send(reply).ok()?;
         answer.await.ok()
     }
 
@@ -537,8 +542,6 @@ impl Compactor {
         }
         inner.registry.close();
         inner.token.cancel();
-        let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
-        let _ = inner.snapshots.set(snapshot_tx);
         let run_inner = inner.clone();
         let span = tracing::info_span!(
             "shutdown",
@@ -553,8 +556,7 @@ impl Compactor {
                 ShutdownReason::Signal(signal) => Some(*signal),
                 _ => None,
             };
-            let (report, spent) =
-                execute(run_inner.clone(), plan, reason, t0, snapshot_rx, true).await;
+            let (report, spent) = execute(run_inner.clone(), plan, reason, t0, true).await;
             if let Some(task) = run_inner.scope.get() {
                 // Shut down on its own: the parent has nothing left to do for it.
                 task.unregister();
@@ -585,13 +587,11 @@ async fn execute(
     mut plan: Plan,
     reason: ShutdownReason,
     t0: Instant,
-    snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
     whole: bool,
 ) -> (ShutdownReport, Plan) {
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(RunContext {
         instance: inner.id,
-        done: done_tx,
+        done: Mailbox::new(),
         listening: AtomicBool::new(false),
         events: inner.events.clone(),
         cancel_grace: inner.config.cancel_grace,
@@ -614,7 +614,7 @@ async fn execute(
         tracing::warn!(%warning, "dependency graph");
     }
     let (report, spent) = Runner::new(ctx.clone(), plan, reason, inner, t0)
-        .run(done_rx, snapshots)
+        .run(whole)
         .await;
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     if whole {

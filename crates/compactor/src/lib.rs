@@ -78,6 +78,7 @@ mod error;
 mod event;
 mod hash;
 mod inventory;
+mod mailbox;
 mod plan;
 mod priority;
 mod ready;

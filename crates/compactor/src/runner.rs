@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::Instrument;
@@ -140,11 +140,11 @@ impl Runner {
         }
     }
 
-    pub(crate) async fn run(
-        mut self,
-        mut done: mpsc::UnboundedReceiver<Done>,
-        mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
-    ) -> (ShutdownReport, Plan) {
+    /// Runs the plan to its report; `serve_snapshots`: answer the instance's
+    /// requests for the report so far (the whole shutdown does).
+    pub(crate) async fn run(mut self, serve_snapshots: bool) -> (ShutdownReport, Plan) {
+        let ctx = self.ctx.clone();
+        let owner = self.owner.clone();
         let n = self.plan.tasks.len();
         let mut deadline = pin!(sleep_until(self.t0 + self.owner.config.deadline));
         let mut budget = pin!(sleep_until(self.t0 + self.owner.config.deadline));
@@ -152,6 +152,7 @@ impl Runner {
         let mut budgeted: Option<usize> = None;
         let mut timed: Option<usize> = None;
         let mut batch = Vec::new();
+        let mut requests = Vec::new();
         while self.finished < n {
             // One task-local scope for the whole batch of inline starts.
             let instance = self.ctx.instance;
@@ -176,7 +177,8 @@ impl Runner {
                     self.expire_running(None);
                     break;
                 }
-                while let Ok(d) = done.try_recv() {
+                ctx.done.take(&mut batch);
+                for d in batch.drain(..) {
                     self.complete(d);
                 }
                 tokio::task::yield_now().await;
@@ -191,17 +193,26 @@ impl Runner {
                 () = &mut budget, if budgeted.is_some() => {
                     self.expire_running(budgeted.take());
                 }
-                _ = done.recv_many(&mut batch, 1024) => {
+                () = ctx.done.ready() => {
+                    ctx.done.take(&mut batch);
                     for d in batch.drain(..) {
                         self.complete(d);
                     }
                 }
-                Some(reply) = snapshots.recv() => {
-                    let _ = reply.send(self.snapshot());
+                () = owner.snapshots.ready(), if serve_snapshots => {
+                    owner.snapshots.take(&mut requests);
+                    for reply in requests.drain(..) {
+                        let _ = reply.send(self.snapshot());
+                    }
                 }
             }
         }
         self.ctx.stop.cancel();
+        ctx.done.close();
+        if serve_snapshots {
+            // A request that comes too late waits for the final report.
+            owner.snapshots.close();
+        }
         self.into_report()
     }
 
@@ -343,10 +354,10 @@ impl Runner {
                 .copied()
                 .unwrap_or(self.owner.config.backoff),
         };
-        let report = self.ctx.done.clone();
+        let ctx = self.ctx.clone();
         let run = drive(self.ctx.clone(), job, first).instrument(span);
         let handle = tokio::spawn(async move {
-            let _ = report.send(run.await);
+            let _ = ctx.done.send(run.await);
         });
         self.drivers.insert(index, Driver { handle, blocking });
     }
