@@ -55,7 +55,7 @@ pub struct Compactor {
 }
 
 pub(crate) struct Inner {
-    id: u64,
+    pub(crate) id: u64,
     pub(crate) config: Arc<Config>,
     pub(crate) registry: Registry,
     token: CancellationToken,
@@ -76,8 +76,6 @@ pub(crate) struct Inner {
     pub(crate) signals_armed: AtomicBool,
     /// A [`SignalExit`], changed by `run_until_shutdown`.
     signal_exit: AtomicU8,
-    #[cfg(unix)]
-    signal_handle: std::sync::Mutex<Option<signal_hook::iterator::Handle>>,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
@@ -91,14 +89,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    #[cfg(unix)]
-    pub(crate) fn set_signal_handle(&self, handle: signal_hook::iterator::Handle) {
-        *self
-            .signal_handle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
-    }
-
     /// The names of the cleanups running right now.
     pub(crate) fn running_tasks(&self) -> Vec<String> {
         self.run.get().map(|ctx| ctx.running()).unwrap_or_default()
@@ -113,9 +103,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.signal_tasks.cancel();
         #[cfg(unix)]
-        if let Some(handle) = self.signal_handle.get_mut().ok().and_then(Option::take) {
-            // Ends the listener thread and gives the signals back.
-            handle.close();
+        if *self.signals_armed.get_mut() {
+            // Gives the signals back once no instance listens for them.
+            crate::signal::stop_listening(self.id);
         }
         let pending = self.registry.len();
         if pending > 0 && !*self.started.get_mut() {
@@ -178,8 +168,6 @@ impl Compactor {
                 signal_tasks: CancellationToken::new(),
                 by_signal: AtomicBool::new(false),
                 run: OnceLock::new(),
-                #[cfg(unix)]
-                signal_handle: std::sync::Mutex::new(None),
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 config,
                 registry: Registry::new(),

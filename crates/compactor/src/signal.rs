@@ -6,7 +6,7 @@
 //! cleanup, a second signal must still end the process.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crate::compactor::{Compactor, Inner};
 use crate::{Error, ShutdownReason};
@@ -131,12 +131,11 @@ pub(crate) fn exit_code(reason: &ShutdownReason, clean: bool, policy: SignalExit
     }
 }
 
-/// Starts the listener thread (once per instance).
+/// Starts listening (once per instance): the fast path on the runtime, if
+/// there is one, and the instance's place in the process's listener.
 #[cfg(unix)]
 pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     use std::sync::atomic::Ordering;
-
-    use signal_hook::iterator::Signals;
 
     if inner.signals_armed.swap(true, Ordering::AcqRel) {
         return Ok(());
@@ -148,38 +147,233 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
         start_fast_path(inner, runtime);
     }
     let numbers: Vec<i32> = inner.config.signals.iter().map(|s| s.number()).collect();
-    let mut signals = match Signals::new(&numbers) {
-        Ok(signals) => signals,
-        Err(e) => {
-            inner.signals_armed.store(false, Ordering::Release);
-            inner.signal_tasks.cancel();
-            return Err(Error::Signals {
-                problem: e.to_string(),
-            });
+    if let Err(problem) = hub::add(inner, numbers, runtime) {
+        inner.signals_armed.store(false, Ordering::Release);
+        inner.signal_tasks.cancel();
+        return Err(Error::Signals { problem });
+    }
+    Ok(())
+}
+
+/// Stops listening for an instance that is going; gives each signal back
+/// to the process once no instance listens for it.
+#[cfg(unix)]
+pub(crate) fn stop_listening(instance: u64) {
+    hub::remove(instance);
+}
+
+/// The process's signal listener: one thread, started by the first
+/// instance that listens and kept for the life of the process, reads a
+/// socket that signal-hook writes to when a signal arrives, and hands the
+/// signal to every instance listening for it. Each signal is registered with
+/// signal-hook (a flag and a write to the socket) while at least one
+/// instance listens for it, and given back when the last one goes.
+///
+/// One thread for the process rather than one per instance: an instance
+/// that starts listening costs two registrations, not a thread, and a
+/// signal that arrives soon after finds no thread still starting up.
+#[cfg(unix)]
+mod hub {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+    use signal_hook::SigId;
+
+    use super::{Signal, handle};
+    use crate::compactor::{Compactor, Inner};
+
+    struct Hub {
+        /// The write end signal-hook gets a copy of per registration.
+        wake: UnixStream,
+        registered: Vec<Registered>,
+        listening: Vec<Listening>,
+    }
+
+    /// A signal registered with signal-hook, and how many instances want it.
+    struct Registered {
+        number: i32,
+        arrived: Arc<AtomicBool>,
+        ids: [SigId; 2],
+        users: usize,
+    }
+
+    struct Listening {
+        instance: u64,
+        owner: Weak<Inner>,
+        numbers: Vec<i32>,
+        /// Signals received so far: the second one forces the exit.
+        received: u32,
+        /// Signals that had arrived, not yet handed out, when the instance
+        /// started listening: that arrival is not for it.
+        before: Vec<i32>,
+        runtime: Option<tokio::runtime::Handle>,
+    }
+
+    static HUB: OnceLock<Result<Mutex<Hub>, String>> = OnceLock::new();
+
+    fn hub() -> Result<MutexGuard<'static, Hub>, String> {
+        let hub = HUB.get_or_init(|| {
+            let (read, wake) = UnixStream::pair().map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("compactor-signals".to_owned())
+                .spawn(move || listen(read))
+                .map_err(|e| format!("cannot start the listener thread: {e}"))?;
+            Ok(Mutex::new(Hub {
+                wake,
+                registered: Vec::new(),
+                listening: Vec::new(),
+            }))
+        });
+        match hub {
+            Ok(hub) => Ok(hub.lock().unwrap_or_else(PoisonError::into_inner)),
+            Err(problem) => Err(problem.clone()),
         }
-    };
-    inner.set_signal_handle(signals.handle());
-    let owner: Weak<Inner> = Arc::downgrade(inner);
-    let spawned = std::thread::Builder::new()
-        .name("compactor-signals".to_owned())
-        .spawn(move || {
-            let mut received = 0u32;
-            for number in signals.forever() {
-                let Some(inner) = owner.upgrade() else { break };
+    }
+
+    pub(super) fn add(
+        inner: &Arc<Inner>,
+        numbers: Vec<i32>,
+        runtime: Option<tokio::runtime::Handle>,
+    ) -> Result<(), String> {
+        let mut hub = hub()?;
+        for (k, &number) in numbers.iter().enumerate() {
+            if let Err(e) = hub.want(number) {
+                for &added in &numbers[..k] {
+                    hub.unwant(added);
+                }
+                return Err(e.to_string());
+            }
+        }
+        let before = numbers
+            .iter()
+            .copied()
+            .filter(|&n| {
+                hub.registered
+                    .iter()
+                    .any(|r| r.number == n && r.arrived.load(Ordering::Acquire))
+            })
+            .collect();
+        hub.listening.push(Listening {
+            instance: inner.id,
+            owner: Arc::downgrade(inner),
+            numbers,
+            received: 0,
+            before,
+            runtime,
+        });
+        Ok(())
+    }
+
+    pub(super) fn remove(instance: u64) {
+        let Ok(mut hub) = hub() else { return };
+        let Some(at) = hub.listening.iter().position(|l| l.instance == instance) else {
+            return;
+        };
+        let gone = hub.listening.swap_remove(at);
+        for number in gone.numbers {
+            hub.unwant(number);
+        }
+    }
+
+    impl Hub {
+        fn want(&mut self, number: i32) -> std::io::Result<()> {
+            if let Some(r) = self.registered.iter_mut().find(|r| r.number == number) {
+                r.users += 1;
+                return Ok(());
+            }
+            let arrived = Arc::new(AtomicBool::new(false));
+            // The flag first: the listener looks at the flags when woken.
+            let flag = signal_hook::flag::register(number, arrived.clone())?;
+            let write = match self
+                .wake
+                .try_clone()
+                .and_then(|wake| signal_hook::low_level::pipe::register(number, wake))
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    signal_hook::low_level::unregister(flag);
+                    return Err(e);
+                }
+            };
+            self.registered.push(Registered {
+                number,
+                arrived,
+                ids: [flag, write],
+                users: 1,
+            });
+            Ok(())
+        }
+
+        fn unwant(&mut self, number: i32) {
+            let Some(at) = self.registered.iter().position(|r| r.number == number) else {
+                return;
+            };
+            self.registered[at].users -= 1;
+            if self.registered[at].users == 0 {
+                for id in self.registered.swap_remove(at).ids {
+                    signal_hook::low_level::unregister(id);
+                }
+            }
+        }
+
+        /// The signals that arrived since the last look, each with the
+        /// instances listening for it and their count of signals so far.
+        fn arrivals(&mut self) -> Vec<(Compactor, Signal, u32, Option<tokio::runtime::Handle>)> {
+            let arrived: Vec<i32> = self
+                .registered
+                .iter()
+                .filter(|r| r.arrived.swap(false, Ordering::AcqRel))
+                .map(|r| r.number)
+                .collect();
+            let mut due = Vec::new();
+            for number in arrived {
                 let Some(signal) = Signal::from_number(number) else {
                     continue;
                 };
-                received += 1;
-                handle(&Compactor { inner }, signal, received, runtime.as_ref());
+                for l in &mut self.listening {
+                    if !l.numbers.contains(&number) {
+                        continue;
+                    }
+                    if let Some(at) = l.before.iter().position(|&n| n == number) {
+                        l.before.swap_remove(at);
+                        continue;
+                    }
+                    if let Some(inner) = l.owner.upgrade() {
+                        l.received += 1;
+                        due.push((Compactor { inner }, signal, l.received, l.runtime.clone()));
+                    }
+                }
             }
-        });
-    if let Err(e) = spawned {
-        inner.signals_armed.store(false, Ordering::Release);
-        return Err(Error::Signals {
-            problem: format!("cannot start the listener thread: {e}"),
-        });
+            due
+        }
     }
-    Ok(())
+
+    /// The listener thread: waits on the socket, then hands what arrived
+    /// out, without holding the hub's lock (an instance that goes while
+    /// being handled leaves the hub from this thread).
+    fn listen(mut read: UnixStream) {
+        let mut bytes = [0u8; 64];
+        loop {
+            match read.read(&mut bytes) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "the signal listener stopped");
+                    return;
+                }
+            }
+            let due = match hub() {
+                Ok(mut hub) => hub.arrivals(),
+                Err(_) => return,
+            };
+            for (compactor, signal, received, runtime) in due {
+                handle(&compactor, signal, received, runtime.as_ref());
+            }
+        }
+    }
 }
 
 /// The first signal also reaches a task on the runtime: tokio's signal
@@ -272,7 +466,7 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     if inner.signals_armed.swap(true, Ordering::AcqRel) {
         return Ok(());
     }
-    let owner: Weak<Inner> = Arc::downgrade(inner);
+    let owner: std::sync::Weak<Inner> = Arc::downgrade(inner);
     runtime.spawn(async move {
         let mut received = 0u32;
         while tokio::signal::ctrl_c().await.is_ok() {
