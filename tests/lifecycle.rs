@@ -183,6 +183,36 @@ fn a_sync_main_shuts_down_with_shutdown_blocking() {
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
+#[test]
+fn instances_listening_in_one_process_each_run_their_cleanup() {
+    // The global instance's slow cache keeps the process alive while the
+    // library's instance runs its own cleanup from the same signal.
+    let app = app(&["--library", "--slow-cache-ms", "300"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    let ran = cleanups(&out);
+    for name in ["library", "http", "db", "cache"] {
+        assert_eq!(
+            ran.iter().filter(|c| **c == name).count(),
+            1,
+            "{name} in {ran:?}"
+        );
+    }
+}
+
+#[test]
+fn an_instance_that_listens_after_another_went_gets_the_signal() {
+    // Without a runtime the process's listener thread starts the run: the
+    // first instance's signals were registered and released before the
+    // global instance registered them again.
+    let app = app(&["--mode", "relisten"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
 #[cfg(unix)]
 #[test]
 fn after_the_run_a_signal_gets_the_default_handling() {

@@ -18,6 +18,10 @@
 //! | `--slow-cache-ms MS` | the `cache` cleanup takes MS |
 //! | `--linger-ms MS` | in `run` mode, main waits MS after printing the report |
 //! | `--no-auto-listen` | `Builder::auto_listen(false)`: the app owns its signals |
+//! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
+//!
+//! `--mode relisten`: no runtime; an instance listens and is dropped, then
+//! the global instance listens and waits for a signal.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +42,7 @@ struct Flags {
     slow_cache_ms: u64,
     linger_ms: u64,
     no_auto_listen: bool,
+    library: bool,
 }
 
 fn flags() -> Flags {
@@ -59,6 +64,7 @@ fn flags() -> Flags {
             "--slow-cache-ms" => flags.slow_cache_ms = value().parse().unwrap(),
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
             "--no-auto-listen" => flags.no_auto_listen = true,
+            "--library" => flags.library = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -117,6 +123,18 @@ fn main() -> ExitCode {
     }
     let c = Compactor::init_global(builder).unwrap();
 
+    if flags.mode == "relisten" {
+        let other = Compactor::new();
+        other.listen_for_signals().unwrap();
+        drop(other);
+        register(c, &flags);
+        c.listen_for_signals().unwrap();
+        println!("ready");
+        // The signal starts the run on a runtime of its own, which exits.
+        std::thread::sleep(Duration::from_secs(3600));
+        return ExitCode::SUCCESS;
+    }
+
     if flags.mode == "blocking" {
         register(c, &flags);
         println!("ready");
@@ -132,6 +150,13 @@ fn main() -> ExitCode {
         .unwrap();
     runtime.block_on(async {
         register(c, &flags);
+        // Kept for the life of the app, listening beside the global instance.
+        let _library = flags.library.then(|| {
+            let library = Compactor::builder().signal_exit(SignalExit::Return).build();
+            library.register("library", printing("library")).unwrap();
+            library.listen_for_signals().unwrap();
+            library
+        });
         if let Some(ms) = flags.panic_after {
             c.shutdown_on_panic();
             std::thread::spawn(move || {

@@ -104,7 +104,8 @@ impl Drop for Inner {
         self.signal_tasks.cancel();
         #[cfg(unix)]
         if *self.signals_armed.get_mut() {
-            // Gives the signals back once no instance listens for them.
+            // Leaves the process's listener; signals no instance listens
+            // for any more are unregistered from signal-hook.
             crate::signal::stop_listening(self.id);
         }
         let pending = self.registry.len();

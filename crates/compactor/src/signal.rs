@@ -443,6 +443,10 @@ fn handle(
         return;
     }
     if compactor.report().is_some() {
+        if compactor.started_by_signal() && compactor.inner.signal_exit() != SignalExit::Return {
+            // The run is over and its own exit, with its code, follows.
+            return;
+        }
         // The run is over: behave as if no one handled the signal.
         let _ = signal_hook::low_level::emulate_default_handler(signal.number());
         return;
