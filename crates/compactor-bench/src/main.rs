@@ -30,10 +30,10 @@ static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, scenario, system, warm_up, runs] = args.as_slice() {
+    if let [flag, scenario, system, runs] = args.as_slice() {
         if flag == "--child" {
-            let runs = runs.parse().expect("--child SCENARIO SYSTEM WARM-UP RUNS");
-            scenario::child(scenario, system, scenario::WarmUp::parse(warm_up), runs);
+            let runs = runs.parse().expect("--child SCENARIO SYSTEM RUNS");
+            scenario::child(scenario, system, runs);
             return;
         }
     }

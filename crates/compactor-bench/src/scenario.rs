@@ -168,10 +168,6 @@ pub(crate) fn measure(
         _ => (settings.runs, 1),
     };
     let mut able: Vec<&dyn System> = systems.to_vec();
-    // The warm-up runs at full size, but a system whose run takes seconds
-    // gains nothing from a full one: after the first round it warms up at a
-    // tenth of the size.
-    let mut warm_up: Vec<WarmUp> = vec![WarmUp::Full; able.len()];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
     let mut bytes: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
     for round in 0..processes {
@@ -181,18 +177,14 @@ pub(crate) fn measure(
             if round == 0 {
                 eprintln!("  {:<18} {}", scenario.name, system.name());
             }
-            match in_child(scenario, system, warm_up[k], per_process) {
+            match in_child(scenario, system, per_process) {
                 Some((t, b)) => {
-                    if t.iter().any(|ns| ns * scenario.n as f64 > 1e9) {
-                        warm_up[k] = WarmUp::Tenth;
-                    }
                     times[k].extend(t);
                     bytes[k].extend(b);
                     k += 1;
                 }
                 None => {
                     able.remove(k);
-                    warm_up.remove(k);
                     times.remove(k);
                     bytes.remove(k);
                 }
@@ -211,36 +203,11 @@ pub(crate) fn measure(
         .collect()
 }
 
-/// The size of a child's warm-up run.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum WarmUp {
-    Full,
-    Tenth,
-}
-
-impl WarmUp {
-    pub(crate) fn parse(arg: &str) -> WarmUp {
-        match arg {
-            "full" => WarmUp::Full,
-            "tenth" => WarmUp::Tenth,
-            other => panic!("warm-up `{other}`: expected `full` or `tenth`"),
-        }
-    }
-
-    fn arg(self) -> &'static str {
-        match self {
-            WarmUp::Full => "full",
-            WarmUp::Tenth => "tenth",
-        }
-    }
-}
-
 /// Runs one measurement in a child process and reads its line.
-fn in_child(scenario: &Scenario, system: &dyn System, warm_up: WarmUp, runs: usize) -> Sample {
+fn in_child(scenario: &Scenario, system: &dyn System, runs: usize) -> Sample {
     let exe = std::env::current_exe().expect("the benchmark's own path");
     let output = std::process::Command::new(exe)
-        .args(["--child", scenario.name, system.name(), warm_up.arg()])
-        .arg(runs.to_string())
+        .args(["--child", scenario.name, system.name(), &runs.to_string()])
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("a child process for the measurement");
@@ -267,9 +234,12 @@ fn in_child(scenario: &Scenario, system: &dyn System, warm_up: WarmUp, runs: usi
     Some((parse(t), parse(b)))
 }
 
-/// The child's side: a warm-up run, then `runs` measured runs; prints
-/// `times bytes` (comma-separated, per task) or `n/a`.
-pub(crate) fn child(scenario: &str, system: &str, warm_up: WarmUp, runs: usize) {
+/// The child's side: warm-up, then `runs` measured runs; prints `times
+/// bytes` (comma-separated, per task) or `n/a`. The warm-up runs at a tenth
+/// of the size, and again at full size unless the tenth took over 100 ms: a
+/// run of seconds gains nothing from it (`tokio-graceful-shutdown`'s chain
+/// takes about 10 s), and the quick run stays under two minutes.
+pub(crate) fn child(scenario: &str, system: &str, runs: usize) {
     let scenario = SCENARIOS
         .iter()
         .find(|s| s.name == scenario)
@@ -284,16 +254,17 @@ pub(crate) fn child(scenario: &str, system: &str, warm_up: WarmUp, runs: usize) 
         .enable_all()
         .build()
         .expect("a runtime");
-    let warm_up = Scenario {
-        n: match warm_up {
-            WarmUp::Full => scenario.n,
-            WarmUp::Tenth => (scenario.n / 10).max(1),
-        },
+    let tenth = Scenario {
+        n: (scenario.n / 10).max(1),
         ..*scenario
     };
-    if once(&warm_up, system, &runtime).is_none() {
+    let started = std::time::Instant::now();
+    if once(&tenth, system, &runtime).is_none() {
         println!("n/a");
         return;
+    }
+    if started.elapsed() < Duration::from_millis(100) {
+        once(scenario, system, &runtime).expect("ran at a tenth of the size");
     }
     let (mut times, mut bytes) = (Vec::new(), Vec::new());
     for _ in 0..runs {
