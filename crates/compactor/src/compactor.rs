@@ -334,8 +334,8 @@ impl Compactor {
     ///
     /// The global instance calls this by itself at its first registration
     /// inside a tokio runtime, unless [`Builder::auto_listen`] turned it off.
-    /// On Unix the listener is a thread of its own, so it works with any
-    /// runtime, or none.
+    /// On Unix the listener is a thread (one per process, shared by the
+    /// instances that listen), so it works with any runtime, or none.
     ///
     /// # Errors
     ///

@@ -1,9 +1,10 @@
 //! Process signals: which ones start a shutdown, what the process does after
 //! it, and the listener that survives a wedged runtime.
 //!
-//! On Unix the listener is a plain thread blocked on signal-hook's iterator,
-//! not a tokio task: when every runtime worker is stuck in a misbehaving
-//! cleanup, a second signal must still end the process.
+//! On Unix the listener is a plain thread (one per process: `hub` below)
+//! reading a socket signal-hook writes to, not a tokio task: when every
+//! runtime worker is stuck in a misbehaving cleanup, a second signal must
+//! still end the process.
 
 use std::fmt;
 use std::sync::Arc;
