@@ -173,8 +173,7 @@ impl Plan {
                 if precedes.has_edges() {
                     precedes = renumber(&precedes, &new_index);
                 }
-                tasks = permute(tasks, &new_index);
-                names = permute(names, &new_index);
+                permute(&mut tasks, &mut names, &new_index);
             }
         }
         let mut waiting = Vec::new();
@@ -383,16 +382,22 @@ fn renumber(edges: &Edges, new_index: &[u32]) -> Edges {
     Edges::from_lists(new_index.len(), &pairs)
 }
 
-/// `items` moved to their new positions.
-fn permute<T>(items: Vec<T>, new_index: &[u32]) -> Vec<T> {
-    let mut moved: Vec<Option<T>> = items.iter().map(|_| None).collect();
-    for (old, item) in items.into_iter().enumerate() {
-        moved[new_index[old] as usize] = Some(item);
+/// Moves `tasks[i]` and `names[i]` to position `new_index[i]`, in place:
+/// each swap puts one task where it belongs, following the permutation's
+/// cycles, so no second vector of either is allocated.
+fn permute(tasks: &mut [PlannedTask], names: &mut [Arc<str>], new_index: &[u32]) {
+    let mut to = new_index.to_vec();
+    for at in 0..to.len() {
+        loop {
+            let target = to[at] as usize;
+            if target == at {
+                break;
+            }
+            tasks.swap(at, target);
+            names.swap(at, target);
+            to.swap(at, target);
+        }
     }
-    moved
-        .into_iter()
-        .map(|item| item.expect("every position filled"))
-        .collect()
 }
 
 /// Finds a cycle among the tasks Kahn's walk could not reach and picks the
@@ -532,5 +537,28 @@ mod tests {
         assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
         let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
         assert_eq!(phases, [0, 0, 1]);
+    }
+
+    #[test]
+    fn tasks_are_renumbered_phase_by_phase_in_registration_order() {
+        let mut all = nodes(&["a", "b", "c", "d", "e", "f"], &[]);
+        let priorities = [
+            Priority::Low,
+            Priority::Critical,
+            Priority::Normal,
+            Priority::Critical,
+            Priority::Low,
+            Priority::Normal,
+        ];
+        for ((_, node), p) in all.iter_mut().zip(priorities) {
+            node.spec.priority = p;
+        }
+        let plan = Plan::new(all);
+        let names: Vec<&str> = plan.names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["b", "d", "c", "f", "a", "e"]);
+        let ids: Vec<u64> = plan.tasks.iter().map(|t| t.node.id).collect();
+        assert_eq!(ids, [2, 4, 3, 6, 1, 5], "each task moved with its name");
+        let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
+        assert_eq!(phases, [0, 0, 1, 1, 2, 2]);
     }
 }
