@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::registry::Node;
+use crate::registry::{Drained, Node};
 use crate::task::Spec;
 use crate::{GraphWarning, Priority};
 
@@ -112,13 +112,13 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// The plan of a whole shutdown; `nodes` must be in registration order.
-    pub(crate) fn new(nodes: Vec<(Arc<str>, Box<Node>)>) -> Plan {
+    pub(crate) fn new(nodes: Vec<Drained>) -> Plan {
         Plan::build(nodes, true)
     }
 
     /// The plan of some of the tasks: dependencies on the others are dropped
     /// without a warning.
-    pub(crate) fn partial(nodes: Vec<(Arc<str>, Box<Node>)>) -> Plan {
+    pub(crate) fn partial(nodes: Vec<Drained>) -> Plan {
         Plan::build(nodes, false)
     }
 
@@ -127,16 +127,16 @@ impl Plan {
         self.waiting.get(i).copied().unwrap_or(0)
     }
 
-    fn build(nodes: Vec<(Arc<str>, Box<Node>)>, whole: bool) -> Plan {
+    fn build(nodes: Vec<Drained>, whole: bool) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
-        let edges = match nodes.iter().any(|(_, node)| !node.deps.is_empty()) {
+        let edges = match nodes.iter().any(|d| !d.node.deps.is_empty()) {
             true => resolve(&nodes, whole, &mut warnings),
             false => Vec::new(),
         };
         let (mut names, mut tasks): (Vec<Arc<str>>, Vec<PlannedTask>) = nodes
             .into_iter()
-            .map(|(name, node)| {
+            .map(|Drained { name, node, .. }| {
                 let task = PlannedTask {
                     effective: node.spec.priority,
                     node,
@@ -198,21 +198,17 @@ impl Plan {
 
 /// The dependency edges `(task, dependency)` by task index, sorted, with a
 /// warning for each unknown name (in a whole shutdown).
-fn resolve(
-    nodes: &[(Arc<str>, Box<Node>)],
-    whole: bool,
-    warnings: &mut Vec<GraphWarning>,
-) -> Vec<(u32, u32)> {
+fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> Vec<(u32, u32)> {
     let n = nodes.len();
     let mut edges: Vec<(u32, u32)> = Vec::new();
     // Handle dependencies resolve by id (dense: a table, no hashing); only
     // dependencies by name need the name index.
-    let max_id = nodes.last().map_or(0, |(_, node)| node.id) as usize;
+    let max_id = nodes.last().map_or(0, |d| d.id) as usize;
     let by_id = match crate::registry::dense(max_id + 1, n) {
         true => {
             let mut table = vec![u32::MAX; max_id + 1];
-            for (i, (_, node)) in nodes.iter().enumerate() {
-                table[node.id as usize] = i as u32;
+            for (i, d) in nodes.iter().enumerate() {
+                table[d.id as usize] = i as u32;
             }
             IdIndex::Dense(table)
         }
@@ -220,21 +216,21 @@ fn resolve(
             nodes
                 .iter()
                 .enumerate()
-                .map(|(i, (_, node))| (node.id, i as u32))
+                .map(|(i, d)| (d.id, i as u32))
                 .collect(),
         ),
     };
     let by_name: Option<HashMap<&str, u32>> = nodes
         .iter()
-        .any(|(_, node)| node.deps.iter().any(|d| d.id.is_none()))
+        .any(|d| d.node.deps.iter().any(|dep| dep.id.is_none()))
         .then(|| {
             nodes
                 .iter()
                 .enumerate()
-                .map(|(i, (name, _))| (&**name, i as u32))
+                .map(|(i, d)| (&*d.name, i as u32))
                 .collect()
         });
-    for (i, (name, node)) in nodes.iter().enumerate() {
+    for (i, Drained { name, node, .. }) in nodes.iter().enumerate() {
         let start = edges.len();
         for dep in node.deps.iter() {
             let target = match dep.id {
@@ -446,7 +442,7 @@ mod tests {
     use crate::task::Dep;
 
     /// Nodes named `names`, in that registration order, with by-name dependencies.
-    fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<(Arc<str>, Box<Node>)> {
+    fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
         names
             .iter()
             .enumerate()
@@ -460,12 +456,15 @@ mod tests {
                     })
                     .collect();
                 let node = Node {
-                    id: i as u64 + 1,
                     cleanup: Mutex::new(Some(Box::new(crate::cleanup::AsyncFn(|| async {})))),
                     deps: deps.into_boxed_slice(),
                     spec: Spec::default(),
                 };
-                (Arc::from(name), Box::new(node))
+                Drained {
+                    id: i as u64 + 1,
+                    name: Arc::from(name),
+                    node: Box::new(node),
+                }
             })
             .collect()
     }
@@ -517,7 +516,7 @@ mod tests {
     #[test]
     fn a_handle_dependency_on_a_replaced_task_is_dropped() {
         let mut all = nodes(&["db", "http"], &[]);
-        all[1].1.deps = vec![Dep {
+        all[1].node.deps = vec![Dep {
             name: Arc::from("db"),
             // The id of an earlier "db" that was unregistered and replaced.
             id: NonZeroU64::new(99),
@@ -531,8 +530,8 @@ mod tests {
     #[test]
     fn phases_are_the_distinct_effective_priorities_highest_first() {
         let mut all = nodes(&["low", "crit", "mid"], &[("low", "crit")]);
-        all[0].1.spec.priority = Priority::Low;
-        all[1].1.spec.priority = Priority::Critical;
+        all[0].node.spec.priority = Priority::Low;
+        all[1].node.spec.priority = Priority::Critical;
         let plan = Plan::new(all);
         assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
         let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
@@ -550,14 +549,16 @@ mod tests {
             Priority::Low,
             Priority::Normal,
         ];
-        for ((_, node), p) in all.iter_mut().zip(priorities) {
-            node.spec.priority = p;
+        for (i, (d, p)) in all.iter_mut().zip(priorities).enumerate() {
+            d.node.spec.priority = p;
+            // Marks each node, to check it moves with its name.
+            d.node.spec.retries = i as u32;
         }
         let plan = Plan::new(all);
         let names: Vec<&str> = plan.names.iter().map(|n| &**n).collect();
         assert_eq!(names, ["b", "d", "c", "f", "a", "e"]);
-        let ids: Vec<u64> = plan.tasks.iter().map(|t| t.node.id).collect();
-        assert_eq!(ids, [2, 4, 3, 6, 1, 5], "each task moved with its name");
+        let marks: Vec<u32> = plan.tasks.iter().map(|t| t.spec().retries).collect();
+        assert_eq!(marks, [1, 3, 2, 5, 0, 4], "each task moved with its name");
         let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
         assert_eq!(phases, [0, 0, 1, 1, 2, 2]);
     }

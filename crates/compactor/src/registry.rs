@@ -22,13 +22,19 @@ use crate::task::{Dep, Spec};
 
 /// A pending task.
 pub(crate) struct Node {
-    pub(crate) id: u64,
     /// In a mutex only so the map is `Sync`; it is never contended: the
     /// cleanup is reached through `&mut` when drained. `None` once the run
     /// that drained the node has taken it.
     pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
     pub(crate) deps: Box<[Dep]>,
     pub(crate) spec: Spec,
+}
+
+/// A task taken out of the registry for a run.
+pub(crate) struct Drained {
+    pub(crate) id: u64,
+    pub(crate) name: Arc<str>,
+    pub(crate) node: Box<Node>,
 }
 
 impl Node {
@@ -164,7 +170,6 @@ impl Registry {
                 e.insert(Slot {
                     id: id.get(),
                     node: Some(Box::new(Node {
-                        id: id.get(),
                         cleanup: Mutex::new(Some(cleanup)),
                         deps: deps.into_boxed_slice(),
                         spec,
@@ -239,21 +244,22 @@ impl Registry {
 
     /// Takes the pending tasks `pick` chooses out of the registry, in
     /// registration order; none once shutdown has begun.
-    pub(crate) fn take_where(
-        &self,
-        mut pick: impl FnMut(&Node) -> bool,
-    ) -> Vec<(Arc<str>, Box<Node>)> {
+    pub(crate) fn take_where(&self, mut pick: impl FnMut(&Node) -> bool) -> Vec<Drained> {
         let mut taken = Vec::new();
         self.tasks.retain(|name, slot| {
             // Read under the shard lock: once closed, everything belongs to the run.
             if self.closed.load(Ordering::SeqCst) || !slot.node.as_deref().is_some_and(&mut pick) {
                 return true;
             }
-            taken.extend(slot.node.take().map(|node| (name.clone(), node)));
+            taken.extend(slot.node.take().map(|node| Drained {
+                id: slot.id,
+                name: name.clone(),
+                node,
+            }));
             false
         });
-        taken.sort_unstable_by_key(|(_, node)| node.id);
-        self.release_references(taken.iter().map(|(_, node)| &**node));
+        taken.sort_unstable_by_key(|d| d.id);
+        self.release_references(taken.iter().map(|d| &*d.node));
         taken
     }
 
@@ -296,7 +302,7 @@ impl Registry {
     }
 
     /// Closes the registry and takes every pending task, in registration order.
-    pub(crate) fn drain(&self) -> Vec<(Arc<str>, Box<Node>)> {
+    pub(crate) fn drain(&self) -> Vec<Drained> {
         self.close();
         let ids = self.next_id.load(Ordering::SeqCst) as usize;
         // Each shard's whole table is taken under its write lock, after the
@@ -311,25 +317,23 @@ impl Registry {
         let live = tables.iter().map(|table| table.len()).sum();
         let entries = tables.into_iter().flatten().filter_map(|(name, slot)| {
             let Slot { id, node } = slot.into_inner();
-            node.map(|node| (id as usize, name, node))
+            node.map(|node| Drained { id, name, node })
         });
         if dense(ids, live) {
             // Placing each task at its id sorts them in O(n).
-            let mut slots: Vec<Option<(Arc<str>, Box<Node>)>> = Vec::new();
+            let mut slots: Vec<Option<Drained>> = Vec::new();
             slots.resize_with(ids, || None);
-            for (id, name, node) in entries {
-                slots[id] = Some((name, node));
+            for drained in entries {
+                let id = drained.id as usize;
+                slots[id] = Some(drained);
             }
             slots.into_iter().flatten().collect()
         } else {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
             let mut drained: Vec<_> = entries.collect();
-            drained.sort_unstable_by_key(|(id, _, _)| *id);
+            drained.sort_unstable_by_key(|d| d.id);
             drained
-                .into_iter()
-                .map(|(_, name, node)| (name, node))
-                .collect()
         }
     }
 
