@@ -39,6 +39,11 @@ struct Driver {
     blocking: bool,
 }
 
+/// When the task of a started entry began, `t0` being the run's start.
+fn started(t0: Instant, entry: &TaskReport) -> Instant {
+    t0 + entry.started_at.unwrap_or_default()
+}
+
 /// `Runner::position` of a task that has not started.
 const NOT_STARTED: u32 = u32::MAX;
 
@@ -452,9 +457,9 @@ impl Runner {
             driver.handle.abort();
             self.running -= 1;
             let i = index as usize;
+            let t0 = self.t0;
             let entry = &mut self.reports[self.position[i] as usize];
-            let started = self.t0 + entry.started_at.unwrap_or_default();
-            entry.duration = now.saturating_duration_since(started);
+            entry.duration = now.saturating_duration_since(started(t0, entry));
             entry.interruption = Some(match driver.blocking {
                 true => Interruption::Abandoned,
                 false => Interruption::Dropped,
@@ -498,8 +503,7 @@ impl Runner {
             if at != NOT_STARTED && !self.is_finished(i) {
                 let entry = &mut tasks[at as usize];
                 entry.attempts = self.ctx.attempts[i].load(Ordering::Relaxed);
-                let started = self.t0 + entry.started_at.unwrap_or_default();
-                entry.duration = now.saturating_duration_since(started);
+                entry.duration = now.saturating_duration_since(started(self.t0, entry));
             }
         }
         self.finish_report(tasks, false)

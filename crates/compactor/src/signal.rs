@@ -156,8 +156,8 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stops listening for an instance that is going; gives each signal back
-/// to the process once no instance listens for it.
+/// Stops listening for an instance that is going; unregisters each signal
+/// from signal-hook once no instance listens for it.
 #[cfg(unix)]
 pub(crate) fn stop_listening(instance: u64) {
     hub::remove(instance);
@@ -168,7 +168,9 @@ pub(crate) fn stop_listening(instance: u64) {
 /// socket that signal-hook writes to when a signal arrives, and hands the
 /// signal to every instance listening for it. Each signal is registered with
 /// signal-hook (a flag and a write to the socket) while at least one
-/// instance listens for it, and given back when the last one goes.
+/// instance listens for it, and unregistered when the last one goes
+/// (signal-hook keeps its own handler installed, as tokio does: the
+/// default action does not come back).
 ///
 /// One thread for the process rather than one per instance: an instance
 /// that starts listening costs two registrations, not a thread, and a
