@@ -163,14 +163,15 @@ pub(crate) fn measure(
     systems: &[&dyn System],
     settings: &Settings,
 ) -> Vec<Measurement> {
-    let (processes, per_process) = match scenario.kind {
-        Kind::SignalLatency => (settings.runs, settings.signal_rounds / settings.runs),
-        _ => (settings.runs, 1),
+    // One process per run; signal-latency's rounds are spread over them.
+    let per_process = match scenario.kind {
+        Kind::SignalLatency => settings.signal_rounds / settings.runs,
+        _ => 1,
     };
     let mut able: Vec<&dyn System> = systems.to_vec();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
     let mut bytes: Vec<Vec<f64>> = vec![Vec::new(); able.len()];
-    for round in 0..processes {
+    for round in 0..settings.runs {
         let mut k = 0;
         while k < able.len() {
             let system = able[k];
