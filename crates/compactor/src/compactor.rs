@@ -341,6 +341,12 @@ impl Compactor {
     ///
     /// [`Error::Signals`] if the handlers cannot be installed (on Windows:
     /// when called outside a tokio runtime).
+    ///
+    /// # Panics
+    ///
+    /// Inside a tokio runtime built without its I/O driver (neither
+    /// `enable_io` nor `enable_all`), as `tokio::signal` does: the signal
+    /// reaches the runtime through it. Tokio's message names the fix.
     pub fn listen_for_signals(&self) -> Result<(), Error> {
         crate::signal::listen(&self.inner)
     }

@@ -144,11 +144,11 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     // The fast path registers first, so its wake-up is written first when a
     // signal arrives.
     let runtime = tokio::runtime::Handle::try_current().ok();
-    if let Some(runtime) = &runtime {
-        start_fast_path(inner, runtime);
-    }
+    let fast = runtime
+        .as_ref()
+        .is_some_and(|runtime| start_fast_path(inner, runtime));
     let numbers: Vec<i32> = inner.config.signals.iter().map(|s| s.number()).collect();
-    if let Err(problem) = hub::add(inner, numbers, runtime) {
+    if let Err(problem) = hub::add(inner, numbers, runtime, fast) {
         inner.signals_armed.store(false, Ordering::Release);
         inner.signal_tasks.cancel();
         return Err(Error::Signals { problem });
@@ -184,7 +184,7 @@ mod hub {
 
     use signal_hook::SigId;
 
-    use super::{Signal, handle};
+    use super::{Arrival, Signal, handle};
     use crate::compactor::{Compactor, Inner};
 
     struct Hub {
@@ -212,6 +212,8 @@ mod hub {
         /// started listening: that arrival is not for it.
         before: Vec<i32>,
         runtime: Option<tokio::runtime::Handle>,
+        /// Whether a fast path on the runtime starts the run.
+        fast: bool,
     }
 
     static HUB: OnceLock<Result<Mutex<Hub>, String>> = OnceLock::new();
@@ -239,6 +241,7 @@ mod hub {
         inner: &Arc<Inner>,
         numbers: Vec<i32>,
         runtime: Option<tokio::runtime::Handle>,
+        fast: bool,
     ) -> Result<(), String> {
         let mut hub = hub()?;
         for (k, &number) in numbers.iter().enumerate() {
@@ -265,6 +268,7 @@ mod hub {
             received: 0,
             before,
             runtime,
+            fast,
         });
         Ok(())
     }
@@ -323,7 +327,7 @@ mod hub {
 
         /// The signals that arrived since the last look, each with the
         /// instances listening for it and their count of signals so far.
-        fn arrivals(&mut self) -> Vec<(Compactor, Signal, u32, Option<tokio::runtime::Handle>)> {
+        fn arrivals(&mut self) -> Vec<Arrival> {
             let arrived: Vec<i32> = self
                 .registered
                 .iter()
@@ -345,7 +349,13 @@ mod hub {
                     }
                     if let Some(inner) = l.owner.upgrade() {
                         l.received += 1;
-                        due.push((Compactor { inner }, signal, l.received, l.runtime.clone()));
+                        due.push(Arrival {
+                            compactor: Compactor { inner },
+                            signal,
+                            received: l.received,
+                            runtime: l.runtime.clone(),
+                            fast: l.fast,
+                        });
                     }
                 }
             }
@@ -372,43 +382,128 @@ mod hub {
                 Ok(mut hub) => hub.arrivals(),
                 Err(_) => return,
             };
-            for (compactor, signal, received, runtime) in due {
-                handle(&compactor, signal, received, runtime.as_ref());
+            for arrival in &due {
+                handle(arrival);
             }
         }
     }
 }
 
-/// The first signal also reaches a task on the runtime: tokio's signal
-/// driver wakes it without a second thread hop, and the task drives the run
-/// itself, so the shutdown starts sooner. Only the start: everything after
-/// it (the second signal, the default handling after the run) stays with
-/// the listener thread, which works when the runtime does not.
+/// The first signal also reaches a task on the runtime, which drives the
+/// run itself, so the shutdown starts without a thread hop. Only the start:
+/// everything after it (the second signal, the default handling after the
+/// run) stays with the listener thread, which works when the runtime does
+/// not.
+///
+/// The task waits on a socket of its own that signal-hook writes to, which
+/// the runtime's I/O driver watches: the worker that wakes for it runs the
+/// task straight away, without tokio's signal driver in between (which
+/// reads its pipe dry and broadcasts to every signal stream first). The
+/// registrations live as long as the task: an instance that goes leaves
+/// nothing in the signal handler. Returns whether the fast path is in
+/// place; without one (no I/O driver on the runtime, a registration
+/// refused) the listener thread starts the run.
 #[cfg(unix)]
-fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) {
-    use tokio::signal::unix::{SignalKind, signal};
-
+fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) -> bool {
     let _entered = runtime.enter();
-    for &wanted in &inner.config.signals {
-        let Ok(mut stream) = signal(SignalKind::from_raw(wanted.number())) else {
-            continue;
+    let Ok(fast) = FastPath::new(&inner.config.signals) else {
+        return false;
+    };
+    let owner = Arc::downgrade(inner);
+    let closed = inner.signal_tasks.clone();
+    runtime.spawn(async move {
+        let signal = tokio::select! {
+            () = closed.cancelled() => return,
+            arrived = fast.arrival() => match arrived {
+                Some(signal) => signal,
+                None => return,
+            },
         };
-        let owner = Arc::downgrade(inner);
-        let closed = inner.signal_tasks.clone();
-        runtime.spawn(async move {
-            tokio::select! {
-                () = closed.cancelled() => return,
-                received = stream.recv() => if received.is_none() { return },
+        let Some(inner) = owner.upgrade() else { return };
+        let compactor = Compactor { inner };
+        tracing::info!(%signal, "signal received: starting shutdown");
+        // Driven right here: no spawn between the signal and the run.
+        if let Some(run) = compactor.start(ShutdownReason::Signal(signal)) {
+            drop(compactor);
+            run.await;
+        }
+        drop(fast);
+    });
+    true
+}
+
+/// The fast path's registrations: per signal a flag, then a write to the
+/// socket the task waits on.
+#[cfg(unix)]
+struct FastPath {
+    socket: tokio::net::UnixStream,
+    flags: Vec<(Signal, Arc<std::sync::atomic::AtomicBool>)>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+#[cfg(unix)]
+impl FastPath {
+    /// Registers every signal, or none (what was registered is undone on
+    /// the way out). Must be called inside the runtime.
+    fn new(signals: &[Signal]) -> std::io::Result<FastPath> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut fast = FastPath {
+            socket: tokio::net::UnixStream::from_std(read)?,
+            flags: Vec::with_capacity(signals.len()),
+            ids: Vec::with_capacity(2 * signals.len()),
+        };
+        for &signal in signals {
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // The flag first: the task looks at the flags when woken.
+            fast.ids
+                .push(signal_hook::flag::register(signal.number(), flag.clone())?);
+            fast.ids.push(signal_hook::low_level::pipe::register(
+                signal.number(),
+                write.try_clone()?,
+            )?);
+            fast.flags.push((signal, flag));
+        }
+        Ok(fast)
+    }
+
+    /// The first signal to arrive; `None` if the socket failed.
+    async fn arrival(&self) -> Option<Signal> {
+        use std::sync::atomic::Ordering;
+
+        loop {
+            if self.socket.readable().await.is_err() {
+                return None;
             }
-            let Some(inner) = owner.upgrade() else { return };
-            let compactor = Compactor { inner };
-            tracing::info!(signal = %wanted, "signal received: starting shutdown");
-            // Driven right here: no spawn between the signal and the run.
-            if let Some(run) = compactor.start(ShutdownReason::Signal(wanted)) {
-                drop(compactor);
-                run.await;
+            let arrived = self
+                .flags
+                .iter()
+                .find(|(_, flag)| flag.load(Ordering::Acquire));
+            if let Some(&(signal, _)) = arrived {
+                return Some(signal);
             }
-        });
+            // Woken without a signal: empty the socket, which also clears
+            // the readiness, and wait again.
+            let mut bytes = [0u8; 16];
+            loop {
+                match self.socket.try_read(&mut bytes) {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for FastPath {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
@@ -416,16 +511,30 @@ fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) {
 #[cfg(unix)]
 const FAST_PATH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// A signal for one listening instance, as the listener thread hands it out.
+#[cfg(unix)]
+struct Arrival {
+    compactor: Compactor,
+    signal: Signal,
+    /// The instance's count of signals so far, this one included.
+    received: u32,
+    runtime: Option<tokio::runtime::Handle>,
+    /// Whether the instance's fast path has the signal too.
+    fast: bool,
+}
+
 /// What one received signal does, depending on where the instance is.
 #[cfg(unix)]
-fn handle(
-    compactor: &Compactor,
-    signal: Signal,
-    received: u32,
-    runtime: Option<&tokio::runtime::Handle>,
-) {
+fn handle(arrival: &Arrival) {
+    let Arrival {
+        ref compactor,
+        signal,
+        received,
+        ref runtime,
+        fast,
+    } = *arrival;
     if !compactor.is_shutting_down() {
-        if runtime.is_some() {
+        if fast {
             // The fast path on the runtime has the same signal and starts
             // the run sooner; step in only if the runtime does not answer.
             let until = std::time::Instant::now() + FAST_PATH_PATIENCE;
@@ -435,7 +544,7 @@ fn handle(
         }
         if !compactor.is_shutting_down() {
             tracing::info!(%signal, "signal received: starting shutdown");
-            let _entered = runtime.map(tokio::runtime::Handle::enter);
+            let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
             compactor.begin(ShutdownReason::Signal(signal));
         }
         return;
@@ -504,4 +613,31 @@ fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
         signal.exit_code()
     );
     std::process::exit(i32::from(signal.exit_code()))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    // Real signals raised at this test process: SIGHUP and SIGQUIT, which
+    // nothing else in the library's unit tests listens for, in one test
+    // (a signal reaches every registration in the process). Registered
+    // before they are raised, so neither takes its default action.
+    #[tokio::test]
+    async fn a_fast_path_wakes_for_its_own_signals_and_names_the_one_that_came() {
+        let hangup = FastPath::new(&[Signal::Hangup]).expect("registered");
+        let quit = FastPath::new(&[Signal::Interrupt, Signal::Quit]).expect("registered");
+
+        signal_hook::low_level::raise(Signal::Hangup.number()).expect("raised");
+        let arrived = tokio::time::timeout(Duration::from_secs(10), hangup.arrival()).await;
+        assert_eq!(arrived.ok(), Some(Some(Signal::Hangup)));
+        let waited = tokio::time::timeout(Duration::from_millis(50), quit.arrival()).await;
+        assert!(waited.is_err(), "woke for SIGHUP with {waited:?}");
+
+        signal_hook::low_level::raise(Signal::Quit.number()).expect("raised");
+        let arrived = tokio::time::timeout(Duration::from_secs(10), quit.arrival()).await;
+        assert_eq!(arrived.ok(), Some(Some(Signal::Quit)));
+    }
 }
