@@ -329,32 +329,34 @@ impl Registry {
     pub(crate) fn drain(&self) -> Vec<Drained> {
         self.close();
         let ids = self.next_id.load(Ordering::SeqCst) as usize;
-        // Each shard's whole table is taken under its write lock, after the
-        // flag is set (see the module docs); names and nodes move out as
+        // Each used shard's whole table is taken under its write lock, after
+        // the flag is set (see the module docs); names and nodes move out as
         // they are, nothing copied or hashed.
-        let used: Vec<u64> = self.used.iter().map(|w| w.load(Ordering::SeqCst)).collect();
-        let tables: Vec<_> = self
-            .tasks
-            .shards()
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| used[k / 64] & (1 << (k % 64)) != 0)
-            .map(|(_, shard)| std::mem::take(&mut *shard.write()))
-            .collect();
-        let live = tables.iter().map(|table| table.len()).sum();
+        let mut tables = Vec::new();
+        let mut live = 0;
+        for (k, shard) in self.tasks.shards().iter().enumerate() {
+            if self.used[k / 64].load(Ordering::SeqCst) & (1 << (k % 64)) != 0 {
+                let table = std::mem::take(&mut *shard.write());
+                live += table.len();
+                tables.push(table);
+            }
+        }
         let entries = tables.into_iter().flatten().filter_map(|(name, slot)| {
             let Slot { id, node } = slot.into_inner();
             node.map(|node| Drained { id, name, node })
         });
         if dense(ids, live) {
-            // Placing each task at its id sorts them in O(n).
+            // Placing each task at its id sorts them in O(n); the table then
+            // closes its gaps in place (a `Drained` fits where its `Option`
+            // was).
             let mut slots: Vec<Option<Drained>> = Vec::new();
             slots.resize_with(ids, || None);
             for drained in entries {
                 let id = drained.id as usize;
                 slots[id] = Some(drained);
             }
-            slots.into_iter().flatten().collect()
+            #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
+            slots.into_iter().filter_map(|slot| slot).collect()
         } else {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
