@@ -4,7 +4,9 @@
 //! random key per instance keeps the table's layout unpredictable to
 //! whoever chooses the names.
 
-use std::hash::{BuildHasher, Hasher};
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// Builds [`NameHasher`]s with this instance's key.
 #[derive(Clone)]
@@ -25,6 +27,61 @@ impl NameHash {
     }
 }
 
+impl NameHash {
+    /// The name with its hash under this key, computed once.
+    pub(crate) fn name(&self, name: Arc<str>) -> HashedName {
+        HashedName {
+            hash: self.hash_one(&*name),
+            name,
+        }
+    }
+}
+
+/// A registry key: a task name and its hash under the instance's
+/// [`NameHash`]. The table is rehashed as it grows, and reading every
+/// name's bytes again for that was a cache miss per task; the shard a name
+/// goes to comes from the same hash. Looked up by `&str`, which hashes to
+/// the same value ([`NameHasher::write_u64`] takes the stored hash as is).
+#[derive(Clone)]
+pub(crate) struct HashedName {
+    hash: u64,
+    name: Arc<str>,
+}
+
+impl HashedName {
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn into_name(self) -> Arc<str> {
+        self.name
+    }
+}
+
+impl Hash for HashedName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for HashedName {
+    fn eq(&self, other: &HashedName) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for HashedName {}
+
+impl Borrow<str> for HashedName {
+    fn borrow(&self) -> &str {
+        &self.name
+    }
+}
+
 impl BuildHasher for NameHash {
     type Hasher = NameHasher;
 
@@ -32,6 +89,7 @@ impl BuildHasher for NameHash {
         NameHasher {
             state: self.seed,
             key: self.key,
+            hashed: None,
         }
     }
 }
@@ -39,6 +97,8 @@ impl BuildHasher for NameHash {
 pub(crate) struct NameHasher {
     state: u64,
     key: u64,
+    /// A hash written whole by [`HashedName`].
+    hashed: Option<u64>,
 }
 
 /// The 128-bit product of `a` and `b`, its halves folded together.
@@ -70,13 +130,17 @@ impl Hasher for NameHasher {
         self.mix(u64::from(byte));
     }
 
+    /// Takes `word` as the finished hash: only [`HashedName`] writes a
+    /// `u64`, and what it writes was hashed by this key already (names
+    /// themselves are written as bytes).
     fn write_u64(&mut self, word: u64) {
-        self.mix(word);
+        self.hashed = Some(word);
     }
 
     fn finish(&self) -> u64 {
         // One more round, so the last word reaches every bit.
-        fold(self.state, self.key.rotate_left(32) | 1)
+        self.hashed
+            .unwrap_or_else(|| fold(self.state, self.key.rotate_left(32) | 1))
     }
 }
 
@@ -116,6 +180,21 @@ mod tests {
                 (0.45..0.55).contains(&share),
                 "bit {bit} set for {share:.3} of names"
             );
+        }
+    }
+
+    #[test]
+    fn a_hashed_name_hashes_as_its_name_does() {
+        let h = NameHash::random();
+        for name in [
+            "",
+            "db-pool",
+            "conn-10.0.0.7:5432",
+            "a name longer than sixteen bytes",
+        ] {
+            let hashed = h.name(Arc::from(name));
+            assert_eq!(h.hash_one(&hashed), h.hash_one(name), "{name:?}");
+            assert_eq!(hashed.hash(), h.hash_one(name), "{name:?}");
         }
     }
 

@@ -24,7 +24,7 @@ use dashmap::mapref::entry::Entry;
 
 use crate::Error;
 use crate::cleanup::BoxCleanup;
-use crate::hash::NameHash;
+use crate::hash::{HashedName, NameHash};
 use crate::task::{Dep, Spec};
 
 /// A pending task.
@@ -78,7 +78,7 @@ pub(crate) fn dense(ids: usize, live: usize) -> bool {
 }
 
 pub(crate) struct Registry {
-    tasks: DashMap<Arc<str>, Slot, NameHash>,
+    tasks: DashMap<HashedName, Slot, NameHash>,
     /// One bit per shard of `tasks`, set once a registration reached it.
     used: Box<[AtomicU64]>,
     closed: AtomicBool,
@@ -172,9 +172,10 @@ impl Registry {
         let weak = cleanup.strong_count().is_some();
         let id =
             NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
-        self.mark_used(&name);
-        match self.tasks.entry(name) {
-            Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().to_string())),
+        let key = self.tasks.hasher().name(name);
+        self.mark_used(&key);
+        match self.tasks.entry(key) {
+            Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().name().to_string())),
             Entry::Vacant(e) => {
                 // Read under the shard lock: see the module docs.
                 if self.closed.load(Ordering::SeqCst) {
@@ -203,8 +204,9 @@ impl Registry {
     /// Marks the shard `name` goes to as used, before the flag is read
     /// under its lock (see the module docs). A shard is marked once: later
     /// registrations only read the mark.
-    fn mark_used(&self, name: &str) {
-        let shard = self.tasks.determine_map(name);
+    fn mark_used(&self, key: &HashedName) {
+        // As the map finds the shard: from the key's hash.
+        let shard = self.tasks.determine_shard(key.hash() as usize);
         let (word, bit) = (&self.used[shard / 64], 1u64 << (shard % 64));
         if word.load(Ordering::Acquire) & bit == 0 {
             word.fetch_or(bit, Ordering::SeqCst);
@@ -277,7 +279,7 @@ impl Registry {
             }
             taken.extend(slot.node.take().map(|node| Drained {
                 id: slot.id,
-                name: name.clone(),
+                name: name.name().clone(),
                 node,
             }));
             false
@@ -316,7 +318,7 @@ impl Registry {
                 continue;
             };
             let scope = node.with_cleanup(|c| c.scope().cloned()).flatten();
-            visit(entry.key(), &node.spec.category, scope.as_ref());
+            visit(entry.key().name(), &node.spec.category, scope.as_ref());
         }
     }
 
@@ -343,7 +345,11 @@ impl Registry {
         }
         let entries = tables.into_iter().flatten().filter_map(|(name, slot)| {
             let Slot { id, node } = slot.into_inner();
-            node.map(|node| Drained { id, name, node })
+            node.map(|node| Drained {
+                id,
+                name: name.into_name(),
+                node,
+            })
         });
         if dense(ids, live) {
             // Placing each task at its id sorts them in O(n); the table then
@@ -400,7 +406,7 @@ impl Registry {
             }
         }
         while let Some(current) = stack.pop() {
-            let next: Vec<Dep> = match self.tasks.get(&current).as_deref() {
+            let next: Vec<Dep> = match self.tasks.get(&*current).as_deref() {
                 Some(Slot {
                     node: Some(node), ..
                 }) => node.deps.to_vec(),
