@@ -106,15 +106,12 @@ impl System for TokioGraceful {
     fn shutdown_layered(&self, n: usize, phases: usize, rt: &Runtime) -> Option<Duration> {
         let layers: Vec<Manual> = {
             let _entered = rt.enter();
-            (0..phases)
-                .map(|_| {
-                    let manual = Manual::new();
-                    for _ in 0..n / phases {
-                        manual.add();
-                    }
-                    manual
-                })
-                .collect()
+            let layers: Vec<Manual> = (0..phases).map(|_| Manual::new()).collect();
+            // Task i in phase i % phases, as every system registers them.
+            for i in 0..n {
+                layers[i % phases].add();
+            }
+            layers
         };
         wait_parked(n);
         let start = Instant::now();
