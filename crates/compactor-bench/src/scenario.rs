@@ -20,6 +20,10 @@ pub(crate) fn ran() {
 
 pub(crate) struct Settings {
     pub(crate) runs: usize,
+    /// `signal-latency` rounds in all, spread over the runs' processes. A
+    /// round takes about a millisecond, and single rounds spread over
+    /// several microseconds (the kernel's wake-up of an idle core): a
+    /// median needs many of them to hold still.
     pub(crate) signal_rounds: usize,
 }
 
@@ -28,11 +32,11 @@ impl Settings {
         match quick {
             true => Settings {
                 runs: 3,
-                signal_rounds: 15,
+                signal_rounds: 60,
             },
             false => Settings {
                 runs: 7,
-                signal_rounds: 56,
+                signal_rounds: 210,
             },
         }
     }
