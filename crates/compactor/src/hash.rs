@@ -69,8 +69,10 @@ impl Hash for HashedName {
 }
 
 impl PartialEq for HashedName {
+    /// The hashes first: they sit in the table beside each other, where
+    /// the names are behind a pointer.
     fn eq(&self, other: &HashedName) -> bool {
-        self.name == other.name
+        self.hash == other.hash && self.name == other.name
     }
 }
 
