@@ -546,7 +546,8 @@ impl Compactor {
             clean = tracing::field::Empty,
         );
         let run = async move {
-            let plan = Plan::new(run_inner.registry.drain());
+            let (drained, shape) = run_inner.registry.drain();
+            let plan = Plan::new(drained, shape);
             let signal = match &reason {
                 ShutdownReason::Signal(signal) => Some(*signal),
                 _ => None,
@@ -608,9 +609,8 @@ async fn execute(
     for warning in &plan.warnings {
         tracing::warn!(%warning, "dependency graph");
     }
-    let (report, spent) = Runner::new(ctx.clone(), plan, reason, inner, t0)
-        .run(whole)
-        .await;
+    let r = Runner::new(ctx.clone(), plan, reason, inner, t0);
+    let (report, spent) = r.run(whole).await;
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     if whole {
         tracing::Span::current().record("clean", report.is_clean());

@@ -77,6 +77,24 @@ impl IdIndex {
     }
 }
 
+/// What the registry knows of all the tasks a drain took, without reading
+/// their nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The priority of every task, if they all have the same.
+    pub(crate) priority: Option<Priority>,
+    /// Whether any task may have a dependency.
+    pub(crate) any_dependency: bool,
+}
+
+impl Shape {
+    /// Nothing known: every node is read.
+    pub(crate) const UNKNOWN: Shape = Shape {
+        priority: None,
+        any_dependency: true,
+    };
+}
+
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
 pub(crate) struct PlannedTask {
@@ -111,15 +129,16 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan of a whole shutdown; `nodes` must be in registration order.
-    pub(crate) fn new(nodes: Vec<Drained>) -> Plan {
-        Plan::build(nodes, true)
+    /// The plan of a whole shutdown; `nodes` must be in registration order,
+    /// `shape` what the registry knows of all of them.
+    pub(crate) fn new(nodes: Vec<Drained>, shape: Shape) -> Plan {
+        Plan::build(nodes, true, shape)
     }
 
     /// The plan of some of the tasks: dependencies on the others are dropped
     /// without a warning.
     pub(crate) fn partial(nodes: Vec<Drained>) -> Plan {
-        Plan::build(nodes, false)
+        Plan::build(nodes, false, Shape::UNKNOWN)
     }
 
     /// How many tasks must finish before task `i` may start.
@@ -127,26 +146,43 @@ impl Plan {
         self.waiting.get(i).copied().unwrap_or(0)
     }
 
-    fn build(nodes: Vec<Drained>, whole: bool) -> Plan {
+    fn build(nodes: Vec<Drained>, whole: bool, shape: Shape) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
-        let edges = match nodes.iter().any(|d| !d.node.deps.is_empty()) {
+        // Each pass over the nodes is a cache miss per task (they are
+        // scattered over the heap); the shape spares the passes it can.
+        let edges = match shape.any_dependency {
             true => resolve(&nodes, whole, &mut warnings),
             false => Vec::new(),
         };
-        let (mut names, mut tasks): (Vec<Arc<str>>, Vec<PlannedTask>) = nodes
+        let own: Vec<Priority> = match shape.priority {
+            Some(_) => Vec::new(),
+            None => nodes.iter().map(|d| d.node.spec.priority).collect(),
+        };
+        // The planned tasks take the drained tasks' place (collected in
+        // place: no second table of fresh memory to fault in).
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
+        let mut tasks: Vec<PlannedTask> = nodes
             .into_iter()
-            .map(|Drained { name, node, .. }| {
-                let task = PlannedTask {
-                    effective: node.spec.priority,
+            .enumerate()
+            .map(|(i, Drained { name, node, .. })| {
+                names.push(name);
+                PlannedTask {
+                    effective: shape.priority.unwrap_or_else(|| own[i]),
                     node,
                     phase: 0,
-                };
-                (name, task)
+                }
             })
-            .unzip();
+            .collect();
+        drop(own);
         let mut precedes = Edges::default();
-        if !edges.is_empty() {
+        if !edges.is_empty() && edges.iter().all(|&(task, dep)| dep < task) {
+            // Every dependency was registered before its dependent (always
+            // so for handles): registration order is already an order of
+            // the graph, and no cycle can exist.
+            precedes = Edges::from_lists(n, &edges);
+            raise_in_registration_order(&mut tasks, &edges);
+        } else if !edges.is_empty() {
             precedes = Edges::from_lists(n, &edges);
             let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
             drop(edges);
@@ -161,7 +197,11 @@ impl Plan {
             );
         }
 
-        let phases = distinct_descending(tasks.iter().map(|t| t.effective));
+        // Alike priorities stay alike when raised.
+        let phases = match shape.priority {
+            Some(priority) if n > 0 => vec![priority],
+            _ => distinct_descending(tasks.iter().map(|t| t.effective)),
+        };
         if phases.len() > 1 {
             for t in &mut tasks {
                 t.phase = phases
@@ -263,6 +303,18 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
         }
     }
     edges
+}
+
+/// Raises each task's effective priority to that of the tasks it must
+/// precede (its dependencies), for `edges` (sorted by task) that all point
+/// from a later task to an earlier one: walked in registration order, every
+/// dependency has its final priority before its dependents take it up.
+fn raise_in_registration_order(tasks: &mut [PlannedTask], edges: &[(u32, u32)]) {
+    for &(task, dep) in edges {
+        let raised = tasks[dep as usize].effective;
+        let task = &mut tasks[task as usize].effective;
+        *task = (*task).max(raised);
+    }
 }
 
 /// Raises each task's effective priority to that of the tasks it must
@@ -476,10 +528,13 @@ mod tests {
     #[test]
     fn a_cycle_is_broken_at_the_latest_registered_task() {
         // a -> b -> c -> a, plus d -> a outside the cycle.
-        let plan = Plan::new(nodes(
-            &["a", "b", "c", "d"],
-            &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
-        ));
+        let plan = Plan::new(
+            nodes(
+                &["a", "b", "c", "d"],
+                &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
+            ),
+            Shape::UNKNOWN,
+        );
         assert_eq!(
             plan.warnings,
             [GraphWarning::CycleBroken {
@@ -497,10 +552,13 @@ mod tests {
     #[test]
     fn breaking_is_deterministic_and_handles_several_cycles() {
         let build = || {
-            Plan::new(nodes(
-                &["x", "y", "p", "q", "r"],
-                &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
-            ))
+            Plan::new(
+                nodes(
+                    &["x", "y", "p", "q", "r"],
+                    &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
+                ),
+                Shape::UNKNOWN,
+            )
         };
         let (one, two) = (build(), build());
         assert_eq!(one.warnings, two.warnings);
@@ -522,7 +580,7 @@ mod tests {
             id: NonZeroU64::new(99),
         }]
         .into_boxed_slice();
-        let plan = Plan::new(all);
+        let plan = Plan::new(all, Shape::UNKNOWN);
         assert!(plan.warnings.is_empty());
         assert_eq!(precedes(&plan, 1), Vec::<u32>::new());
     }
@@ -532,7 +590,7 @@ mod tests {
         let mut all = nodes(&["low", "crit", "mid"], &[("low", "crit")]);
         all[0].node.spec.priority = Priority::Low;
         all[1].node.spec.priority = Priority::Critical;
-        let plan = Plan::new(all);
+        let plan = Plan::new(all, Shape::UNKNOWN);
         assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
         let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
         assert_eq!(phases, [0, 0, 1]);
@@ -554,12 +612,178 @@ mod tests {
             // Marks each node, to check it moves with its name.
             d.node.spec.retries = i as u32;
         }
-        let plan = Plan::new(all);
+        let plan = Plan::new(all, Shape::UNKNOWN);
         let names: Vec<&str> = plan.names.iter().map(|n| &**n).collect();
         assert_eq!(names, ["b", "d", "c", "f", "a", "e"]);
         let marks: Vec<u32> = plan.tasks.iter().map(|t| t.spec().retries).collect();
         assert_eq!(marks, [1, 3, 2, 5, 0, 4], "each task moved with its name");
         let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
         assert_eq!(phases, [0, 0, 1, 1, 2, 2]);
+    }
+
+    /// Registers `count` tasks, task `i` at `priority(i)` and, if `chained`,
+    /// depending on task `i - 1` by handle; returns the drain.
+    fn drained(
+        count: usize,
+        priority: impl Fn(usize) -> Priority,
+        chained: bool,
+    ) -> (Vec<Drained>, Shape) {
+        let registry = crate::registry::Registry::new();
+        let mut last: Option<(Arc<str>, NonZeroU64)> = None;
+        for i in 0..count {
+            let name: Arc<str> = Arc::from(format!("t{i}"));
+            let spec = Spec {
+                priority: priority(i),
+                ..Spec::default()
+            };
+            let deps = match (&last, chained) {
+                (Some((name, id)), true) => vec![Dep {
+                    name: name.clone(),
+                    id: Some(*id),
+                }],
+                _ => Vec::new(),
+            };
+            let cleanup = Box::new(crate::cleanup::AsyncFn(|| async {}));
+            let id = registry.insert(name.clone(), spec, deps, cleanup).unwrap();
+            last = Some((name, id));
+        }
+        registry.drain()
+    }
+
+    /// What a plan decided: names in order, (effective priority, phase),
+    /// waiting counts, edges.
+    type Decided = (Vec<String>, Vec<(Priority, u32)>, Vec<u32>, Vec<Vec<u32>>);
+
+    fn decided(plan: &Plan) -> Decided {
+        (
+            plan.names.iter().map(|n| n.to_string()).collect(),
+            plan.tasks.iter().map(|t| (t.effective, t.phase)).collect(),
+            plan.waiting.clone(),
+            (0..plan.tasks.len() as u32)
+                .map(|i| plan.precedes.of(i).collect())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_registry_shape_spares_reads_without_changing_the_plan() {
+        type Case = (&'static str, fn(usize) -> Priority, bool, Shape);
+        let shape = |priority, any_dependency| Shape {
+            priority,
+            any_dependency,
+        };
+        let critical_by_value = |i: usize| match i % 2 {
+            0 => Priority::Critical,
+            _ => Priority::Custom(200),
+        };
+        let one_critical = |i: usize| match i {
+            5 => Priority::Critical,
+            _ => Priority::Low,
+        };
+        let cases: [Case; 5] = [
+            (
+                "alike",
+                |_| Priority::Normal,
+                false,
+                shape(Some(Priority::Normal), false),
+            ),
+            (
+                "alike by value",
+                critical_by_value,
+                false,
+                shape(Some(Priority::Critical), false),
+            ),
+            (
+                "mixed",
+                |i| Priority::Custom(-((i % 3) as i32)),
+                false,
+                shape(None, false),
+            ),
+            (
+                "chain",
+                |_| Priority::High,
+                true,
+                shape(Some(Priority::High), true),
+            ),
+            ("mixed chain", one_critical, true, shape(None, true)),
+        ];
+        for (case, priority, chained, expected) in cases {
+            let (nodes, shape) = drained(12, priority, chained);
+            assert_eq!(shape, expected, "{case}");
+            let with_shape = Plan::new(nodes, shape);
+            let (nodes, _) = drained(12, priority, chained);
+            let read_all = Plan::new(nodes, Shape::UNKNOWN);
+            assert_eq!(decided(&with_shape), decided(&read_all), "{case}");
+            if case == "mixed chain" {
+                // t6 .. t11 depend on t5, so run before it: they rise to its
+                // phase, ahead of t0 .. t4, which stay in theirs.
+                let effective: Vec<(String, Priority)> = with_shape
+                    .names
+                    .iter()
+                    .zip(&with_shape.tasks)
+                    .map(|(n, t)| (n.to_string(), t.effective))
+                    .collect();
+                let expected: Vec<(String, Priority)> = (5..12)
+                    .map(|i| (format!("t{i}"), Priority::Critical))
+                    .chain((0..5).map(|i| (format!("t{i}"), Priority::Low)))
+                    .collect();
+                assert_eq!(effective, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn raising_in_registration_order_agrees_with_kahns_walk() {
+        // Every task depends on up to three earlier ones, priorities spread.
+        let n = 200u32;
+        let mut edges: Vec<(u32, u32)> = Vec::new();
+        for t in 1..n {
+            let mut deps: Vec<u32> = vec![t * 7 % t, t / 2, t - 1];
+            deps.sort_unstable();
+            deps.dedup();
+            edges.extend(deps.into_iter().map(|d| (t, d)));
+        }
+        let names: Vec<&str> = (0..n).map(|_| "t").collect();
+        let planned = || -> Vec<PlannedTask> {
+            let mut all = nodes(&names, &[]);
+            for (i, d) in all.iter_mut().enumerate() {
+                d.node.spec.priority = Priority::Custom((i as i32 * 37) % 11);
+            }
+            all.into_iter()
+                .map(|d| PlannedTask {
+                    effective: d.node.spec.priority,
+                    node: d.node,
+                    phase: 0,
+                })
+                .collect()
+        };
+        let mut ordered = planned();
+        raise_in_registration_order(&mut ordered, &edges);
+
+        let mut walked = planned();
+        let mut precedes = Edges::from_lists(n as usize, &edges);
+        let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+        reversed.sort_unstable();
+        let preceded_by = Edges::from_lists(n as usize, &reversed);
+        let arcs: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
+        let mut warnings = Vec::new();
+        raise_priorities(
+            &mut walked,
+            &arcs,
+            &mut precedes,
+            preceded_by,
+            &mut warnings,
+        );
+
+        let effective = |tasks: &[PlannedTask]| -> Vec<Priority> {
+            tasks.iter().map(|t| t.effective).collect()
+        };
+        assert!(warnings.is_empty());
+        assert_eq!(effective(&ordered), effective(&walked));
+        assert_ne!(
+            effective(&ordered),
+            effective(&planned()),
+            "some task was raised"
+        );
     }
 }

@@ -12,7 +12,10 @@
 //! the marks after setting it (both sequentially consistent), so a shard
 //! the drain passes over holds nothing a registration could have put there.
 //! A small registry on a many-core machine (four shards per core) is then
-//! drained by touching a few locks, not hundreds.
+//! drained by touching a few locks, not hundreds. The drain's [`Shape`]
+//! (whether all tasks share a priority, whether any has a dependency) is
+//! noted the same way, before the flag is read, so the planner can skip
+//! reading every node for what the shape already says.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -25,6 +28,8 @@ use dashmap::mapref::entry::Entry;
 use crate::Error;
 use crate::cleanup::BoxCleanup;
 use crate::hash::{HashedName, NameHash};
+use crate::plan::Shape;
+use crate::priority::Priority;
 use crate::task::{Dep, Spec};
 
 /// A pending task.
@@ -81,6 +86,11 @@ pub(crate) struct Registry {
     tasks: DashMap<HashedName, Slot, NameHash>,
     /// One bit per shard of `tasks`, set once a registration reached it.
     used: Box<[AtomicU64]>,
+    /// The priority every task registered so far has (`SAME | value`),
+    /// `NONE_YET`, or `MIXED`.
+    priority: AtomicU64,
+    /// Whether any task registered so far has a dependency.
+    any_dependency: AtomicBool,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -95,6 +105,14 @@ pub(crate) struct Registry {
     weak_live: AtomicUsize,
 }
 
+/// [`Registry::priority`] before any registration.
+const NONE_YET: u64 = 0;
+/// [`Registry::priority`]'s tag for "every task has the priority in the low
+/// 32 bits".
+const SAME: u64 = 1 << 32;
+/// [`Registry::priority`] once two tasks differ.
+const MIXED: u64 = u64::MAX;
+
 /// Weak registrations between two prunes, at least.
 const PRUNE_AT_LEAST: usize = 1024;
 
@@ -104,6 +122,8 @@ impl Registry {
         let words = tasks.shards().len().div_ceil(64);
         Registry {
             used: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            priority: AtomicU64::new(NONE_YET),
+            any_dependency: AtomicBool::new(false),
             tasks,
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -174,6 +194,7 @@ impl Registry {
             NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
         let key = self.tasks.hasher().name(name);
         self.mark_used(&key);
+        self.note_shape(spec.priority, !deps.is_empty());
         match self.tasks.entry(key) {
             Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().name().to_string())),
             Entry::Vacant(e) => {
@@ -210,6 +231,41 @@ impl Registry {
         let (word, bit) = (&self.used[shard / 64], 1u64 << (shard % 64));
         if word.load(Ordering::Acquire) & bit == 0 {
             word.fetch_or(bit, Ordering::SeqCst);
+        }
+    }
+
+    /// Notes a registration's priority and whether it has dependencies,
+    /// before the flag is read (like [`Registry::mark_used`]). Each of the
+    /// two changes at most twice in the registry's life; after that,
+    /// registrations only read them.
+    fn note_shape(&self, priority: Priority, has_dependency: bool) {
+        let mine = SAME | u64::from(priority.value() as u32);
+        let seen = self.priority.load(Ordering::Acquire);
+        if seen == NONE_YET {
+            if let Err(other) =
+                self.priority
+                    .compare_exchange(NONE_YET, mine, Ordering::SeqCst, Ordering::Acquire)
+            {
+                if other != mine && other != MIXED {
+                    self.priority.store(MIXED, Ordering::SeqCst);
+                }
+            }
+        } else if seen != mine && seen != MIXED {
+            self.priority.store(MIXED, Ordering::SeqCst);
+        }
+        if has_dependency && !self.any_dependency.load(Ordering::Acquire) {
+            self.any_dependency.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// What is known of every task a drain takes (read after the flag is
+    /// set). A task that went since only makes it less precise.
+    fn shape(&self) -> Shape {
+        let priority = self.priority.load(Ordering::SeqCst);
+        Shape {
+            priority: (priority & SAME != 0 && priority != MIXED)
+                .then(|| Priority::from_value(priority as u32 as i32)),
+            any_dependency: self.any_dependency.load(Ordering::SeqCst),
         }
     }
 
@@ -327,9 +383,11 @@ impl Registry {
         self.closed.store(true, Ordering::SeqCst);
     }
 
-    /// Closes the registry and takes every pending task, in registration order.
-    pub(crate) fn drain(&self) -> Vec<Drained> {
+    /// Closes the registry and takes every pending task, in registration
+    /// order, with what is known of them all.
+    pub(crate) fn drain(&self) -> (Vec<Drained>, Shape) {
         self.close();
+        let shape = self.shape();
         let ids = self.next_id.load(Ordering::SeqCst) as usize;
         // Each used shard's whole table is taken under its write lock, after
         // the flag is set (see the module docs); names and nodes move out as
@@ -362,13 +420,14 @@ impl Registry {
                 slots[id] = Some(drained);
             }
             #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
-            slots.into_iter().filter_map(|slot| slot).collect()
+            let drained = slots.into_iter().filter_map(|slot| slot).collect();
+            (drained, shape)
         } else {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
             let mut drained: Vec<_> = entries.collect();
             drained.sort_unstable_by_key(|d| d.id);
-            drained
+            (drained, shape)
         }
     }
 
