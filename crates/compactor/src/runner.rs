@@ -4,6 +4,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::future::poll_fn;
+use std::num::NonZeroUsize;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,7 @@ use crate::attempt::{
 use crate::cleanup::BoxCleanup;
 use crate::compactor::Inner;
 use crate::plan::Plan;
+use crate::report::Nanos;
 use crate::{Event, Interruption, Outcome, ShutdownReason, ShutdownReport, SkipReason, TaskReport};
 
 /// How many tasks one turn of the loop may start before the runner checks
@@ -41,7 +43,7 @@ struct Driver {
 
 /// When the task of a started entry began, `t0` being the run's start.
 fn started(t0: Instant, entry: &TaskReport) -> Instant {
-    t0 + entry.started_at.unwrap_or_default()
+    t0 + entry.started_at().unwrap_or_default()
 }
 
 /// `Runner::position` of a task that has not started.
@@ -386,10 +388,10 @@ impl Runner {
         let index = done.index as usize;
         self.running -= 1;
         let entry = &mut self.reports[self.position[index] as usize];
-        entry.started_at = Some(done.started.saturating_duration_since(self.t0));
-        entry.duration = done.finished.saturating_duration_since(done.started);
+        entry.started_at = Nanos::new(done.started.saturating_duration_since(self.t0));
+        entry.duration = Nanos::new(done.finished.saturating_duration_since(done.started));
         entry.interruption = done.interruption;
-        entry.leaked = done.leaked;
+        entry.leaked = done.leaked.and_then(NonZeroUsize::new);
         self.finish(index, done.outcome);
     }
 
@@ -399,7 +401,7 @@ impl Runner {
         let attempts = self.ctx.attempts[index].load(Ordering::Relaxed);
         let elapsed = match self.position[index] {
             NOT_STARTED => Duration::ZERO,
-            at => self.reports[at as usize].duration,
+            at => self.reports[at as usize].duration(),
         };
         self.ctx.emit(|| Event::TaskFinished {
             name: self.ctx.names[index].clone(),
@@ -459,7 +461,7 @@ impl Runner {
             let i = index as usize;
             let t0 = self.t0;
             let entry = &mut self.reports[self.position[i] as usize];
-            entry.duration = now.saturating_duration_since(started(t0, entry));
+            entry.duration = Nanos::new(now.saturating_duration_since(started(t0, entry)));
             entry.interruption = Some(match driver.blocking {
                 true => Interruption::Abandoned,
                 false => Interruption::Dropped,
@@ -485,11 +487,13 @@ impl Runner {
             name: self.ctx.names[i].clone(),
             outcome,
             attempts: 0,
-            priority: task.node.spec.priority,
-            effective_priority: task.effective,
+            priority: task.node.spec.priority.into(),
+            effective_priority: task.effective.into(),
             category: task.node.spec.category.clone(),
-            started_at: started.map(|s| s.saturating_duration_since(self.t0)),
-            duration: Duration::ZERO,
+            started_at: started.map_or(Nanos::NONE, |s| {
+                Nanos::new(s.saturating_duration_since(self.t0))
+            }),
+            duration: Nanos::ZERO,
             interruption: None,
             leaked: None,
         }
@@ -503,7 +507,7 @@ impl Runner {
             if at != NOT_STARTED && !self.is_finished(i) {
                 let entry = &mut tasks[at as usize];
                 entry.attempts = self.ctx.attempts[i].load(Ordering::Relaxed);
-                entry.duration = now.saturating_duration_since(started(self.t0, entry));
+                entry.duration = Nanos::new(now.saturating_duration_since(started(self.t0, entry)));
             }
         }
         self.finish_report(tasks, false)

@@ -132,6 +132,11 @@ async fn the_report_serializes_to_json() {
     );
     assert_eq!(task["attempts"], 1);
     assert_eq!(task["priority"], "normal");
+    assert_eq!(task["effective_priority"], "normal");
+    assert!(task["started_at_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert!(task["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert!(task["interruption"].is_null());
+    assert!(task["leaked"].is_null());
 }
 
 #[tokio::test(start_paused = true)]
