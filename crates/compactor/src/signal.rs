@@ -192,13 +192,15 @@ mod hub {
         wake: UnixStream,
         registered: Vec<Registered>,
         listening: Vec<Listening>,
+        /// The signals of the last look that found any.
+        last_kinds: Vec<i32>,
     }
 
     /// A signal registered with signal-hook, and how many instances want it.
     struct Registered {
         number: i32,
         arrived: Arc<AtomicBool>,
-        ids: [SigId; 2],
+        ids: Vec<SigId>,
         users: usize,
     }
 
@@ -229,6 +231,7 @@ mod hub {
                 wake,
                 registered: Vec::new(),
                 listening: Vec::new(),
+                last_kinds: Vec::new(),
             }))
         });
         match hub {
@@ -273,6 +276,14 @@ mod hub {
         Ok(())
     }
 
+    /// The instance, if it is still there, and the runtime it listened from.
+    pub(super) fn find(instance: u64) -> Option<(Compactor, Option<tokio::runtime::Handle>)> {
+        let hub = hub().ok()?;
+        let l = hub.listening.iter().find(|l| l.instance == instance)?;
+        let inner = l.owner.upgrade()?;
+        Some((Compactor { inner }, l.runtime.clone()))
+    }
+
     pub(super) fn remove(instance: u64) {
         let Ok(mut hub) = hub() else { return };
         let Some(at) = hub.listening.iter().position(|l| l.instance == instance) else {
@@ -307,7 +318,7 @@ mod hub {
             self.registered.push(Registered {
                 number,
                 arrived,
-                ids: [flag, write],
+                ids: vec![flag, write],
                 users: 1,
             });
             Ok(())
@@ -325,38 +336,73 @@ mod hub {
             }
         }
 
-        /// The signals that arrived since the last look, each with the
-        /// instances listening for it and their count of signals so far.
-        fn arrivals(&mut self) -> Vec<Arrival> {
-            let arrived: Vec<i32> = self
+        /// What `bytes` bytes read from the socket bring each instance:
+        /// one byte is one delivery of a signal, and the flags tell which
+        /// signals they were. Counting bytes, not flags, keeps two signals
+        /// apart when the listener wakes only after both (a busy machine,
+        /// a quick second Ctrl-C): a flag is set twice but read once.
+        /// Bytes whose flags an earlier look already took are the signals
+        /// of that look.
+        fn arrivals(&mut self, bytes: usize) -> Vec<Arrival> {
+            let mut kinds: Vec<i32> = self
                 .registered
                 .iter()
                 .filter(|r| r.arrived.swap(false, Ordering::AcqRel))
                 .map(|r| r.number)
                 .collect();
+            if kinds.is_empty() {
+                kinds.clone_from(&self.last_kinds);
+            } else {
+                self.last_kinds.clone_from(&kinds);
+            }
             let mut due = Vec::new();
-            for number in arrived {
-                let Some(signal) = Signal::from_number(number) else {
+            for l in &mut self.listening {
+                let mine: Vec<i32> = kinds
+                    .iter()
+                    .copied()
+                    .filter(|n| l.numbers.contains(n))
+                    .collect();
+                let Some(signal) = mine.iter().find_map(|&n| Signal::from_number(n)) else {
                     continue;
                 };
-                for l in &mut self.listening {
-                    if !l.numbers.contains(&number) {
-                        continue;
-                    }
-                    if let Some(at) = l.before.iter().position(|&n| n == number) {
+                // All the bytes are this instance's when every signal among
+                // them is one it listens for; otherwise one per signal of
+                // its own is all that is sure (a second one too many would
+                // end a process on one signal).
+                let mut count = match mine.len() == kinds.len() {
+                    true => bytes.max(mine.len()),
+                    false => mine.len(),
+                };
+                for number in &mine {
+                    if let Some(at) = l.before.iter().position(|n| n == number) {
                         l.before.swap_remove(at);
-                        continue;
+                        count -= 1;
                     }
-                    if let Some(inner) = l.owner.upgrade() {
-                        l.received += 1;
-                        due.push(Arrival {
-                            compactor: Compactor { inner },
-                            signal,
-                            received: l.received,
-                            runtime: l.runtime.clone(),
-                            fast: l.fast,
-                        });
-                    }
+                }
+                if count == 0 {
+                    continue;
+                }
+                let first = l.received == 0;
+                l.received = l.received.saturating_add(count as u32);
+                if l.fast && first && l.received == 1 {
+                    // The fast path is starting the run right now: the
+                    // instance is looked up later, not touched (its
+                    // counts, its flags) while that runs on another core.
+                    due.push(Arrival {
+                        instance: l.instance,
+                        signal,
+                        received: 1,
+                        fast: true,
+                        found: None,
+                    });
+                } else if let Some(inner) = l.owner.upgrade() {
+                    due.push(Arrival {
+                        instance: l.instance,
+                        signal,
+                        received: l.received,
+                        fast: l.fast,
+                        found: Some((Compactor { inner }, l.runtime.clone())),
+                    });
                 }
             }
             due
@@ -369,22 +415,131 @@ mod hub {
     fn listen(mut read: UnixStream) {
         let mut bytes = [0u8; 64];
         loop {
-            match read.read(&mut bytes) {
+            let delivered = match read.read(&mut bytes) {
                 Ok(0) => return,
-                Ok(_) => {}
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::error!(error = %e, "the signal listener stopped");
                     return;
                 }
-            }
+            };
             let due = match hub() {
-                Ok(mut hub) => hub.arrivals(),
+                Ok(mut hub) => hub.arrivals(delivered),
                 Err(_) => return,
             };
-            for arrival in &due {
+            for arrival in due {
                 handle(arrival);
             }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A hub with TERM and INT registered (no handler installed: the
+        /// flags are set by hand) and no listener thread.
+        fn hub_of(listening: Vec<Listening>) -> (Hub, [Arc<AtomicBool>; 2]) {
+            let (wake, _read) = UnixStream::pair().unwrap();
+            let flags = [
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            ];
+            let registered = [15, 2]
+                .into_iter()
+                .zip(&flags)
+                .map(|(number, arrived)| Registered {
+                    number,
+                    arrived: arrived.clone(),
+                    ids: Vec::new(),
+                    users: 1,
+                })
+                .collect();
+            let hub = Hub {
+                wake,
+                registered,
+                listening,
+                last_kinds: Vec::new(),
+            };
+            (hub, flags)
+        }
+
+        fn listening(instance: &Compactor, numbers: &[i32], fast: bool) -> Listening {
+            Listening {
+                instance: instance.inner.id,
+                owner: Arc::downgrade(&instance.inner),
+                numbers: numbers.to_vec(),
+                received: 0,
+                before: Vec::new(),
+                runtime: None,
+                fast,
+            }
+        }
+
+        fn counts(due: &[Arrival]) -> Vec<(u64, u32, bool)> {
+            due.iter()
+                .map(|a| (a.instance, a.received, a.found.is_some()))
+                .collect()
+        }
+
+        #[test]
+        fn two_signals_read_at_once_count_as_two() {
+            let c = Compactor::new();
+            let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[2, 15], false)]);
+            term.store(true, Ordering::SeqCst);
+            // The listener woke late: both bytes are there, the flag once.
+            let due = hub.arrivals(2);
+            assert_eq!(counts(&due), [(c.inner.id, 2, true)]);
+        }
+
+        #[test]
+        fn bytes_whose_flag_was_taken_are_the_last_signals() {
+            let c = Compactor::new();
+            let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[15], false)]);
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, true)]);
+            // A second TERM set the flag before the first look took it.
+            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 2, true)]);
+        }
+
+        #[test]
+        fn an_instance_counts_only_what_is_surely_its_own() {
+            let both = Compactor::new();
+            let term_only = Compactor::new();
+            let (mut hub, [term, int]) = hub_of(vec![
+                listening(&both, &[2, 15], false),
+                listening(&term_only, &[15], false),
+            ]);
+            term.store(true, Ordering::SeqCst);
+            int.store(true, Ordering::SeqCst);
+            let due = hub.arrivals(3);
+            assert_eq!(
+                counts(&due),
+                [(both.inner.id, 3, true), (term_only.inner.id, 1, true)]
+            );
+        }
+
+        #[test]
+        fn a_first_signal_the_fast_path_has_is_looked_up_later() {
+            let c = Compactor::new();
+            let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[15], true)]);
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, false)]);
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 2, true)]);
+        }
+
+        #[test]
+        fn a_signal_from_before_listening_is_skipped_once() {
+            let c = Compactor::new();
+            let mut late = listening(&c, &[15], false);
+            late.before = vec![15];
+            let (mut hub, [term, _]) = hub_of(vec![late]);
+            term.store(true, Ordering::SeqCst);
+            assert!(hub.arrivals(1).is_empty());
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, true)]);
         }
     }
 }
@@ -514,32 +669,48 @@ const FAST_PATH_PATIENCE: std::time::Duration = std::time::Duration::from_millis
 /// A signal for one listening instance, as the listener thread hands it out.
 #[cfg(unix)]
 struct Arrival {
-    compactor: Compactor,
+    instance: u64,
     signal: Signal,
     /// The instance's count of signals so far, this one included.
     received: u32,
-    runtime: Option<tokio::runtime::Handle>,
     /// Whether the instance's fast path has the signal too.
     fast: bool,
+    /// The instance and the runtime it listened from; `None` until looked
+    /// up, for a first signal the fast path has.
+    found: Option<(Compactor, Option<tokio::runtime::Handle>)>,
 }
+
+/// How often the listener thread looks whether the fast path has started
+/// the run.
+#[cfg(unix)]
+const FAST_PATH_POLL: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// What one received signal does, depending on where the instance is.
 #[cfg(unix)]
-fn handle(arrival: &Arrival) {
+fn handle(arrival: Arrival) {
     let Arrival {
-        ref compactor,
+        instance,
         signal,
         received,
-        ref runtime,
         fast,
-    } = *arrival;
+        found,
+    } = arrival;
+    let found = found.or_else(|| {
+        // Left alone while the fast path starts the run (see `arrivals`).
+        std::thread::sleep(FAST_PATH_POLL);
+        hub::find(instance)
+    });
+    let Some((compactor, runtime)) = found else {
+        return;
+    };
+    let compactor = &compactor;
     if !compactor.is_shutting_down() {
         if fast {
             // The fast path on the runtime has the same signal and starts
             // the run sooner; step in only if the runtime does not answer.
             let until = std::time::Instant::now() + FAST_PATH_PATIENCE;
             while !compactor.is_shutting_down() && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_micros(200));
+                std::thread::sleep(FAST_PATH_POLL);
             }
         }
         if !compactor.is_shutting_down() {
@@ -547,7 +718,10 @@ fn handle(arrival: &Arrival) {
             let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
             compactor.begin(ShutdownReason::Signal(signal));
         }
-        return;
+        if received < 2 {
+            return;
+        }
+        // A second signal came with the first: it ends the process now.
     }
     if received == 1 && compactor.started_by_signal() {
         // The signal the fast path already started the run with, however
