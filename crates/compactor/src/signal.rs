@@ -156,8 +156,7 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stops listening for an instance that is going; unregisters each signal
-/// from signal-hook once no instance listens for it.
+/// Stops listening for an instance that is going.
 #[cfg(unix)]
 pub(crate) fn stop_listening(instance: u64) {
     hub::remove(instance);
@@ -167,22 +166,23 @@ pub(crate) fn stop_listening(instance: u64) {
 /// instance that listens and kept for the life of the process, reads a
 /// socket that signal-hook writes to when a signal arrives, and hands the
 /// signal to every instance listening for it. Each signal is registered with
-/// signal-hook (a flag and a write to the socket) while at least one
-/// instance listens for it, and unregistered when the last one goes
-/// (signal-hook keeps its own handler installed, as tokio does: the
-/// default action does not come back).
+/// signal-hook (a flag and a write to the socket) the first time an
+/// instance listens for it, and stays registered: a signal then always
+/// leaves the same flag and a byte in the same socket, so a byte still
+/// unread when one instance goes is never counted for the next. (Taking the
+/// registration back would not return the default action anyway:
+/// signal-hook keeps its handler installed, as tokio does. A signal no
+/// instance listens for wakes the thread, which hands it to no one.)
 ///
 /// One thread for the process rather than one per instance: an instance
 /// that starts listening costs two registrations, not a thread, and a
 /// signal that arrives soon after finds no thread still starting up.
 #[cfg(unix)]
 mod hub {
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-
-    use signal_hook::SigId;
 
     use super::{Arrival, Signal, handle};
     use crate::compactor::{Compactor, Inner};
@@ -194,14 +194,25 @@ mod hub {
         listening: Vec<Listening>,
         /// The signals of the last look that found any.
         last_kinds: Vec<i32>,
+        /// Deliveries handed out on their flag alone, whose bytes are still
+        /// to be read (a signal between its flag and its byte when a look
+        /// took the flags).
+        ahead: usize,
+        /// The instances whose markers are in the socket, oldest first.
+        marked: std::collections::VecDeque<u64>,
     }
 
-    /// A signal registered with signal-hook, and how many instances want it.
+    /// The byte an instance that starts listening writes into the socket,
+    /// under the hub's lock: signal-hook writes `X` for a signal, so the
+    /// listener, reading in order, knows which signals came before the
+    /// instance listened (bytes still unread from an instance that has
+    /// gone are not counted for the next one).
+    const MARK: u8 = b'+';
+
+    /// A signal registered with signal-hook.
     struct Registered {
         number: i32,
         arrived: Arc<AtomicBool>,
-        ids: Vec<SigId>,
-        users: usize,
     }
 
     struct Listening {
@@ -210,9 +221,9 @@ mod hub {
         numbers: Vec<i32>,
         /// Signals received so far: the second one forces the exit.
         received: u32,
-        /// Signals that had arrived, not yet handed out, when the instance
-        /// started listening: that arrival is not for it.
-        before: Vec<i32>,
+        /// Whether the listener has read the instance's marker: signals
+        /// whose bytes came before it are not the instance's.
+        active: bool,
         runtime: Option<tokio::runtime::Handle>,
         /// Whether a fast path on the runtime starts the run.
         fast: bool,
@@ -232,6 +243,8 @@ mod hub {
                 registered: Vec::new(),
                 listening: Vec::new(),
                 last_kinds: Vec::new(),
+                ahead: 0,
+                marked: std::collections::VecDeque::new(),
             }))
         });
         match hub {
@@ -247,32 +260,31 @@ mod hub {
         fast: bool,
     ) -> Result<(), String> {
         let mut hub = hub()?;
-        for (k, &number) in numbers.iter().enumerate() {
-            if let Err(e) = hub.want(number) {
-                for &added in &numbers[..k] {
-                    hub.unwant(added);
-                }
-                return Err(e.to_string());
-            }
+        // A signal registered here before a later one fails stays
+        // registered, as every registration does; no instance is added.
+        for &number in &numbers {
+            hub.want(number).map_err(|e| e.to_string())?;
         }
-        let before = numbers
-            .iter()
-            .copied()
-            .filter(|&n| {
-                hub.registered
-                    .iter()
-                    .any(|r| r.number == n && r.arrived.load(Ordering::Acquire))
-            })
-            .collect();
         hub.listening.push(Listening {
             instance: inner.id,
             owner: Arc::downgrade(inner),
             numbers,
             received: 0,
-            before,
+            // Counts from its marker on (see `MARK`); at once if the
+            // marker cannot be written.
+            active: false,
             runtime,
             fast,
         });
+        let written = (&hub.wake).write(&[MARK]).is_ok_and(|n| n == 1);
+        match written {
+            true => hub.marked.push_back(inner.id),
+            false => {
+                if let Some(l) = hub.listening.last_mut() {
+                    l.active = true;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -289,102 +301,91 @@ mod hub {
         let Some(at) = hub.listening.iter().position(|l| l.instance == instance) else {
             return;
         };
-        let gone = hub.listening.swap_remove(at);
-        for number in gone.numbers {
-            hub.unwant(number);
-        }
+        hub.listening.swap_remove(at);
     }
 
     impl Hub {
         fn want(&mut self, number: i32) -> std::io::Result<()> {
-            if let Some(r) = self.registered.iter_mut().find(|r| r.number == number) {
-                r.users += 1;
+            if self.registered.iter().any(|r| r.number == number) {
                 return Ok(());
             }
             let arrived = Arc::new(AtomicBool::new(false));
             // The flag first: the listener looks at the flags when woken.
             let flag = signal_hook::flag::register(number, arrived.clone())?;
-            let write = match self
+            if let Err(e) = self
                 .wake
                 .try_clone()
                 .and_then(|wake| signal_hook::low_level::pipe::register(number, wake))
             {
-                Ok(id) => id,
-                Err(e) => {
-                    signal_hook::low_level::unregister(flag);
-                    return Err(e);
-                }
-            };
-            self.registered.push(Registered {
-                number,
-                arrived,
-                ids: vec![flag, write],
-                users: 1,
-            });
+                signal_hook::low_level::unregister(flag);
+                return Err(e);
+            }
+            self.registered.push(Registered { number, arrived });
             Ok(())
         }
 
-        fn unwant(&mut self, number: i32) {
-            let Some(at) = self.registered.iter().position(|r| r.number == number) else {
-                return;
-            };
-            self.registered[at].users -= 1;
-            if self.registered[at].users == 0 {
-                for id in self.registered.swap_remove(at).ids {
-                    signal_hook::low_level::unregister(id);
-                }
-            }
-        }
-
-        /// What `bytes` bytes read from the socket bring each instance:
-        /// one byte is one delivery of a signal, and the flags tell which
-        /// signals they were. Counting bytes, not flags, keeps two signals
-        /// apart when the listener wakes only after both (a busy machine,
-        /// a quick second Ctrl-C): a flag is set twice but read once.
-        /// Bytes whose flags an earlier look already took are the signals
-        /// of that look.
-        fn arrivals(&mut self, bytes: usize) -> Vec<Arrival> {
+        /// What the bytes read from the socket bring each instance: each
+        /// byte but a marker is one delivery of a signal, and the flags
+        /// tell which signals they were. Counting bytes, not flags, keeps
+        /// two signals apart when the listener wakes only after both (a
+        /// busy machine, a quick second Ctrl-C): a flag is set twice but
+        /// read once. A flag seen before its byte counts as its delivery
+        /// then, and that byte no more; other bytes whose flags an earlier
+        /// look took are the signals of that look.
+        fn arrivals(&mut self, read: &[u8]) -> Vec<Arrival> {
             let mut kinds: Vec<i32> = self
                 .registered
                 .iter()
                 .filter(|r| r.arrived.swap(false, Ordering::AcqRel))
                 .map(|r| r.number)
                 .collect();
-            if kinds.is_empty() {
-                kinds.clone_from(&self.last_kinds);
-            } else {
+            let flagged = !kinds.is_empty();
+            if flagged {
                 self.last_kinds.clone_from(&kinds);
+            } else {
+                kinds.clone_from(&self.last_kinds);
             }
-            let mut due = Vec::new();
-            for l in &mut self.listening {
-                let mine: Vec<i32> = kinds
-                    .iter()
-                    .copied()
-                    .filter(|n| l.numbers.contains(n))
-                    .collect();
-                let Some(signal) = mine.iter().find_map(|&n| Signal::from_number(n)) else {
+            let before: Vec<u32> = self.listening.iter().map(|l| l.received).collect();
+            // Deliveries since the last marker, for the instances counting.
+            let mut run = 0;
+            let mut deliveries = 0;
+            for &byte in read {
+                if byte != MARK {
+                    if self.ahead > 0 {
+                        self.ahead -= 1;
+                    } else {
+                        run += 1;
+                        deliveries += 1;
+                    }
                     continue;
-                };
-                // All the bytes are this instance's when every signal among
-                // them is one it listens for; otherwise one per signal of
-                // its own is all that is sure (a second one too many would
-                // end a process on one signal).
-                let mut count = match mine.len() == kinds.len() {
-                    true => bytes.max(mine.len()),
-                    false => mine.len(),
-                };
-                for number in &mine {
-                    if let Some(at) = l.before.iter().position(|n| n == number) {
-                        l.before.swap_remove(at);
-                        count -= 1;
+                }
+                self.credit(&kinds, run);
+                run = 0;
+                if let Some(instance) = self.marked.pop_front() {
+                    if let Some(l) = self.listening.iter_mut().find(|l| l.instance == instance) {
+                        l.active = true;
                     }
                 }
-                if count == 0 {
+            }
+            if flagged && deliveries < kinds.len() {
+                // Flags whose bytes are still to come: a delivery each now.
+                self.ahead += kinds.len() - deliveries;
+                run += kinds.len() - deliveries;
+            }
+            self.credit(&kinds, run);
+            let mut due = Vec::new();
+            for (l, before) in self.listening.iter().zip(before) {
+                if l.received == before {
                     continue;
                 }
-                let first = l.received == 0;
-                l.received = l.received.saturating_add(count as u32);
-                if l.fast && first && l.received == 1 {
+                let Some(signal) = kinds
+                    .iter()
+                    .filter(|n| l.numbers.contains(n))
+                    .find_map(|&n| Signal::from_number(n))
+                else {
+                    continue;
+                };
+                if l.fast && before == 0 && l.received == 1 {
                     // The fast path is starting the run right now: the
                     // instance is looked up later, not touched (its
                     // counts, its flags) while that runs on another core.
@@ -407,6 +408,24 @@ mod hub {
             }
             due
         }
+
+        /// Counts `deliveries` of the signals `kinds` for every instance
+        /// counting: all of them where every signal among them is one it
+        /// listens for; otherwise one per signal of its own is all that is
+        /// sure (a second one too many would end a process on one signal).
+        fn credit(&mut self, kinds: &[i32], deliveries: usize) {
+            if deliveries == 0 || kinds.is_empty() {
+                return;
+            }
+            for l in self.listening.iter_mut().filter(|l| l.active) {
+                let mine = kinds.iter().filter(|n| l.numbers.contains(n)).count();
+                let count = match mine == kinds.len() {
+                    true => deliveries,
+                    false => mine.min(deliveries),
+                };
+                l.received = l.received.saturating_add(count as u32);
+            }
+        }
     }
 
     /// The listener thread: waits on the socket, then hands what arrived
@@ -425,7 +444,7 @@ mod hub {
                 }
             };
             let due = match hub() {
-                Ok(mut hub) => hub.arrivals(delivered),
+                Ok(mut hub) => hub.arrivals(&bytes[..delivered]),
                 Err(_) => return,
             };
             for arrival in due {
@@ -452,8 +471,6 @@ mod hub {
                 .map(|(number, arrived)| Registered {
                     number,
                     arrived: arrived.clone(),
-                    ids: Vec::new(),
-                    users: 1,
                 })
                 .collect();
             let hub = Hub {
@@ -461,6 +478,8 @@ mod hub {
                 registered,
                 listening,
                 last_kinds: Vec::new(),
+                ahead: 0,
+                marked: std::collections::VecDeque::new(),
             };
             (hub, flags)
         }
@@ -471,7 +490,7 @@ mod hub {
                 owner: Arc::downgrade(&instance.inner),
                 numbers: numbers.to_vec(),
                 received: 0,
-                before: Vec::new(),
+                active: true,
                 runtime: None,
                 fast,
             }
@@ -489,7 +508,7 @@ mod hub {
             let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[2, 15], false)]);
             term.store(true, Ordering::SeqCst);
             // The listener woke late: both bytes are there, the flag once.
-            let due = hub.arrivals(2);
+            let due = hub.arrivals(b"XX");
             assert_eq!(counts(&due), [(c.inner.id, 2, true)]);
         }
 
@@ -498,9 +517,25 @@ mod hub {
             let c = Compactor::new();
             let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[15], false)]);
             term.store(true, Ordering::SeqCst);
-            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, true)]);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 1, true)]);
             // A second TERM set the flag before the first look took it.
-            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 2, true)]);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 2, true)]);
+        }
+
+        #[test]
+        fn a_flag_seen_before_its_byte_is_not_counted_again_for_the_byte() {
+            let c = Compactor::new();
+            let (mut hub, [term, int]) = hub_of(vec![listening(&c, &[2, 15], false)]);
+            // SIGINT's byte is read; SIGTERM has set its flag, its byte
+            // is still to come.
+            int.store(true, Ordering::SeqCst);
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 2, true)]);
+            // SIGTERM's byte: already counted.
+            assert!(hub.arrivals(b"X").is_empty());
+            // A later SIGTERM counts again.
+            term.store(true, Ordering::SeqCst);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 3, true)]);
         }
 
         #[test]
@@ -513,7 +548,7 @@ mod hub {
             ]);
             term.store(true, Ordering::SeqCst);
             int.store(true, Ordering::SeqCst);
-            let due = hub.arrivals(3);
+            let due = hub.arrivals(b"XXX");
             assert_eq!(
                 counts(&due),
                 [(both.inner.id, 3, true), (term_only.inner.id, 1, true)]
@@ -525,21 +560,27 @@ mod hub {
             let c = Compactor::new();
             let (mut hub, [term, _]) = hub_of(vec![listening(&c, &[15], true)]);
             term.store(true, Ordering::SeqCst);
-            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, false)]);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 1, false)]);
             term.store(true, Ordering::SeqCst);
-            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 2, true)]);
+            assert_eq!(counts(&hub.arrivals(b"X")), [(c.inner.id, 2, true)]);
         }
 
         #[test]
-        fn a_signal_from_before_listening_is_skipped_once() {
+        fn signals_before_an_instance_s_marker_are_not_its_own() {
+            let gone = Compactor::new();
             let c = Compactor::new();
             let mut late = listening(&c, &[15], false);
-            late.before = vec![15];
-            let (mut hub, [term, _]) = hub_of(vec![late]);
+            late.active = false;
+            let (mut hub, [term, _]) = hub_of(vec![listening(&gone, &[15], false), late]);
+            hub.marked.push_back(c.inner.id);
+            // Two signals for the instance that was listening, then the new
+            // instance's marker, then one signal for both.
             term.store(true, Ordering::SeqCst);
-            assert!(hub.arrivals(1).is_empty());
-            term.store(true, Ordering::SeqCst);
-            assert_eq!(counts(&hub.arrivals(1)), [(c.inner.id, 1, true)]);
+            let due = hub.arrivals(b"XX+X");
+            assert_eq!(
+                counts(&due),
+                [(gone.inner.id, 3, true), (c.inner.id, 1, true)]
+            );
         }
     }
 }
