@@ -222,7 +222,7 @@ impl Registry {
         Ok(id)
     }
 
-    /// Marks the shard `name` goes to as used, before the flag is read
+    /// Marks the shard `key` goes to as used, before the flag is read
     /// under its lock (see the module docs). A shard is marked once: later
     /// registrations only read the mark.
     fn mark_used(&self, key: &HashedName) {

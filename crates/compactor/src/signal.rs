@@ -265,26 +265,21 @@ mod hub {
         for &number in &numbers {
             hub.want(number).map_err(|e| e.to_string())?;
         }
+        // Counts from its marker on (see `MARK`); at once if the marker
+        // cannot be written.
+        let marked = (&hub.wake).write(&[MARK]).is_ok_and(|n| n == 1);
+        if marked {
+            hub.marked.push_back(inner.id);
+        }
         hub.listening.push(Listening {
             instance: inner.id,
             owner: Arc::downgrade(inner),
             numbers,
             received: 0,
-            // Counts from its marker on (see `MARK`); at once if the
-            // marker cannot be written.
-            active: false,
+            active: !marked,
             runtime,
             fast,
         });
-        let written = (&hub.wake).write(&[MARK]).is_ok_and(|n| n == 1);
-        match written {
-            true => hub.marked.push_back(inner.id),
-            false => {
-                if let Some(l) = hub.listening.last_mut() {
-                    l.active = true;
-                }
-            }
-        }
         Ok(())
     }
 
