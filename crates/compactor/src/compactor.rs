@@ -104,8 +104,8 @@ impl Drop for Inner {
         self.signal_tasks.cancel();
         #[cfg(unix)]
         if *self.signals_armed.get_mut() {
-            // Leaves the process's listener; signals no instance listens
-            // for any more are unregistered from signal-hook.
+            // Leaves the process's listener (signals stay registered with
+            // signal-hook: see `signal::hub`).
             crate::signal::stop_listening(self.id);
         }
         let pending = self.registry.len();
@@ -609,8 +609,9 @@ async fn execute(
     for warning in &plan.warnings {
         tracing::warn!(%warning, "dependency graph");
     }
-    let r = Runner::new(ctx.clone(), plan, reason, inner, t0);
-    let (report, spent) = r.run(whole).await;
+    let (report, spent) = Runner::new(ctx.clone(), plan, reason, inner, t0)
+        .run(whole)
+        .await;
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     if whole {
         tracing::Span::current().record("clean", report.is_clean());

@@ -25,9 +25,7 @@ impl NameHash {
             key: entropy.hash_one(0x006b_6579_u64) | 1,
         }
     }
-}
 
-impl NameHash {
     /// The name with its hash under this key, computed once.
     pub(crate) fn name(&self, name: Arc<str>) -> HashedName {
         HashedName {

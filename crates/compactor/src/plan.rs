@@ -175,15 +175,20 @@ impl Plan {
             })
             .collect();
         drop(own);
-        let mut precedes = Edges::default();
-        if !edges.is_empty() && edges.iter().all(|&(task, dep)| dep < task) {
+        // No edges, no tables (every task may start at once).
+        let mut precedes = match edges.is_empty() {
+            true => Edges::default(),
+            false => Edges::from_lists(n, &edges),
+        };
+        if edges.iter().all(|&(task, dep)| dep < task) {
             // Every dependency was registered before its dependent (always
             // so for handles): registration order is already an order of
-            // the graph, and no cycle can exist.
-            precedes = Edges::from_lists(n, &edges);
-            raise_in_registration_order(&mut tasks, &edges);
-        } else if !edges.is_empty() {
-            precedes = Edges::from_lists(n, &edges);
+            // the graph, and no cycle can exist. Alike priorities need no
+            // raising at all.
+            if shape.priority.is_none() {
+                raise_in_registration_order(&mut tasks, &edges);
+            }
+        } else {
             let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
             drop(edges);
             reversed.sort_unstable();

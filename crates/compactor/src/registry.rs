@@ -409,7 +409,7 @@ impl Registry {
                 node,
             })
         });
-        if dense(ids, live) {
+        let drained = if dense(ids, live) {
             // Placing each task at its id sorts them in O(n); the table then
             // closes its gaps in place (a `Drained` fits where its `Option`
             // was).
@@ -420,15 +420,15 @@ impl Registry {
                 slots[id] = Some(drained);
             }
             #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
-            let drained = slots.into_iter().filter_map(|slot| slot).collect();
-            (drained, shape)
+            slots.into_iter().filter_map(|slot| slot).collect()
         } else {
             // Long churn (many tasks registered and unregistered) leaves ids
             // sparse: a table per id ever given out would be wasteful.
             let mut drained: Vec<_> = entries.collect();
             drained.sort_unstable_by_key(|d| d.id);
-            (drained, shape)
-        }
+            drained
+        };
+        (drained, shape)
     }
 
     fn node_id(&self, name: &str) -> Option<u64> {
