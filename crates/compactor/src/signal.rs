@@ -142,7 +142,7 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
         return Ok(());
     }
     // The fast path registers first, so its wake-up is written first when a
-    // signal arrives.
+    // signal arrives (the listener registers after it; see `hub`).
     let runtime = tokio::runtime::Handle::try_current().ok();
     let fast = runtime
         .as_ref()
@@ -165,14 +165,19 @@ pub(crate) fn stop_listening(instance: u64) {
 /// The process's signal listener: one thread, started by the first
 /// instance that listens and kept for the life of the process, reads a
 /// socket that signal-hook writes to when a signal arrives, and hands the
-/// signal to every instance listening for it. Each signal is registered with
-/// signal-hook (a flag and a write to the socket) the first time an
-/// instance listens for it, and stays registered: a signal then always
-/// leaves the same flag and a byte in the same socket, so a byte still
-/// unread when one instance goes is never counted for the next. (Taking the
-/// registration back would not return the default action anyway:
-/// signal-hook keeps its handler installed, as tokio does. A signal no
-/// instance listens for wakes the thread, which hands it to no one.)
+/// signal to every instance listening for it.
+///
+/// A signal is registered with signal-hook (a flag and a write to the
+/// socket) while any instance listens for it. The last instance to go takes
+/// the registrations back and leaves a fence byte in the socket: bytes
+/// before it are signals from before, counted for no instance that comes
+/// later. The next instance to listen registers them again, after its fast
+/// path, so a signal writes the fast path's wake-up before the listener's
+/// (signal-hook runs a signal's actions in the order they were registered).
+/// An instance that joins others already listening writes a marker of its
+/// own instead. (With nothing registered, a signal does nothing: signal-hook
+/// keeps its handler installed, as tokio does, and does not return the
+/// default action.)
 ///
 /// One thread for the process rather than one per instance: an instance
 /// that starts listening costs two registrations, not a thread, and a
@@ -198,21 +203,29 @@ mod hub {
         /// to be read (a signal between its flag and its byte when a look
         /// took the flags).
         ahead: usize,
-        /// The instances whose markers are in the socket, oldest first.
-        marked: std::collections::VecDeque<u64>,
+        /// The markers and fences in the socket still to be read, oldest
+        /// first, each with the instances that count signals from it on.
+        marked: std::collections::VecDeque<Vec<u64>>,
+        /// Whether every signal byte in the socket comes before a marker
+        /// or fence still to be read, or has been read: true after a fence,
+        /// false once a signal is registered again.
+        fenced: bool,
     }
 
-    /// The byte an instance that starts listening writes into the socket,
-    /// under the hub's lock: signal-hook writes `X` for a signal, so the
-    /// listener, reading in order, knows which signals came before the
-    /// instance listened (bytes still unread from an instance that has
-    /// gone are not counted for the next one).
+    /// The byte written into the socket under the hub's lock by an
+    /// instance that joins others listening (a marker) and by the last
+    /// instance to go (a fence). signal-hook writes `X` for a signal, so
+    /// the listener, reading in order, knows which signals came before:
+    /// they are not counted for an instance that counts from the byte on.
     const MARK: u8 = b'+';
 
-    /// A signal registered with signal-hook.
+    /// A signal known to signal-hook.
     struct Registered {
         number: i32,
         arrived: Arc<AtomicBool>,
+        /// The flag's and the write's registrations, while an instance
+        /// listens.
+        ids: Option<[signal_hook::SigId; 2]>,
     }
 
     struct Listening {
@@ -245,6 +258,7 @@ mod hub {
                 last_kinds: Vec::new(),
                 ahead: 0,
                 marked: std::collections::VecDeque::new(),
+                fenced: true,
             }))
         });
         match hub {
@@ -259,28 +273,17 @@ mod hub {
         runtime: Option<tokio::runtime::Handle>,
         fast: bool,
     ) -> Result<(), String> {
-        let mut hub = hub()?;
-        // A signal registered here before a later one fails stays
-        // registered, as every registration does; no instance is added.
-        for &number in &numbers {
-            hub.want(number).map_err(|e| e.to_string())?;
-        }
-        // Counts from its marker on (see `MARK`); at once if the marker
-        // cannot be written.
-        let marked = (&hub.wake).write(&[MARK]).is_ok_and(|n| n == 1);
-        if marked {
-            hub.marked.push_back(inner.id);
-        }
-        hub.listening.push(Listening {
-            instance: inner.id,
-            owner: Arc::downgrade(inner),
-            numbers,
-            received: 0,
-            active: !marked,
-            runtime,
-            fast,
-        });
-        Ok(())
+        hub()?
+            .join(Listening {
+                instance: inner.id,
+                owner: Arc::downgrade(inner),
+                numbers,
+                received: 0,
+                active: false,
+                runtime,
+                fast,
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// The instance, if it is still there, and the runtime it listened from.
@@ -292,30 +295,109 @@ mod hub {
     }
 
     pub(super) fn remove(instance: u64) {
-        let Ok(mut hub) = hub() else { return };
-        let Some(at) = hub.listening.iter().position(|l| l.instance == instance) else {
-            return;
-        };
-        hub.listening.swap_remove(at);
+        if let Ok(mut hub) = hub() {
+            hub.leave(instance);
+        }
     }
 
     impl Hub {
-        fn want(&mut self, number: i32) -> std::io::Result<()> {
-            if self.registered.iter().any(|r| r.number == number) {
-                return Ok(());
+        /// Registers the instance's signals and adds it, counting from
+        /// what its place in the socket allows: at once when nothing
+        /// unread can be a signal from before it; else from the fence
+        /// still to be read, or from a marker of its own (instances
+        /// already listening keep signals coming). On an error nothing is
+        /// added, and registrations no instance needs are taken back.
+        fn join(&mut self, mut joining: Listening) -> std::io::Result<()> {
+            let alone = self.listening.is_empty();
+            // Read before registering: whether every signal byte in the
+            // socket lies behind the newest marker or fence, or is read.
+            let fenced = self.fenced;
+            for &number in &joining.numbers {
+                if let Err(e) = self.want(number) {
+                    if alone {
+                        self.quiet();
+                    }
+                    return Err(e);
+                }
             }
-            let arrived = Arc::new(AtomicBool::new(false));
+            let counts_from = if alone && fenced {
+                // Nothing was registered since the newest byte still to
+                // be read; with none to be read, nothing unread is a signal.
+                self.marked.back_mut()
+            } else if (&self.wake).write(&[MARK]).is_ok_and(|n| n == 1) {
+                self.marked.push_back(Vec::new());
+                self.marked.back_mut()
+            } else {
+                // The marker cannot be written: counting at once.
+                None
+            };
+            match counts_from {
+                Some(waiting) => waiting.push(joining.instance),
+                None => joining.active = true,
+            }
+            self.listening.push(joining);
+            Ok(())
+        }
+
+        fn leave(&mut self, instance: u64) {
+            let Some(at) = self.listening.iter().position(|l| l.instance == instance) else {
+                return;
+            };
+            self.listening.swap_remove(at);
+            if self.listening.is_empty() {
+                self.quiet();
+            }
+        }
+
+        /// With no instance listening: takes every registration back and
+        /// fences off the signals that came before.
+        fn quiet(&mut self) {
+            let mut any = false;
+            for ids in self.registered.iter_mut().filter_map(|r| r.ids.take()) {
+                // signal-hook waits for handlers still running the actions,
+                // so no byte of theirs can follow the fence.
+                for id in ids {
+                    signal_hook::low_level::unregister(id);
+                }
+                any = true;
+            }
+            if !any {
+                return;
+            }
+            if (&self.wake).write(&[MARK]).is_ok_and(|n| n == 1) {
+                self.marked.push_back(Vec::new());
+                self.fenced = true;
+            }
+        }
+
+        fn want(&mut self, number: i32) -> std::io::Result<()> {
+            let at = match self.registered.iter().position(|r| r.number == number) {
+                Some(at) if self.registered[at].ids.is_some() => return Ok(()),
+                Some(at) => at,
+                None => {
+                    self.registered.push(Registered {
+                        number,
+                        arrived: Arc::new(AtomicBool::new(false)),
+                        ids: None,
+                    });
+                    self.registered.len() - 1
+                }
+            };
             // The flag first: the listener looks at the flags when woken.
-            let flag = signal_hook::flag::register(number, arrived.clone())?;
-            if let Err(e) = self
+            let flag = signal_hook::flag::register(number, self.registered[at].arrived.clone())?;
+            let write = match self
                 .wake
                 .try_clone()
                 .and_then(|wake| signal_hook::low_level::pipe::register(number, wake))
             {
-                signal_hook::low_level::unregister(flag);
-                return Err(e);
-            }
-            self.registered.push(Registered { number, arrived });
+                Ok(write) => write,
+                Err(e) => {
+                    signal_hook::low_level::unregister(flag);
+                    return Err(e);
+                }
+            };
+            self.registered[at].ids = Some([flag, write]);
+            self.fenced = false;
             Ok(())
         }
 
@@ -356,7 +438,7 @@ mod hub {
                 }
                 self.credit(&kinds, run);
                 run = 0;
-                if let Some(instance) = self.marked.pop_front() {
+                for instance in self.marked.pop_front().unwrap_or_default() {
                     if let Some(l) = self.listening.iter_mut().find(|l| l.instance == instance) {
                         l.active = true;
                     }
@@ -452,20 +534,31 @@ mod hub {
     mod tests {
         use super::*;
 
-        /// A hub with TERM and INT registered (no handler installed: the
+        /// A hub with TERM and INT known (no handler installed: the
         /// flags are set by hand) and no listener thread.
         fn hub_of(listening: Vec<Listening>) -> (Hub, [Arc<AtomicBool>; 2]) {
-            let (wake, _read) = UnixStream::pair().unwrap();
+            let (hub, flags, _read) = hub_with([15, 2], listening);
+            (hub, flags)
+        }
+
+        /// A hub knowing `numbers`, none of them registered yet, and the
+        /// socket's read end.
+        fn hub_with(
+            numbers: [i32; 2],
+            listening: Vec<Listening>,
+        ) -> (Hub, [Arc<AtomicBool>; 2], UnixStream) {
+            let (wake, read) = UnixStream::pair().unwrap();
             let flags = [
                 Arc::new(AtomicBool::new(false)),
                 Arc::new(AtomicBool::new(false)),
             ];
-            let registered = [15, 2]
+            let registered = numbers
                 .into_iter()
                 .zip(&flags)
                 .map(|(number, arrived)| Registered {
                     number,
                     arrived: arrived.clone(),
+                    ids: None,
                 })
                 .collect();
             let hub = Hub {
@@ -475,8 +568,26 @@ mod hub {
                 last_kinds: Vec::new(),
                 ahead: 0,
                 marked: std::collections::VecDeque::new(),
+                fenced: true,
             };
-            (hub, flags)
+            (hub, flags, read)
+        }
+
+        /// What the listener would read now.
+        fn unread(read: &UnixStream) -> Vec<u8> {
+            read.set_nonblocking(true).unwrap();
+            let mut bytes = [0u8; 64];
+            match (&*read).read(&mut bytes) {
+                Ok(n) => bytes[..n].to_vec(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+                Err(e) => panic!("reading the socket: {e}"),
+            }
+        }
+
+        fn is_active(hub: &Hub, instance: &Compactor) -> bool {
+            hub.listening
+                .iter()
+                .any(|l| l.instance == instance.inner.id && l.active)
         }
 
         fn listening(instance: &Compactor, numbers: &[i32], fast: bool) -> Listening {
@@ -567,7 +678,7 @@ mod hub {
             let mut late = listening(&c, &[15], false);
             late.active = false;
             let (mut hub, [term, _]) = hub_of(vec![listening(&gone, &[15], false), late]);
-            hub.marked.push_back(c.inner.id);
+            hub.marked.push_back(vec![c.inner.id]);
             // Two signals for the instance that was listening, then the new
             // instance's marker, then one signal for both.
             term.store(true, Ordering::SeqCst);
@@ -576,6 +687,62 @@ mod hub {
                 counts(&due),
                 [(gone.inner.id, 3, true), (c.inner.id, 1, true)]
             );
+        }
+
+        /// Real registrations, on SIGUSR1 (no other test raises it).
+        #[test]
+        fn registrations_follow_the_instances_and_a_fence_keeps_old_signals_out() {
+            use signal_hook::consts::{SIGUSR1, SIGUSR2};
+
+            let (first, second, third) = (Compactor::new(), Compactor::new(), Compactor::new());
+            let (mut hub, [usr1, _], read) = hub_with([SIGUSR1, SIGUSR2], Vec::new());
+            let joining = |c: &Compactor| {
+                let mut l = listening(c, &[SIGUSR1], false);
+                l.active = false;
+                l
+            };
+            // Alone, with nothing unread: counts at once, writes nothing.
+            hub.join(joining(&first)).unwrap();
+            assert!(is_active(&hub, &first));
+            assert_eq!(unread(&read), b"");
+            signal_hook::low_level::raise(SIGUSR1).unwrap();
+            assert!(usr1.load(Ordering::SeqCst));
+            assert_eq!(unread(&read), b"X");
+            usr1.store(false, Ordering::SeqCst);
+            // Joining another: counts from a marker of its own.
+            hub.join(joining(&second)).unwrap();
+            assert!(!is_active(&hub, &second));
+            assert_eq!(unread(&read), b"+");
+            assert!(hub.arrivals(b"+").is_empty());
+            assert!(is_active(&hub, &second));
+            // The last to go takes the registrations back and fences off
+            // the signals before.
+            signal_hook::low_level::raise(SIGUSR1).unwrap();
+            hub.leave(first.inner.id);
+            hub.leave(second.inner.id);
+            assert!(hub.registered.iter().all(|r| r.ids.is_none()));
+            let stale = unread(&read);
+            assert_eq!(stale, b"X+");
+            signal_hook::low_level::raise(SIGUSR1).unwrap();
+            assert_eq!(unread(&read), b"", "no registration, no byte");
+            // The next one registers again and counts from the fence: the
+            // signal before it is not its own, the one after is.
+            hub.join(joining(&third)).unwrap();
+            assert!(!is_active(&hub, &third));
+            assert_eq!(unread(&read), b"", "the fence serves: no marker");
+            signal_hook::low_level::raise(SIGUSR1).unwrap();
+            let mut bytes = stale;
+            bytes.extend(unread(&read));
+            assert_eq!(bytes, b"X+X");
+            // (SIGUSR1 is no `Signal`: the count is looked at directly.)
+            hub.arrivals(&bytes);
+            let received: Vec<(u64, u32)> = hub
+                .listening
+                .iter()
+                .map(|l| (l.instance, l.received))
+                .collect();
+            assert_eq!(received, [(third.inner.id, 1)]);
+            hub.leave(third.inner.id);
         }
     }
 }
