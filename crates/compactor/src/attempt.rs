@@ -50,20 +50,56 @@ pub(crate) struct RunContext {
     pub(crate) done: Mailbox<Done>,
     pub(crate) events: Arc<OnceLock<broadcast::Sender<Event>>>,
     pub(crate) cancel_grace: Duration,
-    /// Fires at the deadline; the parent of every attempt's token.
-    pub(crate) stop: CancellationToken,
+    /// Fires at the deadline; the parent of every attempt's token. Made
+    /// when first needed: most runs have no task that watches a token.
+    stop: OnceLock<CancellationToken>,
     /// Whether anyone subscribes to the events. Asking the channel takes its
     /// lock, so the runner refreshes this once per batch instead.
     pub(crate) listening: AtomicBool,
-    /// Attempts begun so far, per task: what the report shows for a task
-    /// stopped from outside or still running.
-    pub(crate) attempts: Box<[AtomicU32]>,
-    /// Set as each task reaches its outcome.
-    pub(crate) finished: Box<[AtomicBool]>,
+    /// Per task, read from other threads (one table for both).
+    pub(crate) progress: Box<[Progress]>,
     pub(crate) names: Box<[Arc<str>]>,
 }
 
+/// How far a task has got.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// Attempts begun so far: what the report shows for a task stopped
+    /// from outside or still running.
+    pub(crate) attempts: AtomicU32,
+    /// Set as the task reaches its outcome.
+    pub(crate) finished: AtomicBool,
+}
+
 impl RunContext {
+    pub(crate) fn new(
+        instance: u64,
+        events: Arc<OnceLock<broadcast::Sender<Event>>>,
+        cancel_grace: Duration,
+        names: Box<[Arc<str>]>,
+    ) -> RunContext {
+        RunContext {
+            instance,
+            done: Mailbox::new(),
+            events,
+            cancel_grace,
+            stop: OnceLock::new(),
+            listening: AtomicBool::new(false),
+            progress: names.iter().map(|_| Progress::default()).collect(),
+            names,
+        }
+    }
+
+    /// A token for an attempt, cancelled when the run stops.
+    pub(crate) fn attempt_token(&self) -> CancellationToken {
+        self.stop.get_or_init(CancellationToken::new).child_token()
+    }
+
+    /// Cancels every attempt's token, those made later too.
+    pub(crate) fn stop(&self) {
+        self.stop.get_or_init(CancellationToken::new).cancel();
+    }
+
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
         if self.listening.load(Ordering::Relaxed) {
             if let Some(events) = self.events.get() {
@@ -77,8 +113,8 @@ impl RunContext {
     pub(crate) fn running(&self) -> Vec<String> {
         (0..self.names.len())
             .filter(|&i| {
-                self.attempts[i].load(Ordering::Relaxed) > 0
-                    && !self.finished[i].load(Ordering::Relaxed)
+                self.progress[i].attempts.load(Ordering::Relaxed) > 0
+                    && !self.progress[i].finished.load(Ordering::Relaxed)
             })
             .map(|i| self.names[i].to_string())
             .collect()
@@ -188,7 +224,9 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
     let mut attempts = 0;
     let (outcome, interruption) = loop {
         attempts += 1;
-        ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
+        ctx.progress[index as usize]
+            .attempts
+            .store(attempts, Ordering::Relaxed);
         span.record("attempt", attempts);
         let attempt = match (first.take(), &mut body) {
             (Some(First::Pending { future, token, .. }), _) => {
@@ -196,7 +234,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
             }
             (Some(First::Failed { error, .. }), _) => Attempt::Err(error),
             (_, Body::Async(cleanup)) => {
-                let token = observes_token.then(|| ctx.stop.child_token());
+                let token = observes_token.then(|| ctx.attempt_token());
                 match as_cleanup_of(ctx.instance, || start_async(cleanup, token.as_ref())) {
                     Ok(future) => {
                         ctx.announce(&name, attempts);
@@ -206,7 +244,7 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
                 }
             }
             (_, Body::Blocking(cell)) => {
-                let token = observes_token.then(|| ctx.stop.child_token());
+                let token = observes_token.then(|| ctx.attempt_token());
                 ctx.announce(&name, attempts);
                 Box::pin(run_blocking(&ctx, cell, token, timeout)).await
             }
@@ -216,7 +254,9 @@ pub(crate) async fn drive(ctx: Arc<RunContext>, job: Job, first: First) -> Done 
             Attempt::Released => {
                 // The closure was not called this time.
                 attempts -= 1;
-                ctx.attempts[index as usize].store(attempts, Ordering::Relaxed);
+                ctx.progress[index as usize]
+                    .attempts
+                    .store(attempts, Ordering::Relaxed);
                 break (Outcome::Released, None);
             }
             Attempt::Panicked(message) => break (Outcome::Panicked(message), None),

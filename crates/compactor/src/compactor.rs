@@ -1,6 +1,6 @@
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::time::Instant;
 
@@ -585,17 +585,12 @@ async fn execute(
     t0: Instant,
     whole: bool,
 ) -> (ShutdownReport, Plan) {
-    let ctx = Arc::new(RunContext {
-        instance: inner.id,
-        done: Mailbox::new(),
-        listening: AtomicBool::new(false),
-        events: inner.events.clone(),
-        cancel_grace: inner.config.cancel_grace,
-        stop: CancellationToken::new(),
-        attempts: plan.tasks.iter().map(|_| AtomicU32::new(0)).collect(),
-        finished: plan.tasks.iter().map(|_| AtomicBool::new(false)).collect(),
-        names: std::mem::take(&mut plan.names).into_boxed_slice(),
-    });
+    let ctx = Arc::new(RunContext::new(
+        inner.id,
+        inner.events.clone(),
+        inner.config.cancel_grace,
+        std::mem::take(&mut plan.names).into_boxed_slice(),
+    ));
     ctx.refresh_listening();
     if whole {
         let _ = inner.run.set(ctx.clone());

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::priority::PackedPriority;
 use crate::registry::{Drained, Node};
 use crate::task::Spec;
 use crate::{GraphWarning, Priority};
@@ -100,7 +101,7 @@ impl Shape {
 pub(crate) struct PlannedTask {
     pub(crate) node: Box<Node>,
     /// Its own priority raised to that of any task it must precede.
-    pub(crate) effective: Priority,
+    pub(crate) effective: PackedPriority,
     /// Index into [`Plan::phases`].
     pub(crate) phase: u32,
 }
@@ -141,6 +142,11 @@ impl Plan {
         Plan::build(nodes, false, Shape::UNKNOWN)
     }
 
+    /// Whether any task must wait for another.
+    pub(crate) fn any_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// How many tasks must finish before task `i` may start.
     pub(crate) fn waiting(&self, i: usize) -> u32 {
         self.waiting.get(i).copied().unwrap_or(0)
@@ -168,7 +174,7 @@ impl Plan {
             .map(|(i, Drained { name, node, .. })| {
                 names.push(name);
                 PlannedTask {
-                    effective: shape.priority.unwrap_or_else(|| own[i]),
+                    effective: shape.priority.unwrap_or_else(|| own[i]).into(),
                     node,
                     phase: 0,
                 }
@@ -205,12 +211,12 @@ impl Plan {
         // Alike priorities stay alike when raised.
         let phases = match shape.priority {
             Some(priority) if n > 0 => vec![priority],
-            _ => distinct_descending(tasks.iter().map(|t| t.effective)),
+            _ => distinct_descending(tasks.iter().map(|t| t.effective.get())),
         };
         if phases.len() > 1 {
             for t in &mut tasks {
                 t.phase = phases
-                    .binary_search_by(|p| t.effective.cmp(p))
+                    .binary_search_by(|p| t.effective.get().cmp(p))
                     .expect("every phase is listed") as u32;
             }
             if tasks.windows(2).any(|w| w[0].phase > w[1].phase) {
@@ -662,7 +668,10 @@ mod tests {
     fn decided(plan: &Plan) -> Decided {
         (
             plan.names.iter().map(|n| n.to_string()).collect(),
-            plan.tasks.iter().map(|t| (t.effective, t.phase)).collect(),
+            plan.tasks
+                .iter()
+                .map(|t| (t.effective.get(), t.phase))
+                .collect(),
             plan.waiting.clone(),
             (0..plan.tasks.len() as u32)
                 .map(|i| plan.precedes.of(i).collect())
@@ -726,7 +735,7 @@ mod tests {
                     .names
                     .iter()
                     .zip(&with_shape.tasks)
-                    .map(|(n, t)| (n.to_string(), t.effective))
+                    .map(|(n, t)| (n.to_string(), t.effective.get()))
                     .collect();
                 let expected: Vec<(String, Priority)> = (5..12)
                     .map(|i| (format!("t{i}"), Priority::Critical))
@@ -756,7 +765,7 @@ mod tests {
             }
             all.into_iter()
                 .map(|d| PlannedTask {
-                    effective: d.node.spec.priority,
+                    effective: d.node.spec.priority.into(),
                     node: d.node,
                     phase: 0,
                 })
@@ -781,7 +790,7 @@ mod tests {
         );
 
         let effective = |tasks: &[PlannedTask]| -> Vec<Priority> {
-            tasks.iter().map(|t| t.effective).collect()
+            tasks.iter().map(|t| t.effective.get()).collect()
         };
         assert!(warnings.is_empty());
         assert_eq!(effective(&ordered), effective(&walked));

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::DashMap;
+use dashmap::SharedValue;
 use dashmap::mapref::entry::Entry;
 
 use crate::Error;
@@ -74,6 +75,30 @@ struct Slot {
     id: u64,
     /// `None` only transiently, while [`Registry::take_where`] takes it out.
     node: Option<Box<Node>>,
+}
+
+/// The tasks in id order, placed each at its id (O(n) for ids below
+/// `ids`); the table then closes its gaps in place (a `Drained` fits where
+/// its `Option` was).
+fn by_id(ids: usize, entries: impl Iterator<Item = Drained>) -> Vec<Drained> {
+    let mut slots: Vec<Option<Drained>> = Vec::new();
+    slots.resize_with(ids, || None);
+    for drained in entries {
+        let id = drained.id as usize;
+        slots[id] = Some(drained);
+    }
+    #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
+    slots.into_iter().filter_map(|slot| slot).collect()
+}
+
+/// A table entry as drained: `None` for a slot being taken out.
+fn drained((name, slot): (HashedName, SharedValue<Slot>)) -> Option<Drained> {
+    let Slot { id, node } = slot.into_inner();
+    node.map(|node| Drained {
+        id,
+        name: name.into_name(),
+        node,
+    })
 }
 
 /// Whether `ids` ids given out for `live` tasks are few enough to index by
@@ -392,41 +417,30 @@ impl Registry {
         // Each used shard's whole table is taken under its write lock, after
         // the flag is set (see the module docs); names and nodes move out as
         // they are, nothing copied or hashed.
-        let mut tables = Vec::new();
-        let mut live = 0;
-        for (k, shard) in self.tasks.shards().iter().enumerate() {
-            if self.used[k / 64].load(Ordering::SeqCst) & (1 << (k % 64)) != 0 {
-                let table = std::mem::take(&mut *shard.write());
-                live += table.len();
-                tables.push(table);
-            }
-        }
-        let entries = tables.into_iter().flatten().filter_map(|(name, slot)| {
-            let Slot { id, node } = slot.into_inner();
-            node.map(|node| Drained {
-                id,
-                name: name.into_name(),
-                node,
-            })
-        });
-        let drained = if dense(ids, live) {
-            // Placing each task at its id sorts them in O(n); the table then
-            // closes its gaps in place (a `Drained` fits where its `Option`
-            // was).
-            let mut slots: Vec<Option<Drained>> = Vec::new();
-            slots.resize_with(ids, || None);
-            for drained in entries {
-                let id = drained.id as usize;
-                slots[id] = Some(drained);
-            }
-            #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
-            slots.into_iter().filter_map(|slot| slot).collect()
+        let tables = self
+            .tasks
+            .shards()
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| self.used[k / 64].load(Ordering::SeqCst) & (1 << (k % 64)) != 0)
+            .map(|(_, shard)| std::mem::take(&mut *shard.write()));
+        let drained = if dense(ids, 0) {
+            // Dense however few are live: placed as each table is taken.
+            by_id(ids, tables.flatten().filter_map(drained))
         } else {
-            // Long churn (many tasks registered and unregistered) leaves ids
-            // sparse: a table per id ever given out would be wasteful.
-            let mut drained: Vec<_> = entries.collect();
-            drained.sort_unstable_by_key(|d| d.id);
-            drained
+            let tables: Vec<_> = tables.collect();
+            let live = tables.iter().map(|table| table.len()).sum();
+            let entries = tables.into_iter().flatten().filter_map(drained);
+            if dense(ids, live) {
+                by_id(ids, entries)
+            } else {
+                // Long churn (many tasks registered and unregistered) leaves
+                // ids sparse: a table per id ever given out would be
+                // wasteful.
+                let mut drained: Vec<_> = entries.collect();
+                drained.sort_unstable_by_key(|d| d.id);
+                drained
+            }
         };
         (drained, shape)
     }

@@ -3,6 +3,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::priority::PackedPriority;
 use crate::{Category, Priority};
 
 /// How a task ended.
@@ -208,35 +209,6 @@ pub struct TaskReport {
 // A report holds one entry per task, written into fresh memory as the run
 // goes (each page faulted in): the entry keeps its priorities and times in
 // compact form, 112 bytes rather than 144, and the accessors convert.
-
-/// A priority kept as its value: 4 bytes, where [`Priority`] takes 8.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PackedPriority(i32);
-
-impl PackedPriority {
-    pub(crate) fn get(self) -> Priority {
-        Priority::from_value(self.0)
-    }
-}
-
-impl From<Priority> for PackedPriority {
-    fn from(priority: Priority) -> PackedPriority {
-        PackedPriority(priority.value())
-    }
-}
-
-impl fmt::Debug for PackedPriority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for PackedPriority {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.get().serialize(s)
-    }
-}
 
 /// A span of time in nanoseconds (8 bytes, where a `Duration` takes 16),
 /// up to 584 years; `OPTIONAL` ones keep `u64::MAX` for "none".

@@ -50,12 +50,37 @@ fn started(t0: Instant, entry: &TaskReport) -> Instant {
 const NOT_STARTED: u32 = u32::MAX;
 
 /// The ready tasks of a phase, latest registered first. Those ready from
-/// the start come in registration order, so a plain vector popped from the
-/// end serves them; a heap takes only the tasks released later.
-#[derive(Default)]
+/// the start come in registration order, so a range (or a plain vector)
+/// popped from the end serves them; a heap takes only the tasks released
+/// later.
 struct Ready {
-    initial: Vec<u32>,
+    /// Ready from the start: the phase's whole range of tasks when no task
+    /// of the plan waits for another (no list to build), else those that
+    /// wait for none, ascending.
+    initial: Initial,
+    /// Released by the tasks they waited for.
     released: BinaryHeap<u32>,
+}
+
+enum Initial {
+    All(std::ops::Range<u32>),
+    Listed(Vec<u32>),
+}
+
+impl Initial {
+    fn last(&self) -> Option<u32> {
+        match self {
+            Initial::All(range) => range.clone().next_back(),
+            Initial::Listed(list) => list.last().copied(),
+        }
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        match self {
+            Initial::All(range) => range.next_back(),
+            Initial::Listed(list) => list.pop(),
+        }
+    }
 }
 
 impl Ready {
@@ -65,7 +90,7 @@ impl Ready {
 
     fn pop(&mut self) -> Option<u32> {
         match (self.initial.last(), self.released.peek()) {
-            (Some(a), Some(b)) if b > a => self.released.pop(),
+            (Some(a), Some(&b)) if b > a => self.released.pop(),
             (Some(_), _) => self.initial.pop(),
             (None, _) => self.released.pop(),
         }
@@ -118,16 +143,30 @@ impl Runner {
             .iter()
             .map(|p| Phase {
                 unfinished: 0,
-                ready: Ready::default(),
+                ready: Ready {
+                    initial: Initial::All(0..0),
+                    released: BinaryHeap::new(),
+                },
                 budget: config.phase_budget(*p),
             })
             .collect();
-        for (i, task) in plan.tasks.iter().enumerate() {
-            let phase = &mut phases[task.phase as usize];
-            phase.unfinished += 1;
-            if plan.waiting(i) == 0 {
-                phase.ready.initial.push(i as u32);
+        match phases.as_mut_slice() {
+            [only] => only.unfinished = n,
+            phases => {
+                for task in &plan.tasks {
+                    phases[task.phase as usize].unfinished += 1;
+                }
             }
+        }
+        // The plan lists its tasks phase by phase: each phase is a range.
+        let mut start = 0;
+        for phase in &mut phases {
+            let range = start..start + phase.unfinished as u32;
+            start = range.end;
+            phase.ready.initial = match plan.any_waiting() {
+                false => Initial::All(range),
+                true => Initial::Listed(range.filter(|&i| plan.waiting(i as usize) == 0).collect()),
+            };
         }
         Runner {
             ctx,
@@ -214,7 +253,7 @@ impl Runner {
                 }
             }
         }
-        self.ctx.stop.cancel();
+        self.ctx.stop();
         ctx.done.close();
         if serve_snapshots {
             // A request that comes too late waits for the final report.
@@ -277,7 +316,7 @@ impl Runner {
             "cleanup",
             task = %name,
             category = %task.node.spec.category,
-            priority = %task.effective,
+            priority = %task.effective.get(),
             attempt = tracing::field::Empty,
             outcome = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
@@ -288,14 +327,12 @@ impl Runner {
         }
         let retries = task.node.spec.retries;
         let entered = span.enter();
-        self.ctx.attempts[i].store(1, Ordering::Relaxed);
-        let token = cleanup
-            .observes_token()
-            .then(|| self.ctx.stop.child_token());
+        self.ctx.progress[i].attempts.store(1, Ordering::Relaxed);
+        let token = cleanup.observes_token().then(|| self.ctx.attempt_token());
         let outcome = match start_async(&mut cleanup, token.as_ref()) {
             Err(Attempt::Released) => {
                 // The closure was not called.
-                self.ctx.attempts[i].store(0, Ordering::Relaxed);
+                self.ctx.progress[i].attempts.store(0, Ordering::Relaxed);
                 Outcome::Released
             }
             Err(Attempt::Panicked(message)) => Outcome::Panicked(message),
@@ -334,7 +371,7 @@ impl Runner {
         let done = Done {
             index,
             outcome,
-            attempts: self.ctx.attempts[i].load(Ordering::Relaxed),
+            attempts: self.ctx.progress[i].attempts.load(Ordering::Relaxed),
             started,
             finished,
             interruption: None,
@@ -370,7 +407,7 @@ impl Runner {
     }
 
     fn is_finished(&self, index: usize) -> bool {
-        self.ctx.finished[index].load(Ordering::Relaxed)
+        self.ctx.progress[index].finished.load(Ordering::Relaxed)
     }
 
     /// A driver's report of its task's end.
@@ -398,7 +435,7 @@ impl Runner {
     /// Records the final outcome and releases the tasks that waited for it.
     fn finish(&mut self, index: usize, outcome: Outcome) {
         let task = &self.plan.tasks[index];
-        let attempts = self.ctx.attempts[index].load(Ordering::Relaxed);
+        let attempts = self.ctx.progress[index].attempts.load(Ordering::Relaxed);
         let elapsed = match self.position[index] {
             NOT_STARTED => Duration::ZERO,
             at => self.reports[at as usize].duration(),
@@ -417,7 +454,9 @@ impl Runner {
                 entry.attempts = attempts;
             }
         }
-        self.ctx.finished[index].store(true, Ordering::Relaxed);
+        self.ctx.progress[index]
+            .finished
+            .store(true, Ordering::Relaxed);
         self.finished += 1;
         self.phases[task.phase as usize].unfinished -= 1;
         for d in self.plan.precedes.of(index as u32) {
@@ -438,7 +477,7 @@ impl Runner {
         let reason = match phase {
             Some(_) => SkipReason::PhaseBudget,
             None => {
-                self.ctx.stop.cancel();
+                self.ctx.stop();
                 SkipReason::Deadline
             }
         };
@@ -488,7 +527,7 @@ impl Runner {
             outcome,
             attempts: 0,
             priority: task.node.spec.priority.into(),
-            effective_priority: task.effective.into(),
+            effective_priority: task.effective,
             category: task.node.spec.category.clone(),
             started_at: started.map_or(Nanos::NONE, |s| {
                 Nanos::new(s.saturating_duration_since(self.t0))
@@ -506,7 +545,7 @@ impl Runner {
         for (i, &at) in self.position.iter().enumerate() {
             if at != NOT_STARTED && !self.is_finished(i) {
                 let entry = &mut tasks[at as usize];
-                entry.attempts = self.ctx.attempts[i].load(Ordering::Relaxed);
+                entry.attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
                 entry.duration = Nanos::new(now.saturating_duration_since(started(self.t0, entry)));
             }
         }
