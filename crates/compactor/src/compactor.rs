@@ -598,7 +598,11 @@ async fn execute(
             reason: reason.clone(),
             tasks: plan.tasks.len(),
         });
-        tracing::Span::current().record("tasks", plan.tasks.len());
+        // The run's span (see `start`) is only there to record into when
+        // its level is on.
+        if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::Span::current().record("tasks", plan.tasks.len());
+        }
     }
     tracing::info!(tasks = plan.tasks.len(), %reason, "shutdown started");
     for warning in &plan.warnings {
@@ -609,7 +613,9 @@ async fn execute(
         .await;
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     if whole {
-        tracing::Span::current().record("clean", report.is_clean());
+        if tracing::level_enabled!(tracing::Level::INFO) {
+            tracing::Span::current().record("clean", report.is_clean());
+        }
         ctx.refresh_listening();
         ctx.emit(|| Event::ShutdownFinished {
             report: report.clone(),

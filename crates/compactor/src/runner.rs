@@ -192,9 +192,11 @@ impl Runner {
         let ctx = self.ctx.clone();
         let owner = self.owner.clone();
         let n = self.plan.tasks.len();
-        let mut deadline = pin!(sleep_until(self.t0 + self.owner.config.deadline));
-        let mut budget = pin!(sleep_until(self.t0 + self.owner.config.deadline));
-        // The phase whose budget `budget` counts down, if it has one.
+        let deadline = self.t0 + self.owner.config.deadline;
+        // One timer for the next time limit: the deadline, or the current
+        // phase's budget where that ends sooner.
+        let mut limit = pin!(sleep_until(deadline));
+        // The phase whose budget `limit` counts down, if it has one.
         let mut budgeted: Option<usize> = None;
         let mut timed: Option<usize> = None;
         let mut batch = Vec::new();
@@ -211,15 +213,20 @@ impl Runner {
             if timed != Some(self.current) {
                 // A new phase began: its budget starts now.
                 timed = Some(self.current);
-                budgeted = self.phases[self.current].budget.map(|b| {
-                    budget.as_mut().reset(Instant::now() + b);
-                    self.current
-                });
+                let end = self.phases[self.current]
+                    .budget
+                    .map(|b| Instant::now() + b)
+                    .filter(|&end| end < deadline);
+                let at = end.unwrap_or(deadline);
+                if limit.deadline() != at {
+                    limit.as_mut().reset(at);
+                }
+                budgeted = end.map(|_| self.current);
             }
             if more {
                 // Many tasks finished on their first poll: look at the clock
                 // and the mail, then go on without waiting.
-                if Instant::now() >= deadline.deadline() {
+                if Instant::now() >= deadline {
                     self.expire_running(None);
                     break;
                 }
@@ -232,13 +239,16 @@ impl Runner {
             }
             tokio::select! {
                 biased;
-                () = &mut deadline => {
-                    self.expire_running(None);
-                    break;
-                }
-                () = &mut budget, if budgeted.is_some() => {
-                    self.expire_running(budgeted.take());
-                }
+                () = &mut limit => match budgeted.take() {
+                    Some(phase) => {
+                        self.expire_running(Some(phase));
+                        limit.as_mut().reset(deadline);
+                    }
+                    None => {
+                        self.expire_running(None);
+                        break;
+                    }
+                },
                 () = ctx.done.ready() => {
                     ctx.done.take(&mut batch);
                     for d in batch.drain(..) {

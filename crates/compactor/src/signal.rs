@@ -771,11 +771,13 @@ fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) -> bool
     let closed = inner.signal_tasks.clone();
     runtime.spawn(async move {
         let signal = tokio::select! {
-            () = closed.cancelled() => return,
+            // The signal first: woken by it, the task looks at nothing else.
+            biased;
             arrived = fast.arrival() => match arrived {
                 Some(signal) => signal,
                 None => return,
             },
+            () = closed.cancelled() => return,
         };
         let Some(inner) = owner.upgrade() else { return };
         let compactor = Compactor { inner };

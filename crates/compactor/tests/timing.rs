@@ -355,3 +355,29 @@ async fn each_phase_budget_counts_from_the_start_of_its_phase() {
     assert_eq!(hang.started_at(), Some(300 * MS));
     assert_eq!(report.duration(), 1300 * MS);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_ends_a_phase_whose_budget_would_end_later() {
+    let c = Compactor::builder()
+        .deadline(2500 * MS)
+        .default_timeout(Duration::from_secs(60))
+        .phase_budget(Priority::High, Duration::from_secs(1))
+        .phase_budget(Priority::Normal, Duration::from_secs(5))
+        .build();
+    c.task("hang-high")
+        .priority(Priority::High)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    c.task("hang-normal")
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let report = c.shutdown().await;
+    // The first budget ends its phase at 1 s; the second phase would have
+    // until 6 s, but the whole shutdown ends at the deadline.
+    let high = report.task("hang-high").unwrap();
+    assert_eq!(high.outcome(), &Outcome::Cancelled);
+    let normal = report.task("hang-normal").unwrap();
+    assert_eq!(normal.started_at(), Some(Duration::from_secs(1)));
+    assert_eq!(normal.outcome(), &Outcome::Cancelled);
+    assert_eq!(report.duration(), 2500 * MS);
+}
