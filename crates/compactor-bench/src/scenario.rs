@@ -20,10 +20,10 @@ pub(crate) fn ran() {
 
 pub(crate) struct Settings {
     pub(crate) runs: usize,
-    /// `signal-latency` rounds in all, spread over the runs' processes. A
-    /// round takes about a millisecond, and single rounds spread over
-    /// several microseconds (the kernel's wake-up of an idle core): a
-    /// median needs many of them to hold still.
+    /// Rounds in all of each `signal-latency` scenario, spread over the
+    /// runs' processes. A round takes a few milliseconds, and single rounds
+    /// spread over tens of microseconds (the kernel's wake-up of an idle
+    /// core, the core it picks): a median needs many of them to hold still.
     pub(crate) signal_rounds: usize,
 }
 
@@ -32,11 +32,11 @@ impl Settings {
         match quick {
             true => Settings {
                 runs: 3,
-                signal_rounds: 60,
+                signal_rounds: 120,
             },
             false => Settings {
                 runs: 7,
-                signal_rounds: 210,
+                signal_rounds: 420,
             },
         }
     }
@@ -49,7 +49,11 @@ pub(crate) enum Kind {
     ShutdownFlat,
     ShutdownChain,
     ShutdownLayered,
-    SignalLatency,
+    /// `settle`: how long each system's set-up comes to rest before the
+    /// signal.
+    SignalLatency {
+        settle: Duration,
+    },
     Memory,
 }
 
@@ -88,7 +92,19 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "signal-latency",
-        kind: Kind::SignalLatency,
+        kind: Kind::SignalLatency {
+            settle: Duration::ZERO,
+        },
+        n: 1,
+    },
+    // A process idle when the signal comes, as a service is: the set-up's
+    // spawned tasks have reached their waiting points and the workers have
+    // parked (the runtime's cores have gone idle).
+    Scenario {
+        name: "signal-latency-idle",
+        kind: Kind::SignalLatency {
+            settle: Duration::from_millis(2),
+        },
         n: 1,
     },
     Scenario {
@@ -127,7 +143,7 @@ fn once(
         Kind::ShutdownFlat => system.shutdown_flat(n, rt).map(|d| (d, None)),
         Kind::ShutdownChain => system.shutdown_chain(n, rt).map(|d| (d, None)),
         Kind::ShutdownLayered => system.shutdown_layered(n, PHASES, rt).map(|d| (d, None)),
-        Kind::SignalLatency => system.signal_latency(rt).map(|d| (d, None)),
+        Kind::SignalLatency { settle } => system.signal_latency(rt, settle).map(|d| (d, None)),
         Kind::Memory => system.memory(n, rt).map(|(d, bytes)| (d, Some(bytes))),
     }?;
     if matches!(
@@ -169,7 +185,7 @@ pub(crate) fn measure(
 ) -> Vec<Measurement> {
     // One process per run; signal-latency's rounds are spread over them.
     let per_process = match scenario.kind {
-        Kind::SignalLatency => settings.signal_rounds / settings.runs,
+        Kind::SignalLatency { .. } => settings.signal_rounds / settings.runs,
         _ => 1,
     };
     let mut able: Vec<&dyn System> = systems.to_vec();
@@ -293,7 +309,7 @@ pub(crate) fn table(
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let _ = writeln!(
         out,
-        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for signal-latency), each in a fresh process after a warm-up, the systems taking turns run by run.\n",
+        "Machine: {cpus} cores, {}; tokio multi-thread runtime, 2 workers; median of {} runs ({} rounds for each signal-latency scenario), each in a fresh process after a warm-up, the systems taking turns run by run.\n",
         std::env::consts::OS,
         settings.runs,
         settings.signal_rounds
@@ -313,7 +329,7 @@ pub(crate) fn table(
         }
         let unit = match scenario.kind {
             Kind::Memory => "bytes/task",
-            Kind::SignalLatency => "µs",
+            Kind::SignalLatency { .. } => "µs",
             _ => "ns/task",
         };
         let _ = write!(out, "| {} | {} | {unit} |", scenario.name, scenario.n);
@@ -325,7 +341,9 @@ pub(crate) fn table(
                     || "n/a".to_owned(),
                     |m| match (scenario.kind, m.bytes_per_task) {
                         (Kind::Memory, Some(b)) => format!("{b:.0}"),
-                        (Kind::SignalLatency, _) => format!("{:.0}", m.ns_per_task / 1e3),
+                        (Kind::SignalLatency { .. }, _) => {
+                            format!("{:.1}", m.ns_per_task / 1e3)
+                        }
                         _ => format!("{:.0}", m.ns_per_task),
                     },
                 );

@@ -103,7 +103,7 @@ impl System for AsyncShutdown {
         Some(start.elapsed())
     }
 
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -125,7 +125,7 @@ impl System for AsyncShutdown {
                     .expect("not shut down yet");
                 tokio::spawn(task);
             });
-            let sent = super::raise_sigterm();
+            let sent = super::raise_sigterm(settle);
             let at = first
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the cleanup started");

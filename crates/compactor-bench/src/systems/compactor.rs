@@ -85,7 +85,7 @@ impl System for Compactor {
         Some(shutdown(&c, rt))
     }
 
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration> {
         if cfg!(not(unix)) {
             return None;
         }
@@ -101,7 +101,7 @@ impl System for Compactor {
         .expect("registered");
         rt.block_on(async { c.listen_for_signals() })
             .expect("listening");
-        let sent = super::raise_sigterm();
+        let sent = super::raise_sigterm(settle);
         let at = first
             .recv_timeout(Duration::from_secs(10))
             .expect("the cleanup started");

@@ -68,7 +68,7 @@ impl System for Floor {
         Some(total)
     }
 
-    fn signal_latency(&self, _rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, _rt: &Runtime, _settle: Duration) -> Option<Duration> {
         None
     }
 

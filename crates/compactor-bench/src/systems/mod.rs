@@ -38,7 +38,7 @@ pub(crate) trait System: Sync {
     fn shutdown_layered(&self, n: usize, phases: usize, rt: &Runtime) -> Option<Duration>;
 
     /// From a real `SIGTERM` to the first cleanup starting.
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration>;
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration>;
 
     /// The time to register `n` cleanups, and the heap they keep.
     fn memory(&self, n: usize, rt: &Runtime) -> Option<(Duration, usize)>;
@@ -110,9 +110,11 @@ pub(crate) fn contended<T: Send>(
     })
 }
 
-/// Raises `SIGTERM` at this process and returns when it was sent.
+/// Raises `SIGTERM` at this process, after leaving the system's set-up
+/// `settle` to come to rest, and returns when it was sent.
 #[cfg(unix)]
-pub(crate) fn raise_sigterm() -> Instant {
+pub(crate) fn raise_sigterm(settle: Duration) -> Instant {
+    std::thread::sleep(settle);
     let sent = Instant::now();
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).expect("raise SIGTERM");
     sent

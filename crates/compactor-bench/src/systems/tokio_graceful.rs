@@ -123,7 +123,7 @@ impl System for TokioGraceful {
         Some(start.elapsed())
     }
 
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -139,7 +139,7 @@ impl System for TokioGraceful {
                 });
                 shutdown
             });
-            let sent = super::raise_sigterm();
+            let sent = super::raise_sigterm(settle);
             let at = first
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the cleanup started");

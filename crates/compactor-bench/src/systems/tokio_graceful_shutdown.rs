@@ -122,7 +122,7 @@ impl System for TokioGracefulShutdown {
         None
     }
 
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration> {
         let (started, first) = mpsc::channel();
         let top = rt.block_on(async {
             Toplevel::new(async move |s: &mut SubsystemHandle| {
@@ -139,7 +139,7 @@ impl System for TokioGracefulShutdown {
             .catch_signals()
         });
         wait_parked(1);
-        let sent = super::raise_sigterm();
+        let sent = super::raise_sigterm(settle);
         let at = first
             .recv_timeout(Duration::from_secs(10))
             .expect("the cleanup started");

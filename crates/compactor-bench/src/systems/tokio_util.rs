@@ -134,7 +134,7 @@ impl System for TokioUtil {
         Some(start.elapsed())
     }
 
-    fn signal_latency(&self, rt: &Runtime) -> Option<Duration> {
+    fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -155,7 +155,7 @@ impl System for TokioUtil {
                 });
                 Some(listener)
             });
-            let sent = super::raise_sigterm();
+            let sent = super::raise_sigterm(settle);
             let at = first
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the cleanup started");
