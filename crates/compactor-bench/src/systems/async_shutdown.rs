@@ -125,7 +125,7 @@ impl System for AsyncShutdown {
                     .expect("not shut down yet");
                 tokio::spawn(task);
             });
-            let sent = super::raise_sigterm(settle);
+            let sent = super::raise_sigterm(rt, settle);
             let at = first
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the cleanup started");

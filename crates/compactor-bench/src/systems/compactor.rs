@@ -101,7 +101,7 @@ impl System for Compactor {
         .expect("registered");
         rt.block_on(async { c.listen_for_signals() })
             .expect("listening");
-        let sent = super::raise_sigterm(settle);
+        let sent = super::raise_sigterm(rt, settle);
         let at = first
             .recv_timeout(Duration::from_secs(10))
             .expect("the cleanup started");

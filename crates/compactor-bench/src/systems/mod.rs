@@ -110,11 +110,20 @@ pub(crate) fn contended<T: Send>(
     })
 }
 
-/// Raises `SIGTERM` at this process, after leaving the system's set-up
-/// `settle` to come to rest, and returns when it was sent.
+/// Raises `SIGTERM` at this process and returns when it was sent. With a
+/// `settle` time, the process is idle first: two short tasks occupy both
+/// workers (so where each last ran is alike for every system, not an
+/// artifact of its set-up), then nothing runs for `settle`.
 #[cfg(unix)]
-pub(crate) fn raise_sigterm(settle: Duration) -> Instant {
-    std::thread::sleep(settle);
+pub(crate) fn raise_sigterm(rt: &Runtime, settle: Duration) -> Instant {
+    if !settle.is_zero() {
+        rt.block_on(async {
+            let busy = || tokio::spawn(async { std::thread::sleep(Duration::from_micros(50)) });
+            let (a, b) = (busy(), busy());
+            let _ = tokio::join!(a, b);
+        });
+        std::thread::sleep(settle);
+    }
     let sent = Instant::now();
     signal_hook::low_level::raise(signal_hook::consts::SIGTERM).expect("raise SIGTERM");
     sent

@@ -139,7 +139,7 @@ impl System for TokioGraceful {
                 });
                 shutdown
             });
-            let sent = super::raise_sigterm(settle);
+            let sent = super::raise_sigterm(rt, settle);
             let at = first
                 .recv_timeout(Duration::from_secs(10))
                 .expect("the cleanup started");
