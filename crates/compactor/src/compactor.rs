@@ -511,9 +511,10 @@ impl Compactor {
     }
 
     pub(crate) fn begin(&self, reason: ShutdownReason) -> bool {
-        let Some(run) = self.start(reason) else {
+        let Some(started) = self.start(reason) else {
             return false;
         };
+        let run = started.run();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn(run)),
             Err(_) => drop(on_own_runtime("compactor-shutdown", run)),
@@ -522,11 +523,8 @@ impl Compactor {
     }
 
     /// Begins the shutdown (closes registration, fires the token) and
-    /// returns the run to drive, or `None` if it had begun already.
-    pub(crate) fn start(
-        &self,
-        reason: ShutdownReason,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+    /// returns what the run needs, or `None` if it had begun already.
+    pub(crate) fn start(&self, reason: ShutdownReason) -> Option<Started> {
         let inner = &self.inner;
         if inner.started.swap(true, Ordering::AcqRel) {
             return None;
@@ -545,34 +543,57 @@ impl Compactor {
             tasks = tracing::field::Empty,
             clean = tracing::field::Empty,
         );
-        let run = async move {
-            let (drained, shape) = run_inner.registry.drain();
-            let plan = Plan::new(drained, shape);
-            let signal = match &reason {
-                ShutdownReason::Signal(signal) => Some(*signal),
-                _ => None,
-            };
-            let (report, spent) = execute(run_inner.clone(), plan, reason, t0, true).await;
-            if let Some(task) = run_inner.scope.get() {
-                // Shut down on its own: the parent has nothing left to do for it.
-                task.unregister();
-            }
-            let policy = run_inner.signal_exit();
-            let publish = run_inner.report.clone();
-            drop(run_inner);
-            publish.send_replace(Some(report.clone()));
-            if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
-                let code = report.exit_code();
-                tracing::info!(%signal, code, "exiting after a signal-started shutdown");
-                use std::io::Write as _;
-                let _ = std::io::stdout().flush();
-                std::process::exit(i32::from(code));
-            }
-            drop(spent);
-        }
-        .instrument(span);
-        Some(run)
+        Some(Started {
+            inner: run_inner,
+            reason,
+            t0,
+            span,
+        })
     }
+}
+
+/// A shutdown begun, its run still to be driven.
+pub(crate) struct Started {
+    inner: Arc<Inner>,
+    reason: ShutdownReason,
+    t0: Instant,
+    span: tracing::Span,
+}
+
+impl Started {
+    /// The run, to await or spawn: built where it is driven, so its state
+    /// (large) is not copied on the way.
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        whole_run(self.inner, self.reason, self.t0).instrument(self.span)
+    }
+}
+
+/// The whole shutdown, from the drain to the published report (and the
+/// exit, after a signal, where the policy says so).
+async fn whole_run(run_inner: Arc<Inner>, reason: ShutdownReason, t0: Instant) {
+    let (drained, shape) = run_inner.registry.drain();
+    let plan = Plan::new(drained, shape);
+    let signal = match &reason {
+        ShutdownReason::Signal(signal) => Some(*signal),
+        _ => None,
+    };
+    let (report, spent) = execute(run_inner.clone(), plan, reason, t0, true).await;
+    if let Some(task) = run_inner.scope.get() {
+        // Shut down on its own: the parent has nothing left to do for it.
+        task.unregister();
+    }
+    let policy = run_inner.signal_exit();
+    let publish = run_inner.report.clone();
+    drop(run_inner);
+    publish.send_replace(Some(report.clone()));
+    if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
+        let code = report.exit_code();
+        tracing::info!(%signal, code, "exiting after a signal-started shutdown");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::process::exit(i32::from(code));
+    }
+    drop(spent);
 }
 
 /// Runs a plan to its report: the whole shutdown (`whole`), or one category

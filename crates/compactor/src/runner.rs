@@ -46,8 +46,24 @@ fn started(t0: Instant, entry: &TaskReport) -> Instant {
     t0 + entry.started_at().unwrap_or_default()
 }
 
-/// `Runner::position` of a task that has not started.
-const NOT_STARTED: u32 = u32::MAX;
+/// Where each task's entry is in the report, if it started: kept as
+/// `index + 1`, so the table starts as zeroed memory (for a large run, pages
+/// the system hands over zeroed, not a fill).
+struct Positions(Vec<u32>);
+
+impl Positions {
+    fn new(n: usize) -> Positions {
+        Positions(vec![0; n])
+    }
+
+    fn of(&self, task: usize) -> Option<usize> {
+        self.0[task].checked_sub(1).map(|at| at as usize)
+    }
+
+    fn set(&mut self, task: usize, at: usize) {
+        self.0[task] = at as u32 + 1;
+    }
+}
 
 /// The ready tasks of a phase, latest registered first. Those ready from
 /// the start come in registration order, so a range (or a plain vector)
@@ -112,8 +128,8 @@ pub(crate) struct Runner {
     /// The report of each started task, in the order they started: the
     /// report's own order, so the run ends by handing it over.
     reports: Vec<TaskReport>,
-    /// Where each task's entry is in `reports`, or [`NOT_STARTED`].
-    position: Vec<u32>,
+    /// Where each started task's entry is in `reports`.
+    position: Positions,
     /// Tasks that ended without starting (skipped), with their outcome.
     unstarted: Vec<(u32, Outcome)>,
     /// The tasks running on drivers of their own.
@@ -173,7 +189,7 @@ impl Runner {
             plan,
             reason,
             reports: Vec::with_capacity(n),
-            position: vec![NOT_STARTED; n],
+            position: Positions::new(n),
             unstarted: Vec::new(),
             drivers: HashMap::new(),
             phases,
@@ -315,7 +331,7 @@ impl Runner {
     fn start(&mut self, index: u32, cx: &mut Context<'_>) {
         let i = index as usize;
         let started = self.clock;
-        self.position[i] = self.reports.len() as u32;
+        self.position.set(i, self.reports.len());
         let entry = self.entry(i, Outcome::Pending, Some(started));
         self.reports.push(entry);
         self.running += 1;
@@ -434,7 +450,7 @@ impl Runner {
     fn record(&mut self, done: Done) {
         let index = done.index as usize;
         self.running -= 1;
-        let entry = &mut self.reports[self.position[index] as usize];
+        let entry = &mut self.reports[self.position.of(index).expect("a started task")];
         entry.started_at = Nanos::new(done.started.saturating_duration_since(self.t0));
         entry.duration = Nanos::new(done.finished.saturating_duration_since(done.started));
         entry.interruption = done.interruption;
@@ -446,9 +462,9 @@ impl Runner {
     fn finish(&mut self, index: usize, outcome: Outcome) {
         let task = &self.plan.tasks[index];
         let attempts = self.ctx.progress[index].attempts.load(Ordering::Relaxed);
-        let elapsed = match self.position[index] {
-            NOT_STARTED => Duration::ZERO,
-            at => self.reports[at as usize].duration(),
+        let elapsed = match self.position.of(index) {
+            None => Duration::ZERO,
+            Some(at) => self.reports[at].duration(),
         };
         self.ctx.emit(|| Event::TaskFinished {
             name: self.ctx.names[index].clone(),
@@ -456,10 +472,10 @@ impl Runner {
             attempts,
             elapsed,
         });
-        match self.position[index] {
-            NOT_STARTED => self.unstarted.push((index as u32, outcome)),
-            at => {
-                let entry = &mut self.reports[at as usize];
+        match self.position.of(index) {
+            None => self.unstarted.push((index as u32, outcome)),
+            Some(at) => {
+                let entry = &mut self.reports[at];
                 entry.outcome = outcome;
                 entry.attempts = attempts;
             }
@@ -509,7 +525,7 @@ impl Runner {
             self.running -= 1;
             let i = index as usize;
             let t0 = self.t0;
-            let entry = &mut self.reports[self.position[i] as usize];
+            let entry = &mut self.reports[self.position.of(i).expect("a running task")];
             entry.duration = Nanos::new(now.saturating_duration_since(started(t0, entry)));
             entry.interruption = Some(match driver.blocking {
                 true => Interruption::Abandoned,
@@ -552,9 +568,9 @@ impl Runner {
     fn snapshot(&self) -> ShutdownReport {
         let mut tasks = self.reports.clone();
         let now = Instant::now();
-        for (i, &at) in self.position.iter().enumerate() {
-            if at != NOT_STARTED && !self.is_finished(i) {
-                let entry = &mut tasks[at as usize];
+        for i in 0..self.plan.tasks.len() {
+            if let (Some(at), false) = (self.position.of(i), self.is_finished(i)) {
+                let entry = &mut tasks[at];
                 entry.attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
                 entry.duration = Nanos::new(now.saturating_duration_since(started(self.t0, entry)));
             }
@@ -584,7 +600,7 @@ impl Runner {
             if tasks.len() == n {
                 break;
             }
-            if self.position[i] != NOT_STARTED {
+            if self.position.of(i).is_some() {
                 continue;
             }
             let outcome = match ended.next_if(|(at, _)| *at as usize == i) {

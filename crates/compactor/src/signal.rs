@@ -783,9 +783,9 @@ fn start_fast_path(inner: &Arc<Inner>, runtime: &tokio::runtime::Handle) -> bool
         let compactor = Compactor { inner };
         tracing::info!(%signal, "signal received: starting shutdown");
         // Driven right here: no spawn between the signal and the run.
-        if let Some(run) = compactor.start(ShutdownReason::Signal(signal)) {
+        if let Some(started) = compactor.start(ShutdownReason::Signal(signal)) {
             drop(compactor);
-            run.await;
+            started.run().await;
         }
         drop(fast);
     });
