@@ -553,6 +553,7 @@ impl Compactor {
 }
 
 /// A shutdown begun, its run still to be driven.
+#[must_use = "the shutdown has begun: its run must be driven, or no report comes"]
 pub(crate) struct Started {
     inner: Arc<Inner>,
     reason: ShutdownReason,

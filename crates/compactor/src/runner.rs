@@ -175,6 +175,7 @@ impl Runner {
             }
         }
         // The plan lists its tasks phase by phase: each phase is a range.
+        debug_assert!(plan.tasks.windows(2).all(|w| w[0].phase <= w[1].phase));
         let mut start = 0;
         for phase in &mut phases {
             let range = start..start + phase.unfinished as u32;
