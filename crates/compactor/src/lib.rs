@@ -68,6 +68,11 @@
 //! | `zeroize` | no | [`TaskBuilder::secret`]: wipe a secret at shutdown (adds `zeroize`) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The feature table links methods that exist only with their feature on.
+#![cfg_attr(
+    not(all(feature = "process", feature = "zeroize")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 mod attempt;
 mod backoff;
