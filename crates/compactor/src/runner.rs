@@ -167,6 +167,7 @@ impl Runner {
             })
             .collect();
         match phases.as_mut_slice() {
+            // One phase (a flat shutdown): no task need be read.
             [only] => only.unfinished = n,
             phases => {
                 for task in &plan.tasks {

@@ -320,21 +320,20 @@ mod hub {
                     return Err(e);
                 }
             }
-            let counts_from = if alone && fenced {
-                // Nothing was registered since the newest byte still to
-                // be read; with none to be read, nothing unread is a signal.
-                self.marked.back_mut()
-            } else if (&self.wake).write(&[MARK]).is_ok_and(|n| n == 1) {
-                self.marked.push_back(Vec::new());
-                self.marked.back_mut()
-            } else {
-                // The marker cannot be written: counting at once.
-                None
+            // Nothing was registered since the newest byte still to be
+            // read (with none to be read, nothing unread is a signal); else
+            // a marker of its own, or at once if it cannot be written.
+            let counts_from = match (alone && fenced) || self.mark() {
+                true => self.marked.back_mut(),
+                false => None,
             };
-            match counts_from {
-                Some(waiting) => waiting.push(joining.instance),
-                None => joining.active = true,
-            }
+            joining.active = match counts_from {
+                Some(waiting) => {
+                    waiting.push(joining.instance);
+                    false
+                }
+                None => true,
+            };
             self.listening.push(joining);
             Ok(())
         }
@@ -361,13 +360,18 @@ mod hub {
                 }
                 any = true;
             }
-            if !any {
-                return;
-            }
-            if (&self.wake).write(&[MARK]).is_ok_and(|n| n == 1) {
-                self.marked.push_back(Vec::new());
+            if any && self.mark() {
                 self.fenced = true;
             }
+        }
+
+        /// Writes a marker (or fence) into the socket; whether it could.
+        fn mark(&mut self) -> bool {
+            let written = (&self.wake).write(&[MARK]).is_ok_and(|n| n == 1);
+            if written {
+                self.marked.push_back(Vec::new());
+            }
+            written
         }
 
         fn want(&mut self, number: i32) -> std::io::Result<()> {
@@ -696,11 +700,7 @@ mod hub {
 
             let (first, second, third) = (Compactor::new(), Compactor::new(), Compactor::new());
             let (mut hub, [usr1, _], read) = hub_with([SIGUSR1, SIGUSR2], Vec::new());
-            let joining = |c: &Compactor| {
-                let mut l = listening(c, &[SIGUSR1], false);
-                l.active = false;
-                l
-            };
+            let joining = |c: &Compactor| listening(c, &[SIGUSR1], false);
             // Alone, with nothing unread: counts at once, writes nothing.
             hub.join(joining(&first)).unwrap();
             assert!(is_active(&hub, &first));
