@@ -104,8 +104,8 @@ impl Drop for Inner {
         self.signal_tasks.cancel();
         #[cfg(unix)]
         if *self.signals_armed.get_mut() {
-            // Leaves the process's listener (signals stay registered with
-            // signal-hook: see `signal::hub`).
+            // Leaves the process's listener; the last instance to leave
+            // takes the signal-hook registrations back (see `signal::hub`).
             crate::signal::stop_listening(self.id);
         }
         let pending = self.registry.len();
