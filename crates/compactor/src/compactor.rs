@@ -1,25 +1,28 @@
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::time::Instant;
 
+use futures::FutureExt;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::attempt::{RunContext, inside_cleanup_of};
 use crate::cleanup::CleanupResult;
 use crate::config::{Builder, Config};
-use crate::mailbox::Mailbox;
 use crate::plan::Plan;
 use crate::registry::Registry;
-use crate::runner::{Runner, SnapshotRequest};
+use crate::run::attempt::{current_chain, drop_contained, inside_cleanup_of, message_of};
+use crate::run::mailbox::Mailbox;
+use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest};
 use crate::task::TaskBuilder;
 use crate::{Error, Event, ShutdownReason, ShutdownReport, SignalExit, TaskHandle};
 
 static GLOBAL: OnceLock<Compactor> = OnceLock::new();
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+static NEXT_RELEASE: AtomicU64 = AtomicU64::new(1);
 
 /// Runs a process's cleanup, once, in order and on time.
 ///
@@ -68,9 +71,14 @@ pub(crate) struct Inner {
     report: Arc<watch::Sender<Option<ShutdownReport>>>,
     /// Requests for the report so far, from cleanups that call `shutdown()`
     /// on their own instance; served by the run.
-    pub(crate) snapshots: Mailbox<SnapshotRequest>,
+    pub(crate) snapshots: Arc<Mailbox<SnapshotRequest>>,
     /// The run's shared state, for the line a forced exit prints.
     run: OnceLock<Arc<RunContext>>,
+    /// Category releases under way, by number: the shutdown waits for them.
+    releases: Mutex<Vec<(u64, Release)>>,
+    /// The thread of the current-thread runtime driving the run, if it is
+    /// on one: `shutdown_blocking` there would wait on itself.
+    driver_thread: OnceLock<std::thread::ThreadId>,
     /// Listen for signals at the first registration inside a runtime.
     pub(crate) auto_listen: bool,
     pub(crate) signals_armed: AtomicBool,
@@ -176,7 +184,9 @@ impl Compactor {
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 report: Arc::new(watch::Sender::new(None)),
-                snapshots: Mailbox::new(),
+                snapshots: Arc::new(Mailbox::new()),
+                releases: Mutex::new(Vec::new()),
+                driver_thread: OnceLock::new(),
             }),
         }
     }
@@ -263,14 +273,79 @@ impl Compactor {
             .inner
             .registry
             .take_where(|node| node.spec.category == *category);
-        let plan = Plan::partial(nodes);
+        let mut plan = Plan::partial(nodes);
         let reason = ShutdownReason::Category(category.clone());
-        let run = execute(self.inner.clone(), plan, reason, t0, false);
-        let (report, spent) = tokio::spawn(run)
-            .await
-            .expect("the release of a category does not panic");
-        drop(spent);
-        report
+        let (publish, mut report) = watch::channel(None);
+        let halt = CancellationToken::new();
+        let number = NEXT_RELEASE.fetch_add(1, Ordering::Relaxed);
+        self.releases().push((
+            number,
+            Release {
+                halt: halt.clone(),
+                report: report.clone(),
+                t0,
+            },
+        ));
+        let ctx = self.run_context(&mut plan);
+        let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new());
+        let owner = Arc::downgrade(&self.inner);
+        let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
+            publish.send_replace(Some(report));
+            if let Some(inner) = owner.upgrade() {
+                let mut releases = inner
+                    .releases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                releases.retain(|(n, _)| *n != number);
+            }
+            let _ = drop_contained(spent);
+        });
+        crate::run::spawn_run(crate::run::drive(Runner::new(plan, parts), finish), false);
+        let released = report.wait_for(Option::is_some).await;
+        let report = released.map(|r| r.clone()).ok().flatten();
+        report.expect("a release always publishes its report")
+    }
+
+    fn releases(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Release)>> {
+        self.inner
+            .releases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run_context(&self, plan: &mut Plan) -> Arc<RunContext> {
+        let mut chain: Vec<u64> = current_chain().map(|c| c.to_vec()).unwrap_or_default();
+        chain.push(self.inner.id);
+        Arc::new(RunContext::new(
+            chain.into(),
+            self.inner.events.clone(),
+            std::mem::take(&mut plan.names).into_boxed_slice(),
+        ))
+    }
+
+    fn runner_parts(
+        &self,
+        ctx: Arc<RunContext>,
+        reason: ShutdownReason,
+        t0: Instant,
+        snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
+        halt: Option<CancellationToken>,
+        releases: Vec<Release>,
+    ) -> RunnerParts {
+        RunnerParts {
+            ctx,
+            config: self.inner.config.clone(),
+            head: Head {
+                reason,
+                duration: std::time::Duration::ZERO,
+                warnings: Vec::new(),
+                policy: self.inner.signal_exit(),
+            },
+            t0,
+            snapshots,
+            halt,
+            releases,
+        }
     }
 
     /// How many tasks are registered and waiting for shutdown.
@@ -360,12 +435,12 @@ impl Compactor {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            if crate::attempt::inside_any_cleanup() {
+            if crate::run::attempt::inside_any_cleanup() {
                 return;
             }
             if let Some(inner) = owner.upgrade() {
                 let thread = std::thread::current();
-                let message = crate::attempt::panic_message(info.payload());
+                let message = crate::run::attempt::panic_message(info.payload());
                 let at = info
                     .location()
                     .map(|l| format!(" at {l}"))
@@ -426,14 +501,19 @@ impl Compactor {
                 tracing::warn!(%error, "running without signal handling");
             }
         }
-        let mut service = std::pin::pin!(service);
+        // A panicking service is a service that ended: the cleanup still runs.
+        let mut service = std::pin::pin!(AssertUnwindSafe(service).catch_unwind());
         let mut service_done = false;
         tokio::select! {
             result = service.as_mut() => {
                 service_done = true;
-                match result.into_result() {
-                    Ok(()) => self.begin(ShutdownReason::ServiceEnded),
-                    Err(error) => self.begin(ShutdownReason::ServiceFailed(error)),
+                match result.map(CleanupResult::into_result) {
+                    Ok(Ok(())) => self.begin(ShutdownReason::ServiceEnded),
+                    Ok(Err(error)) => self.begin(ShutdownReason::ServiceFailed(error)),
+                    Err(panic) => {
+                        let message = message_of(panic);
+                        self.begin(ShutdownReason::Panic(format!("the service panicked: {message}")))
+                    }
                 };
             }
             () = self.inner.token.cancelled() => {}
@@ -447,11 +527,45 @@ impl Compactor {
     }
 
     /// Runs the shutdown from synchronous code and blocks until the report
-    /// is in: for a `main` without a runtime (the run gets a runtime of its
-    /// own). From async code use [`shutdown`](Self::shutdown): blocking a
-    /// runtime thread can stall the cleanups that need it.
+    /// is in: for a `main` without a runtime, a `Drop`, a test's teardown.
+    ///
+    /// It works from any thread, inside a runtime too: a run it begins goes
+    /// on the library's own runtime, so blocking the caller's thread (the
+    /// only thread of a current-thread runtime, say) cannot hold it up, and
+    /// the report comes by the deadline. Called from inside the run (one of
+    /// the instance's cleanups) it returns the report as it stands, as
+    /// [`shutdown`](Self::shutdown) does there.
+    ///
+    /// One case cannot wait: a run already begun on a current-thread runtime,
+    /// waited for from that runtime's own thread, which the run needs. It
+    /// then returns at once with a report that is not
+    /// [complete](ShutdownReport::is_complete) and says so in an error log;
+    /// use `shutdown().await` there.
     pub fn shutdown_blocking(&self) -> ShutdownReport {
-        futures::executor::block_on(self.shutdown())
+        if !inside_cleanup_of(self.inner.id) {
+            if let Some(started) = self.start(ShutdownReason::Manual) {
+                crate::run::spawn_run(started.run(), true);
+            } else if self.report().is_none()
+                && self.inner.driver_thread.get() == Some(&std::thread::current().id())
+            {
+                tracing::error!(
+                    "shutdown_blocking on the thread of the current-thread runtime that drives the run would wait on itself; returning the report as it stands"
+                );
+                return self.stalled_report();
+            }
+        }
+        futures::executor::block_on(self.wait())
+    }
+
+    /// The report of a run that cannot be asked: every task of it pending.
+    fn stalled_report(&self) -> ShutdownReport {
+        let names = self
+            .inner
+            .run
+            .get()
+            .map(|ctx| ctx.names.clone())
+            .unwrap_or_default();
+        crate::run::stalled_report(&names, self.inner.signal_exit())
     }
 
     /// Runs the shutdown, or joins the run already under way, and returns its
@@ -514,11 +628,7 @@ impl Compactor {
         let Some(started) = self.start(reason) else {
             return false;
         };
-        let run = started.run();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(run)),
-            Err(_) => drop(on_own_runtime("compactor-shutdown", run)),
-        }
+        crate::run::spawn_run(started.run(), false);
         true
     }
 
@@ -535,7 +645,6 @@ impl Compactor {
         }
         inner.registry.close();
         inner.token.cancel();
-        let run_inner = inner.clone();
         let span = tracing::info_span!(
             "shutdown",
             instance = inner.id,
@@ -544,7 +653,7 @@ impl Compactor {
             clean = tracing::field::Empty,
         );
         Some(Started {
-            inner: run_inner,
+            compactor: self.clone(),
             reason,
             t0,
             span,
@@ -555,115 +664,96 @@ impl Compactor {
 /// A shutdown begun, its run still to be driven.
 #[must_use = "the shutdown has begun: its run must be driven, or no report comes"]
 pub(crate) struct Started {
-    inner: Arc<Inner>,
+    compactor: Compactor,
     reason: ShutdownReason,
     t0: Instant,
     span: tracing::Span,
 }
 
 impl Started {
-    /// The run, to await or spawn: built where it is driven, so its state
-    /// (large) is not copied on the way.
+    /// The whole shutdown, from the drain to the published report (and the
+    /// exit, after a signal, where the policy says so).
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
-        whole_run(self.inner, self.reason, self.t0).instrument(self.span)
+        let Started {
+            compactor,
+            reason,
+            t0,
+            span,
+        } = self;
+        let (drained, shape) = compactor.inner.registry.drain();
+        let mut plan = Plan::new(drained, shape);
+        let ctx = compactor.run_context(&mut plan);
+        let _ = compactor.inner.run.set(ctx.clone());
+        ctx.refresh_listening();
+        ctx.emit(|| Event::ShutdownStarted {
+            reason: reason.clone(),
+            tasks: plan.tasks.len(),
+        });
+        span.record("tasks", plan.tasks.len());
+        {
+            let _entered = span.enter();
+            tracing::info!(tasks = plan.tasks.len(), %reason, "shutdown started");
+            for warning in &plan.warnings {
+                tracing::warn!(%warning, "dependency graph");
+            }
+        }
+        let releases = compactor
+            .releases()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        let snapshots = Some(compactor.inner.snapshots.clone());
+        let parts = compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases);
+        let runner = Runner::new(plan, parts);
+        let driver = Arc::downgrade(&compactor.inner);
+        let inner = compactor.inner;
+        let finish_span = span.clone();
+        let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
+            let _entered = finish_span.enter();
+            publish(inner, &ctx, report);
+            let _ = drop_contained(spent);
+        });
+        async move {
+            let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+            if let (Ok(tokio::runtime::RuntimeFlavor::CurrentThread), Some(inner)) =
+                (flavor, driver.upgrade())
+            {
+                // See `shutdown_blocking`.
+                let _ = inner.driver_thread.set(std::thread::current().id());
+            }
+            crate::run::drive(runner, finish).await;
+        }
+        .instrument(span)
     }
 }
 
-/// The whole shutdown, from the drain to the published report (and the
-/// exit, after a signal, where the policy says so).
-async fn whole_run(run_inner: Arc<Inner>, reason: ShutdownReason, t0: Instant) {
-    let (drained, shape) = run_inner.registry.drain();
-    let plan = Plan::new(drained, shape);
-    let signal = match &reason {
-        ShutdownReason::Signal(signal) => Some(*signal),
-        _ => None,
-    };
-    let (report, spent) = execute(run_inner.clone(), plan, reason, t0, true).await;
-    if let Some(task) = run_inner.scope.get() {
+/// The end of the whole shutdown: the report out to every waiter, then the
+/// exit after a signal where the policy says so.
+fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
+    tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
+    tracing::Span::current().record("clean", report.is_clean());
+    if let Some(task) = inner.scope.get() {
         // Shut down on its own: the parent has nothing left to do for it.
         task.unregister();
     }
-    let policy = run_inner.signal_exit();
-    let publish = run_inner.report.clone();
-    drop(run_inner);
-    publish.send_replace(Some(report.clone()));
+    let policy = inner.signal_exit();
+    let signal = match report.reason() {
+        ShutdownReason::Signal(signal) => Some(*signal),
+        _ => None,
+    };
+    let sender = inner.report.clone();
+    // The instance may go as soon as callers have the report.
+    drop(inner);
+    ctx.refresh_listening();
+    ctx.emit(|| Event::ShutdownFinished {
+        report: report.clone(),
+    });
+    let code = report.exit_code();
+    sender.send_replace(Some(report));
     if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
-        let code = report.exit_code();
         tracing::info!(%signal, code, "exiting after a signal-started shutdown");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         std::process::exit(i32::from(code));
     }
-    drop(spent);
-}
-
-/// Runs a plan to its report: the whole shutdown (`whole`), or one category
-/// taken out of the instance early. The spent plan comes back with the
-/// report, to be dropped once the report is out.
-async fn execute(
-    inner: Arc<Inner>,
-    mut plan: Plan,
-    reason: ShutdownReason,
-    t0: Instant,
-    whole: bool,
-) -> (ShutdownReport, Plan) {
-    let ctx = Arc::new(RunContext::new(
-        inner.id,
-        inner.events.clone(),
-        inner.config.cancel_grace,
-        std::mem::take(&mut plan.names).into_boxed_slice(),
-    ));
-    ctx.refresh_listening();
-    if whole {
-        let _ = inner.run.set(ctx.clone());
-        ctx.emit(|| Event::ShutdownStarted {
-            reason: reason.clone(),
-            tasks: plan.tasks.len(),
-        });
-        // The run's span (see `start`) is only there to record into when
-        // its level is on.
-        if tracing::level_enabled!(tracing::Level::INFO) {
-            tracing::Span::current().record("tasks", plan.tasks.len());
-        }
-    }
-    tracing::info!(tasks = plan.tasks.len(), %reason, "shutdown started");
-    for warning in &plan.warnings {
-        tracing::warn!(%warning, "dependency graph");
-    }
-    let (report, spent) = Runner::new(ctx.clone(), plan, reason, inner, t0)
-        .run(whole)
-        .await;
-    tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
-    if whole {
-        if tracing::level_enabled!(tracing::Level::INFO) {
-            tracing::Span::current().record("clean", report.is_clean());
-        }
-        ctx.refresh_listening();
-        ctx.emit(|| Event::ShutdownFinished {
-            report: report.clone(),
-        });
-    }
-    (report, spent)
-}
-
-/// Runs `future` on a runtime of its own thread, for callers without a
-/// runtime (or on one they are blocking).
-pub(crate) fn on_own_runtime<T: Send + 'static>(
-    name: &str,
-    future: impl Future<Output = T> + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime for the shutdown");
-            let output = runtime.block_on(future);
-            // Abandoned blocking cleanups must not hold the thread.
-            runtime.shutdown_background();
-            output
-        })
-        .expect("a thread for the shutdown")
 }

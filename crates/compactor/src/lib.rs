@@ -74,7 +74,6 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
-mod attempt;
 mod backoff;
 mod cleanup;
 mod compactor;
@@ -83,13 +82,12 @@ mod error;
 mod event;
 mod hash;
 mod inventory;
-mod mailbox;
 mod plan;
 mod priority;
 mod ready;
 mod registry;
 mod report;
-mod runner;
+mod run;
 mod scope;
 mod signal;
 mod task;

@@ -142,11 +142,6 @@ impl Plan {
         Plan::build(nodes, false, Shape::UNKNOWN)
     }
 
-    /// Whether any task must wait for another.
-    pub(crate) fn any_waiting(&self) -> bool {
-        !self.waiting.is_empty()
-    }
-
     /// How many tasks must finish before task `i` may start.
     pub(crate) fn waiting(&self, i: usize) -> u32 {
         self.waiting.get(i).copied().unwrap_or(0)

@@ -24,7 +24,7 @@ fn join_failure(error: JoinError) -> String {
     match error.try_into_panic() {
         Ok(payload) => format!(
             "the task panicked: {}",
-            crate::attempt::panic_message(&*payload)
+            crate::run::attempt::panic_message(&*payload)
         ),
         Err(_) => "the task was cancelled".to_owned(),
     }
@@ -113,7 +113,7 @@ impl TaskBuilder<'_> {
                 Some(handle) => handle.join().map(drop).map_err(|payload| {
                     format!(
                         "the thread panicked: {}",
-                        crate::attempt::panic_message(&*payload)
+                        crate::run::attempt::panic_message(&*payload)
                     )
                 }),
                 None => Ok(()),

@@ -206,6 +206,18 @@ pub struct TaskReport {
     pub(crate) leaked: Option<NonZeroUsize>,
 }
 
+impl TaskReport {
+    /// The entry with its start moved `by` later (a task of another run,
+    /// reported in this one).
+    pub(crate) fn shifted(&self, by: Duration) -> TaskReport {
+        let mut entry = self.clone();
+        if let Some(at) = entry.started_at.get() {
+            entry.started_at = Nanos::new(at.saturating_add(by));
+        }
+        entry
+    }
+}
+
 // A report holds one entry per task, written into fresh memory as the run
 // goes (each page faulted in): the entry keeps its priorities and times in
 // compact form, 112 bytes rather than 144, and the accessors convert.

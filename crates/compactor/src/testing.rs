@@ -87,11 +87,7 @@ impl Drop for TestCompactor {
             return;
         }
         // The test's runtime may be a single thread, blocked right here.
-        let report = crate::compactor::on_own_runtime("compactor-test-shutdown", async move {
-            compactor.shutdown().await
-        })
-        .join()
-        .expect("the shutdown thread does not panic");
+        let report = compactor.shutdown_blocking();
         check(&report);
     }
 }

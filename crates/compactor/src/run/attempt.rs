@@ -1,0 +1,283 @@
+//! One attempt of a task: the user's code, run where it cannot hold the
+//! runner. An async attempt is a tokio task of its own, a blocking one a
+//! thread of its own; the closure is called, its future polled and both
+//! dropped there, every panic contained. The attempt's end goes to the
+//! runner's mailbox, also when the attempt is dropped unfinished.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::RunContext;
+use crate::cleanup::{BoxCleanup, Start};
+
+/// The instances whose runs the current code is part of: a cleanup's own
+/// instance, and the instances whose cleanups began that run (a scope's
+/// parent). A `shutdown()` of any of them from here gets the report so far.
+pub(crate) type Chain = Arc<[u64]>;
+
+tokio::task_local! {
+    static ACTIVE: Chain;
+}
+
+thread_local! {
+    static ACTIVE_BLOCKING: RefCell<Option<Chain>> = const { RefCell::new(None) };
+}
+
+/// The chain of the cleanup running here, if any.
+pub(crate) fn current_chain() -> Option<Chain> {
+    ACTIVE
+        .try_with(Clone::clone)
+        .ok()
+        .or_else(|| ACTIVE_BLOCKING.with(|a| a.borrow().clone()))
+}
+
+/// Whether the caller is part of a run of `instance`.
+pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
+    current_chain().is_some_and(|chain| chain.contains(&instance))
+}
+
+/// Whether the caller is any instance's cleanup.
+pub(crate) fn inside_any_cleanup() -> bool {
+    current_chain().is_some()
+}
+
+/// A task's cleanup, shared by its attempts: a retry takes it once an
+/// abandoned attempt has let go of it.
+pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BoxCleanup>>>;
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub(crate) enum End {
+    Ok,
+    Err(String),
+    Panicked(String),
+    /// The weakly held value was gone: the closure was not called.
+    Released,
+    /// The attempt was dropped unfinished (its runtime shut down) or could
+    /// not start: why.
+    Lost(&'static str),
+}
+
+/// An attempt's end, as the runner receives it.
+pub(crate) struct Ended {
+    pub(crate) index: u32,
+    pub(crate) attempt: u32,
+    pub(crate) end: End,
+    /// For a weak registration that ended: the value's strong count once the
+    /// cleanup let go of it.
+    pub(crate) strong: Option<usize>,
+    pub(crate) at: Instant,
+}
+
+/// One attempt, as the runner hands it out.
+pub(crate) struct Attempt {
+    pub(crate) ctx: Arc<RunContext>,
+    pub(crate) index: u32,
+    pub(crate) number: u32,
+    pub(crate) slot: Slot,
+    pub(crate) token: Option<CancellationToken>,
+    /// No retry follows a failure: the attempt drops the cleanup when done.
+    pub(crate) last: bool,
+    pub(crate) timeout: std::time::Duration,
+    pub(crate) span: tracing::Span,
+}
+
+impl Attempt {
+    /// Runs an async attempt on a task of its own; the handle stops it.
+    pub(crate) fn spawn_async(self) -> AbortHandle {
+        let chain = self.ctx.chain.clone();
+        let span = self.span.clone();
+        tokio::spawn(ACTIVE.scope(chain, self.run_async()).instrument(span)).abort_handle()
+    }
+
+    /// Runs a blocking attempt on a thread of its own: a thread nobody joins,
+    /// so an abandoned attempt holds neither a runtime's drop nor the
+    /// process's exit.
+    ///
+    /// A stand-in on the runtime's blocking pool waits for the thread, for
+    /// the attempt's timeout at most: a runtime whose clock is paused (a
+    /// test's) does not skip time while blocking work runs, as it does not
+    /// for its own blocking tasks.
+    pub(crate) fn spawn_blocking(self) {
+        let reply = Reply::new(&self, "no thread could be started for the blocking cleanup");
+        let (running, finished) = std::sync::mpsc::channel::<()>();
+        let timeout = self.timeout;
+        let started = std::thread::Builder::new()
+            .name("compactor-blocking".to_owned())
+            .spawn(move || {
+                let _running = running;
+                self.run_blocking(reply);
+            });
+        match started {
+            Ok(_) => drop(tokio::task::spawn_blocking(move || {
+                let _ = finished.recv_timeout(timeout);
+            })),
+            Err(error) => tracing::error!(%error, "no thread for a blocking cleanup"),
+        }
+    }
+
+    async fn run_async(self) {
+        let reply = Reply::new(&self, "the runtime running the cleanup shut down");
+        let future = {
+            let mut slot = self.slot.clone().lock_owned().await;
+            let Some(cleanup) = slot.as_mut() else {
+                return reply.send(End::Lost("the cleanup was already dropped"), None);
+            };
+            match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref()))) {
+                Ok(Start::Async(future)) => future,
+                Ok(Start::Released) => return self.end(reply, End::Released, slot.take()),
+                Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
+                Err(panic) => {
+                    let end = End::Panicked(message_of(panic));
+                    return self.end(reply, end, slot.take());
+                }
+            }
+        };
+        self.ctx.announce(self.index, self.number);
+        let mut future = future;
+        let polled =
+            poll_fn(
+                |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                    Err(panic) => Poll::Ready(Err(panic)),
+                },
+            )
+            .await;
+        let mut end = settle(polled);
+        if let Err(message) = drop_contained(future) {
+            end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
+        }
+        let cleanup = match self.is_final(&end) {
+            true => self.slot.try_lock().ok().and_then(|mut slot| slot.take()),
+            false => None,
+        };
+        self.end(reply, end, cleanup);
+    }
+
+    fn run_blocking(self, reply: Reply) {
+        let mut slot = self.slot.blocking_lock();
+        let Some(cleanup) = slot.as_mut() else {
+            return reply.send(End::Lost("the cleanup was already dropped"), None);
+        };
+        ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = Some(self.ctx.chain.clone()));
+        self.ctx.announce(self.index, self.number);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            cleanup.run_blocking(self.token.as_ref())
+        }));
+        ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = None);
+        let end = settle(ran);
+        let cleanup = match self.is_final(&end) {
+            true => slot.take(),
+            false => None,
+        };
+        drop(slot);
+        self.end(reply, end, cleanup);
+    }
+
+    fn is_final(&self, end: &End) -> bool {
+        self.last || !matches!(end, End::Err(_))
+    }
+
+    /// Reports the end; a cleanup that no attempt will call again is
+    /// dropped here first (its `Drop` is user code too).
+    fn end(&self, reply: Reply, mut end: End, cleanup: Option<BoxCleanup>) {
+        let strong = cleanup.as_ref().and_then(|c| c.strong_count());
+        if let (Err(message), false) = (drop_contained(cleanup), matches!(end, End::Panicked(_))) {
+            end = End::Panicked(format!("{message} (while dropping the cleanup)"));
+        }
+        reply.send(end, strong);
+    }
+}
+
+/// Sends an attempt's end to the runner, or, if dropped unsent, that it
+/// was lost.
+struct Reply {
+    ctx: Arc<RunContext>,
+    index: u32,
+    attempt: u32,
+    lost: &'static str,
+    sent: bool,
+}
+
+impl Reply {
+    fn new(attempt: &Attempt, lost: &'static str) -> Reply {
+        Reply {
+            ctx: attempt.ctx.clone(),
+            index: attempt.index,
+            attempt: attempt.number,
+            lost,
+            sent: false,
+        }
+    }
+
+    fn send(mut self, end: End, strong: Option<usize>) {
+        self.sent = true;
+        self.deliver(end, strong);
+    }
+
+    fn deliver(&self, end: End, strong: Option<usize>) {
+        let _ = self.ctx.done.send(Ended {
+            index: self.index,
+            attempt: self.attempt,
+            end,
+            strong,
+            at: Instant::now(),
+        });
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.deliver(End::Lost(self.lost), None);
+        }
+    }
+}
+
+/// What `catch_unwind` gives back.
+type Caught<T> = Result<T, Box<dyn Any + Send>>;
+
+fn settle(result: Caught<Result<(), String>>) -> End {
+    match result {
+        Ok(Ok(())) => End::Ok,
+        Ok(Err(error)) => End::Err(error),
+        Err(panic) => End::Panicked(message_of(panic)),
+    }
+}
+
+/// Drops a value the user handed in; a panic in its `Drop` comes back as
+/// its message.
+pub(crate) fn drop_contained<T>(value: T) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(move || drop(value))).map_err(message_of)
+}
+
+/// A panic's message; the payload is dropped with its own panic contained.
+pub(crate) fn message_of(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(payload.as_ref());
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // A payload whose drop panics again is left alone rather than dropped.
+        #[allow(clippy::mem_forget)]
+        std::mem::forget(again);
+    }
+    message
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

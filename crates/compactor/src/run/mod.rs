@@ -1,0 +1,226 @@
+//! Plan + settings -> [`ShutdownReport`]: the engine's run.
+//!
+//! The runner ([`scheduler`]) keeps the time limits and the books and runs
+//! no user code; each attempt runs on a task or thread of its own
+//! ([`attempt`]) and reports back through a [`mailbox`]. A run whose runtime
+//! goes away before it ends goes on on the library's own runtime ([`drive`]).
+
+pub(crate) mod attempt;
+mod clock;
+pub(crate) mod mailbox;
+mod record;
+mod scheduler;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::Plan;
+use crate::{Event, ShutdownReport};
+
+pub(crate) use attempt::Chain;
+pub(crate) use record::Head;
+pub(crate) use scheduler::{Runner, RunnerParts};
+
+/// A request for the report so far, from code inside the run.
+pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
+
+/// A category release under way, as the instance's shutdown waits for it.
+#[derive(Clone)]
+pub(crate) struct Release {
+    pub(crate) halt: CancellationToken,
+    pub(crate) report: watch::Receiver<Option<ShutdownReport>>,
+    pub(crate) t0: Instant,
+}
+
+/// What every attempt of one run shares with the runner.
+pub(crate) struct RunContext {
+    /// The instances whose run this is part of (see [`Chain`]).
+    pub(crate) chain: Chain,
+    /// Where attempts report their end.
+    pub(crate) done: mailbox::Mailbox<attempt::Ended>,
+    pub(crate) events: Arc<OnceLock<broadcast::Sender<Event>>>,
+    /// Whether anyone subscribes to the events: asking the channel takes its
+    /// lock, so the runner refreshes this once per turn.
+    listening: AtomicBool,
+    /// Fires at the deadline; the parent of every attempt's token.
+    stop: CancellationToken,
+    /// Per task, read from other threads.
+    pub(crate) progress: Box<[Progress]>,
+    pub(crate) names: Box<[Arc<str>]>,
+}
+
+/// How far a task has got.
+#[derive(Default)]
+pub(crate) struct Progress {
+    /// Attempts begun so far.
+    pub(crate) attempts: AtomicU32,
+    pub(crate) finished: AtomicBool,
+}
+
+impl RunContext {
+    pub(crate) fn new(
+        chain: Chain,
+        events: Arc<OnceLock<broadcast::Sender<Event>>>,
+        names: Box<[Arc<str>]>,
+    ) -> RunContext {
+        RunContext {
+            chain,
+            done: mailbox::Mailbox::new(),
+            events,
+            listening: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            progress: names.iter().map(|_| Progress::default()).collect(),
+            names,
+        }
+    }
+
+    /// A token for an attempt, cancelled when the run stops.
+    pub(crate) fn attempt_token(&self) -> CancellationToken {
+        self.stop.child_token()
+    }
+
+    /// Cancels every attempt's token, those made later too.
+    pub(crate) fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
+        if self.listening.load(Ordering::Relaxed) {
+            if let Some(events) = self.events.get() {
+                let _ = events.send(event());
+            }
+        }
+    }
+
+    pub(crate) fn refresh_listening(&self) {
+        self.listening.store(
+            self.events.get().is_some_and(|e| e.receiver_count() > 0),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(crate) fn announce(&self, index: u32, attempt: u32) {
+        self.emit(|| Event::TaskStarted {
+            name: self.names[index as usize].clone(),
+            attempt,
+        });
+    }
+
+    /// Tasks that began an attempt and have not finished: read from another
+    /// thread when the process is made to exit mid-run.
+    pub(crate) fn running(&self) -> Vec<String> {
+        (0..self.names.len())
+            .filter(|&i| {
+                self.progress[i].attempts.load(Ordering::Relaxed) > 0
+                    && !self.progress[i].finished.load(Ordering::Relaxed)
+            })
+            .map(|i| self.names[i].to_string())
+            .collect()
+    }
+}
+
+/// What to do with the report once the run has ended (and the spent plan,
+/// to drop after).
+pub(crate) type Finish = Box<dyn FnOnce(ShutdownReport, Plan) + Send>;
+
+/// Drives `runner` to its report and hands it to `finish`. If the future is
+/// dropped first (its runtime shut down), the run goes on on the library's
+/// own runtime; failing that, it ends where it stands, as at its deadline.
+pub(crate) fn drive(runner: Runner, finish: Finish) -> impl Future<Output = ()> + Send + 'static {
+    carry(Carry {
+        runner: Some(runner),
+        finish: Some(finish),
+        moved: false,
+    })
+}
+
+struct Carry {
+    runner: Option<Runner>,
+    finish: Option<Finish>,
+    /// Already moved once: a second drop ends the run at once.
+    moved: bool,
+}
+
+async fn carry(mut carry: Carry) {
+    if let Some(runner) = carry.runner.as_mut() {
+        runner.go().await;
+    }
+    carry.complete();
+}
+
+impl Carry {
+    fn complete(&mut self) {
+        if let (Some(runner), Some(finish)) = (self.runner.take(), self.finish.take()) {
+            let (report, plan) = runner.into_report();
+            finish(report, plan);
+        }
+    }
+}
+
+impl Drop for Carry {
+    fn drop(&mut self) {
+        if self.runner.is_none() {
+            return;
+        }
+        if !self.moved {
+            if let Some(runtime) = own_runtime() {
+                tracing::warn!(
+                    "the runtime driving the shutdown went away; it goes on on compactor's own"
+                );
+                let moved = Carry {
+                    runner: self.runner.take(),
+                    finish: self.finish.take(),
+                    moved: true,
+                };
+                drop(runtime.spawn(carry(moved)));
+                return;
+            }
+        }
+        if let Some(runner) = self.runner.as_mut() {
+            runner.end_now();
+        }
+        self.complete();
+    }
+}
+
+/// The library's own runtime, for runs with no runtime of the caller's to
+/// go on (a synchronous caller, a runtime that went away): two workers on
+/// threads that live as long as the process and never hold its exit.
+pub(crate) fn own_runtime() -> Option<&'static tokio::runtime::Handle> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("compactor-runtime")
+                .enable_all()
+                .build()
+                .inspect_err(
+                    |error| tracing::error!(%error, "compactor could not build its own runtime"),
+                )
+                .ok()
+        })
+        .as_ref()
+        .map(tokio::runtime::Runtime::handle)
+}
+
+/// Spawns a run on the current runtime, or on the library's own outside of
+/// one (or where `own` asks for it). A run that cannot be spawned at all is
+/// dropped, which ends it where it stands (see [`drive`]).
+pub(crate) fn spawn_run(future: impl Future<Output = ()> + Send + 'static, own: bool) {
+    let here = tokio::runtime::Handle::try_current().ok().filter(|_| !own);
+    match here.as_ref().or(own_runtime()) {
+        Some(runtime) => drop(runtime.spawn(future)),
+        None => drop(future),
+    }
+}
+
+/// The report of a run that cannot be asked for one: every task pending.
+pub(crate) fn stalled_report(names: &[Arc<str>], policy: crate::SignalExit) -> ShutdownReport {
+    record::pending_report(names, policy)
+}

@@ -1,0 +1,169 @@
+//! The run's record of each task, and the [`ShutdownReport`] it becomes:
+//! the tasks that started, in the order they started, then those that never
+//! did, in plan order.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::plan::Plan;
+use crate::report::Nanos;
+use crate::{
+    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SignalExit, TaskReport,
+};
+
+pub(crate) struct Record {
+    /// One entry per task of the plan, by index.
+    entries: Vec<TaskReport>,
+    /// The tasks that started, in the order they did.
+    order: Vec<u32>,
+    t0: Instant,
+}
+
+impl Record {
+    pub(crate) fn new(plan: &Plan, names: &[Arc<str>], t0: Instant) -> Record {
+        let entries = plan
+            .tasks
+            .iter()
+            .zip(names)
+            .map(|(task, name)| TaskReport {
+                name: name.clone(),
+                outcome: Outcome::Pending,
+                attempts: 0,
+                priority: task.node.spec.priority.into(),
+                effective_priority: task.effective,
+                category: task.node.spec.category.clone(),
+                started_at: Nanos::NONE,
+                duration: Nanos::ZERO,
+                interruption: None,
+                leaked: None,
+            })
+            .collect();
+        Record {
+            entries,
+            order: Vec::new(),
+            t0,
+        }
+    }
+
+    pub(crate) fn start(&mut self, index: u32, at: Instant) {
+        self.order.push(index);
+        self.entries[index as usize].started_at = Nanos::new(at.saturating_duration_since(self.t0));
+    }
+
+    pub(crate) fn started_at(&self, index: u32) -> Option<Instant> {
+        let since = self.entries[index as usize].started_at.get()?;
+        Some(self.t0 + since)
+    }
+
+    /// A task's outcome, with how long it ran if it started.
+    pub(crate) fn end(
+        &mut self,
+        index: u32,
+        outcome: Outcome,
+        attempts: u32,
+        at: Instant,
+    ) -> Duration {
+        let started = self.started_at(index);
+        let entry = &mut self.entries[index as usize];
+        let duration = started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s));
+        entry.outcome = outcome;
+        entry.attempts = attempts;
+        entry.duration = Nanos::new(duration);
+        duration
+    }
+
+    pub(crate) fn interrupted(
+        &mut self,
+        index: u32,
+        how: Option<Interruption>,
+        leaked: Option<usize>,
+    ) {
+        let entry = &mut self.entries[index as usize];
+        entry.interruption = how;
+        entry.leaked = leaked.and_then(NonZeroUsize::new);
+    }
+
+    /// The report as it stands: running tasks show their attempts so far
+    /// (`attempts`) and their time so far.
+    pub(crate) fn snapshot(
+        &self,
+        attempts: impl Fn(u32) -> u32,
+        now: Instant,
+        head: Head,
+    ) -> ShutdownReport {
+        let mut entries = self.entries.clone();
+        for &i in &self.order {
+            let entry = &mut entries[i as usize];
+            if entry.outcome == Outcome::Pending {
+                entry.attempts = attempts(i);
+                let started = self.t0 + entry.started_at.get().unwrap_or_default();
+                entry.duration = Nanos::new(now.saturating_duration_since(started));
+            }
+        }
+        report(ordered(entries, &self.order), head, false)
+    }
+
+    /// The final report, with the tasks of other runs it waited for.
+    pub(crate) fn into_report(self, head: Head, extra: Vec<TaskReport>) -> ShutdownReport {
+        let mut tasks = ordered(self.entries, &self.order);
+        tasks.extend(extra);
+        report(tasks, head, true)
+    }
+}
+
+/// What a report says besides its tasks.
+pub(crate) struct Head {
+    pub(crate) reason: ShutdownReason,
+    pub(crate) duration: Duration,
+    pub(crate) warnings: Vec<GraphWarning>,
+    pub(crate) policy: SignalExit,
+}
+
+fn report(tasks: Vec<TaskReport>, head: Head, complete: bool) -> ShutdownReport {
+    ShutdownReport::new(
+        head.reason,
+        complete,
+        head.duration,
+        head.warnings,
+        tasks,
+        head.policy,
+    )
+}
+
+/// The started entries in `order`, then the others in plan order.
+fn ordered(entries: Vec<TaskReport>, order: &[u32]) -> Vec<TaskReport> {
+    let mut slots: Vec<Option<TaskReport>> = entries.into_iter().map(Some).collect();
+    let mut tasks = Vec::with_capacity(slots.len());
+    tasks.extend(order.iter().filter_map(|&i| slots[i as usize].take()));
+    tasks.extend(slots.into_iter().flatten());
+    tasks
+}
+
+/// A report in which every task of `names` is still pending.
+pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> ShutdownReport {
+    let tasks = names
+        .iter()
+        .map(|name| TaskReport {
+            name: name.clone(),
+            outcome: Outcome::Pending,
+            attempts: 0,
+            priority: crate::Priority::Normal.into(),
+            effective_priority: crate::Priority::Normal.into(),
+            category: crate::Category::Other,
+            started_at: Nanos::NONE,
+            duration: Nanos::ZERO,
+            interruption: None,
+            leaked: None,
+        })
+        .collect();
+    let head = Head {
+        reason: ShutdownReason::Manual,
+        duration: Duration::ZERO,
+        warnings: Vec::new(),
+        policy,
+    };
+    report(tasks, head, false)
+}

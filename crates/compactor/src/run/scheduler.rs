@@ -1,0 +1,684 @@
+//! The runner: starts each task when the tasks it waits for have finished
+//! and its phase is current, keeps every time limit, and books what happens.
+//! It runs no user code: attempts run on tasks and threads of their own
+//! (see [`super::attempt`]) and report back through the mailbox.
+
+use std::collections::BinaryHeap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{Attempt, End, Ended, Slot, drop_contained};
+use super::clock::{Due, Timer, Timers, after, earliest};
+use super::mailbox::Mailbox;
+use super::record::{Head, Record};
+use super::{Release, RunContext, SnapshotRequest};
+use crate::config::Config;
+use crate::plan::Plan;
+use crate::{Event, Interruption, Outcome, ShutdownReport, SkipReason, TaskReport};
+
+/// How many tasks one turn may start before the runner looks at its clock
+/// and its mail again.
+const STARTS_PER_TURN: usize = 1024;
+
+enum State {
+    Waiting,
+    Running {
+        attempt: u32,
+        abort: Option<AbortHandle>,
+        token: Option<CancellationToken>,
+        /// Timed out, its token cancelled: waiting out the grace.
+        grace: bool,
+    },
+    /// Between a failed attempt and the next.
+    Retrying {
+        attempt: u32,
+    },
+    Finished,
+}
+
+/// A task's place in the run.
+struct TaskRun {
+    state: State,
+    slot: Option<Slot>,
+    blocking: bool,
+    observes_token: bool,
+    span: tracing::Span,
+}
+
+struct Phase {
+    unfinished: usize,
+    /// Ready tasks; the latest registered (highest index) first.
+    ready: BinaryHeap<u32>,
+    budget: Option<Duration>,
+}
+
+/// Why an attempt did not succeed.
+enum Failure {
+    Error(String),
+    TimedOut(Interruption),
+}
+
+pub(crate) struct Runner {
+    pub(super) ctx: Arc<RunContext>,
+    plan: Plan,
+    config: Arc<Config>,
+    head: Head,
+    record: Record,
+    tasks: Vec<TaskRun>,
+    phases: Vec<Phase>,
+    current: usize,
+    /// The phase whose budget is counting, and when it runs out.
+    budget: Option<(usize, Option<Instant>)>,
+    running: usize,
+    finished: usize,
+    timers: Timers,
+    deadline: Option<Instant>,
+    t0: Instant,
+    /// Requests for the report so far; the whole shutdown serves them.
+    snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
+    /// Ends the run as its deadline would (a category release, when the
+    /// instance's shutdown runs out of time).
+    halt: Option<CancellationToken>,
+    /// Category releases under way when the run began: waited for, and
+    /// their tasks added to the report.
+    releases: Vec<Release>,
+    released_tasks: Vec<TaskReport>,
+}
+
+/// What a runner is handed besides its plan.
+pub(crate) struct RunnerParts {
+    pub(crate) ctx: Arc<RunContext>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) head: Head,
+    pub(crate) t0: Instant,
+    pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
+    pub(crate) halt: Option<CancellationToken>,
+    pub(crate) releases: Vec<Release>,
+}
+
+impl Runner {
+    pub(crate) fn new(plan: Plan, parts: RunnerParts) -> Runner {
+        let config = parts.config;
+        let mut head = parts.head;
+        head.warnings = plan.warnings.clone();
+        let mut phases: Vec<Phase> = plan
+            .phases
+            .iter()
+            .map(|p| Phase {
+                unfinished: 0,
+                ready: BinaryHeap::new(),
+                budget: config.phase_budget(*p),
+            })
+            .collect();
+        for (i, task) in plan.tasks.iter().enumerate() {
+            let phase = &mut phases[task.phase as usize];
+            phase.unfinished += 1;
+            if plan.waiting(i) == 0 {
+                phase.ready.push(i as u32);
+            }
+        }
+        let tasks = plan
+            .tasks
+            .iter()
+            .map(|_| TaskRun {
+                state: State::Waiting,
+                slot: None,
+                blocking: false,
+                observes_token: false,
+                span: tracing::Span::none(),
+            })
+            .collect();
+        Runner {
+            record: Record::new(&plan, &parts.ctx.names, parts.t0),
+            deadline: after(parts.t0, config.deadline),
+            ctx: parts.ctx,
+            plan,
+            config,
+            head,
+            tasks,
+            phases,
+            current: 0,
+            budget: None,
+            running: 0,
+            finished: 0,
+            timers: Timers::default(),
+            t0: parts.t0,
+            snapshots: parts.snapshots,
+            halt: parts.halt,
+            releases: parts.releases,
+            released_tasks: Vec::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.finished == self.tasks.len()
+    }
+
+    /// Runs until every task has finished or the time is up. The state stays
+    /// in `self`, so a run whose runtime went away can go on elsewhere.
+    pub(crate) async fn go(&mut self) {
+        let ctx = self.ctx.clone();
+        let snapshots = self.snapshots.clone();
+        let halt = self.halt.clone();
+        let mut sleep: Option<Pin<Box<Sleep>>> = None;
+        let mut ended = Vec::new();
+        let mut requests = Vec::new();
+        loop {
+            if self.on_time(Instant::now()) {
+                break;
+            }
+            let more = self.start_ready();
+            if self.done() {
+                break;
+            }
+            if more {
+                // Many ready tasks: read the mail, then go on without waiting.
+                ctx.done.take(&mut ended);
+                ended.drain(..).for_each(|e| self.on_end(e));
+                tokio::task::yield_now().await;
+                continue;
+            }
+            set_alarm(&mut sleep, self.next_limit());
+            tokio::select! {
+                biased;
+                () = alarm(&mut sleep) => {}
+                () = ctx.done.ready() => {
+                    ctx.done.take(&mut ended);
+                    ended.drain(..).for_each(|e| self.on_end(e));
+                }
+                () = ready(snapshots.as_deref()) => {
+                    snapshots.iter().for_each(|s| s.take(&mut requests));
+                    let report = self.snapshot();
+                    for reply in requests.drain(..) {
+                        let _ = reply.send(report.clone());
+                    }
+                }
+                () = cancelled(halt.as_ref()) => {
+                    self.expire(None, SkipReason::Deadline);
+                    break;
+                }
+            }
+        }
+        self.await_releases().await;
+        ctx.stop();
+        ctx.done.close();
+        if let Some(snapshots) = &snapshots {
+            // A request that comes too late waits for the final report.
+            snapshots.close();
+        }
+    }
+
+    /// The final report, and the spent plan for the caller to drop once the
+    /// report is out.
+    pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
+        self.head.duration = self.t0.elapsed();
+        let extra = std::mem::take(&mut self.released_tasks);
+        let report = self.record.into_report(self.head, extra);
+        (report, self.plan)
+    }
+
+    /// Ends the run where it stands, with no runtime to go on: as at the
+    /// deadline.
+    pub(crate) fn end_now(&mut self) {
+        if !self.done() {
+            self.expire(None, SkipReason::Deadline);
+        }
+    }
+
+    fn snapshot(&self) -> ShutdownReport {
+        let head = Head {
+            reason: self.head.reason.clone(),
+            duration: self.t0.elapsed(),
+            warnings: self.head.warnings.clone(),
+            policy: self.head.policy,
+        };
+        let attempts = |i: u32| {
+            self.ctx.progress[i as usize]
+                .attempts
+                .load(Ordering::Relaxed)
+        };
+        self.record.snapshot(attempts, Instant::now(), head)
+    }
+
+    fn next_limit(&self) -> Option<Instant> {
+        let budget = self.budget.and_then(|(_, end)| end);
+        earliest([self.deadline, budget, self.timers.next()])
+    }
+
+    /// Acts on every limit reached by `now`; `true` once the deadline passed.
+    fn on_time(&mut self, now: Instant) -> bool {
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.expire(None, SkipReason::Deadline);
+            return true;
+        }
+        if let Some((phase, Some(end))) = self.budget {
+            if now >= end {
+                self.budget = Some((phase, None));
+                self.expire(Some(phase), SkipReason::PhaseBudget);
+            }
+        }
+        while let Some(timer) = self.timers.pop_due(now) {
+            self.on_timer(timer, now);
+        }
+        false
+    }
+
+    /// Moves `current` past the finished phases; a phase's budget starts
+    /// when it becomes current.
+    fn advance(&mut self) {
+        while self
+            .phases
+            .get(self.current)
+            .is_some_and(|p| p.unfinished == 0)
+        {
+            self.current += 1;
+        }
+        if self.budget.is_none_or(|(phase, _)| phase != self.current)
+            && self.current < self.phases.len()
+        {
+            let end = self.phases[self.current]
+                .budget
+                .and_then(|b| after(Instant::now(), b))
+                .filter(|&end| self.deadline.is_none_or(|d| end < d));
+            self.budget = Some((self.current, end));
+        }
+    }
+
+    /// Starts ready tasks of the current phase, up to the concurrency limit.
+    /// Returns whether ready tasks were left for the next turn.
+    fn start_ready(&mut self) -> bool {
+        self.ctx.refresh_listening();
+        let limit = self.config.concurrency.get();
+        for _ in 0..STARTS_PER_TURN {
+            self.advance();
+            if self.running >= limit {
+                return false;
+            }
+            let Some(phase) = self.phases.get_mut(self.current) else {
+                return false;
+            };
+            let Some(index) = phase.ready.pop() else {
+                return false;
+            };
+            if matches!(self.tasks[index as usize].state, State::Waiting) {
+                self.start(index);
+            }
+        }
+        true
+    }
+
+    fn start(&mut self, index: u32) {
+        let i = index as usize;
+        let now = Instant::now();
+        self.record.start(index, now);
+        self.running += 1;
+        let planned = &mut self.plan.tasks[i];
+        let cleanup = planned.node.take_cleanup();
+        let task = &mut self.tasks[i];
+        task.blocking = cleanup.is_blocking();
+        task.observes_token = cleanup.observes_token();
+        task.span = tracing::info_span!(
+            "cleanup",
+            task = %self.ctx.names[i],
+            category = %planned.node.spec.category,
+            priority = %planned.effective.get(),
+            attempt = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            elapsed_ms = tracing::field::Empty,
+        );
+        task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
+        self.attempt(index, 1, now);
+    }
+
+    fn timeout(&self, i: usize) -> Duration {
+        self.plan.tasks[i]
+            .spec()
+            .timeout
+            .unwrap_or(self.config.default_timeout)
+    }
+
+    /// Whether attempt `number` of task `i` is its last.
+    fn is_last(&self, i: usize, number: u32) -> bool {
+        number > self.plan.tasks[i].spec().retries || number == u32::MAX
+    }
+
+    fn attempt(&mut self, index: u32, number: u32, now: Instant) {
+        let i = index as usize;
+        let last = self.is_last(i, number);
+        let timeout = self.timeout(i);
+        let task = &mut self.tasks[i];
+        let Some(slot) = task.slot.clone() else {
+            return;
+        };
+        self.ctx.progress[i]
+            .attempts
+            .store(number, Ordering::Relaxed);
+        task.span.record("attempt", number);
+        let token = task.observes_token.then(|| self.ctx.attempt_token());
+        let attempt = Attempt {
+            ctx: self.ctx.clone(),
+            index,
+            number,
+            slot,
+            token: token.clone(),
+            last,
+            timeout,
+            span: task.span.clone(),
+        };
+        let abort = match task.blocking {
+            true => {
+                attempt.spawn_blocking();
+                None
+            }
+            false => Some(attempt.spawn_async()),
+        };
+        task.state = State::Running {
+            attempt: number,
+            abort,
+            token,
+            grace: false,
+        };
+        self.timers
+            .add(after(now, timeout), index, number, Due::Timeout);
+    }
+
+    /// An attempt's report of its end.
+    fn on_end(&mut self, ended: Ended) {
+        let i = ended.index as usize;
+        let grace = match &self.tasks[i].state {
+            State::Running { attempt, grace, .. } if *attempt == ended.attempt => *grace,
+            // An attempt stopped earlier, or a task finished already.
+            _ => return,
+        };
+        if grace {
+            // It stopped on its token after its timeout.
+            return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
+        }
+        match ended.end {
+            End::Ok => self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at),
+            End::Released => {
+                // The closure was not called this time.
+                let attempts = &self.ctx.progress[i].attempts;
+                attempts.store(ended.attempt - 1, Ordering::Relaxed);
+                self.finish(i, Outcome::Released, None, None, ended.at);
+            }
+            End::Panicked(message) => {
+                self.finish(i, Outcome::Panicked(message), None, ended.strong, ended.at);
+            }
+            End::Err(error) => self.failed(i, ended.attempt, Failure::Error(error)),
+            End::Lost(why) => self.finish(i, Outcome::Failed(why.to_owned()), None, None, ended.at),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, now: Instant) {
+        let i = timer.index as usize;
+        let task = &mut self.tasks[i];
+        match (&mut task.state, timer.due) {
+            (
+                State::Running {
+                    attempt,
+                    token,
+                    grace,
+                    ..
+                },
+                Due::Timeout,
+            ) if *attempt == timer.attempt && !*grace => {
+                if let Some(token) = token {
+                    // It may stop on its token within the grace.
+                    token.cancel();
+                    *grace = true;
+                    let end = after(now, self.config.cancel_grace);
+                    self.timers.add(end, timer.index, timer.attempt, Due::Grace);
+                    return;
+                }
+                let how = self.stop(i);
+                self.failed(i, timer.attempt, Failure::TimedOut(how));
+            }
+            (
+                State::Running {
+                    attempt,
+                    grace: true,
+                    ..
+                },
+                Due::Grace,
+            ) if *attempt == timer.attempt => {
+                let how = self.stop(i);
+                self.failed(i, timer.attempt, Failure::TimedOut(how));
+            }
+            (State::Retrying { attempt }, Due::Retry) if *attempt == timer.attempt => {
+                let next = *attempt + 1;
+                self.attempt(timer.index, next, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops a running attempt: an async one is dropped, a blocking one
+    /// abandoned (a thread cannot be stopped from outside).
+    fn stop(&mut self, i: usize) -> Interruption {
+        let task = &mut self.tasks[i];
+        if let State::Running { abort, token, .. } = &mut task.state {
+            if let Some(token) = token.take() {
+                token.cancel();
+            }
+            if let Some(abort) = abort.take() {
+                abort.abort();
+            }
+        }
+        match task.blocking && matches!(task.state, State::Running { .. }) {
+            true => Interruption::Abandoned,
+            false => Interruption::Dropped,
+        }
+    }
+
+    /// After an attempt that did not succeed: the next attempt after its
+    /// backoff, or the task's end.
+    fn failed(&mut self, i: usize, attempt: u32, failure: Failure) {
+        let now = Instant::now();
+        if self.is_last(i, attempt) {
+            let (outcome, how) = match failure {
+                Failure::Error(error) => (Outcome::Failed(error), None),
+                Failure::TimedOut(how) => (Outcome::TimedOut, Some(how)),
+            };
+            return self.finish(i, outcome, how, None, now);
+        }
+        let error = match failure {
+            Failure::Error(error) => error,
+            Failure::TimedOut(_) => format!("attempt timed out after {:?}", self.timeout(i)),
+        };
+        let spec = self.plan.tasks[i].spec();
+        let backoff = spec
+            .backoff
+            .as_deref()
+            .copied()
+            .unwrap_or(self.config.backoff);
+        let delay = backoff.next_delay(attempt);
+        let name = &self.ctx.names[i];
+        tracing::warn!(task = %name, attempt, %error, ?delay, "cleanup attempt failed; retrying");
+        self.ctx.emit(|| Event::TaskRetrying {
+            name: name.clone(),
+            attempt,
+            delay,
+            error,
+        });
+        self.tasks[i].state = State::Retrying { attempt };
+        self.timers
+            .add(after(now, delay), i as u32, attempt, Due::Retry);
+    }
+
+    /// Records a task's outcome and releases the tasks that waited for it.
+    fn finish(
+        &mut self,
+        i: usize,
+        outcome: Outcome,
+        how: Option<Interruption>,
+        strong: Option<usize>,
+        at: Instant,
+    ) {
+        let index = i as u32;
+        let name = &self.ctx.names[i];
+        let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
+        let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
+        log_end(name, &outcome, attempts, leaked);
+        if let Some(strong) = leaked {
+            self.ctx.emit(|| Event::LeakSuspected {
+                name: name.clone(),
+                strong_count: strong,
+            });
+        }
+        let elapsed = self.record.end(index, outcome.clone(), attempts, at);
+        self.record.interrupted(index, how, leaked);
+        let task = &mut self.tasks[i];
+        if !task.span.is_disabled() {
+            task.span
+                .record("outcome", tracing::field::display(&outcome));
+            task.span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
+            tracing::debug!(parent: &task.span, "cleanup finished");
+        }
+        self.ctx.emit(|| Event::TaskFinished {
+            name: name.clone(),
+            outcome,
+            attempts,
+            elapsed,
+        });
+        if !matches!(task.state, State::Waiting) {
+            self.running -= 1;
+        }
+        task.state = State::Finished;
+        if let Some(slot) = task.slot.take() {
+            dispose(slot);
+        }
+        self.ctx.progress[i].finished.store(true, Ordering::Relaxed);
+        self.finished += 1;
+        self.phases[self.plan.tasks[i].phase as usize].unfinished -= 1;
+        for d in self.plan.precedes.of(index) {
+            let waiting = &mut self.plan.waiting[d as usize];
+            *waiting -= 1;
+            if *waiting == 0 {
+                let phase = self.plan.tasks[d as usize].phase as usize;
+                self.phases[phase].ready.push(d);
+            }
+        }
+    }
+
+    /// Stops the running tasks (all, or those of one phase) and skips the
+    /// unstarted ones, at the deadline or the end of a phase budget.
+    fn expire(&mut self, phase: Option<usize>, reason: SkipReason) {
+        let now = Instant::now();
+        if phase.is_none() {
+            self.ctx.stop();
+        }
+        let in_scope = |runner: &Runner, i: usize| {
+            !matches!(runner.tasks[i].state, State::Finished)
+                && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
+        };
+        // The running tasks first, then those that never started.
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
+                let how = self.stop(i);
+                self.finish(i, Outcome::Cancelled, Some(how), None, now);
+            }
+        }
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) {
+                self.finish(i, Outcome::Skipped(reason), None, None, now);
+            }
+        }
+        match phase {
+            Some(p) => {
+                tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped")
+            }
+            None => {
+                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped")
+            }
+        }
+    }
+
+    /// Waits for the category releases under way (until the deadline, when
+    /// they are stopped) and keeps their tasks for the report.
+    async fn await_releases(&mut self) {
+        while let Some(release) = self.releases.first_mut() {
+            let finished = release.report.wait_for(Option::is_some);
+            let in_time = match self.deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, finished).await.is_ok(),
+                None => finished.await.is_ok(),
+            };
+            if !in_time {
+                release.halt.cancel();
+                let _ = release.report.wait_for(Option::is_some).await;
+            }
+            let release = self.releases.remove(0);
+            let report = release.report.borrow().clone();
+            if let Some(report) = report {
+                let shift = release.t0.saturating_duration_since(self.t0);
+                self.released_tasks
+                    .extend(report.tasks().iter().map(|t| t.shifted(shift)));
+            }
+        }
+    }
+}
+
+fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) {
+    match outcome {
+        Outcome::Panicked(message) => {
+            tracing::error!(task = %name, attempts, panic = %message, "cleanup panicked");
+        }
+        Outcome::Failed(error) => tracing::error!(task = %name, attempts, %error, "cleanup failed"),
+        Outcome::TimedOut => tracing::warn!(task = %name, attempts, "cleanup timed out"),
+        _ => {}
+    }
+    if let Some(strong) = leaked {
+        tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
+    }
+}
+
+/// Lets go of a finished task's cleanup. If the runner holds the last
+/// reference, the cleanup is dropped on a task of its own: its `Drop` is
+/// user code, which must not hold the runner.
+fn dispose(slot: Slot) {
+    let holds_cleanup = slot.try_lock().is_ok_and(|cleanup| cleanup.is_some());
+    if holds_cleanup && Arc::strong_count(&slot) == 1 {
+        tokio::spawn(async move {
+            let _ = drop_contained(slot);
+        });
+    }
+}
+
+fn set_alarm(sleep: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {
+    match (sleep.as_mut(), at) {
+        (Some(s), Some(at)) if s.deadline() != at => s.as_mut().reset(at),
+        (Some(_), Some(_)) => {}
+        (None, Some(at)) => *sleep = Some(Box::pin(sleep_until(at))),
+        (_, None) => *sleep = None,
+    }
+}
+
+/// Fires when the alarm is due; never without one.
+fn alarm(sleep: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| match sleep.as_mut() {
+        Some(s) => s.as_mut().poll(cx),
+        None => Poll::Pending,
+    })
+}
+
+async fn ready<T>(mailbox: Option<&Mailbox<T>>) {
+    match mailbox {
+        Some(mailbox) => mailbox.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
