@@ -77,10 +77,14 @@ impl Backoff {
         // per call, which is all the randomness a retry spread needs.
         let random = RandomState::new().hash_one(retry);
         let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
-        let jittered = delay.mul_f64(0.5 + fraction / 2.0);
+        let half = delay / 2;
+        let spread = delay - half;
+        let extra = Duration::try_from_secs_f64(spread.as_secs_f64() * fraction)
+            .map_or(spread, |extra| extra.min(spread));
         // Whole milliseconds: tokio's timer would round the rest up anyway,
         // and the reported delay is then the one waited.
-        Duration::from_millis(jittered.as_millis() as u64).max(delay / 2)
+        let millis = u64::try_from((half + extra).as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(millis).clamp(half, delay)
     }
 }
 

@@ -545,16 +545,24 @@ impl Compactor {
         if !inside_cleanup_of(self.inner.id) {
             if let Some(started) = self.start(ShutdownReason::Manual) {
                 crate::run::spawn_run(started.run(), true);
-            } else if self.report().is_none()
-                && self.inner.driver_thread.get() == Some(&std::thread::current().id())
+            }
+        }
+        let wait = || futures::executor::block_on(self.wait());
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // A worker that blocks keeps the task it woke last (the run's,
+            // spawned or asked for its report) to itself: hand it over first.
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_)
+                if self.report().is_none()
+                    && self.inner.driver_thread.get() == Some(&std::thread::current().id()) =>
             {
                 tracing::error!(
                     "shutdown_blocking on the thread of the current-thread runtime that drives the run would wait on itself; returning the report as it stands"
                 );
-                return self.stalled_report();
+                self.stalled_report()
             }
+            _ => wait(),
         }
-        futures::executor::block_on(self.wait())
     }
 
     /// The report of a run that cannot be asked: every task of it pending.
@@ -713,6 +721,9 @@ impl Started {
             publish(inner, &ctx, report);
             let _ = drop_contained(spent);
         });
+        // Made here, not in the future, so a run dropped before it ever ran
+        // still goes on elsewhere.
+        let driven = crate::run::drive(runner, finish);
         async move {
             let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
             if let (Ok(tokio::runtime::RuntimeFlavor::CurrentThread), Some(inner)) =
@@ -721,7 +732,7 @@ impl Started {
                 // See `shutdown_blocking`.
                 let _ = inner.driver_thread.set(std::thread::current().id());
             }
-            crate::run::drive(runner, finish).await;
+            driven.await;
         }
         .instrument(span)
     }

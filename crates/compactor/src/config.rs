@@ -152,17 +152,25 @@ impl Builder {
         self
     }
 
-    /// How many events the broadcast channel holds for a slow subscriber.
+    /// How many events the broadcast channel holds for a slow subscriber:
+    /// from 1 to [`MAX_EVENT_CAPACITY`](Self::MAX_EVENT_CAPACITY) (the
+    /// channel allocates them all when the first subscriber comes).
     pub fn event_capacity(mut self, capacity: usize) -> Self {
-        if capacity == 0 {
+        if !(1..=Self::MAX_EVENT_CAPACITY).contains(&capacity) {
             self.check(Some(Error::InvalidConfig {
                 option: "event_capacity",
-                problem: "must be at least 1".to_owned(),
+                problem: format!(
+                    "must be from 1 to {} (got {capacity})",
+                    Self::MAX_EVENT_CAPACITY
+                ),
             }));
         }
-        self.config.event_capacity = capacity.max(1);
+        self.config.event_capacity = capacity.clamp(1, Self::MAX_EVENT_CAPACITY);
         self
     }
+
+    /// The largest [`event_capacity`](Self::event_capacity): 2^20 events.
+    pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
     /// The signals that start a shutdown once the instance
     /// [listens](Compactor::listen_for_signals). Default: `SIGINT` and `SIGTERM`;

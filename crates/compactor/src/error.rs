@@ -19,6 +19,13 @@ pub enum Error {
     )]
     DuplicateName(String),
 
+    /// The task name starts with `compactor::`, which the library keeps for
+    /// its own tasks.
+    #[error(
+        "task name `{0}` starts with `compactor::`, which is kept for the library's own tasks; choose another name"
+    )]
+    ReservedName(String),
+
     /// The task name was empty (or only white space).
     #[error("task names must not be empty; name the resource the task cleans up, e.g. \"db-pool\"")]
     EmptyName,

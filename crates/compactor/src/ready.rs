@@ -232,9 +232,12 @@ fn terminate(child: &tokio::process::Child) {
 #[cfg(all(feature = "process", not(unix)))]
 fn terminate(_child: &tokio::process::Child) {}
 
+/// The name of the task that waits for the work of [`Compactor::spawn`].
+const SPAWNED: &str = "compactor::spawned";
+
 impl Compactor {
     /// Spawns background work onto tokio, tracked by the instance: at
-    /// shutdown the task `spawned` (registered by the first call; Normal
+    /// shutdown the task `compactor::spawned` (registered by the first call; Normal
     /// priority, category [`Category::Task`]) closes the tracker and waits for
     /// every spawned future, within its timeout. The work should select on
     /// [`shutdown_token`](Self::shutdown_token) to stop in time.
@@ -256,13 +259,13 @@ impl Compactor {
         {
             let waited = tracker.clone();
             let registered = self
-                .task("spawned")
+                .task(SPAWNED)
                 .category(Category::Task)
-                .register(move || {
+                .finish_internal(Box::new(crate::cleanup::AsyncFn(move || {
                     waited.close();
                     let waited = waited.clone();
                     async move { waited.wait().await }
-                });
+                })));
             if let Err(e) = registered {
                 self.inner
                     .tracker_registered

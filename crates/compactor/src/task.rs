@@ -66,6 +66,9 @@ impl fmt::Debug for TaskHandle {
     }
 }
 
+/// Names of the library's own tasks start with this; users' may not.
+pub(crate) const RESERVED_PREFIX: &str = "compactor::";
+
 /// A dependency as declared: by handle (name and id must still match at
 /// shutdown) or by name (whatever task has that name at shutdown).
 #[derive(Debug, Clone)]
@@ -263,12 +266,35 @@ impl<'a> TaskBuilder<'a> {
     }
 
     pub(crate) fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
-        if let Some(error) = self.error {
-            return Err(error);
+        self.check(false)?;
+        self.finish_checked(cleanup)
+    }
+
+    /// Registers one of the library's own tasks, whose name is in
+    /// [`RESERVED_PREFIX`].
+    pub(crate) fn finish_internal(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
+        self.check(true)?;
+        self.finish_checked(cleanup)
+    }
+
+    fn check(&self, internal: bool) -> Result<(), Error> {
+        // Whatever else is wrong, a registration after shutdown began is refused for that.
+        if self.compactor.inner.registry.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        if let Some(error) = &self.error {
+            return Err(error.clone());
         }
         if self.name.trim().is_empty() {
             return Err(Error::EmptyName);
         }
+        if !internal && self.name.starts_with(RESERVED_PREFIX) {
+            return Err(Error::ReservedName(self.name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn finish_checked(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
         if self.spec.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTimeout {
                 task: self.name.to_string(),

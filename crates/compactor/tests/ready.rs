@@ -187,7 +187,7 @@ async fn spawned_work_is_awaited_at_shutdown() {
     }
     let report = c.shutdown().await;
     assert_eq!(
-        report.task("spawned").unwrap().outcome(),
+        report.task("compactor::spawned").unwrap().outcome(),
         &Outcome::Succeeded
     );
     assert_eq!(finished.load(Ordering::SeqCst), 3);

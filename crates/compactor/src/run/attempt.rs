@@ -8,7 +8,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::task::Poll;
 
 use tokio::task::AbortHandle;
@@ -87,7 +87,6 @@ pub(crate) struct Attempt {
     pub(crate) token: Option<CancellationToken>,
     /// No retry follows a failure: the attempt drops the cleanup when done.
     pub(crate) last: bool,
-    pub(crate) timeout: std::time::Duration,
     pub(crate) span: tracing::Span,
 }
 
@@ -96,37 +95,40 @@ impl Attempt {
     pub(crate) fn spawn_async(self) -> AbortHandle {
         let chain = self.ctx.chain.clone();
         let span = self.span.clone();
-        tokio::spawn(ACTIVE.scope(chain, self.run_async()).instrument(span)).abort_handle()
+        // Made here, not in the task, so a task dropped before it ever ran
+        // still reports.
+        let reply = Reply::new(&self, "the runtime running the cleanup shut down");
+        tokio::spawn(ACTIVE.scope(chain, self.run_async(reply)).instrument(span)).abort_handle()
     }
 
     /// Runs a blocking attempt on a thread of its own: a thread nobody joins,
     /// so an abandoned attempt holds neither a runtime's drop nor the
-    /// process's exit.
+    /// process's exit. Send on the returned sender when abandoning it.
     ///
-    /// A stand-in on the runtime's blocking pool waits for the thread, for
-    /// the attempt's timeout at most: a runtime whose clock is paused (a
+    /// A stand-in on the runtime's blocking pool waits until the thread
+    /// ends or the attempt is abandoned: a runtime whose clock is paused (a
     /// test's) does not skip time while blocking work runs, as it does not
     /// for its own blocking tasks.
-    pub(crate) fn spawn_blocking(self) {
+    pub(crate) fn spawn_blocking(self) -> mpsc::Sender<()> {
         let reply = Reply::new(&self, "no thread could be started for the blocking cleanup");
-        let (running, finished) = std::sync::mpsc::channel::<()>();
-        let timeout = self.timeout;
+        let (ended, stand_in) = mpsc::channel::<()>();
+        let thread_ended = ended.clone();
         let started = std::thread::Builder::new()
             .name("compactor-blocking".to_owned())
             .spawn(move || {
-                let _running = running;
                 self.run_blocking(reply);
+                let _ = thread_ended.send(());
             });
         match started {
             Ok(_) => drop(tokio::task::spawn_blocking(move || {
-                let _ = finished.recv_timeout(timeout);
+                let _ = stand_in.recv();
             })),
             Err(error) => tracing::error!(%error, "no thread for a blocking cleanup"),
         }
+        ended
     }
 
-    async fn run_async(self) {
-        let reply = Reply::new(&self, "the runtime running the cleanup shut down");
+    async fn run_async(self, reply: Reply) {
         let future = {
             let mut slot = self.slot.clone().lock_owned().await;
             let Some(cleanup) = slot.as_mut() else {

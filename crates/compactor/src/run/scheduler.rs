@@ -6,8 +6,8 @@
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ enum State {
     Waiting,
     Running {
         attempt: u32,
-        abort: Option<AbortHandle>,
+        stop: Option<Stopper>,
         token: Option<CancellationToken>,
         /// Timed out, its token cancelled: waiting out the grace.
         grace: bool,
@@ -42,6 +42,15 @@ enum State {
         attempt: u32,
     },
     Finished,
+}
+
+/// How a running attempt is stopped.
+enum Stopper {
+    /// An async attempt: dropped.
+    Task(AbortHandle),
+    /// A blocking attempt: abandoned (a thread cannot be stopped from
+    /// outside), which lets its stand-in on the blocking pool go.
+    Thread(mpsc::Sender<()>),
 }
 
 /// A task's place in the run.
@@ -370,19 +379,15 @@ impl Runner {
             slot,
             token: token.clone(),
             last,
-            timeout,
             span: task.span.clone(),
         };
-        let abort = match task.blocking {
-            true => {
-                attempt.spawn_blocking();
-                None
-            }
-            false => Some(attempt.spawn_async()),
+        let stop = match task.blocking {
+            true => Stopper::Thread(attempt.spawn_blocking()),
+            false => Stopper::Task(attempt.spawn_async()),
         };
         task.state = State::Running {
             attempt: number,
-            abort,
+            stop: Some(stop),
             token,
             grace: false,
         };
@@ -462,20 +467,25 @@ impl Runner {
     }
 
     /// Stops a running attempt: an async one is dropped, a blocking one
-    /// abandoned (a thread cannot be stopped from outside).
+    /// abandoned.
     fn stop(&mut self, i: usize) -> Interruption {
-        let task = &mut self.tasks[i];
-        if let State::Running { abort, token, .. } = &mut task.state {
-            if let Some(token) = token.take() {
-                token.cancel();
-            }
-            if let Some(abort) = abort.take() {
-                abort.abort();
-            }
+        let State::Running { stop, token, .. } = &mut self.tasks[i].state else {
+            return Interruption::Dropped;
+        };
+        if let Some(token) = token.take() {
+            token.cancel();
         }
-        match task.blocking && matches!(task.state, State::Running { .. }) {
-            true => Interruption::Abandoned,
-            false => Interruption::Dropped,
+        match stop.take() {
+            Some(Stopper::Thread(abandon)) => {
+                let _ = abandon.send(());
+                Interruption::Abandoned
+            }
+            Some(Stopper::Task(abort)) => {
+                abort.abort();
+                Interruption::Dropped
+            }
+            None if self.tasks[i].blocking => Interruption::Abandoned,
+            None => Interruption::Dropped,
         }
     }
 
@@ -594,10 +604,10 @@ impl Runner {
         }
         match phase {
             Some(p) => {
-                tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped")
+                tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
             }
             None => {
-                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped")
+                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
             }
         }
     }

@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::priority::PackedPriority;
+
+mod table;
 use crate::{Category, Priority};
 
 /// How a task ended.
@@ -505,113 +507,6 @@ impl ShutdownReport {
             .iter()
             .filter(|t| std::mem::discriminant(&t.outcome) == kind)
             .count()
-    }
-}
-
-impl fmt::Display for ShutdownReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tasks = self.tasks();
-        write!(
-            f,
-            "shutdown ({}) {} in {}: {} task{}, {}",
-            self.reason(),
-            if self.is_complete() {
-                "finished"
-            } else {
-                "in progress"
-            },
-            Millis(self.duration()),
-            tasks.len(),
-            if tasks.len() == 1 { "" } else { "s" },
-            if self.is_clean() {
-                "clean"
-            } else {
-                "NOT clean"
-            },
-        )?;
-        let name_w = tasks
-            .iter()
-            .map(|t| t.name.chars().count())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        writeln!(f)?;
-        writeln!(
-            f,
-            "  {:>3}  {:<name_w$}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
-            "#", "task", "phase", "category", "outcome", "try", "start", "time"
-        )?;
-        for (i, t) in tasks.iter().enumerate() {
-            let start = t
-                .started_at()
-                .map_or_else(|| "-".to_owned(), |s| format!("+{}", Millis(s)));
-            write!(
-                f,
-                "  {:>3}  {:<name_w$}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
-                i + 1,
-                t.name,
-                t.effective_priority().to_string(),
-                t.category.as_str(),
-                t.outcome.label(),
-                t.attempts,
-                start,
-                Millis(t.duration()).to_string(),
-            )?;
-            match &t.outcome {
-                Outcome::Failed(e) => write!(f, "  {e}")?,
-                Outcome::Panicked(m) => write!(f, "  {m}")?,
-                Outcome::Skipped(r) => write!(f, "  {r}")?,
-                _ => {}
-            }
-            match t.interruption {
-                Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,
-                Some(Interruption::Dropped) => f.write_str("  (dropped)")?,
-                Some(Interruption::Abandoned) => f.write_str("  (thread abandoned)")?,
-                None => {}
-            }
-            if let Some(n) = t.leaked() {
-                write!(
-                    f,
-                    "  possible leak: {n} strong reference{} left",
-                    if n == 1 { "" } else { "s" }
-                )?;
-            }
-            writeln!(f)?;
-        }
-        let categories = self.by_category();
-        if categories.len() > 1 {
-            let sums: Vec<String> = categories
-                .iter()
-                .map(|c| {
-                    let failed = match c.not_clean() {
-                        0 => String::new(),
-                        n => format!(", {n} not clean"),
-                    };
-                    format!("{} {}{failed} in {}", c.category, c.tasks, Millis(c.time))
-                })
-                .collect();
-            writeln!(f, "  by category: {}", sums.join("; "))?;
-        }
-        for w in self.warnings() {
-            writeln!(f, "  warning: {w}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A duration shown in milliseconds with enough precision for fast cleanups.
-struct Millis(Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_secs_f64() * 1e3;
-        if ms < 10.0 {
-            write!(f, "{ms:.2}ms")
-        } else if ms < 10_000.0 {
-            write!(f, "{ms:.0}ms")
-        } else {
-            write!(f, "{:.1}s", ms / 1e3)
-        }
     }
 }
 

@@ -1,0 +1,171 @@
+//! The report as a table for people: one line per task, bounded in width,
+//! with every text the user handed in (names, errors, reasons) shown with
+//! its control characters escaped, so a name cannot move the cursor or
+//! recolour a terminal. The full texts stay in the API and the JSON.
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use super::{Interruption, Outcome, ShutdownReport};
+
+/// The widest a task name is shown, in characters.
+const NAME_WIDTH: usize = 40;
+/// The longest an error, a panic message or a reason is shown.
+const MESSAGE_WIDTH: usize = 200;
+
+/// `text` for a terminal: control characters escaped, at most `width`
+/// characters, the rest elided with `…`.
+pub(crate) fn shown(text: &str, width: usize) -> String {
+    let escaped = text.chars().flat_map(|c| {
+        let escape = c.is_control().then(|| c.escape_default());
+        let plain = (!c.is_control()).then_some(c);
+        escape.into_iter().flatten().chain(plain)
+    });
+    let mut out = String::new();
+    for (count, c) in escaped.enumerate() {
+        if count >= width {
+            // More than fits: the last place marks the rest.
+            out.pop();
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` left-aligned in `width` characters.
+fn padded(text: &str, width: usize) -> String {
+    let len = text.chars().count();
+    let mut out = text.to_owned();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
+    out
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tasks = self.tasks();
+        write!(
+            f,
+            "shutdown ({}) {} in {}: {} task{}, {}",
+            shown(&self.reason().to_string(), MESSAGE_WIDTH),
+            if self.is_complete() {
+                "finished"
+            } else {
+                "in progress"
+            },
+            Millis(self.duration()),
+            tasks.len(),
+            if tasks.len() == 1 { "" } else { "s" },
+            if self.is_clean() {
+                "clean"
+            } else {
+                "NOT clean"
+            },
+        )?;
+        let names: Vec<String> = tasks.iter().map(|t| shown(&t.name, NAME_WIDTH)).collect();
+        let name_w = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(f)?;
+        writeln!(
+            f,
+            "  {:>3}  {}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
+            "#",
+            padded("task", name_w),
+            "phase",
+            "category",
+            "outcome",
+            "try",
+            "start",
+            "time"
+        )?;
+        for (i, (t, name)) in tasks.iter().zip(&names).enumerate() {
+            let start = t
+                .started_at()
+                .map_or_else(|| "-".to_owned(), |s| format!("+{}", Millis(s)));
+            write!(
+                f,
+                "  {:>3}  {}  {:<11}  {:<9}  {:<10}  {:>3}  {:>9}  {:>9}",
+                i + 1,
+                padded(name, name_w),
+                t.effective_priority().to_string(),
+                shown(t.category.as_str(), NAME_WIDTH),
+                t.outcome.label(),
+                t.attempts,
+                start,
+                Millis(t.duration()).to_string(),
+            )?;
+            match &t.outcome {
+                Outcome::Failed(e) => write!(f, "  {}", shown(e, MESSAGE_WIDTH))?,
+                Outcome::Panicked(m) => write!(f, "  {}", shown(m, MESSAGE_WIDTH))?,
+                Outcome::Skipped(r) => write!(f, "  {r}")?,
+                _ => {}
+            }
+            match t.interruption {
+                Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,
+                Some(Interruption::Dropped) => f.write_str("  (dropped)")?,
+                Some(Interruption::Abandoned) => f.write_str("  (thread abandoned)")?,
+                None => {}
+            }
+            if let Some(n) = t.leaked() {
+                write!(
+                    f,
+                    "  possible leak: {n} strong reference{} left",
+                    if n == 1 { "" } else { "s" }
+                )?;
+            }
+            writeln!(f)?;
+        }
+        let categories = self.by_category();
+        if categories.len() > 1 {
+            let mut sums = String::new();
+            for (i, c) in categories.iter().enumerate() {
+                let sep = if i == 0 { "" } else { "; " };
+                let category = shown(&c.category.to_string(), NAME_WIDTH);
+                write!(sums, "{sep}{category} {}", c.tasks)?;
+                if c.not_clean() > 0 {
+                    write!(sums, ", {} not clean", c.not_clean())?;
+                }
+                write!(sums, " in {}", Millis(c.time))?;
+            }
+            writeln!(f, "  by category: {sums}")?;
+        }
+        for w in self.warnings() {
+            writeln!(f, "  warning: {}", shown(&w.to_string(), MESSAGE_WIDTH))?;
+        }
+        Ok(())
+    }
+}
+
+/// A duration shown in milliseconds with enough precision for fast cleanups.
+pub(crate) struct Millis(pub(crate) Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1e3;
+        if ms < 10.0 {
+            write!(f, "{ms:.2}ms")
+        } else if ms < 10_000.0 {
+            write!(f, "{ms:.0}ms")
+        } else {
+            write!(f, "{:.1}s", ms / 1e3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_long_texts_elided() {
+        assert_eq!(shown("db\u{1b}[31m\n", 40), "db\\u{1b}[31m\\n");
+        assert_eq!(shown("abcdef", 4), "abc…");
+        assert_eq!(shown("abcd", 4), "abcd");
+        assert_eq!(padded("ab", 4), "ab  ");
+    }
+}

@@ -1,0 +1,522 @@
+//! The run is bounded and complete whatever a cleanup does: cleanups that
+//! block their thread, panic in `Drop`, outlive their runtime; settings at
+//! their limits; `shutdown_blocking` anywhere; calls back into the run.
+//!
+//! Where the point is a real block, these use real threads and real time,
+//! with bounds far from the blocking (seconds against a deadline of a few
+//! hundred milliseconds): they fail when the run waits for the block, not
+//! when the machine is slow.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use compactor::{Backoff, Category, Compactor, Error, Interruption, Outcome, Priority};
+
+/// How long the blocking cleanups here block: far longer than any bound
+/// the tests check.
+const BLOCK: Duration = Duration::from_secs(6);
+/// What "came back without waiting for the block" means.
+const WELL_BEFORE_THE_BLOCK: Duration = Duration::from_secs(3);
+
+fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_async_cleanup_that_blocks_its_thread_does_not_hold_the_deadline() {
+    let runtime = multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(300))
+        .build();
+    c.register("sync-driver", || async { std::thread::sleep(BLOCK) })
+        .unwrap();
+    let began = Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
+    let task = report.task("sync-driver").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
+    assert_eq!(task.interruption(), Some(Interruption::Dropped));
+    runtime.shutdown_background();
+}
+
+#[test]
+fn an_async_cleanup_that_blocks_its_thread_times_out_and_the_run_goes_on() {
+    let runtime = multi_thread(2);
+    let c = Compactor::new();
+    c.task("std-mutex")
+        .priority(Priority::High)
+        .timeout(Duration::from_millis(200))
+        .register(|| async { std::thread::sleep(BLOCK) })
+        .unwrap();
+    c.register("after", || async {}).unwrap();
+    let began = Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
+    assert_eq!(
+        report.task("std-mutex").unwrap().outcome(),
+        &Outcome::TimedOut
+    );
+    assert_eq!(report.task("after").unwrap().outcome(), &Outcome::Succeeded);
+    runtime.shutdown_background();
+}
+
+#[test]
+fn an_abandoned_blocking_cleanup_does_not_hold_the_runtimes_drop() {
+    let runtime = multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(200))
+        .build();
+    c.task("stuck-fsync")
+        .register_blocking(|| std::thread::sleep(BLOCK))
+        .unwrap();
+    let began = Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    // As `#[tokio::main]` does when `main` returns.
+    drop(runtime);
+    assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
+    let task = report.task("stuck-fsync").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Cancelled);
+    assert_eq!(task.interruption(), Some(Interruption::Abandoned));
+}
+
+/// Panics when dropped.
+struct PanicOnDrop(&'static str);
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("{}", self.0);
+    }
+}
+
+/// An error whose text cannot be written.
+#[derive(Debug)]
+struct Unprintable;
+
+impl std::fmt::Display for Unprintable {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("no text for this error")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_in_what_the_user_hands_in_and_in_their_drops_are_contained() {
+    let c = Compactor::new();
+    let closure_guard = PanicOnDrop("closure dropped");
+    c.register("closure-drop", move || {
+        let _ = &closure_guard;
+        async {}
+    })
+    .unwrap();
+    c.register("future-drop", || {
+        let guard = PanicOnDrop("future dropped");
+        async move {
+            let _ = &guard;
+        }
+    })
+    .unwrap();
+    c.register("payload-drop", || async {
+        if true {
+            std::panic::panic_any(PanicOnDrop("payload dropped"));
+        }
+    })
+    .unwrap();
+    c.register("error-text", || async { Err::<(), _>(Unprintable) })
+        .unwrap();
+    c.register("ten-ms", || tokio::time::sleep(Duration::from_millis(10)))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_complete());
+    for name in ["closure-drop", "future-drop", "payload-drop", "error-text"] {
+        let outcome = report.task(name).unwrap().outcome();
+        assert!(matches!(outcome, Outcome::Panicked(_)), "{name}: {outcome}");
+    }
+    assert_eq!(
+        report.task("ten-ms").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
+    assert!(report.duration() < Duration::from_secs(1), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_means_no_limit_everywhere() {
+    let c = Compactor::builder()
+        .deadline(Duration::MAX)
+        .default_timeout(Duration::MAX)
+        .cancel_grace(Duration::MAX)
+        .phase_budget(Priority::Normal, Duration::MAX)
+        .backoff(Backoff::fixed(Duration::MAX))
+        .build();
+    c.task("slow")
+        .timeout(Duration::MAX)
+        .register(|| tokio::time::sleep(Duration::from_secs(3600)))
+        .unwrap();
+    c.task("cancellable")
+        .register_cancellable(|_token| async {})
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.duration(), Duration::from_secs(3600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backoff_past_the_clock_waits_for_the_deadline() {
+    let c = Compactor::builder()
+        .deadline(Duration::from_secs(2))
+        .backoff(Backoff::exponential(Duration::MAX, Duration::MAX))
+        .build();
+    c.task("flaky")
+        .retries(u32::MAX)
+        .register(|| async { Err::<(), _>("refused") })
+        .unwrap();
+    let report = c.shutdown().await;
+    let task = report.task("flaky").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Cancelled);
+    assert_eq!(task.attempts(), 1);
+    assert_eq!(report.duration(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_retry_count_is_honoured() {
+    for retries in [0, 1, 5] {
+        let c = Compactor::new();
+        c.task("flaky")
+            .retries(retries)
+            .backoff(Backoff::fixed(Duration::from_millis(1)))
+            .register(|| async { Err::<(), _>("refused") })
+            .unwrap();
+        let report = c.shutdown().await;
+        assert_eq!(report.task("flaky").unwrap().attempts(), retries + 1);
+    }
+}
+
+#[test]
+fn settings_out_of_range_are_refused_with_the_option_named() {
+    let refused = [
+        Compactor::builder().deadline(Duration::ZERO).try_build(),
+        Compactor::builder()
+            .default_timeout(Duration::ZERO)
+            .try_build(),
+        Compactor::builder().concurrency_limit(0).try_build(),
+        Compactor::builder().event_capacity(0).try_build(),
+        Compactor::builder().event_capacity(usize::MAX).try_build(),
+        Compactor::builder()
+            .phase_budget(Priority::High, Duration::ZERO)
+            .try_build(),
+    ];
+    let options = [
+        "deadline",
+        "default_timeout",
+        "concurrency_limit",
+        "event_capacity",
+        "event_capacity",
+        "phase_budget",
+    ];
+    for (built, option) in refused.into_iter().zip(options) {
+        match built {
+            Err(Error::InvalidConfig { option: named, .. }) => assert_eq!(named, option),
+            other => panic!("{option}: {other:?}"),
+        }
+    }
+    let c = Compactor::builder()
+        .concurrency_limit(usize::MAX)
+        .event_capacity(compactor::Builder::MAX_EVENT_CAPACITY)
+        .cancel_grace(Duration::ZERO)
+        .build();
+    drop(c.subscribe());
+}
+
+#[test]
+fn a_runtime_without_timers_still_gets_its_report() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let c = Compactor::new();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    c.register("flush", move || {
+        flag.store(true, Ordering::SeqCst);
+        async {}
+    })
+    .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert!(report.is_clean(), "{report}");
+    assert!(ran.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_run_whose_runtime_went_away_is_completed_and_waited_for_elsewhere() {
+    let c = Compactor::new();
+    let began = Arc::new(AtomicBool::new(false));
+    let first_began = began.clone();
+    c.task("first")
+        .priority(Priority::High)
+        .register(move || {
+            first_began.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(60))
+        })
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    c.register("second", move || {
+        flag.store(true, Ordering::SeqCst);
+        async {}
+    })
+    .unwrap();
+    let short_lived = multi_thread(1);
+    short_lived.block_on(async {
+        c.trigger();
+        while !began.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    drop(short_lived);
+    let report = multi_thread(1).block_on(c.wait());
+    assert!(report.is_complete());
+    // Its attempt went with the runtime it ran on.
+    assert!(matches!(
+        report.task("first").unwrap().outcome(),
+        Outcome::Failed(why) if why.contains("runtime")
+    ));
+    assert_eq!(
+        report.task("second").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
+    assert!(ran.load(Ordering::SeqCst));
+    assert!(c.report().is_some());
+}
+
+#[tokio::test]
+async fn shutdown_blocking_works_on_a_current_thread_runtime() {
+    let c = Compactor::new();
+    c.register("async-flush", tokio::task::yield_now).unwrap();
+    let report = c.shutdown_blocking();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn shutdown_blocking_works_on_the_worker_of_a_one_worker_runtime() {
+    let runtime = multi_thread(1);
+    let c = Compactor::new();
+    c.register("async-flush", || {
+        tokio::time::sleep(Duration::from_millis(5))
+    })
+    .unwrap();
+    let report =
+        runtime.block_on(async { tokio::spawn(async move { c.shutdown_blocking() }).await });
+    assert!(report.unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_blocking_inside_a_cleanup_returns_the_report_so_far() {
+    let c = Compactor::new();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (inner, slot) = (c.clone(), seen.clone());
+    c.register("asks", move || {
+        let (inner, slot) = (inner.clone(), slot.clone());
+        async move {
+            *slot.lock().unwrap() = Some(inner.shutdown_blocking());
+        }
+    })
+    .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    let so_far = seen.lock().unwrap().take().unwrap();
+    assert!(!so_far.is_complete());
+    assert_eq!(so_far.task("asks").unwrap().outcome(), &Outcome::Pending);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_shutdown_runs_the_cleanup_when_the_service_panics() {
+    let c = Compactor::builder().auto_listen(false).build();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    c.register("flush", move || {
+        flag.store(true, Ordering::SeqCst);
+        async {}
+    })
+    .unwrap();
+    let code = c
+        .run_until_shutdown(async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if true {
+                panic!("service broke");
+            }
+        })
+        .await;
+    assert_eq!(code, std::process::ExitCode::from(101));
+    assert!(ran.load(Ordering::SeqCst));
+    let report = c.report().unwrap();
+    assert!(
+        matches!(report.reason(), compactor::ShutdownReason::Panic(m) if m.contains("service broke"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shutdown_waits_for_a_category_release_in_flight() {
+    let c = Compactor::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    c.task("cache-flush")
+        .category(Category::Memory)
+        .register(move || {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                flag.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    c.register("db", || async {}).unwrap();
+    let releasing = c.clone();
+    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let report = c.shutdown().await;
+    assert!(done.load(Ordering::SeqCst), "{report}");
+    let flush = report
+        .task("cache-flush")
+        .expect("the release's task is reported");
+    assert_eq!(flush.outcome(), &Outcome::Succeeded);
+    assert_eq!(report.tasks().len(), 2);
+    assert!(release.await.unwrap().is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_stops_a_category_release_in_flight() {
+    let c = Compactor::builder()
+        .deadline(Duration::from_secs(1))
+        .build();
+    c.task("cache-flush")
+        .category(Category::Memory)
+        .timeout(Duration::from_secs(60))
+        .register(|| tokio::time::sleep(Duration::from_secs(30)))
+        .unwrap();
+    let releasing = c.clone();
+    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.task("cache-flush").unwrap().outcome(),
+        &Outcome::Cancelled
+    );
+    assert!(report.duration() <= Duration::from_secs(1), "{report}");
+    drop(release.await.unwrap());
+}
+
+#[tokio::test]
+async fn every_refusal_after_shutdown_began_is_shutting_down() {
+    let c = Compactor::new();
+    let other = Compactor::new();
+    let foreign = other.register("elsewhere", || async {}).unwrap();
+    c.shutdown().await;
+    let refusals = [
+        c.register("   ", || async {}),
+        c.task("zero").timeout(Duration::ZERO).register(|| async {}),
+        c.task("foreign").depends_on(&foreign).register(|| async {}),
+        c.register("compactor::mine", || async {}),
+    ];
+    for refused in refusals {
+        assert_eq!(refused.unwrap_err(), Error::ShuttingDown);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scope_cleanup_that_calls_its_parents_shutdown_gets_the_report_so_far() {
+    let app = Compactor::new();
+    let conn = app.scope("conn").unwrap();
+    let parent = app.clone();
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let slot = seen.clone();
+    conn.task("asks-parent")
+        .timeout(Duration::from_secs(10))
+        .register(move || {
+            let (parent, slot) = (parent.clone(), slot.clone());
+            async move {
+                *slot.lock().unwrap() = Some(parent.shutdown().await);
+            }
+        })
+        .unwrap();
+    let report = app.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        report.duration(),
+        Duration::ZERO,
+        "no timeout was waited out"
+    );
+    let so_far = seen.lock().unwrap().take().unwrap();
+    assert!(!so_far.is_complete());
+    assert_eq!(so_far.task("conn").unwrap().outcome(), &Outcome::Pending);
+}
+
+#[tokio::test]
+async fn the_library_takes_no_name_from_the_users_namespace() {
+    let c = Compactor::new();
+    c.register("spawned", || async {}).unwrap();
+    let work = c
+        .spawn(async {})
+        .expect("the library's task has a name of its own");
+    work.await.unwrap();
+    assert!(matches!(
+        c.register("compactor::spawned", || async {}),
+        Err(Error::ReservedName(_))
+    ));
+    let report = c.shutdown().await;
+    assert_eq!(report.tasks().len(), 2);
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test]
+async fn the_table_stays_bounded_and_escapes_what_it_prints() {
+    let c = Compactor::new();
+    let long: String = "n".repeat(70_000);
+    c.register(long.as_str(), || async {}).unwrap();
+    c.register("red\u{1b}[31m\nname", || async {
+        Err::<(), _>(format!("disk full\u{7}{}", "x".repeat(10_000)))
+    })
+    .unwrap();
+    for i in 0..1000 {
+        c.register(format!("t{i}"), || async {}).unwrap();
+    }
+    let report = c.shutdown().await;
+    let table = report.to_string();
+    assert!(!table.contains('\u{1b}') && !table.contains('\u{7}'));
+    assert!(table.contains("red\\u{1b}[31m\\nname"));
+    let widest = table.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest < 400, "a line of {widest} characters");
+    // The full texts stay in the API.
+    assert!(report.task(&long).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cleanup_reaching_its_own_instance_from_a_blocking_thread_gets_the_report_so_far() {
+    let c = Compactor::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let (inner, counter) = (c.clone(), calls.clone());
+    c.task("sync")
+        .register_blocking(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            assert!(!inner.shutdown_blocking().is_complete());
+        })
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn shutdown_blocking_on_the_thread_that_drives_the_run_returns_instead_of_waiting_on_itself()
+{
+    let c = Compactor::new();
+    c.register("flush", || tokio::time::sleep(Duration::from_millis(5)))
+        .unwrap();
+    c.trigger();
+    // Let the run start on this current-thread runtime.
+    tokio::task::yield_now().await;
+    let so_far = c.shutdown_blocking();
+    assert!(!so_far.is_complete());
+    assert!(c.wait().await.is_clean());
+}
