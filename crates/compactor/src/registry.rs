@@ -138,6 +138,9 @@ const SAME: u64 = 1 << 32;
 /// [`Registry::priority`] once two tasks differ.
 const MIXED: u64 = u64::MAX;
 
+/// How many tasks the cycle search of one registration visits at most.
+pub(crate) const CYCLE_SEARCH: usize = 64;
+
 /// Weak registrations between two prunes, at least.
 const PRUNE_AT_LEAST: usize = 1024;
 
@@ -467,6 +470,11 @@ impl Registry {
 
     /// Searches the pending graph for a path from `deps` back to the task
     /// `name` that is being registered; returns it as a cycle if found.
+    ///
+    /// The search visits at most [`CYCLE_SEARCH`] tasks, so a registration
+    /// costs the same however large the graph: a cycle longer than that is
+    /// not refused here, and the plan breaks it at shutdown (reported as
+    /// [`GraphWarning::CycleBroken`](crate::GraphWarning::CycleBroken)).
     fn find_path_back(&self, name: &Arc<str>, deps: &[Dep]) -> Option<Vec<String>> {
         // Iterative depth-first search; `parent` rebuilds the path.
         let mut parent: HashMap<Arc<str>, Arc<str>> = HashMap::new();
@@ -478,7 +486,12 @@ impl Registry {
                 stack.push(dep.name.clone());
             }
         }
+        let mut visited = 0;
         while let Some(current) = stack.pop() {
+            visited += 1;
+            if visited > CYCLE_SEARCH {
+                return None;
+            }
             let next: Vec<Dep> = match self.tasks.get(&*current).as_deref() {
                 Some(Slot {
                     node: Some(node), ..

@@ -520,3 +520,39 @@ async fn shutdown_blocking_on_the_thread_that_drives_the_run_returns_instead_of_
     assert!(!so_far.is_complete());
     assert!(c.wait().await.is_clean());
 }
+
+#[tokio::test]
+async fn a_cycle_too_long_to_find_at_registration_is_broken_at_shutdown() {
+    let c = Compactor::new();
+    // t0 names the last task; each other task depends on the one before by
+    // handle: a cycle of n + 1 tasks, closed by the last registration.
+    let n = 500;
+    let mut previous = c
+        .task("t0")
+        .depends_on_name(format!("t{n}"))
+        .register(|| async {})
+        .unwrap();
+    for i in 1..n {
+        previous = c
+            .task(format!("t{i}"))
+            .depends_on(&previous)
+            .register(|| async {})
+            .unwrap();
+    }
+    // The search from t{n}'s dependency would have to walk ~500 tasks to
+    // find t0's reference: registration does not go that far.
+    c.task(format!("t{n}"))
+        .depends_on(&previous)
+        .register(|| async {})
+        .expect("a long cycle is not searched for at registration");
+    let report = c.shutdown().await;
+    assert!(!report.warnings().is_empty(), "the cycle is broken and reported");
+    assert_eq!(report.tasks().len(), n + 1);
+    assert!(report.tasks().iter().all(|t| t.outcome() == &Outcome::Succeeded));
+
+    // A short one is refused.
+    let c = Compactor::new();
+    c.task("a").depends_on_name("b").register(|| async {}).unwrap();
+    let refused = c.task("b").depends_on_name("a").register(|| async {});
+    assert!(matches!(refused, Err(Error::Cycle { .. })));
+}
