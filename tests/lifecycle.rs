@@ -176,6 +176,34 @@ fn run_until_shutdown_returns_143_after_sigterm_and_main_prints_the_report() {
 }
 
 #[test]
+fn an_abandoned_blocking_cleanup_does_not_keep_the_process_alive_after_main_returns() {
+    // The blocking cleanup never returns; the deadline abandons it, main
+    // returns, and the runtime's drop must not wait for its thread.
+    let args = [
+        "--mode",
+        "run",
+        "--service-ms",
+        "50",
+        "--stuck-blocking",
+        "--deadline-ms",
+        "300",
+    ];
+    let mut app = app(&args);
+    app.wait_for("cleanup stuck-fsync", RUN);
+    let (code, out) = app.finish(RUN);
+    assert_eq!(
+        code,
+        Some(1),
+        "not clean: the cleanup was abandoned; {out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.contains("stuck-fsync") && l.contains("thread abandoned")),
+        "{out:#?}"
+    );
+}
+
+#[test]
 fn a_sync_main_shuts_down_with_shutdown_blocking() {
     let app = app(&["--mode", "blocking"]);
     let (code, out) = app.finish(RUN);

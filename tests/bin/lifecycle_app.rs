@@ -10,6 +10,8 @@
 //! | `--mode run` | `run_until_shutdown`; main prints the report and returns its exit code |
 //! | `--mode blocking` | no runtime in main: `shutdown_blocking()` right away |
 //! | `--hang` | adds a cleanup `stuck` that blocks its thread forever |
+//! | `--stuck-blocking` | adds a blocking cleanup `stuck-fsync` that never returns |
+//! | `--deadline-ms MS` | the shutdown deadline (default 20 s) |
 //! | `--register-slowly N` | the service registers `slow-0`..`slow-N` one every 5 ms |
 //! | `--panic-after-ms MS` | `shutdown_on_panic`, then a thread panics after MS |
 //! | `--service-ms MS` | the service ends by itself after MS |
@@ -34,6 +36,8 @@ use compactor::{Compactor, Priority, Signal, SignalExit};
 struct Flags {
     mode: String,
     hang: bool,
+    stuck_blocking: bool,
+    deadline_ms: u64,
     register_slowly: Option<usize>,
     panic_after: Option<u64>,
     service_ms: Option<u64>,
@@ -48,6 +52,7 @@ struct Flags {
 fn flags() -> Flags {
     let mut flags = Flags {
         mode: "listen".to_owned(),
+        deadline_ms: 20_000,
         ..Flags::default()
     };
     let mut args = std::env::args().skip(1);
@@ -56,6 +61,8 @@ fn flags() -> Flags {
         match arg.as_str() {
             "--mode" => flags.mode = value(),
             "--hang" => flags.hang = true,
+            "--stuck-blocking" => flags.stuck_blocking = true,
+            "--deadline-ms" => flags.deadline_ms = value().parse().unwrap(),
             "--register-slowly" => flags.register_slowly = Some(value().parse().unwrap()),
             "--panic-after-ms" => flags.panic_after = Some(value().parse().unwrap()),
             "--service-ms" => flags.service_ms = Some(value().parse().unwrap()),
@@ -94,6 +101,14 @@ fn register(c: &Compactor, flags: &Flags) {
             tokio::time::sleep(slow)
         })
         .unwrap();
+    if flags.stuck_blocking {
+        c.task("stuck-fsync")
+            .register_blocking(|| {
+                println!("cleanup stuck-fsync");
+                std::thread::sleep(Duration::from_secs(3600));
+            })
+            .unwrap();
+    }
     if flags.hang {
         c.task("stuck")
             .priority(Priority::Critical)
@@ -111,7 +126,7 @@ fn register(c: &Compactor, flags: &Flags) {
 
 fn main() -> ExitCode {
     let flags = flags();
-    let mut builder = Compactor::builder().deadline(Duration::from_secs(20));
+    let mut builder = Compactor::builder().deadline(Duration::from_millis(flags.deadline_ms));
     if flags.exit_zero {
         builder = builder.signal_exit(SignalExit::ZeroIfClean);
     }

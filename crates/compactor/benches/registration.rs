@@ -79,7 +79,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mixes = ["none", "handle-chain", "forward-names", "handles-and-forward-names"];
+    let mixes = [
+        "none",
+        "handle-chain",
+        "forward-names",
+        "handles-and-forward-names",
+    ];
     println!("| mix | 100k: ns per task | 1M: ns per task |");
     println!("|---|---:|---:|");
     for mix in mixes {
@@ -88,6 +93,10 @@ fn main() {
             runs.sort_unstable();
             runs[1]
         };
-        println!("| {mix} | {} | {} |", per_task(100_000), per_task(1_000_000));
+        println!(
+            "| {mix} | {} | {} |",
+            per_task(100_000),
+            per_task(1_000_000)
+        );
     }
 }

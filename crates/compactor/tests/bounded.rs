@@ -546,13 +546,24 @@ async fn a_cycle_too_long_to_find_at_registration_is_broken_at_shutdown() {
         .register(|| async {})
         .expect("a long cycle is not searched for at registration");
     let report = c.shutdown().await;
-    assert!(!report.warnings().is_empty(), "the cycle is broken and reported");
+    assert!(
+        !report.warnings().is_empty(),
+        "the cycle is broken and reported"
+    );
     assert_eq!(report.tasks().len(), n + 1);
-    assert!(report.tasks().iter().all(|t| t.outcome() == &Outcome::Succeeded));
+    assert!(
+        report
+            .tasks()
+            .iter()
+            .all(|t| t.outcome() == &Outcome::Succeeded)
+    );
 
     // A short one is refused.
     let c = Compactor::new();
-    c.task("a").depends_on_name("b").register(|| async {}).unwrap();
+    c.task("a")
+        .depends_on_name("b")
+        .register(|| async {})
+        .unwrap();
     let refused = c.task("b").depends_on_name("a").register(|| async {});
     assert!(matches!(refused, Err(Error::Cycle { .. })));
 }
