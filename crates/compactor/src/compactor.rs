@@ -76,9 +76,7 @@ pub(crate) struct Inner {
     run: OnceLock<Arc<RunContext>>,
     /// Category releases under way, by number: the shutdown waits for them.
     releases: Mutex<Vec<(u64, Release)>>,
-    /// The thread of the current-thread runtime driving the run, if it is
-    /// on one: `shutdown_blocking` there would wait on itself.
-    driver_thread: OnceLock<std::thread::ThreadId>,
+
     /// Listen for signals at the first registration inside a runtime.
     pub(crate) auto_listen: bool,
     pub(crate) signals_armed: AtomicBool,
@@ -186,7 +184,6 @@ impl Compactor {
                 report: Arc::new(watch::Sender::new(None)),
                 snapshots: Arc::new(Mailbox::new()),
                 releases: Mutex::new(Vec::new()),
-                driver_thread: OnceLock::new(),
             }),
         }
     }
@@ -269,23 +266,30 @@ impl Compactor {
     /// this future is dropped.
     pub async fn shutdown_category(&self, category: &crate::Category) -> ShutdownReport {
         let t0 = Instant::now();
-        let nodes = self
-            .inner
-            .registry
-            .take_where(|node| node.spec.category == *category);
-        let mut plan = Plan::partial(nodes);
-        let reason = ShutdownReason::Category(category.clone());
         let (publish, mut report) = watch::channel(None);
         let halt = CancellationToken::new();
         let number = NEXT_RELEASE.fetch_add(1, Ordering::Relaxed);
-        self.releases().push((
-            number,
-            Release {
-                halt: halt.clone(),
-                report: report.clone(),
-                t0,
-            },
-        ));
+        let nodes = {
+            // Taken and listed under one lock, which the shutdown's start
+            // takes after closing the registry: it sees every release that
+            // took tasks.
+            let mut releases = self.releases();
+            let nodes = self
+                .inner
+                .registry
+                .take_where(|node| node.spec.category == *category);
+            releases.push((
+                number,
+                Release {
+                    halt: halt.clone(),
+                    report: report.clone(),
+                    t0,
+                },
+            ));
+            nodes
+        };
+        let mut plan = Plan::partial(nodes);
+        let reason = ShutdownReason::Category(category.clone());
         let ctx = self.run_context(&mut plan);
         let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new());
         let owner = Arc::downgrade(&self.inner);
@@ -435,7 +439,7 @@ impl Compactor {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            if crate::run::attempt::inside_any_cleanup() {
+            if crate::run::attempt::containing() {
                 return;
             }
             if let Some(inner) = owner.upgrade() {
@@ -544,7 +548,7 @@ impl Compactor {
     pub fn shutdown_blocking(&self) -> ShutdownReport {
         if !inside_cleanup_of(self.inner.id) {
             if let Some(started) = self.start(ShutdownReason::Manual) {
-                crate::run::spawn_run(started.run(), true);
+                self.drive(started, true);
             }
         }
         let wait = || futures::executor::block_on(self.wait());
@@ -554,7 +558,11 @@ impl Compactor {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             Ok(_)
                 if self.report().is_none()
-                    && self.inner.driver_thread.get() == Some(&std::thread::current().id()) =>
+                    && self
+                        .inner
+                        .run
+                        .get()
+                        .is_some_and(|ctx| ctx.driven_by_this_thread()) =>
             {
                 tracing::error!(
                     "shutdown_blocking on the thread of the current-thread runtime that drives the run would wait on itself; returning the report as it stands"
@@ -636,8 +644,17 @@ impl Compactor {
         let Some(started) = self.start(reason) else {
             return false;
         };
-        crate::run::spawn_run(started.run(), false);
+        self.drive(started, false);
         true
+    }
+
+    /// Drives a begun shutdown: here, or on the library's own runtime.
+    pub(crate) fn drive(&self, started: Started, own: bool) {
+        let run = started.run();
+        if let Some(ctx) = self.inner.run.get() {
+            ctx.driven_here(own);
+        }
+        crate::run::spawn_run(run, own);
     }
 
     /// Begins the shutdown (closes registration, fires the token) and
@@ -713,7 +730,6 @@ impl Started {
         let snapshots = Some(compactor.inner.snapshots.clone());
         let parts = compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases);
         let runner = Runner::new(plan, parts);
-        let driver = Arc::downgrade(&compactor.inner);
         let inner = compactor.inner;
         let finish_span = span.clone();
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
@@ -725,13 +741,6 @@ impl Started {
         // still goes on elsewhere.
         let driven = crate::run::drive(runner, finish);
         async move {
-            let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
-            if let (Ok(tokio::runtime::RuntimeFlavor::CurrentThread), Some(inner)) =
-                (flavor, driver.upgrade())
-            {
-                // See `shutdown_blocking`.
-                let _ = inner.driver_thread.set(std::thread::current().id());
-            }
             driven.await;
         }
         .instrument(span)

@@ -235,10 +235,11 @@ impl<'a> TaskBuilder<'a> {
         self.finish(Box::new(CancellableFn(cleanup)))
     }
 
-    /// Registers a synchronous cleanup, run on tokio's blocking threads so it
+    /// Registers a synchronous cleanup, run on a thread of its own so it
     /// never stalls the async workers. A blocking call cannot be interrupted:
-    /// on timeout it is abandoned (it goes on in its thread) and a retry waits
-    /// for it to return first.
+    /// on timeout it is abandoned (it goes on in its thread, which nothing
+    /// waits for: not the runtime's drop, not the process's exit) and a retry
+    /// waits for it to return first.
     pub fn register_blocking<F, R>(self, cleanup: F) -> Result<TaskHandle, Error>
     where
         F: FnMut() -> R + Send + 'static,

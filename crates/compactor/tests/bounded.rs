@@ -567,3 +567,119 @@ async fn a_cycle_too_long_to_find_at_registration_is_broken_at_shutdown() {
     let refused = c.task("b").depends_on_name("a").register(|| async {});
     assert!(matches!(refused, Err(Error::Cycle { .. })));
 }
+
+#[tokio::test]
+async fn shutdown_blocking_right_after_trigger_on_a_current_thread_runtime_returns() {
+    let c = Compactor::new();
+    c.register("flush", || async {}).unwrap();
+    c.trigger();
+    // The run is spawned on this thread and has not been polled yet.
+    let so_far = c.shutdown_blocking();
+    assert!(!so_far.is_complete());
+    assert!(c.wait().await.is_clean());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancellable_cleanup_that_stops_on_its_token_is_retried() {
+    let c = Compactor::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    c.task("drain")
+        .timeout(Duration::from_millis(100))
+        .retries(2)
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .register_cancellable(move |token| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { token.cancelled().await }
+        })
+        .unwrap();
+    let report = c.shutdown().await;
+    let task = report.task("drain").unwrap();
+    assert_eq!(task.outcome(), &Outcome::TimedOut, "{report}");
+    assert_eq!(task.interruption(), Some(Interruption::Stopped));
+    assert_eq!(task.attempts(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn abandoned_blocking_attempts_never_call_the_cleanup_after_the_run() {
+    let runtime = multi_thread(2);
+    let c = Compactor::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    c.task("slow-fsync")
+        .timeout(Duration::from_millis(100))
+        .retries(2)
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .register_blocking(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(400));
+            Err::<(), _>("disk full")
+        })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert_eq!(
+        report.task("slow-fsync").unwrap().outcome(),
+        &Outcome::TimedOut
+    );
+    // Long after the first call returned, the retries that waited for it
+    // have seen that the run moved on.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_async_retry_never_overlaps_the_attempt_it_replaces() {
+    let runtime = multi_thread(2);
+    let c = Compactor::new();
+    let busy = Arc::new(AtomicBool::new(false));
+    let overlapped = Arc::new(AtomicBool::new(false));
+    let (b, o) = (busy.clone(), overlapped.clone());
+    c.task("sync-client")
+        .timeout(Duration::from_millis(100))
+        .retries(1)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .register(move || {
+            let (busy, overlapped) = (b.clone(), o.clone());
+            async move {
+                if busy.swap(true, Ordering::SeqCst) {
+                    overlapped.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                busy.store(false, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert_eq!(
+        report.task("sync-client").unwrap().outcome(),
+        &Outcome::TimedOut
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!overlapped.load(Ordering::SeqCst));
+    runtime.shutdown_background();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_it_at_once() {
+    let c = Compactor::new();
+    let asked = Arc::new(std::sync::Mutex::new(None));
+    let (inner, slot) = (c.clone(), asked.clone());
+    c.task("cache")
+        .category(Category::Memory)
+        .register(move || {
+            let (inner, slot) = (inner.clone(), slot.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                *slot.lock().unwrap() = Some(inner.shutdown().await);
+            }
+        })
+        .unwrap();
+    let releasing = c.clone();
+    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let report = c.shutdown().await;
+    assert_eq!(report.duration(), Duration::from_millis(990), "{report}");
+    assert!(!asked.lock().unwrap().take().unwrap().is_complete());
+    assert!(release.await.unwrap().is_clean());
+}

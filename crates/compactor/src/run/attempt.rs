@@ -8,6 +8,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::task::Poll;
 
@@ -128,24 +129,27 @@ impl Attempt {
         ended
     }
 
+    /// Holds the cleanup for the whole attempt, so the next attempt starts
+    /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(self, reply: Reply) {
-        let future = {
-            let mut slot = self.slot.clone().lock_owned().await;
-            let Some(cleanup) = slot.as_mut() else {
-                return reply.send(End::Lost("the cleanup was already dropped"), None);
-            };
-            match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref()))) {
-                Ok(Start::Async(future)) => future,
-                Ok(Start::Released) => return self.end(reply, End::Released, slot.take()),
-                Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
-                Err(panic) => {
-                    let end = End::Panicked(message_of(panic));
-                    return self.end(reply, end, slot.take());
-                }
+        let mut slot = self.slot.clone().lock_owned().await;
+        if !self.is_current() {
+            return reply.send(End::Lost("stopped before it began"), None);
+        }
+        let Some(cleanup) = slot.as_mut() else {
+            return reply.send(End::Lost("the cleanup was already dropped"), None);
+        };
+        let mut future = match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref())))
+        {
+            Ok(Start::Async(future)) => future,
+            Ok(Start::Released) => return self.end(reply, End::Released, slot.take()),
+            Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
+            Err(panic) => {
+                let end = End::Panicked(message_of(panic));
+                return self.end(reply, end, slot.take());
             }
         };
         self.ctx.announce(self.index, self.number);
-        let mut future = future;
         let polled =
             poll_fn(
                 |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
@@ -159,15 +163,17 @@ impl Attempt {
         if let Err(message) = drop_contained(future) {
             end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
         }
-        let cleanup = match self.is_final(&end) {
-            true => self.slot.try_lock().ok().and_then(|mut slot| slot.take()),
-            false => None,
-        };
+        let cleanup = self.is_final(&end).then(|| slot.take()).flatten();
+        drop(slot);
         self.end(reply, end, cleanup);
     }
 
     fn run_blocking(self, reply: Reply) {
+        // A retry after an abandoned attempt waits here for it to return.
         let mut slot = self.slot.blocking_lock();
+        if !self.is_current() {
+            return reply.send(End::Lost("stopped before it began"), None);
+        }
         let Some(cleanup) = slot.as_mut() else {
             return reply.send(End::Lost("the cleanup was already dropped"), None);
         };
@@ -176,18 +182,31 @@ impl Attempt {
         let ran = catch_unwind(AssertUnwindSafe(|| {
             cleanup.run_blocking(self.token.as_ref())
         }));
-        ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = None);
         let end = settle(ran);
-        let cleanup = match self.is_final(&end) {
-            true => slot.take(),
-            false => None,
-        };
+        let cleanup = self.is_final(&end).then(|| slot.take()).flatten();
         drop(slot);
         self.end(reply, end, cleanup);
+        ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = None);
     }
 
+    /// Whether the runner still waits for this attempt: one that waited for
+    /// the cleanup while the runner moved on (a timeout, the deadline) does
+    /// not call it.
+    fn is_current(&self) -> bool {
+        let progress = &self.ctx.progress[self.index as usize];
+        progress.attempts.load(Ordering::Acquire) == self.number
+            && !progress.finished.load(Ordering::Acquire)
+            && !self.ctx.is_stopped()
+    }
+
+    /// Whether no attempt follows this one's end. One whose token was
+    /// cancelled ran out of time, whatever it returned: a retry may follow.
     fn is_final(&self, end: &End) -> bool {
-        self.last || !matches!(end, End::Err(_))
+        let timed_out = self
+            .token
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled);
+        self.last || !(matches!(end, End::Err(_)) || timed_out)
     }
 
     /// Reports the end; a cleanup that no attempt will call again is
@@ -257,16 +276,33 @@ fn settle(result: Caught<Result<(), String>>) -> End {
     }
 }
 
+thread_local! {
+    /// Set while the library drops a value the user handed in.
+    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic here is one the library contains (for the panic hook of
+/// `shutdown_on_panic`, which must not take it for the application's).
+pub(crate) fn containing() -> bool {
+    inside_any_cleanup() || DROPPING.with(std::cell::Cell::get)
+}
+
 /// Drops a value the user handed in; a panic in its `Drop` comes back as
 /// its message.
 pub(crate) fn drop_contained<T>(value: T) -> Result<(), String> {
-    catch_unwind(AssertUnwindSafe(move || drop(value))).map_err(message_of)
+    let was = DROPPING.with(|d| d.replace(true));
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    DROPPING.with(|d| d.set(was));
+    dropped.map_err(message_of)
 }
 
 /// A panic's message; the payload is dropped with its own panic contained.
 pub(crate) fn message_of(payload: Box<dyn Any + Send>) -> String {
     let message = panic_message(payload.as_ref());
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+    let was = DROPPING.with(|d| d.replace(true));
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    DROPPING.with(|d| d.set(was));
+    if let Err(again) = dropped {
         // A payload whose drop panics again is left alone rather than dropped.
         #[allow(clippy::mem_forget)]
         std::mem::forget(again);

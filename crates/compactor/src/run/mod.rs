@@ -52,6 +52,9 @@ pub(crate) struct RunContext {
     /// Per task, read from other threads.
     pub(crate) progress: Box<[Progress]>,
     pub(crate) names: Box<[Arc<str>]>,
+    /// The thread of the current-thread runtime driving the run, if it is
+    /// on one: a caller there that blocks waits on itself.
+    driver: std::sync::Mutex<Option<std::thread::ThreadId>>,
 }
 
 /// How far a task has got.
@@ -76,7 +79,29 @@ impl RunContext {
             stop: CancellationToken::new(),
             progress: names.iter().map(|_| Progress::default()).collect(),
             names,
+            driver: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Notes where the run is driven: called where it is spawned, and when
+    /// it moves to the library's own runtime.
+    pub(crate) fn driven_here(&self, own: bool) {
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        let current_thread = matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::CurrentThread));
+        *self
+            .driver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (current_thread && !own).then(|| std::thread::current().id());
+    }
+
+    /// Whether the run is driven by the current-thread runtime of this thread.
+    pub(crate) fn driven_by_this_thread(&self) -> bool {
+        let driver = self
+            .driver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *driver == Some(std::thread::current().id())
     }
 
     /// A token for an attempt, cancelled when the run stops.
@@ -87,6 +112,10 @@ impl RunContext {
     /// Cancels every attempt's token, those made later too.
     pub(crate) fn stop(&self) {
         self.stop.cancel();
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
     }
 
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {

@@ -179,8 +179,10 @@ impl Runner {
         let halt = self.halt.clone();
         let mut sleep: Option<Pin<Box<Sleep>>> = None;
         let mut ended = Vec::new();
-        let mut requests = Vec::new();
         loop {
+            // The mail first: an attempt that ended before a limit counts.
+            ctx.done.take(&mut ended);
+            ended.drain(..).for_each(|e| self.on_end(e));
             if self.on_time(Instant::now()) {
                 break;
             }
@@ -189,27 +191,15 @@ impl Runner {
                 break;
             }
             if more {
-                // Many ready tasks: read the mail, then go on without waiting.
-                ctx.done.take(&mut ended);
-                ended.drain(..).for_each(|e| self.on_end(e));
+                // Many ready tasks: go on after letting the attempts run.
                 tokio::task::yield_now().await;
                 continue;
             }
             set_alarm(&mut sleep, self.next_limit());
             tokio::select! {
-                biased;
                 () = alarm(&mut sleep) => {}
-                () = ctx.done.ready() => {
-                    ctx.done.take(&mut ended);
-                    ended.drain(..).for_each(|e| self.on_end(e));
-                }
-                () = ready(snapshots.as_deref()) => {
-                    snapshots.iter().for_each(|s| s.take(&mut requests));
-                    let report = self.snapshot();
-                    for reply in requests.drain(..) {
-                        let _ = reply.send(report.clone());
-                    }
-                }
+                () = ctx.done.ready() => {}
+                () = ready(snapshots.as_deref()) => self.serve_snapshots(),
                 () = cancelled(halt.as_ref()) => {
                     self.expire(None, SkipReason::Deadline);
                     break;
@@ -222,6 +212,21 @@ impl Runner {
         if let Some(snapshots) = &snapshots {
             // A request that comes too late waits for the final report.
             snapshots.close();
+        }
+    }
+
+    fn serve_snapshots(&mut self) {
+        let Some(snapshots) = self.snapshots.clone() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        snapshots.take(&mut requests);
+        if requests.is_empty() {
+            return;
+        }
+        let report = self.snapshot();
+        for reply in requests {
+            let _ = reply.send(report.clone());
         }
     }
 
@@ -524,7 +529,8 @@ impl Runner {
             .add(after(now, delay), i as u32, attempt, Due::Retry);
     }
 
-    /// Records a task's outcome and releases the tasks that waited for it.
+    /// Records a task's outcome and releases the tasks that waited for it;
+    /// then logs it (the books first: a logging layer may panic).
     fn finish(
         &mut self,
         i: usize,
@@ -534,39 +540,18 @@ impl Runner {
         at: Instant,
     ) {
         let index = i as u32;
-        let name = &self.ctx.names[i];
         let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
         let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
-        log_end(name, &outcome, attempts, leaked);
-        if let Some(strong) = leaked {
-            self.ctx.emit(|| Event::LeakSuspected {
-                name: name.clone(),
-                strong_count: strong,
-            });
-        }
         let elapsed = self.record.end(index, outcome.clone(), attempts, at);
         self.record.interrupted(index, how, leaked);
         let task = &mut self.tasks[i];
-        if !task.span.is_disabled() {
-            task.span
-                .record("outcome", tracing::field::display(&outcome));
-            task.span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
-            tracing::debug!(parent: &task.span, "cleanup finished");
-        }
-        self.ctx.emit(|| Event::TaskFinished {
-            name: name.clone(),
-            outcome,
-            attempts,
-            elapsed,
-        });
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
         }
         task.state = State::Finished;
-        if let Some(slot) = task.slot.take() {
-            dispose(slot);
-        }
-        self.ctx.progress[i].finished.store(true, Ordering::Relaxed);
+        let slot = task.slot.take();
+        let span = std::mem::replace(&mut task.span, tracing::Span::none());
+        self.ctx.progress[i].finished.store(true, Ordering::Release);
         self.finished += 1;
         self.phases[self.plan.tasks[i].phase as usize].unfinished -= 1;
         for d in self.plan.precedes.of(index) {
@@ -577,6 +562,28 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
+        if let Some(slot) = slot {
+            dispose(slot);
+        }
+        let name = &self.ctx.names[i];
+        log_end(name, &outcome, attempts, leaked);
+        if !span.is_disabled() {
+            span.record("outcome", tracing::field::display(&outcome));
+            span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
+            tracing::debug!(parent: &span, "cleanup finished");
+        }
+        if let Some(strong) = leaked {
+            self.ctx.emit(|| Event::LeakSuspected {
+                name: name.clone(),
+                strong_count: strong,
+            });
+        }
+        self.ctx.emit(|| Event::TaskFinished {
+            name: name.clone(),
+            outcome,
+            attempts,
+            elapsed,
+        });
     }
 
     /// Stops the running tasks (all, or those of one phase) and skips the
@@ -613,26 +620,55 @@ impl Runner {
     }
 
     /// Waits for the category releases under way (until the deadline, when
-    /// they are stopped) and keeps their tasks for the report.
+    /// they are stopped) and keeps their tasks for the report; requests for
+    /// the report so far are answered meanwhile.
     async fn await_releases(&mut self) {
-        while let Some(release) = self.releases.first_mut() {
-            let finished = release.report.wait_for(Option::is_some);
-            let in_time = match self.deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, finished).await.is_ok(),
-                None => finished.await.is_ok(),
+        let snapshots = self.snapshots.clone();
+        let mut halted = false;
+        while let Some(release) = self.releases.first().cloned() {
+            let mut report = release.report.clone();
+            // After a halt, a release answers at once unless its runtime is
+            // stuck: then its tasks cannot be reported.
+            let limit = match halted {
+                false => self.deadline,
+                true => after(Instant::now(), RELEASE_ANSWER),
             };
-            if !in_time {
-                release.halt.cancel();
-                let _ = release.report.wait_for(Option::is_some).await;
+            let in_time = tokio::select! {
+                finished = report.wait_for(Option::is_some) => finished.is_ok(),
+                () = until(limit) => false,
+                () = ready(snapshots.as_deref()) => {
+                    self.serve_snapshots();
+                    continue;
+                }
+            };
+            if !in_time && !halted {
+                halted = true;
+                self.releases.iter().for_each(|r| r.halt.cancel());
+                continue;
             }
-            let release = self.releases.remove(0);
+            self.releases.remove(0);
             let report = release.report.borrow().clone();
-            if let Some(report) = report {
-                let shift = release.t0.saturating_duration_since(self.t0);
-                self.released_tasks
-                    .extend(report.tasks().iter().map(|t| t.shifted(shift)));
+            match report {
+                Some(report) => {
+                    let shift = release.t0.saturating_duration_since(self.t0);
+                    let tasks = report.tasks().iter().map(|t| t.shifted(shift));
+                    self.released_tasks.extend(tasks);
+                }
+                None => tracing::error!(
+                    "a category release did not answer its halt; its tasks are not in the report"
+                ),
             }
         }
+    }
+}
+
+/// How long a halted category release has to hand its report over.
+const RELEASE_ANSWER: Duration = Duration::from_millis(100);
+
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -650,15 +686,24 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
     }
 }
 
-/// Lets go of a finished task's cleanup. If the runner holds the last
-/// reference, the cleanup is dropped on a task of its own: its `Drop` is
-/// user code, which must not hold the runner.
+/// Lets go of a finished task's cleanup. A cleanup still there is dropped
+/// on a task of its own: its `Drop` is user code, which must not hold the
+/// runner.
 fn dispose(slot: Slot) {
-    let holds_cleanup = slot.try_lock().is_ok_and(|cleanup| cleanup.is_some());
-    if holds_cleanup && Arc::strong_count(&slot) == 1 {
-        tokio::spawn(async move {
-            let _ = drop_contained(slot);
-        });
+    if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
+        return;
+    }
+    // Held by an attempt, or holding the cleanup: whoever lets go last
+    // drops it, and that is never the runner.
+    let dropped = async move {
+        let _ = drop_contained(slot);
+    };
+    match tokio::runtime::Handle::try_current()
+        .ok()
+        .or(super::own_runtime().cloned())
+    {
+        Some(runtime) => drop(runtime.spawn(dropped)),
+        None => futures::executor::block_on(dropped),
     }
 }
 
