@@ -1,11 +1,9 @@
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::time::Instant;
 
-use futures::FutureExt;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -14,7 +12,7 @@ use crate::cleanup::CleanupResult;
 use crate::config::{Builder, Config};
 use crate::plan::Plan;
 use crate::registry::Registry;
-use crate::run::attempt::{current_chain, drop_contained, inside_cleanup_of, message_of};
+use crate::run::attempt::{current_chain, drop_contained, inside_cleanup_of};
 use crate::run::mailbox::Mailbox;
 use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest};
 use crate::task::TaskBuilder;
@@ -81,38 +79,47 @@ pub(crate) struct Inner {
     pub(crate) auto_listen: bool,
     pub(crate) signals_armed: AtomicBool,
     /// A [`SignalExit`], changed by `run_until_shutdown`.
-    signal_exit: AtomicU8,
+    signal_exit: SignalExit,
+    /// Callers waiting for the report right now: while any does, the
+    /// application ends the process after a signal-started run.
+    pub(crate) waiters: AtomicUsize,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
     /// Background work of `spawn`, and whether its task is registered.
     pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
     pub(crate) tracker_registered: AtomicBool,
-    /// Ends the tasks of the signal fast path when the instance goes.
-    pub(crate) signal_tasks: CancellationToken,
     /// Whether a signal started the run.
     by_signal: AtomicBool,
 }
 
 impl Inner {
+    /// The run under way or done, if any.
+    pub(crate) fn current_run(&self) -> Option<&Arc<RunContext>> {
+        self.run.get()
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
     /// The names of the cleanups running right now.
     pub(crate) fn running_tasks(&self) -> Vec<String> {
         self.run.get().map(|ctx| ctx.running()).unwrap_or_default()
     }
 
     pub(crate) fn signal_exit(&self) -> SignalExit {
-        SignalExit::from_u8(self.signal_exit.load(Ordering::Acquire))
+        self.signal_exit
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.signal_tasks.cancel();
         #[cfg(unix)]
         if *self.signals_armed.get_mut() {
             // Leaves the process's listener; the last instance to leave
             // takes the signal-hook registrations back (see `signal::hub`).
-            crate::signal::stop_listening(self.id);
+            crate::process::stop_listening(self.id);
         }
         let pending = self.registry.len();
         if pending > 0 && !*self.started.get_mut() {
@@ -168,11 +175,11 @@ impl Compactor {
             inner: Arc::new(Inner {
                 auto_listen,
                 signals_armed: AtomicBool::new(false),
-                signal_exit: AtomicU8::new(signal_exit.to_u8()),
+                signal_exit,
+                waiters: AtomicUsize::new(0),
                 scope: OnceLock::new(),
                 tracker: OnceLock::new(),
                 tracker_registered: AtomicBool::new(false),
-                signal_tasks: CancellationToken::new(),
                 by_signal: AtomicBool::new(false),
                 run: OnceLock::new(),
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
@@ -362,6 +369,12 @@ impl Compactor {
         self.inner.by_signal.load(Ordering::Acquire)
     }
 
+    /// Whether the library ends the process once the run is over: after a
+    /// signal-started run, as the exit policy says, when nobody waits.
+    pub(crate) fn exits_after_run(&self) -> bool {
+        exits_after_run(&self.inner)
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.started.load(Ordering::Acquire)
@@ -404,184 +417,36 @@ impl Compactor {
     ///
     /// - The first signal starts the shutdown ([`ShutdownReason::Signal`]).
     /// - When it has finished, the process exits as set by
-    ///   [`Builder::signal_exit`]: by default with 128 + the signal number.
+    ///   [`Builder::signal_exit`] (by default with 128 + the signal number),
+    ///   unless the application waits for the report ([`wait`](Self::wait),
+    ///   [`shutdown`](Self::shutdown), [`run_until_shutdown`](Self::run_until_shutdown)):
+    ///   then it has the report and ends the process itself, within
+    ///   [`Builder::exit_grace`].
+    /// - If the run has not finished by the deadline + the exit grace, the
+    ///   process ends with the signal's code and one stderr line naming the
+    ///   cleanups still running, even when every runtime worker is blocked.
     /// - A second signal during the run ends the process at once with that
-    ///   signal's code, printing one line on stderr that names the cleanups
-    ///   still running, even if a cleanup hangs or blocks a thread.
-    /// - A signal after the run has finished gets the default handling
-    ///   (the process ends).
+    ///   signal's code, with the same line.
+    /// - A signal after the run, or one that no instance listens for (every
+    ///   instance that listened is gone), ends the process with 128 + n.
     ///
-    /// The global instance calls this by itself at its first registration
-    /// inside a tokio runtime, unless [`Builder::auto_listen`] turned it off.
-    /// On Unix the listener is a thread (one per process, shared by the
-    /// instances that listen), so it works with any runtime, or none.
+    /// The process always ends with an exit code, never by re-raising the
+    /// signal, so this works the same as PID 1 in a container without an
+    /// init, under tini or dumb-init, supervisord and systemd.
+    ///
+    /// The global instance calls this by itself at its first registration,
+    /// unless [`Builder::auto_listen`] turned it off. On Unix the listener is
+    /// a thread (one per process, shared by the instances that listen), so it
+    /// works from any thread, with any runtime or none. A run a signal starts
+    /// goes on the runtime the instance listened from, or on the library's
+    /// own when there was none or it has gone.
     ///
     /// # Errors
     ///
     /// [`Error::Signals`] if the handlers cannot be installed (on Windows:
     /// when called outside a tokio runtime).
-    ///
-    /// # Panics
-    ///
-    /// Inside a tokio runtime built without its I/O driver (neither
-    /// `enable_io` nor `enable_all`), as `tokio::signal` does: the signal
-    /// reaches the runtime through it. Tokio's message names the fix.
     pub fn listen_for_signals(&self) -> Result<(), Error> {
-        crate::signal::listen(&self.inner)
-    }
-
-    /// Installs a panic hook: a panic on any thread (outside a cleanup, whose
-    /// panics are reported instead) starts the shutdown with
-    /// [`ShutdownReason::Panic`], once, after the previous hook has printed
-    /// the panic. The equivalent of an uncaught-exception handler.
-    pub fn shutdown_on_panic(&self) {
-        let owner = Arc::downgrade(&self.inner);
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            previous(info);
-            if crate::run::attempt::containing() {
-                return;
-            }
-            if let Some(inner) = owner.upgrade() {
-                let thread = std::thread::current();
-                let message = crate::run::attempt::panic_message(info.payload());
-                let at = info
-                    .location()
-                    .map(|l| format!(" at {l}"))
-                    .unwrap_or_default();
-                let reason = format!(
-                    "thread '{}' panicked{at}: {message}",
-                    thread.name().unwrap_or("<unnamed>")
-                );
-                Compactor { inner }.begin(ShutdownReason::Panic(reason));
-            }
-        }));
-    }
-
-    /// Runs `service` until it ends or shutdown begins (a signal, a panic,
-    /// a request), runs the cleanup, and returns the exit code for `main`
-    /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
-    /// signal n, 1 if the service failed or a cleanup did not succeed.
-    ///
-    /// The service keeps running while the cleanup runs, so it can drain
-    /// (select on [`shutdown_token`](Self::shutdown_token) to stop taking
-    /// work); it is dropped once the report is in. A service that ends by
-    /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
-    /// [`ShutdownReason::ServiceFailed`] if it returned an error).
-    ///
-    /// Listens for signals (unless [`Builder::auto_listen`] was turned off),
-    /// and takes the exit over from the signal handling: the process ends
-    /// when `main` returns the code.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use std::process::ExitCode;
-    ///
-    /// #[tokio::main]
-    /// async fn main() -> ExitCode {
-    ///     let compactor = compactor::Compactor::global();
-    ///     let stop = compactor.shutdown_token();
-    ///     compactor.run_until_shutdown(async move {
-    ///         stop.cancelled().await; // serve until shutdown begins
-    ///     }).await
-    /// }
-    /// ```
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe in the sense that dropping it drops the service; a
-    /// shutdown it started goes on.
-    pub async fn run_until_shutdown<F>(&self, service: F) -> std::process::ExitCode
-    where
-        F: Future,
-        F::Output: CleanupResult,
-    {
-        self.inner
-            .signal_exit
-            .store(SignalExit::Return.to_u8(), Ordering::Release);
-        if self.inner.config.auto_listen != Some(false) {
-            if let Err(error) = self.listen_for_signals() {
-                tracing::warn!(%error, "running without signal handling");
-            }
-        }
-        // A panicking service is a service that ended: the cleanup still runs.
-        let mut service = std::pin::pin!(AssertUnwindSafe(service).catch_unwind());
-        let mut service_done = false;
-        tokio::select! {
-            result = service.as_mut() => {
-                service_done = true;
-                match result.map(CleanupResult::into_result) {
-                    Ok(Ok(())) => self.begin(ShutdownReason::ServiceEnded),
-                    Ok(Err(error)) => self.begin(ShutdownReason::ServiceFailed(error)),
-                    Err(panic) => {
-                        let message = message_of(panic);
-                        self.begin(ShutdownReason::Panic(format!("the service panicked: {message}")))
-                    }
-                };
-            }
-            () = self.inner.token.cancelled() => {}
-        }
-        // The service goes on while the cleanup runs, so it can drain.
-        let report = tokio::select! {
-            report = self.wait() => report,
-            _ = service.as_mut(), if !service_done => self.wait().await,
-        };
-        std::process::ExitCode::from(report.exit_code())
-    }
-
-    /// Runs the shutdown from synchronous code and blocks until the report
-    /// is in: for a `main` without a runtime, a `Drop`, a test's teardown.
-    ///
-    /// It works from any thread, inside a runtime too: a run it begins goes
-    /// on the library's own runtime, so blocking the caller's thread (the
-    /// only thread of a current-thread runtime, say) cannot hold it up, and
-    /// the report comes by the deadline. Called from inside the run (one of
-    /// the instance's cleanups) it returns the report as it stands, as
-    /// [`shutdown`](Self::shutdown) does there.
-    ///
-    /// One case cannot wait: a run already begun on a current-thread runtime,
-    /// waited for from that runtime's own thread, which the run needs. It
-    /// then returns at once with a report that is not
-    /// [complete](ShutdownReport::is_complete) and says so in an error log;
-    /// use `shutdown().await` there.
-    pub fn shutdown_blocking(&self) -> ShutdownReport {
-        if !inside_cleanup_of(self.inner.id) {
-            if let Some(started) = self.start(ShutdownReason::Manual) {
-                self.drive(started, true);
-            }
-        }
-        let wait = || futures::executor::block_on(self.wait());
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            // A worker that blocks keeps the task it woke last (the run's,
-            // spawned or asked for its report) to itself: hand it over first.
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            Ok(_)
-                if self.report().is_none()
-                    && self
-                        .inner
-                        .run
-                        .get()
-                        .is_some_and(|ctx| ctx.driven_by_this_thread()) =>
-            {
-                tracing::error!(
-                    "shutdown_blocking on the thread of the current-thread runtime that drives the run would wait on itself; returning the report as it stands"
-                );
-                self.stalled_report()
-            }
-            _ => wait(),
-        }
-    }
-
-    /// The report of a run that cannot be asked: every task of it pending.
-    fn stalled_report(&self) -> ShutdownReport {
-        let names = self
-            .inner
-            .run
-            .get()
-            .map(|ctx| ctx.names.clone())
-            .unwrap_or_default();
-        crate::run::stalled_report(&names, self.inner.signal_exit())
+        crate::process::listen(&self.inner)
     }
 
     /// Runs the shutdown, or joins the run already under way, and returns its
@@ -610,6 +475,7 @@ impl Compactor {
     ///
     /// Cancel safe.
     pub async fn wait(&self) -> ShutdownReport {
+        let _waiting = Waiting::new(&self.inner);
         if inside_cleanup_of(self.inner.id) {
             if let Some(report) = self.snapshot().await {
                 return report;
@@ -756,11 +622,8 @@ fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
         // Shut down on its own: the parent has nothing left to do for it.
         task.unregister();
     }
-    let policy = inner.signal_exit();
-    let signal = match report.reason() {
-        ShutdownReason::Signal(signal) => Some(*signal),
-        _ => None,
-    };
+    let exits = exits_after_run(&inner);
+    let (hook, grace) = (inner.config.before_exit.clone(), inner.config.exit_grace);
     let sender = inner.report.clone();
     // The instance may go as soon as callers have the report.
     drop(inner);
@@ -770,10 +633,30 @@ fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
     });
     let code = report.exit_code();
     sender.send_replace(Some(report));
-    if let (Some(signal), false) = (signal, policy == SignalExit::Return) {
-        tracing::info!(%signal, code, "exiting after a signal-started shutdown");
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        std::process::exit(i32::from(code));
+    if exits {
+        tracing::info!(code, "exiting after a signal-started shutdown");
+        crate::process::exit::end_process(code, None, hook.as_ref(), grace);
+    }
+}
+
+fn exits_after_run(inner: &Inner) -> bool {
+    inner.by_signal.load(Ordering::Acquire)
+        && inner.signal_exit != SignalExit::Return
+        && inner.waiters.load(Ordering::Acquire) == 0
+}
+
+/// Counts a caller waiting for the report while it lives.
+pub(crate) struct Waiting<'a>(&'a Inner);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(inner: &'a Inner) -> Waiting<'a> {
+        inner.waiters.fetch_add(1, Ordering::AcqRel);
+        Waiting(inner)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }

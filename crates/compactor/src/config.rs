@@ -17,6 +17,8 @@ pub(crate) struct Config {
     pub(crate) signal_exit: SignalExit,
     /// `None`: on for the global instance, off for the others.
     pub(crate) auto_listen: Option<bool>,
+    pub(crate) exit_grace: Duration,
+    pub(crate) before_exit: Option<crate::process::exit::BeforeExit>,
 }
 
 impl Default for Config {
@@ -32,6 +34,8 @@ impl Default for Config {
             signals: vec![Signal::Interrupt, Signal::Terminate],
             signal_exit: SignalExit::WithSignalCode,
             auto_listen: None,
+            exit_grace: Duration::from_secs(1),
+            before_exit: None,
         }
     }
 }
@@ -59,6 +63,8 @@ impl Config {
 /// | [`signals`](Self::signals) | `SIGINT`, `SIGTERM` |
 /// | [`signal_exit`](Self::signal_exit) | exit with 128 + the signal number |
 /// | [`auto_listen`](Self::auto_listen) | on for the global instance, off for others |
+/// | [`exit_grace`](Self::exit_grace) | 1 s |
+/// | [`before_exit`](Self::before_exit) | none |
 ///
 /// # Examples
 ///
@@ -201,13 +207,34 @@ impl Builder {
     }
 
     /// Whether the instance starts [listening for
-    /// signals](Compactor::listen_for_signals) by itself, at the first
-    /// registration made inside a tokio runtime. On by default for the global
-    /// instance, so an application gets signal handling without asking; turn
-    /// it off where the application owns its signals. Off by default for other
-    /// instances.
+    /// signals](Compactor::listen_for_signals) by itself, at its first
+    /// registration (from any thread, in a runtime or not). On by default for
+    /// the global instance, so an application gets signal handling without
+    /// asking; turn it off where the application owns its signals. Off by
+    /// default for other instances.
     pub fn auto_listen(mut self, on: bool) -> Self {
         self.config.auto_listen = Some(on);
+        self
+    }
+
+    /// After a signal-started shutdown: how long past its deadline the run
+    /// may go before the process ends regardless (naming the cleanups still
+    /// running), and how long an application that waits for the report has
+    /// to end the process itself before the library does. Also the time the
+    /// [`before_exit`](Self::before_exit) hook has. Default 1 s;
+    /// `Duration::MAX` means no limit.
+    pub fn exit_grace(mut self, grace: Duration) -> Self {
+        self.config.exit_grace = grace;
+        self
+    }
+
+    /// Called with the exit code just before the library ends the process
+    /// itself (after a signal-started run, on a second signal, past the
+    /// deadline + exit grace): flush logs, telemetry, a tracing-appender's
+    /// guard. It runs on a thread of its own and is given the
+    /// [exit grace](Self::exit_grace) at most; a panic in it is ignored.
+    pub fn before_exit(mut self, hook: impl Fn(u8) + Send + Sync + 'static) -> Self {
+        self.config.before_exit = Some(crate::process::exit::BeforeExit(std::sync::Arc::new(hook)));
         self
     }
 

@@ -84,12 +84,12 @@ mod hash;
 mod inventory;
 mod plan;
 mod priority;
+mod process;
 mod ready;
 mod registry;
 mod report;
 mod run;
 mod scope;
-mod signal;
 mod task;
 pub mod testing;
 
@@ -101,11 +101,11 @@ pub use crate::error::Error;
 pub use crate::event::Event;
 pub use crate::inventory::{Coverage, Inventory};
 pub use crate::priority::{Category, Priority};
+pub use crate::process::exit::{Signal, SignalExit};
 pub use crate::report::{
     CategorySummary, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport,
     SkipReason, TaskReport,
 };
-pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::{TaskBuilder, TaskHandle};
 
 /// The README's examples, compiled as doctests so they stay true.

@@ -309,7 +309,6 @@ impl<'a> TaskBuilder<'a> {
             && !inner
                 .signals_armed
                 .load(std::sync::atomic::Ordering::Relaxed)
-            && tokio::runtime::Handle::try_current().is_ok()
         {
             if let Err(error) = self.compactor.listen_for_signals() {
                 tracing::warn!(%error, "the global instance runs without signal handling");

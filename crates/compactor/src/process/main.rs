@@ -1,0 +1,169 @@
+//! The helpers for `main`: run a service until shutdown, shut down from
+//! synchronous code, start a shutdown on a panic.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+use crate::cleanup::CleanupResult;
+use crate::compactor::{Compactor, Waiting};
+use crate::run::attempt::{inside_cleanup_of, message_of};
+use crate::{ShutdownReason, ShutdownReport};
+
+impl Compactor {
+    /// Installs a panic hook: a panic on any thread (outside a cleanup, whose
+    /// panics are reported instead) starts the shutdown with
+    /// [`ShutdownReason::Panic`], once, after the previous hook has printed
+    /// the panic. The equivalent of an uncaught-exception handler.
+    pub fn shutdown_on_panic(&self) {
+        let owner = Arc::downgrade(&self.inner);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if crate::run::attempt::containing() {
+                return;
+            }
+            if let Some(inner) = owner.upgrade() {
+                let thread = std::thread::current();
+                let message = crate::run::attempt::panic_message(info.payload());
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {l}"))
+                    .unwrap_or_default();
+                let reason = format!(
+                    "thread '{}' panicked{at}: {message}",
+                    thread.name().unwrap_or("<unnamed>")
+                );
+                Compactor { inner }.begin(ShutdownReason::Panic(reason));
+            }
+        }));
+    }
+
+    /// Runs `service` until it ends or shutdown begins (a signal, a panic,
+    /// a request), runs the cleanup, and returns the exit code for `main`
+    /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
+    /// signal n, 1 if the service failed or a cleanup did not succeed.
+    ///
+    /// The service keeps running while the cleanup runs, so it can drain
+    /// (select on [`shutdown_token`](Self::shutdown_token) to stop taking
+    /// work); it is dropped once the report is in. A service that ends by
+    /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
+    /// [`ShutdownReason::ServiceFailed`] if it returned an error).
+    ///
+    /// Listens for signals (unless [`Builder::auto_listen`] was turned off),
+    /// and, while it runs, takes the exit over from the signal handling: the
+    /// process ends when `main` returns the code (within
+    /// [`Builder::exit_grace`] after a signal-started run). A service that
+    /// panics is a service that ended: the cleanup runs, with
+    /// [`ShutdownReason::Panic`], and the code is 101.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::process::ExitCode;
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> ExitCode {
+    ///     let compactor = compactor::Compactor::global();
+    ///     let stop = compactor.shutdown_token();
+    ///     compactor.run_until_shutdown(async move {
+    ///         stop.cancelled().await; // serve until shutdown begins
+    ///     }).await
+    /// }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe in the sense that dropping it drops the service; a
+    /// shutdown it started goes on.
+    pub async fn run_until_shutdown<F>(&self, service: F) -> std::process::ExitCode
+    where
+        F: Future,
+        F::Output: CleanupResult,
+    {
+        // The application ends the process (with the code returned here).
+        let _waiting = Waiting::new(&self.inner);
+        if self.inner.config.auto_listen != Some(false) {
+            if let Err(error) = self.listen_for_signals() {
+                tracing::warn!(%error, "running without signal handling");
+            }
+        }
+        // A panicking service is a service that ended: the cleanup still runs.
+        let mut service = std::pin::pin!(AssertUnwindSafe(service).catch_unwind());
+        let mut service_done = false;
+        tokio::select! {
+            result = service.as_mut() => {
+                service_done = true;
+                match result.map(CleanupResult::into_result) {
+                    Ok(Ok(())) => self.begin(ShutdownReason::ServiceEnded),
+                    Ok(Err(error)) => self.begin(ShutdownReason::ServiceFailed(error)),
+                    Err(panic) => {
+                        let message = message_of(panic);
+                        self.begin(ShutdownReason::Panic(format!("the service panicked: {message}")))
+                    }
+                };
+            }
+            () = self.inner.token().cancelled() => {}
+        }
+        // The service goes on while the cleanup runs, so it can drain.
+        let report = tokio::select! {
+            report = self.wait() => report,
+            _ = service.as_mut(), if !service_done => self.wait().await,
+        };
+        std::process::ExitCode::from(report.exit_code())
+    }
+
+    /// Runs the shutdown from synchronous code and blocks until the report
+    /// is in: for a `main` without a runtime, a `Drop`, a test's teardown.
+    ///
+    /// It works from any thread, inside a runtime too: a run it begins goes
+    /// on the library's own runtime, so blocking the caller's thread (the
+    /// only thread of a current-thread runtime, say) cannot hold it up, and
+    /// the report comes by the deadline. Called from inside the run (one of
+    /// the instance's cleanups) it returns the report as it stands, as
+    /// [`shutdown`](Self::shutdown) does there.
+    ///
+    /// One case cannot wait: a run already begun on a current-thread runtime,
+    /// waited for from that runtime's own thread, which the run needs. It
+    /// then returns at once with a report that is not
+    /// [complete](ShutdownReport::is_complete) and says so in an error log;
+    /// use `shutdown().await` there.
+    pub fn shutdown_blocking(&self) -> ShutdownReport {
+        if !inside_cleanup_of(self.inner.id) {
+            if let Some(started) = self.start(ShutdownReason::Manual) {
+                self.drive(started, true);
+            }
+        }
+        let wait = || futures::executor::block_on(self.wait());
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            // A worker that blocks keeps the task it woke last (the run's,
+            // spawned or asked for its report) to itself: hand it over first.
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_)
+                if self.report().is_none()
+                    && self
+                        .inner
+                        .current_run()
+                        .is_some_and(|ctx| ctx.driven_by_this_thread()) =>
+            {
+                tracing::error!(
+                    "shutdown_blocking on the thread of the current-thread runtime that drives the run would wait on itself; returning the report as it stands"
+                );
+                self.stalled_report()
+            }
+            _ => wait(),
+        }
+    }
+
+    /// The report of a run that cannot be asked: every task of it pending.
+    fn stalled_report(&self) -> ShutdownReport {
+        let names = self
+            .inner
+            .current_run()
+            .map(|ctx| ctx.names.clone())
+            .unwrap_or_default();
+        crate::run::stalled_report(&names, self.inner.signal_exit())
+    }
+}

@@ -1,0 +1,83 @@
+//! The OS process: signals, the watchdog of a signal-started run, ending
+//! the process, and the helpers for `main`. Built on the engine; the engine
+//! knows nothing of signals.
+//!
+//! When the library ends the process on its own: after a signal-started
+//! run whose report nobody in the process waits for (no `wait()`,
+//! `shutdown()` or `run_until_shutdown` under way), on a second signal, when
+//! a signal-started run passes its deadline + the exit grace, and on a
+//! signal no instance listens for. Where the application waits for the
+//! report, the application ends the process (within the exit grace after a
+//! signal-started run) and has the report first.
+
+pub(crate) mod exit;
+#[cfg(unix)]
+mod listener;
+mod main;
+#[cfg(unix)]
+mod watchdog;
+
+use std::sync::Arc;
+
+use crate::Error;
+use crate::compactor::Inner;
+
+/// Makes the instance one that listens for its signals (once).
+#[cfg(unix)]
+pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
+    use std::sync::atomic::Ordering;
+
+    if inner.signals_armed.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    listener::join(inner).inspect_err(|_| inner.signals_armed.store(false, Ordering::Release))
+}
+
+/// The instance is going: it listens no more.
+#[cfg(unix)]
+pub(crate) fn stop_listening(instance: u64) {
+    listener::leave(instance);
+}
+
+/// Ctrl-C through tokio where there are no Unix signals.
+#[cfg(not(unix))]
+pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
+    use std::sync::atomic::Ordering;
+
+    use crate::compactor::Compactor;
+    use crate::{ShutdownReason, Signal};
+
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Signals {
+        problem: "listening for Ctrl-C needs a tokio runtime; call it from inside one".to_owned(),
+    })?;
+    if inner.signals_armed.swap(true, Ordering::AcqRel) {
+        return Ok(());
+    }
+    let owner = Arc::downgrade(inner);
+    runtime.spawn(async move {
+        let mut received = 0u32;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            let Some(inner) = owner.upgrade() else { break };
+            let compactor = Compactor { inner };
+            received += 1;
+            let code = Signal::Interrupt.exit_code();
+            let (hook, grace) = (
+                compactor.inner.config.before_exit.as_ref(),
+                compactor.inner.config.exit_grace,
+            );
+            if compactor.report().is_some() {
+                exit::end_process(code, None, hook, grace);
+            } else if !compactor.is_shutting_down() {
+                compactor.begin(ShutdownReason::Signal(Signal::Interrupt));
+            } else if received > 1 {
+                exit::end_process(
+                    code,
+                    Some("Ctrl-C again during shutdown".to_owned()),
+                    hook,
+                    grace,
+                );
+            }
+        }
+    });
+    Ok(())
+}
