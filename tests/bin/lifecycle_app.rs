@@ -22,8 +22,19 @@
 //! | `--no-auto-listen` | `Builder::auto_listen(false)`: the app owns its signals |
 //! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
 //!
-//! `--mode relisten`: no runtime; an instance listens and is dropped, then
-//! the global instance listens and waits for a signal.
+//! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
+//! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
+//!
+//! Modes without the usual runtime:
+//!
+//! | mode | what main does |
+//! |---|---|
+//! | `relisten` | an instance listens and is dropped, then the global instance listens |
+//! | `dropped` | an instance listens and is dropped; nothing else listens |
+//! | `dead-runtime` | registers inside a short-lived runtime, then serves on another |
+//! | `thread` | registers from a plain thread, no runtime anywhere |
+//! | `no-io` | registers inside a current-thread runtime without I/O |
+//! | `wait` | awaits `wait()`, prints the report and returns its exit code |
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +48,8 @@ struct Flags {
     mode: String,
     hang: bool,
     stuck_blocking: bool,
+    hang_workers: bool,
+    before_exit: bool,
     deadline_ms: u64,
     register_slowly: Option<usize>,
     panic_after: Option<u64>,
@@ -62,6 +75,8 @@ fn flags() -> Flags {
             "--mode" => flags.mode = value(),
             "--hang" => flags.hang = true,
             "--stuck-blocking" => flags.stuck_blocking = true,
+            "--hang-workers" => flags.hang_workers = true,
+            "--before-exit" => flags.before_exit = true,
             "--deadline-ms" => flags.deadline_ms = value().parse().unwrap(),
             "--register-slowly" => flags.register_slowly = Some(value().parse().unwrap()),
             "--panic-after-ms" => flags.panic_after = Some(value().parse().unwrap()),
@@ -109,6 +124,17 @@ fn register(c: &Compactor, flags: &Flags) {
             })
             .unwrap();
     }
+    if flags.hang_workers {
+        for name in ["stuck-0", "stuck-1"] {
+            c.task(name)
+                .priority(Priority::Critical)
+                .register(move || async move {
+                    println!("cleanup {name}");
+                    std::thread::sleep(Duration::from_secs(3600));
+                })
+                .unwrap();
+        }
+    }
     if flags.hang {
         c.task("stuck")
             .priority(Priority::Critical)
@@ -136,7 +162,64 @@ fn main() -> ExitCode {
     if flags.also_hup {
         builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);
     }
+    if flags.before_exit {
+        builder = builder.before_exit(|code| println!("before exit {code}"));
+    }
     let c = Compactor::init_global(builder).unwrap();
+
+    match flags.mode.as_str() {
+        "dropped" => {
+            let other = Compactor::new();
+            other.listen_for_signals().unwrap();
+            drop(other);
+            println!("ready");
+            std::thread::sleep(Duration::from_secs(3600));
+            return ExitCode::SUCCESS;
+        }
+        "dead-runtime" => {
+            // Set-up in a runtime of its own, gone before the service starts.
+            let setup = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            setup.block_on(async { register(c, &flags) });
+            drop(setup);
+            let serving = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            println!("ready");
+            serving.block_on(std::future::pending::<()>());
+            return ExitCode::SUCCESS;
+        }
+        "thread" => {
+            let flags_thread = Flags {
+                mode: flags.mode.clone(),
+                slow_cache_ms: flags.slow_cache_ms,
+                ..Flags::default()
+            };
+            std::thread::spawn(move || register(c, &flags_thread))
+                .join()
+                .unwrap();
+            println!("ready");
+            std::thread::sleep(Duration::from_secs(3600));
+            return ExitCode::SUCCESS;
+        }
+        "no-io" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            return runtime.block_on(async {
+                register(c, &flags);
+                println!("ready");
+                let report = c.wait().await;
+                println!("{report}");
+                ExitCode::from(report.exit_code())
+            });
+        }
+        _ => {}
+    }
 
     if flags.mode == "relisten" {
         let other = Compactor::new();
@@ -182,6 +265,11 @@ fn main() -> ExitCode {
         println!("ready");
         if flags.mode == "listen" {
             std::future::pending::<()>().await;
+        }
+        if flags.mode == "wait" {
+            let report = c.wait().await;
+            println!("{report}");
+            return ExitCode::from(report.exit_code());
         }
         let accepted = Arc::new(AtomicUsize::new(0));
         let service = {

@@ -108,11 +108,26 @@ impl Running {
 
     /// Sends a real signal with `kill`.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        send_signal(self.child.id(), signal);
+    }
+
+    /// The processes this one started (a wrapper's child: the app under
+    /// `unshare --fork`), waiting up to `within` for one to appear.
+    pub fn children(&self, within: Duration) -> Vec<u32> {
+        let pid = self.child.id();
+        let path = format!("/proc/{pid}/task/{pid}/children");
+        let until = Instant::now() + within;
+        loop {
+            let listed = std::fs::read_to_string(&path).unwrap_or_default();
+            let children: Vec<u32> = listed
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if !children.is_empty() || Instant::now() > until {
+                return children;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits for the process to exit, reading the rest of its output.
@@ -157,6 +172,15 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Sends a real signal to `pid` with `kill`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
 }
 
 /// A fresh, empty directory for one test's files.

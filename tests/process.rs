@@ -1,0 +1,230 @@
+//! Where services run: as PID 1 in a PID namespace, under tini and
+//! dumb-init, under supervisord; an instance that listened and went; a
+//! runtime that went; every runtime worker blocked; the report reaching
+//! `main`. Real processes, real signals, the real wrappers from Debian's
+//! packages (`.ci/run` installs `tini`, `dumb-init`, `supervisor`).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use compactor_e2e::{Running, scratch_dir, send_signal};
+
+const STARTUP: Duration = Duration::from_secs(60);
+const RUN: Duration = Duration::from_secs(30);
+
+fn app_path() -> &'static str {
+    env!("CARGO_BIN_EXE_lifecycle-app")
+}
+
+fn app(args: &[&str]) -> Running {
+    let mut app = Running::start_path(Path::new(app_path()), args);
+    app.wait_for("ready", STARTUP);
+    app
+}
+
+/// The app started by `wrapper` (its arguments first).
+fn wrapped(wrapper: &str, wrapper_args: &[&str], args: &[&str]) -> Running {
+    let mut all: Vec<&str> = wrapper_args.to_vec();
+    all.push(app_path());
+    all.extend_from_slice(args);
+    let mut app = Running::start_path(Path::new(wrapper), &all);
+    app.wait_for("ready", STARTUP);
+    app
+}
+
+fn cleanups(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("cleanup "))
+        .collect()
+}
+
+const PID_NAMESPACE: [&str; 3] = ["--pid", "--fork", "--mount-proc"];
+
+#[test]
+fn as_pid_1_sigterm_runs_the_cleanup_and_exits_143() {
+    let app = wrapped("unshare", &PID_NAMESPACE, &[]);
+    let inside = app.children(RUN);
+    assert_eq!(inside.len(), 1, "the app under unshare");
+    send_signal(inside[0], "TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn as_pid_1_a_signal_after_the_run_exits_with_its_code_not_a_fault() {
+    // A re-raised signal is ignored by PID 1; the process must still end.
+    let args = [
+        "--mode",
+        "run",
+        "--service-ms",
+        "50",
+        "--linger-ms",
+        "20000",
+    ];
+    let mut app = wrapped("unshare", &PID_NAMESPACE, &args);
+    app.wait_for("reason service ended", RUN);
+    let inside = app.children(RUN);
+    send_signal(inside[0], "INT");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(130), "{out:#?}");
+}
+
+#[test]
+fn as_pid_1_a_signal_no_instance_listens_for_ends_the_process() {
+    let app = wrapped("unshare", &PID_NAMESPACE, &["--mode", "dropped"]);
+    let inside = app.children(RUN);
+    send_signal(inside[0], "TERM");
+    let (code, _) = app.finish(RUN);
+    assert_eq!(code, Some(143));
+}
+
+#[test]
+fn under_tini_sigterm_runs_the_cleanup_and_exits_143() {
+    let app = wrapped("tini", &["--"], &[]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn under_dumb_init_sigterm_runs_the_cleanup_and_exits_143() {
+    let app = wrapped("dumb-init", &[], &[]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn supervisorctl_stop_is_graceful_and_never_needs_sigkill() {
+    let dir = scratch_dir("supervisord");
+    let conf = dir.join("supervisord.conf");
+    let log = dir.join("app.log");
+    let socket = dir.join("supervisor.sock");
+    std::fs::write(
+        &conf,
+        format!(
+            "[unix_http_server]\nfile={socket}\n\n\
+             [supervisord]\nnodaemon=true\nlogfile={dir}/supervisord.log\npidfile={dir}/supervisord.pid\n\n\
+             [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+             [supervisorctl]\nserverurl=unix://{socket}\n\n\
+             [program:app]\ncommand={app}\nautostart=true\nautorestart=false\nstartsecs=1\n\
+             stopsignal=TERM\nstopwaitsecs=20\nexitcodes=0,143\nstdout_logfile={log}\nredirect_stderr=true\n",
+            socket = socket.display(),
+            dir = dir.display(),
+            app = app_path(),
+            log = log.display(),
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    let mut supervisord = Running::start_path(Path::new("supervisord"), &["-c", conf]);
+    let ctl = |args: &[&str]| {
+        let out = Command::new("supervisorctl")
+            .args(["-c", conf])
+            .args(args)
+            .output()
+            .expect("supervisorctl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let until = std::time::Instant::now() + STARTUP;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(std::time::Instant::now() < until, "the app never got ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = ctl(&["stop", "app"]);
+    assert!(stopped.contains("stopped"), "{stopped}");
+    let output = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<String> = output.lines().map(str::to_owned).collect();
+    assert_eq!(cleanups(&lines), ["http", "db", "cache"], "{output}");
+    let daemon_log = std::fs::read_to_string(dir.join("supervisord.log")).unwrap();
+    assert!(
+        daemon_log.contains("stopped: app (exit status 143)"),
+        "{daemon_log}"
+    );
+    assert!(!daemon_log.contains("SIGKILL"), "{daemon_log}");
+    ctl(&["shutdown"]);
+    let _ = supervisord.child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn once_the_only_listening_instance_is_gone_sigterm_ends_the_process() {
+    let app = app(&["--mode", "dropped"]);
+    app.signal("TERM");
+    let (code, _) = app.finish(RUN);
+    assert_eq!(code, Some(143));
+}
+
+#[test]
+fn a_run_whose_set_up_runtime_is_gone_still_runs_the_cleanup() {
+    let app = app(&["--mode", "dead-runtime"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn registering_from_a_plain_thread_listens_for_signals() {
+    let app = app(&["--mode", "thread"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn registering_on_a_runtime_without_io_listens_for_signals() {
+    let app = app(&["--mode", "no-io"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn the_watchdog_ends_a_signal_started_run_with_every_worker_blocked() {
+    // One signal only: the deadline (300 ms) + the exit grace (1 s) end it.
+    let args = ["--hang-workers", "--deadline-ms", "300", "--before-exit"];
+    let mut app = app(&args);
+    app.signal("TERM");
+    app.wait_for("cleanup stuck-", RUN);
+    let (code, out, err) = app.finish_all(RUN);
+    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+    let line = err
+        .iter()
+        .find(|l| l.contains("passed its deadline"))
+        .expect("one line on stderr");
+    assert!(
+        line.contains("stuck-0") && line.contains("stuck-1"),
+        "{line}"
+    );
+    assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
+}
+
+#[test]
+fn the_report_reaches_main_in_every_run() {
+    for round in 0..50 {
+        let app = app(&["--mode", "wait"]);
+        app.signal("TERM");
+        let (code, out) = app.finish(RUN);
+        assert_eq!(code, Some(143), "round {round}: {out:#?}");
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
+            "round {round}: the report was lost: {out:#?}"
+        );
+    }
+}
