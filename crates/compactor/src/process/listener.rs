@@ -58,6 +58,7 @@ pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
     if guard.is_none() {
         let signals = Signals::new(&numbers).map_err(problem)?;
         let handle = signals.handle();
+        super::watchdog::start().map_err(problem)?;
         std::thread::Builder::new()
             .name("compactor-signals".to_owned())
             .spawn(move || receive(signals))
