@@ -199,7 +199,7 @@ impl Compactor {
     /// use unless [`init_global`](Self::init_global) configured it before.
     ///
     /// It [listens for signals](Self::listen_for_signals) by itself from its
-    /// first registration inside a tokio runtime (turn that off with
+    /// first registration, from any thread (turn that off with
     /// [`Builder::auto_listen`]): after a `SIGTERM` it runs the cleanup and
     /// exits with 143.
     pub fn global() -> &'static Compactor {

@@ -49,9 +49,10 @@
 //! # In a process
 //!
 //! [`Compactor::global`] listens for `SIGINT` and `SIGTERM` from its first
-//! registration inside a tokio runtime: the first signal runs the shutdown and
-//! the process exits with 128 + the signal number (130, 143); a second signal
-//! exits at once. [`Compactor::run_until_shutdown`] keeps `main` short and
+//! registration: the first signal runs the shutdown and the process exits with
+//! 128 + the signal number (130, 143), by an exit code that works as PID 1; a
+//! second signal, or a run past its deadline + [exit
+//! grace](Builder::exit_grace), exits at once. [`Compactor::run_until_shutdown`] keeps `main` short and
 //! returns the exit code instead; see [`SignalExit`] for the policies,
 //! [`Compactor::shutdown_on_panic`] and [`Compactor::shutdown_blocking`].
 //!

@@ -52,10 +52,10 @@ impl Compactor {
     /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
     /// [`ShutdownReason::ServiceFailed`] if it returned an error).
     ///
-    /// Listens for signals (unless [`Builder::auto_listen`] was turned off),
+    /// Listens for signals (unless [`Builder::auto_listen`](crate::Builder::auto_listen) was turned off),
     /// and, while it runs, takes the exit over from the signal handling: the
     /// process ends when `main` returns the code (within
-    /// [`Builder::exit_grace`] after a signal-started run). A service that
+    /// [`Builder::exit_grace`](crate::Builder::exit_grace) after a signal-started run). A service that
     /// panics is a service that ended: the cleanup runs, with
     /// [`ShutdownReason::Panic`], and the code is 101.
     ///
