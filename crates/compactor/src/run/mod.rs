@@ -6,9 +6,11 @@
 //! goes away before it ends goes on on the library's own runtime ([`drive`]).
 
 pub(crate) mod attempt;
+mod attempts;
 mod clock;
 pub(crate) mod mailbox;
 mod record;
+mod releases;
 mod scheduler;
 
 use std::future::Future;

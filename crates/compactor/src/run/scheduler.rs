@@ -15,8 +15,8 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{Attempt, End, Ended, Slot, drop_contained};
-use super::clock::{Due, Timer, Timers, after, earliest};
+use super::attempt::{Slot, drop_contained};
+use super::clock::{Timers, after, earliest};
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::{Release, RunContext, SnapshotRequest};
@@ -28,7 +28,7 @@ use crate::{Event, Interruption, Outcome, ShutdownReport, SkipReason, TaskReport
 /// and its mail again.
 const STARTS_PER_TURN: usize = 1024;
 
-enum State {
+pub(super) enum State {
     Waiting,
     Running {
         attempt: u32,
@@ -45,7 +45,7 @@ enum State {
 }
 
 /// How a running attempt is stopped.
-enum Stopper {
+pub(super) enum Stopper {
     /// An async attempt: dropped.
     Task(AbortHandle),
     /// A blocking attempt: abandoned (a thread cannot be stopped from
@@ -54,12 +54,12 @@ enum Stopper {
 }
 
 /// A task's place in the run.
-struct TaskRun {
-    state: State,
-    slot: Option<Slot>,
-    blocking: bool,
-    observes_token: bool,
-    span: tracing::Span,
+pub(super) struct TaskRun {
+    pub(super) state: State,
+    pub(super) slot: Option<Slot>,
+    pub(super) blocking: bool,
+    pub(super) observes_token: bool,
+    pub(super) span: tracing::Span,
 }
 
 struct Phase {
@@ -70,36 +70,36 @@ struct Phase {
 }
 
 /// Why an attempt did not succeed.
-enum Failure {
+pub(super) enum Failure {
     Error(String),
     TimedOut(Interruption),
 }
 
 pub(crate) struct Runner {
     pub(super) ctx: Arc<RunContext>,
-    plan: Plan,
-    config: Arc<Config>,
-    head: Head,
-    record: Record,
-    tasks: Vec<TaskRun>,
+    pub(super) plan: Plan,
+    pub(super) config: Arc<Config>,
+    pub(super) head: Head,
+    pub(super) record: Record,
+    pub(super) tasks: Vec<TaskRun>,
     phases: Vec<Phase>,
-    current: usize,
+    pub(super) current: usize,
     /// The phase whose budget is counting, and when it runs out.
-    budget: Option<(usize, Option<Instant>)>,
-    running: usize,
-    finished: usize,
-    timers: Timers,
-    deadline: Option<Instant>,
-    t0: Instant,
+    pub(super) budget: Option<(usize, Option<Instant>)>,
+    pub(super) running: usize,
+    pub(super) finished: usize,
+    pub(super) timers: Timers,
+    pub(super) deadline: Option<Instant>,
+    pub(super) t0: Instant,
     /// Requests for the report so far; the whole shutdown serves them.
-    snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
+    pub(super) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     /// Ends the run as its deadline would (a category release, when the
     /// instance's shutdown runs out of time).
-    halt: Option<CancellationToken>,
+    pub(super) halt: Option<CancellationToken>,
     /// Category releases under way when the run began: waited for, and
     /// their tasks added to the report.
-    releases: Vec<Release>,
-    released_tasks: Vec<TaskReport>,
+    pub(super) releases: Vec<Release>,
+    pub(super) released_tasks: Vec<TaskReport>,
 }
 
 /// What a runner is handed besides its plan.
@@ -215,7 +215,7 @@ impl Runner {
         }
     }
 
-    fn serve_snapshots(&mut self) {
+    pub(super) fn serve_snapshots(&mut self) {
         let Some(snapshots) = self.snapshots.clone() else {
             return;
         };
@@ -352,186 +352,9 @@ impl Runner {
         self.attempt(index, 1, now);
     }
 
-    fn timeout(&self, i: usize) -> Duration {
-        self.plan.tasks[i]
-            .spec()
-            .timeout
-            .unwrap_or(self.config.default_timeout)
-    }
-
-    /// Whether attempt `number` of task `i` is its last.
-    fn is_last(&self, i: usize, number: u32) -> bool {
-        number > self.plan.tasks[i].spec().retries || number == u32::MAX
-    }
-
-    fn attempt(&mut self, index: u32, number: u32, now: Instant) {
-        let i = index as usize;
-        let last = self.is_last(i, number);
-        let timeout = self.timeout(i);
-        let task = &mut self.tasks[i];
-        let Some(slot) = task.slot.clone() else {
-            return;
-        };
-        self.ctx.progress[i]
-            .attempts
-            .store(number, Ordering::Relaxed);
-        task.span.record("attempt", number);
-        let token = task.observes_token.then(|| self.ctx.attempt_token());
-        let attempt = Attempt {
-            ctx: self.ctx.clone(),
-            index,
-            number,
-            slot,
-            token: token.clone(),
-            last,
-            span: task.span.clone(),
-        };
-        let stop = match task.blocking {
-            true => Stopper::Thread(attempt.spawn_blocking()),
-            false => Stopper::Task(attempt.spawn_async()),
-        };
-        task.state = State::Running {
-            attempt: number,
-            stop: Some(stop),
-            token,
-            grace: false,
-        };
-        self.timers
-            .add(after(now, timeout), index, number, Due::Timeout);
-    }
-
-    /// An attempt's report of its end.
-    fn on_end(&mut self, ended: Ended) {
-        let i = ended.index as usize;
-        let grace = match &self.tasks[i].state {
-            State::Running { attempt, grace, .. } if *attempt == ended.attempt => *grace,
-            // An attempt stopped earlier, or a task finished already.
-            _ => return,
-        };
-        if grace {
-            // It stopped on its token after its timeout.
-            return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
-        }
-        match ended.end {
-            End::Ok => self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at),
-            End::Released => {
-                // The closure was not called this time.
-                let attempts = &self.ctx.progress[i].attempts;
-                attempts.store(ended.attempt - 1, Ordering::Relaxed);
-                self.finish(i, Outcome::Released, None, None, ended.at);
-            }
-            End::Panicked(message) => {
-                self.finish(i, Outcome::Panicked(message), None, ended.strong, ended.at);
-            }
-            End::Err(error) => self.failed(i, ended.attempt, Failure::Error(error)),
-            End::Lost(why) => self.finish(i, Outcome::Failed(why.to_owned()), None, None, ended.at),
-        }
-    }
-
-    fn on_timer(&mut self, timer: Timer, now: Instant) {
-        let i = timer.index as usize;
-        let task = &mut self.tasks[i];
-        match (&mut task.state, timer.due) {
-            (
-                State::Running {
-                    attempt,
-                    token,
-                    grace,
-                    ..
-                },
-                Due::Timeout,
-            ) if *attempt == timer.attempt && !*grace => {
-                if let Some(token) = token {
-                    // It may stop on its token within the grace.
-                    token.cancel();
-                    *grace = true;
-                    let end = after(now, self.config.cancel_grace);
-                    self.timers.add(end, timer.index, timer.attempt, Due::Grace);
-                    return;
-                }
-                let how = self.stop(i);
-                self.failed(i, timer.attempt, Failure::TimedOut(how));
-            }
-            (
-                State::Running {
-                    attempt,
-                    grace: true,
-                    ..
-                },
-                Due::Grace,
-            ) if *attempt == timer.attempt => {
-                let how = self.stop(i);
-                self.failed(i, timer.attempt, Failure::TimedOut(how));
-            }
-            (State::Retrying { attempt }, Due::Retry) if *attempt == timer.attempt => {
-                let next = *attempt + 1;
-                self.attempt(timer.index, next, now);
-            }
-            _ => {}
-        }
-    }
-
-    /// Stops a running attempt: an async one is dropped, a blocking one
-    /// abandoned.
-    fn stop(&mut self, i: usize) -> Interruption {
-        let State::Running { stop, token, .. } = &mut self.tasks[i].state else {
-            return Interruption::Dropped;
-        };
-        if let Some(token) = token.take() {
-            token.cancel();
-        }
-        match stop.take() {
-            Some(Stopper::Thread(abandon)) => {
-                let _ = abandon.send(());
-                Interruption::Abandoned
-            }
-            Some(Stopper::Task(abort)) => {
-                abort.abort();
-                Interruption::Dropped
-            }
-            None if self.tasks[i].blocking => Interruption::Abandoned,
-            None => Interruption::Dropped,
-        }
-    }
-
-    /// After an attempt that did not succeed: the next attempt after its
-    /// backoff, or the task's end.
-    fn failed(&mut self, i: usize, attempt: u32, failure: Failure) {
-        let now = Instant::now();
-        if self.is_last(i, attempt) {
-            let (outcome, how) = match failure {
-                Failure::Error(error) => (Outcome::Failed(error), None),
-                Failure::TimedOut(how) => (Outcome::TimedOut, Some(how)),
-            };
-            return self.finish(i, outcome, how, None, now);
-        }
-        let error = match failure {
-            Failure::Error(error) => error,
-            Failure::TimedOut(_) => format!("attempt timed out after {:?}", self.timeout(i)),
-        };
-        let spec = self.plan.tasks[i].spec();
-        let backoff = spec
-            .backoff
-            .as_deref()
-            .copied()
-            .unwrap_or(self.config.backoff);
-        let delay = backoff.next_delay(attempt);
-        let name = &self.ctx.names[i];
-        tracing::warn!(task = %name, attempt, %error, ?delay, "cleanup attempt failed; retrying");
-        self.ctx.emit(|| Event::TaskRetrying {
-            name: name.clone(),
-            attempt,
-            delay,
-            error,
-        });
-        self.tasks[i].state = State::Retrying { attempt };
-        self.timers
-            .add(after(now, delay), i as u32, attempt, Due::Retry);
-    }
-
     /// Records a task's outcome and releases the tasks that waited for it;
     /// then logs it (the books first: a logging layer may panic).
-    fn finish(
+    pub(super) fn finish(
         &mut self,
         i: usize,
         outcome: Outcome,
@@ -618,58 +441,6 @@ impl Runner {
             }
         }
     }
-
-    /// Waits for the category releases under way (until the deadline, when
-    /// they are stopped) and keeps their tasks for the report; requests for
-    /// the report so far are answered meanwhile.
-    async fn await_releases(&mut self) {
-        let snapshots = self.snapshots.clone();
-        let mut halted = false;
-        while let Some(release) = self.releases.first().cloned() {
-            let mut report = release.report.clone();
-            // After a halt, a release answers at once unless its runtime is
-            // stuck: then its tasks cannot be reported.
-            let limit = match halted {
-                false => self.deadline,
-                true => after(Instant::now(), RELEASE_ANSWER),
-            };
-            let in_time = tokio::select! {
-                finished = report.wait_for(Option::is_some) => finished.is_ok(),
-                () = until(limit) => false,
-                () = ready(snapshots.as_deref()) => {
-                    self.serve_snapshots();
-                    continue;
-                }
-            };
-            if !in_time && !halted {
-                halted = true;
-                self.releases.iter().for_each(|r| r.halt.cancel());
-                continue;
-            }
-            self.releases.remove(0);
-            let report = release.report.borrow().clone();
-            match report {
-                Some(report) => {
-                    let shift = release.t0.saturating_duration_since(self.t0);
-                    let tasks = report.tasks().iter().map(|t| t.shifted(shift));
-                    self.released_tasks.extend(tasks);
-                }
-                None => tracing::error!(
-                    "a category release did not answer its halt; its tasks are not in the report"
-                ),
-            }
-        }
-    }
-}
-
-/// How long a halted category release has to hand its report over.
-const RELEASE_ANSWER: Duration = Duration::from_millis(100);
-
-async fn until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) {
@@ -724,7 +495,7 @@ fn alarm(sleep: &mut Option<Pin<Box<Sleep>>>) -> impl Future<Output = ()> + '_ {
     })
 }
 
-async fn ready<T>(mailbox: Option<&Mailbox<T>>) {
+pub(super) async fn ready<T>(mailbox: Option<&Mailbox<T>>) {
     match mailbox {
         Some(mailbox) => mailbox.ready().await,
         None => std::future::pending().await,

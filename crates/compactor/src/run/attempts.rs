@@ -1,0 +1,192 @@
+//! The runner's side of a task's attempts: starting each one, its timeout
+//! and the grace of one that observes its token, the retry after a failure
+//! (after its backoff), and how a running attempt is stopped.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::attempt::{Attempt, End, Ended};
+use super::clock::{Due, Timer, after};
+use super::scheduler::{Failure, Runner, State, Stopper};
+use crate::{Event, Interruption, Outcome};
+
+impl Runner {
+    pub(super) fn timeout(&self, i: usize) -> Duration {
+        self.plan.tasks[i]
+            .spec()
+            .timeout
+            .unwrap_or(self.config.default_timeout)
+    }
+
+    /// Whether attempt `number` of task `i` is its last.
+    pub(super) fn is_last(&self, i: usize, number: u32) -> bool {
+        number > self.plan.tasks[i].spec().retries || number == u32::MAX
+    }
+
+    pub(super) fn attempt(&mut self, index: u32, number: u32, now: Instant) {
+        let i = index as usize;
+        let last = self.is_last(i, number);
+        let timeout = self.timeout(i);
+        let task = &mut self.tasks[i];
+        let Some(slot) = task.slot.clone() else {
+            return;
+        };
+        self.ctx.progress[i]
+            .attempts
+            .store(number, Ordering::Relaxed);
+        task.span.record("attempt", number);
+        let token = task.observes_token.then(|| self.ctx.attempt_token());
+        let attempt = Attempt {
+            ctx: self.ctx.clone(),
+            index,
+            number,
+            slot,
+            token: token.clone(),
+            last,
+            span: task.span.clone(),
+        };
+        let stop = match task.blocking {
+            true => Stopper::Thread(attempt.spawn_blocking()),
+            false => Stopper::Task(attempt.spawn_async()),
+        };
+        task.state = State::Running {
+            attempt: number,
+            stop: Some(stop),
+            token,
+            grace: false,
+        };
+        self.timers
+            .add(after(now, timeout), index, number, Due::Timeout);
+    }
+
+    /// An attempt's report of its end.
+    pub(super) fn on_end(&mut self, ended: Ended) {
+        let i = ended.index as usize;
+        let grace = match &self.tasks[i].state {
+            State::Running { attempt, grace, .. } if *attempt == ended.attempt => *grace,
+            // An attempt stopped earlier, or a task finished already.
+            _ => return,
+        };
+        if grace {
+            // It stopped on its token after its timeout.
+            return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
+        }
+        match ended.end {
+            End::Ok => self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at),
+            End::Released => {
+                // The closure was not called this time.
+                let attempts = &self.ctx.progress[i].attempts;
+                attempts.store(ended.attempt - 1, Ordering::Relaxed);
+                self.finish(i, Outcome::Released, None, None, ended.at);
+            }
+            End::Panicked(message) => {
+                self.finish(i, Outcome::Panicked(message), None, ended.strong, ended.at);
+            }
+            End::Err(error) => self.failed(i, ended.attempt, Failure::Error(error)),
+            End::Lost(why) => self.finish(i, Outcome::Failed(why.to_owned()), None, None, ended.at),
+        }
+    }
+
+    pub(super) fn on_timer(&mut self, timer: Timer, now: Instant) {
+        let i = timer.index as usize;
+        let task = &mut self.tasks[i];
+        match (&mut task.state, timer.due) {
+            (
+                State::Running {
+                    attempt,
+                    token,
+                    grace,
+                    ..
+                },
+                Due::Timeout,
+            ) if *attempt == timer.attempt && !*grace => {
+                if let Some(token) = token {
+                    // It may stop on its token within the grace.
+                    token.cancel();
+                    *grace = true;
+                    let end = after(now, self.config.cancel_grace);
+                    self.timers.add(end, timer.index, timer.attempt, Due::Grace);
+                    return;
+                }
+                let how = self.stop(i);
+                self.failed(i, timer.attempt, Failure::TimedOut(how));
+            }
+            (
+                State::Running {
+                    attempt,
+                    grace: true,
+                    ..
+                },
+                Due::Grace,
+            ) if *attempt == timer.attempt => {
+                let how = self.stop(i);
+                self.failed(i, timer.attempt, Failure::TimedOut(how));
+            }
+            (State::Retrying { attempt }, Due::Retry) if *attempt == timer.attempt => {
+                let next = *attempt + 1;
+                self.attempt(timer.index, next, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Stops a running attempt: an async one is dropped, a blocking one
+    /// abandoned.
+    pub(super) fn stop(&mut self, i: usize) -> Interruption {
+        let State::Running { stop, token, .. } = &mut self.tasks[i].state else {
+            return Interruption::Dropped;
+        };
+        if let Some(token) = token.take() {
+            token.cancel();
+        }
+        match stop.take() {
+            Some(Stopper::Thread(abandon)) => {
+                let _ = abandon.send(());
+                Interruption::Abandoned
+            }
+            Some(Stopper::Task(abort)) => {
+                abort.abort();
+                Interruption::Dropped
+            }
+            None if self.tasks[i].blocking => Interruption::Abandoned,
+            None => Interruption::Dropped,
+        }
+    }
+
+    /// After an attempt that did not succeed: the next attempt after its
+    /// backoff, or the task's end.
+    pub(super) fn failed(&mut self, i: usize, attempt: u32, failure: Failure) {
+        let now = Instant::now();
+        if self.is_last(i, attempt) {
+            let (outcome, how) = match failure {
+                Failure::Error(error) => (Outcome::Failed(error), None),
+                Failure::TimedOut(how) => (Outcome::TimedOut, Some(how)),
+            };
+            return self.finish(i, outcome, how, None, now);
+        }
+        let error = match failure {
+            Failure::Error(error) => error,
+            Failure::TimedOut(_) => format!("attempt timed out after {:?}", self.timeout(i)),
+        };
+        let spec = self.plan.tasks[i].spec();
+        let backoff = spec
+            .backoff
+            .as_deref()
+            .copied()
+            .unwrap_or(self.config.backoff);
+        let delay = backoff.next_delay(attempt);
+        let name = &self.ctx.names[i];
+        tracing::warn!(task = %name, attempt, %error, ?delay, "cleanup attempt failed; retrying");
+        self.ctx.emit(|| Event::TaskRetrying {
+            name: name.clone(),
+            attempt,
+            delay,
+            error,
+        });
+        self.tasks[i].state = State::Retrying { attempt };
+        self.timers
+            .add(after(now, delay), i as u32, attempt, Due::Retry);
+    }
+}

@@ -1,0 +1,63 @@
+//! Category releases under way when the shutdown began: the shutdown waits
+//! for them (until its deadline, when it stops them) and reports their tasks.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::clock::after;
+use super::scheduler::{Runner, ready};
+
+impl Runner {
+    /// Waits for the category releases under way (until the deadline, when
+    /// they are stopped) and keeps their tasks for the report; requests for
+    /// the report so far are answered meanwhile.
+    pub(super) async fn await_releases(&mut self) {
+        let snapshots = self.snapshots.clone();
+        let mut halted = false;
+        while let Some(release) = self.releases.first().cloned() {
+            let mut report = release.report.clone();
+            // After a halt, a release answers at once unless its runtime is
+            // stuck: then its tasks cannot be reported.
+            let limit = match halted {
+                false => self.deadline,
+                true => after(Instant::now(), RELEASE_ANSWER),
+            };
+            let in_time = tokio::select! {
+                finished = report.wait_for(Option::is_some) => finished.is_ok(),
+                () = until(limit) => false,
+                () = ready(snapshots.as_deref()) => {
+                    self.serve_snapshots();
+                    continue;
+                }
+            };
+            if !in_time && !halted {
+                halted = true;
+                self.releases.iter().for_each(|r| r.halt.cancel());
+                continue;
+            }
+            self.releases.remove(0);
+            let report = release.report.borrow().clone();
+            match report {
+                Some(report) => {
+                    let shift = release.t0.saturating_duration_since(self.t0);
+                    let tasks = report.tasks().iter().map(|t| t.shifted(shift));
+                    self.released_tasks.extend(tasks);
+                }
+                None => tracing::error!(
+                    "a category release did not answer its halt; its tasks are not in the report"
+                ),
+            }
+        }
+    }
+}
+
+/// How long a halted category release has to hand its report over.
+const RELEASE_ANSWER: Duration = Duration::from_millis(100);
+
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
