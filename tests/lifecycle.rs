@@ -5,23 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use compactor_e2e::Running;
-
-const STARTUP: Duration = Duration::from_secs(60);
-const RUN: Duration = Duration::from_secs(30);
+use compactor_e2e::{RUN, Running, STARTUP, cleanups, printed_report};
 
 fn app(args: &[&str]) -> Running {
     let mut app = Running::start_path(Path::new(env!("CARGO_BIN_EXE_lifecycle-app")), args);
     app.wait_for("ready", STARTUP);
     app
-}
-
-/// The cleanups in the order they started.
-fn cleanups(lines: &[String]) -> Vec<&str> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("cleanup "))
-        .collect()
 }
 
 #[test]
@@ -168,11 +157,7 @@ fn run_until_shutdown_returns_143_after_sigterm_and_main_prints_the_report() {
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(143), "{out:#?}");
-    assert!(
-        out.iter()
-            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
-        "{out:#?}"
-    );
+    assert!(printed_report(&out, "SIGTERM"), "{out:#?}");
 }
 
 #[test]

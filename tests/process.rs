@@ -8,10 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use compactor_e2e::{Running, scratch_dir, send_signal};
-
-const STARTUP: Duration = Duration::from_secs(60);
-const RUN: Duration = Duration::from_secs(30);
+use compactor_e2e::{RUN, Running, STARTUP, cleanups, printed_report, scratch_dir, send_signal};
 
 fn app_path() -> &'static str {
     env!("CARGO_BIN_EXE_lifecycle-app")
@@ -31,13 +28,6 @@ fn wrapped(wrapper: &str, wrapper_args: &[&str], args: &[&str]) -> Running {
     let mut app = Running::start_path(Path::new(wrapper), &all);
     app.wait_for("ready", STARTUP);
     app
-}
-
-fn cleanups(lines: &[String]) -> Vec<&str> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("cleanup "))
-        .collect()
 }
 
 const PID_NAMESPACE: [&str; 3] = ["--pid", "--fork", "--mount-proc"];
@@ -84,18 +74,14 @@ fn as_pid_1_a_signal_no_instance_listens_for_ends_the_process() {
 #[test]
 fn under_tini_sigterm_runs_the_cleanup_and_exits_143() {
     let app = wrapped("tini", &["--"], &[]);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
+    let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
 fn under_dumb_init_sigterm_runs_the_cleanup_and_exits_143() {
     let app = wrapped("dumb-init", &[], &[]);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
+    let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
@@ -158,40 +144,28 @@ fn supervisorctl_stop_is_graceful_and_never_needs_sigkill() {
 #[test]
 fn once_the_only_listening_instance_is_gone_sigterm_ends_the_process() {
     let app = app(&["--mode", "dropped"]);
-    app.signal("TERM");
-    let (code, _) = app.finish(RUN);
-    assert_eq!(code, Some(143));
+    app.stopped_by("TERM", 143);
 }
 
 #[test]
 fn a_run_whose_set_up_runtime_is_gone_still_runs_the_cleanup() {
     let app = app(&["--mode", "dead-runtime"]);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
+    let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
 fn registering_from_a_plain_thread_listens_for_signals() {
     let app = app(&["--mode", "thread"]);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
+    let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
 fn registering_on_a_runtime_without_io_listens_for_signals() {
     let app = app(&["--mode", "no-io"]);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
-    assert!(
-        out.iter()
-            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
-        "{out:#?}"
-    );
+    let out = app.stopped_by("TERM", 143);
+    assert!(printed_report(&out, "SIGTERM"), "{out:#?}");
 }
 
 #[test]
@@ -217,13 +191,9 @@ fn the_watchdog_ends_a_signal_started_run_with_every_worker_blocked() {
 #[test]
 fn the_report_reaches_main_in_every_run() {
     for round in 0..50 {
-        let app = app(&["--mode", "wait"]);
-        app.signal("TERM");
-        let (code, out) = app.finish(RUN);
-        assert_eq!(code, Some(143), "round {round}: {out:#?}");
+        let out = app(&["--mode", "wait"]).stopped_by("TERM", 143);
         assert!(
-            out.iter()
-                .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
+            printed_report(&out, "SIGTERM"),
             "round {round}: the report was lost: {out:#?}"
         );
     }

@@ -174,6 +174,37 @@ impl Running {
     }
 }
 
+/// How long a test app may take to start (a fresh machine builds it first).
+pub const STARTUP: Duration = Duration::from_secs(60);
+/// How long a test app may take to do what a test asks.
+pub const RUN: Duration = Duration::from_secs(30);
+
+/// The cleanups a test app printed, in the order they started
+/// (`cleanup NAME` lines).
+pub fn cleanups(lines: &[String]) -> Vec<&str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("cleanup "))
+        .collect()
+}
+
+/// Whether the app printed the report of a shutdown that `reason` began.
+pub fn printed_report(lines: &[String], reason: &str) -> bool {
+    let head = format!("shutdown ({reason}) finished");
+    lines.iter().any(|l| l.starts_with(&head))
+}
+
+impl Running {
+    /// Sends `signal`, waits for the exit, checks its code; returns what the
+    /// process printed.
+    pub fn stopped_by(self, signal: &str, code: i32) -> Vec<String> {
+        self.signal(signal);
+        let (got, out) = self.finish(RUN);
+        assert_eq!(got, Some(code), "{out:#?}");
+        out
+    }
+}
+
 /// Sends a real signal to `pid` with `kill`.
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
