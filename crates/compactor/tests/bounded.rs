@@ -683,3 +683,51 @@ async fn a_release_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_i
     assert!(!asked.lock().unwrap().take().unwrap().is_complete());
     assert!(release.await.unwrap().is_clean());
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_duration_setting_works_at_its_smallest() {
+    let tiny = Duration::from_nanos(1);
+    let c = Compactor::builder()
+        .default_timeout(tiny)
+        .cancel_grace(tiny)
+        .backoff(Backoff::fixed(tiny))
+        .event_capacity(1)
+        .concurrency_limit(1)
+        .build();
+    let mut events = c.subscribe();
+    c.task("slow")
+        .retries(1)
+        .register(|| tokio::time::sleep(Duration::from_secs(1)))
+        .unwrap();
+    c.task("cancellable")
+        .timeout(tiny)
+        .register_cancellable(|token| async move { token.cancelled().await })
+        .unwrap();
+    let report = c.shutdown().await;
+    let slow = report.task("slow").unwrap();
+    assert_eq!((slow.outcome(), slow.attempts()), (&Outcome::TimedOut, 2));
+    let cancellable = report.task("cancellable").unwrap();
+    assert_eq!(cancellable.outcome(), &Outcome::TimedOut);
+    // A one-event channel keeps the last event, and says how many it lost.
+    assert!(matches!(
+        events.try_recv(),
+        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
+    ));
+    assert!(matches!(
+        events.try_recv(),
+        Ok(compactor::Event::ShutdownFinished { .. })
+    ));
+
+    let c = Compactor::builder()
+        .deadline(tiny)
+        .phase_budget(Priority::Normal, tiny)
+        .build();
+    c.register("late", || tokio::time::sleep(Duration::from_secs(1)))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(matches!(
+        report.task("late").unwrap().outcome(),
+        Outcome::Cancelled | Outcome::Skipped(_)
+    ));
+    assert!(report.duration() <= Duration::from_millis(1), "{report}");
+}
