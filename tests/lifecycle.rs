@@ -112,8 +112,9 @@ fn two_signals_at_once_before_the_run_end_the_process_once() {
     app.signal("TERM");
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
-    // The second forces the exit, however soon after the first it comes
-    // (the listener counts deliveries, not flags): 143, no cleanup twice.
+    // Either the second forces the exit, or it came before the listener read
+    // the first and counts as one with it (signal-hook coalesces a pending
+    // signal): 143 either way, and no cleanup twice.
     assert_eq!(code, Some(143), "{out:#?}");
     let ran = cleanups(&out);
     let mut unique = ran.clone();

@@ -198,3 +198,31 @@ fn the_report_reaches_main_in_every_run() {
         );
     }
 }
+
+#[test]
+fn main_waiting_for_the_report_and_then_lingering_is_ended_within_the_exit_grace() {
+    let app = app(&["--mode", "wait", "--linger-ms", "20000"]);
+    app.signal("TERM");
+    let (code, out, err) = app.finish_all(RUN);
+    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+    assert!(printed_report(&out, "SIGTERM"), "main had the report first");
+    assert!(
+        err.iter()
+            .any(|l| l.contains("did not end the process within")),
+        "{err:#?}"
+    );
+}
+
+#[test]
+fn one_instance_done_does_not_cut_another_instances_run_short() {
+    // The global instance finishes at once; the library's takes 300 ms.
+    let out = app(&["--library", "--library-slow-ms", "300"]).stopped_by("TERM", 143);
+    assert!(out.iter().any(|l| l == "library done"), "{out:#?}");
+    assert_eq!(cleanups(&out).len(), 4, "{out:#?}");
+}
+
+#[test]
+fn a_kept_current_thread_runtime_nobody_drives_does_not_get_the_run() {
+    let out = app(&["--mode", "idle-current-thread"]).stopped_by("TERM", 143);
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}

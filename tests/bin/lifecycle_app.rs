@@ -21,6 +21,7 @@
 //! | `--linger-ms MS` | in `run` mode, main waits MS after printing the report |
 //! | `--no-auto-listen` | `Builder::auto_listen(false)`: the app owns its signals |
 //! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
+//! | `--library-slow-ms MS` | with `--library`: the library's instance keeps the default exit policy and its cleanup takes MS, then prints `library done` |
 //!
 //! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
 //! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
@@ -34,6 +35,7 @@
 //! | `dead-runtime` | registers inside a short-lived runtime, then serves on another |
 //! | `thread` | registers from a plain thread, no runtime anywhere |
 //! | `no-io` | registers inside a current-thread runtime without I/O |
+//! | `idle-current-thread` | registers inside a current-thread runtime that it keeps but no longer drives |
 //! | `wait` | awaits `wait()`, prints the report and returns its exit code |
 
 use std::process::ExitCode;
@@ -60,6 +62,7 @@ struct Flags {
     linger_ms: u64,
     no_auto_listen: bool,
     library: bool,
+    library_slow_ms: Option<u64>,
 }
 
 fn flags() -> Flags {
@@ -87,6 +90,7 @@ fn flags() -> Flags {
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
             "--no-auto-listen" => flags.no_auto_listen = true,
             "--library" => flags.library = true,
+            "--library-slow-ms" => flags.library_slow_ms = Some(value().parse().unwrap()),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -205,6 +209,17 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_secs(3600));
             return ExitCode::SUCCESS;
         }
+        "idle-current-thread" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async { register(c, &flags) });
+            println!("ready");
+            std::thread::sleep(Duration::from_secs(3600));
+            drop(runtime);
+            return ExitCode::SUCCESS;
+        }
         "no-io" => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
@@ -250,8 +265,24 @@ fn main() -> ExitCode {
         register(c, &flags);
         // Kept for the life of the app, listening beside the global instance.
         let _library = flags.library.then(|| {
-            let library = Compactor::builder().signal_exit(SignalExit::Return).build();
-            library.register("library", printing("library")).unwrap();
+            let library = match flags.library_slow_ms {
+                Some(ms) => {
+                    let library = Compactor::new();
+                    library
+                        .register("library", move || async move {
+                            println!("cleanup library");
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                            println!("library done");
+                        })
+                        .unwrap();
+                    library
+                }
+                None => {
+                    let library = Compactor::builder().signal_exit(SignalExit::Return).build();
+                    library.register("library", printing("library")).unwrap();
+                    library
+                }
+            };
             library.listen_for_signals().unwrap();
             library
         });
@@ -269,6 +300,7 @@ fn main() -> ExitCode {
         if flags.mode == "wait" {
             let report = c.wait().await;
             println!("{report}");
+            std::thread::sleep(Duration::from_millis(flags.linger_ms));
             return ExitCode::from(report.exit_code());
         }
         let accepted = Arc::new(AtomicUsize::new(0));

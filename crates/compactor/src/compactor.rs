@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     /// Callers waiting for the report right now: while any does, the
     /// application ends the process after a signal-started run.
     pub(crate) waiters: AtomicUsize,
+    /// After a signal-started run, who ends the process, decided once as
+    /// the report goes out: [`AFTER_RUN_LIBRARY`] or [`AFTER_RUN_APPLICATION`].
+    after_run: std::sync::atomic::AtomicU8,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
@@ -177,6 +180,7 @@ impl Compactor {
                 signals_armed: AtomicBool::new(false),
                 signal_exit,
                 waiters: AtomicUsize::new(0),
+                after_run: std::sync::atomic::AtomicU8::new(0),
                 scope: OnceLock::new(),
                 tracker: OnceLock::new(),
                 tracker_registered: AtomicBool::new(false),
@@ -516,7 +520,25 @@ impl Compactor {
 
     /// Drives a begun shutdown: here, or on the library's own runtime.
     pub(crate) fn drive(&self, started: Started, own: bool) {
-        let run = started.run();
+        // Built here, from user-visible state (and with tracing, whose
+        // layers are the user's): a panic must not leave a shutdown begun
+        // that no run will finish.
+        let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| started.run())) {
+            Ok(run) => run,
+            Err(panic) => {
+                let message = crate::run::attempt::message_of(panic);
+                tracing::error!(panic = %message, "the shutdown's run could not be built");
+                let names = self
+                    .inner
+                    .run
+                    .get()
+                    .map(|c| c.names.clone())
+                    .unwrap_or_default();
+                let report = crate::run::stalled_report(&names, self.inner.signal_exit());
+                self.inner.report.send_replace(Some(report));
+                return;
+            }
+        };
         if let Some(ctx) = self.inner.run.get() {
             ctx.driven_here(own);
         }
@@ -622,8 +644,17 @@ fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
         // Shut down on its own: the parent has nothing left to do for it.
         task.unregister();
     }
-    let exits = exits_after_run(&inner);
-    let (hook, grace) = (inner.config.before_exit.clone(), inner.config.exit_grace);
+    if inner.by_signal.load(Ordering::Acquire) {
+        // Decided once, here: the process layer acts on it.
+        let library =
+            inner.signal_exit != SignalExit::Return && inner.waiters.load(Ordering::Acquire) == 0;
+        let decision = if library {
+            AFTER_RUN_LIBRARY
+        } else {
+            AFTER_RUN_APPLICATION
+        };
+        inner.after_run.store(decision, Ordering::Release);
+    }
     let sender = inner.report.clone();
     // The instance may go as soon as callers have the report.
     drop(inner);
@@ -631,18 +662,18 @@ fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
     ctx.emit(|| Event::ShutdownFinished {
         report: report.clone(),
     });
-    let code = report.exit_code();
     sender.send_replace(Some(report));
-    if exits {
-        tracing::info!(code, "exiting after a signal-started shutdown");
-        crate::process::exit::end_process(code, None, hook.as_ref(), grace);
-    }
+    crate::process::run_over();
 }
 
+/// After a signal-started run: the library ends the process.
+const AFTER_RUN_LIBRARY: u8 = 1;
+/// After a signal-started run: the application, which waits for the
+/// report, ends the process (within the exit grace).
+const AFTER_RUN_APPLICATION: u8 = 2;
+
 fn exits_after_run(inner: &Inner) -> bool {
-    inner.by_signal.load(Ordering::Acquire)
-        && inner.signal_exit != SignalExit::Return
-        && inner.waiters.load(Ordering::Acquire) == 0
+    inner.after_run.load(Ordering::Acquire) == AFTER_RUN_LIBRARY
 }
 
 /// Counts a caller waiting for the report while it lives.

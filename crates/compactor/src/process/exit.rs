@@ -127,6 +127,9 @@ impl fmt::Debug for BeforeExit {
     }
 }
 
+/// The longest the `before_exit` hook is waited for, whatever the exit grace.
+const HOOK_AT_MOST: Duration = Duration::from_secs(5);
+
 /// Ends the process with `code`: `why` on stderr first (one line), then the
 /// application's hook (given `limit` to return), then stdout and stderr
 /// flushed.
@@ -137,6 +140,13 @@ pub(crate) fn end_process(
     limit: Duration,
 ) -> ! {
     use std::io::Write as _;
+    static ENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ENDING.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        // Another thread is ending the process already.
+        loop {
+            std::thread::park();
+        }
+    }
     if let Some(why) = why {
         eprintln!("compactor: {why}");
     }
@@ -151,7 +161,7 @@ pub(crate) fn end_process(
             });
         if ran.is_ok() {
             // A hook that hangs does not keep the process.
-            let _ = finished.recv_timeout(limit);
+            let _ = finished.recv_timeout(limit.min(HOOK_AT_MOST));
         }
     }
     let _ = std::io::stdout().flush();

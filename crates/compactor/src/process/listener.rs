@@ -35,8 +35,9 @@ struct Entry {
     id: u64,
     owner: Weak<Inner>,
     signals: Vec<i32>,
-    /// Where the instance listened from: its run is begun there (or, if that
-    /// runtime is gone, goes on on the library's own).
+    /// Where the instance listened from, if a multi-thread runtime: its run
+    /// is begun there (or, if that runtime is gone, goes on on the library's
+    /// own, as it does from the start without one).
     runtime: Option<tokio::runtime::Handle>,
     /// Signals received while its shutdown was under way.
     during_run: u32,
@@ -80,7 +81,11 @@ pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
         id: inner.id,
         owner: Arc::downgrade(inner),
         signals: numbers,
-        runtime: tokio::runtime::Handle::try_current().ok(),
+        // Only a multi-thread runtime runs its tasks by itself; a
+        // current-thread one only while something blocks on it.
+        runtime: tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
         during_run: 0,
     });
     Ok(())
@@ -96,7 +101,11 @@ pub(crate) fn leave(instance: u64) {
 fn receive(mut signals: Signals) {
     for number in signals.forever() {
         if let Some(signal) = Signal::from_number(number) {
-            arrived(signal);
+            // A panic (in a tracing layer, say) must not end the listener.
+            let handled = std::panic::catch_unwind(|| arrived(signal));
+            if handled.is_err() {
+                tracing::error!(%signal, "handling a signal panicked");
+            }
         }
     }
 }

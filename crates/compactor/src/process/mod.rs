@@ -33,6 +33,12 @@ pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
     listener::join(inner).inspect_err(|_| inner.signals_armed.store(false, Ordering::Release))
 }
 
+/// A run's report is out: the watchdog looks at once.
+pub(crate) fn run_over() {
+    #[cfg(unix)]
+    watchdog::wake();
+}
+
 /// The instance is going: it listens no more.
 #[cfg(unix)]
 pub(crate) fn stop_listening(instance: u64) {

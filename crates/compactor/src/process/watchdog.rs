@@ -1,17 +1,23 @@
 //! The watchdog of signal-started runs: one thread for the process, started
-//! with the listener (so a signal starts no thread), that ends the process
-//! if a run has not finished by its deadline + the exit grace, however
-//! stuck the runtime is, and that gives an application that took the exit
-//! over (by waiting for the report) the grace to end the process itself.
+//! with the listener (so a signal starts no thread), and the one place that
+//! ends the process after such a run:
+//!
+//! - when every signal-started run has finished and the library is to end
+//!   the process (nobody waited for the reports), at once, with the first
+//!   report's code: one instance's exit never cuts another's run short;
+//! - when a run has not finished by its deadline + the exit grace, however
+//!   stuck the runtime is, with the signal's code, naming what still runs;
+//! - when the application took the exit over (it waited for the report) and
+//!   has not ended the process within the exit grace, with the report's code.
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use super::exit::{Signal, end_process};
+use super::exit::{BeforeExit, Signal, end_process};
 use super::listener::still_running;
 use crate::compactor::{Compactor, Inner};
 
-/// How often the watchdog looks at the runs it watches.
+/// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// A run being watched.
@@ -20,13 +26,24 @@ struct Watched {
     signal: Signal,
     /// When the run must have finished (`None`: no limit).
     limit: Option<Instant>,
-    /// Once the report is out and the application has the exit: when the
-    /// process must have ended.
-    handed_over: Option<Option<Instant>>,
+    grace: Duration,
+    hook: Option<BeforeExit>,
+    /// The report is out.
+    after: Option<After>,
+}
+
+#[derive(Clone, Copy)]
+enum After {
+    /// The library ends the process, with this code, once every watched run
+    /// is over.
+    Library(u8),
+    /// The application ends the process by then, else the library does,
+    /// with this code.
+    Application { until: Option<Instant>, code: u8 },
 }
 
 static WATCHED: Mutex<Vec<Watched>> = Mutex::new(Vec::new());
-static ARMED: Condvar = Condvar::new();
+static LOOK: Condvar = Condvar::new();
 
 fn watched() -> MutexGuard<'static, Vec<Watched>> {
     WATCHED.lock().unwrap_or_else(PoisonError::into_inner)
@@ -50,63 +67,86 @@ pub(crate) fn watch(compactor: &Compactor, signal: Signal) {
         owner: std::sync::Arc::downgrade(&compactor.inner),
         signal,
         limit,
-        handed_over: None,
+        grace: config.exit_grace,
+        hook: config.before_exit.clone(),
+        after: None,
     });
-    ARMED.notify_one();
+    LOOK.notify_one();
+}
+
+/// A report is out: look now rather than at the next round.
+pub(crate) fn wake() {
+    LOOK.notify_one();
 }
 
 fn guard() {
     let mut list = watched();
     loop {
         list = match list.is_empty() {
-            true => ARMED.wait(list).unwrap_or_else(PoisonError::into_inner),
+            true => LOOK.wait(list).unwrap_or_else(PoisonError::into_inner),
             false => {
-                ARMED
-                    .wait_timeout(list, LOOK_EVERY)
+                LOOK.wait_timeout(list, LOOK_EVERY)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0
             }
         };
         let now = Instant::now();
         list.retain_mut(|w| look(w, now));
+        let all_over = list
+            .iter()
+            .all(|w| matches!(w.after, Some(After::Library(_))));
+        if let (Some(first), true) = (list.first(), all_over) {
+            let Some(After::Library(code)) = first.after else {
+                unreachable!("all are over")
+            };
+            tracing::info!(code, "exiting after a signal-started shutdown");
+            end_process(code, None, first.hook.as_ref(), first.grace);
+        }
     }
 }
 
-/// Acts on one watched run; `false` once there is nothing left to watch.
+/// Looks at one watched run; `false` once there is nothing to watch.
 fn look(watched: &mut Watched, now: Instant) -> bool {
+    if let Some(After::Application { until, code }) = watched.after {
+        if until.is_some_and(|until| now >= until) {
+            let (signal, grace) = (watched.signal, watched.grace);
+            let why = format!(
+                "the application did not end the process within {grace:?} of the shutdown after {signal}; exiting with code {code}"
+            );
+            end_process(code, Some(why), watched.hook.as_ref(), grace);
+        }
+        return true;
+    }
+    if watched.after.is_some() {
+        return true;
+    }
     let Some(inner) = watched.owner.upgrade() else {
+        // The instance went before its report: nothing of it to end.
         return false;
     };
     let compactor = Compactor { inner };
-    let inner = &compactor.inner;
-    let (signal, grace) = (watched.signal, inner.config.exit_grace);
-    let hook = inner.config.before_exit.as_ref();
-    match (compactor.report(), watched.handed_over) {
-        (None, _) if watched.limit.is_some_and(|limit| now >= limit) => {
+    match compactor.report() {
+        Some(report) if compactor.exits_after_run() => {
+            watched.after = Some(After::Library(report.exit_code()));
+        }
+        Some(report) => {
+            watched.after = Some(After::Application {
+                until: now.checked_add(watched.grace),
+                code: report.exit_code(),
+            });
+        }
+        None if watched.limit.is_some_and(|limit| now >= limit) => {
+            let (signal, grace) = (watched.signal, watched.grace);
+            let inner = &compactor.inner;
             let code = signal.exit_code();
             let why = format!(
                 "the shutdown after {signal} passed its deadline and grace ({:?} + {grace:?}); exiting with code {code}; still running: {}",
                 inner.config.deadline,
                 still_running(inner)
             );
-            end_process(code, Some(why), hook, grace);
+            end_process(code, Some(why), watched.hook.as_ref(), grace);
         }
-        (None, _) => true,
-        // The run's own exit is under way.
-        (Some(_), None) if compactor.exits_after_run() => false,
-        (Some(_), None) => {
-            // The application waits for the report and ends the process:
-            // within the grace.
-            watched.handed_over = Some(now.checked_add(grace));
-            true
-        }
-        (Some(report), Some(Some(until))) if now >= until => {
-            let code = report.exit_code();
-            let why = format!(
-                "the application did not end the process within {grace:?} of the shutdown after {signal}; exiting with code {code}"
-            );
-            end_process(code, Some(why), hook, grace);
-        }
-        (Some(_), Some(_)) => true,
+        None => {}
     }
+    true
 }
