@@ -232,7 +232,8 @@ impl Builder {
     /// itself (after a signal-started run, on a second signal, past the
     /// deadline + exit grace): flush logs, telemetry, a tracing-appender's
     /// guard. It runs on a thread of its own and is given the
-    /// [exit grace](Self::exit_grace) at most; a panic in it is ignored.
+    /// [exit grace](Self::exit_grace), and 5 s, at most; a panic in it is
+    /// ignored.
     pub fn before_exit(mut self, hook: impl Fn(u8) + Send + Sync + 'static) -> Self {
         self.config.before_exit = Some(crate::process::exit::BeforeExit(std::sync::Arc::new(hook)));
         self
