@@ -558,18 +558,10 @@ impl Compactor {
         }
         inner.registry.close();
         inner.token.cancel();
-        let span = tracing::info_span!(
-            "shutdown",
-            instance = inner.id,
-            %reason,
-            tasks = tracing::field::Empty,
-            clean = tracing::field::Empty,
-        );
         Some(Started {
             compactor: self.clone(),
             reason,
             t0,
-            span,
         })
     }
 }
@@ -580,7 +572,6 @@ pub(crate) struct Started {
     compactor: Compactor,
     reason: ShutdownReason,
     t0: Instant,
-    span: tracing::Span,
 }
 
 impl Started {
@@ -591,8 +582,14 @@ impl Started {
             compactor,
             reason,
             t0,
-            span,
         } = self;
+        let span = tracing::info_span!(
+            "shutdown",
+            instance = compactor.inner.id,
+            %reason,
+            tasks = tracing::field::Empty,
+            clean = tracing::field::Empty,
+        );
         let (drained, shape) = compactor.inner.registry.drain();
         let mut plan = Plan::new(drained, shape);
         let ctx = compactor.run_context(&mut plan);
