@@ -91,6 +91,7 @@ mod registry;
 mod report;
 mod run;
 mod scope;
+mod signal;
 mod task;
 pub mod testing;
 
@@ -102,11 +103,11 @@ pub use crate::error::Error;
 pub use crate::event::Event;
 pub use crate::inventory::{Coverage, Inventory};
 pub use crate::priority::{Category, Priority};
-pub use crate::process::exit::{Signal, SignalExit};
 pub use crate::report::{
     CategorySummary, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport,
     SkipReason, TaskReport,
 };
+pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::{TaskBuilder, TaskHandle};
 
 /// The README's examples, compiled as doctests so they stay true.

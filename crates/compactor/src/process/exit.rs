@@ -1,5 +1,4 @@
-//! The signals that start a shutdown, the exit codes, and ending the
-//! process.
+//! Ending the process.
 //!
 //! The process always ends with `std::process::exit(128 + n)` after signal
 //! `n`, never by re-raising the signal: a process that is PID 1 (a container
@@ -10,111 +9,6 @@
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-use crate::ShutdownReason;
-
-/// A signal that can start a shutdown.
-///
-/// The numbers are those of Linux, the BSDs and macOS; on Windows only
-/// [`Signal::Interrupt`] (Ctrl-C) is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Signal {
-    /// `SIGINT` (2): Ctrl-C in a terminal.
-    Interrupt,
-    /// `SIGTERM` (15): what `kill`, systemd and Kubernetes send to stop a process.
-    Terminate,
-    /// `SIGHUP` (1): the terminal went away.
-    Hangup,
-    /// `SIGQUIT` (3): Ctrl-\ in a terminal.
-    Quit,
-}
-
-impl Signal {
-    /// The signal's number.
-    pub const fn number(self) -> i32 {
-        match self {
-            Signal::Hangup => 1,
-            Signal::Interrupt => 2,
-            Signal::Quit => 3,
-            Signal::Terminate => 15,
-        }
-    }
-
-    /// The conventional name, e.g. `"SIGTERM"`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Signal::Hangup => "SIGHUP",
-            Signal::Interrupt => "SIGINT",
-            Signal::Quit => "SIGQUIT",
-            Signal::Terminate => "SIGTERM",
-        }
-    }
-
-    /// The exit code a shell reports for a process ended by this signal:
-    /// 128 + its number (130 for `SIGINT`, 143 for `SIGTERM`).
-    pub const fn exit_code(self) -> u8 {
-        128 + self.number() as u8
-    }
-
-    #[cfg(unix)]
-    pub(crate) fn from_number(number: i32) -> Option<Signal> {
-        [
-            Signal::Hangup,
-            Signal::Interrupt,
-            Signal::Quit,
-            Signal::Terminate,
-        ]
-        .into_iter()
-        .find(|s| s.number() == number)
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for Signal {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-/// What the process does once a shutdown started by a signal has finished.
-///
-/// A second signal during the run always ends the process at once, with the
-/// code of that signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum SignalExit {
-    /// Exit with 128 + the signal number (130 for `SIGINT`, 143 for `SIGTERM`),
-    /// as a process killed by the signal would. The default.
-    #[default]
-    WithSignalCode,
-    /// Exit with 0 after a clean run (for supervisors that count 143 as a
-    /// failure), with 128 + the signal number otherwise.
-    ZeroIfClean,
-    /// Do not exit: the application decides, e.g. by returning
-    /// [`ShutdownReport::exit_code`](crate::ShutdownReport::exit_code) from
-    /// `main`. (An application that waits for the report, with
-    /// [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown) for one, decides anyway.)
-    Return,
-}
-
-/// The exit code for a run that ended this way.
-pub(crate) fn exit_code(reason: &ShutdownReason, clean: bool, policy: SignalExit) -> u8 {
-    match reason {
-        ShutdownReason::Signal(_) if clean && policy == SignalExit::ZeroIfClean => 0,
-        ShutdownReason::Signal(signal) => signal.exit_code(),
-        ShutdownReason::Panic(_) => 101,
-        ShutdownReason::ServiceFailed(_) => 1,
-        _ if clean => 0,
-        _ => 1,
-    }
-}
 
 /// Called with the exit code just before the library ends the process: see
 /// [`Builder::before_exit`](crate::Builder::before_exit).

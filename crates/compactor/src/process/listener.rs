@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use signal_hook::iterator::{Handle, Signals};
 
-use super::exit::{Signal, end_process};
+use super::exit::end_process;
+use crate::Signal;
 use crate::compactor::{Compactor, Inner};
 use crate::{Error, ShutdownReason};
 

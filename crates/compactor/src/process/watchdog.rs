@@ -13,8 +13,9 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use super::exit::{BeforeExit, Signal, end_process};
+use super::exit::{BeforeExit, end_process};
 use super::listener::still_running;
+use crate::Signal;
 use crate::compactor::{Compactor, Inner};
 
 /// How often the watchdog looks while it watches runs.

@@ -416,7 +416,7 @@ impl ShutdownReport {
         policy: crate::SignalExit,
     ) -> Self {
         let clean = complete && tasks.iter().all(|t| t.outcome.is_clean());
-        let exit_code = crate::process::exit::exit_code(&reason, clean, policy);
+        let exit_code = crate::signal::exit_code(&reason, clean, policy);
         ShutdownReport(Arc::new(ReportData {
             reason,
             complete,
