@@ -226,3 +226,15 @@ fn a_kept_current_thread_runtime_nobody_drives_does_not_get_the_run() {
     let out = app(&["--mode", "idle-current-thread"]).stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
+
+#[test]
+fn a_before_exit_hook_that_never_returns_does_not_keep_the_process() {
+    let out = app(&["--before-exit-hangs"]).stopped_by("TERM", 143);
+    assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
+    // The forced exit too: the second signal, past a hanging cleanup.
+    let mut stuck = app(&["--before-exit-hangs", "--hang"]);
+    stuck.signal("TERM");
+    stuck.wait_for("cleanup stuck", RUN);
+    let out = stuck.stopped_by("TERM", 143);
+    assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
+}

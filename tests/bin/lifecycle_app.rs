@@ -25,6 +25,7 @@
 //!
 //! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
 //! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
+//! | `--before-exit-hangs` | `Builder::before_exit` prints `before exit CODE`, then never returns |
 //!
 //! Modes without the usual runtime:
 //!
@@ -52,6 +53,7 @@ struct Flags {
     stuck_blocking: bool,
     hang_workers: bool,
     before_exit: bool,
+    before_exit_hangs: bool,
     deadline_ms: u64,
     register_slowly: Option<usize>,
     panic_after: Option<u64>,
@@ -80,6 +82,7 @@ fn flags() -> Flags {
             "--stuck-blocking" => flags.stuck_blocking = true,
             "--hang-workers" => flags.hang_workers = true,
             "--before-exit" => flags.before_exit = true,
+            "--before-exit-hangs" => flags.before_exit_hangs = true,
             "--deadline-ms" => flags.deadline_ms = value().parse().unwrap(),
             "--register-slowly" => flags.register_slowly = Some(value().parse().unwrap()),
             "--panic-after-ms" => flags.panic_after = Some(value().parse().unwrap()),
@@ -168,6 +171,14 @@ fn main() -> ExitCode {
     }
     if flags.before_exit {
         builder = builder.before_exit(|code| println!("before exit {code}"));
+    }
+    if flags.before_exit_hangs {
+        builder = builder.before_exit(|code| {
+            println!("before exit {code}");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        });
     }
     let c = Compactor::init_global(builder).unwrap();
 
