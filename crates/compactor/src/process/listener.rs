@@ -14,8 +14,10 @@
 //! | after the shutdown | the process ends with 128 + n (unless the run's own exit is under way) |
 //!
 //! A thread, not a task: it needs no runtime to be alive, and it acts when
-//! every runtime worker is blocked by a cleanup.
+//! every runtime worker is blocked by a cleanup. A run a signal starts goes
+//! on the library's own runtime, which a signal finds alive and idle.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use signal_hook::iterator::{Handle, Signals};
@@ -36,12 +38,8 @@ struct Entry {
     id: u64,
     owner: Weak<Inner>,
     signals: Vec<i32>,
-    /// Where the instance listened from, if a multi-thread runtime: its run
-    /// is begun there (or, if that runtime is gone, goes on on the library's
-    /// own, as it does from the start without one).
-    runtime: Option<tokio::runtime::Handle>,
-    /// Signals received while its shutdown was under way.
-    during_run: u32,
+    /// Deliveries of its signals since it joined.
+    seen: u32,
 }
 
 static LISTENER: Mutex<Option<Listener>> = Mutex::new(None);
@@ -76,18 +74,14 @@ pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
         if !listener.registered.contains(&number) {
             listener.handle.add_signal(number).map_err(problem)?;
             listener.registered.push(number);
+            start_early(number);
         }
     }
     listener.instances.push(Entry {
         id: inner.id,
         owner: Arc::downgrade(inner),
         signals: numbers,
-        // Only a multi-thread runtime runs its tasks by itself; a
-        // current-thread one only while something blocks on it.
-        runtime: tokio::runtime::Handle::try_current()
-            .ok()
-            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
-        during_run: 0,
+        seen: 0,
     });
     Ok(())
 }
@@ -111,68 +105,123 @@ fn receive(mut signals: Signals) {
     }
 }
 
-/// An instance a signal reached, with what it needs to act.
-struct Reached {
-    compactor: Compactor,
-    runtime: Option<tokio::runtime::Handle>,
-    during_run: u32,
+/// Begins the runs a signal starts sooner than the listener thread can: a
+/// task on the library's own runtime, whose I/O driver tokio's signal
+/// handling wakes directly, so an idle process has one wake-up between the
+/// signal and the run where the thread adds its own. It only begins runs
+/// and counts the deliveries it acted on; the thread sees every delivery
+/// and does everything else.
+fn start_early(number: i32) {
+    let Some(runtime) = crate::run::own_runtime() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let kind = tokio::signal::unix::SignalKind::from_raw(number);
+        let Ok(mut arrivals) = tokio::signal::unix::signal(kind) else {
+            return;
+        };
+        while arrivals.recv().await.is_some() {
+            let Some(signal) = Signal::from_number(number) else {
+                continue;
+            };
+            let mut began = false;
+            for (compactor, _) in listening(signal, false) {
+                began |= begin(&compactor, signal);
+            }
+            if began {
+                // For the thread: a delivery acted on already.
+                early_begun(number).fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    });
+}
+
+/// Per signal, the deliveries whose runs the early start began and the
+/// thread has not read yet.
+fn early_begun(number: i32) -> &'static AtomicU32 {
+    static BEGUN: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
+    &BEGUN[number.clamp(0, 31) as usize]
+}
+
+/// Takes one delivery off the early start's count, if there is one.
+fn taken_by_early_start(number: i32) -> bool {
+    early_begun(number)
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// The instances that listen for `signal`; `count`: as a delivery, seen.
+fn listening(signal: Signal, count: bool) -> Vec<(Compactor, u32)> {
+    let mut guard = listener();
+    let Some(listener) = guard.as_mut() else {
+        return Vec::new();
+    };
+    listener.instances.retain(|e| e.owner.strong_count() > 0);
+    listener
+        .instances
+        .iter_mut()
+        .filter(|e| e.signals.contains(&signal.number()))
+        .filter_map(|e| {
+            e.seen += u32::from(count);
+            Some((
+                Compactor {
+                    inner: e.owner.upgrade()?,
+                },
+                e.seen,
+            ))
+        })
+        .collect()
+}
+
+/// Begins the run of a signal on the library's own runtime (which a signal
+/// finds alive and idle, whatever the application's runtimes are doing);
+/// whether it did.
+fn begin(compactor: &Compactor, signal: Signal) -> bool {
+    if compactor.is_shutting_down() {
+        return false;
+    }
+    tracing::info!(%signal, "signal received: starting shutdown");
+    let started = match crate::run::own_runtime() {
+        Some(runtime) => {
+            let _entered = runtime.enter();
+            compactor.begin(ShutdownReason::Signal(signal))
+        }
+        None => compactor.begin(ShutdownReason::Signal(signal)),
+    };
+    if started {
+        super::watchdog::watch(compactor, signal);
+    }
+    started
 }
 
 fn arrived(signal: Signal) {
-    let reached: Vec<Reached> = {
-        let mut guard = listener();
-        let Some(listener) = guard.as_mut() else {
-            return;
-        };
-        listener.instances.retain(|e| e.owner.strong_count() > 0);
-        listener
-            .instances
-            .iter_mut()
-            .filter(|e| e.signals.contains(&signal.number()))
-            .filter_map(|e| {
-                let compactor = Compactor {
-                    inner: e.owner.upgrade()?,
-                };
-                if compactor.is_shutting_down() && compactor.report().is_none() {
-                    e.during_run += 1;
-                }
-                Some(Reached {
-                    compactor,
-                    runtime: e.runtime.clone(),
-                    during_run: e.during_run,
-                })
-            })
-            .collect()
-    };
+    let reached = listening(signal, true);
+    if taken_by_early_start(signal.number()) {
+        // Counted as seen, and acted on already: the instances it reached
+        // may be gone by now, which does not make it a signal nobody hears.
+        return;
+    }
     if reached.is_empty() {
         let code = signal.exit_code();
         let why = format!("{signal} and no instance listens for it: exiting with code {code}");
         end_process(code, Some(why), None, std::time::Duration::ZERO);
     }
-    for instance in reached {
-        act(instance, signal);
+    for (compactor, seen) in reached {
+        act(&compactor, signal, seen);
     }
 }
 
-fn act(reached: Reached, signal: Signal) {
-    let Reached {
-        compactor,
-        runtime,
-        during_run,
-    } = reached;
+/// What a delivery does to one instance; `seen`: its deliveries so far, this
+/// one included. The first may have begun the run already (see
+/// [`start_early`]).
+fn act(compactor: &Compactor, signal: Signal, seen: u32) {
     let inner = &compactor.inner;
     let code = signal.exit_code();
-    if !compactor.is_shutting_down() {
-        tracing::info!(%signal, "signal received: starting shutdown");
-        let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-        if compactor.begin(ShutdownReason::Signal(signal)) {
-            super::watchdog::watch(&compactor, signal);
-        }
-        return;
-    }
+    let first = seen == 1;
     if compactor.report().is_some() {
-        if compactor.exits_after_run() {
-            // The run's own exit, with its code, is under way.
+        if (first && compactor.started_by_signal()) || compactor.exits_after_run() {
+            // The delivery that started the run, or the run's own exit is
+            // under way.
             return;
         }
         let why = format!("{signal} after the shutdown: exiting with code {code}");
@@ -183,11 +232,17 @@ fn act(reached: Reached, signal: Signal) {
             inner.config.exit_grace,
         );
     }
-    if during_run < 2 && !compactor.started_by_signal() {
-        tracing::info!(%signal, "shutdown under way; send the signal again to exit at once");
+    if !compactor.is_shutting_down() {
+        begin(compactor, signal);
         return;
     }
-    force_exit(&compactor, signal);
+    if first {
+        if !compactor.started_by_signal() {
+            tracing::info!(%signal, "shutdown under way; send the signal again to exit at once");
+        }
+        return;
+    }
+    force_exit(compactor, signal);
 }
 
 /// Ends the process at once, naming the cleanups still running.
