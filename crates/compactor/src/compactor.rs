@@ -442,8 +442,8 @@ impl Compactor {
     /// unless [`Builder::auto_listen`] turned it off. On Unix the listener is
     /// a thread (one per process, shared by the instances that listen), so it
     /// works from any thread, with any runtime or none. A run a signal starts
-    /// goes on the runtime the instance listened from, or on the library's
-    /// own when there was none or it has gone.
+    /// goes on the library's own runtime (two worker threads), which a signal
+    /// finds alive and idle whatever the application's runtimes are doing.
     ///
     /// # Errors
     ///
