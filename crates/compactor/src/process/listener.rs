@@ -17,7 +17,6 @@
 //! every runtime worker is blocked by a cleanup. A run a signal starts goes
 //! on the library's own runtime, which a signal finds alive and idle.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use signal_hook::iterator::{Handle, Signals};
@@ -32,6 +31,9 @@ struct Listener {
     handle: Handle,
     registered: Vec<i32>,
     instances: Vec<Entry>,
+    /// Per signal number, the deliveries whose runs the early start began
+    /// and the thread has not read yet.
+    early: [u32; 32],
 }
 
 struct Entry {
@@ -66,6 +68,7 @@ pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
         *guard = Some(Listener {
             handle,
             registered: Vec::new(),
+            early: [0; 32],
             instances: Vec::new(),
         });
     }
@@ -124,53 +127,50 @@ fn start_early(number: i32) {
             let Some(signal) = Signal::from_number(number) else {
                 continue;
             };
-            let mut began = false;
-            for (compactor, _) in listening(signal, false) {
-                began |= begin(&compactor, signal);
-            }
-            if began {
-                // For the thread: a delivery acted on already.
-                early_begun(number).fetch_add(1, Ordering::AcqRel);
-            }
+            let begun = {
+                let mut guard = listener();
+                let Some(listener) = guard.as_mut() else {
+                    continue;
+                };
+                let reached = listener.begin_all(signal);
+                if reached.iter().any(|(_, began)| *began) {
+                    // For the thread: a delivery acted on already.
+                    listener.early[slot(signal)] += 1;
+                }
+                reached
+            };
+            watch(&begun, signal);
         }
     });
 }
 
-/// Per signal, the deliveries whose runs the early start began and the
-/// thread has not read yet.
-fn early_begun(number: i32) -> &'static AtomicU32 {
-    static BEGUN: [AtomicU32; 32] = [const { AtomicU32::new(0) }; 32];
-    &BEGUN[number.clamp(0, 31) as usize]
+fn slot(signal: Signal) -> usize {
+    signal.number().clamp(0, 31) as usize
 }
 
-/// Takes one delivery off the early start's count, if there is one.
-fn taken_by_early_start(number: i32) -> bool {
-    early_begun(number)
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-/// The instances that listen for `signal`; `count`: as a delivery, seen.
-fn listening(signal: Signal, count: bool) -> Vec<(Compactor, u32)> {
-    let mut guard = listener();
-    let Some(listener) = guard.as_mut() else {
-        return Vec::new();
-    };
-    listener.instances.retain(|e| e.owner.strong_count() > 0);
-    listener
-        .instances
-        .iter_mut()
-        .filter(|e| e.signals.contains(&signal.number()))
-        .filter_map(|e| {
-            e.seen += u32::from(count);
-            Some((
-                Compactor {
-                    inner: e.owner.upgrade()?,
-                },
-                e.seen,
-            ))
-        })
-        .collect()
+impl Listener {
+    /// Begins the runs of the instances that listen for `signal` and have
+    /// not begun: under the table's lock, so the early start and the thread
+    /// agree on who began a run. Returns the instances it reached, whether it
+    /// began each: to watch, and to drop, once the lock is released (the
+    /// watchdog takes the table's lock under its own, and an instance's last
+    /// drop takes it to leave).
+    fn begin_all(&mut self, signal: Signal) -> Vec<(Compactor, bool)> {
+        self.instances.retain(|e| e.owner.strong_count() > 0);
+        let mut reached = Vec::new();
+        for entry in &self.instances {
+            if !entry.signals.contains(&signal.number()) {
+                continue;
+            }
+            let Some(inner) = entry.owner.upgrade() else {
+                continue;
+            };
+            let compactor = Compactor { inner };
+            let began = begin(&compactor, signal);
+            reached.push((compactor, began));
+        }
+        reached
+    }
 }
 
 /// Begins the run of a signal on the library's own runtime (which a signal
@@ -181,22 +181,53 @@ fn begin(compactor: &Compactor, signal: Signal) -> bool {
         return false;
     }
     tracing::info!(%signal, "signal received: starting shutdown");
-    let started = match crate::run::own_runtime() {
+    match crate::run::own_runtime() {
         Some(runtime) => {
             let _entered = runtime.enter();
             compactor.begin(ShutdownReason::Signal(signal))
         }
         None => compactor.begin(ShutdownReason::Signal(signal)),
-    };
-    if started {
+    }
+}
+
+fn watch(reached: &[(Compactor, bool)], signal: Signal) {
+    for (compactor, _) in reached.iter().filter(|(_, began)| *began) {
         super::watchdog::watch(compactor, signal);
     }
-    started
 }
 
 fn arrived(signal: Signal) {
-    let reached = listening(signal, true);
-    if taken_by_early_start(signal.number()) {
+    let (reached, begun, taken) = {
+        let mut guard = listener();
+        let Some(listener) = guard.as_mut() else {
+            return;
+        };
+        listener.instances.retain(|e| e.owner.strong_count() > 0);
+        let reached: Vec<(Compactor, u32)> = listener
+            .instances
+            .iter_mut()
+            .filter(|e| e.signals.contains(&signal.number()))
+            .filter_map(|e| {
+                e.seen += 1;
+                Some((
+                    Compactor {
+                        inner: e.owner.upgrade()?,
+                    },
+                    e.seen,
+                ))
+            })
+            .collect();
+        let early = &mut listener.early[slot(signal)];
+        let taken = *early > 0;
+        *early = early.saturating_sub(1);
+        let begun = match taken {
+            true => Vec::new(),
+            false => listener.begin_all(signal),
+        };
+        (reached, begun, taken)
+    };
+    watch(&begun, signal);
+    if taken {
         // Counted as seen, and acted on already: the instances it reached
         // may be gone by now, which does not make it a signal nobody hears.
         return;
@@ -207,13 +238,17 @@ fn arrived(signal: Signal) {
         end_process(code, Some(why), None, std::time::Duration::ZERO);
     }
     for (compactor, seen) in reached {
-        act(&compactor, signal, seen);
+        let began = begun
+            .iter()
+            .any(|(b, began)| *began && Arc::ptr_eq(&b.inner, &compactor.inner));
+        if !began {
+            act(&compactor, signal, seen);
+        }
     }
 }
 
-/// What a delivery does to one instance; `seen`: its deliveries so far, this
-/// one included. The first may have begun the run already (see
-/// [`start_early`]).
+/// What a delivery does to an instance whose run it did not begin; `seen`:
+/// its deliveries so far, this one included.
 fn act(compactor: &Compactor, signal: Signal, seen: u32) {
     let inner = &compactor.inner;
     let code = signal.exit_code();
@@ -231,10 +266,6 @@ fn act(compactor: &Compactor, signal: Signal, seen: u32) {
             inner.config.before_exit.as_ref(),
             inner.config.exit_grace,
         );
-    }
-    if !compactor.is_shutting_down() {
-        begin(compactor, signal);
-        return;
     }
     if first {
         if !compactor.started_by_signal() {
