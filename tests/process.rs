@@ -238,3 +238,14 @@ fn a_before_exit_hook_that_never_returns_does_not_keep_the_process() {
     let out = stuck.stopped_by("TERM", 143);
     assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
 }
+
+#[test]
+fn instances_that_come_and_go_each_get_their_signal_and_the_process_lives_on() {
+    // A delivery whose run ended, and whose instance went, before the
+    // listener thread read it is not a signal nobody hears.
+    let mut app = app(&["--mode", "rounds"]);
+    app.wait_for("done", RUN);
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(0), "{out:#?}");
+    assert!(out.iter().any(|l| l == "round 19"), "{out:#?}");
+}

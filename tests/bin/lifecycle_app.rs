@@ -38,6 +38,7 @@
 //! | `no-io` | registers inside a current-thread runtime without I/O |
 //! | `idle-current-thread` | registers inside a current-thread runtime that it keeps but no longer drives |
 //! | `wait` | awaits `wait()`, prints the report and returns its exit code |
+//! | `rounds` | 20 times, 100 ms apart: an instance (`SignalExit::Return`) listens, the app sends itself `SIGTERM`, waits for the report, drops the instance; prints `done` |
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -229,6 +230,33 @@ fn main() -> ExitCode {
             println!("ready");
             std::thread::sleep(Duration::from_secs(3600));
             drop(runtime);
+            return ExitCode::SUCCESS;
+        }
+        "rounds" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            println!("ready");
+            for round in 0..20 {
+                let instance = Compactor::builder().signal_exit(SignalExit::Return).build();
+                instance.register("round", || async {}).unwrap();
+                instance.listen_for_signals().unwrap();
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &std::process::id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+                let report = runtime.block_on(instance.wait());
+                assert!(report.is_clean(), "{report}");
+                drop(instance);
+                println!("round {round}");
+                // Past the exit grace in all: `SignalExit::Return` leaves
+                // the process to the application, without a limit.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            println!("done");
             return ExitCode::SUCCESS;
         }
         "no-io" => {

@@ -84,7 +84,7 @@ pub(crate) struct Inner {
     /// application ends the process after a signal-started run.
     pub(crate) waiters: AtomicUsize,
     /// After a signal-started run, who ends the process, decided once as
-    /// the report goes out: [`AFTER_RUN_LIBRARY`] or [`AFTER_RUN_APPLICATION`].
+    /// the report goes out (see [`AfterRun`]).
     after_run: std::sync::atomic::AtomicU8,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
@@ -379,6 +379,17 @@ impl Compactor {
         exits_after_run(&self.inner)
     }
 
+    /// Who ends the process after a signal-started run; `None` before its
+    /// report is out, or for another run.
+    pub(crate) fn after_run(&self) -> Option<AfterRun> {
+        match self.inner.after_run.load(Ordering::Acquire) {
+            AFTER_RUN_LIBRARY => Some(AfterRun::Library),
+            AFTER_RUN_APPLICATION => Some(AfterRun::Application),
+            AFTER_RUN_NOBODY => Some(AfterRun::Nobody),
+            _ => None,
+        }
+    }
+
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.started.load(Ordering::Acquire)
@@ -643,12 +654,10 @@ fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
     }
     if inner.by_signal.load(Ordering::Acquire) {
         // Decided once, here: the process layer acts on it.
-        let library =
-            inner.signal_exit != SignalExit::Return && inner.waiters.load(Ordering::Acquire) == 0;
-        let decision = if library {
-            AFTER_RUN_LIBRARY
-        } else {
-            AFTER_RUN_APPLICATION
+        let decision = match (inner.signal_exit, inner.waiters.load(Ordering::Acquire)) {
+            (SignalExit::Return, _) => AFTER_RUN_NOBODY,
+            (_, 0) => AFTER_RUN_LIBRARY,
+            _ => AFTER_RUN_APPLICATION,
         };
         inner.after_run.store(decision, Ordering::Release);
     }
@@ -668,6 +677,17 @@ const AFTER_RUN_LIBRARY: u8 = 1;
 /// After a signal-started run: the application, which waits for the
 /// report, ends the process (within the exit grace).
 const AFTER_RUN_APPLICATION: u8 = 2;
+/// After a signal-started run: nobody; `SignalExit::Return` leaves the
+/// process to the application, without a limit.
+const AFTER_RUN_NOBODY: u8 = 3;
+
+/// Who ends the process after a signal-started run, once its report is out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterRun {
+    Library,
+    Application,
+    Nobody,
+}
 
 fn exits_after_run(inner: &Inner) -> bool {
     inner.after_run.load(Ordering::Acquire) == AFTER_RUN_LIBRARY

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::exit::{BeforeExit, end_process};
 use super::listener::still_running;
 use crate::Signal;
-use crate::compactor::{Compactor, Inner};
+use crate::compactor::{AfterRun, Compactor, Inner};
 
 /// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
@@ -126,17 +126,18 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
         return false;
     };
     let compactor = Compactor { inner };
-    match compactor.report() {
-        Some(report) if compactor.exits_after_run() => {
+    match (compactor.report(), compactor.after_run()) {
+        (Some(_), Some(AfterRun::Nobody)) => return false,
+        (Some(report), Some(AfterRun::Library)) => {
             watched.after = Some(After::Library(report.exit_code()));
         }
-        Some(report) => {
+        (Some(report), _) => {
             watched.after = Some(After::Application {
                 until: now.checked_add(watched.grace),
                 code: report.exit_code(),
             });
         }
-        None if watched.limit.is_some_and(|limit| now >= limit) => {
+        (None, _) if watched.limit.is_some_and(|limit| now >= limit) => {
             let (signal, grace) = (watched.signal, watched.grace);
             let inner = &compactor.inner;
             let code = signal.exit_code();
@@ -147,7 +148,7 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
             );
             end_process(code, Some(why), watched.hook.as_ref(), grace);
         }
-        None => {}
+        (None, _) => {}
     }
     true
 }
