@@ -249,3 +249,9 @@ fn instances_that_come_and_go_each_get_their_signal_and_the_process_lives_on() {
     assert_eq!(code, Some(0), "{out:#?}");
     assert!(out.iter().any(|l| l == "round 19"), "{out:#?}");
 }
+
+#[test]
+fn the_library_ends_the_process_when_the_instance_goes_with_its_report() {
+    let out = app(&["--mode", "handoff"]).stopped_by("TERM", 143);
+    assert_eq!(cleanups(&out), ["handoff"]);
+}

@@ -38,6 +38,7 @@
 //! | `no-io` | registers inside a current-thread runtime without I/O |
 //! | `idle-current-thread` | registers inside a current-thread runtime that it keeps but no longer drives |
 //! | `wait` | awaits `wait()`, prints the report and returns its exit code |
+//! | `handoff` | an instance's only handle lives in a task that drops it once shutdown begins; main waits forever |
 //! | `rounds` | 20 times, 100 ms apart: an instance (`SignalExit::Return`) listens, the app sends itself `SIGTERM`, waits for the report, drops the instance; prints `done` |
 
 use std::process::ExitCode;
@@ -257,6 +258,27 @@ fn main() -> ExitCode {
                 std::thread::sleep(Duration::from_millis(100));
             }
             println!("done");
+            return ExitCode::SUCCESS;
+        }
+        "handoff" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let instance = Compactor::new();
+                instance.register("handoff", printing("handoff")).unwrap();
+                instance.listen_for_signals().unwrap();
+                let stop = instance.shutdown_token();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    // The run holds the last reference from here on.
+                    drop(instance);
+                });
+                println!("ready");
+                std::future::pending::<()>().await;
+            });
             return ExitCode::SUCCESS;
         }
         "no-io" => {

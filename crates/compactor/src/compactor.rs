@@ -85,7 +85,7 @@ pub(crate) struct Inner {
     pub(crate) waiters: AtomicUsize,
     /// After a signal-started run, who ends the process, decided once as
     /// the report goes out (see [`AfterRun`]).
-    after_run: std::sync::atomic::AtomicU8,
+    after_run: Arc<std::sync::atomic::AtomicU8>,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
@@ -180,7 +180,7 @@ impl Compactor {
                 signals_armed: AtomicBool::new(false),
                 signal_exit,
                 waiters: AtomicUsize::new(0),
-                after_run: std::sync::atomic::AtomicU8::new(0),
+                after_run: Arc::new(std::sync::atomic::AtomicU8::new(0)),
                 scope: OnceLock::new(),
                 tracker: OnceLock::new(),
                 tracker_registered: AtomicBool::new(false),
@@ -379,14 +379,13 @@ impl Compactor {
         exits_after_run(&self.inner)
     }
 
-    /// Who ends the process after a signal-started run; `None` before its
-    /// report is out, or for another run.
-    pub(crate) fn after_run(&self) -> Option<AfterRun> {
-        match self.inner.after_run.load(Ordering::Acquire) {
-            AFTER_RUN_LIBRARY => Some(AfterRun::Library),
-            AFTER_RUN_APPLICATION => Some(AfterRun::Application),
-            AFTER_RUN_NOBODY => Some(AfterRun::Nobody),
-            _ => None,
+    /// Where the outcome of the run is published: its report, and who ends
+    /// the process after it (see [`Outcome::after_run`]). They outlive the
+    /// instance, which may go as its report goes out.
+    pub(crate) fn outcome(&self) -> Outcome {
+        Outcome {
+            report: self.inner.report.clone(),
+            after_run: self.inner.after_run.clone(),
         }
     }
 
@@ -687,6 +686,28 @@ pub(crate) enum AfterRun {
     Library,
     Application,
     Nobody,
+}
+
+/// A run's published outcome, held apart from the instance.
+pub(crate) struct Outcome {
+    report: Arc<watch::Sender<Option<ShutdownReport>>>,
+    after_run: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Outcome {
+    pub(crate) fn report(&self) -> Option<ShutdownReport> {
+        self.report.borrow().clone()
+    }
+
+    /// `None` before the report is out, or for a run a signal did not start.
+    pub(crate) fn after_run(&self) -> Option<AfterRun> {
+        match self.after_run.load(Ordering::Acquire) {
+            AFTER_RUN_LIBRARY => Some(AfterRun::Library),
+            AFTER_RUN_APPLICATION => Some(AfterRun::Application),
+            AFTER_RUN_NOBODY => Some(AfterRun::Nobody),
+            _ => None,
+        }
+    }
 }
 
 fn exits_after_run(inner: &Inner) -> bool {

@@ -31,9 +31,13 @@ struct Listener {
     handle: Handle,
     registered: Vec<i32>,
     instances: Vec<Entry>,
-    /// Per signal number, the deliveries whose runs the early start began
-    /// and the thread has not read yet.
-    early: [u32; 32],
+    /// Deliveries the early start acted on (it began runs) that the thread
+    /// has not read yet. One count for all signals: the thread reads pending
+    /// signals in number order, not in the order they came.
+    early: u32,
+    /// Deliveries the thread began runs for that the early start has not
+    /// seen yet: when it does, they are not news.
+    thread_ahead: u32,
 }
 
 struct Entry {
@@ -68,7 +72,8 @@ pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
         *guard = Some(Listener {
             handle,
             registered: Vec::new(),
-            early: [0; 32],
+            early: 0,
+            thread_ahead: 0,
             instances: Vec::new(),
         });
     }
@@ -132,20 +137,21 @@ fn start_early(number: i32) {
                 let Some(listener) = guard.as_mut() else {
                     continue;
                 };
+                if listener.thread_ahead > 0 {
+                    // The thread has acted on this delivery already.
+                    listener.thread_ahead -= 1;
+                    continue;
+                }
                 let reached = listener.begin_all(signal);
                 if reached.iter().any(|(_, began)| *began) {
                     // For the thread: a delivery acted on already.
-                    listener.early[slot(signal)] += 1;
+                    listener.early += 1;
                 }
                 reached
             };
             watch(&begun, signal);
         }
     });
-}
-
-fn slot(signal: Signal) -> usize {
-    signal.number().clamp(0, 31) as usize
 }
 
 impl Listener {
@@ -166,8 +172,11 @@ impl Listener {
                 continue;
             };
             let compactor = Compactor { inner };
-            let began = begin(&compactor, signal);
-            reached.push((compactor, began));
+            // A panic (in a tracing layer, say) must not end the early start.
+            let began = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                begin(&compactor, signal)
+            }));
+            reached.push((compactor, began.unwrap_or(false)));
         }
         reached
     }
@@ -217,13 +226,15 @@ fn arrived(signal: Signal) {
                 ))
             })
             .collect();
-        let early = &mut listener.early[slot(signal)];
-        let taken = *early > 0;
-        *early = early.saturating_sub(1);
+        let taken = listener.early > 0;
+        listener.early = listener.early.saturating_sub(1);
         let begun = match taken {
             true => Vec::new(),
             false => listener.begin_all(signal),
         };
+        if begun.iter().any(|(_, began)| *began) {
+            listener.thread_ahead += 1;
+        }
         (reached, begun, taken)
     };
     watch(&begun, signal);

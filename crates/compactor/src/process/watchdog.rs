@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::exit::{BeforeExit, end_process};
 use super::listener::still_running;
 use crate::Signal;
-use crate::compactor::{AfterRun, Compactor, Inner};
+use crate::compactor::{AfterRun, Compactor, Inner, Outcome};
 
 /// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
@@ -24,6 +24,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 /// A run being watched.
 struct Watched {
     owner: Weak<Inner>,
+    /// The run's report and who ends the process, which outlive the
+    /// instance (it may go as its report goes out).
+    outcome: Outcome,
     signal: Signal,
     /// When the run must have finished (`None`: no limit).
     limit: Option<Instant>,
@@ -66,6 +69,7 @@ pub(crate) fn watch(compactor: &Compactor, signal: Signal) {
         .and_then(|end| end.checked_add(config.exit_grace));
     watched().push(Watched {
         owner: std::sync::Arc::downgrade(&compactor.inner),
+        outcome: compactor.outcome(),
         signal,
         limit,
         grace: config.exit_grace,
@@ -121,12 +125,7 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
     if watched.after.is_some() {
         return true;
     }
-    let Some(inner) = watched.owner.upgrade() else {
-        // The instance went before its report: nothing of it to end.
-        return false;
-    };
-    let compactor = Compactor { inner };
-    match (compactor.report(), compactor.after_run()) {
+    match (watched.outcome.report(), watched.outcome.after_run()) {
         (Some(_), Some(AfterRun::Nobody)) => return false,
         (Some(report), Some(AfterRun::Library)) => {
             watched.after = Some(After::Library(report.exit_code()));
@@ -139,12 +138,16 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
         }
         (None, _) if watched.limit.is_some_and(|limit| now >= limit) => {
             let (signal, grace) = (watched.signal, watched.grace);
-            let inner = &compactor.inner;
             let code = signal.exit_code();
+            let (deadline, running) = match watched.owner.upgrade() {
+                Some(inner) => (
+                    format!("{:?}", inner.config.deadline),
+                    still_running(&inner),
+                ),
+                None => ("?".to_owned(), "none".to_owned()),
+            };
             let why = format!(
-                "the shutdown after {signal} passed its deadline and grace ({:?} + {grace:?}); exiting with code {code}; still running: {}",
-                inner.config.deadline,
-                still_running(inner)
+                "the shutdown after {signal} passed its deadline and grace ({deadline} + {grace:?}); exiting with code {code}; still running: {running}"
             );
             end_process(code, Some(why), watched.hook.as_ref(), grace);
         }
