@@ -102,6 +102,15 @@ fn flags() -> Flags {
     flags
 }
 
+/// A multi-thread runtime of two workers, as a service would run.
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn printing(name: &'static str) -> impl FnMut() -> std::future::Ready<()> + Send + 'static {
     move || {
         println!("cleanup {name}");
@@ -195,16 +204,10 @@ fn main() -> ExitCode {
         }
         "dead-runtime" => {
             // Set-up in a runtime of its own, gone before the service starts.
-            let setup = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let setup = multi_thread();
             setup.block_on(async { register(c, &flags) });
             drop(setup);
-            let serving = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let serving = multi_thread();
             println!("ready");
             serving.block_on(std::future::pending::<()>());
             return ExitCode::SUCCESS;
@@ -234,11 +237,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "rounds" => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = multi_thread();
             println!("ready");
             for round in 0..20 {
                 let instance = Compactor::builder().signal_exit(SignalExit::Return).build();
@@ -261,11 +260,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "handoff" => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = multi_thread();
             runtime.block_on(async {
                 let instance = Compactor::new();
                 instance.register("handoff", printing("handoff")).unwrap();
@@ -317,11 +312,7 @@ fn main() -> ExitCode {
         return ExitCode::from(report.exit_code());
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread();
     runtime.block_on(async {
         register(c, &flags);
         // Kept for the life of the app, listening beside the global instance.

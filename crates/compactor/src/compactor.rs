@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::cleanup::CleanupResult;
 use crate::config::{Builder, Config};
+use crate::outcome::{Outcome, Waiting, exits_after_run, publish};
 use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::run::attempt::{current_chain, drop_contained, inside_cleanup_of};
@@ -66,7 +67,7 @@ pub(crate) struct Inner {
     started: AtomicBool,
     /// Shared with the run, which lets go of the instance before it
     /// publishes, so the instance can be dropped as soon as callers have the report.
-    report: Arc<watch::Sender<Option<ShutdownReport>>>,
+    pub(crate) report: Arc<watch::Sender<Option<ShutdownReport>>>,
     /// Requests for the report so far, from cleanups that call `shutdown()`
     /// on their own instance; served by the run.
     pub(crate) snapshots: Arc<Mailbox<SnapshotRequest>>,
@@ -79,13 +80,13 @@ pub(crate) struct Inner {
     pub(crate) auto_listen: bool,
     pub(crate) signals_armed: AtomicBool,
     /// A [`SignalExit`], changed by `run_until_shutdown`.
-    signal_exit: SignalExit,
+    pub(crate) signal_exit: SignalExit,
     /// Callers waiting for the report right now: while any does, the
     /// application ends the process after a signal-started run.
     pub(crate) waiters: AtomicUsize,
     /// After a signal-started run, who ends the process, decided once as
     /// the report goes out (see [`AfterRun`]).
-    after_run: Arc<std::sync::atomic::AtomicU8>,
+    pub(crate) after_run: Arc<std::sync::atomic::AtomicU8>,
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
@@ -93,7 +94,7 @@ pub(crate) struct Inner {
     pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
     pub(crate) tracker_registered: AtomicBool,
     /// Whether a signal started the run.
-    by_signal: AtomicBool,
+    pub(crate) by_signal: AtomicBool,
 }
 
 impl Inner {
@@ -639,93 +640,5 @@ impl Started {
             driven.await;
         }
         .instrument(span)
-    }
-}
-
-/// The end of the whole shutdown: the report out to every waiter, then the
-/// exit after a signal where the policy says so.
-fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
-    tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
-    tracing::Span::current().record("clean", report.is_clean());
-    if let Some(task) = inner.scope.get() {
-        // Shut down on its own: the parent has nothing left to do for it.
-        task.unregister();
-    }
-    if inner.by_signal.load(Ordering::Acquire) {
-        // Decided once, here: the process layer acts on it.
-        let decision = match (inner.signal_exit, inner.waiters.load(Ordering::Acquire)) {
-            (SignalExit::Return, _) => AFTER_RUN_NOBODY,
-            (_, 0) => AFTER_RUN_LIBRARY,
-            _ => AFTER_RUN_APPLICATION,
-        };
-        inner.after_run.store(decision, Ordering::Release);
-    }
-    let sender = inner.report.clone();
-    // The instance may go as soon as callers have the report.
-    drop(inner);
-    ctx.refresh_listening();
-    ctx.emit(|| Event::ShutdownFinished {
-        report: report.clone(),
-    });
-    sender.send_replace(Some(report));
-    crate::process::run_over();
-}
-
-/// After a signal-started run: the library ends the process.
-const AFTER_RUN_LIBRARY: u8 = 1;
-/// After a signal-started run: the application, which waits for the
-/// report, ends the process (within the exit grace).
-const AFTER_RUN_APPLICATION: u8 = 2;
-/// After a signal-started run: nobody; `SignalExit::Return` leaves the
-/// process to the application, without a limit.
-const AFTER_RUN_NOBODY: u8 = 3;
-
-/// Who ends the process after a signal-started run, once its report is out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AfterRun {
-    Library,
-    Application,
-    Nobody,
-}
-
-/// A run's published outcome, held apart from the instance.
-pub(crate) struct Outcome {
-    report: Arc<watch::Sender<Option<ShutdownReport>>>,
-    after_run: Arc<std::sync::atomic::AtomicU8>,
-}
-
-impl Outcome {
-    pub(crate) fn report(&self) -> Option<ShutdownReport> {
-        self.report.borrow().clone()
-    }
-
-    /// `None` before the report is out, or for a run a signal did not start.
-    pub(crate) fn after_run(&self) -> Option<AfterRun> {
-        match self.after_run.load(Ordering::Acquire) {
-            AFTER_RUN_LIBRARY => Some(AfterRun::Library),
-            AFTER_RUN_APPLICATION => Some(AfterRun::Application),
-            AFTER_RUN_NOBODY => Some(AfterRun::Nobody),
-            _ => None,
-        }
-    }
-}
-
-fn exits_after_run(inner: &Inner) -> bool {
-    inner.after_run.load(Ordering::Acquire) == AFTER_RUN_LIBRARY
-}
-
-/// Counts a caller waiting for the report while it lives.
-pub(crate) struct Waiting<'a>(&'a Inner);
-
-impl<'a> Waiting<'a> {
-    pub(crate) fn new(inner: &'a Inner) -> Waiting<'a> {
-        inner.waiters.fetch_add(1, Ordering::AcqRel);
-        Waiting(inner)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -83,6 +83,7 @@ mod error;
 mod event;
 mod hash;
 mod inventory;
+mod outcome;
 mod plan;
 mod priority;
 mod process;

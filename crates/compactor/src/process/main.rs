@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures::FutureExt;
 
 use crate::cleanup::CleanupResult;
-use crate::compactor::{Compactor, Waiting};
+use crate::compactor::Compactor;
+use crate::outcome::Waiting;
 use crate::run::attempt::{inside_cleanup_of, message_of};
 use crate::{ShutdownReason, ShutdownReport};
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use super::exit::{BeforeExit, end_process};
 use super::listener::still_running;
 use crate::Signal;
-use crate::compactor::{AfterRun, Compactor, Inner, Outcome};
+use crate::compactor::{Compactor, Inner};
+use crate::outcome::{AfterRun, Outcome};
 
 /// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
