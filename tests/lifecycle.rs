@@ -2,15 +2,12 @@
 //! cleanup order, a forced exit past a hanging cleanup, signals racing
 //! registration, the panic hook, a service that ends by itself.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, STARTUP, cleanups, printed_report};
+use compactor_e2e::{RUN, Running, cleanups, printed_report};
 
 fn app(args: &[&str]) -> Running {
-    let mut app = Running::start_path(Path::new(env!("CARGO_BIN_EXE_lifecycle-app")), args);
-    app.wait_for("ready", STARTUP);
-    app
+    Running::ready(env!("CARGO_BIN_EXE_lifecycle-app"), args)
 }
 
 #[test]

@@ -15,9 +15,7 @@ fn app_path() -> &'static str {
 }
 
 fn app(args: &[&str]) -> Running {
-    let mut app = Running::start_path(Path::new(app_path()), args);
-    app.wait_for("ready", STARTUP);
-    app
+    Running::ready(app_path(), args)
 }
 
 /// The app started by `wrapper` (its arguments first).

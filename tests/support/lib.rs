@@ -195,6 +195,13 @@ pub fn printed_report(lines: &[String], reason: &str) -> bool {
 }
 
 impl Running {
+    /// Starts the program at `path` with `args` and waits for its `ready`.
+    pub fn ready(path: &str, args: &[&str]) -> Running {
+        let mut app = Running::start_path(Path::new(path), args);
+        app.wait_for("ready", STARTUP);
+        app
+    }
+
     /// Sends `signal`, waits for the exit, checks its code; returns what the
     /// process printed.
     pub fn stopped_by(self, signal: &str, code: i32) -> Vec<String> {

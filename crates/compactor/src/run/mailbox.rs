@@ -1,11 +1,9 @@
-//! Where a run's messages wait for the runner: the ends of handed-over
-//! tasks, and requests for the report so far.
+//! Where a run's messages wait for the runner: the ends of attempts, and
+//! requests for the report so far.
 //!
-//! Senders push under a lock and wake the one receiver. Unlike a tokio
-//! channel, which allocates a block of slots when it is created, a mailbox
-//! allocates nothing until its first message: the start of a run (and so the
-//! first cleanup after a signal) does not wait for an allocation that most
-//! runs, whose cleanups finish on their first poll, never use.
+//! Senders push under a lock and wake the one receiver, which takes
+//! everything waiting in one go: many attempts that end together cost the
+//! runner one wake-up.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

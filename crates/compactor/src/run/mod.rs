@@ -25,7 +25,7 @@ use crate::plan::Plan;
 use crate::{Event, ShutdownReport};
 
 pub(crate) use attempt::Chain;
-pub(crate) use record::Head;
+pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};
 
 /// A request for the report so far, from code inside the run.
@@ -249,9 +249,4 @@ pub(crate) fn spawn_run(future: impl Future<Output = ()> + Send + 'static, own: 
         Some(runtime) => drop(runtime.spawn(future)),
         None => drop(future),
     }
-}
-
-/// The report of a run that cannot be asked for one: every task pending.
-pub(crate) fn stalled_report(names: &[Arc<str>], policy: crate::SignalExit) -> ShutdownReport {
-    record::pending_report(names, policy)
 }

@@ -142,7 +142,8 @@ fn ordered(entries: Vec<TaskReport>, order: &[u32]) -> Vec<TaskReport> {
     tasks
 }
 
-/// A report in which every task of `names` is still pending.
+/// A report in which every task of `names` is still pending: for a run that
+/// cannot be asked for its report.
 pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> ShutdownReport {
     let tasks = names
         .iter()
