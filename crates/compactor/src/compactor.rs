@@ -529,6 +529,18 @@ impl Compactor {
         true
     }
 
+    /// The report of a run that cannot be asked for one: every task of it
+    /// pending.
+    pub(crate) fn stalled_report(&self) -> ShutdownReport {
+        let names = self
+            .inner
+            .run
+            .get()
+            .map(|ctx| ctx.names.clone())
+            .unwrap_or_default();
+        crate::run::stalled_report(&names, self.inner.signal_exit())
+    }
+
     /// Drives a begun shutdown: here, or on the library's own runtime.
     pub(crate) fn drive(&self, started: Started, own: bool) {
         // Built here, from user-visible state (and with tracing, whose
@@ -539,14 +551,7 @@ impl Compactor {
             Err(panic) => {
                 let message = crate::run::attempt::message_of(panic);
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
-                let names = self
-                    .inner
-                    .run
-                    .get()
-                    .map(|c| c.names.clone())
-                    .unwrap_or_default();
-                let report = crate::run::stalled_report(&names, self.inner.signal_exit());
-                self.inner.report.send_replace(Some(report));
+                self.inner.report.send_replace(Some(self.stalled_report()));
                 return;
             }
         };

@@ -12,8 +12,9 @@ use crate::compactor::Inner;
 use crate::run::RunContext;
 use crate::{Event, ShutdownReport, SignalExit};
 
-/// The end of the whole shutdown: the report out to every waiter, then the
-/// exit after a signal where the policy says so.
+/// The end of the whole shutdown: after a signal-started run, who ends the
+/// process, recorded once; then the report out to every waiter. (The
+/// process layer's watchdog acts on the record.)
 pub(crate) fn publish(inner: Arc<Inner>, ctx: &RunContext, report: ShutdownReport) {
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     tracing::Span::current().record("clean", report.is_clean());

@@ -157,14 +157,4 @@ impl Compactor {
             _ => wait(),
         }
     }
-
-    /// The report of a run that cannot be asked: every task of it pending.
-    fn stalled_report(&self) -> ShutdownReport {
-        let names = self
-            .inner
-            .current_run()
-            .map(|ctx| ctx.names.clone())
-            .unwrap_or_default();
-        crate::run::stalled_report(&names, self.inner.signal_exit())
-    }
 }
