@@ -1,7 +1,13 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::{Backoff, Compactor, Error, Priority, Signal, SignalExit};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::priority::Priority;
+use crate::signal::{Signal, SignalExit};
 
 /// The settings of an instance, fixed at build time.
 #[derive(Debug, Clone)]
@@ -18,7 +24,7 @@ pub(crate) struct Config {
     /// `None`: on for the global instance, off for the others.
     pub(crate) auto_listen: Option<bool>,
     pub(crate) exit_grace: Duration,
-    pub(crate) before_exit: Option<crate::process::exit::BeforeExit>,
+    pub(crate) before_exit: Option<BeforeExit>,
 }
 
 impl Default for Config {
@@ -235,36 +241,26 @@ impl Builder {
     /// [exit grace](Self::exit_grace), and 5 s, at most; a panic in it is
     /// ignored.
     pub fn before_exit(mut self, hook: impl Fn(u8) + Send + Sync + 'static) -> Self {
-        self.config.before_exit = Some(crate::process::exit::BeforeExit(std::sync::Arc::new(hook)));
+        self.config.before_exit = Some(BeforeExit(Arc::new(hook)));
         self
     }
 
-    /// Builds the instance.
-    ///
-    /// # Panics
-    ///
-    /// If a setting was invalid (a zero deadline, timeout or limit), with the
-    /// message of the [`Error`]. Use [`try_build`](Self::try_build) to handle it.
-    pub fn build(self) -> Compactor {
-        match self.try_build() {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Builds the instance, or says which setting is invalid.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] naming the first invalid setting.
-    pub fn try_build(self) -> Result<Compactor, Error> {
-        self.try_build_as(false)
-    }
-
-    pub(crate) fn try_build_as(self, global: bool) -> Result<Compactor, Error> {
+    /// The settings, or the first invalid one.
+    pub(crate) fn into_config(self) -> Result<Config, Error> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(Compactor::with_config(self.config, global)),
+            None => Ok(self.config),
         }
+    }
+}
+
+/// Called with the exit code just before the library ends the process: see
+/// [`Builder::before_exit`].
+#[derive(Clone)]
+pub(crate) struct BeforeExit(pub(crate) Arc<dyn Fn(u8) + Send + Sync>);
+
+impl fmt::Debug for BeforeExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BeforeExit(..)")
     }
 }

@@ -120,7 +120,7 @@ impl Compactor {
             .for_each_pending(|name, category, scope| {
                 inventory.tasks += 1;
                 *inventory.by_category.entry(category.clone()).or_insert(0) += 1;
-                if let Some(scope) = scope {
+                if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
                     inventory.scopes.insert(name.to_owned(), scope.inventory());
                 }
             });
@@ -171,7 +171,7 @@ impl Compactor {
                 if !categories.contains(category) {
                     categories.push(category.clone());
                 }
-                if let Some(scope) = scope {
+                if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
                     scope.collect(names, categories);
                 }
             });

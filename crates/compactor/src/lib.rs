@@ -76,14 +76,11 @@
 )]
 
 mod backoff;
-mod cleanup;
 mod compactor;
 mod config;
 mod error;
 mod event;
-mod hash;
 mod inventory;
-mod outcome;
 mod plan;
 mod priority;
 mod process;
@@ -97,19 +94,19 @@ mod task;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::cleanup::CleanupResult;
-pub use crate::compactor::Compactor;
+pub use crate::compactor::{Compactor, TaskBuilder};
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;
 pub use crate::inventory::{Coverage, Inventory};
 pub use crate::priority::{Category, Priority};
+pub use crate::registry::TaskHandle;
 pub use crate::report::{
     CategorySummary, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport,
     SkipReason, TaskReport,
 };
 pub use crate::signal::{Signal, SignalExit};
-pub use crate::task::{TaskBuilder, TaskHandle};
+pub use crate::task::cleanup::CleanupResult;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

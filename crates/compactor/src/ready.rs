@@ -261,7 +261,7 @@ impl Compactor {
             let registered = self
                 .task(SPAWNED)
                 .category(Category::Task)
-                .finish_internal(Box::new(crate::cleanup::AsyncFn(move || {
+                .finish_internal(Box::new(crate::task::cleanup::AsyncFn(move || {
                     waited.close();
                     let waited = waited.clone();
                     async move { waited.wait().await }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cleanup::{Cleanup, Start};
+use crate::task::cleanup::{Cleanup, Start};
 use crate::{Compactor, Error, SignalExit, TaskBuilder};
 
 impl Compactor {
@@ -57,7 +57,7 @@ impl TaskBuilder<'_> {
     /// As [`register`](Self::register).
     pub fn scope(self) -> Result<Compactor, Error> {
         let parent = &self.compactor().inner;
-        let child = Compactor::from_parts(parent.config.clone(), false, SignalExit::Return);
+        let child = Compactor::from_parts(parent.config.clone(), false, SignalExit::Return, None);
         let deadline = parent.config.deadline;
         let builder = match self.has_timeout() {
             true => self,
@@ -99,7 +99,7 @@ impl Cleanup for ScopeCleanup {
         }))
     }
 
-    fn scope(&self) -> Option<&Compactor> {
-        Some(&self.child)
+    fn scope(&self) -> Option<Box<dyn std::any::Any>> {
+        Some(Box::new(self.child.clone()))
     }
 }

@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use crate::ShutdownReason;
-
 /// A signal that can start a shutdown.
 ///
 /// The numbers are those of Linux, the BSDs and macOS; on Windows only
@@ -95,16 +93,4 @@ pub enum SignalExit {
     /// `main`. (An application that waits for the report, with
     /// [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown) for one, decides anyway.)
     Return,
-}
-
-/// The exit code for a run that ended this way.
-pub(crate) fn exit_code(reason: &ShutdownReason, clean: bool, policy: SignalExit) -> u8 {
-    match reason {
-        ShutdownReason::Signal(_) if clean && policy == SignalExit::ZeroIfClean => 0,
-        ShutdownReason::Signal(signal) => signal.exit_code(),
-        ShutdownReason::Panic(_) => 101,
-        ShutdownReason::ServiceFailed(_) => 1,
-        _ if clean => 0,
-        _ => 1,
-    }
 }

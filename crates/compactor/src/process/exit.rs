@@ -6,20 +6,9 @@
 //! re-raise then falls through to whatever comes next. An exit code works
 //! the same as PID 1, under tini or dumb-init, supervisord and systemd.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
-/// Called with the exit code just before the library ends the process: see
-/// [`Builder::before_exit`](crate::Builder::before_exit).
-#[derive(Clone)]
-pub(crate) struct BeforeExit(pub(crate) Arc<dyn Fn(u8) + Send + Sync>);
-
-impl fmt::Debug for BeforeExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BeforeExit(..)")
-    }
-}
+use crate::config::BeforeExit;
 
 /// The longest the `before_exit` hook is waited for, whatever the exit grace.
 const HOOK_AT_MOST: Duration = Duration::from_secs(5);

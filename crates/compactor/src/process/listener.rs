@@ -23,7 +23,7 @@ use signal_hook::iterator::{Handle, Signals};
 
 use super::exit::end_process;
 use crate::Signal;
-use crate::compactor::{Compactor, Inner};
+use crate::compactor::{Compactor, Instance};
 use crate::{Error, ShutdownReason};
 
 struct Listener {
@@ -42,7 +42,7 @@ struct Listener {
 
 struct Entry {
     id: u64,
-    owner: Weak<Inner>,
+    owner: Weak<Instance>,
     signals: Vec<i32>,
     /// Deliveries of its signals since it joined.
     seen: u32,
@@ -55,7 +55,7 @@ fn listener() -> MutexGuard<'static, Option<Listener>> {
 }
 
 /// Makes `inner` an instance that listens for its configured signals.
-pub(crate) fn join(inner: &Arc<Inner>) -> Result<(), Error> {
+pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
     let numbers: Vec<i32> = inner.config.signals.iter().map(|s| s.number()).collect();
     let problem = |e: std::io::Error| Error::Signals {
         problem: e.to_string(),
@@ -304,7 +304,7 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
 }
 
 /// The cleanups running now, for a line on stderr.
-pub(crate) fn still_running(inner: &Inner) -> String {
+pub(crate) fn still_running(inner: &Instance) -> String {
     let running = inner.running_tasks();
     match running.is_empty() {
         true => "none".to_owned(),

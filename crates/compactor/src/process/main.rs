@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use crate::cleanup::CleanupResult;
 use crate::compactor::Compactor;
-use crate::outcome::Waiting;
+use crate::compactor::Waiting;
 use crate::run::attempt::{inside_cleanup_of, message_of};
+use crate::task::cleanup::CleanupResult;
 use crate::{ShutdownReason, ShutdownReport};
 
 impl Compactor {

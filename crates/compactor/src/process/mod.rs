@@ -11,55 +11,64 @@
 //! signal-started run) and has the report first.
 
 pub(crate) mod exit;
+mod global;
 #[cfg(unix)]
 mod listener;
 mod main;
 #[cfg(unix)]
 mod watchdog;
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use crate::Error;
-use crate::compactor::Inner;
+use crate::compactor::{Compactor, ProcessHooks};
+use crate::error::Error;
+
+/// What the engine calls for an instance that listens.
+pub(crate) static HOOKS: ProcessHooks = ProcessHooks {
+    listen,
+    leave,
+    run_over,
+};
 
 /// Makes the instance one that listens for its signals (once).
-#[cfg(unix)]
-pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
-    use std::sync::atomic::Ordering;
-
-    if inner.signals_armed.swap(true, Ordering::AcqRel) {
+fn listen(compactor: &Compactor) -> Result<(), Error> {
+    let signals = &compactor.inner.signals;
+    let _ = signals.hooks.set(&HOOKS);
+    if signals.armed.swap(true, Ordering::AcqRel) {
         return Ok(());
     }
-    listener::join(inner).inspect_err(|_| inner.signals_armed.store(false, Ordering::Release))
+    join(compactor).inspect_err(|_| signals.armed.store(false, Ordering::Release))
 }
 
 /// A run's report is out: the watchdog looks at once.
-pub(crate) fn run_over() {
+fn run_over() {
     #[cfg(unix)]
     watchdog::wake();
 }
 
 /// The instance is going: it listens no more.
+fn leave(_instance: u64) {
+    #[cfg(unix)]
+    listener::leave(_instance);
+}
+
 #[cfg(unix)]
-pub(crate) fn stop_listening(instance: u64) {
-    listener::leave(instance);
+fn join(compactor: &Compactor) -> Result<(), Error> {
+    listener::join(&compactor.inner)
 }
 
 /// Ctrl-C through tokio where there are no Unix signals.
 #[cfg(not(unix))]
-pub(crate) fn listen(inner: &Arc<Inner>) -> Result<(), Error> {
-    use std::sync::atomic::Ordering;
+fn join(compactor: &Compactor) -> Result<(), Error> {
+    use std::sync::Arc;
 
-    use crate::compactor::Compactor;
-    use crate::{ShutdownReason, Signal};
+    use crate::report::ShutdownReason;
+    use crate::signal::Signal;
 
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Signals {
         problem: "listening for Ctrl-C needs a tokio runtime; call it from inside one".to_owned(),
     })?;
-    if inner.signals_armed.swap(true, Ordering::AcqRel) {
-        return Ok(());
-    }
-    let owner = Arc::downgrade(inner);
+    let owner = Arc::downgrade(&compactor.inner);
     runtime.spawn(async move {
         let mut received = 0u32;
         while tokio::signal::ctrl_c().await.is_ok() {

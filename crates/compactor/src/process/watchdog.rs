@@ -13,18 +13,19 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use super::exit::{BeforeExit, end_process};
+use super::exit::end_process;
 use super::listener::still_running;
 use crate::Signal;
-use crate::compactor::{Compactor, Inner};
-use crate::outcome::{AfterRun, Outcome};
+use crate::compactor::{AfterRun, Outcome};
+use crate::compactor::{Compactor, Instance};
+use crate::config::BeforeExit;
 
 /// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// A run being watched.
 struct Watched {
-    owner: Weak<Inner>,
+    owner: Weak<Instance>,
     /// The run's report and who ends the process, which outlive the
     /// instance (it may go as its report goes out).
     outcome: Outcome,

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::priority::PackedPriority;
 
 mod table;
-use crate::{Category, Priority};
+use crate::priority::{Category, Priority};
+use crate::signal::{Signal, SignalExit};
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +117,7 @@ pub enum ShutdownReason {
     /// [`Compactor::trigger`](crate::Compactor::trigger).
     Manual,
     /// A process signal (see [`Compactor::listen_for_signals`](crate::Compactor::listen_for_signals)).
-    Signal(crate::Signal),
+    Signal(Signal),
     /// A panic, with the hook of [`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic):
     /// the thread and the panic message.
     Panic(String),
@@ -413,10 +414,10 @@ impl ShutdownReport {
         duration: Duration,
         warnings: Vec<GraphWarning>,
         tasks: Vec<TaskReport>,
-        policy: crate::SignalExit,
+        policy: SignalExit,
     ) -> Self {
         let clean = complete && tasks.iter().all(|t| t.outcome.is_clean());
-        let exit_code = crate::signal::exit_code(&reason, clean, policy);
+        let exit_code = exit_code(&reason, clean, policy);
         ShutdownReport(Arc::new(ReportData {
             reason,
             complete,
@@ -530,4 +531,16 @@ impl serde::Serialize for ShutdownReport {
 #[cfg(feature = "serde")]
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+/// The exit code for a run that ended this way.
+pub(crate) fn exit_code(reason: &ShutdownReason, clean: bool, policy: SignalExit) -> u8 {
+    match reason {
+        ShutdownReason::Signal(_) if clean && policy == SignalExit::ZeroIfClean => 0,
+        ShutdownReason::Signal(signal) => signal.exit_code(),
+        ShutdownReason::Panic(_) => 101,
+        ShutdownReason::ServiceFailed(_) => 1,
+        _ if clean => 0,
+        _ => 1,
+    }
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::RunContext;
-use crate::cleanup::{BoxCleanup, Start};
+use crate::task::cleanup::{BoxCleanup, Start};
 
 /// The instances whose runs the current code is part of: a cleanup's own
 /// instance, and the instances whose cleanups began that run (a scope's

@@ -67,8 +67,8 @@ pub(crate) trait Cleanup: Send + 'static {
         None
     }
 
-    /// For a scope's task: the scope.
-    fn scope(&self) -> Option<&crate::Compactor> {
+    /// For a scope's task: its instance (a `Compactor`), for the inventory.
+    fn scope(&self) -> Option<Box<dyn std::any::Any>> {
         None
     }
 }

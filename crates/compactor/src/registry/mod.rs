@@ -26,12 +26,34 @@ use dashmap::DashMap;
 use dashmap::SharedValue;
 use dashmap::mapref::entry::Entry;
 
-use crate::Error;
-use crate::cleanup::BoxCleanup;
-use crate::hash::{HashedName, NameHash};
-use crate::plan::Shape;
-use crate::priority::Priority;
+mod handle;
+mod names;
+
+pub use handle::TaskHandle;
+
+use crate::error::Error;
+use crate::priority::{Category, Priority};
+use crate::task::cleanup::BoxCleanup;
 use crate::task::{Dep, Spec};
+use names::{HashedName, NameHash};
+
+/// What the registry knows of all the tasks a drain took, without reading
+/// their nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The priority of every task, if they all have the same.
+    pub(crate) priority: Option<Priority>,
+    /// Whether any task may have a dependency.
+    pub(crate) any_dependency: bool,
+}
+
+impl Shape {
+    /// Nothing known: every node is read.
+    pub(crate) const UNKNOWN: Shape = Shape {
+        priority: None,
+        any_dependency: true,
+    };
+}
 
 /// A pending task.
 pub(crate) struct Node {
@@ -61,7 +83,10 @@ impl Node {
     }
 
     /// Calls `f` with the cleanup while the node is pending.
-    fn with_cleanup<T>(&self, f: impl FnOnce(&dyn crate::cleanup::Cleanup) -> T) -> Option<T> {
+    fn with_cleanup<T>(
+        &self,
+        f: impl FnOnce(&dyn crate::task::cleanup::Cleanup) -> T,
+    ) -> Option<T> {
         let cleanup = self.cleanup.lock().unwrap_or_else(PoisonError::into_inner);
         cleanup.as_deref().map(f)
     }
@@ -395,14 +420,14 @@ impl Registry {
     /// it stands for, if any).
     pub(crate) fn for_each_pending(
         &self,
-        mut visit: impl FnMut(&str, &crate::Category, Option<&crate::Compactor>),
+        mut visit: impl FnMut(&str, &Category, Option<Box<dyn std::any::Any>>),
     ) {
         for entry in self.tasks.iter() {
             let Some(node) = &entry.value().node else {
                 continue;
             };
-            let scope = node.with_cleanup(|c| c.scope().cloned()).flatten();
-            visit(entry.key().name(), &node.spec.category, scope.as_ref());
+            let scope = node.with_cleanup(|c| c.scope()).flatten();
+            visit(entry.key().name(), &node.spec.category, scope);
         }
     }
 

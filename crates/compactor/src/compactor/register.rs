@@ -1,90 +1,45 @@
-use std::fmt;
+//! Registration: the task builder, which checks a task's options and puts
+//! it in the registry.
+
 use std::future::Future;
-use std::num::NonZeroU64;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::Compactor;
 use crate::backoff::Backoff;
-use crate::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakFn};
-use crate::compactor::{Compactor, Inner};
-use crate::{Category, Error, Priority};
+use crate::error::Error;
+use crate::priority::{Category, Priority};
+use crate::registry::TaskHandle;
+use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakFn};
+use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
-/// A registered task: use it to declare dependencies or to unregister it.
-///
-/// Cheap to clone. Dropping a handle does **not** unregister the task, and a
-/// handle does not keep its [`Compactor`] alive.
-#[derive(Clone)]
-pub struct TaskHandle {
-    pub(crate) owner: Weak<Inner>,
-    pub(crate) name: Arc<str>,
-    pub(crate) id: NonZeroU64,
-}
-
-impl TaskHandle {
-    /// The task's name.
-    pub fn name(&self) -> &str {
-        &self.name
+impl Compactor {
+    /// Starts configuring a task named `name`; finish with one of the
+    /// builder's `register*` methods.
+    pub fn task(&self, name: impl Into<Arc<str>>) -> TaskBuilder<'_> {
+        TaskBuilder::new(self, name.into())
     }
 
-    /// Removes the task from its instance, so it does not run at shutdown.
+    /// Registers an async cleanup with the default options: shorthand for
+    /// `self.task(name).register(cleanup)`.
     ///
-    /// Returns `true` if the task was still pending, `false` if it was already
-    /// unregistered, its instance is gone, or shutdown has begun (the task is
-    /// then part of the run and cannot be withdrawn). Tasks that depended on it
-    /// lose that dependency.
+    /// # Errors
     ///
-    /// # Examples
-    ///
-    /// ```
-    /// # let c = compactor::Compactor::new();
-    /// let h = c.register("temp-dir", || async {}).unwrap();
-    /// assert!(h.unregister());
-    /// assert!(!h.unregister());
-    /// ```
-    pub fn unregister(&self) -> bool {
-        self.owner
-            .upgrade()
-            .is_some_and(|inner| inner.registry.unregister(&self.name, self.id))
+    /// See [`TaskBuilder::register`].
+    pub fn register<F, Fut>(
+        &self,
+        name: impl Into<Arc<str>>,
+        cleanup: F,
+    ) -> Result<TaskHandle, Error>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.task(name).register(cleanup)
     }
-
-    /// Whether the task is still registered and shutdown has not begun.
-    pub fn is_pending(&self) -> bool {
-        self.owner
-            .upgrade()
-            .is_some_and(|inner| inner.registry.is_pending(&self.name, self.id))
-    }
-}
-
-impl fmt::Debug for TaskHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TaskHandle")
-            .field("name", &self.name)
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-/// Names of the library's own tasks start with this; users' may not.
-pub(crate) const RESERVED_PREFIX: &str = "compactor::";
-
-/// A dependency as declared: by handle (name and id must still match at
-/// shutdown) or by name (whatever task has that name at shutdown).
-#[derive(Debug, Clone)]
-pub(crate) struct Dep {
-    pub(crate) name: Arc<str>,
-    pub(crate) id: Option<NonZeroU64>,
-}
-
-/// The options of one task, as the runner needs them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Spec {
-    pub(crate) priority: Priority,
-    pub(crate) timeout: Option<Duration>,
-    pub(crate) retries: u32,
-    pub(crate) category: Category,
-    pub(crate) backoff: Option<Box<Backoff>>,
 }
 
 /// Configures one task; created by [`Compactor::task`], consumed by one of
@@ -152,8 +107,8 @@ impl<'a> TaskBuilder<'a> {
     /// starts (an HTTP server depends on the database pool it queries).
     pub fn depends_on(mut self, dependency: &TaskHandle) -> Self {
         if !std::ptr::eq(
-            dependency.owner.as_ptr(),
-            Arc::as_ptr(&self.compactor.inner),
+            dependency.registry.as_ptr(),
+            Arc::as_ptr(&self.compactor.inner.registry),
         ) {
             self.error.get_or_insert_with(|| Error::ForeignHandle {
                 task: self.name.to_string(),
@@ -305,17 +260,16 @@ impl<'a> TaskBuilder<'a> {
         let id = inner
             .registry
             .insert(self.name.clone(), self.spec, self.deps, cleanup)?;
-        if inner.auto_listen
-            && !inner
-                .signals_armed
-                .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            if let Err(error) = self.compactor.listen_for_signals() {
-                tracing::warn!(%error, "the global instance runs without signal handling");
+        let signals = &inner.signals;
+        if signals.auto_listen && !signals.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(hooks) = signals.hooks.get() {
+                if let Err(error) = (hooks.listen)(self.compactor) {
+                    tracing::warn!(%error, "the instance runs without signal handling");
+                }
             }
         }
         Ok(TaskHandle {
-            owner: Arc::downgrade(inner),
+            registry: Arc::downgrade(&inner.registry),
             name: self.name,
             id,
         })

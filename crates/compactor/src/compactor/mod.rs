@@ -1,0 +1,351 @@
+//! The instance: the handle users hold, its shared state, and the calls
+//! that begin a shutdown and wait for its report.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+mod outcome;
+mod register;
+mod release;
+mod shutdown;
+
+pub use register::TaskBuilder;
+
+pub(crate) use outcome::{AfterRun, Outcome, Waiting};
+
+use crate::config::{Builder, Config};
+use crate::error::Error;
+use crate::event::Event;
+use crate::registry::{Registry, TaskHandle};
+use crate::report::{ShutdownReason, ShutdownReport};
+use crate::run::attempt::inside_cleanup_of;
+use crate::run::mailbox::Mailbox;
+use crate::run::{Release, RunContext, SnapshotRequest};
+use crate::signal::SignalExit;
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// Runs a process's cleanup, once, in order and on time.
+///
+/// Register cleanups as resources are acquired; when shutdown begins, the
+/// instance runs them as a dependency graph in priority phases and returns a
+/// [`ShutdownReport`]. Cheap to clone: clones share the same state.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use compactor::{Compactor, Priority};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), compactor::Error> {
+/// let c = Compactor::new();
+/// let pool = c.register("db-pool", || async { /* close the pool */ })?;
+/// c.task("http")
+///     .priority(Priority::High)
+///     .depends_on(&pool)
+///     .timeout(Duration::from_secs(5))
+///     .register(|| async { /* drain connections */ })?;
+///
+/// let report = c.shutdown().await;
+/// assert!(report.is_clean());
+/// assert_eq!(report.tasks()[0].name(), "http");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Compactor {
+    pub(crate) inner: Arc<Instance>,
+}
+
+/// One instance's state, shared by every clone of its [`Compactor`].
+pub(crate) struct Instance {
+    pub(crate) id: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) registry: Arc<Registry>,
+    /// Cancelled the moment shutdown begins.
+    token: CancellationToken,
+    /// Created by the first `subscribe()`: an instance nobody listens to
+    /// allocates no channel and sends no events.
+    pub(super) events: Arc<OnceLock<broadcast::Sender<Event>>>,
+    pub(super) started: AtomicBool,
+    /// Where the run's report goes out; kept apart from the instance, which
+    /// may be dropped as soon as callers have the report.
+    pub(crate) outcome: Outcome,
+    /// Callers waiting for the report right now (see [`Waiting`]).
+    pub(crate) waiters: AtomicUsize,
+    /// Requests for the report so far, from cleanups that call `shutdown()`
+    /// on their own instance; served by the run.
+    pub(super) snapshots: Arc<Mailbox<SnapshotRequest>>,
+    /// The run's shared state, for the line a forced exit prints.
+    pub(super) run: OnceLock<Arc<RunContext>>,
+    /// Category releases under way, by number: the shutdown waits for them.
+    pub(super) releases: Mutex<Vec<(u64, Release)>>,
+    /// How the instance stands to the process's signals.
+    pub(crate) signals: Signals,
+    /// For a scope: its task in the parent, withdrawn once the scope has
+    /// shut down on its own.
+    pub(crate) scope: OnceLock<TaskHandle>,
+    /// Background work of `spawn`, and whether its task is registered.
+    pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
+    pub(crate) tracker_registered: AtomicBool,
+}
+
+/// What the process layer does for an instance that listens for signals.
+/// The engine calls these at three moments and knows nothing else of it.
+pub(crate) struct ProcessHooks {
+    /// At a registration of an instance that listens from its first one.
+    pub(crate) listen: fn(&Compactor) -> Result<(), Error>,
+    /// As a listening instance goes.
+    pub(crate) leave: fn(u64),
+    /// Once a run's report is out.
+    pub(crate) run_over: fn(),
+}
+
+/// An instance's standing with the process's signals: plain state the
+/// process layer sets and reads.
+pub(crate) struct Signals {
+    /// Set by the process layer when the instance may listen.
+    pub(crate) hooks: OnceLock<&'static ProcessHooks>,
+    /// Listen at the first registration.
+    pub(crate) auto_listen: bool,
+    /// Whether the instance listens now.
+    pub(crate) armed: AtomicBool,
+    /// What the process does after a signal-started run.
+    pub(crate) exit: SignalExit,
+    /// Whether a signal started the run.
+    pub(crate) started_run: AtomicBool,
+}
+
+impl Instance {
+    /// The run under way or done, if any.
+    pub(crate) fn current_run(&self) -> Option<&Arc<RunContext>> {
+        self.run.get()
+    }
+
+    pub(crate) fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The names of the cleanups running right now.
+    pub(crate) fn running_tasks(&self) -> Vec<String> {
+        self.run.get().map(|ctx| ctx.running()).unwrap_or_default()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if *self.signals.armed.get_mut() {
+            if let Some(hooks) = self.signals.hooks.get() {
+                // Leaves the process's listener.
+                (hooks.leave)(self.id);
+            }
+        }
+        let pending = self.registry.len();
+        if pending > 0 && !*self.started.get_mut() {
+            tracing::warn!(
+                instance = self.id,
+                pending,
+                "Compactor dropped before shutdown: its pending cleanups never ran"
+            );
+        }
+    }
+}
+
+impl Default for Compactor {
+    fn default() -> Self {
+        Compactor::new()
+    }
+}
+
+impl fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compactor")
+            .field("id", &self.inner.id)
+            .field("pending", &self.pending())
+            .field("shutting_down", &self.is_shutting_down())
+            .finish()
+    }
+}
+
+impl Compactor {
+    /// An isolated instance with the default settings (see [`Builder`]), for
+    /// libraries and tests.
+    pub fn new() -> Self {
+        let config = Config::default();
+        let exit = config.signal_exit;
+        Compactor::from_parts(Arc::new(config), false, exit, None)
+    }
+
+    /// Configures an instance.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// An instance with these settings; `hooks` are the process layer's, for
+    /// an instance that may listen for signals from its first registration.
+    pub(crate) fn from_parts(
+        config: Arc<Config>,
+        auto_listen: bool,
+        exit: SignalExit,
+        hooks: Option<&'static ProcessHooks>,
+    ) -> Self {
+        let signals = Signals {
+            hooks: OnceLock::new(),
+            auto_listen,
+            armed: AtomicBool::new(false),
+            exit,
+            started_run: AtomicBool::new(false),
+        };
+        if let Some(hooks) = hooks {
+            let _ = signals.hooks.set(hooks);
+        }
+        Compactor {
+            inner: Arc::new(Instance {
+                id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+                config,
+                registry: Arc::new(Registry::new()),
+                token: CancellationToken::new(),
+                events: Arc::new(OnceLock::new()),
+                started: AtomicBool::new(false),
+                outcome: Outcome::new(),
+                waiters: AtomicUsize::new(0),
+                snapshots: Arc::new(Mailbox::new()),
+                run: OnceLock::new(),
+                releases: Mutex::new(Vec::new()),
+                signals,
+                scope: OnceLock::new(),
+                tracker: OnceLock::new(),
+                tracker_registered: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Removes the weak registrations whose value has been dropped (they would
+    /// only be reported as released) and returns how many. Registration does
+    /// this by itself from time to time, so an instance that gets one weak
+    /// registration per request stays bounded; call it to prune at once.
+    pub fn prune_released(&self) -> usize {
+        self.inner.registry.prune_released()
+    }
+
+    /// How many tasks are registered and waiting for shutdown.
+    pub fn pending(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Whether a signal started the shutdown.
+    pub(crate) fn started_by_signal(&self) -> bool {
+        self.inner.signals.started_run.load(Ordering::Acquire)
+    }
+
+    /// Whether the library ends the process once the run is over: after a
+    /// signal-started run, as the exit policy says, when nobody waits.
+    pub(crate) fn exits_after_run(&self) -> bool {
+        self.inner.outcome.after_run() == Some(AfterRun::Library)
+    }
+
+    /// Where the outcome of the run is published: its report, and who ends
+    /// the process after it (see [`Outcome::after_run`]). They outlive the
+    /// instance, which may go as its report goes out.
+    pub(crate) fn outcome(&self) -> Outcome {
+        self.inner.outcome.clone()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire)
+    }
+
+    /// A token cancelled the moment shutdown begins: services select on it to
+    /// stop taking new work. Cancelling the returned token yourself does not
+    /// start a shutdown (use [`trigger`](Self::trigger)).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.token.child_token()
+    }
+
+    /// Receives an [`Event`] for every state change of the shutdown.
+    /// Subscribe before it begins to see it all.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner
+            .events
+            .get_or_init(|| broadcast::channel(self.inner.config.event_capacity).0)
+            .subscribe()
+    }
+
+    /// Starts the shutdown without waiting for it; does nothing if it has
+    /// begun already. Closes registration and fires the shutdown token before
+    /// it returns. The run goes on in the current tokio runtime, or, outside
+    /// of one, in a runtime on a thread of its own.
+    pub fn trigger(&self) {
+        self.begin(ShutdownReason::Manual);
+    }
+
+    /// Starts the shutdown for a reason of the application's own (a lost
+    /// database, a failed health check), shown in the report and the events.
+    /// Does nothing if shutdown has begun already.
+    pub fn request_shutdown(&self, why: impl Into<String>) {
+        self.begin(ShutdownReason::Requested(why.into()));
+    }
+
+    /// Runs the shutdown, or joins the run already under way, and returns its
+    /// report. Every caller, concurrent or later, gets an equal report.
+    ///
+    /// Called from inside one of this instance's own cleanups, it cannot wait
+    /// for the run (the run waits for that cleanup), so it returns at once
+    /// with the report as it stands: [`is_complete`](ShutdownReport::is_complete)
+    /// is `false` and unfinished tasks are [`Outcome::Pending`](crate::Outcome::Pending).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the run does not belong to the caller, so dropping this
+    /// future does not stop it; [`wait`](Self::wait) picks the report up later.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        self.trigger();
+        self.wait().await
+    }
+
+    /// Waits for the report of a shutdown started elsewhere (another task,
+    /// [`trigger`](Self::trigger)). Before any shutdown it waits for one.
+    /// From inside one of this instance's cleanups it behaves like
+    /// [`shutdown`](Self::shutdown) does there.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn wait(&self) -> ShutdownReport {
+        let _waiting = Waiting::new(&self.inner);
+        if inside_cleanup_of(self.inner.id) {
+            if let Some(report) = self.snapshot().await {
+                return report;
+            }
+        }
+        let mut rx = self.inner.outcome.report.subscribe();
+        let report = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives as long as `self`");
+        report.clone().expect("waited for Some")
+    }
+
+    /// The final report, if the shutdown has finished.
+    pub fn report(&self) -> Option<ShutdownReport> {
+        self.inner.outcome.report()
+    }
+
+    async fn snapshot(&self) -> Option<ShutdownReport> {
+        if let Some(report) = self.report() {
+            return Some(report);
+        }
+        let (reply, answer) = oneshot::channel();
+        if !self.is_shutting_down() {
+            return None;
+        }
+        self.inner.snapshots.send(reply).ok()?;
+        answer.await.ok()
+    }
+}

@@ -1,0 +1,186 @@
+//! Beginning a shutdown and driving its run: the gate closes, the token
+//! fires, the registry is drained into a plan, and the run goes on a live
+//! runtime until its report is published.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Compactor;
+use super::outcome::publish;
+use crate::event::Event;
+use crate::plan::Plan;
+use crate::report::{ShutdownReason, ShutdownReport};
+use crate::run::attempt::{current_chain, drop_contained};
+use crate::run::mailbox::Mailbox;
+use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest};
+
+impl Compactor {
+    pub(super) fn run_context(&self, plan: &mut Plan) -> Arc<RunContext> {
+        let mut chain: Vec<u64> = current_chain().map(|c| c.to_vec()).unwrap_or_default();
+        chain.push(self.inner.id);
+        Arc::new(RunContext::new(
+            chain.into(),
+            self.inner.events.clone(),
+            std::mem::take(&mut plan.names).into_boxed_slice(),
+        ))
+    }
+
+    pub(super) fn runner_parts(
+        &self,
+        ctx: Arc<RunContext>,
+        reason: ShutdownReason,
+        t0: Instant,
+        snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
+        halt: Option<CancellationToken>,
+        releases: Vec<Release>,
+    ) -> RunnerParts {
+        RunnerParts {
+            ctx,
+            config: self.inner.config.clone(),
+            head: Head {
+                reason,
+                duration: std::time::Duration::ZERO,
+                warnings: Vec::new(),
+                policy: self.inner.signals.exit,
+            },
+            t0,
+            snapshots,
+            halt,
+            releases,
+        }
+    }
+
+    pub(crate) fn begin(&self, reason: ShutdownReason) -> bool {
+        let Some(started) = self.start(reason) else {
+            return false;
+        };
+        self.drive(started, false);
+        true
+    }
+
+    /// The report of a run that cannot be asked for one: every task of it
+    /// pending.
+    pub(crate) fn stalled_report(&self) -> ShutdownReport {
+        let names = self
+            .inner
+            .run
+            .get()
+            .map(|ctx| ctx.names.clone())
+            .unwrap_or_default();
+        crate::run::stalled_report(&names, self.inner.signals.exit)
+    }
+
+    /// Drives a begun shutdown: here, or on the library's own runtime.
+    pub(crate) fn drive(&self, started: Started, own: bool) {
+        // Built here, from user-visible state (and with tracing, whose
+        // layers are the user's): a panic must not leave a shutdown begun
+        // that no run will finish.
+        let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| started.run())) {
+            Ok(run) => run,
+            Err(panic) => {
+                let message = crate::run::attempt::message_of(panic);
+                tracing::error!(panic = %message, "the shutdown's run could not be built");
+                self.inner
+                    .outcome
+                    .report
+                    .send_replace(Some(self.stalled_report()));
+                return;
+            }
+        };
+        if let Some(ctx) = self.inner.run.get() {
+            ctx.driven_here(own);
+        }
+        crate::run::spawn_run(run, own);
+    }
+
+    /// Begins the shutdown (closes registration, fires the token) and
+    /// returns what the run needs, or `None` if it had begun already.
+    pub(crate) fn start(&self, reason: ShutdownReason) -> Option<Started> {
+        let inner = &self.inner;
+        if inner.started.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let t0 = Instant::now();
+        if matches!(reason, ShutdownReason::Signal(_)) {
+            inner.signals.started_run.store(true, Ordering::Release);
+        }
+        inner.registry.close();
+        inner.token.cancel();
+        Some(Started {
+            compactor: self.clone(),
+            reason,
+            t0,
+        })
+    }
+}
+
+/// A shutdown begun, its run still to be driven.
+#[must_use = "the shutdown has begun: its run must be driven, or no report comes"]
+pub(crate) struct Started {
+    compactor: Compactor,
+    reason: ShutdownReason,
+    t0: Instant,
+}
+
+impl Started {
+    /// The whole shutdown, from the drain to the published report (and the
+    /// exit, after a signal, where the policy says so).
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let Started {
+            compactor,
+            reason,
+            t0,
+        } = self;
+        let span = tracing::info_span!(
+            "shutdown",
+            instance = compactor.inner.id,
+            %reason,
+            tasks = tracing::field::Empty,
+            clean = tracing::field::Empty,
+        );
+        let (drained, shape) = compactor.inner.registry.drain();
+        let mut plan = Plan::new(drained, shape);
+        let ctx = compactor.run_context(&mut plan);
+        let _ = compactor.inner.run.set(ctx.clone());
+        ctx.refresh_listening();
+        ctx.emit(|| Event::ShutdownStarted {
+            reason: reason.clone(),
+            tasks: plan.tasks.len(),
+        });
+        span.record("tasks", plan.tasks.len());
+        {
+            let _entered = span.enter();
+            tracing::info!(tasks = plan.tasks.len(), %reason, "shutdown started");
+            for warning in &plan.warnings {
+                tracing::warn!(%warning, "dependency graph");
+            }
+        }
+        let releases = compactor
+            .releases()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
+        let snapshots = Some(compactor.inner.snapshots.clone());
+        let parts = compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases);
+        let runner = Runner::new(plan, parts);
+        let inner = compactor.inner;
+        let finish_span = span.clone();
+        let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
+            let _entered = finish_span.enter();
+            publish(inner, &ctx, report);
+            let _ = drop_contained(spent);
+        });
+        // Made here, not in the future, so a run dropped before it ever ran
+        // still goes on elsewhere.
+        let driven = crate::run::drive(runner, finish);
+        async move {
+            driven.await;
+        }
+        .instrument(span)
+    }
+}

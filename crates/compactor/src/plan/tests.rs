@@ -1,0 +1,302 @@
+use std::num::NonZeroU64;
+use std::sync::Mutex;
+
+use super::*;
+use crate::task::Dep;
+
+/// Nodes named `names`, in that registration order, with by-name dependencies.
+fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            let deps: Vec<Dep> = deps
+                .iter()
+                .filter(|(from, _)| *from == name)
+                .map(|(_, to)| Dep {
+                    name: Arc::from(*to),
+                    id: None,
+                })
+                .collect();
+            let node = Node {
+                cleanup: Mutex::new(Some(Box::new(crate::task::cleanup::AsyncFn(|| async {})))),
+                deps: deps.into_boxed_slice(),
+                spec: Spec::default(),
+            };
+            Drained {
+                id: i as u64 + 1,
+                name: Arc::from(name),
+                node: Box::new(node),
+            }
+        })
+        .collect()
+}
+
+fn precedes(plan: &Plan, i: u32) -> Vec<u32> {
+    plan.precedes.of(i).collect()
+}
+
+#[test]
+fn a_cycle_is_broken_at_the_latest_registered_task() {
+    // a -> b -> c -> a, plus d -> a outside the cycle.
+    let plan = Plan::new(
+        nodes(
+            &["a", "b", "c", "d"],
+            &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
+        ),
+        Shape::UNKNOWN,
+    );
+    assert_eq!(
+        plan.warnings,
+        [GraphWarning::CycleBroken {
+            path: vec!["a".into(), "b".into(), "c".into(), "a".into()],
+            dropped: ("c".into(), "a".into()),
+        }]
+    );
+    assert_eq!(precedes(&plan, 2), Vec::<u32>::new());
+    assert_eq!(precedes(&plan, 0), [1]);
+    assert_eq!(precedes(&plan, 3), [0]);
+    // What remains runs d and a before b, b before c.
+    assert_eq!(plan.waiting, [1, 1, 1, 0]);
+}
+
+#[test]
+fn breaking_is_deterministic_and_handles_several_cycles() {
+    let build = || {
+        Plan::new(
+            nodes(
+                &["x", "y", "p", "q", "r"],
+                &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
+            ),
+            Shape::UNKNOWN,
+        )
+    };
+    let (one, two) = (build(), build());
+    assert_eq!(one.warnings, two.warnings);
+    assert_eq!(one.warnings.len(), 2);
+    for warning in &one.warnings {
+        let GraphWarning::CycleBroken { dropped, .. } = warning else {
+            panic!("{warning}");
+        };
+        assert!(dropped.0 == "y" || dropped.0 == "r", "{warning}");
+    }
+}
+
+#[test]
+fn a_handle_dependency_on_a_replaced_task_is_dropped() {
+    let mut all = nodes(&["db", "http"], &[]);
+    all[1].node.deps = vec![Dep {
+        name: Arc::from("db"),
+        // The id of an earlier "db" that was unregistered and replaced.
+        id: NonZeroU64::new(99),
+    }]
+    .into_boxed_slice();
+    let plan = Plan::new(all, Shape::UNKNOWN);
+    assert!(plan.warnings.is_empty());
+    assert_eq!(precedes(&plan, 1), Vec::<u32>::new());
+}
+
+#[test]
+fn phases_are_the_distinct_effective_priorities_highest_first() {
+    let mut all = nodes(&["low", "crit", "mid"], &[("low", "crit")]);
+    all[0].node.spec.priority = Priority::Low;
+    all[1].node.spec.priority = Priority::Critical;
+    let plan = Plan::new(all, Shape::UNKNOWN);
+    assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
+    let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
+    assert_eq!(phases, [0, 0, 1]);
+}
+
+#[test]
+fn tasks_are_renumbered_phase_by_phase_in_registration_order() {
+    let mut all = nodes(&["a", "b", "c", "d", "e", "f"], &[]);
+    let priorities = [
+        Priority::Low,
+        Priority::Critical,
+        Priority::Normal,
+        Priority::Critical,
+        Priority::Low,
+        Priority::Normal,
+    ];
+    for (i, (d, p)) in all.iter_mut().zip(priorities).enumerate() {
+        d.node.spec.priority = p;
+        // Marks each node, to check it moves with its name.
+        d.node.spec.retries = i as u32;
+    }
+    let plan = Plan::new(all, Shape::UNKNOWN);
+    let names: Vec<&str> = plan.names.iter().map(|n| &**n).collect();
+    assert_eq!(names, ["b", "d", "c", "f", "a", "e"]);
+    let marks: Vec<u32> = plan.tasks.iter().map(|t| t.spec().retries).collect();
+    assert_eq!(marks, [1, 3, 2, 5, 0, 4], "each task moved with its name");
+    let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
+    assert_eq!(phases, [0, 0, 1, 1, 2, 2]);
+}
+
+/// Registers `count` tasks, task `i` at `priority(i)` and, if `chained`,
+/// depending on task `i - 1` by handle; returns the drain.
+fn drained(
+    count: usize,
+    priority: impl Fn(usize) -> Priority,
+    chained: bool,
+) -> (Vec<Drained>, Shape) {
+    let registry = crate::registry::Registry::new();
+    let mut last: Option<(Arc<str>, NonZeroU64)> = None;
+    for i in 0..count {
+        let name: Arc<str> = Arc::from(format!("t{i}"));
+        let spec = Spec {
+            priority: priority(i),
+            ..Spec::default()
+        };
+        let deps = match (&last, chained) {
+            (Some((name, id)), true) => vec![Dep {
+                name: name.clone(),
+                id: Some(*id),
+            }],
+            _ => Vec::new(),
+        };
+        let cleanup = Box::new(crate::task::cleanup::AsyncFn(|| async {}));
+        let id = registry.insert(name.clone(), spec, deps, cleanup).unwrap();
+        last = Some((name, id));
+    }
+    registry.drain()
+}
+
+/// What a plan decided: names in order, (effective priority, phase),
+/// waiting counts, edges.
+type Decided = (Vec<String>, Vec<(Priority, u32)>, Vec<u32>, Vec<Vec<u32>>);
+
+fn decided(plan: &Plan) -> Decided {
+    (
+        plan.names.iter().map(|n| n.to_string()).collect(),
+        plan.tasks
+            .iter()
+            .map(|t| (t.effective.get(), t.phase))
+            .collect(),
+        plan.waiting.clone(),
+        (0..plan.tasks.len() as u32)
+            .map(|i| plan.precedes.of(i).collect())
+            .collect(),
+    )
+}
+
+#[test]
+fn the_registry_shape_spares_reads_without_changing_the_plan() {
+    type Case = (&'static str, fn(usize) -> Priority, bool, Shape);
+    let shape = |priority, any_dependency| Shape {
+        priority,
+        any_dependency,
+    };
+    let critical_by_value = |i: usize| match i % 2 {
+        0 => Priority::Critical,
+        _ => Priority::Custom(200),
+    };
+    let one_critical = |i: usize| match i {
+        5 => Priority::Critical,
+        _ => Priority::Low,
+    };
+    let cases: [Case; 5] = [
+        (
+            "alike",
+            |_| Priority::Normal,
+            false,
+            shape(Some(Priority::Normal), false),
+        ),
+        (
+            "alike by value",
+            critical_by_value,
+            false,
+            shape(Some(Priority::Critical), false),
+        ),
+        (
+            "mixed",
+            |i| Priority::Custom(-((i % 3) as i32)),
+            false,
+            shape(None, false),
+        ),
+        (
+            "chain",
+            |_| Priority::High,
+            true,
+            shape(Some(Priority::High), true),
+        ),
+        ("mixed chain", one_critical, true, shape(None, true)),
+    ];
+    for (case, priority, chained, expected) in cases {
+        let (nodes, shape) = drained(12, priority, chained);
+        assert_eq!(shape, expected, "{case}");
+        let with_shape = Plan::new(nodes, shape);
+        let (nodes, _) = drained(12, priority, chained);
+        let read_all = Plan::new(nodes, Shape::UNKNOWN);
+        assert_eq!(decided(&with_shape), decided(&read_all), "{case}");
+        if case == "mixed chain" {
+            // t6 .. t11 depend on t5, so run before it: they rise to its
+            // phase, ahead of t0 .. t4, which stay in theirs.
+            let effective: Vec<(String, Priority)> = with_shape
+                .names
+                .iter()
+                .zip(&with_shape.tasks)
+                .map(|(n, t)| (n.to_string(), t.effective.get()))
+                .collect();
+            let expected: Vec<(String, Priority)> = (5..12)
+                .map(|i| (format!("t{i}"), Priority::Critical))
+                .chain((0..5).map(|i| (format!("t{i}"), Priority::Low)))
+                .collect();
+            assert_eq!(effective, expected);
+        }
+    }
+}
+
+#[test]
+fn raising_in_registration_order_agrees_with_kahns_walk() {
+    // Every task depends on up to three earlier ones, priorities spread.
+    let n = 200u32;
+    let mut edges: Vec<(u32, u32)> = Vec::new();
+    for t in 1..n {
+        let mut deps: Vec<u32> = vec![t * 7 % t, t / 2, t - 1];
+        deps.sort_unstable();
+        deps.dedup();
+        edges.extend(deps.into_iter().map(|d| (t, d)));
+    }
+    let names: Vec<&str> = (0..n).map(|_| "t").collect();
+    let planned = || -> Vec<PlannedTask> {
+        let mut all = nodes(&names, &[]);
+        for (i, d) in all.iter_mut().enumerate() {
+            d.node.spec.priority = Priority::Custom((i as i32 * 37) % 11);
+        }
+        all.into_iter()
+            .map(|d| PlannedTask {
+                effective: d.node.spec.priority.into(),
+                node: d.node,
+                phase: 0,
+            })
+            .collect()
+    };
+    let mut ordered = planned();
+    raise_in_registration_order(&mut ordered, &edges);
+
+    let mut walked = planned();
+    let mut precedes = Edges::from_lists(n as usize, &edges);
+    let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+    reversed.sort_unstable();
+    let preceded_by = Edges::from_lists(n as usize, &reversed);
+    let arcs: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
+    let mut warnings = Vec::new();
+    raise_priorities(
+        &mut walked,
+        &arcs,
+        &mut precedes,
+        preceded_by,
+        &mut warnings,
+    );
+
+    let effective = |tasks: &[PlannedTask]| -> Vec<Priority> {
+        tasks.iter().map(|t| t.effective.get()).collect()
+    };
+    assert!(warnings.is_empty());
+    assert_eq!(effective(&ordered), effective(&walked));
+    assert_ne!(
+        effective(&ordered),
+        effective(&planned()),
+        "some task was raised"
+    );
+}
