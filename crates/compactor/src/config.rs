@@ -55,7 +55,7 @@ impl Config {
     }
 }
 
-/// Configures a [`Compactor`]; created by [`Compactor::builder`].
+/// Configures a [`Compactor`](crate::Compactor); created by [`Compactor::builder`](crate::Compactor::builder).
 ///
 /// | setting | default |
 /// |---|---|
@@ -185,7 +185,7 @@ impl Builder {
     pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
     /// The signals that start a shutdown once the instance
-    /// [listens](Compactor::listen_for_signals). Default: `SIGINT` and `SIGTERM`;
+    /// [listens](crate::Compactor::listen_for_signals). Default: `SIGINT` and `SIGTERM`;
     /// add [`Signal::Hangup`] or [`Signal::Quit`] as your supervisor needs.
     pub fn signals(mut self, signals: impl IntoIterator<Item = Signal>) -> Self {
         let mut chosen: Vec<Signal> = Vec::new();
@@ -213,7 +213,7 @@ impl Builder {
     }
 
     /// Whether the instance starts [listening for
-    /// signals](Compactor::listen_for_signals) by itself, at its first
+    /// signals](crate::Compactor::listen_for_signals) by itself, at its first
     /// registration (from any thread, in a runtime or not). On by default for
     /// the global instance, so an application gets signal handling without
     /// asking; turn it off where the application owns its signals. Off by

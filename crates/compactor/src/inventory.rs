@@ -135,7 +135,8 @@ impl Compactor {
     /// # Examples
     ///
     /// ```
-    /// use compactor::{Category, Compactor, Coverage};
+    /// use compactor::inventory::Coverage;
+    /// use compactor::{Category, Compactor};
     ///
     /// let c = Compactor::new();
     /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();

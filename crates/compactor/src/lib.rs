@@ -80,13 +80,13 @@ mod compactor;
 mod config;
 mod error;
 mod event;
-mod inventory;
+pub mod inventory;
 mod plan;
 mod priority;
 mod process;
 mod ready;
 mod registry;
-mod report;
+pub mod report;
 mod run;
 mod scope;
 mod signal;
@@ -98,13 +98,9 @@ pub use crate::compactor::{Compactor, TaskBuilder};
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;
-pub use crate::inventory::{Coverage, Inventory};
 pub use crate::priority::{Category, Priority};
 pub use crate::registry::TaskHandle;
-pub use crate::report::{
-    CategorySummary, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport,
-    SkipReason, TaskReport,
-};
+pub use crate::report::{Outcome, ShutdownReason, ShutdownReport, TaskReport};
 pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::cleanup::CleanupResult;
 

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use compactor::{Backoff, Category, Compactor, Error, Interruption, Outcome, Priority};
+use compactor::report::Interruption;
+use compactor::{Backoff, Category, Compactor, Error, Outcome, Priority};
 
 /// How long the blocking cleanups here block: far longer than any bound
 /// the tests check.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Log, logged};
-use compactor::{Category, Compactor, Coverage, Event, Outcome, Priority, ShutdownReason};
+use compactor::inventory::Coverage;
+use compactor::{Category, Compactor, Event, Outcome, Priority, ShutdownReason};
 
 #[tokio::test(start_paused = true)]
 async fn the_report_sums_outcomes_and_time_by_category() {

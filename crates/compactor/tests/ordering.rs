@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::Log;
-use compactor::{Compactor, GraphWarning, Outcome, Priority};
+use compactor::report::GraphWarning;
+use compactor::{Compactor, Outcome, Priority};
 
 fn logged(
     log: &Log,

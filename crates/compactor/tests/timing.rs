@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use compactor::{Backoff, Compactor, Event, Interruption, Outcome, Priority, SkipReason};
+use compactor::report::{Interruption, SkipReason};
+use compactor::{Backoff, Compactor, Event, Outcome, Priority};
 use tokio::time::Instant;
 
 const MS: Duration = Duration::from_millis(1);

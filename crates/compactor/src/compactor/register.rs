@@ -203,7 +203,7 @@ impl<'a> TaskBuilder<'a> {
         self.finish(Box::new(BlockingFn(cleanup)))
     }
 
-    /// Registers a cleanup that holds only a [`Weak`] reference to `value`, so
+    /// Registers a cleanup that holds only a [`Weak`](std::sync::Weak) reference to `value`, so
     /// registration never keeps the resource alive. At shutdown the cleanup is
     /// called with the value if it is still alive; if it was dropped, the task
     /// is [`Outcome::Released`](crate::Outcome::Released) and not called. A

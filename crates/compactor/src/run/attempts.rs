@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
 use super::scheduler::{Failure, Runner, State, Stopper};
-use crate::{Event, Interruption, Outcome};
+use crate::event::Event;
+use crate::report::{Interruption, Outcome};
 
 impl Runner {
     pub(super) fn timeout(&self, i: usize) -> Duration {

@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::plan::Plan;
-use crate::report::Nanos;
-use crate::{
-    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, SignalExit, TaskReport,
+use crate::report::{
+    GraphWarning, Interruption, Nanos, Outcome, ShutdownReason, ShutdownReport, TaskReport,
 };
+use crate::signal::SignalExit;
 
 pub(crate) struct Record {
     /// One entry per task of the plan, by index.

@@ -21,8 +21,9 @@ use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::{Release, RunContext, SnapshotRequest};
 use crate::config::Config;
+use crate::event::Event;
 use crate::plan::Plan;
-use crate::{Event, Interruption, Outcome, ShutdownReport, SkipReason, TaskReport};
+use crate::report::{Interruption, Outcome, ShutdownReport, SkipReason, TaskReport};
 
 /// How many tasks one turn may start before the runner looks at its clock
 /// and its mail again.

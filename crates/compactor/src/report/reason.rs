@@ -1,0 +1,90 @@
+//! Why a shutdown began, and what it had to work around in the graph.
+
+use std::fmt;
+
+use crate::priority::Category;
+use crate::signal::Signal;
+
+/// What started a shutdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ShutdownReason {
+    /// [`Compactor::shutdown`](crate::Compactor::shutdown) or
+    /// [`Compactor::trigger`](crate::Compactor::trigger).
+    Manual,
+    /// A process signal (see [`Compactor::listen_for_signals`](crate::Compactor::listen_for_signals)).
+    Signal(Signal),
+    /// A panic, with the hook of [`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic):
+    /// the thread and the panic message.
+    Panic(String),
+    /// The application asked for it, with [`Compactor::request_shutdown`](crate::Compactor::request_shutdown).
+    Requested(String),
+    /// The service given to [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)
+    /// ended by itself.
+    ServiceEnded,
+    /// That service ended with an error (its text).
+    ServiceFailed(String),
+    /// Not a shutdown: one category released early with
+    /// [`Compactor::shutdown_category`](crate::Compactor::shutdown_category).
+    Category(Category),
+}
+
+impl fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShutdownReason::Manual => f.write_str("manual"),
+            ShutdownReason::Signal(signal) => write!(f, "{signal}"),
+            ShutdownReason::Panic(message) => write!(f, "panic: {message}"),
+            ShutdownReason::Requested(why) => write!(f, "requested: {why}"),
+            ShutdownReason::ServiceEnded => f.write_str("service ended"),
+            ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
+            ShutdownReason::Category(category) => write!(f, "category {category}"),
+        }
+    }
+}
+
+/// Something about the dependency graph that the run had to work around.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum GraphWarning {
+    /// A dependency by name that no task had at shutdown; it was ignored.
+    UnknownDependency {
+        /// The task that declared the dependency.
+        task: String,
+        /// The name no task had.
+        dependency: String,
+    },
+    /// A cycle that could not be refused at registration (tasks registered
+    /// concurrently with name dependencies on each other). The dependency
+    /// declared by the latest-registered task on the cycle was dropped.
+    CycleBroken {
+        /// The cycle, first task repeated at the end.
+        path: Vec<String>,
+        /// The dependency that was dropped: `(task, dependency)`.
+        dropped: (String, String),
+    },
+}
+
+impl fmt::Display for GraphWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GraphWarning::UnknownDependency { task, dependency } => {
+                write!(
+                    f,
+                    "task `{task}` depends on `{dependency}`, which was never registered; dependency ignored"
+                )
+            }
+            GraphWarning::CycleBroken { path, dropped } => write!(
+                f,
+                "dependency cycle {}; dropped `{}` -> `{}`",
+                path.join(" -> "),
+                dropped.0,
+                dropped.1
+            ),
+        }
+    }
+}
