@@ -143,8 +143,7 @@ impl Started {
             tasks = tracing::field::Empty,
             clean = tracing::field::Empty,
         );
-        let (drained, shape) = compactor.inner.registry.drain();
-        let mut plan = Plan::new(drained, shape);
+        let mut plan = Plan::new(compactor.inner.registry.drain());
         let ctx = compactor.run_context(&mut plan);
         let _ = compactor.inner.run.set(ctx.clone());
         ctx.refresh_listening();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::priority::PackedPriority;
 use crate::priority::Priority;
-use crate::registry::{Drained, Node, Shape};
+use crate::registry::{Drained, Node};
 use crate::report::GraphWarning;
 use crate::task::Spec;
 
@@ -64,21 +64,6 @@ impl Edges {
     }
 }
 
-/// Task index by id: a table while ids are dense, a map after long churn.
-enum IdIndex {
-    Dense(Vec<u32>),
-    Sparse(HashMap<u64, u32>),
-}
-
-impl IdIndex {
-    fn get(&self, id: u64) -> Option<u32> {
-        match self {
-            IdIndex::Dense(table) => table.get(id as usize).copied().filter(|&i| i != u32::MAX),
-            IdIndex::Sparse(map) => map.get(&id).copied(),
-        }
-    }
-}
-
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
 pub(crate) struct PlannedTask {
@@ -113,16 +98,15 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan of a whole shutdown; `nodes` must be in registration order,
-    /// `shape` what the registry knows of all of them.
-    pub(crate) fn new(nodes: Vec<Drained>, shape: Shape) -> Plan {
-        Plan::build(nodes, true, shape)
+    /// The plan of a whole shutdown; `nodes` must be in registration order.
+    pub(crate) fn new(nodes: Vec<Drained>) -> Plan {
+        Plan::build(nodes, true)
     }
 
     /// The plan of some of the tasks: dependencies on the others are dropped
     /// without a warning.
     pub(crate) fn partial(nodes: Vec<Drained>) -> Plan {
-        Plan::build(nodes, false, Shape::UNKNOWN)
+        Plan::build(nodes, false)
     }
 
     /// How many tasks must finish before task `i` may start.
@@ -130,35 +114,22 @@ impl Plan {
         self.waiting.get(i).copied().unwrap_or(0)
     }
 
-    fn build(nodes: Vec<Drained>, whole: bool, shape: Shape) -> Plan {
+    fn build(nodes: Vec<Drained>, whole: bool) -> Plan {
         let n = nodes.len();
         let mut warnings = Vec::new();
-        // Each pass over the nodes is a cache miss per task (they are
-        // scattered over the heap); the shape spares the passes it can.
-        let edges = match shape.any_dependency {
-            true => resolve(&nodes, whole, &mut warnings),
-            false => Vec::new(),
-        };
-        let own: Vec<Priority> = match shape.priority {
-            Some(_) => Vec::new(),
-            None => nodes.iter().map(|d| d.node.spec.priority).collect(),
-        };
-        // The planned tasks take the drained tasks' place (collected in
-        // place: no second table of fresh memory to fault in).
+        let edges = resolve(&nodes, whole, &mut warnings);
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
         let mut tasks: Vec<PlannedTask> = nodes
             .into_iter()
-            .enumerate()
-            .map(|(i, Drained { name, node, .. })| {
+            .map(|Drained { name, node, .. }| {
                 names.push(name);
                 PlannedTask {
-                    effective: shape.priority.unwrap_or_else(|| own[i]).into(),
+                    effective: node.spec.priority.into(),
                     node,
                     phase: 0,
                 }
             })
             .collect();
-        drop(own);
         // No edges, no tables (every task may start at once).
         let mut precedes = match edges.is_empty() {
             true => Edges::default(),
@@ -167,11 +138,8 @@ impl Plan {
         if edges.iter().all(|&(task, dep)| dep < task) {
             // Every dependency was registered before its dependent (always
             // so for handles): registration order is already an order of
-            // the graph, and no cycle can exist. Alike priorities need no
-            // raising at all.
-            if shape.priority.is_none() {
-                raise_in_registration_order(&mut tasks, &edges);
-            }
+            // the graph, and no cycle can exist.
+            raise_in_registration_order(&mut tasks, &edges);
         } else {
             let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
             drop(edges);
@@ -186,11 +154,7 @@ impl Plan {
             );
         }
 
-        // Alike priorities stay alike when raised.
-        let phases = match shape.priority {
-            Some(priority) if n > 0 => vec![priority],
-            _ => distinct_descending(tasks.iter().map(|t| t.effective.get())),
-        };
+        let phases = distinct_descending(tasks.iter().map(|t| t.effective.get()));
         if phases.len() > 1 {
             for t in &mut tasks {
                 t.phase = phases
@@ -228,26 +192,14 @@ impl Plan {
 /// The dependency edges `(task, dependency)` by task index, sorted, with a
 /// warning for each unknown name (in a whole shutdown).
 fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> Vec<(u32, u32)> {
-    let n = nodes.len();
     let mut edges: Vec<(u32, u32)> = Vec::new();
-    // Handle dependencies resolve by id (dense: a table, no hashing); only
+    // Handle dependencies resolve by id (the nodes are in id order); only
     // dependencies by name need the name index.
-    let max_id = nodes.last().map_or(0, |d| d.id) as usize;
-    let by_id = match crate::registry::dense(max_id + 1, n) {
-        true => {
-            let mut table = vec![u32::MAX; max_id + 1];
-            for (i, d) in nodes.iter().enumerate() {
-                table[d.id as usize] = i as u32;
-            }
-            IdIndex::Dense(table)
-        }
-        false => IdIndex::Sparse(
-            nodes
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (d.id, i as u32))
-                .collect(),
-        ),
+    let by_id = |id: u64| {
+        nodes
+            .binary_search_by_key(&id, |d| d.id)
+            .ok()
+            .map(|i| i as u32)
     };
     let by_name: Option<HashMap<&str, u32>> = nodes
         .iter()
@@ -265,7 +217,7 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
             let target = match dep.id {
                 // Not found: the handle's task was unregistered, and the
                 // dependency went with it.
-                Some(id) => by_id.get(id.get()),
+                Some(id) => by_id(id.get()),
                 None => {
                     let found = by_name
                         .as_ref()

@@ -39,13 +39,10 @@ fn precedes(plan: &Plan, i: u32) -> Vec<u32> {
 #[test]
 fn a_cycle_is_broken_at_the_latest_registered_task() {
     // a -> b -> c -> a, plus d -> a outside the cycle.
-    let plan = Plan::new(
-        nodes(
-            &["a", "b", "c", "d"],
-            &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
-        ),
-        Shape::UNKNOWN,
-    );
+    let plan = Plan::new(nodes(
+        &["a", "b", "c", "d"],
+        &[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")],
+    ));
     assert_eq!(
         plan.warnings,
         [GraphWarning::CycleBroken {
@@ -63,13 +60,10 @@ fn a_cycle_is_broken_at_the_latest_registered_task() {
 #[test]
 fn breaking_is_deterministic_and_handles_several_cycles() {
     let build = || {
-        Plan::new(
-            nodes(
-                &["x", "y", "p", "q", "r"],
-                &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
-            ),
-            Shape::UNKNOWN,
-        )
+        Plan::new(nodes(
+            &["x", "y", "p", "q", "r"],
+            &[("x", "y"), ("y", "x"), ("p", "q"), ("q", "r"), ("r", "p")],
+        ))
     };
     let (one, two) = (build(), build());
     assert_eq!(one.warnings, two.warnings);
@@ -91,7 +85,7 @@ fn a_handle_dependency_on_a_replaced_task_is_dropped() {
         id: NonZeroU64::new(99),
     }]
     .into_boxed_slice();
-    let plan = Plan::new(all, Shape::UNKNOWN);
+    let plan = Plan::new(all);
     assert!(plan.warnings.is_empty());
     assert_eq!(precedes(&plan, 1), Vec::<u32>::new());
 }
@@ -101,7 +95,7 @@ fn phases_are_the_distinct_effective_priorities_highest_first() {
     let mut all = nodes(&["low", "crit", "mid"], &[("low", "crit")]);
     all[0].node.spec.priority = Priority::Low;
     all[1].node.spec.priority = Priority::Critical;
-    let plan = Plan::new(all, Shape::UNKNOWN);
+    let plan = Plan::new(all);
     assert_eq!(plan.phases, [Priority::Critical, Priority::Normal]);
     let phases: Vec<u32> = plan.tasks.iter().map(|t| t.phase).collect();
     assert_eq!(phases, [0, 0, 1]);
@@ -123,7 +117,7 @@ fn tasks_are_renumbered_phase_by_phase_in_registration_order() {
         // Marks each node, to check it moves with its name.
         d.node.spec.retries = i as u32;
     }
-    let plan = Plan::new(all, Shape::UNKNOWN);
+    let plan = Plan::new(all);
     let names: Vec<&str> = plan.names.iter().map(|n| &**n).collect();
     assert_eq!(names, ["b", "d", "c", "f", "a", "e"]);
     let marks: Vec<u32> = plan.tasks.iter().map(|t| t.spec().retries).collect();
@@ -134,11 +128,7 @@ fn tasks_are_renumbered_phase_by_phase_in_registration_order() {
 
 /// Registers `count` tasks, task `i` at `priority(i)` and, if `chained`,
 /// depending on task `i - 1` by handle; returns the drain.
-fn drained(
-    count: usize,
-    priority: impl Fn(usize) -> Priority,
-    chained: bool,
-) -> (Vec<Drained>, Shape) {
+fn drained(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) -> Vec<Drained> {
     let registry = crate::registry::Registry::new();
     let mut last: Option<(Arc<str>, NonZeroU64)> = None;
     for i in 0..count {
@@ -161,89 +151,27 @@ fn drained(
     registry.drain()
 }
 
-/// What a plan decided: names in order, (effective priority, phase),
-/// waiting counts, edges.
-type Decided = (Vec<String>, Vec<(Priority, u32)>, Vec<u32>, Vec<Vec<u32>>);
-
-fn decided(plan: &Plan) -> Decided {
-    (
-        plan.names.iter().map(|n| n.to_string()).collect(),
-        plan.tasks
-            .iter()
-            .map(|t| (t.effective.get(), t.phase))
-            .collect(),
-        plan.waiting.clone(),
-        (0..plan.tasks.len() as u32)
-            .map(|i| plan.precedes.of(i).collect())
-            .collect(),
-    )
-}
-
 #[test]
-fn the_registry_shape_spares_reads_without_changing_the_plan() {
-    type Case = (&'static str, fn(usize) -> Priority, bool, Shape);
-    let shape = |priority, any_dependency| Shape {
-        priority,
-        any_dependency,
-    };
-    let critical_by_value = |i: usize| match i % 2 {
-        0 => Priority::Critical,
-        _ => Priority::Custom(200),
-    };
+fn tasks_before_a_critical_one_rise_to_its_phase() {
     let one_critical = |i: usize| match i {
         5 => Priority::Critical,
         _ => Priority::Low,
     };
-    let cases: [Case; 5] = [
-        (
-            "alike",
-            |_| Priority::Normal,
-            false,
-            shape(Some(Priority::Normal), false),
-        ),
-        (
-            "alike by value",
-            critical_by_value,
-            false,
-            shape(Some(Priority::Critical), false),
-        ),
-        (
-            "mixed",
-            |i| Priority::Custom(-((i % 3) as i32)),
-            false,
-            shape(None, false),
-        ),
-        (
-            "chain",
-            |_| Priority::High,
-            true,
-            shape(Some(Priority::High), true),
-        ),
-        ("mixed chain", one_critical, true, shape(None, true)),
-    ];
-    for (case, priority, chained, expected) in cases {
-        let (nodes, shape) = drained(12, priority, chained);
-        assert_eq!(shape, expected, "{case}");
-        let with_shape = Plan::new(nodes, shape);
-        let (nodes, _) = drained(12, priority, chained);
-        let read_all = Plan::new(nodes, Shape::UNKNOWN);
-        assert_eq!(decided(&with_shape), decided(&read_all), "{case}");
-        if case == "mixed chain" {
-            // t6 .. t11 depend on t5, so run before it: they rise to its
-            // phase, ahead of t0 .. t4, which stay in theirs.
-            let effective: Vec<(String, Priority)> = with_shape
-                .names
-                .iter()
-                .zip(&with_shape.tasks)
-                .map(|(n, t)| (n.to_string(), t.effective.get()))
-                .collect();
-            let expected: Vec<(String, Priority)> = (5..12)
-                .map(|i| (format!("t{i}"), Priority::Critical))
-                .chain((0..5).map(|i| (format!("t{i}"), Priority::Low)))
-                .collect();
-            assert_eq!(effective, expected);
-        }
-    }
+    let plan = Plan::new(drained(12, one_critical, true));
+    // t6 .. t11 depend on t5, so run before it: they rise to its phase,
+    // ahead of t0 .. t4, which stay in theirs.
+    let effective: Vec<(String, Priority)> = plan
+        .names
+        .iter()
+        .zip(&plan.tasks)
+        .map(|(n, t)| (n.to_string(), t.effective.get()))
+        .collect();
+    let expected: Vec<(String, Priority)> = (5..12)
+        .map(|i| (format!("t{i}"), Priority::Critical))
+        .chain((0..5).map(|i| (format!("t{i}"), Priority::Low)))
+        .collect();
+    assert_eq!(effective, expected);
+    assert_eq!(plan.phases, [Priority::Critical, Priority::Low]);
 }
 
 #[test]

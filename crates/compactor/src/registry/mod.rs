@@ -6,16 +6,6 @@
 //! turn, so a registration either lands in its shard before the drain reaches
 //! it (and runs) or sees the flag (and is refused). Nothing is lost and nothing
 //! runs twice.
-//!
-//! The drain only visits shards that were ever written to: a registration
-//! marks its shard in `used` before it reads the flag, and the drain reads
-//! the marks after setting it (both sequentially consistent), so a shard
-//! the drain passes over holds nothing a registration could have put there.
-//! A small registry on a many-core machine (four shards per core) is then
-//! drained by touching a few locks, not hundreds. The drain's [`Shape`]
-//! (whether all tasks share a priority, whether any has a dependency) is
-//! noted the same way, before the flag is read, so the planner can skip
-//! reading every node for what the shape already says.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
@@ -32,28 +22,10 @@ mod names;
 pub use handle::TaskHandle;
 
 use crate::error::Error;
-use crate::priority::{Category, Priority};
+use crate::priority::Category;
 use crate::task::cleanup::BoxCleanup;
 use crate::task::{Dep, Spec};
 use names::{HashedName, NameHash};
-
-/// What the registry knows of all the tasks a drain took, without reading
-/// their nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Shape {
-    /// The priority of every task, if they all have the same.
-    pub(crate) priority: Option<Priority>,
-    /// Whether any task may have a dependency.
-    pub(crate) any_dependency: bool,
-}
-
-impl Shape {
-    /// Nothing known: every node is read.
-    pub(crate) const UNKNOWN: Shape = Shape {
-        priority: None,
-        any_dependency: true,
-    };
-}
 
 /// A pending task.
 pub(crate) struct Node {
@@ -102,20 +74,6 @@ struct Slot {
     node: Option<Box<Node>>,
 }
 
-/// The tasks in id order, placed each at its id (O(n) for ids below
-/// `ids`); the table then closes its gaps in place (a `Drained` fits where
-/// its `Option` was).
-fn by_id(ids: usize, entries: impl Iterator<Item = Drained>) -> Vec<Drained> {
-    let mut slots: Vec<Option<Drained>> = Vec::new();
-    slots.resize_with(ids, || None);
-    for drained in entries {
-        let id = drained.id as usize;
-        slots[id] = Some(drained);
-    }
-    #[allow(clippy::filter_map_identity)] // `flatten` does not collect in place
-    slots.into_iter().filter_map(|slot| slot).collect()
-}
-
 /// A table entry as drained: `None` for a slot being taken out.
 fn drained((name, slot): (HashedName, SharedValue<Slot>)) -> Option<Drained> {
     let Slot { id, node } = slot.into_inner();
@@ -126,21 +84,8 @@ fn drained((name, slot): (HashedName, SharedValue<Slot>)) -> Option<Drained> {
     })
 }
 
-/// Whether `ids` ids given out for `live` tasks are few enough to index by
-/// id in a table.
-pub(crate) fn dense(ids: usize, live: usize) -> bool {
-    ids <= live.saturating_mul(4).saturating_add(1024)
-}
-
 pub(crate) struct Registry {
     tasks: DashMap<HashedName, Slot, NameHash>,
-    /// One bit per shard of `tasks`, set once a registration reached it.
-    used: Box<[AtomicU64]>,
-    /// The priority every task registered so far has (`SAME | value`),
-    /// `NONE_YET`, or `MIXED`.
-    priority: AtomicU64,
-    /// Whether any task registered so far has a dependency.
-    any_dependency: AtomicBool,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -155,14 +100,6 @@ pub(crate) struct Registry {
     weak_live: AtomicUsize,
 }
 
-/// [`Registry::priority`] before any registration.
-const NONE_YET: u64 = 0;
-/// [`Registry::priority`]'s tag for "every task has the priority in the low
-/// 32 bits".
-const SAME: u64 = 1 << 32;
-/// [`Registry::priority`] once two tasks differ.
-const MIXED: u64 = u64::MAX;
-
 /// How many tasks the cycle search of one registration visits at most.
 pub(crate) const CYCLE_SEARCH: usize = 64;
 
@@ -172,11 +109,7 @@ const PRUNE_AT_LEAST: usize = 1024;
 impl Registry {
     pub(crate) fn new() -> Self {
         let tasks = DashMap::with_hasher(NameHash::random());
-        let words = tasks.shards().len().div_ceil(64);
         Registry {
-            used: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            priority: AtomicU64::new(NONE_YET),
-            any_dependency: AtomicBool::new(false),
             tasks,
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -246,8 +179,6 @@ impl Registry {
         let id =
             NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
         let key = self.tasks.hasher().name(name);
-        self.mark_used(&key);
-        self.note_shape(spec.priority, !deps.is_empty());
         match self.tasks.entry(key) {
             Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().name().to_string())),
             Entry::Vacant(e) => {
@@ -273,53 +204,6 @@ impl Registry {
             self.weak_registered();
         }
         Ok(id)
-    }
-
-    /// Marks the shard `key` goes to as used, before the flag is read
-    /// under its lock (see the module docs). A shard is marked once: later
-    /// registrations only read the mark.
-    fn mark_used(&self, key: &HashedName) {
-        // As the map finds the shard: from the key's hash.
-        let shard = self.tasks.determine_shard(key.hash() as usize);
-        let (word, bit) = (&self.used[shard / 64], 1u64 << (shard % 64));
-        if word.load(Ordering::Acquire) & bit == 0 {
-            word.fetch_or(bit, Ordering::SeqCst);
-        }
-    }
-
-    /// Notes a registration's priority and whether it has dependencies,
-    /// before the flag is read (like [`Registry::mark_used`]). Each of the
-    /// two changes at most twice in the registry's life; after that,
-    /// registrations only read them.
-    fn note_shape(&self, priority: Priority, has_dependency: bool) {
-        let mine = SAME | u64::from(priority.value() as u32);
-        let seen = self.priority.load(Ordering::Acquire);
-        if seen == NONE_YET {
-            if let Err(other) =
-                self.priority
-                    .compare_exchange(NONE_YET, mine, Ordering::SeqCst, Ordering::Acquire)
-            {
-                if other != mine && other != MIXED {
-                    self.priority.store(MIXED, Ordering::SeqCst);
-                }
-            }
-        } else if seen != mine && seen != MIXED {
-            self.priority.store(MIXED, Ordering::SeqCst);
-        }
-        if has_dependency && !self.any_dependency.load(Ordering::Acquire) {
-            self.any_dependency.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// What is known of every task a drain takes (read after the flag is
-    /// set). A task that went since only makes it less precise.
-    fn shape(&self) -> Shape {
-        let priority = self.priority.load(Ordering::SeqCst);
-        Shape {
-            priority: (priority & SAME != 0 && priority != MIXED)
-                .then(|| Priority::from_value(priority as u32 as i32)),
-            any_dependency: self.any_dependency.load(Ordering::SeqCst),
-        }
     }
 
     /// Whether the task `name` with this id is still pending.
@@ -437,40 +321,20 @@ impl Registry {
     }
 
     /// Closes the registry and takes every pending task, in registration
-    /// order, with what is known of them all.
-    pub(crate) fn drain(&self) -> (Vec<Drained>, Shape) {
+    /// order.
+    pub(crate) fn drain(&self) -> Vec<Drained> {
         self.close();
-        let shape = self.shape();
-        let ids = self.next_id.load(Ordering::SeqCst) as usize;
-        // Each used shard's whole table is taken under its write lock, after
-        // the flag is set (see the module docs); names and nodes move out as
-        // they are, nothing copied or hashed.
-        let tables = self
+        // Each shard's table is taken under its write lock, after the flag
+        // is set (see the module docs): names and nodes move out as they are.
+        let mut drained: Vec<Drained> = self
             .tasks
             .shards()
             .iter()
-            .enumerate()
-            .filter(|(k, _)| self.used[k / 64].load(Ordering::SeqCst) & (1 << (k % 64)) != 0)
-            .map(|(_, shard)| std::mem::take(&mut *shard.write()));
-        let drained = if dense(ids, 0) {
-            // Dense however few are live: placed as each table is taken.
-            by_id(ids, tables.flatten().filter_map(drained))
-        } else {
-            let tables: Vec<_> = tables.collect();
-            let live = tables.iter().map(|table| table.len()).sum();
-            let entries = tables.into_iter().flatten().filter_map(drained);
-            if dense(ids, live) {
-                by_id(ids, entries)
-            } else {
-                // Long churn (many tasks registered and unregistered) leaves
-                // ids sparse: a table per id ever given out would be
-                // wasteful.
-                let mut drained: Vec<_> = entries.collect();
-                drained.sort_unstable_by_key(|d| d.id);
-                drained
-            }
-        };
-        (drained, shape)
+            .flat_map(|shard| std::mem::take(&mut *shard.write()))
+            .filter_map(drained)
+            .collect();
+        drained.sort_unstable_by_key(|d| d.id);
+        drained
     }
 
     fn node_id(&self, name: &str) -> Option<u64> {
