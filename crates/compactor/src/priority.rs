@@ -181,36 +181,6 @@ impl serde::Serialize for Category {
     }
 }
 
-/// A priority kept as its value: 4 bytes, where [`Priority`] takes 8.
-/// Ordered as priorities are, by value.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct PackedPriority(i32);
-
-impl PackedPriority {
-    pub(crate) fn get(self) -> Priority {
-        Priority::from_value(self.0)
-    }
-}
-
-impl From<Priority> for PackedPriority {
-    fn from(priority: Priority) -> PackedPriority {
-        PackedPriority(priority.value())
-    }
-}
-
-impl fmt::Debug for PackedPriority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for PackedPriority {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.get().serialize(s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::priority::PackedPriority;
 use crate::priority::Priority;
 use crate::registry::{Drained, Node};
 use crate::report::GraphWarning;
@@ -69,7 +68,7 @@ impl Edges {
 pub(crate) struct PlannedTask {
     pub(crate) node: Box<Node>,
     /// Its own priority raised to that of any task it must precede.
-    pub(crate) effective: PackedPriority,
+    pub(crate) effective: Priority,
     /// Index into [`Plan::phases`].
     pub(crate) phase: u32,
 }
@@ -124,7 +123,7 @@ impl Plan {
             .map(|Drained { name, node, .. }| {
                 names.push(name);
                 PlannedTask {
-                    effective: node.spec.priority.into(),
+                    effective: node.spec.priority,
                     node,
                     phase: 0,
                 }
@@ -154,11 +153,11 @@ impl Plan {
             );
         }
 
-        let phases = distinct_descending(tasks.iter().map(|t| t.effective.get()));
+        let phases = distinct_descending(tasks.iter().map(|t| t.effective));
         if phases.len() > 1 {
             for t in &mut tasks {
                 t.phase = phases
-                    .binary_search_by(|p| t.effective.get().cmp(p))
+                    .binary_search_by(|p| t.effective.cmp(p))
                     .expect("every phase is listed") as u32;
             }
             if tasks.windows(2).any(|w| w[0].phase > w[1].phase) {

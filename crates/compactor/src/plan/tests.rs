@@ -164,7 +164,7 @@ fn tasks_before_a_critical_one_rise_to_its_phase() {
         .names
         .iter()
         .zip(&plan.tasks)
-        .map(|(n, t)| (n.to_string(), t.effective.get()))
+        .map(|(n, t)| (n.to_string(), t.effective))
         .collect();
     let expected: Vec<(String, Priority)> = (5..12)
         .map(|i| (format!("t{i}"), Priority::Critical))
@@ -193,7 +193,7 @@ fn raising_in_registration_order_agrees_with_kahns_walk() {
         }
         all.into_iter()
             .map(|d| PlannedTask {
-                effective: d.node.spec.priority.into(),
+                effective: d.node.spec.priority,
                 node: d.node,
                 phase: 0,
             })
@@ -217,9 +217,8 @@ fn raising_in_registration_order_agrees_with_kahns_walk() {
         &mut warnings,
     );
 
-    let effective = |tasks: &[PlannedTask]| -> Vec<Priority> {
-        tasks.iter().map(|t| t.effective.get()).collect()
-    };
+    let effective =
+        |tasks: &[PlannedTask]| -> Vec<Priority> { tasks.iter().map(|t| t.effective).collect() };
     assert!(warnings.is_empty());
     assert_eq!(effective(&ordered), effective(&walked));
     assert_ne!(

@@ -11,8 +11,6 @@ mod task;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 
-pub(crate) use task::Nanos;
-
 use crate::priority::Category;
 use crate::signal::SignalExit;
 

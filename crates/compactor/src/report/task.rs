@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::priority::{Category, PackedPriority, Priority};
+use crate::priority::{Category, Priority};
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,13 +112,19 @@ pub struct TaskReport {
     pub(crate) name: Arc<str>,
     pub(crate) outcome: Outcome,
     pub(crate) attempts: u32,
-    pub(crate) priority: PackedPriority,
-    pub(crate) effective_priority: PackedPriority,
+    pub(crate) priority: Priority,
+    pub(crate) effective_priority: Priority,
     pub(crate) category: Category,
-    #[cfg_attr(feature = "serde", serde(rename = "started_at_ms"))]
-    pub(crate) started_at: Nanos<true>,
-    #[cfg_attr(feature = "serde", serde(rename = "duration_ms"))]
-    pub(crate) duration: Nanos<false>,
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "started_at_ms", serialize_with = "optional_millis")
+    )]
+    pub(crate) started_at: Option<Duration>,
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "duration_ms", serialize_with = "super::millis")
+    )]
+    pub(crate) duration: Duration,
     pub(crate) interruption: Option<Interruption>,
     pub(crate) leaked: Option<NonZeroUsize>,
 }
@@ -128,67 +134,10 @@ impl TaskReport {
     /// reported in this one).
     pub(crate) fn shifted(&self, by: Duration) -> TaskReport {
         let mut entry = self.clone();
-        if let Some(at) = entry.started_at.get() {
-            entry.started_at = Nanos::new(at.saturating_add(by));
+        if let Some(at) = entry.started_at {
+            entry.started_at = Some(at.saturating_add(by));
         }
         entry
-    }
-}
-
-// A report holds one entry per task, written into fresh memory as the run
-// goes (each page faulted in): the entry keeps its priorities and times in
-// compact form, 112 bytes rather than 144, and the accessors convert.
-
-/// A span of time in nanoseconds (8 bytes, where a `Duration` takes 16),
-/// up to 584 years; `OPTIONAL` ones keep `u64::MAX` for "none".
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Nanos<const OPTIONAL: bool>(u64);
-
-impl<const OPTIONAL: bool> Nanos<OPTIONAL> {
-    pub(crate) const ZERO: Nanos<OPTIONAL> = Nanos(0);
-
-    pub(crate) fn new(span: Duration) -> Nanos<OPTIONAL> {
-        Nanos(u64::try_from(span.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1)))
-    }
-
-    fn value(self) -> Option<Duration> {
-        (self.0 != u64::MAX).then(|| Duration::from_nanos(self.0))
-    }
-}
-
-impl Nanos<true> {
-    pub(crate) const NONE: Nanos<true> = Nanos(u64::MAX);
-
-    pub(crate) fn get(self) -> Option<Duration> {
-        self.value()
-    }
-}
-
-impl Nanos<false> {
-    pub(crate) fn get(self) -> Duration {
-        self.value().unwrap_or_default()
-    }
-}
-
-impl fmt::Debug for Nanos<true> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-impl fmt::Debug for Nanos<false> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-#[cfg(feature = "serde")]
-impl<const OPTIONAL: bool> serde::Serialize for Nanos<OPTIONAL> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.value() {
-            Some(span) => super::millis(&span, s),
-            None => s.serialize_none(),
-        }
     }
 }
 
@@ -211,13 +160,13 @@ impl TaskReport {
 
     /// The priority it was registered with.
     pub fn priority(&self) -> Priority {
-        self.priority.get()
+        self.priority
     }
 
     /// The phase it ran in: its own priority raised to that of any task it had
     /// to precede.
     pub fn effective_priority(&self) -> Priority {
-        self.effective_priority.get()
+        self.effective_priority
     }
 
     /// The kind of resource.
@@ -228,12 +177,12 @@ impl TaskReport {
     /// When its first attempt started, from the start of the run; `None` if it
     /// never started.
     pub fn started_at(&self) -> Option<Duration> {
-        self.started_at.get()
+        self.started_at
     }
 
     /// From its first attempt's start to its end (retries and backoff included).
     pub fn duration(&self) -> Duration {
-        self.duration.get()
+        self.duration
     }
 
     /// For a task stopped from outside (timeout, deadline, phase budget): how.
@@ -245,5 +194,13 @@ impl TaskReport {
     /// the number of strong references left (a possible leak).
     pub fn leaked(&self) -> Option<usize> {
         self.leaked.map(NonZeroUsize::get)
+    }
+}
+
+#[cfg(feature = "serde")]
+fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => super::millis(d, s),
+        None => s.serialize_none(),
     }
 }

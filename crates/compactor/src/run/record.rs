@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::plan::Plan;
 use crate::report::{
-    GraphWarning, Interruption, Nanos, Outcome, ShutdownReason, ShutdownReport, TaskReport,
+    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, TaskReport,
 };
 use crate::signal::SignalExit;
 
@@ -32,11 +32,11 @@ impl Record {
                 name: name.clone(),
                 outcome: Outcome::Pending,
                 attempts: 0,
-                priority: task.node.spec.priority.into(),
+                priority: task.node.spec.priority,
                 effective_priority: task.effective,
                 category: task.node.spec.category.clone(),
-                started_at: Nanos::NONE,
-                duration: Nanos::ZERO,
+                started_at: None,
+                duration: Duration::ZERO,
                 interruption: None,
                 leaked: None,
             })
@@ -50,11 +50,11 @@ impl Record {
 
     pub(crate) fn start(&mut self, index: u32, at: Instant) {
         self.order.push(index);
-        self.entries[index as usize].started_at = Nanos::new(at.saturating_duration_since(self.t0));
+        self.entries[index as usize].started_at = Some(at.saturating_duration_since(self.t0));
     }
 
     pub(crate) fn started_at(&self, index: u32) -> Option<Instant> {
-        let since = self.entries[index as usize].started_at.get()?;
+        let since = self.entries[index as usize].started_at?;
         Some(self.t0 + since)
     }
 
@@ -71,7 +71,7 @@ impl Record {
         let duration = started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s));
         entry.outcome = outcome;
         entry.attempts = attempts;
-        entry.duration = Nanos::new(duration);
+        entry.duration = duration;
         duration
     }
 
@@ -99,8 +99,8 @@ impl Record {
             let entry = &mut entries[i as usize];
             if entry.outcome == Outcome::Pending {
                 entry.attempts = attempts(i);
-                let started = self.t0 + entry.started_at.get().unwrap_or_default();
-                entry.duration = Nanos::new(now.saturating_duration_since(started));
+                let started = self.t0 + entry.started_at.unwrap_or_default();
+                entry.duration = now.saturating_duration_since(started);
             }
         }
         report(ordered(entries, &self.order), head, false)
@@ -151,11 +151,11 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
             name: name.clone(),
             outcome: Outcome::Pending,
             attempts: 0,
-            priority: crate::Priority::Normal.into(),
-            effective_priority: crate::Priority::Normal.into(),
+            priority: crate::Priority::Normal,
+            effective_priority: crate::Priority::Normal,
             category: crate::Category::Other,
-            started_at: Nanos::NONE,
-            duration: Nanos::ZERO,
+            started_at: None,
+            duration: Duration::ZERO,
             interruption: None,
             leaked: None,
         })

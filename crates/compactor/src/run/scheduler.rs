@@ -344,7 +344,7 @@ impl Runner {
             "cleanup",
             task = %self.ctx.names[i],
             category = %planned.node.spec.category,
-            priority = %planned.effective.get(),
+            priority = %planned.effective,
             attempt = tracing::field::Empty,
             outcome = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
