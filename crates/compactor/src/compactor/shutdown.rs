@@ -80,7 +80,7 @@ impl Compactor {
         // Built here, from user-visible state (and with tracing, whose
         // layers are the user's): a panic must not leave a shutdown begun
         // that no run will finish.
-        let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| started.run())) {
+        let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| started.build())) {
             Ok(run) => run,
             Err(panic) => {
                 let message = crate::run::attempt::message_of(panic);
@@ -128,9 +128,9 @@ pub(crate) struct Started {
 }
 
 impl Started {
-    /// The whole shutdown, from the drain to the published report (and the
-    /// exit, after a signal, where the policy says so).
-    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
+    /// Builds the shutdown's run: drains the registry into a plan and
+    /// returns the future that drives the run until its report is published.
+    pub(crate) fn build(self) -> impl Future<Output = ()> + Send + 'static {
         let Started {
             compactor,
             reason,

@@ -134,24 +134,17 @@ impl Plan {
             true => Edges::default(),
             false => Edges::from_lists(n, &edges),
         };
-        if edges.iter().all(|&(task, dep)| dep < task) {
-            // Every dependency was registered before its dependent (always
-            // so for handles): registration order is already an order of
-            // the graph, and no cycle can exist.
-            raise_in_registration_order(&mut tasks, &edges);
-        } else {
-            let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
-            drop(edges);
-            reversed.sort_unstable();
-            let preceded_by = Edges::from_lists(n, &reversed);
-            raise_priorities(
-                &mut tasks,
-                &names,
-                &mut precedes,
-                preceded_by,
-                &mut warnings,
-            );
-        }
+        let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+        drop(edges);
+        reversed.sort_unstable();
+        let preceded_by = Edges::from_lists(n, &reversed);
+        raise_priorities(
+            &mut tasks,
+            &names,
+            &mut precedes,
+            preceded_by,
+            &mut warnings,
+        );
 
         let phases = distinct_descending(tasks.iter().map(|t| t.effective));
         if phases.len() > 1 {
@@ -246,18 +239,6 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
 }
 
 /// Raises each task's effective priority to that of the tasks it must
-/// precede (its dependencies), for `edges` (sorted by task) that all point
-/// from a later task to an earlier one: walked in registration order, every
-/// dependency has its final priority before its dependents take it up.
-fn raise_in_registration_order(tasks: &mut [PlannedTask], edges: &[(u32, u32)]) {
-    for &(task, dep) in edges {
-        let raised = tasks[dep as usize].effective;
-        let task = &mut tasks[task as usize].effective;
-        *task = (*task).max(raised);
-    }
-}
-
-/// Raises each task's effective priority to that of the tasks it must
 /// precede (Kahn's order, dependencies first), breaking any cycle on the way.
 fn raise_priorities(
     tasks: &mut [PlannedTask],
@@ -309,29 +290,12 @@ fn raise_priorities(
     }
 }
 
-/// The distinct priorities, highest first. Phases are usually few: a short
-/// sorted list takes them one by one, and only past [`FEW`] distinct values
-/// does it sort them all.
-fn distinct_descending(priorities: impl Iterator<Item = Priority> + Clone) -> Vec<Priority> {
-    const FEW: usize = 64;
-    let mut phases: Vec<Priority> = Vec::new();
-    let mut last = None;
-    for p in priorities.clone() {
-        if last == Some(p) {
-            continue;
-        }
-        last = Some(p);
-        if let Err(at) = phases.binary_search_by(|q| p.cmp(q)) {
-            if phases.len() == FEW {
-                let mut all: Vec<Priority> = priorities.collect();
-                all.sort_unstable_by(|a, b| b.cmp(a));
-                all.dedup();
-                return all;
-            }
-            phases.insert(at, p);
-        }
-    }
-    phases
+/// The distinct priorities, highest first.
+fn distinct_descending(priorities: impl Iterator<Item = Priority>) -> Vec<Priority> {
+    let mut all: Vec<Priority> = priorities.collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    all.dedup();
+    all
 }
 
 /// New numbers for the tasks that make each phase's contiguous, in

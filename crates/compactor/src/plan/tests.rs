@@ -175,7 +175,7 @@ fn tasks_before_a_critical_one_rise_to_its_phase() {
 }
 
 #[test]
-fn raising_in_registration_order_agrees_with_kahns_walk() {
+fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
     // Every task depends on up to three earlier ones, priorities spread.
     let n = 200u32;
     let mut edges: Vec<(u32, u32)> = Vec::new();
@@ -185,45 +185,54 @@ fn raising_in_registration_order_agrees_with_kahns_walk() {
         deps.dedup();
         edges.extend(deps.into_iter().map(|d| (t, d)));
     }
-    let names: Vec<&str> = (0..n).map(|_| "t").collect();
-    let planned = || -> Vec<PlannedTask> {
-        let mut all = nodes(&names, &[]);
-        for (i, d) in all.iter_mut().enumerate() {
-            d.node.spec.priority = Priority::Custom((i as i32 * 37) % 11);
-        }
-        all.into_iter()
-            .map(|d| PlannedTask {
-                effective: d.node.spec.priority,
-                node: d.node,
-                phase: 0,
-            })
-            .collect()
-    };
-    let mut ordered = planned();
-    raise_in_registration_order(&mut ordered, &edges);
-
-    let mut walked = planned();
+    let own = |i: u32| Priority::Custom((i as i32 * 37) % 11);
+    let mut tasks: Vec<PlannedTask> = nodes(&vec!["t"; n as usize], &[])
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| PlannedTask {
+            effective: own(i as u32),
+            node: d.node,
+            phase: 0,
+        })
+        .collect();
     let mut precedes = Edges::from_lists(n as usize, &edges);
     let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
     reversed.sort_unstable();
     let preceded_by = Edges::from_lists(n as usize, &reversed);
-    let arcs: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
+    let names: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
     let mut warnings = Vec::new();
     raise_priorities(
-        &mut walked,
-        &arcs,
+        &mut tasks,
+        &names,
         &mut precedes,
         preceded_by,
         &mut warnings,
     );
-
-    let effective =
-        |tasks: &[PlannedTask]| -> Vec<Priority> { tasks.iter().map(|t| t.effective).collect() };
     assert!(warnings.is_empty());
-    assert_eq!(effective(&ordered), effective(&walked));
+
+    // The definition, by brute force: the highest own priority among the
+    // task and every task reachable through its dependencies.
+    let reachable_max = |start: u32| {
+        let mut seen = vec![false; n as usize];
+        let mut stack = vec![start];
+        let mut best = own(start);
+        while let Some(t) = stack.pop() {
+            for &(from, to) in &edges {
+                if from == t && !seen[to as usize] {
+                    seen[to as usize] = true;
+                    best = best.max(own(to));
+                    stack.push(to);
+                }
+            }
+        }
+        best
+    };
+    let expected: Vec<Priority> = (0..n).map(reachable_max).collect();
+    let effective: Vec<Priority> = tasks.iter().map(|t| t.effective).collect();
+    assert_eq!(effective, expected);
     assert_ne!(
-        effective(&ordered),
-        effective(&planned()),
+        effective,
+        (0..n).map(own).collect::<Vec<_>>(),
         "some task was raised"
     );
 }

@@ -8,6 +8,7 @@
 pub(crate) mod attempt;
 mod attempts;
 mod clock;
+mod finish;
 pub(crate) mod mailbox;
 mod record;
 mod releases;
@@ -179,7 +180,7 @@ struct Carry {
 
 async fn carry(mut carry: Carry) {
     if let Some(runner) = carry.runner.as_mut() {
-        runner.go().await;
+        runner.run().await;
     }
     carry.complete();
 }

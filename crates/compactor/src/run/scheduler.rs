@@ -15,15 +15,14 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{Slot, drop_contained};
+use super::attempt::Slot;
 use super::clock::{Timers, after, earliest};
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::{Release, RunContext, SnapshotRequest};
 use crate::config::Config;
-use crate::event::Event;
 use crate::plan::Plan;
-use crate::report::{Interruption, Outcome, ShutdownReport, SkipReason, TaskReport};
+use crate::report::{Interruption, ShutdownReport, SkipReason, TaskReport};
 
 /// How many tasks one turn may start before the runner looks at its clock
 /// and its mail again.
@@ -63,10 +62,10 @@ pub(super) struct TaskRun {
     pub(super) span: tracing::Span,
 }
 
-struct Phase {
-    unfinished: usize,
+pub(super) struct Phase {
+    pub(super) unfinished: usize,
     /// Ready tasks; the latest registered (highest index) first.
-    ready: BinaryHeap<u32>,
+    pub(super) ready: BinaryHeap<u32>,
     budget: Option<Duration>,
 }
 
@@ -83,7 +82,7 @@ pub(crate) struct Runner {
     pub(super) head: Head,
     pub(super) record: Record,
     pub(super) tasks: Vec<TaskRun>,
-    phases: Vec<Phase>,
+    pub(super) phases: Vec<Phase>,
     pub(super) current: usize,
     /// The phase whose budget is counting, and when it runs out.
     pub(super) budget: Option<(usize, Option<Instant>)>,
@@ -174,7 +173,7 @@ impl Runner {
 
     /// Runs until every task has finished or the time is up. The state stays
     /// in `self`, so a run whose runtime went away can go on elsewhere.
-    pub(crate) async fn go(&mut self) {
+    pub(crate) async fn run(&mut self) {
         let ctx = self.ctx.clone();
         let snapshots = self.snapshots.clone();
         let halt = self.halt.clone();
@@ -351,131 +350,6 @@ impl Runner {
         );
         task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
         self.attempt(index, 1, now);
-    }
-
-    /// Records a task's outcome and releases the tasks that waited for it;
-    /// then logs it (the books first: a logging layer may panic).
-    pub(super) fn finish(
-        &mut self,
-        i: usize,
-        outcome: Outcome,
-        how: Option<Interruption>,
-        strong: Option<usize>,
-        at: Instant,
-    ) {
-        let index = i as u32;
-        let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
-        let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
-        let elapsed = self.record.end(index, outcome.clone(), attempts, at);
-        self.record.interrupted(index, how, leaked);
-        let task = &mut self.tasks[i];
-        if !matches!(task.state, State::Waiting) {
-            self.running -= 1;
-        }
-        task.state = State::Finished;
-        let slot = task.slot.take();
-        let span = std::mem::replace(&mut task.span, tracing::Span::none());
-        self.ctx.progress[i].finished.store(true, Ordering::Release);
-        self.finished += 1;
-        self.phases[self.plan.tasks[i].phase as usize].unfinished -= 1;
-        for d in self.plan.precedes.of(index) {
-            let waiting = &mut self.plan.waiting[d as usize];
-            *waiting -= 1;
-            if *waiting == 0 {
-                let phase = self.plan.tasks[d as usize].phase as usize;
-                self.phases[phase].ready.push(d);
-            }
-        }
-        if let Some(slot) = slot {
-            dispose(slot);
-        }
-        let name = &self.ctx.names[i];
-        log_end(name, &outcome, attempts, leaked);
-        if !span.is_disabled() {
-            span.record("outcome", tracing::field::display(&outcome));
-            span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
-            tracing::debug!(parent: &span, "cleanup finished");
-        }
-        if let Some(strong) = leaked {
-            self.ctx.emit(|| Event::LeakSuspected {
-                name: name.clone(),
-                strong_count: strong,
-            });
-        }
-        self.ctx.emit(|| Event::TaskFinished {
-            name: name.clone(),
-            outcome,
-            attempts,
-            elapsed,
-        });
-    }
-
-    /// Stops the running tasks (all, or those of one phase) and skips the
-    /// unstarted ones, at the deadline or the end of a phase budget.
-    fn expire(&mut self, phase: Option<usize>, reason: SkipReason) {
-        let now = Instant::now();
-        if phase.is_none() {
-            self.ctx.stop();
-        }
-        let in_scope = |runner: &Runner, i: usize| {
-            !matches!(runner.tasks[i].state, State::Finished)
-                && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
-        };
-        // The running tasks first, then those that never started.
-        for i in 0..self.tasks.len() {
-            if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
-                let how = self.stop(i);
-                self.finish(i, Outcome::Cancelled, Some(how), None, now);
-            }
-        }
-        for i in 0..self.tasks.len() {
-            if in_scope(self, i) {
-                self.finish(i, Outcome::Skipped(reason), None, None, now);
-            }
-        }
-        match phase {
-            Some(p) => {
-                tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
-            }
-            None => {
-                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
-            }
-        }
-    }
-}
-
-fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) {
-    match outcome {
-        Outcome::Panicked(message) => {
-            tracing::error!(task = %name, attempts, panic = %message, "cleanup panicked");
-        }
-        Outcome::Failed(error) => tracing::error!(task = %name, attempts, %error, "cleanup failed"),
-        Outcome::TimedOut => tracing::warn!(task = %name, attempts, "cleanup timed out"),
-        _ => {}
-    }
-    if let Some(strong) = leaked {
-        tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
-    }
-}
-
-/// Lets go of a finished task's cleanup. A cleanup still there is dropped
-/// on a task of its own: its `Drop` is user code, which must not hold the
-/// runner.
-fn dispose(slot: Slot) {
-    if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
-        return;
-    }
-    // Held by an attempt, or holding the cleanup: whoever lets go last
-    // drops it, and that is never the runner.
-    let dropped = async move {
-        let _ = drop_contained(slot);
-    };
-    match tokio::runtime::Handle::try_current()
-        .ok()
-        .or(super::own_runtime().cloned())
-    {
-        Some(runtime) => drop(runtime.spawn(dropped)),
-        None => futures::executor::block_on(dropped),
     }
 }
 

@@ -1,0 +1,138 @@
+//! A task's end in the run: its outcome booked, its dependents freed, its
+//! cleanup let go of off the runner; and the tasks a time limit ends.
+
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::attempt::{Slot, drop_contained};
+use super::scheduler::{Runner, State};
+use crate::event::Event;
+use crate::report::{Interruption, Outcome, SkipReason};
+
+impl Runner {
+    /// Records a task's outcome and releases the tasks that waited for it;
+    /// then logs it (the books first: a logging layer may panic).
+    pub(super) fn finish(
+        &mut self,
+        i: usize,
+        outcome: Outcome,
+        how: Option<Interruption>,
+        strong: Option<usize>,
+        at: Instant,
+    ) {
+        let index = i as u32;
+        let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
+        let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
+        let elapsed = self.record.end(index, outcome.clone(), attempts, at);
+        self.record.interrupted(index, how, leaked);
+        let task = &mut self.tasks[i];
+        if !matches!(task.state, State::Waiting) {
+            self.running -= 1;
+        }
+        task.state = State::Finished;
+        let slot = task.slot.take();
+        let span = std::mem::replace(&mut task.span, tracing::Span::none());
+        self.ctx.progress[i].finished.store(true, Ordering::Release);
+        self.finished += 1;
+        self.phases[self.plan.tasks[i].phase as usize].unfinished -= 1;
+        for d in self.plan.precedes.of(index) {
+            let waiting = &mut self.plan.waiting[d as usize];
+            *waiting -= 1;
+            if *waiting == 0 {
+                let phase = self.plan.tasks[d as usize].phase as usize;
+                self.phases[phase].ready.push(d);
+            }
+        }
+        if let Some(slot) = slot {
+            dispose(slot);
+        }
+        let name = &self.ctx.names[i];
+        log_end(name, &outcome, attempts, leaked);
+        if !span.is_disabled() {
+            span.record("outcome", tracing::field::display(&outcome));
+            span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
+            tracing::debug!(parent: &span, "cleanup finished");
+        }
+        if let Some(strong) = leaked {
+            self.ctx.emit(|| Event::LeakSuspected {
+                name: name.clone(),
+                strong_count: strong,
+            });
+        }
+        self.ctx.emit(|| Event::TaskFinished {
+            name: name.clone(),
+            outcome,
+            attempts,
+            elapsed,
+        });
+    }
+
+    /// Stops the running tasks (all, or those of one phase) and skips the
+    /// unstarted ones, at the deadline or the end of a phase budget.
+    pub(super) fn expire(&mut self, phase: Option<usize>, reason: SkipReason) {
+        let now = Instant::now();
+        if phase.is_none() {
+            self.ctx.stop();
+        }
+        let in_scope = |runner: &Runner, i: usize| {
+            !matches!(runner.tasks[i].state, State::Finished)
+                && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
+        };
+        // The running tasks first, then those that never started.
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
+                let how = self.stop(i);
+                self.finish(i, Outcome::Cancelled, Some(how), None, now);
+            }
+        }
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) {
+                self.finish(i, Outcome::Skipped(reason), None, None, now);
+            }
+        }
+        match phase {
+            Some(p) => {
+                tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
+            }
+            None => {
+                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
+            }
+        }
+    }
+}
+
+fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) {
+    match outcome {
+        Outcome::Panicked(message) => {
+            tracing::error!(task = %name, attempts, panic = %message, "cleanup panicked");
+        }
+        Outcome::Failed(error) => tracing::error!(task = %name, attempts, %error, "cleanup failed"),
+        Outcome::TimedOut => tracing::warn!(task = %name, attempts, "cleanup timed out"),
+        _ => {}
+    }
+    if let Some(strong) = leaked {
+        tracing::warn!(task = %name, strong, "value still alive after its cleanup: possible leak");
+    }
+}
+
+/// Lets go of a finished task's cleanup. A cleanup still there is dropped
+/// on a task of its own: its `Drop` is user code, which must not hold the
+/// runner.
+fn dispose(slot: Slot) {
+    if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
+        return;
+    }
+    // Held by an attempt, or holding the cleanup: whoever lets go last
+    // drops it, and that is never the runner.
+    let dropped = async move {
+        let _ = drop_contained(slot);
+    };
+    match tokio::runtime::Handle::try_current()
+        .ok()
+        .or(super::own_runtime().cloned())
+    {
+        Some(runtime) => drop(runtime.spawn(dropped)),
+        None => futures::executor::block_on(dropped),
+    }
+}
