@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Options: `--shutdown-after SECS`, `--data-dir DIR` (where `events.log`
-//! goes; default: a fresh directory under the system's temp dir). Set
+//! goes; default: a fresh directory under the system's temp dir),
+//! `--report-json FILE` (the report as JSON, besides the table). Set
 //! `RUST_LOG=debug` for more detail. With `--shutdown-after`, the service
 //! ends by itself and the process exits 0 when every cleanup succeeded.
 
@@ -33,11 +34,13 @@ type EventLog = Arc<Mutex<BufWriter<std::fs::File>>>;
 struct Options {
     shutdown_after: Option<Duration>,
     data_dir: PathBuf,
+    report_json: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
     let mut shutdown_after = None;
     let mut data_dir = None;
+    let mut report_json = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -53,9 +56,14 @@ fn options() -> Result<Options, String> {
             "--data-dir" => {
                 data_dir = Some(PathBuf::from(args.next().ok_or("--data-dir needs a path")?));
             }
+            "--report-json" => {
+                let path = args.next().ok_or("--report-json needs a file path")?;
+                report_json = Some(PathBuf::from(path));
+            }
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; try --shutdown-after SECS or --data-dir DIR"
+                    "unknown option `{other}`; try --shutdown-after SECS, --data-dir DIR \
+                     or --report-json FILE"
                 ));
             }
         }
@@ -66,6 +74,7 @@ fn options() -> Result<Options, String> {
     Ok(Options {
         shutdown_after,
         data_dir,
+        report_json,
     })
 }
 
@@ -93,6 +102,7 @@ async fn main() -> ExitCode {
     }
     support::progress::show(compactor);
     let stop = compactor.shutdown_token();
+    let report_json = options.report_json.clone();
     let code = compactor
         .run_until_shutdown(async move {
             match options.shutdown_after {
@@ -109,6 +119,12 @@ async fn main() -> ExitCode {
         .await;
     if let Some(report) = compactor.report() {
         println!("{report}");
+        if let Some(path) = &report_json {
+            let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!("could not write the report to {}: {e}", path.display());
+            }
+        }
     }
     code
 }

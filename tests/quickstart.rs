@@ -3,28 +3,29 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::Duration;
 
 use compactor_e2e::{Running, scratch_dir};
 
 const STARTUP: Duration = Duration::from_secs(60);
 
-/// The task names of the report table, in its order.
-fn report_rows(lines: &[String]) -> Vec<String> {
-    let header = lines
+/// The report the example wrote as JSON: its task names in order, after
+/// checking that every task succeeded.
+fn report_tasks(path: &Path) -> (serde_json::Value, Vec<String>) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the report at {}: {e}", path.display()));
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let tasks = report["tasks"].as_array().expect("tasks").clone();
+    for task in &tasks {
+        assert_eq!(task["outcome"]["kind"], "succeeded", "{task}");
+        assert_eq!(task["attempts"], 1, "{task}");
+    }
+    let names = tasks
         .iter()
-        .position(|l| l.trim_start().starts_with("#  task"))
-        .unwrap_or_else(|| panic!("no report table in {lines:#?}"));
-    lines[header + 1..]
-        .iter()
-        .take_while(|l| {
-            l.trim_start()
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit())
-        })
-        .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
-        .collect()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    (report, names)
 }
 
 fn echo(stream: &mut TcpStream, message: &[u8]) {
@@ -37,13 +38,15 @@ fn echo(stream: &mut TcpStream, message: &[u8]) {
 #[test]
 fn runs_by_itself_and_cleans_up_in_order() {
     let dir = scratch_dir("timed");
-    let mut app = Running::start(
-        "quickstart",
+    let mut app = Running::start_path(
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
         &[
             "--shutdown-after",
             "1.5",
             "--data-dir",
             dir.to_str().unwrap(),
+            "--report-json",
+            dir.join("report.json").to_str().unwrap(),
         ],
     );
     let addr = app.wait_for("echo listening on ", STARTUP);
@@ -55,14 +58,11 @@ fn runs_by_itself_and_cleans_up_in_order() {
 
     let (code, lines) = app.finish(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{lines:#?}");
-    assert!(
-        lines.iter().any(|l| l.contains("3 tasks, clean")),
-        "{lines:#?}"
-    );
-    assert_eq!(
-        report_rows(&lines),
-        ["echo-listener", "worker", "flush-event-log"]
-    );
+    let (report, names) = report_tasks(&dir.join("report.json"));
+    assert_eq!(names, ["echo-listener", "worker", "flush-event-log"]);
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["reason"], "service_ended", "{report}");
+    assert_eq!(report["exit_code"], 0);
 
     // The open connection was closed by the shutdown, not left hanging.
     let mut rest = Vec::new();
@@ -89,7 +89,15 @@ fn runs_by_itself_and_cleans_up_in_order() {
 #[test]
 fn sigterm_runs_the_cleanup_and_exits_143() {
     let dir = scratch_dir("sigterm");
-    let mut app = Running::start("quickstart", &["--data-dir", dir.to_str().unwrap()]);
+    let mut app = Running::start_path(
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
+        &[
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--report-json",
+            dir.join("report.json").to_str().unwrap(),
+        ],
+    );
     let addr = app.wait_for("echo listening on ", STARTUP);
     app.wait_for("running; press Ctrl-C", STARTUP);
     let mut stream = TcpStream::connect(addr.trim()).unwrap();
@@ -101,23 +109,20 @@ fn sigterm_runs_the_cleanup_and_exits_143() {
     app.signal("TERM");
     let (code, lines) = app.finish(Duration::from_secs(30));
     assert_eq!(code, Some(143), "{lines:#?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("shutdown (SIGTERM) finished")),
-        "{lines:#?}"
-    );
-    assert_eq!(
-        report_rows(&lines),
-        ["echo-listener", "worker", "flush-event-log"]
-    );
+    let (report, names) = report_tasks(&dir.join("report.json"));
+    assert_eq!(names, ["echo-listener", "worker", "flush-event-log"]);
+    assert_eq!(report["exit_code"], 143);
+    assert_eq!(report["reason"]["signal"], "SIGTERM", "{report}");
     let log = std::fs::read_to_string(dir.join("events.log")).unwrap();
     assert!(log.ends_with("flushed at shutdown\n"), "{log}");
 }
 
 #[test]
 fn a_bad_option_is_named() {
-    let app = Running::start("quickstart", &["--shutdown-afterr", "1"]);
+    let app = Running::start_path(
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
+        &["--shutdown-afterr", "1"],
+    );
     let (code, _) = app.finish(STARTUP);
     assert_eq!(code, Some(2));
 }

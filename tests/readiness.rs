@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compactor_e2e::Running;
@@ -22,7 +23,10 @@ fn get(addr: &str, path: &str) -> Option<u16> {
 
 #[test]
 fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
-    let mut app = Running::start("readiness", &["--drain-delay", "3"]);
+    let mut app = Running::start_path(
+        Path::new(env!("CARGO_BIN_EXE_readiness")),
+        &["--drain-delay", "3"],
+    );
     let addr = app.wait_for("http listening on ", Duration::from_secs(60));
     let addr = addr.trim().to_owned();
     assert_eq!(get(&addr, "/healthz"), Some(200));

@@ -1,32 +1,11 @@
-//! Helpers for the end-to-end suites: build an example once, start it as a
-//! real process, read what it prints.
+//! Helpers for the end-to-end suites: start a program cargo built for the
+//! tests package (`CARGO_BIN_EXE_*`) as a real process, read what it prints.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
-
-/// The workspace's target directory.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-/// Builds the example `name` (once per test binary) and returns its path.
-pub fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "examples", "--examples"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the examples failed");
-    });
-    target_dir().join("debug/examples").join(name)
-}
 
 /// A running process whose stdout is read line by line (and whose stderr
 /// is collected).
@@ -54,11 +33,6 @@ fn lines_of(stream: impl Read + Send + 'static) -> Receiver<String> {
 }
 
 impl Running {
-    /// Starts the example `name` with `args`.
-    pub fn start(name: &str, args: &[&str]) -> Running {
-        Running::start_path(&example(name), args)
-    }
-
     /// Starts the program at `path` with `args`.
     pub fn start_path(path: &Path, args: &[&str]) -> Running {
         let mut child = Command::new(path)
