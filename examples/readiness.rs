@@ -8,7 +8,8 @@
 //! cargo run --example readiness -- --drain-delay 2   # seconds between the flip and closing
 //! ```
 //!
-//! Options: `--port N` (default: any free port), `--drain-delay SECS` (5).
+//! Options: `--port N` (default: any free port), `--drain-delay SECS` (5),
+//! `--report-json FILE` (the report as JSON, besides the table).
 //! Stop it with Ctrl-C or `kill -TERM`; it exits with 130 or 143.
 
 use std::process::ExitCode;
@@ -25,8 +26,8 @@ use tokio_util::task::TaskTracker;
 #[path = "support/mod.rs"]
 mod support;
 
-fn options() -> Result<(u16, Duration), String> {
-    let (mut port, mut delay) = (0u16, Duration::from_secs(5));
+fn options() -> Result<(u16, Duration, Option<std::path::PathBuf>), String> {
+    let (mut port, mut delay, mut report_json) = (0u16, Duration::from_secs(5), None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
@@ -42,14 +43,15 @@ fn options() -> Result<(u16, Duration), String> {
                     .map_err(|_| format!("--drain-delay: `{value}` is not seconds"))?;
                 delay = Duration::from_secs_f64(secs);
             }
+            "--report-json" => report_json = Some(std::path::PathBuf::from(value)),
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; try --port N or --drain-delay SECS"
+                    "unknown option `{other}`; try --port N, --drain-delay SECS or --report-json FILE"
                 ));
             }
         }
     }
-    Ok((port, delay))
+    Ok((port, delay, report_json))
 }
 
 /// Answers one request on `stream`, then closes it.
@@ -80,7 +82,7 @@ async fn serve(stream: TcpStream, ready: Arc<AtomicBool>) {
 #[tokio::main]
 async fn main() -> ExitCode {
     support::init_tracing();
-    let (port, drain_delay) = match options() {
+    let (port, drain_delay, report_json) = match options() {
         Ok(options) => options,
         Err(message) => {
             eprintln!("readiness: {message}");
@@ -167,6 +169,12 @@ async fn main() -> ExitCode {
     let code = compactor.run_until_shutdown(stop.cancelled_owned()).await;
     if let Some(report) = compactor.report() {
         println!("{report}");
+        if let Some(path) = &report_json {
+            let json = serde_json::to_string_pretty(&report).expect("a report serializes");
+            if let Err(e) = std::fs::write(path, json) {
+                eprintln!("could not write the report to {}: {e}", path.display());
+            }
+        }
     }
     code
 }

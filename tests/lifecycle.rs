@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, cleanups, printed_report};
+use compactor_e2e::{RUN, Running, cleanups, printed_report, stress};
 
 fn app(args: &[&str]) -> Running {
     Running::ready(env!("CARGO_BIN_EXE_lifecycle-app"), args)
@@ -47,77 +47,90 @@ fn a_clean_run_can_exit_zero_for_supervisors() {
 
 #[test]
 fn a_second_signal_exits_at_once_past_a_hanging_cleanup() {
-    let mut app = app(&["--hang"]);
-    app.signal("TERM");
-    app.wait_for("cleanup stuck", RUN);
-    let sent = Instant::now();
-    app.signal("TERM");
-    let (code, out, err) = app.finish_all(RUN);
-    let took = sent.elapsed();
-    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
-    let line = err
-        .iter()
-        .find(|l| l.contains("again during shutdown"))
-        .unwrap_or_else(|| panic!("no forced-exit line in {err:#?}"));
-    assert!(line.contains("still running: stuck"), "{line}");
-    // The stuck cleanup is Critical: nothing else had started.
-    assert_eq!(cleanups(&out), ["stuck"]);
+    for _ in 0..stress(1) {
+        let mut app = app(&["--hang"]);
+        app.signal("TERM");
+        app.wait_for("cleanup stuck", RUN);
+        let sent = Instant::now();
+        app.signal("TERM");
+        let (code, out, err) = app.finish_all(RUN);
+        let took = sent.elapsed();
+        assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+        // The run's deadline is 20 s: an exit this far before it is the second
+        // signal's, which the stderr line below names as such.
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        let line = err
+            .iter()
+            .find(|l| l.contains("again during shutdown"))
+            .unwrap_or_else(|| panic!("no forced-exit line in {err:#?}"));
+        assert!(line.contains("still running: stuck"), "{line}");
+        // The stuck cleanup is Critical: nothing else had started.
+        assert_eq!(cleanups(&out), ["stuck"]);
+    }
 }
 
 #[test]
 fn a_signal_while_tasks_are_being_registered_loses_none_and_runs_none_twice() {
-    // The slow `cache` cleanup keeps the run going while the service still
-    // tries to register.
-    let mut app = app(&[
-        "--mode",
-        "run",
-        "--register-slowly",
-        "400",
-        "--slow-cache-ms",
-        "300",
-    ]);
-    app.wait_for("registered 20", RUN);
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
-    let accepted: usize = out
-        .iter()
-        .find_map(|l| l.strip_prefix("accepted "))
-        .expect("the app reports what was accepted")
-        .parse()
-        .unwrap();
-    assert!((21..400).contains(&accepted), "accepted {accepted}");
-    assert!(
-        out.iter().any(|l| l.starts_with("refused ")),
-        "registration after the signal is refused"
-    );
-    let mut ran: Vec<&str> = cleanups(&out)
-        .into_iter()
-        .filter(|c| c.starts_with("slow-"))
-        .collect();
-    assert_eq!(ran.len(), accepted, "every accepted cleanup ran");
-    ran.sort_unstable();
-    ran.dedup();
-    assert_eq!(ran.len(), accepted, "none ran twice");
-    assert!(out.iter().any(|l| l == "reason SIGTERM"), "{out:#?}");
+    for _ in 0..stress(1) {
+        // The slow `cache` cleanup keeps the run going while the service still
+        // tries to register.
+        let mut app = app(&[
+            "--mode",
+            "run",
+            "--register-slowly",
+            "400",
+            "--slow-cache-ms",
+            "300",
+        ]);
+        app.wait_for("registered 20", RUN);
+        app.signal("TERM");
+        let (code, out) = app.finish(RUN);
+        assert_eq!(code, Some(143), "{out:#?}");
+        let accepted: usize = out
+            .iter()
+            .find_map(|l| l.strip_prefix("accepted "))
+            .expect("the app reports what was accepted")
+            .parse()
+            .unwrap();
+        assert!((21..400).contains(&accepted), "accepted {accepted}");
+        assert!(
+            out.iter().any(|l| l.starts_with("refused ")),
+            "registration after the signal is refused"
+        );
+        let mut ran: Vec<&str> = cleanups(&out)
+            .into_iter()
+            .filter(|c| c.starts_with("slow-"))
+            .collect();
+        assert_eq!(ran.len(), accepted, "every accepted cleanup ran");
+        ran.sort_unstable();
+        ran.dedup();
+        assert_eq!(ran.len(), accepted, "none ran twice");
+        assert!(out.iter().any(|l| l == "reason SIGTERM"), "{out:#?}");
+    }
 }
 
 #[test]
 fn two_signals_at_once_before_the_run_end_the_process_once() {
-    let app = app(&[]);
-    app.signal("TERM");
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    // Either the second forces the exit, or it came before the listener read
-    // the first and counts as one with it (signal-hook coalesces a pending
-    // signal): 143 either way, and no cleanup twice.
-    assert_eq!(code, Some(143), "{out:#?}");
-    let ran = cleanups(&out);
-    let mut unique = ran.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(ran.len(), unique.len(), "{ran:?}");
+    for _ in 0..stress(1) {
+        let app = app(&[]);
+        app.signal("TERM");
+        app.signal("TERM");
+        let (code, out, err) = app.finish_all(RUN);
+        assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+        let ran = cleanups(&out);
+        let mut unique = ran.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(ran.len(), unique.len(), "no cleanup twice: {ran:?}");
+        // Either the second signal forced the exit during the run, and the
+        // stderr line says so, or it came before the listener read the first
+        // and counted as one with it (signal-hook coalesces a pending signal):
+        // then the whole run ran before the library's exit.
+        let forced = err.iter().any(|l| l.contains("again during shutdown"));
+        if !forced {
+            assert_eq!(ran, ["http", "db", "cache"], "{out:#?} {err:#?}");
+        }
+    }
 }
 
 #[test]
@@ -127,10 +140,8 @@ fn a_panic_on_another_thread_starts_the_shutdown() {
     assert_eq!(code, Some(101), "{out:#?} {err:#?}");
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
     assert!(
-        out.iter().any(
-            |l| l.starts_with("reason panic: thread '<unnamed>' panicked at")
-                && l.ends_with("worker thread failed")
-        ),
+        out.iter()
+            .any(|l| l.starts_with("reason panic:") && l.ends_with("worker thread failed")),
         "{out:#?}"
     );
     assert!(

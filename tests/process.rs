@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use compactor_e2e::{RUN, Running, STARTUP, cleanups, printed_report, scratch_dir, send_signal};
+use compactor_e2e::{
+    RUN, Running, STARTUP, cleanups, printed_report, scratch_dir, send_signal, stress,
+};
 
 fn app_path() -> &'static str {
     env!("CARGO_BIN_EXE_lifecycle-app")
@@ -168,27 +170,29 @@ fn registering_on_a_runtime_without_io_listens_for_signals() {
 
 #[test]
 fn the_watchdog_ends_a_signal_started_run_with_every_worker_blocked() {
-    // One signal only: the deadline (300 ms) + the exit grace (1 s) end it.
-    let args = ["--hang-workers", "--deadline-ms", "300", "--before-exit"];
-    let mut app = app(&args);
-    app.signal("TERM");
-    app.wait_for("cleanup stuck-", RUN);
-    let (code, out, err) = app.finish_all(RUN);
-    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
-    let line = err
-        .iter()
-        .find(|l| l.contains("passed its deadline"))
-        .expect("one line on stderr");
-    assert!(
-        line.contains("stuck-0") && line.contains("stuck-1"),
-        "{line}"
-    );
-    assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
+    for _ in 0..stress(1) {
+        // One signal only: the deadline (300 ms) + the exit grace (1 s) end it.
+        let args = ["--hang-workers", "--deadline-ms", "300", "--before-exit"];
+        let mut app = app(&args);
+        app.signal("TERM");
+        app.wait_for("cleanup stuck-", RUN);
+        let (code, out, err) = app.finish_all(RUN);
+        assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+        let line = err
+            .iter()
+            .find(|l| l.contains("passed its deadline"))
+            .expect("one line on stderr");
+        assert!(
+            line.contains("stuck-0") && line.contains("stuck-1"),
+            "{line}"
+        );
+        assert!(out.iter().any(|l| l == "before exit 143"), "{out:#?}");
+    }
 }
 
 #[test]
 fn the_report_reaches_main_in_every_run() {
-    for round in 0..50 {
+    for round in 0..stress(50) {
         let out = app(&["--mode", "wait"]).stopped_by("TERM", 143);
         assert!(
             printed_report(&out, "SIGTERM"),
@@ -241,11 +245,13 @@ fn a_before_exit_hook_that_never_returns_does_not_keep_the_process() {
 fn instances_that_come_and_go_each_get_their_signal_and_the_process_lives_on() {
     // A delivery whose run ended, and whose instance went, before the
     // listener thread read it is not a signal nobody hears.
-    let mut app = app(&["--mode", "rounds"]);
-    app.wait_for("done", RUN);
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(0), "{out:#?}");
-    assert!(out.iter().any(|l| l == "round 19"), "{out:#?}");
+    for _ in 0..stress(1) {
+        let mut app = app(&["--mode", "rounds"]);
+        app.wait_for("done", RUN);
+        let (code, out) = app.finish(RUN);
+        assert_eq!(code, Some(0), "{out:#?}");
+        assert!(out.iter().any(|l| l == "round 19"), "{out:#?}");
+    }
 }
 
 #[test]

@@ -285,7 +285,7 @@ fn main() -> ExitCode {
                 register(c, &flags);
                 println!("ready");
                 let report = c.wait().await;
-                println!("{report}");
+                print_report(&report);
                 ExitCode::from(report.exit_code())
             });
         }
@@ -308,7 +308,7 @@ fn main() -> ExitCode {
         register(c, &flags);
         println!("ready");
         let report = c.shutdown_blocking();
-        println!("{report}");
+        print_report(&report);
         return ExitCode::from(report.exit_code());
     }
 
@@ -351,7 +351,7 @@ fn main() -> ExitCode {
         }
         if flags.mode == "wait" {
             let report = c.wait().await;
-            println!("{report}");
+            print_report(&report);
             std::thread::sleep(Duration::from_millis(flags.linger_ms));
             return ExitCode::from(report.exit_code());
         }
@@ -383,10 +383,17 @@ fn main() -> ExitCode {
         };
         let code = c.run_until_shutdown(service).await;
         let report = c.report().expect("the run is over");
-        println!("{report}");
+        print_report(&report);
         println!("accepted {}", accepted.load(Ordering::SeqCst));
         println!("reason {}", report.reason());
         std::thread::sleep(Duration::from_millis(flags.linger_ms));
         code
     })
+}
+
+/// The report as a person reads it, then as one line of JSON for the tests.
+fn print_report(report: &compactor::ShutdownReport) {
+    println!("{report}");
+    let json = serde_json::to_string(report).expect("a report serializes");
+    println!("report-json {json}");
 }

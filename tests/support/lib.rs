@@ -56,6 +56,13 @@ impl Running {
         self.errors.try_iter().collect()
     }
 
+    /// Whether a line starting with `prefix` was printed by now (reads what
+    /// is there without waiting).
+    pub fn printed(&mut self, prefix: &str) -> bool {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
     /// Reads lines until one starts with `prefix`; returns the rest of it.
     pub fn wait_for(&mut self, prefix: &str, within: Duration) -> String {
         let until = Instant::now() + within;
@@ -162,10 +169,18 @@ pub fn cleanups(lines: &[String]) -> Vec<&str> {
         .collect()
 }
 
-/// Whether the app printed the report of a shutdown that `reason` began.
+/// Whether the app printed the report of a shutdown that `reason` (a
+/// signal's name, or a reason's JSON tag such as `manual`) began: read from
+/// the `report-json` line, not from the table.
 pub fn printed_report(lines: &[String], reason: &str) -> bool {
-    let head = format!("shutdown ({reason}) finished");
-    lines.iter().any(|l| l.starts_with(&head))
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("report-json "))
+        .filter_map(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+        .any(|report| {
+            let began = &report["reason"];
+            began == reason || began["signal"] == reason
+        })
 }
 
 impl Running {
@@ -201,4 +216,14 @@ pub fn scratch_dir(test: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     dir
+}
+
+/// How many times a race or timing-sensitive test repeats its core: `n`,
+/// or `n` times the factor in `COMPACTOR_STRESS` (`1` means 10) for the
+/// stress mode: `COMPACTOR_STRESS=1 cargo test --workspace`.
+pub fn stress(n: usize) -> usize {
+    match std::env::var("COMPACTOR_STRESS") {
+        Ok(v) => n * v.parse::<usize>().ok().filter(|&f| f > 1).unwrap_or(10),
+        Err(_) => n,
+    }
 }

@@ -34,11 +34,10 @@ async fn a_panic_starts_the_shutdown_but_a_cleanup_panic_does_not() {
         .unwrap();
     match report.reason() {
         ShutdownReason::Panic(message) => {
-            assert!(
-                message.starts_with("thread 'worker-7' panicked at"),
-                "{message}"
-            );
-            assert!(message.ends_with(": invariant broken"), "{message}");
+            // Which thread, where, and what: not any one layout of them.
+            assert!(message.contains("worker-7"), "{message}");
+            assert!(message.contains(file!()), "{message}");
+            assert!(message.ends_with("invariant broken"), "{message}");
         }
         other => panic!("{other:?}"),
     }

@@ -29,7 +29,7 @@ async fn a_task_that_stops_on_the_token_is_joined() {
     assert_eq!(report.tasks()[0].category(), &Category::Task);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
     let c = Compactor::new();
     let ticks = Arc::new(AtomicUsize::new(0));
@@ -57,7 +57,7 @@ async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_join_set_is_drained_then_aborted() {
     let c = Compactor::new();
     let mut set = tokio::task::JoinSet::new();

@@ -1,5 +1,6 @@
 //! Registration racing the start of shutdown, on real threads: every `Ok`
-//! registration runs exactly once, every refused one never runs.
+//! registration runs exactly once, every refused one never runs, and once a
+//! thread is refused it is refused for good.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
@@ -7,12 +8,27 @@ use std::thread;
 
 use compactor::{Compactor, Error};
 
+mod common;
+
 const THREADS: usize = 4;
-const PER_THREAD: usize = 20_000;
+/// Registrations each thread makes before it waits for the shutdown to
+/// have begun; as many again follow, racing it and after it.
+const BEFORE: usize = 20_000;
+const SLOTS: usize = 2 * BEFORE;
+/// Registrations each thread still tries after its first refusal.
+const AFTER_REFUSAL: usize = 256;
+
+/// What one registering thread saw.
+struct Seen {
+    accepted: Vec<usize>,
+    refused: usize,
+    /// Accepted after a refusal: must stay zero.
+    accepted_after_refusal: usize,
+}
 
 #[test]
 fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
-    for round in 0..7usize {
+    for round in 0..common::stress(7) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -20,40 +36,48 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
             .unwrap();
         let c = Compactor::new();
         // One counter per registration attempt: how often its cleanup ran.
-        let runs: Arc<Vec<AtomicU32>> = Arc::new(
-            (0..THREADS * PER_THREAD)
-                .map(|_| AtomicU32::new(0))
-                .collect(),
-        );
+        let runs: Arc<Vec<AtomicU32>> =
+            Arc::new((0..THREADS * SLOTS).map(|_| AtomicU32::new(0)).collect());
         let start = Arc::new(Barrier::new(THREADS + 1));
-        let stop = Arc::new(AtomicBool::new(false));
+        // Set once the shutdown has begun (registration closed): a thread
+        // that made its first `BEFORE` registrations waits for it, so the
+        // shutdown always begins while every thread still has some to make.
+        let begun = Arc::new(AtomicBool::new(false));
 
         let registrants: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (c, runs, start, stop) = (c.clone(), runs.clone(), start.clone(), stop.clone());
+                let (c, runs, start, begun) =
+                    (c.clone(), runs.clone(), start.clone(), begun.clone());
                 thread::spawn(move || {
                     start.wait();
-                    let mut accepted = Vec::new();
-                    for i in 0..PER_THREAD {
-                        let slot = t * PER_THREAD + i;
+                    let mut seen = Seen {
+                        accepted: Vec::new(),
+                        refused: 0,
+                        accepted_after_refusal: 0,
+                    };
+                    for i in 0..SLOTS {
+                        if i == BEFORE {
+                            while !begun.load(Ordering::SeqCst) {
+                                thread::yield_now();
+                            }
+                        }
+                        let slot = t * SLOTS + i;
                         let runs = runs.clone();
                         let result = c.register(format!("t{t}-{i}"), move || {
                             runs[slot].fetch_add(1, Ordering::SeqCst);
                             async {}
                         });
                         match result {
-                            Ok(_) => accepted.push(slot),
-                            Err(Error::ShuttingDown) => {
-                                stop.store(true, Ordering::SeqCst);
-                            }
+                            Ok(_) if seen.refused > 0 => seen.accepted_after_refusal += 1,
+                            Ok(_) => seen.accepted.push(slot),
+                            Err(Error::ShuttingDown) => seen.refused += 1,
                             Err(other) => panic!("unexpected {other}"),
                         }
-                        // Keep going after the first refusal: later ones must be refused too.
-                        if stop.load(Ordering::SeqCst) && i % 64 == 0 {
-                            thread::yield_now();
+                        if seen.refused > AFTER_REFUSAL {
+                            break;
                         }
                     }
-                    accepted
+                    seen
                 })
             })
             .collect();
@@ -65,20 +89,33 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
         let threshold = match round {
             0 => 1,
             1 => 3,
-            r => THREADS * PER_THREAD * (r - 1) / 12,
+            r => THREADS * BEFORE * ((r - 1) % 6) / 12,
         };
         while c.pending() < threshold {
             thread::yield_now();
         }
-        let report = runtime.block_on(c.shutdown());
-        let accepted: Vec<usize> = registrants
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
+        {
+            let _on = runtime.enter();
+            // Closes registration before it returns.
+            c.trigger();
+        }
+        begun.store(true, Ordering::SeqCst);
+        let report = runtime.block_on(c.wait());
+        let seen: Vec<Seen> = registrants.into_iter().map(|h| h.join().unwrap()).collect();
 
+        for (t, s) in seen.iter().enumerate() {
+            assert!(s.refused > 0, "round {round}: thread {t} was never refused");
+            assert_eq!(
+                s.accepted_after_refusal, 0,
+                "round {round}: thread {t} was accepted after a refusal"
+            );
+        }
+        let accepted: std::collections::HashSet<usize> = seen
+            .iter()
+            .flat_map(|s| s.accepted.iter().copied())
+            .collect();
         assert!(report.is_clean());
         assert_eq!(report.tasks().len(), accepted.len(), "round {round}");
-        let accepted: std::collections::HashSet<usize> = accepted.into_iter().collect();
         for (slot, count) in runs.iter().enumerate() {
             let expected = u32::from(accepted.contains(&slot));
             assert_eq!(
@@ -87,10 +124,5 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
                 "slot {slot}, round {round}"
             );
         }
-        assert!(
-            !accepted.is_empty() && accepted.len() < THREADS * PER_THREAD,
-            "round {round}: the shutdown must land in the middle of registration ({} accepted)",
-            accepted.len()
-        );
     }
 }

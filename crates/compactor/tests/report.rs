@@ -43,8 +43,9 @@ async fn dropping_the_shutdown_future_does_not_stop_the_run() {
     assert_eq!(report.tasks()[0].outcome(), &Outcome::Succeeded);
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_report_accounts_for_every_task_once_in_start_order() {
+/// Four tasks: two that succeed, one stuck at the 100 ms deadline, one that
+/// never starts.
+async fn four_tasks_past_their_deadline() -> compactor::ShutdownReport {
     let c = Compactor::builder()
         .deadline(Duration::from_millis(100))
         .build();
@@ -67,7 +68,12 @@ async fn the_report_accounts_for_every_task_once_in_start_order() {
         .priority(Priority::Custom(-200))
         .register(|| async {})
         .unwrap();
-    let report = c.shutdown().await;
+    c.shutdown().await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_accounts_for_every_task_once_in_start_order() {
+    let report = four_tasks_past_their_deadline().await;
     let rows: Vec<(&str, Option<Duration>)> = report
         .tasks()
         .iter()
@@ -92,7 +98,12 @@ async fn the_report_accounts_for_every_task_once_in_start_order() {
         Priority::Normal
     );
     assert_eq!(report.task("db").unwrap().category(), &Category::Database);
+}
 
+/// The table's own format: what a person reads.
+#[tokio::test(start_paused = true)]
+async fn the_table_shows_each_task_with_its_outcome_and_start() {
+    let report = four_tasks_past_their_deadline().await;
     let table = report.to_string();
     assert!(
         table.starts_with("shutdown (manual) finished in 100ms: 4 tasks, NOT clean"),
@@ -115,12 +126,22 @@ async fn the_report_accounts_for_every_task_once_in_start_order() {
 #[tokio::test(start_paused = true)]
 async fn the_report_serializes_to_json() {
     let c = Compactor::new();
+    let db = c
+        .task("db")
+        .register(|| tokio::time::sleep(Duration::from_millis(20)))
+        .unwrap();
     c.task("flush")
         .category(Category::File)
-        .register(|| async { Err::<(), _>("EIO") })
+        .depends_on(&db)
+        .register(|| async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Err::<(), _>("EIO")
+        })
         .unwrap();
     let report = c.shutdown().await;
     let json = serde_json::to_value(&report).unwrap();
+    // The clock is paused: the times are exactly those slept.
+    assert_eq!(json["duration_ms"], 50.0);
     assert_eq!(json["reason"], "manual");
     assert_eq!(json["clean"], false);
     let task = &json["tasks"][0];
@@ -133,10 +154,14 @@ async fn the_report_serializes_to_json() {
     assert_eq!(task["attempts"], 1);
     assert_eq!(task["priority"], "normal");
     assert_eq!(task["effective_priority"], "normal");
-    assert!(task["started_at_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
-    assert!(task["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(task["started_at_ms"], 0.0);
+    assert_eq!(task["duration_ms"], 30.0);
     assert!(task["interruption"].is_null());
     assert!(task["leaked"].is_null());
+    let db = &json["tasks"][1];
+    assert_eq!(db["name"], "db");
+    assert_eq!(db["started_at_ms"], 30.0);
+    assert_eq!(db["duration_ms"], 20.0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -39,3 +39,13 @@ pub fn logged(
         std::future::ready(())
     }
 }
+
+/// How many times a race or timing-sensitive test repeats its core: `n`,
+/// or `n` times the factor in `COMPACTOR_STRESS` (`1` means 10) for the
+/// stress mode: `COMPACTOR_STRESS=1 cargo test --workspace`.
+pub fn stress(n: usize) -> usize {
+    match std::env::var("COMPACTOR_STRESS") {
+        Ok(v) => n * v.parse::<usize>().ok().filter(|&f| f > 1).unwrap_or(10),
+        Err(_) => n,
+    }
+}
