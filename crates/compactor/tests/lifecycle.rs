@@ -32,7 +32,7 @@ async fn a_failed_service_exits_one_with_its_error() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_service_keeps_running_while_the_cleanup_drains_it() {
     let c = Compactor::new();
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();

@@ -172,7 +172,7 @@ async fn a_secret_is_wiped() {
     assert_eq!(report.tasks()[0].category(), &Category::Memory);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn spawned_work_is_awaited_at_shutdown() {
     let c = Compactor::new();
     let finished = Arc::new(AtomicUsize::new(0));
