@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, cleanups, printed_report, stress};
+use compactor_e2e::{RUN, Running, cleanups, printed_report, report_json, stress, task_json};
 
 fn app(args: &[&str]) -> Running {
     Running::ready(env!("CARGO_BIN_EXE_lifecycle-app"), args)
@@ -43,6 +43,7 @@ fn a_clean_run_can_exit_zero_for_supervisors() {
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(0), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn a_signal_while_tasks_are_being_registered_loses_none_and_runs_none_twice() {
         ran.sort_unstable();
         ran.dedup();
         assert_eq!(ran.len(), accepted, "none ran twice");
-        assert!(out.iter().any(|l| l == "reason SIGTERM"), "{out:#?}");
+        assert!(printed_report(&out, "SIGTERM"), "{out:#?}");
     }
 }
 
@@ -139,11 +140,9 @@ fn a_panic_on_another_thread_starts_the_shutdown() {
     let (code, out, err) = app.finish_all(RUN);
     assert_eq!(code, Some(101), "{out:#?} {err:#?}");
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
-    assert!(
-        out.iter()
-            .any(|l| l.starts_with("reason panic:") && l.ends_with("worker thread failed")),
-        "{out:#?}"
-    );
+    let report = report_json(&out);
+    let reason = report["reason"]["panic"].as_str().unwrap_or_default();
+    assert!(reason.ends_with("worker thread failed"), "{report}");
     assert!(
         err.iter().any(|l| l.contains("worker thread failed")),
         "the previous hook still prints"
@@ -156,8 +155,14 @@ fn a_service_that_ends_by_itself_runs_the_cleanup_and_exits_zero() {
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(0), "{out:#?}");
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
-    assert!(out.iter().any(|l| l == "reason service ended"), "{out:#?}");
-    assert!(out.iter().any(|l| l.contains("3 tasks, clean")), "{out:#?}");
+    let report = report_json(&out);
+    assert_eq!(report["reason"], "service_ended", "{report}");
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(
+        report["tasks"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
 }
 
 #[test]
@@ -190,11 +195,9 @@ fn an_abandoned_blocking_cleanup_does_not_keep_the_process_alive_after_main_retu
         Some(1),
         "not clean: the cleanup was abandoned; {out:#?}"
     );
-    assert!(
-        out.iter()
-            .any(|l| l.contains("stuck-fsync") && l.contains("thread abandoned")),
-        "{out:#?}"
-    );
+    let report = report_json(&out);
+    let stuck = task_json(&report, "stuck-fsync");
+    assert_eq!(stuck["interruption"], "abandoned", "{stuck}");
 }
 
 #[test]

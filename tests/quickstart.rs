@@ -42,7 +42,7 @@ fn runs_by_itself_and_cleans_up_in_order() {
         Path::new(env!("CARGO_BIN_EXE_quickstart")),
         &[
             "--shutdown-after",
-            "1.5",
+            "5",
             "--data-dir",
             dir.to_str().unwrap(),
             "--report-json",
@@ -123,6 +123,10 @@ fn a_bad_option_is_named() {
         Path::new(env!("CARGO_BIN_EXE_quickstart")),
         &["--shutdown-afterr", "1"],
     );
-    let (code, _) = app.finish(STARTUP);
+    let (code, _, err) = app.finish_all(STARTUP);
     assert_eq!(code, Some(2));
+    assert!(
+        err.iter().any(|l| l.contains("`--shutdown-afterr`")),
+        "the message names the option: {err:#?}"
+    );
 }

@@ -41,15 +41,9 @@ fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
 
     app.signal("TERM");
     app.wait_for("readiness: failing /healthz", Duration::from_secs(10));
-    // During the drain delay: not ready, but still serving, and the
-    // listener not closed yet.
+    // During the drain delay: not ready (503), but still serving (200).
     assert_eq!(get(&addr, "/healthz"), Some(503));
     assert_eq!(get(&addr, "/"), Some(200));
-    assert!(
-        !app.printed("http: listener closed"),
-        "served while not ready, before the close: {:#?}",
-        app.seen
-    );
 
     app.wait_for("http: listener closed", Duration::from_secs(10));
     let (code, out) = app.finish(Duration::from_secs(30));

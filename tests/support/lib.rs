@@ -56,13 +56,6 @@ impl Running {
         self.errors.try_iter().collect()
     }
 
-    /// Whether a line starting with `prefix` was printed by now (reads what
-    /// is there without waiting).
-    pub fn printed(&mut self, prefix: &str) -> bool {
-        self.seen.extend(self.lines.try_iter());
-        self.seen.iter().any(|l| l.starts_with(prefix))
-    }
-
     /// Reads lines until one starts with `prefix`; returns the rest of it.
     pub fn wait_for(&mut self, prefix: &str, within: Duration) -> String {
         let until = Instant::now() + within;
@@ -167,6 +160,24 @@ pub fn cleanups(lines: &[String]) -> Vec<&str> {
         .iter()
         .filter_map(|l| l.strip_prefix("cleanup "))
         .collect()
+}
+
+/// The report the app printed last, from its `report-json` line.
+pub fn report_json(lines: &[String]) -> serde_json::Value {
+    let json = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("report-json "))
+        .unwrap_or_else(|| panic!("no report-json line in {lines:#?}"));
+    serde_json::from_str(json).expect("the report line is JSON")
+}
+
+/// The entry of task `name` in a JSON report.
+pub fn task_json<'r>(report: &'r serde_json::Value, name: &str) -> &'r serde_json::Value {
+    report["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find(|t| t["name"] == name))
+        .unwrap_or_else(|| panic!("no task {name} in {report}"))
 }
 
 /// Whether the app printed the report of a shutdown that `reason` (a

@@ -78,6 +78,8 @@ async fn the_inventory_counts_pending_tasks_by_category_and_scope() {
     let scope = &inventory.scopes()["conn-1"];
     assert_eq!(scope.tasks(), 2);
     assert_eq!(scope.by_category()[&Category::File], 1);
+    assert_eq!(scope.by_category()[&Category::Network], 1);
+    // How it reads.
     let shown = inventory.to_string();
     assert!(
         shown.contains("scope conn-1: 2 pending (file 1, network 1)"),

@@ -55,9 +55,17 @@ async fn a_failed_dependent_still_releases_its_dependency() {
     let db = c
         .register("db", logged(&log, "db", Duration::ZERO))
         .unwrap();
+    let failing = log.clone();
     c.task("http")
         .depends_on(&db)
-        .register(|| async { Err::<(), _>("connection reset") })
+        .register(move || {
+            let log = failing.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                log.push("failed:http");
+                Err::<(), _>("connection reset")
+            }
+        })
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
@@ -65,6 +73,7 @@ async fn a_failed_dependent_still_releases_its_dependency() {
         &Outcome::Failed("connection reset".into())
     );
     assert_eq!(report.task("db").unwrap().outcome(), &Outcome::Succeeded);
+    assert_eq!(log.entries(), ["failed:http", "start:db", "end:db"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -386,8 +395,12 @@ async fn the_worked_example_of_the_design_doc() {
 async fn long_registration_churn_keeps_order_and_dependencies() {
     let c = Compactor::builder().sequential().build();
     let log = Log::default();
+    // `first` must run before `third`, against LIFO order (`third` is
+    // registered last); `second` before `first`, by handle across the churn.
     let first = c
-        .register("first", logged(&log, "first", Duration::ZERO))
+        .task("first")
+        .depends_on_name("third")
+        .register(logged(&log, "first", Duration::ZERO))
         .unwrap();
     for i in 0..20_000 {
         let h = c.register(format!("churn-{i}"), || async {}).unwrap();
@@ -401,5 +414,11 @@ async fn long_registration_churn_keeps_order_and_dependencies() {
         .unwrap();
     let report = c.shutdown().await;
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
-    assert_eq!(names, ["third", "second", "first"]);
+    assert_eq!(names, ["second", "first", "third"]);
+    let starts: Vec<String> = log
+        .entries()
+        .into_iter()
+        .filter(|e| e.starts_with("start:"))
+        .collect();
+    assert_eq!(starts, ["start:second", "start:first", "start:third"]);
 }

@@ -82,11 +82,21 @@ async fn a_thread_is_joined_off_the_async_threads() {
     let c = Compactor::new();
     let done = Arc::new(AtomicUsize::new(0));
     let flag = done.clone();
+    // The thread waits for a message from a task on this (one-thread)
+    // runtime, sent once the shutdown began: a join on the runtime's thread
+    // would keep that task from running until the wait gave up.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
-        flag.store(1, Ordering::SeqCst);
+        if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
+            flag.store(1, Ordering::SeqCst);
+        }
     });
     c.task("io-thread").thread(thread).unwrap();
+    let began = c.shutdown_token();
+    tokio::spawn(async move {
+        began.cancelled().await;
+        let _ = tx.send(());
+    });
     let panicking = std::thread::spawn(|| panic!("thread bug"));
     c.task("bad-thread").thread(panicking).unwrap();
     let report = c.shutdown().await;

@@ -181,38 +181,60 @@ async fn events_trace_the_run_in_order() {
         .unwrap();
     c.register("plain", || async {}).unwrap();
     let report = c.shutdown().await;
+    /// What an event says, as plain values.
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Started(usize),
+        Attempt(String, u32),
+        Retrying(String, String),
+        Finished(String, Outcome, u32),
+        Done,
+    }
     let mut seen = Vec::new();
     while let Ok(event) = rx.try_recv() {
         seen.push(match event {
-            Event::ShutdownStarted { tasks, .. } => format!("started {tasks}"),
-            Event::TaskStarted { name, attempt, .. } => format!("{name} attempt {attempt}"),
-            Event::TaskRetrying { name, error, .. } => format!("{name} retrying: {error}"),
+            Event::ShutdownStarted { tasks, .. } => Seen::Started(tasks),
+            Event::TaskStarted { name, attempt, .. } => Seen::Attempt(name.to_string(), attempt),
+            Event::TaskRetrying { name, error, .. } => Seen::Retrying(name.to_string(), error),
             Event::TaskFinished {
                 name,
                 outcome,
                 attempts,
                 ..
-            } => format!("{name} {outcome} after {attempts}"),
+            } => Seen::Finished(name.to_string(), outcome, attempts),
             Event::ShutdownFinished { report: r, .. } => {
                 assert_eq!(r, report);
-                "finished".to_owned()
+                Seen::Done
             }
-            other => format!("{other:?}"),
+            other => panic!("unexpected {other:?}"),
         });
     }
-    assert_eq!(seen.first().map(String::as_str), Some("started 2"));
-    assert_eq!(seen.last().map(String::as_str), Some("finished"));
-    let retry: Vec<&String> = seen.iter().filter(|s| s.starts_with("retry")).collect();
+    assert_eq!(seen.first(), Some(&Seen::Started(2)));
+    assert_eq!(seen.last(), Some(&Seen::Done));
+    let of = |task: &str| -> Vec<&Seen> {
+        seen.iter()
+            .filter(|s| match s {
+                Seen::Attempt(n, _) | Seen::Retrying(n, _) | Seen::Finished(n, _, _) => n == task,
+                _ => false,
+            })
+            .collect()
+    };
     assert_eq!(
-        retry,
+        of("retry"),
         [
-            "retry attempt 1",
-            "retry retrying: first try",
-            "retry attempt 2",
-            "retry succeeded after 2"
+            &Seen::Attempt("retry".into(), 1),
+            &Seen::Retrying("retry".into(), "first try".into()),
+            &Seen::Attempt("retry".into(), 2),
+            &Seen::Finished("retry".into(), Outcome::Succeeded, 2),
         ]
     );
-    assert_eq!(seen.iter().filter(|s| s.starts_with("plain")).count(), 2);
+    assert_eq!(
+        of("plain"),
+        [
+            &Seen::Attempt("plain".into(), 1),
+            &Seen::Finished("plain".into(), Outcome::Succeeded, 1),
+        ]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -230,12 +252,18 @@ async fn skipped_tasks_get_one_finished_event_too() {
     let mut finished = Vec::new();
     while let Ok(event) = rx.try_recv() {
         if let Event::TaskFinished { name, outcome, .. } = event {
-            finished.push(format!("{name}: {outcome}"));
+            finished.push((name.to_string(), outcome));
         }
     }
     assert_eq!(
         finished,
-        ["hang: cancelled", "last: skipped: shutdown deadline passed"]
+        [
+            ("hang".to_owned(), Outcome::Cancelled),
+            (
+                "last".to_owned(),
+                Outcome::Skipped(compactor::report::SkipReason::Deadline)
+            )
+        ]
     );
 }
 

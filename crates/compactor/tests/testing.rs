@@ -24,7 +24,7 @@ async fn a_failed_cleanup_fails_the_test() {
 }
 
 #[tokio::test]
-#[should_panic(expected = "possible leak")]
+#[should_panic(expected = "did not go well (0 not clean, 1 possible leak(s))")]
 async fn a_leak_fails_the_test() {
     let c = testing::instance();
     let pool = Arc::new(());

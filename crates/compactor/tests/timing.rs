@@ -1,5 +1,6 @@
 //! Timeouts, retries, backoff, deadline, phase budgets and panics, under
-//! paused time: deterministic, no real waiting.
+//! paused time where tokio's time is all there is (deterministic, no real
+//! waiting); blocking cleanups on real threads, with bounds of seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -285,13 +286,16 @@ async fn a_blocking_cleanup_past_its_timeout_is_abandoned_and_a_retry_waits_for_
     let c = Compactor::new();
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Arc::new(std::sync::Mutex::new(held));
     c.task("stuck-fsync")
         .timeout(Duration::from_millis(30))
         .retries(1)
         .backoff(Backoff::fixed(Duration::ZERO))
         .register_blocking(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_secs(3));
+            // Blocked until the test lets it go, after the report.
+            let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(10));
         })
         .unwrap();
     let report = c.shutdown().await;
@@ -299,10 +303,15 @@ async fn a_blocking_cleanup_past_its_timeout_is_abandoned_and_a_retry_waits_for_
     assert_eq!(t.outcome(), &Outcome::TimedOut);
     assert_eq!(t.interruption(), Some(Interruption::Abandoned));
     assert_eq!(t.attempts(), 2);
-    // The second attempt waited on the first, which was still sleeping.
+    // Two 30 ms timeouts, not the block.
+    assert!(report.duration() < Duration::from_secs(5), "{report}");
+    // The second attempt waited on the first, which was still blocked.
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    // Two 30 ms timeouts, not the 3 s the thread sleeps.
-    assert!(report.duration() < Duration::from_millis(1500), "{report}");
+    // Released, the first call returns; the waiting retry sees the run
+    // is over and does not call the cleanup.
+    drop(release);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
