@@ -104,6 +104,45 @@ pub use crate::report::{Outcome, ShutdownReason, ShutdownReport, TaskReport};
 pub use crate::signal::{Signal, SignalExit};
 pub use crate::task::cleanup::CleanupResult;
 
+/// Keeps `future` part of the shutdown run the calling code belongs to, on
+/// whatever task it is spawned. A task a cleanup spawns with `tokio::spawn`
+/// does not inherit that run: a [`shutdown()`](Compactor::shutdown) or
+/// [`wait()`](Compactor::wait) there would wait for the run, which waits for
+/// the cleanup, until the cleanup's timeout. Spawned as
+/// `tokio::spawn(compactor::inherit_run(work))`, the work gets the report
+/// so far at once, as the cleanup itself would. Outside a run, `future` is
+/// returned as it is.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let c = compactor::Compactor::new();
+/// let inner = c.clone();
+/// c.register("reentrant", move || {
+///     let inner = inner.clone();
+///     async move {
+///         let so_far = tokio::spawn(compactor::inherit_run(async move { inner.shutdown().await }))
+///             .await
+///             .unwrap();
+///         assert!(!so_far.is_complete());
+///     }
+/// })
+/// .unwrap();
+/// assert!(c.shutdown().await.is_clean());
+/// # }
+/// ```
+pub fn inherit_run<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    crate::run::attempt::carried(future)
+}
+
+/// [`inherit_run`] for a closure run on another thread
+/// (`std::thread::spawn(compactor::inherit_run_blocking(work))` from a
+/// cleanup): [`shutdown_blocking`](Compactor::shutdown_blocking) or a
+/// `wait()` there gets the report so far at once.
+pub fn inherit_run_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    crate::run::attempt::carried_blocking(f)
+}
+
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

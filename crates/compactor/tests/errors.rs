@@ -260,3 +260,79 @@ async fn wait_from_inside_a_blocking_cleanup_does_not_deadlock() {
         .unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// A cleanup that spawns work which calls `shutdown()`, and awaits it.
+fn spawning_cleanup(c: &Compactor, inherit: bool) {
+    let inner = c.clone();
+    c.task("spawner")
+        .timeout(Duration::from_secs(2))
+        .register(move || {
+            let inner = inner.clone();
+            async move {
+                let work = async move { inner.shutdown().await };
+                let so_far = match inherit {
+                    true => tokio::spawn(compactor::inherit_run(work)).await,
+                    false => tokio::spawn(work).await,
+                };
+                assert!(!so_far.unwrap().is_complete());
+            }
+        })
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_a_cleanup_spawns_with_inherit_run_gets_the_report_so_far_at_once() {
+    let c = Compactor::new();
+    spawning_cleanup(&c, true);
+    let report = c.shutdown().await;
+    let task = report.task("spawner").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Succeeded, "{report}");
+    assert_eq!(task.duration(), Duration::ZERO, "at once: {report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_a_cleanup_spawns_plainly_waits_for_the_run_until_the_cleanups_timeout() {
+    // The limit `inherit_run` is for: tokio gives a spawned task nothing of
+    // the cleanup that spawned it.
+    let c = Compactor::new();
+    spawning_cleanup(&c, false);
+    let report = c.shutdown().await;
+    let task = report.task("spawner").unwrap();
+    assert_eq!(task.outcome(), &Outcome::TimedOut, "{report}");
+    assert_eq!(task.duration(), Duration::from_secs(2), "{report}");
+}
+
+#[test]
+fn a_thread_a_blocking_cleanup_starts_with_inherit_run_blocking_gets_the_report_so_far() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::new();
+    let inner = c.clone();
+    let complete = Arc::new(AtomicBool::new(true));
+    let seen = complete.clone();
+    c.task("sync-spawner")
+        .timeout(Duration::from_secs(20))
+        .register_blocking(move || {
+            let inner = inner.clone();
+            let report = std::thread::spawn(compactor::inherit_run_blocking(move || {
+                inner.shutdown_blocking()
+            }))
+            .join()
+            .unwrap();
+            seen.store(report.is_complete(), Ordering::SeqCst);
+        })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        !complete.load(Ordering::SeqCst),
+        "the thread got the report so far"
+    );
+    assert!(
+        report.task("sync-spawner").unwrap().duration() < Duration::from_secs(10),
+        "{report}"
+    );
+}

@@ -41,6 +41,36 @@ pub(crate) fn current_chain() -> Option<Chain> {
         .or_else(|| ACTIVE_BLOCKING.with(|a| a.borrow().clone()))
 }
 
+/// `future`, part of the run the caller is part of (if any): see
+/// [`crate::inherit_run`].
+pub(crate) fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let chain = current_chain();
+    async move {
+        match chain {
+            Some(chain) => ACTIVE.scope(chain, future).await,
+            None => future.await,
+        }
+    }
+}
+
+/// `f`, part of the run the caller is part of (if any), on whatever thread
+/// calls it: see [`crate::inherit_run_blocking`].
+pub(crate) fn carried_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    let chain = current_chain();
+    move || {
+        /// Puts the thread's previous run back, also if `f` panics.
+        struct Restore(Option<Chain>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(ACTIVE_BLOCKING.with(|a| a.replace(chain)));
+        f()
+    }
+}
+
 /// Whether the caller is part of a run of `instance`.
 pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
     current_chain().is_some_and(|chain| chain.contains(&instance))
