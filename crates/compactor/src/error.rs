@@ -41,6 +41,16 @@ pub enum Error {
         path: Vec<String>,
     },
 
+    /// A one-shot cleanup (`register_once`, a service) was given retries: a
+    /// retry calls the cleanup again, which a `FnOnce` cannot be.
+    #[error(
+        "task `{task}` is a one-shot cleanup (`FnOnce`) but was given retries; register it with `register` (a `FnMut`, called again on each retry) or drop `.retries(..)`"
+    )]
+    RetriesNeedFnMut {
+        /// The task given retries.
+        task: String,
+    },
+
     /// A timeout of zero was given; an attempt could never finish.
     #[error(
         "task `{task}` was given a zero timeout; give it a positive duration, or leave it unset to use the instance's default"

@@ -17,7 +17,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{Category, Compactor, Error, TaskBuilder, TaskHandle};
+use crate::{Category, CleanupResult, Compactor, Error, TaskBuilder, TaskHandle};
 
 /// What a joined tokio task's failure reads as.
 fn join_failure(error: JoinError) -> String {
@@ -40,33 +40,44 @@ fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
+/// A tokio task, aborted if this is dropped before it finished: a cleanup
+/// cut off by its timeout or the deadline, or one that never ran, leaves
+/// nothing running behind the report.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl TaskBuilder<'_> {
     /// A tokio task: waits up to `grace` for it to finish (it should be
-    /// watching the shutdown token), then aborts it. Fails if it had to be
-    /// aborted or panicked. Category [`Category::Task`] unless set.
-    pub fn join_handle<T: Send + 'static>(
+    /// watching the shutdown token), then aborts it and waits for it to be
+    /// gone. The task's own result is the outcome: an `Err` it returned
+    /// fails the cleanup with that error, a panic with the panic's message,
+    /// an abort with the grace. If the cleanup itself is cut off (its
+    /// timeout, the deadline) or never runs, the task is aborted, never left
+    /// running. Category [`Category::Task`] unless set.
+    pub fn join_handle<T: CleanupResult>(
         self,
         handle: JoinHandle<T>,
         grace: Duration,
     ) -> Result<TaskHandle, Error> {
-        let slot = once(handle);
-        self.default_category(Category::Task).register(move || {
-            let handle = take(&slot);
-            async move {
-                let Some(mut handle) = handle else {
-                    return Ok(());
-                };
-                match tokio::time::timeout(grace, &mut handle).await {
-                    Ok(Ok(_)) => Ok(()),
+        let task = AbortOnDrop(handle);
+        self.default_category(Category::Task)
+            .register_once(move || async move {
+                let mut task = task;
+                match tokio::time::timeout(grace, &mut task.0).await {
+                    Ok(Ok(output)) => output.into_result(),
                     Ok(Err(e)) => Err(join_failure(e)),
                     Err(_) => {
-                        handle.abort();
-                        let _ = handle.await;
+                        task.0.abort();
+                        let _ = (&mut task.0).await;
                         Err(format!("did not finish within {grace:?}; aborted"))
                     }
                 }
-            }
-        })
+            })
     }
 
     /// A `JoinSet`: waits up to `grace` for all its tasks, then aborts the
@@ -179,8 +190,13 @@ impl TaskBuilder<'_> {
     }
 
     /// A child process: `SIGTERM`, up to `grace` to exit, then `SIGKILL`, and
-    /// the exit status reaped so no zombie is left. Fails if it had to be
-    /// killed. On other platforms it is killed at once. Category
+    /// the exit status reaped so no zombie is left. The outcome is the
+    /// child's: it fails if the child had to be killed, or exited with an
+    /// error status (one it had before the shutdown too); an exit by the
+    /// `SIGTERM` itself, or with 143 (128 + 15, a process's answer to it),
+    /// is a clean stop. If the cleanup is cut off (its timeout, the
+    /// deadline) or never runs, the child is killed and reaped, never left
+    /// running. On other platforms it is killed at once. Category
     /// [`Category::Process`] unless set.
     #[cfg(feature = "process")]
     #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
@@ -189,28 +205,28 @@ impl TaskBuilder<'_> {
         child: tokio::process::Child,
         grace: Duration,
     ) -> Result<TaskHandle, Error> {
-        let slot = once(child);
-        self.default_category(Category::Process).register(move || {
-            let child = take(&slot);
-            async move {
-                let Some(mut child) = child else {
-                    return Ok(());
-                };
-                if let Ok(Some(_)) = child.try_wait() {
-                    return Ok(());
+        let child = KillOnDrop(Some(child));
+        self.default_category(Category::Process)
+            .register_once(move || async move {
+                let mut guard = child;
+                let child = guard.0.as_mut().expect("held until dropped");
+                if let Ok(Some(status)) = child.try_wait() {
+                    guard.0 = None;
+                    return stopped(status).map_err(|e| format!("had exited before: {e}"));
                 }
-                terminate(&child);
-                match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(Ok(_)) => Ok(()),
+                terminate(child);
+                let ended = match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(Ok(status)) => stopped(status),
                     Ok(Err(e)) => Err(format!("waiting for the process: {e}")),
                     Err(_) => {
                         let _ = child.start_kill();
                         let _ = child.wait().await;
                         Err(format!("did not exit within {grace:?} of SIGTERM; killed"))
                     }
-                }
-            }
-        })
+                };
+                guard.0 = None;
+                ended
+            })
     }
 
     fn default_category(self, category: Category) -> Self {
@@ -231,6 +247,37 @@ fn terminate(child: &tokio::process::Child) {
 
 #[cfg(all(feature = "process", not(unix)))]
 fn terminate(_child: &tokio::process::Child) {}
+
+/// A child process, killed if this is dropped while it may still run (the
+/// cleanup cut off or never run); tokio reaps a dropped child.
+#[cfg(feature = "process")]
+struct KillOnDrop(Option<tokio::process::Child>);
+
+#[cfg(feature = "process")]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Whether a child's exit is a clean stop: success, the `SIGTERM` it was
+/// sent, or 143.
+#[cfg(feature = "process")]
+fn stopped(status: std::process::ExitStatus) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(15) {
+            return Ok(());
+        }
+    }
+    match status.code() {
+        Some(0 | 143) => Ok(()),
+        _ => Err(format!("exited with {status}")),
+    }
+}
 
 /// The name of the task that waits for the work of [`Compactor::spawn`].
 const SPAWNED: &str = "compactor::spawned";

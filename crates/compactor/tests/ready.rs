@@ -35,8 +35,8 @@ async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
     let ticks = Arc::new(AtomicUsize::new(0));
     let counter = ticks.clone();
     let stubborn = tokio::spawn(async move {
-        loop {
-            counter.fetch_add(1, Ordering::SeqCst);
+        // Never stops by itself.
+        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -54,6 +54,97 @@ async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
         ticks.load(Ordering::SeqCst),
         after,
         "the task no longer runs"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_returns_an_error_fails_the_cleanup_with_it() {
+    let c = Compactor::new();
+    let worker = tokio::spawn(async { Err::<(), _>("queue closed uncleanly") });
+    c.task("worker")
+        .join_handle(worker, Duration::from_secs(5))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(
+        report.tasks()[0].outcome(),
+        &Outcome::Failed("queue closed uncleanly".into())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_cut_off_by_the_cleanups_timeout_is_aborted_not_detached() {
+    let c = Compactor::new();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let counter = ticks.clone();
+    let stubborn = tokio::spawn(async move {
+        // Never stops by itself.
+        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // The task's timeout (100 ms) ends the cleanup before its grace (10 s).
+    c.task("stubborn")
+        .timeout(Duration::from_millis(100))
+        .join_handle(stubborn, Duration::from_secs(10))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let after = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        after,
+        "the task no longer runs"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_cleanup_owns_what_it_cleans_up() {
+    let c = Compactor::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+    let flushed = Arc::new(AtomicUsize::new(0));
+    let seen = flushed.clone();
+    c.register_once("queue", move || async move {
+        tx.send(7).await.unwrap();
+        drop(tx);
+    })
+    .unwrap();
+    c.task("sync-flush")
+        .register_blocking_once(move || seen.store(1, Ordering::SeqCst))
+        .unwrap();
+    assert!(c.shutdown().await.is_clean());
+    assert_eq!(rx.recv().await, Some(7));
+    assert_eq!(rx.recv().await, None, "the sender went with the cleanup");
+    assert_eq!(flushed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_one_shot_cleanup_with_retries_is_refused_and_nothing_is_lost() {
+    let c = Compactor::new();
+    c.register("kept", || async {}).unwrap();
+    let e = c
+        .task("once")
+        .retries(2)
+        .register_once(|| async {})
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::RetriesNeedFnMut {
+            task: "once".into()
+        }
+    );
+    assert_eq!(c.pending(), 1);
+    c.shutdown().await;
+    let e = c
+        .task("late")
+        .retries(2)
+        .register_once(|| async {})
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::ShuttingDown,
+        "after the shutdown began, that first"
     );
 }
 
@@ -259,5 +350,116 @@ mod child_process {
             &Outcome::Failed("did not exit within 200ms of SIGTERM; killed".into())
         );
         assert!(!exists(pid), "killed and reaped, no zombie left");
+    }
+
+    /// Starts `sh -c script` and waits for its first line (`ready`).
+    async fn shell(script: &str) -> tokio::process::Child {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        child
+    }
+
+    #[tokio::test]
+    async fn a_child_that_exits_with_an_error_fails_the_cleanup() {
+        let child = shell("trap 'exit 3' TERM; echo ready; while :; do sleep 1; done").await;
+        let c = Compactor::new();
+        c.task("worker")
+            .child_process(child, Duration::from_secs(5))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert_eq!(
+            report.tasks()[0].outcome(),
+            &Outcome::Failed("exited with exit status: 3".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_that_had_already_failed_fails_the_cleanup() {
+        let mut child = tokio::process::Command::new("sh")
+            .args(["-c", "exit 7"])
+            .spawn()
+            .unwrap();
+        // Let it end first (without reaping it here).
+        while std::process::Command::new("kill")
+            .args(["-0", &child.id().unwrap().to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+            && child.try_wait().unwrap().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let c = Compactor::new();
+        c.task("batch")
+            .child_process(child, Duration::from_secs(5))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert_eq!(
+            report.tasks()[0].outcome(),
+            &Outcome::Failed("had exited before: exited with exit status: 7".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_child_cut_off_by_the_tasks_timeout_is_killed_not_left_running() {
+        // Ignores SIGTERM; the grace (10 s) is longer than the task's
+        // timeout (300 ms), so the timeout cuts the cleanup off.
+        let child = shell("trap '' TERM; echo ready; while :; do sleep 1; done").await;
+        let pid = child.id().unwrap();
+        let c = Compactor::new();
+        c.task("stubborn")
+            .timeout(Duration::from_millis(300))
+            .child_process(child, Duration::from_secs(10))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
+        let gone = async {
+            while exists(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("the child was killed and reaped, not left running");
+    }
+
+    #[tokio::test]
+    async fn a_child_whose_cleanup_never_ran_is_killed() {
+        let child = shell("trap '' TERM; echo ready; while :; do sleep 1; done").await;
+        let pid = child.id().unwrap();
+        let c = Compactor::builder()
+            .deadline(Duration::from_millis(200))
+            .build();
+        c.task("child")
+            .child_process(child, Duration::from_secs(10))
+            .unwrap();
+        // Runs first and holds the run past its deadline: the child's
+        // cleanup is skipped.
+        c.task("holder")
+            .priority(compactor::Priority::Critical)
+            .register(std::future::pending::<()>)
+            .unwrap();
+        let report = c.shutdown().await;
+        assert!(matches!(
+            report.task("child").unwrap().outcome(),
+            Outcome::Skipped(_)
+        ));
+        let gone = async {
+            while exists(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), gone)
+            .await
+            .expect("a skipped child is killed, not left running");
     }
 }

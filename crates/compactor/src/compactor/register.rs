@@ -12,7 +12,9 @@ use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::priority::{Category, Priority};
 use crate::registry::TaskHandle;
-use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakFn};
+use crate::task::cleanup::{
+    AsyncFn, BlockingFn, BlockingOnceFn, BoxCleanup, CancellableFn, CleanupResult, OnceFn, WeakFn,
+};
 use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
 impl Compactor {
@@ -39,6 +41,25 @@ impl Compactor {
         Fut::Output: CleanupResult,
     {
         self.task(name).register(cleanup)
+    }
+
+    /// Registers a one-shot async cleanup with the default options:
+    /// shorthand for `self.task(name).register_once(cleanup)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`TaskBuilder::register_once`].
+    pub fn register_once<F, Fut>(
+        &self,
+        name: impl Into<Arc<str>>,
+        cleanup: F,
+    ) -> Result<TaskHandle, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.task(name).register_once(cleanup)
     }
 }
 
@@ -174,6 +195,68 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: CleanupResult,
     {
         self.finish(Box::new(AsyncFn(cleanup)))
+    }
+
+    /// Registers a one-shot async cleanup: a `FnOnce` that owns what it
+    /// cleans up, moved in (no `Clone`, no `Option`, no lock). Use it for
+    /// the common case; [`register`](Self::register) takes a `FnMut`, which
+    /// a task with [`retries`](Self::retries) needs, since each retry calls
+    /// the cleanup again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// # let c = compactor::Compactor::new();
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(8);
+    /// c.task("queue").register_once(move || async move {
+    ///     drop(tx); // moved in, used once
+    /// })?;
+    /// # c.shutdown().await;
+    /// # assert!(rx.recv().await.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RetriesNeedFnMut`] if the task was given retries, and those
+    /// of [`register`](Self::register).
+    pub fn register_once<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.refuse_retries()?;
+        self.finish(Box::new(OnceFn(Some(cleanup))))
+    }
+
+    /// A one-shot synchronous cleanup: [`register_blocking`](Self::register_blocking)
+    /// for a `FnOnce`, as [`register_once`](Self::register_once) is for
+    /// [`register`](Self::register).
+    ///
+    /// # Errors
+    ///
+    /// As [`register_once`](Self::register_once).
+    pub fn register_blocking_once<F, R>(self, cleanup: F) -> Result<TaskHandle, Error>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupResult,
+    {
+        self.refuse_retries()?;
+        self.finish(Box::new(BlockingOnceFn(Some(cleanup))))
+    }
+
+    /// A one-shot cleanup has no retries; a shutdown that began refuses
+    /// everything first, as [`Error::ShuttingDown`].
+    pub(crate) fn refuse_retries(&self) -> Result<(), Error> {
+        match self.spec.retries {
+            0 => Ok(()),
+            _ if self.compactor.is_shutting_down() => Err(Error::ShuttingDown),
+            _ => Err(Error::RetriesNeedFnMut {
+                task: self.name.to_string(),
+            }),
+        }
     }
 
     /// Registers an async cleanup that receives a [`CancellationToken`],

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 /// reported as [`Outcome::Failed`](crate::Outcome::Failed) (and retried, if
 /// the task has retries).
 ///
-/// Implemented for `()` and for `Result<(), E>` with any `E: Display`, which
-/// covers `std::io::Error`, `Box<dyn Error + Send + Sync>`, `anyhow::Error`
-/// and string errors.
+/// Implemented for `()` and for `Result<T, E>` with any `E: Display` (the
+/// `T` is dropped), which covers `std::io::Error`, `Box<dyn Error + Send +
+/// Sync>`, `anyhow::Error` and string errors.
 pub trait CleanupResult: Send + 'static {
     /// `Ok(())`, or the error's text.
     fn into_result(self) -> Result<(), String>;
@@ -25,9 +25,9 @@ impl CleanupResult for () {
     }
 }
 
-impl<E: Display + Send + 'static> CleanupResult for Result<(), E> {
+impl<T: Send + 'static, E: Display + Send + 'static> CleanupResult for Result<T, E> {
     fn into_result(self) -> Result<(), String> {
-        self.map_err(|e| e.to_string())
+        self.map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -93,6 +93,52 @@ where
 {
     fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
         Start::Async(boxed((self.0)()))
+    }
+}
+
+/// A cleanup called once: the closure owns what it cleans up. Its task has
+/// no retries (registration refuses them), so a second call never comes; a
+/// lost attempt's successor is told so.
+pub(crate) struct OnceFn<F>(pub(crate) Option<F>);
+
+/// What a one-shot cleanup's second attempt reports.
+const CALLED_ONCE: &str = "a one-shot cleanup was already called";
+
+impl<F, Fut> Cleanup for OnceFn<F>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        match self.0.take() {
+            Some(f) => Start::Async(boxed(f())),
+            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.to_owned())))),
+        }
+    }
+}
+
+/// [`OnceFn`] for a synchronous cleanup.
+pub(crate) struct BlockingOnceFn<F>(pub(crate) Option<F>);
+
+impl<F, R> Cleanup for BlockingOnceFn<F>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        Start::Blocking
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+        match self.0.take() {
+            Some(f) => f().into_result(),
+            None => Err(CALLED_ONCE.to_owned()),
+        }
     }
 }
 
