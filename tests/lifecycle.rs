@@ -158,10 +158,15 @@ fn a_service_that_ends_by_itself_runs_the_cleanup_and_exits_zero() {
     let report = report_json(&out);
     assert_eq!(report["reason"], "service_ended", "{report}");
     assert_eq!(report["clean"], true, "{report}");
+    // The app's three cleanups and the service's own drain.
     assert_eq!(
         report["tasks"].as_array().map(Vec::len),
-        Some(3),
+        Some(4),
         "{report}"
+    );
+    assert_eq!(
+        task_json(&report, "compactor::service")["outcome"]["kind"],
+        "succeeded"
     );
 }
 

@@ -59,7 +59,15 @@ fn runs_by_itself_and_cleans_up_in_order() {
     let (code, lines) = app.finish(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{lines:#?}");
     let (report, names) = report_tasks(&dir.join("report.json"));
-    assert_eq!(names, ["echo-listener", "worker", "flush-event-log"]);
+    assert_eq!(
+        names,
+        [
+            "compactor::service",
+            "echo-listener",
+            "worker",
+            "flush-event-log"
+        ]
+    );
     assert_eq!(report["clean"], true);
     assert_eq!(report["reason"], "service_ended", "{report}");
     assert_eq!(report["exit_code"], 0);
@@ -110,7 +118,15 @@ fn sigterm_runs_the_cleanup_and_exits_143() {
     let (code, lines) = app.finish(Duration::from_secs(30));
     assert_eq!(code, Some(143), "{lines:#?}");
     let (report, names) = report_tasks(&dir.join("report.json"));
-    assert_eq!(names, ["echo-listener", "worker", "flush-event-log"]);
+    assert_eq!(
+        names,
+        [
+            "compactor::service",
+            "echo-listener",
+            "worker",
+            "flush-event-log"
+        ]
+    );
     assert_eq!(report["exit_code"], 143);
     assert_eq!(report["reason"]["signal"], "SIGTERM", "{report}");
     let log = std::fs::read_to_string(dir.join("events.log")).unwrap();

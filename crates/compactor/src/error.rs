@@ -51,6 +51,16 @@ pub enum Error {
         task: String,
     },
 
+    /// A service was registered outside a tokio runtime, which it needs to
+    /// run on.
+    #[error(
+        "service `{task}` needs a tokio runtime to run on; register it from inside one (in `#[tokio::main]`, or after `Runtime::enter`)"
+    )]
+    NoRuntime {
+        /// The service.
+        task: String,
+    },
+
     /// A timeout of zero was given; an attempt could never finish.
     #[error(
         "task `{task}` was given a zero timeout; give it a positive duration, or leave it unset to use the instance's default"

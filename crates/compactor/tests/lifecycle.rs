@@ -3,9 +3,10 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use compactor::{Compactor, Event, ShutdownReason, Signal};
+use compactor::{Compactor, Event, Outcome, ShutdownReason, Signal};
 
 #[tokio::test]
 async fn a_service_that_ends_starts_the_shutdown_and_exits_zero() {
@@ -33,30 +34,23 @@ async fn a_failed_service_exits_one_with_its_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_service_keeps_running_while_the_cleanup_drains_it() {
+async fn the_service_drains_inside_the_shutdown_before_the_other_cleanups() {
     let c = Compactor::new();
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let drained = Arc::new(tokio::sync::Mutex::new(Some(drained_rx)));
-    c.task("http")
-        .timeout(Duration::from_secs(5))
-        .register(move || {
-            let drained = drained.clone();
-            async move {
-                // Waits for the service to finish its in-flight work.
-                if let Some(rx) = drained.lock().await.take() {
-                    rx.await
-                        .map_err(|_| "the service was dropped before it drained")?;
-                }
-                Ok::<(), &str>(())
-            }
-        })
-        .unwrap();
+    let drained = Arc::new(AtomicBool::new(false));
+    let seen = drained.clone();
+    // The pool the service uses: closed only once the service has drained.
+    c.register_once("db-pool", move || async move {
+        assert!(
+            seen.load(Ordering::SeqCst),
+            "the pool closed before the drain"
+        );
+    })
+    .unwrap();
     let stop = c.shutdown_token();
     let service = async move {
         stop.cancelled().await;
         tokio::time::sleep(Duration::from_millis(20)).await; // in-flight requests
-        let _ = drained_tx.send(());
-        std::future::pending::<()>().await; // never ends on its own
+        drained.store(true, Ordering::SeqCst);
     };
     let trigger = c.clone();
     tokio::spawn(async move {
@@ -70,6 +64,52 @@ async fn the_service_keeps_running_while_the_cleanup_drains_it() {
     assert_eq!(
         report.reason(),
         &ShutdownReason::Requested("maintenance window".into())
+    );
+    let service = report.task("compactor::service").unwrap();
+    assert_eq!(service.duration(), Duration::from_millis(20));
+    assert_eq!(
+        report.task("db-pool").unwrap().started_at(),
+        Some(Duration::from_millis(20))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
+    let c = Compactor::builder()
+        .default_timeout(Duration::from_secs(2))
+        .build();
+    let dropped_at = Arc::new(std::sync::Mutex::new(None));
+    let when = dropped_at.clone();
+    c.register_once("db-pool", || async {}).unwrap();
+    /// Notes when the service is dropped.
+    struct Dropped(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(tokio::time::Instant::now());
+        }
+    }
+    let began = tokio::time::Instant::now();
+    let service = async move {
+        let _dropped = Dropped(when);
+        std::future::pending::<()>().await; // ignores the token
+    };
+    let trigger = c.clone();
+    tokio::spawn(async move { trigger.trigger() });
+    let code = c.run_until_shutdown(service).await;
+    let report = c.report().unwrap();
+    assert_eq!(code, ExitCode::from(1), "{report}");
+    let service = report.task("compactor::service").unwrap();
+    assert_eq!(service.outcome(), &Outcome::TimedOut, "{report}");
+    // The other cleanups still ran, after the cut-off.
+    assert_eq!(
+        report.task("db-pool").unwrap().outcome(),
+        &Outcome::Succeeded
+    );
+    let dropped = dropped_at.lock().unwrap().expect("the service was dropped");
+    assert_eq!(
+        dropped - began,
+        Duration::from_secs(2),
+        "dropped at the cut-off"
     );
 }
 

@@ -11,11 +11,13 @@ use tokio_util::sync::CancellationToken;
 mod outcome;
 mod register;
 mod release;
+mod service;
 mod shutdown;
 
 pub use register::TaskBuilder;
 
 pub(crate) use outcome::{AfterRun, Outcome, Waiting};
+pub(crate) use service::ServiceEnd;
 
 use crate::config::{Builder, Config};
 use crate::error::Error;

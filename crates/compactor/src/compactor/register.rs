@@ -89,6 +89,8 @@ pub struct TaskBuilder<'a> {
     spec: Spec,
     deps: Vec<Dep>,
     error: Option<Error>,
+    /// For a service: whether its failure starts the shutdown.
+    pub(super) service_failure_starts_shutdown: bool,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -99,6 +101,7 @@ impl<'a> TaskBuilder<'a> {
             spec: Spec::default(),
             deps: Vec::new(),
             error: None,
+            service_failure_starts_shutdown: true,
         }
     }
 

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use crate::compactor::Compactor;
-use crate::compactor::Waiting;
-use crate::run::attempt::{inside_cleanup_of, message_of};
-use crate::task::cleanup::CleanupResult;
+use tokio::sync::oneshot;
+
+use crate::compactor::{Compactor, ServiceEnd, Waiting};
+use crate::priority::{Category, Priority};
+use crate::run::attempt::inside_cleanup_of;
+use crate::task::cleanup::{CleanupResult, OnceFn};
 use crate::{ShutdownReason, ShutdownReport};
 
 impl Compactor {
@@ -47,11 +49,20 @@ impl Compactor {
     /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
     /// signal n, 1 if the service failed or a cleanup did not succeed.
     ///
-    /// The service keeps running while the cleanup runs, so it can drain
-    /// (select on [`shutdown_token`](Self::shutdown_token) to stop taking
-    /// work); it is dropped once the report is in. A service that ends by
-    /// itself starts the shutdown ([`ShutdownReason::ServiceEnded`], or
-    /// [`ShutdownReason::ServiceFailed`] if it returned an error).
+    /// The service is part of the shutdown: it keeps running after the
+    /// shutdown began, so it can drain (select on
+    /// [`shutdown_token`](Self::shutdown_token) to stop taking work, e.g.
+    /// axum's `with_graceful_shutdown(token.cancelled_owned())`), and a
+    /// task of the graph, `compactor::service` (priority
+    /// [`Critical`](crate::Priority::Critical), the instance's
+    /// [default timeout](crate::Builder::default_timeout)), waits for it to
+    /// end: the other cleanups (closing the pool the server uses) run after
+    /// it has drained. Its end is the task's outcome. Cut off by that
+    /// timeout or the deadline, the service is dropped at once and the task
+    /// reported timed out or cancelled, so the report is not clean. A
+    /// service that ends by itself starts the shutdown
+    /// ([`ShutdownReason::ServiceEnded`], or [`ShutdownReason::ServiceFailed`]
+    /// if it returned an error).
     ///
     /// Listens for signals (unless [`Builder::auto_listen`](crate::Builder::auto_listen) was turned off),
     /// and, while it runs, takes the exit over from the signal handling: the
@@ -91,28 +102,77 @@ impl Compactor {
                 tracing::warn!(%error, "running without signal handling");
             }
         }
+        // The service's drain is a task of the graph, first of all: the
+        // other cleanups wait for the service to end (within the instance's
+        // default timeout); cut off, it is dropped and reported so.
+        let (ended, drained) = oneshot::channel::<ServiceEnd>();
+        let (cut, cut_off) = oneshot::channel::<()>();
+        let cut = CutOff(Some(cut));
+        let drain = self
+            .task(SERVICE)
+            .priority(Priority::Critical)
+            .category(Category::Task)
+            .finish_internal(Box::new(OnceFn(Some(move || async move {
+                let mut cut = cut;
+                let end = drained.await;
+                cut.0 = None;
+                match end {
+                    Ok(end) => end.into_outcome(),
+                    Err(_) => Err("the service was dropped before it drained".to_owned()),
+                }
+            }))));
+        let (mut ended, mut cut_off) = match drain {
+            Ok(_) => (Some(ended), Some(cut_off)),
+            // The shutdown has begun: nothing waits for the service.
+            Err(_) => (None, None),
+        };
         // A panicking service is a service that ended: the cleanup still runs.
-        let mut service = std::pin::pin!(AssertUnwindSafe(service).catch_unwind());
-        let mut service_done = false;
+        let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
+        let end_of = |result| {
+            let end = ServiceEnd::of(result);
+            let reason = match &end {
+                ServiceEnd::Ok => ShutdownReason::ServiceEnded,
+                ServiceEnd::Failed(error) => ShutdownReason::ServiceFailed(error.clone()),
+                ServiceEnd::Panicked(message) => {
+                    ShutdownReason::Panic(format!("the service panicked: {message}"))
+                }
+            };
+            (end, reason)
+        };
         tokio::select! {
-            result = service.as_mut() => {
-                service_done = true;
-                match result.map(CleanupResult::into_result) {
-                    Ok(Ok(())) => self.begin(ShutdownReason::ServiceEnded),
-                    Ok(Err(error)) => self.begin(ShutdownReason::ServiceFailed(error)),
-                    Err(panic) => {
-                        let message = message_of(panic);
-                        self.begin(ShutdownReason::Panic(format!("the service panicked: {message}")))
-                    }
-                };
+            result = service.as_mut().expect("polled until it ends") => {
+                service = None;
+                let (end, reason) = end_of(result);
+                self.begin(reason);
+                if let Some(ended) = ended.take() {
+                    let _ = ended.send(end);
+                }
             }
             () = self.inner.token().cancelled() => {}
         }
-        // The service goes on while the cleanup runs, so it can drain.
-        let report = tokio::select! {
-            report = self.wait() => report,
-            _ = service.as_mut(), if !service_done => self.wait().await,
+        // The service goes on while it drains: until it ends, or its task
+        // is cut off, or the report is in.
+        let waiting = self.wait();
+        tokio::pin!(waiting);
+        let report = loop {
+            tokio::select! {
+                report = &mut waiting => break report,
+                result = async { service.as_mut().expect("only while running").await }, if service.is_some() => {
+                    service = None;
+                    let (end, _) = end_of(result);
+                    if let Some(ended) = ended.take() {
+                        let _ = ended.send(end);
+                    }
+                }
+                _ = async { cut_off.as_mut().expect("only while armed").await }, if cut_off.is_some() => {
+                    cut_off = None;
+                    // Cut off: the service is dropped now, not when the
+                    // report is in.
+                    service = None;
+                }
+            }
         };
+        drop(service);
         std::process::ExitCode::from(report.exit_code())
     }
 
@@ -155,6 +215,21 @@ impl Compactor {
                 self.stalled_report()
             }
             _ => wait(),
+        }
+    }
+}
+
+/// The name of `run_until_shutdown`'s task for its service.
+const SERVICE: &str = "compactor::service";
+
+/// Tells `run_until_shutdown` that the service's drain was cut off (its
+/// timeout, the deadline) or never ran, when dropped armed.
+struct CutOff(Option<oneshot::Sender<()>>);
+
+impl Drop for CutOff {
+    fn drop(&mut self) {
+        if let Some(cut) = self.0.take() {
+            let _ = cut.send(());
         }
     }
 }
