@@ -342,3 +342,62 @@ async fn weak_registrations_never_keep_the_value_alive() {
     assert_eq!(called.load(Ordering::SeqCst), 1);
     drop(extra);
 }
+
+#[tokio::test]
+async fn a_weak_blocking_cleanup_runs_off_the_runtime_and_never_keeps_the_value() {
+    struct File;
+    let c = Compactor::new();
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = |threads: &Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>| {
+        let threads = threads.clone();
+        move |file: Arc<File>| {
+            threads.lock().unwrap().push(std::thread::current().id());
+            drop(file);
+        }
+    };
+    // Dropped before the shutdown: released, never called.
+    let gone = Arc::new(File);
+    c.task("gone")
+        .register_blocking_weak(&gone, noted(&threads))
+        .unwrap();
+    assert_eq!(
+        Arc::strong_count(&gone),
+        1,
+        "registration took no strong reference"
+    );
+    drop(gone);
+    // Owned by a pool that lets go of it in its own cleanup, which runs
+    // after the file's: alive when its cleanup begins, nobody's after the
+    // pool's.
+    let open = Arc::new(File);
+    let pool = Arc::new(std::sync::Mutex::new(Some(open.clone())));
+    let owner = pool.clone();
+    let pool_task = c
+        .task("pool")
+        .register_blocking(move || drop(owner.lock().unwrap().take()))
+        .unwrap();
+    c.task("open")
+        .depends_on(&pool_task)
+        .register_blocking_weak(&open, noted(&threads))
+        .unwrap();
+    drop(open);
+    // Still held by someone else after its cleanup: a possible leak.
+    let held = Arc::new(File);
+    c.task("held")
+        .register_blocking_weak(&held, noted(&threads))
+        .unwrap();
+    let report = c.shutdown().await;
+    assert_eq!(report.task("gone").unwrap().outcome(), &Outcome::Released);
+    assert_eq!(report.task("open").unwrap().outcome(), &Outcome::Succeeded);
+    // The pool still held it as the cleanup ended: one other reference.
+    assert_eq!(report.task("open").unwrap().leaked(), Some(1), "{report}");
+    assert_eq!(report.task("held").unwrap().leaked(), Some(1), "{report}");
+    let here = std::thread::current().id();
+    let threads = threads.lock().unwrap();
+    assert_eq!(threads.len(), 2, "called for the live values only");
+    assert!(
+        threads.iter().all(|t| *t != here),
+        "on threads of their own"
+    );
+    drop(held);
+}

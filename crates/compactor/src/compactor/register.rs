@@ -13,7 +13,8 @@ use crate::error::Error;
 use crate::priority::{Category, Priority};
 use crate::registry::TaskHandle;
 use crate::task::cleanup::{
-    AsyncFn, BlockingFn, BlockingOnceFn, BoxCleanup, CancellableFn, CleanupResult, OnceFn, WeakFn,
+    AsyncFn, BlockingFn, BlockingOnceFn, BoxCleanup, CancellableFn, CleanupResult, OnceFn,
+    WeakBlockingFn, WeakFn,
 };
 use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
@@ -293,7 +294,12 @@ impl<'a> TaskBuilder<'a> {
     /// registration never keeps the resource alive. At shutdown the cleanup is
     /// called with the value if it is still alive; if it was dropped, the task
     /// is [`Outcome::Released`](crate::Outcome::Released) and not called. A
-    /// value still alive after its cleanup is flagged as a possible leak.
+    /// value still alive after its cleanup is flagged as a possible leak
+    /// ([`TaskReport::leaked`](crate::TaskReport::leaked)), which counts
+    /// every strong reference, the caller's own binding too: drop yours
+    /// before the shutdown (a `main` that keeps the `Arc` to the end would
+    /// see its own), or, for a value only the cleanup needs, move it into a
+    /// [`register_once`](Self::register_once) instead.
     pub fn register_weak<T, F, Fut>(self, value: &Arc<T>, cleanup: F) -> Result<TaskHandle, Error>
     where
         T: Send + Sync + 'static,
@@ -302,6 +308,25 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: CleanupResult,
     {
         self.finish(Box::new(WeakFn {
+            value: Arc::downgrade(value),
+            f: cleanup,
+        }))
+    }
+
+    /// [`register_weak`](Self::register_weak) for a synchronous cleanup: it
+    /// holds only a `Weak`, and is called on a thread of its own with the
+    /// value if it is still alive at shutdown.
+    pub fn register_blocking_weak<T, F, R>(
+        self,
+        value: &Arc<T>,
+        cleanup: F,
+    ) -> Result<TaskHandle, Error>
+    where
+        T: Send + Sync + 'static,
+        F: FnMut(Arc<T>) -> R + Send + 'static,
+        R: CleanupResult,
+    {
+        self.finish(Box::new(WeakBlockingFn {
             value: Arc::downgrade(value),
             f: cleanup,
         }))

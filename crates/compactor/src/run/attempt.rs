@@ -207,6 +207,9 @@ impl Attempt {
         let Some(cleanup) = slot.as_mut() else {
             return reply.send(End::Lost("the cleanup was already dropped"), None);
         };
+        if cleanup.is_released() {
+            return self.end(reply, End::Released, slot.take());
+        }
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = Some(self.ctx.chain.clone()));
         self.ctx.announce(self.index, self.number);
         let ran = catch_unwind(AssertUnwindSafe(|| {

@@ -67,6 +67,12 @@ pub(crate) trait Cleanup: Send + 'static {
         None
     }
 
+    /// For a weak blocking registration: the value is gone, so the closure
+    /// is not called (async ones say so through [`Start::Released`]).
+    fn is_released(&self) -> bool {
+        false
+    }
+
     /// For a scope's task: its instance (a `Compactor`), for the inventory.
     fn scope(&self) -> Option<Box<dyn std::any::Any>> {
         None
@@ -195,6 +201,44 @@ where
         match self.value.upgrade() {
             Some(value) => Start::Async(boxed((self.f)(value))),
             None => Start::Released,
+        }
+    }
+
+    fn strong_count(&self) -> Option<usize> {
+        Some(self.value.strong_count())
+    }
+}
+
+/// A synchronous cleanup that holds only a `Weak`: the value is upgraded on
+/// the attempt's thread and handed to the closure.
+pub(crate) struct WeakBlockingFn<T, F> {
+    pub(crate) value: Weak<T>,
+    pub(crate) f: F,
+}
+
+impl<T, F, R> Cleanup for WeakBlockingFn<T, F>
+where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<T>) -> R + Send + 'static,
+    R: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        Start::Blocking
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn is_released(&self) -> bool {
+        self.value.strong_count() == 0
+    }
+
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+        match self.value.upgrade() {
+            Some(value) => (self.f)(value).into_result(),
+            // Gone since `is_released` looked: nothing left to clean up.
+            None => Ok(()),
         }
     }
 
