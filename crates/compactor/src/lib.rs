@@ -115,20 +115,16 @@ pub use crate::task::cleanup::CleanupResult;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
+/// # async fn main() -> Result<(), compactor::Error> {
 /// let c = compactor::Compactor::new();
 /// let inner = c.clone();
-/// c.register("reentrant", move || {
-///     let inner = inner.clone();
-///     async move {
-///         let so_far = tokio::spawn(compactor::inherit_run(async move { inner.shutdown().await }))
-///             .await
-///             .unwrap();
-///         assert!(!so_far.is_complete());
-///     }
-/// })
-/// .unwrap();
+/// c.register_once("reentrant", move || async move {
+///     let work = compactor::inherit_run(async move { inner.shutdown().await });
+///     let so_far = tokio::spawn(work).await.expect("the work ran");
+///     assert!(!so_far.is_complete());
+/// })?;
 /// assert!(c.shutdown().await.is_clean());
+/// # Ok(())
 /// # }
 /// ```
 pub fn inherit_run<F: Future>(future: F) -> impl Future<Output = F::Output> {
