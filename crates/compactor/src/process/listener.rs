@@ -116,9 +116,11 @@ fn receive(mut signals: Signals) {
 /// Begins the runs a signal starts sooner than the listener thread can: a
 /// task on the library's own runtime, whose I/O driver tokio's signal
 /// handling wakes directly, so an idle process has one wake-up between the
-/// signal and the run where the thread adds its own. It only begins runs
-/// and counts the deliveries it acted on; the thread sees every delivery
-/// and does everything else.
+/// signal and the run where the thread adds its own. It begins runs, counts
+/// the deliveries it acted on, and ends the process on a second signal
+/// during a run a signal began; the thread sees every delivery and does
+/// everything else (and that too, when every worker of the runtime is
+/// blocked).
 fn start_early(number: i32) {
     let Some(runtime) = crate::run::own_runtime() else {
         return;
@@ -150,6 +152,15 @@ fn start_early(number: i32) {
                 reached
             };
             watch(&begun, signal);
+            // A delivery during a run a signal began, which it did not begin:
+            // the second signal. The thread may never see it as such: a
+            // signal that comes again before the thread reads the first is
+            // one delivery to it.
+            if let Some((again, _)) = begun.iter().find(|(compactor, began)| {
+                !began && compactor.started_by_signal() && compactor.report().is_none()
+            }) {
+                force_exit(again, signal);
+            }
         }
     });
 }
