@@ -10,6 +10,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,15 +41,28 @@ fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
-/// A tokio task, aborted if this is dropped before it finished: a cleanup
-/// cut off by its timeout or the deadline, or one that never ran, leaves
-/// nothing running behind the report.
-struct AbortOnDrop<T>(JoinHandle<T>);
+/// Set once a registration was accepted: from then on, the resource's
+/// guard stops it if the cleanup lets go of it unfinished (cut off by its
+/// timeout or the deadline, never run, unregistered). A refused
+/// registration leaves the resource as it was.
+type Armed = Arc<AtomicBool>;
+
+/// A tokio task, aborted if this is dropped armed before it finished.
+struct AbortOnDrop<T>(JoinHandle<T>, Armed);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        if self.1.load(Ordering::Acquire) {
+            self.0.abort();
+        }
     }
+}
+
+/// Arms the guard once the registration went through.
+fn armed(registered: Result<TaskHandle, Error>, armed: &Armed) -> Result<TaskHandle, Error> {
+    let handle = registered?;
+    armed.store(true, Ordering::Release);
+    Ok(handle)
 }
 
 impl TaskBuilder<'_> {
@@ -58,14 +72,18 @@ impl TaskBuilder<'_> {
     /// fails the cleanup with that error, a panic with the panic's message,
     /// an abort with the grace. If the cleanup itself is cut off (its
     /// timeout, the deadline) or never runs, the task is aborted, never left
-    /// running. Category [`Category::Task`] unless set.
+    /// running; so is one whose task is [unregistered](TaskHandle::unregister).
+    /// A refused registration leaves the task as it was. Category
+    /// [`Category::Task`] unless set.
     pub fn join_handle<T: CleanupResult>(
         self,
         handle: JoinHandle<T>,
         grace: Duration,
     ) -> Result<TaskHandle, Error> {
-        let task = AbortOnDrop(handle);
-        self.default_category(Category::Task)
+        let arm = Armed::default();
+        let task = AbortOnDrop(handle, arm.clone());
+        let registered = self
+            .default_category(Category::Task)
             .register_once(move || async move {
                 let mut task = task;
                 match tokio::time::timeout(grace, &mut task.0).await {
@@ -77,7 +95,8 @@ impl TaskBuilder<'_> {
                         Err(format!("did not finish within {grace:?}; aborted"))
                     }
                 }
-            })
+            });
+        armed(registered, &arm)
     }
 
     /// A `JoinSet`: waits up to `grace` for all its tasks, then aborts the
@@ -193,11 +212,13 @@ impl TaskBuilder<'_> {
     /// the exit status reaped so no zombie is left. The outcome is the
     /// child's: it fails if the child had to be killed, or exited with an
     /// error status (one it had before the shutdown too); an exit by the
-    /// `SIGTERM` itself, or with 143 (128 + 15, a process's answer to it),
-    /// is a clean stop. If the cleanup is cut off (its timeout, the
+    /// `SIGTERM` or one of the instance's [signals](crate::Builder::signals)
+    /// (a terminal's Ctrl-C reaches the child too), by the signal or as
+    /// 128 + its number, is a clean stop. If the cleanup is cut off (its timeout, the
     /// deadline) or never runs, the child is killed and reaped, never left
-    /// running. On other platforms it is killed at once. Category
-    /// [`Category::Process`] unless set.
+    /// running; so is one whose task is [unregistered](TaskHandle::unregister).
+    /// A refused registration leaves the child as it was. On other platforms
+    /// it is killed at once. Category [`Category::Process`] unless set.
     #[cfg(feature = "process")]
     #[cfg_attr(docsrs, doc(cfg(feature = "process")))]
     pub fn child_process(
@@ -205,28 +226,41 @@ impl TaskBuilder<'_> {
         child: tokio::process::Child,
         grace: Duration,
     ) -> Result<TaskHandle, Error> {
-        let child = KillOnDrop(Some(child));
-        self.default_category(Category::Process)
-            .register_once(move || async move {
-                let mut guard = child;
-                let child = guard.0.as_mut().expect("held until dropped");
-                if let Ok(Some(status)) = child.try_wait() {
-                    guard.0 = None;
-                    return stopped(status).map_err(|e| format!("had exited before: {e}"));
-                }
-                terminate(child);
-                let ended = match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(Ok(status)) => stopped(status),
-                    Ok(Err(e)) => Err(format!("waiting for the process: {e}")),
-                    Err(_) => {
-                        let _ = child.start_kill();
-                        let _ = child.wait().await;
-                        Err(format!("did not exit within {grace:?} of SIGTERM; killed"))
+        let arm = Armed::default();
+        let child = KillOnDrop(Some(child), arm.clone());
+        let signals: Vec<i32> = self
+            .compactor()
+            .inner
+            .config
+            .signals
+            .iter()
+            .map(|s| s.number())
+            .collect();
+        let registered =
+            self.default_category(Category::Process)
+                .register_once(move || async move {
+                    let mut guard = child;
+                    let child = guard.0.as_mut().expect("held until dropped");
+                    if let Ok(Some(status)) = child.try_wait() {
+                        guard.0 = None;
+                        return stopped(status, &signals)
+                            .map_err(|e| format!("had exited before: {e}"));
                     }
-                };
-                guard.0 = None;
-                ended
-            })
+                    terminate(child);
+                    let ended = match tokio::time::timeout(grace, child.wait()).await {
+                        Ok(Ok(status)) => stopped(status, &signals),
+                        // Not known to be gone: the guard kills it.
+                        Ok(Err(e)) => return Err(format!("waiting for the process: {e}")),
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            let _ = child.wait().await;
+                            Err(format!("did not exit within {grace:?} of SIGTERM; killed"))
+                        }
+                    };
+                    guard.0 = None;
+                    ended
+                });
+        armed(registered, &arm)
     }
 
     fn default_category(self, category: Category) -> Self {
@@ -251,30 +285,34 @@ fn terminate(_child: &tokio::process::Child) {}
 /// A child process, killed if this is dropped while it may still run (the
 /// cleanup cut off or never run); tokio reaps a dropped child.
 #[cfg(feature = "process")]
-struct KillOnDrop(Option<tokio::process::Child>);
+struct KillOnDrop(Option<tokio::process::Child>, Armed);
 
 #[cfg(feature = "process")]
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
+        if let (Some(child), true) = (self.0.as_mut(), self.1.load(Ordering::Acquire)) {
             let _ = child.start_kill();
         }
     }
 }
 
-/// Whether a child's exit is a clean stop: success, the `SIGTERM` it was
-/// sent, or 143.
+/// Whether a child's exit is a clean stop: success, or a stop signal (the
+/// `SIGTERM` it was sent, or one of the instance's shutdown signals, which
+/// a terminal's Ctrl-C sends to the whole process group), by the signal
+/// itself or as 128 + its number.
 #[cfg(feature = "process")]
-fn stopped(status: std::process::ExitStatus) -> Result<(), String> {
+fn stopped(status: std::process::ExitStatus, signals: &[i32]) -> Result<(), String> {
+    let stop_signal = |n: i32| n == 15 || signals.contains(&n);
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        if status.signal() == Some(15) {
+        if status.signal().is_some_and(stop_signal) {
             return Ok(());
         }
     }
     match status.code() {
-        Some(0 | 143) => Ok(()),
+        Some(0) => Ok(()),
+        Some(code) if code > 128 && stop_signal(code - 128) => Ok(()),
         _ => Err(format!("exited with {status}")),
     }
 }

@@ -80,7 +80,14 @@ async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
         .build();
     let dropped_at = Arc::new(std::sync::Mutex::new(None));
     let when = dropped_at.clone();
-    c.register_once("db-pool", || async {}).unwrap();
+    let service_gone = dropped_at.clone();
+    c.register_once("db-pool", move || async move {
+        assert!(
+            service_gone.lock().unwrap().is_some(),
+            "the pool closed while the service still ran"
+        );
+    })
+    .unwrap();
     /// Notes when the service is dropped.
     struct Dropped(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
     impl Drop for Dropped {
@@ -164,4 +171,29 @@ fn shutdown_blocking_works_without_a_runtime() {
     let report = c.shutdown_blocking();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.tasks().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_after_the_shutdown_began_is_never_polled() {
+    let c = Compactor::new();
+    c.trigger();
+    let polled = Arc::new(AtomicBool::new(false));
+    let flag = polled.clone();
+    let code = c
+        .run_until_shutdown(async move { flag.store(true, Ordering::SeqCst) })
+        .await;
+    assert_eq!(code, ExitCode::from(0));
+    assert!(!polled.load(Ordering::SeqCst));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_run_until_shutdown_withdraws_its_drain() {
+    let c = Compactor::new();
+    c.register_once("db-pool", || async {}).unwrap();
+    let running = c.run_until_shutdown(std::future::pending::<()>());
+    // Polled for a while, then dropped before any shutdown.
+    let _ = tokio::time::timeout(Duration::from_millis(10), running).await;
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert!(report.task("compactor::service").is_none(), "{report}");
 }

@@ -100,6 +100,27 @@ async fn a_task_cut_off_by_the_cleanups_timeout_is_aborted_not_detached() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refused_join_handle_leaves_the_task_as_it_was() {
+    let c = Compactor::new();
+    c.register("worker", || async {}).unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let counter = ticks.clone();
+    let worker = tokio::spawn(async move {
+        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let e = c
+        .task("worker")
+        .join_handle(worker, Duration::from_secs(1))
+        .unwrap_err();
+    assert_eq!(e, Error::DuplicateName("worker".into()));
+    let before = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(ticks.load(Ordering::SeqCst) > before, "still running");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_one_shot_cleanup_owns_what_it_cleans_up() {
     let c = Compactor::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
@@ -461,5 +482,26 @@ mod child_process {
         tokio::time::timeout(Duration::from_secs(10), gone)
             .await
             .expect("a skipped child is killed, not left running");
+    }
+
+    #[tokio::test]
+    async fn a_child_that_ctrl_c_already_stopped_is_a_clean_stop() {
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // A terminal's Ctrl-C reaches the whole process group.
+        let pid = child.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        let _ = child.wait().await;
+        let c = Compactor::new();
+        c.task("sleeper")
+            .child_process(child, Duration::from_secs(5))
+            .unwrap();
+        let report = c.shutdown().await;
+        assert!(report.is_clean(), "{report}");
     }
 }

@@ -74,9 +74,12 @@ async fn a_service_cut_off_by_its_timeout_is_aborted_and_reported() {
         report.task("consumer").unwrap().outcome(),
         &Outcome::TimedOut
     );
+    assert_eq!(
+        report.task("consumer").unwrap().interruption(),
+        Some(compactor::report::Interruption::Stopped)
+    );
     assert!(!report.is_clean());
-    // Aborted, not detached: its future is gone once the run is.
-    tokio::task::yield_now().await;
+    // Aborted and waited for by its drain: gone before the report.
     let dropped = dropped_at.lock().unwrap().expect("the service was aborted");
     assert_eq!(dropped - t0, Duration::from_secs(1));
 }

@@ -329,6 +329,7 @@ impl<'a> TaskBuilder<'a> {
         self.finish(Box::new(WeakBlockingFn {
             value: Arc::downgrade(value),
             f: cleanup,
+            held: None,
         }))
     }
 

@@ -12,6 +12,7 @@ use crate::plan::Plan;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::drop_contained;
 use crate::run::{Release, Runner};
+use crate::task::RESERVED_PREFIX;
 
 static NEXT_RELEASE: AtomicU64 = AtomicU64::new(1);
 
@@ -19,7 +20,9 @@ impl Compactor {
     /// Releases one category now: its pending tasks leave the instance and
     /// run, in the order their dependencies among themselves and their
     /// priorities give, with the instance's timeouts and deadline. Their
-    /// dependencies on tasks of other categories are dropped. The report's
+    /// dependencies on tasks of other categories are dropped; the library's
+    /// own tasks (`compactor::service`, `compactor::spawned`) stay for the
+    /// shutdown. The report's
     /// reason is [`ShutdownReason::Category`]. Once shutdown has begun, the
     /// tasks belong to that run and the report is empty.
     ///
@@ -41,10 +44,11 @@ impl Compactor {
             // takes after closing the registry: it sees every release that
             // took tasks.
             let mut releases = self.releases();
-            let nodes = self
-                .inner
-                .registry
-                .take_where(|node| node.spec.category == *category);
+            let nodes = self.inner.registry.take_where(|name, node| {
+                // The library's own tasks (a service's drain) belong
+                // to the shutdown.
+                node.spec.category == *category && !name.starts_with(RESERVED_PREFIX)
+            });
             releases.push((
                 number,
                 Release {

@@ -17,7 +17,7 @@ use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::ShutdownReason;
 use crate::run::attempt::message_of;
-use crate::task::cleanup::{CleanupResult, OnceFn};
+use crate::task::cleanup::{CleanupResult, OnceCancellableFn};
 
 /// How a service ended.
 pub(crate) enum ServiceEnd {
@@ -29,7 +29,10 @@ pub(crate) enum ServiceEnd {
 impl ServiceEnd {
     /// The end of a service future run under `catch_unwind`.
     pub(crate) fn of<T: CleanupResult>(ended: std::thread::Result<T>) -> ServiceEnd {
-        match ended.map(CleanupResult::into_result) {
+        // The error's `Display` is user code too.
+        let ended = ended
+            .and_then(|output| std::panic::catch_unwind(AssertUnwindSafe(|| output.into_result())));
+        match ended {
             Ok(Ok(())) => ServiceEnd::Ok,
             Ok(Err(error)) => ServiceEnd::Failed(error),
             Err(panic) => ServiceEnd::Panicked(message_of(panic)),
@@ -74,8 +77,12 @@ impl TaskBuilder<'_> {
     /// Whether a [service](Self::service) that ends with an error or a
     /// panic before any shutdown starts the shutdown (reason
     /// [`ShutdownReason::ServiceFailed`] or [`ShutdownReason::Panic`]).
-    /// Default: it does, as a process whose server died should stop. Only
-    /// services read it.
+    /// Default: it does, as a process whose server died should stop. The
+    /// library starts the run, not the process's end: that comes when
+    /// `main` returns, so `main` should be waiting for the report
+    /// ([`wait`](Compactor::wait), or
+    /// [`run_until_shutdown`](Compactor::run_until_shutdown)). Only services
+    /// read it.
     pub fn shutdown_on_failure(mut self, starts: bool) -> Self {
         self.service_failure_starts_shutdown = starts;
         self
@@ -97,6 +104,13 @@ impl TaskBuilder<'_> {
     /// panic starts the shutdown (see [`shutdown_on_failure`](Self::shutdown_on_failure));
     /// one that ends cleanly just leaves its task nothing to wait for.
     /// Category [`Category::Task`] unless set; no retries.
+    ///
+    /// The service's own code (a request handler, an admin endpoint) must
+    /// not wait for the report (`wait()`, `shutdown()`): the report waits
+    /// for the service's drain, which would wait for that code until its
+    /// timeout. Start the shutdown from there with
+    /// [`trigger`](Compactor::trigger) or
+    /// [`request_shutdown`](Compactor::request_shutdown) instead.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -129,7 +143,7 @@ impl TaskBuilder<'_> {
     /// started.
     pub fn service<F, Fut>(self, service: F) -> Result<TaskHandle, Error>
     where
-        F: FnOnce(CancellationToken) -> Fut,
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: CleanupResult,
     {
@@ -145,15 +159,19 @@ impl TaskBuilder<'_> {
         let starts_shutdown = self.service_failure_starts_shutdown;
         let owner = Arc::downgrade(&self.compactor().inner);
         let stop = CancellationToken::new();
-        let future = service(stop.clone());
-        // Started only once registered: a refused service never runs.
+        let (token, stop_seen) = (stop.clone(), stop.clone());
+        // Called only once registered: a refused service never runs, not
+        // even the part of its closure before its first `.await`.
         let (go, registered) = tokio::sync::oneshot::channel::<()>();
         let running = Running(runtime.spawn(async move {
             if registered.await.is_err() {
                 return ServiceEnd::Ok;
             }
-            let end = ServiceEnd::of(AssertUnwindSafe(future).catch_unwind().await);
-            if starts_shutdown {
+            let serving = AssertUnwindSafe(async move { service(token).await });
+            let end = ServiceEnd::of(serving.catch_unwind().await);
+            // Ended by a category release, or by its drain: not a failure
+            // that should start a shutdown.
+            if starts_shutdown && !stop_seen.is_cancelled() {
                 if let Some(reason) = end.reason(&name) {
                     if let Some(inner) = owner.upgrade() {
                         begin_unless_begun(inner, reason);
@@ -167,20 +185,33 @@ impl TaskBuilder<'_> {
             false => self.category(Category::Task),
         };
         builder.refuse_retries()?;
-        let handle = builder.finish(Box::new(OnceFn(Some(move || async move {
-            let mut running = running;
-            stop.cancel();
-            match (&mut running.0).await {
-                Ok(end) => end.into_outcome(),
-                Err(error) if error.is_panic() => Err(format!(
-                    "the service panicked: {}",
-                    message_of(error.into_panic())
-                )),
-                Err(_) => {
-                    Err("the service's task was cancelled (its runtime shut down)".to_owned())
+        let handle = builder.finish(Box::new(OnceCancellableFn(Some(
+            move |out_of_time: CancellationToken| async move {
+                let mut running = running;
+                stop.cancel();
+                let ended = tokio::select! {
+                    ended = &mut running.0 => ended,
+                    () = out_of_time.cancelled() => {
+                        // Out of time: aborted, and waited for (within the
+                        // cancel grace), so what runs after it never runs
+                        // beside it.
+                        running.0.abort();
+                        let _ = (&mut running.0).await;
+                        return Err("did not drain in time; aborted".to_owned());
+                    }
+                };
+                match ended {
+                    Ok(end) => end.into_outcome(),
+                    Err(error) if error.is_panic() => Err(format!(
+                        "the service panicked: {}",
+                        message_of(error.into_panic())
+                    )),
+                    Err(_) => {
+                        Err("the service's task was cancelled (its runtime shut down)".to_owned())
+                    }
                 }
-            }
-        }))))?;
+            },
+        ))))?;
         let _ = go.send(());
         Ok(handle)
     }

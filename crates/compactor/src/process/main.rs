@@ -12,7 +12,11 @@ use tokio::sync::oneshot;
 use crate::compactor::{Compactor, ServiceEnd, Waiting};
 use crate::priority::{Category, Priority};
 use crate::run::attempt::inside_cleanup_of;
-use crate::task::cleanup::{CleanupResult, OnceFn};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::run::attempt::drop_contained;
+use crate::task::cleanup::{CleanupResult, OnceCancellableFn};
 use crate::{ShutdownReason, ShutdownReport};
 
 impl Compactor {
@@ -62,7 +66,10 @@ impl Compactor {
     /// reported timed out or cancelled, so the report is not clean. A
     /// service that ends by itself starts the shutdown
     /// ([`ShutdownReason::ServiceEnded`], or [`ShutdownReason::ServiceFailed`]
-    /// if it returned an error).
+    /// if it returned an error). The service's own code must not wait for
+    /// the report (`wait()`, `shutdown()`), which waits for the service's
+    /// drain: start the shutdown there with [`trigger`](Self::trigger) or
+    /// [`request_shutdown`](Self::request_shutdown).
     ///
     /// Listens for signals (unless [`Builder::auto_listen`](crate::Builder::auto_listen) was turned off),
     /// and, while it runs, takes the exit over from the signal handling: the
@@ -89,7 +96,8 @@ impl Compactor {
     /// # Cancel safety
     ///
     /// Not cancel safe in the sense that dropping it drops the service; a
-    /// shutdown it started goes on.
+    /// shutdown it started goes on. Dropped before any shutdown, it
+    /// withdraws the service's drain task.
     pub async fn run_until_shutdown<F>(&self, service: F) -> std::process::ExitCode
     where
         F: Future,
@@ -104,27 +112,50 @@ impl Compactor {
         }
         // The service's drain is a task of the graph, first of all: the
         // other cleanups wait for the service to end (within the instance's
-        // default timeout); cut off, it is dropped and reported so.
+        // default timeout).
         let (ended, drained) = oneshot::channel::<ServiceEnd>();
-        let (cut, cut_off) = oneshot::channel::<()>();
+        let (cut, cut_off) = oneshot::channel::<oneshot::Sender<()>>();
         let cut = CutOff(Some(cut));
         let drain = self
             .task(SERVICE)
             .priority(Priority::Critical)
             .category(Category::Task)
-            .finish_internal(Box::new(OnceFn(Some(move || async move {
-                let mut cut = cut;
-                let end = drained.await;
-                cut.0 = None;
-                match end {
-                    Ok(end) => end.into_outcome(),
-                    Err(_) => Err("the service was dropped before it drained".to_owned()),
-                }
-            }))));
-        let (mut ended, mut cut_off) = match drain {
-            Ok(_) => (Some(ended), Some(cut_off)),
-            // The shutdown has begun: nothing waits for the service.
-            Err(_) => (None, None),
+            .finish_internal(Box::new(OnceCancellableFn(Some(
+                move |out_of_time: CancellationToken| async move {
+                    let mut cut = cut;
+                    tokio::select! {
+                        end = drained => {
+                            cut.0 = None;
+                            match end {
+                                Ok(end) => end.into_outcome(),
+                                Err(_) => Err("the service was dropped before it drained".to_owned()),
+                            }
+                        }
+                        () = out_of_time.cancelled() => {
+                            // Out of time: the service is dropped, and this
+                            // waits for that (within the cancel grace), so
+                            // what runs after it never runs beside it.
+                            let (dropped, done) = oneshot::channel();
+                            if let Some(cut) = cut.0.take() {
+                                let _ = cut.send(dropped);
+                            }
+                            let _ = done.await;
+                            Err("did not drain in time; dropped".to_owned())
+                        }
+                    }
+                },
+            ))));
+        let (mut ended, mut cut_off, _withdraw) = match drain {
+            Ok(handle) => (Some(ended), Some(cut_off), Some(Withdraw(handle))),
+            Err(Error::ShuttingDown) => {
+                // Begun before the service started: it does not start.
+                let report = self.wait().await;
+                return std::process::ExitCode::from(report.exit_code());
+            }
+            Err(error) => {
+                tracing::error!(%error, "the service's drain could not be registered; it is dropped when the report is in");
+                (None, None, None)
+            }
         };
         // A panicking service is a service that ended: the cleanup still runs.
         let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
@@ -141,7 +172,7 @@ impl Compactor {
         };
         tokio::select! {
             result = service.as_mut().expect("polled until it ends") => {
-                service = None;
+                let _ = drop_contained(service.take());
                 let (end, reason) = end_of(result);
                 self.begin(reason);
                 if let Some(ended) = ended.take() {
@@ -150,7 +181,7 @@ impl Compactor {
             }
             () = self.inner.token().cancelled() => {}
         }
-        // The service goes on while it drains: until it ends, or its task
+        // The service goes on while it drains: until it ends, or its drain
         // is cut off, or the report is in.
         let waiting = self.wait();
         tokio::pin!(waiting);
@@ -158,21 +189,24 @@ impl Compactor {
             tokio::select! {
                 report = &mut waiting => break report,
                 result = async { service.as_mut().expect("only while running").await }, if service.is_some() => {
-                    service = None;
+                    let _ = drop_contained(service.take());
                     let (end, _) = end_of(result);
                     if let Some(ended) = ended.take() {
                         let _ = ended.send(end);
                     }
                 }
-                _ = async { cut_off.as_mut().expect("only while armed").await }, if cut_off.is_some() => {
+                dropped = async { cut_off.as_mut().expect("only while armed").await }, if cut_off.is_some() => {
                     cut_off = None;
                     // Cut off: the service is dropped now, not when the
                     // report is in.
-                    service = None;
+                    let _ = drop_contained(service.take());
+                    if let Ok(dropped) = dropped {
+                        let _ = dropped.send(());
+                    }
                 }
             }
         };
-        drop(service);
+        let _ = drop_contained(service);
         std::process::ExitCode::from(report.exit_code())
     }
 
@@ -222,14 +256,26 @@ impl Compactor {
 /// The name of `run_until_shutdown`'s task for its service.
 const SERVICE: &str = "compactor::service";
 
-/// Tells `run_until_shutdown` that the service's drain was cut off (its
-/// timeout, the deadline) or never ran, when dropped armed.
-struct CutOff(Option<oneshot::Sender<()>>);
+/// Tells `run_until_shutdown` that the service's drain was cut off (out of
+/// time), or dropped armed (never run, or dropped past its grace); the
+/// sender it hands over is told once the service is gone.
+struct CutOff(Option<oneshot::Sender<oneshot::Sender<()>>>);
 
 impl Drop for CutOff {
     fn drop(&mut self) {
         if let Some(cut) = self.0.take() {
-            let _ = cut.send(());
+            let (dropped, _) = oneshot::channel();
+            let _ = cut.send(dropped);
         }
+    }
+}
+
+/// Withdraws the service's drain if `run_until_shutdown` is dropped before
+/// any shutdown: a service nobody polls any more has nothing to drain.
+struct Withdraw(crate::TaskHandle);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.0.unregister();
     }
 }

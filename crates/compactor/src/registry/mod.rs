@@ -263,11 +263,15 @@ impl Registry {
 
     /// Takes the pending tasks `pick` chooses out of the registry, in
     /// registration order; none once shutdown has begun.
-    pub(crate) fn take_where(&self, mut pick: impl FnMut(&Node) -> bool) -> Vec<Drained> {
+    pub(crate) fn take_where(&self, mut pick: impl FnMut(&str, &Node) -> bool) -> Vec<Drained> {
         let mut taken = Vec::new();
         self.tasks.retain(|name, slot| {
             // Read under the shard lock: once closed, everything belongs to the run.
-            if self.closed.load(Ordering::SeqCst) || !slot.node.as_deref().is_some_and(&mut pick) {
+            let picked = slot
+                .node
+                .as_deref()
+                .is_some_and(|node| pick(name.name(), node));
+            if self.closed.load(Ordering::SeqCst) || !picked {
                 return true;
             }
             taken.extend(slot.node.take().map(|node| Drained {
@@ -285,7 +289,7 @@ impl Registry {
     /// Removes pending weak registrations whose value was dropped.
     pub(crate) fn prune_released(&self) -> usize {
         let mut live = 0;
-        let removed = self.take_where(|node| {
+        let removed = self.take_where(|_, node| {
             let strong = node.with_cleanup(|c| c.strong_count()).flatten();
             live += usize::from(strong.is_some_and(|n| n > 0));
             strong == Some(0)

@@ -207,7 +207,7 @@ impl Attempt {
         let Some(cleanup) = slot.as_mut() else {
             return reply.send(End::Lost("the cleanup was already dropped"), None);
         };
-        if cleanup.is_released() {
+        if cleanup.released() {
             return self.end(reply, End::Released, slot.take());
         }
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = Some(self.ctx.chain.clone()));

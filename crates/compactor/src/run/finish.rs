@@ -31,7 +31,20 @@ impl Runner {
             self.running -= 1;
         }
         task.state = State::Finished;
-        let slot = task.slot.take();
+        // A task that never started lets go of its cleanup now too, not
+        // after the report: what it owns (a service, a child process) goes
+        // with it while the run still waits for the tasks after it.
+        let slot = task.slot.take().or_else(|| {
+            let node = &mut self.plan.tasks[i].node;
+            let unstarted = node
+                .cleanup
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()?;
+            Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(
+                unstarted,
+            ))))
+        });
         let span = std::mem::replace(&mut task.span, tracing::Span::none());
         self.ctx.progress[i].finished.store(true, Ordering::Release);
         self.finished += 1;

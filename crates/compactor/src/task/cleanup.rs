@@ -67,9 +67,11 @@ pub(crate) trait Cleanup: Send + 'static {
         None
     }
 
-    /// For a weak blocking registration: the value is gone, so the closure
-    /// is not called (async ones say so through [`Start::Released`]).
-    fn is_released(&self) -> bool {
+    /// For a weak blocking registration, as its attempt begins: whether the
+    /// value is gone, so the closure is not called (async ones say so
+    /// through [`Start::Released`]). A value still there is held for the
+    /// attempt.
+    fn released(&mut self) -> bool {
         false
     }
 
@@ -121,6 +123,28 @@ where
             Some(f) => Start::Async(boxed(f())),
             None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.to_owned())))),
         }
+    }
+}
+
+/// [`OnceFn`] for a cleanup that observes its token (which fires when the
+/// attempt runs out of time), as [`CancellableFn`] does.
+pub(crate) struct OnceCancellableFn<F>(pub(crate) Option<F>);
+
+impl<F, Fut> Cleanup for OnceCancellableFn<F>
+where
+    F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: CleanupResult,
+{
+    fn start(&mut self, token: Option<&CancellationToken>) -> Start {
+        match self.0.take() {
+            Some(f) => Start::Async(boxed(f(token.cloned().unwrap_or_default()))),
+            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.to_owned())))),
+        }
+    }
+
+    fn observes_token(&self) -> bool {
+        true
     }
 }
 
@@ -214,6 +238,8 @@ where
 pub(crate) struct WeakBlockingFn<T, F> {
     pub(crate) value: Weak<T>,
     pub(crate) f: F,
+    /// The value, held from [`Cleanup::released`] to the closure's call.
+    pub(crate) held: Option<Arc<T>>,
 }
 
 impl<T, F, R> Cleanup for WeakBlockingFn<T, F>
@@ -230,14 +256,14 @@ where
         true
     }
 
-    fn is_released(&self) -> bool {
-        self.value.strong_count() == 0
+    fn released(&mut self) -> bool {
+        self.held = self.value.upgrade();
+        self.held.is_none()
     }
 
     fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
-        match self.value.upgrade() {
+        match self.held.take() {
             Some(value) => (self.f)(value).into_result(),
-            // Gone since `is_released` looked: nothing left to clean up.
             None => Ok(()),
         }
     }
