@@ -88,11 +88,11 @@ impl TaskBuilder<'_> {
                 let mut task = task;
                 match tokio::time::timeout(grace, &mut task.0).await {
                     Ok(Ok(output)) => output.into_result(),
-                    Ok(Err(e)) => Err(join_failure(e)),
+                    Ok(Err(e)) => Err(join_failure(e).into()),
                     Err(_) => {
                         task.0.abort();
                         let _ = (&mut task.0).await;
-                        Err(format!("did not finish within {grace:?}; aborted"))
+                        Err(format!("did not finish within {grace:?}; aborted").into())
                     }
                 }
             });

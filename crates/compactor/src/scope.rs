@@ -94,7 +94,8 @@ impl Cleanup for ScopeCleanup {
                 _ => Err(format!(
                     "scope `{name}`: {failed} of {} tasks did not succeed",
                     report.tasks().len()
-                )),
+                )
+                .into()),
             }
         }))
     }

@@ -401,3 +401,88 @@ async fn a_weak_blocking_cleanup_runs_off_the_runtime_and_never_keeps_the_value(
     );
     drop(held);
 }
+
+/// An error with a cause, as `thiserror`'s `#[source]` makes one.
+#[derive(Debug)]
+struct Flushing(std::io::Error);
+
+impl std::fmt::Display for Flushing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("flushing the WAL")
+    }
+}
+
+impl std::error::Error for Flushing {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Writes its context chain in the alternate format, as anyhow and eyre do.
+struct WithContext;
+
+impl std::fmt::Display for WithContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match f.alternate() {
+            true => f.write_str("closing the pool: connection reset"),
+            false => f.write_str("closing the pool"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_keeps_its_causes() {
+    let c = Compactor::new();
+    c.register_once("wal", || async {
+        let full = std::io::Error::other("disk full (ENOSPC)");
+        Err::<(), Box<dyn std::error::Error + Send + Sync>>(Box::new(Flushing(full)))
+    })
+    .unwrap();
+    c.register_once("pool", || async { Err::<(), _>(WithContext) })
+        .unwrap();
+    let report = c.shutdown().await;
+    let Outcome::Failed(wal) = report.task("wal").unwrap().outcome() else {
+        panic!("{report}");
+    };
+    assert_eq!(wal.as_str(), "flushing the WAL: disk full (ENOSPC)");
+    assert_eq!(
+        wal.chain().collect::<Vec<_>>(),
+        ["flushing the WAL", "disk full (ENOSPC)"]
+    );
+    let error = wal.error().expect("the error itself is kept");
+    assert_eq!(error.to_string(), "flushing the WAL");
+    assert_eq!(
+        error.source().map(ToString::to_string).as_deref(),
+        Some("disk full (ENOSPC)")
+    );
+    let Outcome::Failed(pool) = report.task("pool").unwrap().outcome() else {
+        panic!("{report}");
+    };
+    assert_eq!(pool, &"closing the pool: connection reset");
+    assert!(pool.error().is_none());
+    // The table shows the whole chain.
+    assert!(
+        report
+            .to_string()
+            .contains("flushing the WAL: disk full (ENOSPC)"),
+        "{report}"
+    );
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_value(&report).unwrap();
+        let wal = json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "wal")
+            .unwrap();
+        assert_eq!(
+            wal["outcome"],
+            serde_json::json!({
+                "kind": "failed",
+                "detail": "flushing the WAL: disk full (ENOSPC)",
+                "causes": ["flushing the WAL", "disk full (ENOSPC)"]
+            })
+        );
+    }
+}

@@ -15,14 +15,14 @@ use super::{Compactor, Instance, TaskBuilder};
 use crate::error::Error;
 use crate::priority::Category;
 use crate::registry::TaskHandle;
-use crate::report::ShutdownReason;
+use crate::report::{CleanupError, ShutdownReason};
 use crate::run::attempt::message_of;
 use crate::task::cleanup::{CleanupResult, OnceCancellableFn};
 
 /// How a service ended.
 pub(crate) enum ServiceEnd {
     Ok,
-    Failed(String),
+    Failed(CleanupError),
     Panicked(String),
 }
 
@@ -41,7 +41,7 @@ impl ServiceEnd {
 
     /// As the drain task's outcome: a panic is raised again for the attempt
     /// to report (without calling the panic hook a second time).
-    pub(crate) fn into_outcome(self) -> Result<(), String> {
+    pub(crate) fn into_outcome(self) -> Result<(), CleanupError> {
         match self {
             ServiceEnd::Ok => Ok(()),
             ServiceEnd::Failed(error) => Err(error),
@@ -197,7 +197,7 @@ impl TaskBuilder<'_> {
                         // beside it.
                         running.0.abort();
                         let _ = (&mut running.0).await;
-                        return Err("did not drain in time; aborted".to_owned());
+                        return Err("did not drain in time; aborted".into());
                     }
                 };
                 match ended {
@@ -205,9 +205,10 @@ impl TaskBuilder<'_> {
                     Err(error) if error.is_panic() => Err(format!(
                         "the service panicked: {}",
                         message_of(error.into_panic())
-                    )),
+                    )
+                    .into()),
                     Err(_) => {
-                        Err("the service's task was cancelled (its runtime shut down)".to_owned())
+                        Err("the service's task was cancelled (its runtime shut down)".into())
                     }
                 }
             },

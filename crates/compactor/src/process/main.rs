@@ -128,7 +128,7 @@ impl Compactor {
                             cut.0 = None;
                             match end {
                                 Ok(end) => end.into_outcome(),
-                                Err(_) => Err("the service was dropped before it drained".to_owned()),
+                                Err(_) => Err("the service was dropped before it drained".into()),
                             }
                         }
                         () = out_of_time.cancelled() => {
@@ -140,7 +140,7 @@ impl Compactor {
                                 let _ = cut.send(dropped);
                             }
                             let _ = done.await;
-                            Err("did not drain in time; dropped".to_owned())
+                            Err("did not drain in time; dropped".into())
                         }
                     }
                 },
@@ -163,7 +163,7 @@ impl Compactor {
             let end = ServiceEnd::of(result);
             let reason = match &end {
                 ServiceEnd::Ok => ShutdownReason::ServiceEnded,
-                ServiceEnd::Failed(error) => ShutdownReason::ServiceFailed(error.clone()),
+                ServiceEnd::Failed(error) => ShutdownReason::ServiceFailed(error.to_string()),
                 ServiceEnd::Panicked(message) => {
                     ShutdownReason::Panic(format!("the service panicked: {message}"))
                 }

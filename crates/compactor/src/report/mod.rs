@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod failure;
 mod reason;
 mod table;
 mod task;
 
+pub use failure::CleanupError;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 

@@ -5,21 +5,21 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::CleanupError;
 use crate::priority::{Category, Priority};
 
 /// How a task ended.
+///
+/// As JSON (feature `serde`): `{"kind": "failed", "detail": "a: b"}`, with
+/// `"causes": ["a", "b"]` for an error with sources; `{"kind":
+/// "succeeded"}` for the outcomes without a detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(tag = "kind", content = "detail", rename_all = "snake_case")
-)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The cleanup returned `()` or `Ok(())`.
     Succeeded,
-    /// The last attempt returned an error (its text).
-    Failed(String),
+    /// The last attempt returned an error, kept with its causes.
+    Failed(CleanupError),
     /// The last attempt ran out of its per-attempt timeout. See
     /// [`TaskReport::interruption`] for how it was stopped.
     TimedOut,
@@ -56,6 +56,27 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::Pending => "pending",
         }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("kind", &self.label().replace(' ', "_"))?;
+        match self {
+            Outcome::Failed(error) => {
+                map.serialize_entry("detail", error.as_str())?;
+                if error.chain().count() > 1 {
+                    map.serialize_entry("causes", &error.chain().collect::<Vec<_>>())?;
+                }
+            }
+            Outcome::Panicked(message) => map.serialize_entry("detail", message)?,
+            Outcome::Skipped(reason) => map.serialize_entry("detail", reason)?,
+            _ => {}
+        }
+        map.end()
     }
 }
 

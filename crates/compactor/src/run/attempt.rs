@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::RunContext;
+use crate::report::CleanupError;
 use crate::task::cleanup::{BoxCleanup, Start};
 
 /// The instances whose runs the current code is part of: a cleanup's own
@@ -89,7 +90,7 @@ pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BoxCleanup>>>;
 #[derive(Debug)]
 pub(crate) enum End {
     Ok,
-    Err(String),
+    Err(CleanupError),
     Panicked(String),
     /// The weakly held value was gone: the closure was not called.
     Released,
@@ -301,7 +302,7 @@ impl Drop for Reply {
 /// What `catch_unwind` gives back.
 type Caught<T> = Result<T, Box<dyn Any + Send>>;
 
-fn settle(result: Caught<Result<(), String>>) -> End {
+fn settle(result: Caught<Result<(), CleanupError>>) -> End {
     match result {
         Ok(Ok(())) => End::Ok,
         Ok(Err(error)) => End::Err(error),

@@ -86,7 +86,7 @@ impl Runner {
                 self.finish(i, Outcome::Panicked(message), None, ended.strong, ended.at);
             }
             End::Err(error) => self.failed(i, ended.attempt, Failure::Error(error)),
-            End::Lost(why) => self.finish(i, Outcome::Failed(why.to_owned()), None, None, ended.at),
+            End::Lost(why) => self.finish(i, Outcome::Failed(why.into()), None, None, ended.at),
         }
     }
 
@@ -169,7 +169,7 @@ impl Runner {
         }
         let error = match failure {
             Failure::Error(error) => error,
-            Failure::TimedOut(_) => format!("attempt timed out after {:?}", self.timeout(i)),
+            Failure::TimedOut(_) => format!("attempt timed out after {:?}", self.timeout(i)).into(),
         };
         let spec = self.plan.tasks[i].spec();
         let backoff = spec
@@ -184,7 +184,7 @@ impl Runner {
             name: name.clone(),
             attempt,
             delay,
-            error,
+            error: error.to_string(),
         });
         self.tasks[i].state = State::Retrying { attempt };
         self.timers

@@ -71,7 +71,7 @@ pub(super) struct Phase {
 
 /// Why an attempt did not succeed.
 pub(super) enum Failure {
-    Error(String),
+    Error(crate::report::CleanupError),
     TimedOut(Interruption),
 }
 

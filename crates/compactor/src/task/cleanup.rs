@@ -5,6 +5,8 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
+
+use crate::report::CleanupError;
 use tokio_util::sync::CancellationToken;
 
 /// What a cleanup may return: `()` for "done", or a `Result` whose error is
@@ -13,28 +15,31 @@ use tokio_util::sync::CancellationToken;
 ///
 /// Implemented for `()` and for `Result<T, E>` with any `E: Display` (the
 /// `T` is dropped), which covers `std::io::Error`, `Box<dyn Error + Send +
-/// Sync>`, `anyhow::Error` and string errors.
+/// Sync>`, `anyhow::Error` and string errors, without a `map_err`. The
+/// error is kept with its causes ([`CleanupError`]): an `io::Error`'s and a
+/// boxed error's through `source()`, anyhow's and eyre's as their
+/// alternate format (`{:#}`) writes the chain.
 pub trait CleanupResult: Send + 'static {
-    /// `Ok(())`, or the error's text.
-    fn into_result(self) -> Result<(), String>;
+    /// `Ok(())`, or the error with its causes.
+    fn into_result(self) -> Result<(), CleanupError>;
 }
 
 impl CleanupResult for () {
-    fn into_result(self) -> Result<(), String> {
+    fn into_result(self) -> Result<(), CleanupError> {
         Ok(())
     }
 }
 
 impl<T: Send + 'static, E: Display + Send + 'static> CleanupResult for Result<T, E> {
-    fn into_result(self) -> Result<(), String> {
-        self.map(drop).map_err(|e| e.to_string())
+    fn into_result(self) -> Result<(), CleanupError> {
+        self.map(drop).map_err(CleanupError::new)
     }
 }
 
 /// How an attempt begins.
 pub(crate) enum Start {
     /// Poll this future to completion.
-    Async(BoxFuture<'static, Result<(), String>>),
+    Async(BoxFuture<'static, Result<(), CleanupError>>),
     /// Call [`Cleanup::run_blocking`] on a blocking thread.
     Blocking,
     /// The weakly held value is gone: nothing to clean up.
@@ -47,7 +52,7 @@ pub(crate) trait Cleanup: Send + 'static {
     fn start(&mut self, token: Option<&CancellationToken>) -> Start;
 
     /// Runs one attempt of a blocking cleanup; only called after [`Start::Blocking`].
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
         Ok(())
     }
 
@@ -83,7 +88,7 @@ pub(crate) trait Cleanup: Send + 'static {
 
 pub(crate) type BoxCleanup = Box<dyn Cleanup>;
 
-fn boxed<Fut>(fut: Fut) -> BoxFuture<'static, Result<(), String>>
+fn boxed<Fut>(fut: Fut) -> BoxFuture<'static, Result<(), CleanupError>>
 where
     Fut: Future + Send + 'static,
     Fut::Output: CleanupResult,
@@ -121,7 +126,7 @@ where
     fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
         match self.0.take() {
             Some(f) => Start::Async(boxed(f())),
-            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.to_owned())))),
+            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.into())))),
         }
     }
 }
@@ -139,7 +144,7 @@ where
     fn start(&mut self, token: Option<&CancellationToken>) -> Start {
         match self.0.take() {
             Some(f) => Start::Async(boxed(f(token.cloned().unwrap_or_default()))),
-            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.to_owned())))),
+            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.into())))),
         }
     }
 
@@ -164,10 +169,10 @@ where
         true
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
         match self.0.take() {
             Some(f) => f().into_result(),
-            None => Err(CALLED_ONCE.to_owned()),
+            None => Err(CALLED_ONCE.into()),
         }
     }
 }
@@ -204,7 +209,7 @@ where
         true
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
         (self.0)().into_result()
     }
 }
@@ -261,7 +266,7 @@ where
         self.held.is_none()
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), String> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
         match self.held.take() {
             Some(value) => (self.f)(value).into_result(),
             None => Ok(()),
