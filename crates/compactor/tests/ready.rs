@@ -16,6 +16,18 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A task that never stops by itself, counting its ticks (one per 5 ms).
+fn ticking() -> (tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let counter = ticks.clone();
+    let task = tokio::spawn(async move {
+        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (task, ticks)
+}
+
 #[tokio::test]
 async fn a_task_that_stops_on_the_token_is_joined() {
     let c = Compactor::new();
@@ -32,14 +44,7 @@ async fn a_task_that_stops_on_the_token_is_joined() {
 #[tokio::test(start_paused = true)]
 async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
     let c = Compactor::new();
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let counter = ticks.clone();
-    let stubborn = tokio::spawn(async move {
-        // Never stops by itself.
-        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
+    let (stubborn, ticks) = ticking();
     c.task("stubborn")
         .join_handle(stubborn, Duration::from_millis(50))
         .unwrap();
@@ -74,14 +79,7 @@ async fn a_task_that_returns_an_error_fails_the_cleanup_with_it() {
 #[tokio::test(start_paused = true)]
 async fn a_task_cut_off_by_the_cleanups_timeout_is_aborted_not_detached() {
     let c = Compactor::new();
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let counter = ticks.clone();
-    let stubborn = tokio::spawn(async move {
-        // Never stops by itself.
-        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
+    let (stubborn, ticks) = ticking();
     // The task's timeout (100 ms) ends the cleanup before its grace (10 s).
     c.task("stubborn")
         .timeout(Duration::from_millis(100))
@@ -103,13 +101,7 @@ async fn a_task_cut_off_by_the_cleanups_timeout_is_aborted_not_detached() {
 async fn a_refused_join_handle_leaves_the_task_as_it_was() {
     let c = Compactor::new();
     c.register("worker", || async {}).unwrap();
-    let ticks = Arc::new(AtomicUsize::new(0));
-    let counter = ticks.clone();
-    let worker = tokio::spawn(async move {
-        while counter.fetch_add(1, Ordering::SeqCst) < usize::MAX {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
+    let (worker, ticks) = ticking();
     let e = c
         .task("worker")
         .join_handle(worker, Duration::from_secs(1))
