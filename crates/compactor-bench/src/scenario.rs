@@ -49,6 +49,8 @@ pub(crate) enum Kind {
     ShutdownFlat,
     ShutdownChain,
     ShutdownLayered,
+    /// Connections that each open a scope with two cleanups and close it.
+    ScopeChurn,
     /// `settle`: how long each system's set-up comes to rest before the
     /// signal.
     SignalLatency {
@@ -88,6 +90,11 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "shutdown-layered",
         kind: Kind::ShutdownLayered,
+        n: 100_000,
+    },
+    Scenario {
+        name: "scope-churn",
+        kind: Kind::ScopeChurn,
         n: 100_000,
     },
     Scenario {
@@ -143,13 +150,16 @@ fn once(
         Kind::ShutdownFlat => system.shutdown_flat(n, rt).map(|d| (d, None)),
         Kind::ShutdownChain => system.shutdown_chain(n, rt).map(|d| (d, None)),
         Kind::ShutdownLayered => system.shutdown_layered(n, PHASES, rt).map(|d| (d, None)),
+        Kind::ScopeChurn => system.scope_churn(n, rt).map(|d| (d, None)),
         Kind::SignalLatency { settle } => system.signal_latency(rt, settle).map(|d| (d, None)),
         Kind::Memory => system.memory(n, rt).map(|(d, bytes)| (d, Some(bytes))),
     }?;
-    if matches!(
-        scenario.kind,
-        Kind::ShutdownFlat | Kind::ShutdownChain | Kind::ShutdownLayered
-    ) {
+    let cleanups = match scenario.kind {
+        Kind::ShutdownFlat | Kind::ShutdownChain | Kind::ShutdownLayered => Some(n),
+        Kind::ScopeChurn => Some(2 * n),
+        _ => None,
+    };
+    if let Some(n) = cleanups {
         let ran = RAN.load(Ordering::SeqCst);
         assert_eq!(
             ran,

@@ -73,6 +73,24 @@ impl System for Compactor {
         Some(shutdown(&c, rt))
     }
 
+    fn scope_churn(&self, n: usize, rt: &Runtime) -> Option<Duration> {
+        let c = instance();
+        let start = Instant::now();
+        rt.block_on(async {
+            for i in 0..n {
+                let conn = c.scope(format!("conn-{i}")).expect("a scope");
+                conn.register_once("flush", || async { ran() })
+                    .expect("registered");
+                conn.register_once("close", || async { ran() })
+                    .expect("registered");
+                assert!(conn.shutdown().await.is_clean());
+            }
+        });
+        let elapsed = start.elapsed();
+        assert_eq!(c.pending(), 0, "closed scopes leave nothing behind");
+        Some(elapsed)
+    }
+
     fn shutdown_layered(&self, n: usize, phases: usize, rt: &Runtime) -> Option<Duration> {
         let c = instance();
         for (i, name) in names(n).into_iter().enumerate() {

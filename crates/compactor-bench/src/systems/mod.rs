@@ -37,6 +37,12 @@ pub(crate) trait System: Sync {
     /// From the trigger to the end of `n` cleanups in `phases` ordered phases.
     fn shutdown_layered(&self, n: usize, phases: usize, rt: &Runtime) -> Option<Duration>;
 
+    /// `n` connections one after another, each opening a scope with two
+    /// cleanups and closing it (running both): per connection.
+    fn scope_churn(&self, _n: usize, _rt: &Runtime) -> Option<Duration> {
+        None
+    }
+
     /// From a real `SIGTERM` to the first cleanup starting.
     fn signal_latency(&self, rt: &Runtime, settle: Duration) -> Option<Duration>;
 

@@ -62,6 +62,30 @@ impl System for TokioUtil {
         Some(elapsed)
     }
 
+    fn scope_churn(&self, n: usize, rt: &Runtime) -> Option<Duration> {
+        // Per connection: a child of the process's token and a tracker for
+        // its two cleanup tasks; closing cancels the child and waits.
+        let parent = CancellationToken::new();
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..n {
+                let conn = Group {
+                    token: parent.child_token(),
+                    tracker: TaskTracker::new(),
+                };
+                for _ in 0..2 {
+                    let token = conn.token.clone();
+                    conn.tracker.spawn(async move {
+                        token.cancelled().await;
+                        ran();
+                    });
+                }
+                conn.stop().await;
+            }
+        });
+        Some(start.elapsed())
+    }
+
     fn register_contended(&self, n: usize, threads: usize, rt: &Runtime) -> Option<Duration> {
         let group = Group::new();
         let (elapsed, _) = contended(n, threads, |range| {
