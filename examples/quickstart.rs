@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Options: `--shutdown-after SECS`, `--data-dir DIR` (where `events.log`
-//! goes; default: a fresh directory under the system's temp dir),
+//! goes; default: a fresh directory under the system's temp dir, removed at
+//! shutdown),
 //! `--report-json FILE` (the report as JSON, besides the table). Set
 //! `RUST_LOG=debug` for more detail. With `--shutdown-after`, the service
 //! ends by itself and the process exits 0 when every cleanup succeeded.
@@ -34,6 +35,8 @@ type EventLog = Arc<Mutex<BufWriter<std::fs::File>>>;
 struct Options {
     shutdown_after: Option<Duration>,
     data_dir: PathBuf,
+    /// Whether `data_dir` is ours (not given): removed at shutdown.
+    own_dir: bool,
     report_json: Option<PathBuf>,
 }
 
@@ -68,12 +71,14 @@ fn options() -> Result<Options, String> {
             }
         }
     }
+    let own_dir = data_dir.is_none();
     let data_dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("compactor-quickstart-{}", std::process::id()))
     });
     Ok(Options {
         shutdown_after,
         data_dir,
+        own_dir,
         report_json,
     })
 }
@@ -133,26 +138,39 @@ async fn main() -> ExitCode {
 async fn start(compactor: &Compactor, options: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let stop = compactor.shutdown_token();
 
-    // 1. A write buffer, flushed and synced to disk last of all.
+    // 1. A write buffer, flushed and synced to disk last of all (before
+    //    its directory is removed, if it is the example's own).
     std::fs::create_dir_all(&options.data_dir)?;
+    let dir = match options.own_dir {
+        true => Some(
+            compactor
+                .task("data-dir")
+                .priority(Priority::Low)
+                .temp_dir(options.data_dir.clone())?,
+        ),
+        false => None,
+    };
     let path = options.data_dir.join("events.log");
     let file = std::fs::File::create(&path)?;
     let sync_handle = file.try_clone()?;
     let log: EventLog = Arc::new(Mutex::new(BufWriter::with_capacity(64 * 1024, file)));
-    let flush = compactor
+    let mut flush = compactor
         .task("flush-event-log")
         .priority(Priority::Low)
-        .category(Category::File)
-        .register_blocking({
-            let log = log.clone();
-            move || -> std::io::Result<()> {
-                log_line(&log, "flushed at shutdown");
-                log.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .flush()?;
-                sync_handle.sync_all()
-            }
-        })?;
+        .category(Category::File);
+    if let Some(dir) = &dir {
+        flush = flush.depends_on(dir); // flushed before the directory goes
+    }
+    let flush = flush.register_blocking({
+        let log = log.clone();
+        move || -> std::io::Result<()> {
+            log_line(&log, "flushed at shutdown");
+            log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .flush()?;
+            sync_handle.sync_all()
+        }
+    })?;
 
     // 2. A background worker that writes to the buffer until shutdown begins.
     let worker = tokio::spawn({

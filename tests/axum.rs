@@ -182,7 +182,6 @@ fn sigterm_mid_load_loses_no_in_flight_request_and_closes_the_database_after_the
             db["started_at_ms"].as_f64().unwrap() >= drained_at,
             "trial {trial}: the database closed before the drain: {report}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
     // The test proves something only if requests were in flight at the
     // signal and finished after it.
@@ -254,6 +253,5 @@ fn acknowledged_writes_reach_the_database_exactly_once_through_sigterm() {
         );
         drop(query);
         drop(db);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -138,7 +138,6 @@ fn supervisorctl_stop_is_graceful_and_never_needs_sigkill() {
     assert!(!daemon_log.contains("SIGKILL"), "{daemon_log}");
     ctl(&["shutdown"]);
     let _ = supervisord.child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

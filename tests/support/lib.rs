@@ -221,12 +221,36 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// A fresh, empty directory for one test's files.
-pub fn scratch_dir(test: &str) -> PathBuf {
+/// A fresh scratch directory for one test, removed when dropped: the
+/// suites leave nothing behind in the temp directory.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh scratch directory for `test`, this process's own.
+pub fn scratch_dir(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("compactor-e2e-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
+    Scratch(dir)
 }
 
 /// How many times a race or timing-sensitive test repeats its core: `n`,
