@@ -100,9 +100,9 @@ pub use crate::error::Error;
 pub use crate::event::Event;
 pub use crate::priority::{Category, Priority};
 pub use crate::registry::TaskHandle;
-pub use crate::report::{Outcome, ShutdownReason, ShutdownReport, TaskReport};
+pub use crate::report::{Freed, Outcome, ShutdownReason, ShutdownReport, TaskReport};
 pub use crate::signal::{Signal, SignalExit};
-pub use crate::task::cleanup::CleanupResult;
+pub use crate::task::cleanup::{CleanupOutput, CleanupResult};
 
 /// Keeps `future` part of the shutdown run the calling code belongs to, on
 /// whatever task it is spawned. A task a cleanup spawns with `tokio::spawn`

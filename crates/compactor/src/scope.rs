@@ -90,7 +90,8 @@ impl Cleanup for ScopeCleanup {
                 .filter(|t| !t.outcome().is_clean())
                 .count();
             match failed {
-                0 if report.is_clean() => Ok(()),
+                // What its tasks freed, as the scope's.
+                0 if report.is_clean() => Ok(Some(report.freed()).filter(|f| !f.is_nothing())),
                 _ => Err(format!(
                     "scope `{name}`: {failed} of {} tasks did not succeed",
                     report.tasks().len()

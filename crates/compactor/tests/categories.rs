@@ -192,3 +192,100 @@ async fn a_leak_is_an_event_with_its_strong_count() {
     assert_eq!(report.task("wipe").unwrap().outcome(), &Outcome::Succeeded);
     drop(held_elsewhere);
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_cleanups_freed_is_summed_per_task_category_and_in_all() {
+    use compactor::Freed;
+    let c = Compactor::new();
+    for i in 0..12u64 {
+        c.task(format!("socket-{i}"))
+            .category(Category::Network)
+            .register_once(|| async { Freed::resources(1) })
+            .unwrap();
+    }
+    c.task("mappings")
+        .category(Category::Memory)
+        .register_blocking_once(|| {
+            Ok::<_, std::io::Error>(Freed {
+                resources: 3,
+                bytes: 48 << 20,
+            })
+        })
+        .unwrap();
+    c.task("says-nothing")
+        .category(Category::Memory)
+        .register_once(|| async {})
+        .unwrap();
+    c.task("broken")
+        .category(Category::Memory)
+        .register_once(|| async { Err::<Freed, _>("unmap failed") })
+        .unwrap();
+    // A scope's task carries what the scope's tasks freed.
+    let conn = c.scope("conn-1").unwrap();
+    conn.task("buffer")
+        .register_once(|| async { Freed::bytes(4096) })
+        .unwrap();
+    let report = c.shutdown().await;
+
+    assert_eq!(
+        report.task("mappings").unwrap().freed(),
+        Some(Freed {
+            resources: 3,
+            bytes: 48 << 20
+        })
+    );
+    assert_eq!(report.task("says-nothing").unwrap().freed(), None);
+    assert_eq!(report.task("broken").unwrap().freed(), None);
+    assert_eq!(
+        report.task("conn-1").unwrap().freed(),
+        Some(Freed::bytes(4096))
+    );
+    let by: Vec<(Category, Freed)> = report
+        .by_category()
+        .into_iter()
+        .map(|s| (s.category().clone(), s.freed()))
+        .collect();
+    assert!(
+        by.contains(&(Category::Network, Freed::resources(12))),
+        "{by:?}"
+    );
+    assert!(
+        by.contains(&(
+            Category::Memory,
+            Freed {
+                resources: 3,
+                bytes: 48 << 20
+            }
+        )),
+        "{by:?}"
+    );
+    assert_eq!(
+        report.freed(),
+        Freed {
+            resources: 12 + 3 + 1,
+            bytes: (48 << 20) + 4096
+        }
+    );
+    // How it reads.
+    let table = report.to_string();
+    assert!(table.contains("network 12 in 0.00ms, 12 freed"), "{table}");
+    assert!(table.contains("3 freed, 48.0 MiB"), "{table}");
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["freed"],
+            serde_json::json!({"resources": 16, "bytes": (48u64 << 20) + 4096})
+        );
+        let mappings = json["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "mappings")
+            .unwrap();
+        assert_eq!(
+            mappings["freed"],
+            serde_json::json!({"resources": 3, "bytes": 48u64 << 20})
+        );
+    }
+}

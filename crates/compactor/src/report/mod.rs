@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod failure;
+mod freed;
 mod reason;
 mod table;
 mod task;
 
 pub use failure::CleanupError;
+pub use freed::Freed;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 
@@ -28,6 +30,7 @@ pub struct CategorySummary {
         serde(serialize_with = "millis", rename = "time_ms")
     )]
     time: Duration,
+    freed: Freed,
 }
 
 impl CategorySummary {
@@ -54,6 +57,11 @@ impl CategorySummary {
     /// Their durations added up (they may have overlapped).
     pub fn time(&self) -> Duration {
         self.time
+    }
+
+    /// What its tasks said they freed, added up.
+    pub fn freed(&self) -> Freed {
+        self.freed
     }
 }
 
@@ -173,12 +181,19 @@ impl ShutdownReport {
                 tasks: 0,
                 clean: 0,
                 time: Duration::ZERO,
+                freed: Freed::default(),
             });
+            sum.freed += t.freed.unwrap_or_default();
             sum.tasks += 1;
             sum.clean += usize::from(t.outcome.is_clean());
             sum.time += t.duration();
         }
         sums.into_values().collect()
+    }
+
+    /// What every task said it freed, added up (see [`Freed`]).
+    pub fn freed(&self) -> Freed {
+        self.tasks().iter().filter_map(TaskReport::freed).sum()
     }
 
     /// How many tasks ended with an outcome of this kind (the payload of
@@ -197,7 +212,7 @@ impl ShutdownReport {
 impl serde::Serialize for ShutdownReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("ShutdownReport", 8)?;
+        let mut s = serializer.serialize_struct("ShutdownReport", 9)?;
         s.serialize_field("reason", &self.0.reason)?;
         s.serialize_field("complete", &self.0.complete)?;
         s.serialize_field("clean", &self.is_clean())?;
@@ -206,6 +221,7 @@ impl serde::Serialize for ShutdownReport {
         s.serialize_field("warnings", &self.0.warnings)?;
         s.serialize_field("tasks", &self.0.tasks)?;
         s.serialize_field("by_category", &self.by_category())?;
+        s.serialize_field("freed", &self.freed())?;
         s.end()
     }
 }

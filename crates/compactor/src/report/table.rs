@@ -111,6 +111,9 @@ impl fmt::Display for ShutdownReport {
                 Some(Interruption::Abandoned) => f.write_str("  (thread abandoned)")?,
                 None => {}
             }
+            if let Some(freed) = t.freed() {
+                write!(f, "  {freed}")?;
+            }
             if let Some(n) = t.leaked() {
                 write!(
                     f,
@@ -131,6 +134,9 @@ impl fmt::Display for ShutdownReport {
                     write!(sums, ", {} not clean", c.not_clean())?;
                 }
                 write!(sums, " in {}", Millis(c.time))?;
+                if !c.freed.is_nothing() {
+                    write!(sums, ", {}", c.freed)?;
+                }
             }
             writeln!(f, "  by category: {sums}")?;
         }

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::CleanupError;
+use super::{CleanupError, Freed};
 use crate::priority::{Category, Priority};
 
 /// How a task ended.
@@ -148,6 +148,7 @@ pub struct TaskReport {
     pub(crate) duration: Duration,
     pub(crate) interruption: Option<Interruption>,
     pub(crate) leaked: Option<NonZeroUsize>,
+    pub(crate) freed: Option<Freed>,
 }
 
 impl TaskReport {
@@ -215,6 +216,12 @@ impl TaskReport {
     /// the number of strong references left (a possible leak).
     pub fn leaked(&self) -> Option<usize> {
         self.leaked.map(NonZeroUsize::get)
+    }
+
+    /// What its cleanup said it freed (see [`Freed`]); `None` when it
+    /// returned `()`, failed, or never ran.
+    pub fn freed(&self) -> Option<Freed> {
+        self.freed
     }
 }
 

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::RunContext;
-use crate::report::CleanupError;
-use crate::task::cleanup::{BoxCleanup, Start};
+use crate::report::{CleanupError, Freed};
+use crate::task::cleanup::{BoxCleanup, CleanupEnd, Start};
 
 /// The instances whose runs the current code is part of: a cleanup's own
 /// instance, and the instances whose cleanups began that run (a scope's
@@ -89,7 +89,8 @@ pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BoxCleanup>>>;
 /// How an attempt ended.
 #[derive(Debug)]
 pub(crate) enum End {
-    Ok,
+    /// With what it freed, if it said.
+    Ok(Option<Freed>),
     Err(CleanupError),
     Panicked(String),
     /// The weakly held value was gone: the closure was not called.
@@ -302,9 +303,9 @@ impl Drop for Reply {
 /// What `catch_unwind` gives back.
 type Caught<T> = Result<T, Box<dyn Any + Send>>;
 
-fn settle(result: Caught<Result<(), CleanupError>>) -> End {
+fn settle(result: Caught<CleanupEnd>) -> End {
     match result {
-        Ok(Ok(())) => End::Ok,
+        Ok(Ok(freed)) => End::Ok(freed),
         Ok(Err(error)) => End::Err(error),
         Err(panic) => End::Panicked(message_of(panic)),
     }

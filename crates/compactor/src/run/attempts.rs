@@ -75,7 +75,10 @@ impl Runner {
             return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
         }
         match ended.end {
-            End::Ok => self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at),
+            End::Ok(freed) => {
+                self.record.freed(i as u32, freed);
+                self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at);
+            }
             End::Released => {
                 // The closure was not called this time.
                 let attempts = &self.ctx.progress[i].attempts;

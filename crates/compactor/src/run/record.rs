@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::plan::Plan;
 use crate::report::{
-    GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, TaskReport,
+    Freed, GraphWarning, Interruption, Outcome, ShutdownReason, ShutdownReport, TaskReport,
 };
 use crate::signal::SignalExit;
 
@@ -39,6 +39,7 @@ impl Record {
                 duration: Duration::ZERO,
                 interruption: None,
                 leaked: None,
+                freed: None,
             })
             .collect();
         Record {
@@ -73,6 +74,11 @@ impl Record {
         entry.attempts = attempts;
         entry.duration = duration;
         duration
+    }
+
+    /// What a task's cleanup said it freed.
+    pub(crate) fn freed(&mut self, index: u32, freed: Option<Freed>) {
+        self.entries[index as usize].freed = freed;
     }
 
     pub(crate) fn interrupted(
@@ -158,6 +164,7 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
             duration: Duration::ZERO,
             interruption: None,
             leaked: None,
+            freed: None,
         })
         .collect();
     let head = Head {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use futures::future::BoxFuture;
 
-use crate::report::CleanupError;
+use crate::report::{CleanupError, Freed};
 use tokio_util::sync::CancellationToken;
 
 /// What a cleanup may return: `()` for "done", or a `Result` whose error is
@@ -20,26 +20,62 @@ use tokio_util::sync::CancellationToken;
 /// boxed error's through `source()`, anyhow's and eyre's as their
 /// alternate format (`{:#}`) writes the chain.
 pub trait CleanupResult: Send + 'static {
+    /// What it freed, if it says; or the error with its causes.
+    fn into_outcome(self) -> Result<Option<Freed>, CleanupError>;
+
     /// `Ok(())`, or the error with its causes.
-    fn into_result(self) -> Result<(), CleanupError>;
+    fn into_result(self) -> Result<(), CleanupError>
+    where
+        Self: Sized,
+    {
+        self.into_outcome().map(drop)
+    }
+}
+
+/// What a cleanup's success may carry: nothing (`()`), or what it
+/// [`Freed`].
+pub trait CleanupOutput: Send + 'static {
+    /// What was freed, if this says.
+    fn freed(self) -> Option<Freed>;
+}
+
+impl CleanupOutput for () {
+    fn freed(self) -> Option<Freed> {
+        None
+    }
+}
+
+impl CleanupOutput for Freed {
+    fn freed(self) -> Option<Freed> {
+        Some(self)
+    }
 }
 
 impl CleanupResult for () {
-    fn into_result(self) -> Result<(), CleanupError> {
-        Ok(())
+    fn into_outcome(self) -> Result<Option<Freed>, CleanupError> {
+        Ok(None)
     }
 }
 
-impl<T: Send + 'static, E: Display + Send + 'static> CleanupResult for Result<T, E> {
-    fn into_result(self) -> Result<(), CleanupError> {
-        self.map(drop).map_err(CleanupError::new)
+impl CleanupResult for Freed {
+    fn into_outcome(self) -> Result<Option<Freed>, CleanupError> {
+        Ok(Some(self))
     }
 }
+
+impl<T: CleanupOutput, E: Display + Send + 'static> CleanupResult for Result<T, E> {
+    fn into_outcome(self) -> Result<Option<Freed>, CleanupError> {
+        self.map(CleanupOutput::freed).map_err(CleanupError::new)
+    }
+}
+
+/// How one call of a cleanup ended: what it freed, if it says, or its error.
+pub(crate) type CleanupEnd = Result<Option<Freed>, CleanupError>;
 
 /// How an attempt begins.
 pub(crate) enum Start {
     /// Poll this future to completion.
-    Async(BoxFuture<'static, Result<(), CleanupError>>),
+    Async(BoxFuture<'static, CleanupEnd>),
     /// Call [`Cleanup::run_blocking`] on a blocking thread.
     Blocking,
     /// The weakly held value is gone: nothing to clean up.
@@ -52,8 +88,8 @@ pub(crate) trait Cleanup: Send + 'static {
     fn start(&mut self, token: Option<&CancellationToken>) -> Start;
 
     /// Runs one attempt of a blocking cleanup; only called after [`Start::Blocking`].
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
-        Ok(())
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
+        Ok(None)
     }
 
     /// Whether the cleanup runs on a blocking thread.
@@ -88,12 +124,12 @@ pub(crate) trait Cleanup: Send + 'static {
 
 pub(crate) type BoxCleanup = Box<dyn Cleanup>;
 
-fn boxed<Fut>(fut: Fut) -> BoxFuture<'static, Result<(), CleanupError>>
+fn boxed<Fut>(fut: Fut) -> BoxFuture<'static, CleanupEnd>
 where
     Fut: Future + Send + 'static,
     Fut::Output: CleanupResult,
 {
-    Box::pin(async move { fut.await.into_result() })
+    Box::pin(async move { fut.await.into_outcome() })
 }
 
 pub(crate) struct AsyncFn<F>(pub(crate) F);
@@ -169,9 +205,9 @@ where
         true
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
         match self.0.take() {
-            Some(f) => f().into_result(),
+            Some(f) => f().into_outcome(),
             None => Err(CALLED_ONCE.into()),
         }
     }
@@ -209,8 +245,8 @@ where
         true
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
-        (self.0)().into_result()
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
+        (self.0)().into_outcome()
     }
 }
 
@@ -266,10 +302,10 @@ where
         self.held.is_none()
     }
 
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> Result<(), CleanupError> {
+    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
         match self.held.take() {
-            Some(value) => (self.f)(value).into_result(),
-            None => Ok(()),
+            Some(value) => (self.f)(value).into_outcome(),
+            None => Ok(None),
         }
     }
 
