@@ -18,6 +18,7 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::report::CleanupError;
 use crate::{Category, CleanupResult, Compactor, Error, TaskBuilder, TaskHandle};
 
 /// What a joined tokio task's failure reads as.
@@ -263,6 +264,80 @@ impl TaskBuilder<'_> {
         armed(registered, &arm)
     }
 
+    /// A request to a worker that owns its state, over its tokio channel:
+    /// `request` makes the message around a reply sender, and the cleanup
+    /// waits for the reply within the task's timeout. The reply is the
+    /// outcome (`()`, [`Freed`](crate::Freed), or a `Result` of either:
+    /// its error fails the task). A worker gone away (its receiver
+    /// dropped) or one that drops the request without replying fails the
+    /// task saying so; one that never replies times out. Category
+    /// [`Category::Task`] unless set; no retries.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// use tokio::sync::{mpsc, oneshot};
+    ///
+    /// enum Request { Flush(oneshot::Sender<Result<(), String>>) }
+    /// let (tx, mut rx) = mpsc::channel::<Request>(8);
+    /// tokio::spawn(async move {
+    ///     while let Some(Request::Flush(reply)) = rx.recv().await {
+    ///         let _ = reply.send(Ok(()));
+    ///     }
+    /// });
+    /// let c = compactor::Compactor::new();
+    /// c.task("cache-worker").request(tx, Request::Flush)?;
+    /// assert!(c.shutdown().await.is_clean());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn request<M, R>(
+        self,
+        sender: tokio::sync::mpsc::Sender<M>,
+        request: impl FnOnce(tokio::sync::oneshot::Sender<R>) -> M + Send + 'static,
+    ) -> Result<TaskHandle, Error>
+    where
+        M: Send + 'static,
+        R: CleanupResult,
+    {
+        self.default_category(Category::Task)
+            .register_once(move || async move {
+                let (reply, replied) = tokio::sync::oneshot::channel();
+                if sender.send(request(reply)).await.is_err() {
+                    return Err(CleanupError::from(WORKER_GONE));
+                }
+                replied
+                    .await
+                    .map_err(|_| CleanupError::from(NO_REPLY))?
+                    .into_outcome()
+            })
+    }
+
+    /// [`request`](Self::request) over any channel (std, crossbeam): `send`
+    /// sends the request with the reply sender it is given, and says whether
+    /// it could (an `Err` means the worker is gone). The cleanup then waits
+    /// for the reply within the task's timeout.
+    pub fn request_with<R, E>(
+        self,
+        send: impl FnOnce(tokio::sync::oneshot::Sender<R>) -> Result<(), E> + Send + 'static,
+    ) -> Result<TaskHandle, Error>
+    where
+        R: CleanupResult,
+        E: std::fmt::Display,
+    {
+        self.default_category(Category::Task)
+            .register_once(move || async move {
+                let (reply, replied) = tokio::sync::oneshot::channel();
+                if let Err(error) = send(reply) {
+                    return Err(CleanupError::from(format!("{WORKER_GONE}: {error}")));
+                }
+                replied
+                    .await
+                    .map_err(|_| CleanupError::from(NO_REPLY))?
+                    .into_outcome()
+            })
+    }
+
     fn default_category(self, category: Category) -> Self {
         match self.has_category() {
             true => self,
@@ -316,6 +391,11 @@ fn stopped(status: std::process::ExitStatus, signals: &[i32]) -> Result<(), Stri
         _ => Err(format!("exited with {status}")),
     }
 }
+
+/// What a request to a worker whose channel is closed reports.
+const WORKER_GONE: &str = "the worker has gone away (its channel is closed)";
+/// What a request the worker dropped without replying reports.
+const NO_REPLY: &str = "the worker dropped the request without replying";
 
 /// The name of the task that waits for the work of [`Compactor::spawn`].
 const SPAWNED: &str = "compactor::spawned";

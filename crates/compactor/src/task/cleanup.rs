@@ -33,7 +33,7 @@ pub trait CleanupResult: Send + 'static {
 }
 
 /// What a cleanup's success may carry: nothing (`()`), or what it
-/// [`Freed`].
+/// [`Freed`] (`Freed`, or `Option<Freed>` when it may not say).
 pub trait CleanupOutput: Send + 'static {
     /// What was freed, if this says.
     fn freed(self) -> Option<Freed>;
@@ -48,6 +48,12 @@ impl CleanupOutput for () {
 impl CleanupOutput for Freed {
     fn freed(self) -> Option<Freed> {
         Some(self)
+    }
+}
+
+impl CleanupOutput for Option<Freed> {
+    fn freed(self) -> Option<Freed> {
+        self
     }
 }
 
