@@ -68,6 +68,11 @@ fn run(mix: &str, n: usize) -> std::time::Duration {
                     .unwrap();
             }
         }
+        "one-batch" => {
+            // The "none" mix, in one batch.
+            let batch = (0..n).map(|i| c.task(format!("t{i}")).define(|| async {}));
+            c.register_batch(batch).unwrap();
+        }
         other => unreachable!("{other}"),
     }
     let took = start.elapsed();
@@ -81,6 +86,7 @@ fn main() {
     }
     let mixes = [
         "none",
+        "one-batch",
         "handle-chain",
         "forward-names",
         "handles-and-forward-names",

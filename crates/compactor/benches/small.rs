@@ -52,6 +52,12 @@ fn main() {
     let shut_down = median((0..51).map(shutdown).collect());
     println!("| what | time |");
     println!("|---|---:|");
-    println!("| 1,000 registrations | {:.2} ms |", registered.as_secs_f64() * 1e3);
-    println!("| a shutdown of 100 cleanups | {:.2} ms |", shut_down.as_secs_f64() * 1e3);
+    println!(
+        "| 1,000 registrations | {:.2} ms |",
+        registered.as_secs_f64() * 1e3
+    );
+    println!(
+        "| a shutdown of 100 cleanups | {:.2} ms |",
+        shut_down.as_secs_f64() * 1e3
+    );
 }

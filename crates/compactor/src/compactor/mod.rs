@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod batch;
 mod outcome;
 mod register;
 mod release;
 mod service;
 mod shutdown;
 
+pub use batch::TaskDef;
 pub use register::TaskBuilder;
 
 pub(crate) use outcome::{AfterRun, Outcome, Waiting};

@@ -362,28 +362,48 @@ impl<'a> TaskBuilder<'a> {
         Ok(())
     }
 
+    /// The task as the registry takes it, or why it is refused.
+    pub(super) fn checked(self) -> Result<(Arc<str>, Spec, Vec<Dep>), Error> {
+        self.check(false)?;
+        if self.spec.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::ZeroTimeout {
+                task: self.name.to_string(),
+            });
+        }
+        Ok((self.name, self.spec, self.deps))
+    }
+
     fn finish_checked(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
         if self.spec.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTimeout {
                 task: self.name.to_string(),
             });
         }
-        let inner = &self.compactor.inner;
+        let compactor = self.compactor;
+        let inner = &compactor.inner;
         let id = inner
             .registry
             .insert(self.name.clone(), self.spec, self.deps, cleanup)?;
-        let signals = &inner.signals;
-        if signals.auto_listen && !signals.armed.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Some(hooks) = signals.hooks.get() {
-                if let Err(error) = (hooks.listen)(self.compactor) {
-                    tracing::warn!(%error, "the instance runs without signal handling");
-                }
-            }
-        }
+        compactor.registered();
         Ok(TaskHandle {
             registry: Arc::downgrade(&inner.registry),
             name: self.name,
             id,
         })
+    }
+}
+
+impl Compactor {
+    /// After a registration: an instance that listens from its first one
+    /// starts listening.
+    pub(super) fn registered(&self) {
+        let signals = &self.inner.signals;
+        if signals.auto_listen && !signals.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(hooks) = signals.hooks.get() {
+                if let Err(error) = (hooks.listen)(self) {
+                    tracing::warn!(%error, "the instance runs without signal handling");
+                }
+            }
+        }
     }
 }

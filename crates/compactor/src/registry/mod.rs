@@ -98,7 +98,13 @@ pub(crate) struct Registry {
     /// Weak registrations since the last prune, and how many were alive then.
     weak_since_prune: AtomicUsize,
     weak_live: AtomicUsize,
+    /// Held by a batch for its whole insertion, and by closing: a shutdown
+    /// begins before a batch or after it, never in its middle.
+    batches: Mutex<()>,
 }
+
+/// One task of a batch, as [`Registry::insert_batch`] takes it.
+pub(crate) type BatchItem = (Arc<str>, Spec, Vec<Dep>, BoxCleanup);
 
 /// How many tasks the cycle search of one registration visits at most.
 pub(crate) const CYCLE_SEARCH: usize = 64;
@@ -115,6 +121,7 @@ impl Registry {
             next_id: AtomicU64::new(1),
             referenced: AtomicUsize::new(0),
             names: Mutex::new(HashMap::new()),
+            batches: Mutex::new(()),
             weak_since_prune: AtomicUsize::new(0),
             weak_live: AtomicUsize::new(0),
         }
@@ -321,7 +328,37 @@ impl Registry {
 
     /// Refuses every registration from now on.
     pub(crate) fn close(&self) {
+        let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Inserts every task of a batch, or none: the first refusal (a name
+    /// twice in the batch or already taken, a cycle, shutdown begun) takes
+    /// back the ones already in (a name twice in the batch is found as its
+    /// second insertion meets the first). Returns their names and ids, in
+    /// order.
+    pub(crate) fn insert_batch(
+        &self,
+        items: Vec<BatchItem>,
+    ) -> Result<Vec<(Arc<str>, NonZeroU64)>, Error> {
+        let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        let mut inserted: Vec<(Arc<str>, NonZeroU64)> = Vec::with_capacity(items.len());
+        for (name, spec, deps, cleanup) in items {
+            match self.insert(name.clone(), spec, deps, cleanup) {
+                Ok(id) => inserted.push((name, id)),
+                Err(error) => {
+                    // Not closed meanwhile: closing waits for the batch.
+                    for (name, id) in inserted.iter().rev() {
+                        self.unregister(name, *id);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(inserted)
     }
 
     /// Closes the registry and takes every pending task, in registration

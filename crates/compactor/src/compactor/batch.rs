@@ -1,0 +1,124 @@
+//! Batches: many task definitions registered at once, all or none.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{Compactor, TaskBuilder};
+use crate::error::Error;
+use crate::registry::{BatchItem, TaskHandle};
+use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, OnceFn};
+
+/// A task defined for [`Compactor::register_batch`], not registered yet:
+/// made by [`TaskBuilder::define`] and its siblings, with every option of
+/// the builder. An option that was refused (a zero timeout, a handle of
+/// another instance) refuses the whole batch.
+#[must_use = "a definition is only registered by `register_batch`"]
+pub struct TaskDef {
+    defined: Result<BatchItem, Error>,
+    /// The address of the registry it was defined for: compared only.
+    registry: usize,
+}
+
+impl TaskBuilder<'_> {
+    /// Defines an async cleanup for a [batch](Compactor::register_batch),
+    /// as [`register`](Self::register) would register it.
+    pub fn define<F, Fut>(self, cleanup: F) -> TaskDef
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.defined(Box::new(AsyncFn(cleanup)))
+    }
+
+    /// Defines a one-shot async cleanup for a batch, as
+    /// [`register_once`](Self::register_once) would register it.
+    pub fn define_once<F, Fut>(self, cleanup: F) -> TaskDef
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        let refused = self.refuse_retries().err();
+        let mut def = self.defined(Box::new(OnceFn(Some(cleanup))));
+        if let Some(error) = refused {
+            def.defined = Err(error);
+        }
+        def
+    }
+
+    /// Defines a synchronous cleanup for a batch, as
+    /// [`register_blocking`](Self::register_blocking) would register it.
+    pub fn define_blocking<F, R>(self, cleanup: F) -> TaskDef
+    where
+        F: FnMut() -> R + Send + 'static,
+        R: CleanupResult,
+    {
+        self.defined(Box::new(BlockingFn(cleanup)))
+    }
+
+    fn defined(self, cleanup: BoxCleanup) -> TaskDef {
+        let registry = Arc::as_ptr(&self.compactor().inner.registry) as usize;
+        TaskDef {
+            defined: self
+                .checked()
+                .map(|(name, spec, deps)| (name, spec, deps, cleanup)),
+            registry,
+        }
+    }
+}
+
+impl Compactor {
+    /// Registers many tasks at once, all or none: if any is refused (a name
+    /// twice, in the batch or already registered; a cycle; an invalid
+    /// option; shutdown begun), none is registered, the whole batch's
+    /// closures are dropped uncalled, and the error names the first
+    /// refusal. A shutdown that begins meanwhile waits for the batch (it
+    /// takes no user code: the closures are only moved). Dependencies by
+    /// name may point anywhere in the batch; an empty batch registers
+    /// nothing and returns no handles.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// let c = compactor::Compactor::new();
+    /// let handles = c.register_batch((0..3).map(|i| {
+    ///     c.task(format!("conn-{i}")).define_once(|| async { /* close it */ })
+    /// }))?;
+    /// assert_eq!(handles.len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The first refusal, as the single registrations give them; a
+    /// definition made on another instance is [`Error::ForeignHandle`].
+    pub fn register_batch(
+        &self,
+        tasks: impl IntoIterator<Item = TaskDef>,
+    ) -> Result<Vec<TaskHandle>, Error> {
+        let registry = &self.inner.registry;
+        let mut items = Vec::new();
+        for def in tasks {
+            let item = def.defined?;
+            if def.registry != Arc::as_ptr(registry) as usize {
+                return Err(Error::ForeignHandle {
+                    task: item.0.to_string(),
+                    dependency: "(the definition itself)".to_owned(),
+                });
+            }
+            items.push(item);
+        }
+        let inserted = registry.insert_batch(items)?;
+        self.registered();
+        Ok(inserted
+            .into_iter()
+            .map(|(name, id)| TaskHandle {
+                registry: Arc::downgrade(registry),
+                name,
+                id,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,148 @@
+//! Batches: many tasks registered at once, all or none.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use compactor::{Compactor, Error, Priority};
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_registers_every_task_with_its_options() {
+    let c = Compactor::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = |ran: &Arc<AtomicUsize>| {
+        let ran = ran.clone();
+        move || {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let handles = c
+        .register_batch([
+            c.task("pool").define(counted(&ran)),
+            c.task("http")
+                .priority(Priority::High)
+                .depends_on_name("pool")
+                .define(counted(&ran)),
+            c.task("flush")
+                .define_blocking(|| Ok::<(), std::io::Error>(())),
+        ])
+        .unwrap();
+    let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
+    assert_eq!(names, ["pool", "http", "flush"]);
+    assert!(handles.iter().all(|h| h.is_pending()));
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.tasks()[0].name(), "http");
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn one_bad_definition_refuses_the_whole_batch_and_loses_nothing() {
+    let c = Compactor::new();
+    c.register("kept", || async {}).unwrap();
+    let called = Arc::new(AtomicUsize::new(0));
+    let batch = |bad: compactor::TaskDef| {
+        let called = called.clone();
+        vec![
+            c.task("a").define_once(move || async move {
+                called.fetch_add(1, Ordering::SeqCst);
+            }),
+            bad,
+        ]
+    };
+    // A name already registered.
+    let e = c
+        .register_batch(batch(c.task("kept").define(|| async {})))
+        .unwrap_err();
+    assert_eq!(e, Error::DuplicateName("kept".into()));
+    // A name twice in the batch.
+    let e = c
+        .register_batch(batch(c.task("a").define(|| async {})))
+        .unwrap_err();
+    assert_eq!(e, Error::DuplicateName("a".into()));
+    // An invalid option.
+    let e = c
+        .register_batch(batch(
+            c.task("zero")
+                .timeout(std::time::Duration::ZERO)
+                .define(|| async {}),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::ZeroTimeout {
+            task: "zero".into()
+        }
+    );
+    // A cycle within the batch.
+    let e = c
+        .register_batch([
+            c.task("x").depends_on_name("y").define(|| async {}),
+            c.task("y").depends_on_name("x").define(|| async {}),
+        ])
+        .unwrap_err();
+    assert!(matches!(e, Error::Cycle { .. }), "{e}");
+    // Nothing of any refused batch is registered, the earlier task kept.
+    assert_eq!(c.pending(), 1);
+    let report = c.shutdown().await;
+    assert_eq!(report.tasks().len(), 1);
+    assert_eq!(called.load(Ordering::SeqCst), 0, "no refused closure ran");
+}
+
+#[tokio::test]
+async fn an_empty_batch_registers_nothing_and_a_batch_after_shutdown_is_refused() {
+    let c = Compactor::new();
+    assert!(c.register_batch([]).unwrap().is_empty());
+    c.trigger();
+    let e = c
+        .register_batch([c.task("late").define(|| async {})])
+        .unwrap_err();
+    assert_eq!(e, Error::ShuttingDown);
+}
+
+#[test]
+fn a_batch_racing_the_shutdown_lands_whole_or_not_at_all() {
+    for round in 0..50 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Compactor::new();
+        let registering = {
+            let c = c.clone();
+            // Until refused: the shutdown lands among the batches.
+            std::thread::spawn(move || {
+                let mut accepted = 0;
+                for b in 0.. {
+                    let batch = (0..50).map(|i| c.task(format!("b{b}-t{i}")).define(|| async {}));
+                    match c.register_batch(batch) {
+                        Ok(_) => accepted += 1,
+                        Err(Error::ShuttingDown) => return accepted,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                unreachable!()
+            })
+        };
+        // Shut down once some batches are in, while more are coming.
+        while c.pending() < 50 * (round % 5 + 1) {
+            std::thread::yield_now();
+        }
+        let report = runtime.block_on(c.shutdown());
+        let accepted = registering.join().unwrap();
+        assert_eq!(report.tasks().len(), accepted * 50, "round {round}");
+    }
+}
+
+#[test]
+fn a_foreign_definition_is_refused() {
+    let (c, other) = (Compactor::new(), Compactor::new());
+    let e = c
+        .register_batch([other.task("theirs").define(|| async {})])
+        .unwrap_err();
+    assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
+    assert_eq!(c.pending(), 0);
+}
