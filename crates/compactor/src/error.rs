@@ -61,6 +61,26 @@ pub enum Error {
         task: String,
     },
 
+    /// A task chosen for a release is not pending.
+    #[error(
+        "task `{task}` is not pending (unknown, unregistered, replaced or already run); nothing was released"
+    )]
+    NotPending {
+        /// The task.
+        task: String,
+    },
+
+    /// Tasks outside a release depend on tasks in it, so would have to run
+    /// before them.
+    #[error(
+        "tasks {} depend on tasks of the release and would have to run first; release them too, or unregister them; nothing was released",
+        dependents.join(", ")
+    )]
+    ReleaseHasDependents {
+        /// The tasks that depend on the release's tasks.
+        dependents: Vec<String>,
+    },
+
     /// A timeout of zero was given; an attempt could never finish.
     #[error(
         "task `{task}` was given a zero timeout; give it a positive duration, or leave it unset to use the instance's default"

@@ -94,7 +94,7 @@ mod task;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::compactor::{Compactor, TaskBuilder, TaskDef};
+pub use crate::compactor::{Compactor, Selection, TaskBuilder, TaskDef};
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;

@@ -17,6 +17,7 @@ mod shutdown;
 
 pub use batch::TaskDef;
 pub use register::TaskBuilder;
+pub use release::Selection;
 
 pub(crate) use outcome::{AfterRun, Outcome, Waiting};
 pub(crate) use service::ServiceEnd;

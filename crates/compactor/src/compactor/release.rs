@@ -1,5 +1,7 @@
 //! Releasing one category now, while the process goes on.
 
+use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
@@ -8,13 +10,31 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Compactor;
+use crate::error::Error;
 use crate::plan::Plan;
+use crate::priority::Category;
+use crate::registry::TaskHandle;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::drop_contained;
 use crate::run::{Release, Runner};
 use crate::task::RESERVED_PREFIX;
 
 static NEXT_RELEASE: AtomicU64 = AtomicU64::new(1);
+
+/// Which pending tasks [`Compactor::release`] runs now.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Selection {
+    /// One task, by its handle.
+    Task(TaskHandle),
+    /// Several, by their handles.
+    Tasks(Vec<TaskHandle>),
+    /// Several, by name.
+    Names(Vec<String>),
+    /// Every pending task of a category, as
+    /// [`shutdown_category`](Compactor::shutdown_category) runs it.
+    Category(Category),
+}
 
 impl Compactor {
     /// Releases one category now: its pending tasks leave the instance and
@@ -35,6 +55,79 @@ impl Compactor {
     /// Cancel safe: the release runs on a task of its own and goes on if
     /// this future is dropped.
     pub async fn shutdown_category(&self, category: &crate::priority::Category) -> ShutdownReport {
+        let reason = ShutdownReason::Category(category.clone());
+        self.run_release(reason, |name, node| {
+            // The library's own tasks (a service's drain) belong to the
+            // shutdown.
+            node.spec.category == *category && !name.starts_with(RESERVED_PREFIX)
+        })
+        .await
+    }
+
+    /// Runs now the pending tasks of `selection`, as
+    /// [`shutdown_category`](Self::shutdown_category) runs a category: in
+    /// the order their dependencies among themselves and their priorities
+    /// give, with their timeouts and retries, and a report of their own
+    /// (reason [`ShutdownReason::Release`]). A shutdown that begins
+    /// meanwhile waits for it and reports its tasks too.
+    ///
+    /// The rule for the tasks around it: a chosen task's dependencies on
+    /// tasks not chosen are dropped (they are not run); a task not chosen
+    /// that depends on a chosen one (it would have to run first) refuses
+    /// the release, with an error naming it: release it too, or unregister
+    /// it. [`Selection::Category`] is `shutdown_category`'s rule instead:
+    /// such dependencies are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotPending`] for a chosen task that is not pending (unknown,
+    /// unregistered, replaced, already run), [`Error::ReleaseHasDependents`]
+    /// as above, [`Error::ShuttingDown`] once shutdown has begun; nothing
+    /// is released then.
+    pub async fn release(&self, selection: Selection) -> Result<ShutdownReport, Error> {
+        if self.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let chosen: Vec<(Arc<str>, Option<NonZeroU64>)> = match selection {
+            Selection::Category(category) => return Ok(self.shutdown_category(&category).await),
+            Selection::Task(handle) => vec![(handle.name.clone(), Some(handle.id))],
+            Selection::Tasks(handles) => handles
+                .into_iter()
+                .map(|h| (h.name.clone(), Some(h.id)))
+                .collect(),
+            Selection::Names(names) => names.into_iter().map(|n| (Arc::from(n), None)).collect(),
+        };
+        let registry = &self.inner.registry;
+        let mut ids: HashMap<Arc<str>, u64> = HashMap::with_capacity(chosen.len());
+        for (name, id) in chosen {
+            match registry.pending_id(&name) {
+                Some(now) if id.is_none_or(|id| id.get() == now) => {
+                    ids.insert(name, now);
+                }
+                _ => {
+                    return Err(Error::NotPending {
+                        task: name.to_string(),
+                    });
+                }
+            }
+        }
+        let dependents = registry.dependents_of(&ids);
+        if !dependents.is_empty() {
+            return Err(Error::ReleaseHasDependents { dependents });
+        }
+        let reason = ShutdownReason::Release(ids.len());
+        Ok(self
+            .run_release(reason, |name, _| ids.contains_key(name))
+            .await)
+    }
+
+    /// Takes the tasks `pick` chooses and runs them now, on a task of its
+    /// own; the report when they are done.
+    async fn run_release(
+        &self,
+        reason: ShutdownReason,
+        pick: impl FnMut(&str, &crate::registry::Node) -> bool,
+    ) -> ShutdownReport {
         let t0 = Instant::now();
         let (publish, mut report) = watch::channel(None);
         let halt = CancellationToken::new();
@@ -44,11 +137,7 @@ impl Compactor {
             // takes after closing the registry: it sees every release that
             // took tasks.
             let mut releases = self.releases();
-            let nodes = self.inner.registry.take_where(|name, node| {
-                // The library's own tasks (a service's drain) belong
-                // to the shutdown.
-                node.spec.category == *category && !name.starts_with(RESERVED_PREFIX)
-            });
+            let nodes = self.inner.registry.take_where(pick);
             releases.push((
                 number,
                 Release {
@@ -60,7 +149,6 @@ impl Compactor {
             nodes
         };
         let mut plan = Plan::partial(nodes);
-        let reason = ShutdownReason::Category(category.clone());
         let ctx = self.run_context(&mut plan);
         let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new());
         let owner = Arc::downgrade(&self.inner);

@@ -378,6 +378,33 @@ impl Registry {
         drained
     }
 
+    /// The id of the pending task `name`, if any.
+    pub(crate) fn pending_id(&self, name: &str) -> Option<u64> {
+        self.node_id(name)
+    }
+
+    /// The pending tasks outside `chosen` (names with their ids) that
+    /// depend on one in it, by name or by handle.
+    pub(crate) fn dependents_of(&self, chosen: &HashMap<Arc<str>, u64>) -> Vec<String> {
+        let mut dependents: Vec<String> = self
+            .tasks
+            .iter()
+            .filter(|entry| !chosen.contains_key(entry.key().name()))
+            .filter(|entry| {
+                entry.value().node.as_ref().is_some_and(|node| {
+                    node.deps.iter().any(|dep| {
+                        chosen
+                            .get(&dep.name)
+                            .is_some_and(|&id| dep.id.is_none_or(|d| d.get() == id))
+                    })
+                })
+            })
+            .map(|entry| entry.key().name().to_string())
+            .collect();
+        dependents.sort();
+        dependents
+    }
+
     fn node_id(&self, name: &str) -> Option<u64> {
         self.tasks
             .get(name)

@@ -29,6 +29,9 @@ pub enum ShutdownReason {
     /// Not a shutdown: one category released early with
     /// [`Compactor::shutdown_category`](crate::Compactor::shutdown_category).
     Category(Category),
+    /// Not a shutdown: chosen tasks (how many) released early with
+    /// [`Compactor::release`](crate::Compactor::release).
+    Release(usize),
 }
 
 impl fmt::Display for ShutdownReason {
@@ -41,6 +44,7 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::ServiceEnded => f.write_str("service ended"),
             ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
             ShutdownReason::Category(category) => write!(f, "category {category}"),
+            ShutdownReason::Release(tasks) => write!(f, "release of {tasks} task(s)"),
         }
     }
 }
