@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+
 use compactor::{Compactor, Error, Priority};
 
 #[tokio::test(start_paused = true)]
@@ -105,11 +107,7 @@ async fn an_empty_batch_registers_nothing_and_a_batch_after_shutdown_is_refused(
 #[test]
 fn a_batch_racing_the_shutdown_lands_whole_or_not_at_all() {
     for round in 0..50 {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = common::multi_thread(2);
         let c = Compactor::new();
         let registering = {
             let c = c.clone();

@@ -14,19 +14,15 @@ use std::time::{Duration, Instant};
 use compactor::report::Interruption;
 use compactor::{Backoff, Category, Compactor, Error, Outcome, Priority};
 
+mod common;
+
+use common::multi_thread;
+
 /// How long the blocking cleanups here block: far longer than any bound
 /// the tests check.
 const BLOCK: Duration = Duration::from_secs(6);
 /// What "came back without waiting for the block" means.
 const WELL_BEFORE_THE_BLOCK: Duration = Duration::from_secs(3);
-
-fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 #[test]
 fn an_async_cleanup_that_blocks_its_thread_does_not_hold_the_deadline() {

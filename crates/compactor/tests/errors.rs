@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod common;
+
 use compactor::{Compactor, Error, Outcome};
 
 /// A cleanup that records whether it was ever called.
@@ -304,11 +306,7 @@ async fn work_a_cleanup_spawns_plainly_waits_for_the_run_until_the_cleanups_time
 
 #[test]
 fn a_thread_a_blocking_cleanup_starts_with_inherit_run_blocking_gets_the_report_so_far() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::multi_thread(2);
     let c = Compactor::new();
     let inner = c.clone();
     let complete = Arc::new(AtomicBool::new(true));

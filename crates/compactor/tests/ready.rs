@@ -365,6 +365,16 @@ mod child_process {
         assert!(!exists(pid), "killed and reaped, no zombie left");
     }
 
+    /// Whether the process `pid` is gone (killed and reaped) within `limit`.
+    async fn gone_within(pid: u32, limit: Duration) -> bool {
+        let gone = async {
+            while exists(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(limit, gone).await.is_ok()
+    }
+
     /// Starts `sh -c script` and waits for its first line (`ready`).
     async fn shell(script: &str) -> tokio::process::Child {
         let mut child = tokio::process::Command::new("sh")
@@ -435,14 +445,10 @@ mod child_process {
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
-        let gone = async {
-            while exists(pid) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), gone)
-            .await
-            .expect("the child was killed and reaped, not left running");
+        assert!(
+            gone_within(pid, Duration::from_secs(10)).await,
+            "the child was killed and reaped, not left running"
+        );
     }
 
     #[tokio::test]
@@ -466,14 +472,10 @@ mod child_process {
             report.task("child").unwrap().outcome(),
             Outcome::Skipped(_)
         ));
-        let gone = async {
-            while exists(pid) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(10), gone)
-            .await
-            .expect("a skipped child is killed, not left running");
+        assert!(
+            gone_within(pid, Duration::from_secs(10)).await,
+            "a skipped child is killed, not left running"
+        );
     }
 
     #[tokio::test]

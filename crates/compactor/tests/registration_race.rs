@@ -29,11 +29,7 @@ struct Seen {
 #[test]
 fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
     for round in 0..common::stress(7) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = common::multi_thread(2);
         let c = Compactor::new();
         // One counter per registration attempt: how often its cleanup ran.
         let runs: Arc<Vec<AtomicU32>> =

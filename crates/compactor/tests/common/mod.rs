@@ -49,3 +49,12 @@ pub fn stress(n: usize) -> usize {
         Err(_) => n,
     }
 }
+
+/// A multi-thread runtime with `workers` workers and every driver.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
