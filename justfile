@@ -23,5 +23,5 @@ compare *ARGS:
 
 # criterion timings and heap bytes per task (figures go to docs/benchmarks.md)
 bench:
-    cargo bench -p compactor --bench engine
-    cargo bench -p compactor --bench memory
+    cargo bench -p compactor-shutdown --bench engine
+    cargo bench -p compactor-shutdown --bench memory
