@@ -141,5 +141,5 @@ pub fn inherit_run_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
