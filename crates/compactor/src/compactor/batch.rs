@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
 use crate::registry::{BatchItem, TaskHandle};
-use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, OnceFn};
+use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once};
 
 /// A task defined for [`Compactor::register_batch`], not registered yet:
 /// made by [`TaskBuilder::define`] and its siblings, with every option of
@@ -40,7 +40,7 @@ impl TaskBuilder<'_> {
         Fut::Output: CleanupResult,
     {
         let refused = self.refuse_retries().err();
-        let mut def = self.defined(Box::new(OnceFn(Some(cleanup))));
+        let mut def = self.defined(once(cleanup));
         if let Some(error) = refused {
             def.defined = Err(error);
         }

@@ -13,8 +13,8 @@ use crate::error::Error;
 use crate::priority::{Category, Priority};
 use crate::registry::TaskHandle;
 use crate::task::cleanup::{
-    AsyncFn, BlockingFn, BlockingOnceFn, BoxCleanup, CancellableFn, CleanupResult, OnceFn,
-    WeakBlockingFn, WeakFn,
+    AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakBlockingFn, WeakFn, once,
+    once_blocking,
 };
 use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
@@ -232,7 +232,7 @@ impl<'a> TaskBuilder<'a> {
         Fut::Output: CleanupResult,
     {
         self.refuse_retries()?;
-        self.finish(Box::new(OnceFn(Some(cleanup))))
+        self.finish(once(cleanup))
     }
 
     /// A one-shot synchronous cleanup: [`register_blocking`](Self::register_blocking)
@@ -248,7 +248,7 @@ impl<'a> TaskBuilder<'a> {
         R: CleanupResult,
     {
         self.refuse_retries()?;
-        self.finish(Box::new(BlockingOnceFn(Some(cleanup))))
+        self.finish(once_blocking(cleanup))
     }
 
     /// A one-shot cleanup has no retries; a shutdown that began refuses

@@ -17,7 +17,7 @@ use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{CleanupError, ShutdownReason};
 use crate::run::attempt::message_of;
-use crate::task::cleanup::{CleanupResult, OnceCancellableFn};
+use crate::task::cleanup::{CleanupResult, once_with_token};
 
 /// How a service ended.
 pub(crate) enum ServiceEnd {
@@ -185,7 +185,7 @@ impl TaskBuilder<'_> {
             false => self.category(Category::Task),
         };
         builder.refuse_retries()?;
-        let handle = builder.finish(Box::new(OnceCancellableFn(Some(
+        let handle = builder.finish(once_with_token(
             move |out_of_time: CancellationToken| async move {
                 let mut running = running;
                 stop.cancel();
@@ -212,7 +212,7 @@ impl TaskBuilder<'_> {
                     }
                 }
             },
-        ))))?;
+        ))?;
         let _ = go.send(());
         Ok(handle)
     }

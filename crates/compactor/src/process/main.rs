@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::run::attempt::drop_contained;
-use crate::task::cleanup::{CleanupResult, OnceCancellableFn};
+use crate::task::cleanup::{CleanupResult, once_with_token};
 use crate::{ShutdownReason, ShutdownReport};
 
 impl Compactor {
@@ -120,7 +120,7 @@ impl Compactor {
             .task(SERVICE)
             .priority(Priority::Critical)
             .category(Category::Task)
-            .finish_internal(Box::new(OnceCancellableFn(Some(
+            .finish_internal(once_with_token(
                 move |out_of_time: CancellationToken| async move {
                     let mut cut = cut;
                     tokio::select! {
@@ -144,7 +144,7 @@ impl Compactor {
                         }
                     }
                 },
-            ))));
+            ));
         let (mut ended, mut cut_off, _withdraw) = match drain {
             Ok(handle) => (Some(ended), Some(cut_off), Some(Withdraw(handle))),
             Err(Error::ShuttingDown) => {

@@ -26,6 +26,10 @@ impl CleanupError {
     /// The error a cleanup returned.
     pub(crate) fn new<E: Display + Send + 'static>(error: E) -> CleanupError {
         let any: Box<dyn Any + Send> = Box::new(error);
+        let any = match any.downcast::<CleanupError>() {
+            Ok(kept) => return *kept,
+            Err(any) => any,
+        };
         let any = match any.downcast::<Box<dyn Error + Send + Sync>>() {
             Ok(boxed) => return CleanupError::of_error(Arc::from(*boxed)),
             Err(any) => any,

@@ -151,72 +151,60 @@ where
     }
 }
 
-/// A cleanup called once: the closure owns what it cleans up. Its task has
-/// no retries (registration refuses them), so a second call never comes; a
-/// lost attempt's successor is told so.
-pub(crate) struct OnceFn<F>(pub(crate) Option<F>);
-
-/// What a one-shot cleanup's second attempt reports.
+/// What a one-shot cleanup's second call reports. Its task has no retries
+/// (registration refuses them), so only a lost attempt's successor sees it.
 const CALLED_ONCE: &str = "a one-shot cleanup was already called";
 
-impl<F, Fut> Cleanup for OnceFn<F>
+/// A cleanup called once, as an [`AsyncFn`]: the closure owns what it
+/// cleans up.
+pub(crate) fn once<F, Fut>(f: F) -> BoxCleanup
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: CleanupResult,
 {
-    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
-        match self.0.take() {
-            Some(f) => Start::Async(boxed(f())),
-            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.into())))),
+    let mut f = Some(f);
+    Box::new(AsyncFn(move || {
+        let call = f.take();
+        async move {
+            match call {
+                Some(f) => f().await.into_outcome(),
+                None => Err(CleanupError::from(CALLED_ONCE)),
+            }
         }
-    }
+    }))
 }
 
-/// [`OnceFn`] for a cleanup that observes its token (which fires when the
-/// attempt runs out of time), as [`CancellableFn`] does.
-pub(crate) struct OnceCancellableFn<F>(pub(crate) Option<F>);
-
-impl<F, Fut> Cleanup for OnceCancellableFn<F>
+/// [`once`] for a cleanup that observes its token, as a [`CancellableFn`].
+pub(crate) fn once_with_token<F, Fut>(f: F) -> BoxCleanup
 where
     F: FnOnce(CancellationToken) -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: CleanupResult,
 {
-    fn start(&mut self, token: Option<&CancellationToken>) -> Start {
-        match self.0.take() {
-            Some(f) => Start::Async(boxed(f(token.cloned().unwrap_or_default()))),
-            None => Start::Async(Box::pin(std::future::ready(Err(CALLED_ONCE.into())))),
+    let mut f = Some(f);
+    Box::new(CancellableFn(move |token| {
+        let call = f.take();
+        async move {
+            match call {
+                Some(f) => f(token).await.into_outcome(),
+                None => Err(CleanupError::from(CALLED_ONCE)),
+            }
         }
-    }
-
-    fn observes_token(&self) -> bool {
-        true
-    }
+    }))
 }
 
-/// [`OnceFn`] for a synchronous cleanup.
-pub(crate) struct BlockingOnceFn<F>(pub(crate) Option<F>);
-
-impl<F, R> Cleanup for BlockingOnceFn<F>
+/// [`once`] for a synchronous cleanup, as a [`BlockingFn`].
+pub(crate) fn once_blocking<F, R>(f: F) -> BoxCleanup
 where
     F: FnOnce() -> R + Send + 'static,
     R: CleanupResult,
 {
-    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
-        Start::Blocking
-    }
-
-    fn is_blocking(&self) -> bool {
-        true
-    }
-
-    fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
-        match self.0.take() {
-            Some(f) => f().into_outcome(),
-            None => Err(CALLED_ONCE.into()),
-        }
-    }
+    let mut f = Some(f);
+    Box::new(BlockingFn(move || match f.take() {
+        Some(f) => f().into_outcome(),
+        None => Err(CleanupError::from(CALLED_ONCE)),
+    }))
 }
 
 pub(crate) struct CancellableFn<F>(pub(crate) F);
