@@ -37,6 +37,13 @@ impl Edges {
         Edges { offsets, targets }
     }
 
+    /// The edges of `lists` (sorted by `from`) turned around.
+    fn reversed(n: usize, lists: &[(u32, u32)]) -> Self {
+        let mut reversed: Vec<(u32, u32)> = lists.iter().map(|&(a, b)| (b, a)).collect();
+        reversed.sort_unstable();
+        Edges::from_lists(n, &reversed)
+    }
+
     pub(crate) fn has_edges(&self) -> bool {
         !self.targets.is_empty()
     }
@@ -134,10 +141,8 @@ impl Plan {
             true => Edges::default(),
             false => Edges::from_lists(n, &edges),
         };
-        let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+        let preceded_by = Edges::reversed(n, &edges);
         drop(edges);
-        reversed.sort_unstable();
-        let preceded_by = Edges::from_lists(n, &reversed);
         raise_priorities(
             &mut tasks,
             &names,

@@ -207,9 +207,7 @@ fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
         })
         .collect();
     let mut precedes = Edges::from_lists(n as usize, &edges);
-    let mut reversed: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
-    reversed.sort_unstable();
-    let preceded_by = Edges::from_lists(n as usize, &reversed);
+    let preceded_by = Edges::reversed(n as usize, &edges);
     let names: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
     let mut warnings = Vec::new();
     raise_priorities(
