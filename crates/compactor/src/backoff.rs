@@ -88,6 +88,19 @@ impl Backoff {
     }
 }
 
+/// As JSON: `{"initial_ms": 100.0, "max_ms": 2000.0, "jitter": true}`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Backoff {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Backoff", 3)?;
+        s.serialize_field("initial_ms", &(self.initial.as_secs_f64() * 1e3))?;
+        s.serialize_field("max_ms", &(self.max.as_secs_f64() * 1e3))?;
+        s.serialize_field("jitter", &self.jitter)?;
+        s.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

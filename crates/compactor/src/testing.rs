@@ -105,3 +105,55 @@ fn check(report: &ShutdownReport) {
         );
     }
 }
+
+/// Fails the test when the shutdown `compactor` would run now could take
+/// longer than `grace`, the time a supervisor waits before it kills the
+/// process (Kubernetes' `terminationGracePeriodSeconds`, 30 s by default;
+/// systemd's `TimeoutStopSec`, 90 s by default). The message names the
+/// tasks on the critical path, with their worst cases, and what to change.
+///
+/// The worst case is that of [`ShutdownPlan::worst_case`](crate::ShutdownPlan::worst_case):
+/// at most the deadline. Where the tasks' own limits add up to more than the
+/// deadline, the run still fits, but the deadline would cut cleanups short:
+/// the message says so when the check fails, and
+/// [`ShutdownPlan::worst_case_without_deadline`](crate::ShutdownPlan::worst_case_without_deadline)
+/// tells it in any case.
+///
+/// ```
+/// use std::time::Duration;
+/// use compactor::Compactor;
+///
+/// # fn main() -> Result<(), compactor::Error> {
+/// let c = Compactor::builder().deadline(Duration::from_secs(20)).build();
+/// c.task("flush").timeout(Duration::from_secs(3)).retries(2).register(|| async {})?;
+/// compactor::testing::assert_plan_fits(&c, Duration::from_secs(30));
+/// # Ok(())
+/// # }
+/// ```
+#[track_caller]
+pub fn assert_plan_fits(compactor: &Compactor, grace: Duration) {
+    let plan = compactor.plan();
+    if plan.worst_case() <= grace {
+        return;
+    }
+    let path: Vec<String> = plan
+        .critical_path()
+        .map(|name| match plan.task(name) {
+            Some(t) => format!("{name} ({:?})", t.worst_case()),
+            None => name.to_owned(),
+        })
+        .collect();
+    panic!(
+        "the shutdown could take {:?}, more than the grace period of {grace:?} \
+         (deadline {:?}; the tasks' own limits add up to {:?}); critical path: {}. \
+         Lower the deadline below the grace period, or the timeouts and retries \
+         on the path, or give a phase a budget.\n{plan}",
+        plan.worst_case(),
+        plan.deadline(),
+        plan.worst_case_without_deadline(),
+        match path.is_empty() {
+            true => "none".to_owned(),
+            false => path.join(" -> "),
+        },
+    );
+}

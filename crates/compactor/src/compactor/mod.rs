@@ -9,6 +9,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod batch;
+mod inspect;
 mod outcome;
 mod register;
 mod release;
@@ -136,9 +137,12 @@ impl Instance {
         &self.token
     }
 
-    /// The names of the cleanups running right now.
-    pub(crate) fn running_tasks(&self) -> Vec<String> {
-        self.run.get().map(|ctx| ctx.running()).unwrap_or_default()
+    /// The cleanups running right now, and what the first few waiting ones
+    /// wait on: for the line a forced exit prints.
+    pub(crate) fn still_running(&self) -> String {
+        self.run
+            .get()
+            .map_or_else(|| "none".to_owned(), |ctx| ctx.still_running())
     }
 }
 

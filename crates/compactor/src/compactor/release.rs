@@ -149,7 +149,7 @@ impl Compactor {
             nodes
         };
         let mut plan = Plan::partial(nodes);
-        let ctx = self.run_context(&mut plan);
+        let ctx = self.run_context(&mut plan, t0);
         let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new());
         let owner = Arc::downgrade(&self.inner);
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {

@@ -20,13 +20,14 @@ use crate::run::mailbox::Mailbox;
 use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest};
 
 impl Compactor {
-    pub(super) fn run_context(&self, plan: &mut Plan) -> Arc<RunContext> {
+    pub(super) fn run_context(&self, plan: &mut Plan, t0: Instant) -> Arc<RunContext> {
         let mut chain: Vec<u64> = current_chain().map(|c| c.to_vec()).unwrap_or_default();
         chain.push(self.inner.id);
         Arc::new(RunContext::new(
             chain.into(),
             self.inner.events.clone(),
-            std::mem::take(&mut plan.names).into_boxed_slice(),
+            plan,
+            t0,
         ))
     }
 
@@ -144,7 +145,7 @@ impl Started {
             clean = tracing::field::Empty,
         );
         let mut plan = Plan::new(compactor.inner.registry.drain());
-        let ctx = compactor.run_context(&mut plan);
+        let ctx = compactor.run_context(&mut plan, t0);
         let _ = compactor.inner.run.set(ctx.clone());
         ctx.refresh_listening();
         ctx.emit(|| Event::ShutdownStarted {

@@ -44,6 +44,15 @@ impl Edges {
         Edges::from_lists(n, &reversed)
     }
 
+    /// The edges turned around, for `n` tasks.
+    pub(crate) fn turned(&self, n: usize) -> Self {
+        let mut pairs: Vec<(u32, u32)> = (0..n as u32)
+            .flat_map(|from| self.of(from).map(move |to| (to, from)))
+            .collect();
+        pairs.sort_unstable();
+        Edges::from_lists(n, &pairs)
+    }
+
     pub(crate) fn has_edges(&self) -> bool {
         !self.targets.is_empty()
     }
@@ -73,6 +82,8 @@ impl Edges {
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
 pub(crate) struct PlannedTask {
+    /// Its registration id.
+    pub(crate) id: u64,
     pub(crate) node: Box<Node>,
     /// Its own priority raised to that of any task it must precede.
     pub(crate) effective: Priority,
@@ -94,7 +105,8 @@ pub(crate) struct Plan {
     pub(crate) names: Vec<Arc<str>>,
     pub(crate) tasks: Vec<PlannedTask>,
     /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
-    pub(crate) precedes: Edges,
+    /// Shared with the run's progress, which reads what each task waits for.
+    pub(crate) precedes: Arc<Edges>,
     /// How many tasks must finish before each task may start; empty when
     /// there are no dependencies at all (every task may start at once).
     pub(crate) waiting: Vec<u32>,
@@ -127,9 +139,10 @@ impl Plan {
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
         let mut tasks: Vec<PlannedTask> = nodes
             .into_iter()
-            .map(|Drained { name, node, .. }| {
+            .map(|Drained { id, name, node }| {
                 names.push(name);
                 PlannedTask {
+                    id,
                     effective: node.spec.priority,
                     node,
                     phase: 0,
@@ -178,7 +191,7 @@ impl Plan {
         Plan {
             names,
             tasks,
-            precedes,
+            precedes: Arc::new(precedes),
             waiting,
             phases,
             warnings,

@@ -304,7 +304,7 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
     let code = signal.exit_code();
     let why = format!(
         "{signal} again during shutdown; exiting now with code {code}; still running: {}",
-        still_running(inner)
+        inner.still_running()
     );
     end_process(
         code,
@@ -314,11 +314,3 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
     )
 }
 
-/// The cleanups running now, for a line on stderr.
-pub(crate) fn still_running(inner: &Instance) -> String {
-    let running = inner.running_tasks();
-    match running.is_empty() {
-        true => "none".to_owned(),
-        false => running.join(", "),
-    }
-}

@@ -14,7 +14,6 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::exit::end_process;
-use super::listener::still_running;
 use crate::Signal;
 use crate::compactor::{AfterRun, Outcome};
 use crate::compactor::{Compactor, Instance};
@@ -144,7 +143,7 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
             let (deadline, running) = match watched.owner.upgrade() {
                 Some(inner) => (
                     format!("{:?}", inner.config.deadline),
-                    still_running(&inner),
+                    inner.still_running(),
                 ),
                 None => ("?".to_owned(), "none".to_owned()),
             };

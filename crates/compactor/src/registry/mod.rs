@@ -37,6 +37,13 @@ pub(crate) struct Node {
     pub(crate) spec: Spec,
 }
 
+/// What kind of cleanup a task has, as a plan shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CleanupKind {
+    pub(crate) blocking: bool,
+    pub(crate) observes_token: bool,
+}
+
 /// A task taken out of the registry for a run.
 pub(crate) struct Drained {
     pub(crate) id: u64,
@@ -376,6 +383,39 @@ impl Registry {
             .collect();
         drained.sort_unstable_by_key(|d| d.id);
         drained
+    }
+
+    /// A copy of every pending task without its cleanup, in registration
+    /// order, with what kind of cleanup each has (for a plan that runs
+    /// nothing). Takes each shard's read lock in turn.
+    pub(crate) fn snapshot(&self) -> Vec<(Drained, CleanupKind)> {
+        let mut copies: Vec<(Drained, CleanupKind)> = self
+            .tasks
+            .iter()
+            .filter_map(|entry| {
+                let slot = entry.value();
+                let node = slot.node.as_deref()?;
+                let kind = node
+                    .with_cleanup(|c| CleanupKind {
+                        blocking: c.is_blocking(),
+                        observes_token: c.observes_token(),
+                    })
+                    .unwrap_or_default();
+                let copy = Node {
+                    cleanup: Mutex::new(None),
+                    deps: node.deps.clone(),
+                    spec: node.spec.clone(),
+                };
+                let drained = Drained {
+                    id: slot.id,
+                    name: entry.key().name().clone(),
+                    node: Box::new(copy),
+                };
+                Some((drained, kind))
+            })
+            .collect();
+        copies.sort_unstable_by_key(|(d, _)| d.id);
+        copies
     }
 
     /// The id of the pending task `name`, if any.

@@ -15,6 +15,10 @@ pub use freed::Freed;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 
+pub(crate) use table::{Millis, padded, shown};
+#[cfg(feature = "serde")]
+pub(crate) use task::optional_millis;
+
 use crate::priority::Category;
 use crate::signal::SignalExit;
 
@@ -141,6 +145,38 @@ impl ShutdownReport {
         self.0.tasks.iter().find(|t| t.name() == name)
     }
 
+    /// For a task skipped when the time ran out: the chain of tasks it was
+    /// waiting on, from the one it waited for to the first that had begun
+    /// (the task that held the rest up). Empty for a task that waited for
+    /// nothing, or is not in the report.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use compactor::Compactor;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// let c = Compactor::builder().deadline(Duration::from_secs(1)).build();
+    /// let db = c.register("db-pool", || async {})?;
+    /// let cache = c.task("cache").depends_on(&db).register(|| async {})?;
+    /// c.task("http").depends_on(&cache).register(|| std::future::pending::<()>())?;
+    /// let report = c.shutdown().await;
+    /// assert_eq!(report.blocked_chain("db-pool"), ["cache", "http"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn blocked_chain(&self, task: &str) -> Vec<&str> {
+        let mut chain: Vec<&str> = Vec::new();
+        let mut at = self.task(task);
+        while let Some(next) = at.and_then(TaskReport::waited_for) {
+            if chain.len() > self.0.tasks.len() || chain.contains(&next) {
+                break;
+            }
+            chain.push(next);
+            at = self.task(next).filter(|t| t.started_at().is_none());
+        }
+        chain
+    }
+
     /// Nothing failed, timed out, panicked, was skipped or cancelled.
     pub fn is_clean(&self) -> bool {
         self.0.complete && self.0.tasks.iter().all(|t| t.outcome.is_clean())
@@ -227,7 +263,7 @@ impl serde::Serialize for ShutdownReport {
 }
 
 #[cfg(feature = "serde")]
-pub(super) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1e3)
 }
 

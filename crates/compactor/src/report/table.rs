@@ -35,7 +35,7 @@ pub(crate) fn shown(text: &str, width: usize) -> String {
 }
 
 /// `text` left-aligned in `width` characters.
-fn padded(text: &str, width: usize) -> String {
+pub(crate) fn padded(text: &str, width: usize) -> String {
     let len = text.chars().count();
     let mut out = text.to_owned();
     out.extend(std::iter::repeat_n(' ', width.saturating_sub(len)));
@@ -104,6 +104,9 @@ impl fmt::Display for ShutdownReport {
                 Outcome::Panicked(m) => write!(f, "  {}", shown(m, MESSAGE_WIDTH))?,
                 Outcome::Skipped(r) => write!(f, "  {r}")?,
                 _ => {}
+            }
+            if let Some(waited) = t.waited_for() {
+                write!(f, "  waiting on {}", shown(waited, NAME_WIDTH))?;
             }
             match t.interruption {
                 Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,

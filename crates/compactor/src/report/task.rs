@@ -149,6 +149,7 @@ pub struct TaskReport {
     pub(crate) interruption: Option<Interruption>,
     pub(crate) leaked: Option<NonZeroUsize>,
     pub(crate) freed: Option<Freed>,
+    pub(crate) waited_for: Option<Arc<str>>,
 }
 
 impl TaskReport {
@@ -223,10 +224,19 @@ impl TaskReport {
     pub fn freed(&self) -> Option<Freed> {
         self.freed
     }
+
+    /// For a task skipped because the deadline or its phase budget ran out:
+    /// the unfinished task it was waiting for then (one it depends on, or,
+    /// before its phase began, a task of the phase under way).
+    /// [`ShutdownReport::blocked_chain`](super::ShutdownReport::blocked_chain)
+    /// follows these to the task that held it up.
+    pub fn waited_for(&self) -> Option<&str> {
+        self.waited_for.as_deref()
+    }
 }
 
 #[cfg(feature = "serde")]
-fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => super::millis(d, s),
         None => s.serialize_none(),

@@ -34,9 +34,7 @@ impl Runner {
         let Some(slot) = task.slot.clone() else {
             return;
         };
-        self.ctx.progress[i]
-            .attempts
-            .store(number, Ordering::Relaxed);
+        self.ctx.note_attempt(i, number, now, false);
         task.span.record("attempt", number);
         let token = task.observes_token.then(|| self.ctx.attempt_token());
         let attempt = Attempt {
@@ -190,6 +188,7 @@ impl Runner {
             error: error.to_string(),
         });
         self.tasks[i].state = State::Retrying { attempt };
+        self.ctx.note_attempt(i, attempt, now, true);
         self.timers
             .add(after(now, delay), i as u32, attempt, Due::Retry);
     }

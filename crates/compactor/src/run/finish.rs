@@ -92,6 +92,15 @@ impl Runner {
             !matches!(runner.tasks[i].state, State::Finished)
                 && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
         };
+        // What each unstarted task waited for, read before anything ends.
+        let observed = self.ctx.observe();
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) && matches!(self.tasks[i].state, State::Waiting) {
+                let step = observed.step(i as u32);
+                self.record.waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
+            }
+        }
+        drop(observed);
         // The running tasks first, then those that never started.
         for i in 0..self.tasks.len() {
             if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {

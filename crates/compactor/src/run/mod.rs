@@ -10,12 +10,13 @@ mod attempts;
 mod clock;
 mod finish;
 pub(crate) mod mailbox;
+mod observe;
 mod record;
 mod releases;
 mod scheduler;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{broadcast, oneshot, watch};
@@ -26,6 +27,7 @@ use crate::plan::Plan;
 use crate::{Event, ShutdownReport};
 
 pub(crate) use attempt::Chain;
+pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};
 
@@ -55,6 +57,14 @@ pub(crate) struct RunContext {
     /// Per task, read from other threads.
     pub(crate) progress: Box<[Progress]>,
     pub(crate) names: Box<[Arc<str>]>,
+    /// The plan's shape, for what a task waits for.
+    pub(crate) layout: Layout,
+    /// When the run began.
+    pub(crate) t0: Instant,
+    /// The phase the runner is in (an index into `layout.phases`).
+    pub(crate) current_phase: AtomicU32,
+    /// Set once the report is out.
+    pub(crate) over: AtomicBool,
     /// The thread of the current-thread runtime driving the run, if it is
     /// on one: a caller there that blocks waits on itself.
     driver: std::sync::Mutex<Option<std::thread::ThreadId>>,
@@ -66,14 +76,22 @@ pub(crate) struct Progress {
     /// Attempts begun so far.
     pub(crate) attempts: AtomicU32,
     pub(crate) finished: AtomicBool,
+    /// Between a failed attempt and the next.
+    pub(crate) backing_off: AtomicBool,
+    /// When its current attempt began, in nanoseconds since the run's start
+    /// plus one; zero before the first.
+    pub(crate) attempt_began: AtomicU64,
 }
 
 impl RunContext {
+    /// The shared state of a run of `plan`, whose names it takes.
     pub(crate) fn new(
         chain: Chain,
         events: Arc<OnceLock<broadcast::Sender<Event>>>,
-        names: Box<[Arc<str>]>,
+        plan: &mut Plan,
+        t0: Instant,
     ) -> RunContext {
+        let names: Box<[Arc<str>]> = std::mem::take(&mut plan.names).into_boxed_slice();
         RunContext {
             chain,
             done: mailbox::Mailbox::new(),
@@ -82,6 +100,10 @@ impl RunContext {
             stop: CancellationToken::new(),
             progress: names.iter().map(|_| Progress::default()).collect(),
             names,
+            layout: Layout::of(plan),
+            t0,
+            current_phase: AtomicU32::new(0),
+            over: AtomicBool::new(false),
             driver: std::sync::Mutex::new(None),
         }
     }
@@ -143,17 +165,6 @@ impl RunContext {
         });
     }
 
-    /// Tasks that began an attempt and have not finished: read from another
-    /// thread when the process is made to exit mid-run.
-    pub(crate) fn running(&self) -> Vec<String> {
-        (0..self.names.len())
-            .filter(|&i| {
-                self.progress[i].attempts.load(Ordering::Relaxed) > 0
-                    && !self.progress[i].finished.load(Ordering::Relaxed)
-            })
-            .map(|i| self.names[i].to_string())
-            .collect()
-    }
 }
 
 /// What to do with the report once the run has ended (and the spent plan,
@@ -188,6 +199,7 @@ async fn carry(mut carry: Carry) {
 impl Carry {
     fn complete(&mut self) {
         if let (Some(runner), Some(finish)) = (self.runner.take(), self.finish.take()) {
+            runner.ctx.over.store(true, Ordering::Release);
             let (report, plan) = runner.into_report();
             finish(report, plan);
         }

@@ -40,6 +40,7 @@ impl Record {
                 interruption: None,
                 leaked: None,
                 freed: None,
+                waited_for: None,
             })
             .collect();
         Record {
@@ -74,6 +75,11 @@ impl Record {
         entry.attempts = attempts;
         entry.duration = duration;
         duration
+    }
+
+    /// The task an unstarted task waited for when its time ran out.
+    pub(crate) fn waited_for(&mut self, index: u32, task: Option<Arc<str>>) {
+        self.entries[index as usize].waited_for = task;
     }
 
     /// What a task's cleanup said it freed.
@@ -165,6 +171,7 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
             interruption: None,
             leaked: None,
             freed: None,
+            waited_for: None,
         })
         .collect();
     let head = Head {

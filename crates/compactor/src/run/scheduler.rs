@@ -295,6 +295,9 @@ impl Runner {
         {
             self.current += 1;
         }
+        self.ctx
+            .current_phase
+            .store(self.current as u32, Ordering::Release);
         if self.budget.is_none_or(|(phase, _)| phase != self.current)
             && self.current < self.phases.len()
         {
