@@ -206,7 +206,6 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok::<(), std::io::Error>(())
         })?;
 
-    support::progress::show(c);
     println!("http listening on {addr}");
     let report = c.wait().await;
     println!("{report}");

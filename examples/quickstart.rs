@@ -105,7 +105,6 @@ async fn main() -> ExitCode {
         eprintln!("quickstart: {e}");
         return ExitCode::FAILURE;
     }
-    support::progress::show(compactor);
     let stop = compactor.shutdown_token();
     let report_json = options.report_json.clone();
     let code = compactor

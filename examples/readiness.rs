@@ -163,7 +163,6 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    support::progress::show(compactor);
     println!("http listening on {addr}");
     let stop = compactor.shutdown_token();
     let code = compactor.run_until_shutdown(stop.cancelled_owned()).await;

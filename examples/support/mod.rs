@@ -1,6 +1,4 @@
-//! What the examples share: logging set-up and the progress line.
-
-pub(crate) mod progress;
+//! What the examples share: the logging set-up.
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only on a terminal.
 pub(crate) fn init_tracing() {

@@ -23,6 +23,7 @@
 //! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
 //! | `--library-slow-ms MS` | with `--library`: the library's instance keeps the default exit policy and its cleanup takes MS, then prints `library done` |
 //!
+//! | `--progress-signal` | `Builder::progress_signal(Signal::User1)` |
 //! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
 //! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
 //! | `--before-exit-hangs` | `Builder::before_exit` prints `before exit CODE`, then never returns |
@@ -67,6 +68,7 @@ struct Flags {
     no_auto_listen: bool,
     library: bool,
     library_slow_ms: Option<u64>,
+    progress_signal: bool,
 }
 
 fn flags() -> Flags {
@@ -94,6 +96,7 @@ fn flags() -> Flags {
             "--slow-cache-ms" => flags.slow_cache_ms = value().parse().unwrap(),
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
             "--no-auto-listen" => flags.no_auto_listen = true,
+            "--progress-signal" => flags.progress_signal = true,
             "--library" => flags.library = true,
             "--library-slow-ms" => flags.library_slow_ms = Some(value().parse().unwrap()),
             other => panic!("unknown flag {other}"),
@@ -179,6 +182,9 @@ fn main() -> ExitCode {
     }
     if flags.also_hup {
         builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);
+    }
+    if flags.progress_signal {
+        builder = builder.progress_signal(Signal::User1);
     }
     if flags.before_exit {
         builder = builder.before_exit(|code| println!("before exit {code}"));

@@ -56,6 +56,26 @@ impl Running {
         self.errors.try_iter().collect()
     }
 
+    /// Reads stderr until a line contains `text`; returns that line and
+    /// those after it that came with it (a multi-line message).
+    pub fn wait_for_stderr(&mut self, text: &str, within: Duration) -> Vec<String> {
+        let until = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.errors.recv_timeout(left) {
+                Ok(line) if line.contains(text) => {
+                    let mut found = vec![line];
+                    std::thread::sleep(Duration::from_millis(50));
+                    found.extend(self.errors.try_iter());
+                    return found;
+                }
+                Ok(line) => seen.push(line),
+                Err(e) => panic!("no stderr line with `{text}` ({e:?}); saw {seen:#?}"),
+            }
+        }
+    }
+
     /// Reads lines until one starts with `prefix`; returns the rest of it.
     pub fn wait_for(&mut self, prefix: &str, within: Duration) -> String {
         let until = Instant::now() + within;

@@ -24,6 +24,9 @@ pub(crate) struct Config {
     /// `None`: on for the global instance, off for the others.
     pub(crate) auto_listen: Option<bool>,
     pub(crate) exit_grace: Duration,
+    pub(crate) progress_every: Duration,
+    pub(crate) terminal_progress: bool,
+    pub(crate) progress_signal: Option<Signal>,
     pub(crate) before_exit: Option<BeforeExit>,
 }
 
@@ -41,6 +44,9 @@ impl Default for Config {
             signal_exit: SignalExit::WithSignalCode,
             auto_listen: None,
             exit_grace: Duration::from_secs(1),
+            progress_every: Duration::from_secs(5),
+            terminal_progress: true,
+            progress_signal: None,
             before_exit: None,
         }
     }
@@ -71,6 +77,9 @@ impl Config {
 /// | [`auto_listen`](Self::auto_listen) | on for the global instance, off for others |
 /// | [`exit_grace`](Self::exit_grace) | 1 s |
 /// | [`before_exit`](Self::before_exit) | none |
+/// | [`progress_every`](Self::progress_every) | 5 s |
+/// | [`terminal_progress`](Self::terminal_progress) | on (drawn only on a terminal, for an instance that listens for signals) |
+/// | [`progress_signal`](Self::progress_signal) | none |
 ///
 /// # Examples
 ///
@@ -245,12 +254,56 @@ impl Builder {
         self
     }
 
+    /// How often a running shutdown logs its progress at INFO (target
+    /// `compactor::progress`): what still runs, what waits on what, and how
+    /// much of the deadline is left (see [`Progress`](crate::Progress)).
+    /// The first line comes after `every`; a shutdown that ends sooner logs
+    /// none. `Duration::MAX` turns the lines off; zero is refused.
+    pub fn progress_every(mut self, every: Duration) -> Self {
+        self.check(Error::zero_duration("progress_every", every));
+        self.config.progress_every = every;
+        self
+    }
+
+    /// Whether a shutdown draws one updating progress line on stderr (from
+    /// 1 s into the run, four times a second, cleared when it ends), and,
+    /// after a signal starts it, says how to force an exit. Drawn only where
+    /// stderr is a terminal, and only by an instance that listens for
+    /// signals (the application's), so libraries' and tests' instances stay
+    /// quiet. On by default.
+    pub fn terminal_progress(mut self, on: bool) -> Self {
+        self.config.terminal_progress = on;
+        self
+    }
+
+    /// A signal (typically [`Signal::User1`]) that prints, to stderr and
+    /// without starting a shutdown, the live [progress](crate::Compactor::progress)
+    /// of the shutdown under way, or, before one, the [plan](crate::Compactor::plan)
+    /// of what it would do: `kill -USR1 <pid>` to see what a process would
+    /// do, or what its shutdown is waiting on. Works once the instance
+    /// [listens](crate::Compactor::listen_for_signals); refused if it is
+    /// also one of the [shutdown signals](Self::signals).
+    pub fn progress_signal(mut self, signal: Signal) -> Self {
+        self.config.progress_signal = Some(signal);
+        self
+    }
+
     /// The settings, or the first invalid one.
     pub(crate) fn into_config(self) -> Result<Config, Error> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(self.config),
+        if let Some(e) = self.error {
+            return Err(e);
         }
+        if let Some(signal) = self.config.progress_signal {
+            if self.config.signals.contains(&signal) {
+                return Err(Error::InvalidConfig {
+                    option: "progress_signal",
+                    problem: format!(
+                        "{signal} is also a shutdown signal (see `signals`); pick another, such as SIGUSR1"
+                    ),
+                });
+            }
+        }
+        Ok(self.config)
     }
 }
 

@@ -6,8 +6,9 @@ use std::fmt;
 
 /// A signal that can start a shutdown.
 ///
-/// The numbers are those of Linux, the BSDs and macOS; on Windows only
-/// [`Signal::Interrupt`] (Ctrl-C) is delivered.
+/// The numbers of `SIGHUP`, `SIGINT`, `SIGQUIT` and `SIGTERM` are the same
+/// on Linux, the BSDs and macOS; those of `SIGUSR1` and `SIGUSR2` are the
+/// platform's. On Windows only [`Signal::Interrupt`] (Ctrl-C) is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Signal {
@@ -19,6 +20,11 @@ pub enum Signal {
     Hangup,
     /// `SIGQUIT` (3): Ctrl-\ in a terminal.
     Quit,
+    /// `SIGUSR1` (10 on Linux): the application's own; see
+    /// [`Builder::progress_signal`](crate::Builder::progress_signal).
+    User1,
+    /// `SIGUSR2` (12 on Linux): the application's own.
+    User2,
 }
 
 impl Signal {
@@ -29,6 +35,8 @@ impl Signal {
             Signal::Interrupt => 2,
             Signal::Quit => 3,
             Signal::Terminate => 15,
+            Signal::User1 => USR1,
+            Signal::User2 => USR2,
         }
     }
 
@@ -39,6 +47,8 @@ impl Signal {
             Signal::Interrupt => "SIGINT",
             Signal::Quit => "SIGQUIT",
             Signal::Terminate => "SIGTERM",
+            Signal::User1 => "SIGUSR1",
+            Signal::User2 => "SIGUSR2",
         }
     }
 
@@ -55,11 +65,22 @@ impl Signal {
             Signal::Interrupt,
             Signal::Quit,
             Signal::Terminate,
+            Signal::User1,
+            Signal::User2,
         ]
         .into_iter()
         .find(|s| s.number() == number)
     }
 }
+
+#[cfg(unix)]
+const USR1: i32 = signal_hook::consts::SIGUSR1;
+#[cfg(unix)]
+const USR2: i32 = signal_hook::consts::SIGUSR2;
+#[cfg(not(unix))]
+const USR1: i32 = 10;
+#[cfg(not(unix))]
+const USR2: i32 = 12;
 
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -150,7 +150,7 @@ impl Compactor {
         };
         let mut plan = Plan::partial(nodes);
         let ctx = self.run_context(&mut plan, t0);
-        let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new());
+        let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new(), None);
         let owner = Arc::downgrade(&self.inner);
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
             publish.send_replace(Some(report));

@@ -17,7 +17,7 @@ use crate::plan::Plan;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::{current_chain, drop_contained};
 use crate::run::mailbox::Mailbox;
-use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest};
+use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest, Ticker};
 
 impl Compactor {
     pub(super) fn run_context(&self, plan: &mut Plan, t0: Instant) -> Arc<RunContext> {
@@ -39,6 +39,7 @@ impl Compactor {
         snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
         halt: Option<CancellationToken>,
         releases: Vec<Release>,
+        ticker: Option<Ticker>,
     ) -> RunnerParts {
         RunnerParts {
             ctx,
@@ -53,6 +54,7 @@ impl Compactor {
             snapshots,
             halt,
             releases,
+            ticker,
         }
     }
 
@@ -166,7 +168,17 @@ impl Started {
             .map(|(_, r)| r.clone())
             .collect();
         let snapshots = Some(compactor.inner.snapshots.clone());
-        let parts = compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases);
+        let terminal = compactor.inner.signals.armed.load(Ordering::Acquire);
+        let ticker = crate::inspect::ticker(&compactor.inner.config, terminal);
+        let parts = compactor.runner_parts(
+            ctx.clone(),
+            reason,
+            t0,
+            snapshots,
+            None,
+            releases,
+            ticker,
+        );
         let runner = Runner::new(plan, parts);
         let inner = compactor.inner;
         let finish_span = span.clone();

@@ -4,6 +4,9 @@
 mod plan;
 mod progress;
 mod render;
+mod ticker;
 
 pub use plan::{PlanPhase, PlanTask, ShutdownPlan};
 pub use progress::{Progress, RunningTask, WaitingTask};
+
+pub(crate) use ticker::{on_terminal, ticker};

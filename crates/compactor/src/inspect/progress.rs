@@ -1,6 +1,7 @@
 //! [`Progress`]: a run as it stands, read from any thread without asking
 //! the runner (so it answers while every runtime worker is blocked).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -154,21 +155,24 @@ impl Progress {
     /// up: the task it waits for, the one that one waits for, and so on.
     /// Empty when it waits for nothing, or is not waiting.
     pub fn chain(&self, task: &str) -> Vec<&str> {
+        let waiting: HashMap<&str, &WaitingTask> =
+            self.waiting.iter().map(|w| (&*w.name, w)).collect();
+        let running: HashSet<&str> = self.running.iter().map(|r| &*r.name).collect();
         let mut chain = Vec::new();
-        let mut at = self.waiting.iter().find(|w| &*w.name == task);
+        let mut at = waiting.get(task).copied();
         while let Some(w) = at {
             let next = w
                 .waits_for
                 .iter()
-                .find(|d| self.running.iter().any(|r| r.name == **d))
+                .find(|d| running.contains(&***d))
                 .or(w.waits_for.first())
                 .or(w.held_by.as_ref().filter(|_| w.waits_for_phase));
             let Some(next) = next else { break };
-            if chain.len() > self.total || chain.contains(&&**next) {
+            if chain.len() >= self.total {
                 break;
             }
             chain.push(&**next);
-            at = self.waiting.iter().find(|w| w.name == *next);
+            at = waiting.get(&**next).copied();
         }
         chain
     }
@@ -218,8 +222,12 @@ impl WaitingTask {
 /// How many running tasks a line names at most.
 const LINE_NAMES: usize = 5;
 
+/// One line; with `{:#}`, a line for every running and waiting task too.
 impl fmt::Display for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return self.detail(f);
+        }
         write!(
             f,
             "shutdown: {}/{} finished, {} of {} left",
@@ -256,3 +264,33 @@ impl fmt::Display for Progress {
         Ok(())
     }
 }
+
+impl Progress {
+    fn detail(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        if self.over {
+            f.write_str(" (the shutdown is over)")?;
+        }
+        for r in &self.running {
+            write!(f, "\n  running  {}  attempt {}", shown(&r.name, 40), r.attempt)?;
+            match r.elapsed {
+                Some(e) => write!(f, ", {}", Millis(e))?,
+                None => f.write_str(", waiting out its backoff")?,
+            }
+        }
+        for w in self.waiting.iter().take(DETAIL_WAITING) {
+            write!(f, "\n  waiting  {}", shown(&w.name, 40))?;
+            let chain: Vec<String> = self.chain(&w.name).iter().map(|n| shown(n, 40)).collect();
+            if !chain.is_empty() {
+                write!(f, " on {}", chain.join(" on "))?;
+            }
+        }
+        if self.waiting.len() > DETAIL_WAITING {
+            write!(f, "\n  and {} more waiting", self.waiting.len() - DETAIL_WAITING)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many waiting tasks the detailed form lists.
+const DETAIL_WAITING: usize = 50;

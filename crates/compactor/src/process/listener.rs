@@ -44,6 +44,8 @@ struct Entry {
     id: u64,
     owner: Weak<Instance>,
     signals: Vec<i32>,
+    /// Its progress signal (see `Builder::progress_signal`).
+    progress: Option<i32>,
     /// Deliveries of its signals since it joined.
     seen: u32,
 }
@@ -85,10 +87,17 @@ pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
             start_early(number);
         }
     }
+    let progress = inner.config.progress_signal.map(Signal::number);
+    if let Some(number) = progress.filter(|n| !listener.registered.contains(n)) {
+        // The thread alone: nothing about it is urgent.
+        listener.handle.add_signal(number).map_err(problem)?;
+        listener.registered.push(number);
+    }
     listener.instances.push(Entry {
         id: inner.id,
         owner: Arc::downgrade(inner),
         signals: numbers,
+        progress,
         seen: 0,
     });
     Ok(())
@@ -200,7 +209,18 @@ fn begin(compactor: &Compactor, signal: Signal) -> bool {
     if compactor.is_shutting_down() {
         return false;
     }
-    tracing::info!(%signal, "signal received: starting shutdown");
+    let config = &compactor.inner.config;
+    let again = match signal {
+        Signal::Interrupt => "press Ctrl-C again".to_owned(),
+        other => format!("send {other} again"),
+    };
+    tracing::info!(%signal, deadline = ?config.deadline, "signal received: shutting down; {again} to force an exit");
+    if crate::inspect::on_terminal(config, true) {
+        eprintln!(
+            "{signal} received: shutting down (deadline {:?}); {again} to force an exit",
+            config.deadline
+        );
+    }
     match crate::run::own_runtime() {
         Some(runtime) => {
             let _entered = runtime.enter();
@@ -217,6 +237,9 @@ fn watch(reached: &[(Compactor, bool)], signal: Signal) {
 }
 
 fn arrived(signal: Signal) {
+    if show_progress(signal) {
+        return;
+    }
     let (reached, begun, taken) = {
         let mut guard = listener();
         let Some(listener) = guard.as_mut() else {
@@ -267,6 +290,36 @@ fn arrived(signal: Signal) {
             act(&compactor, signal, seen);
         }
     }
+}
+
+/// Prints the progress (or, before a run, the plan) of the instances whose
+/// progress signal `signal` is; whether that is all it is to anyone (no
+/// instance has it among its shutdown signals).
+fn show_progress(signal: Signal) -> bool {
+    let (shown, shutdown) = {
+        let mut guard = listener();
+        let Some(listener) = guard.as_mut() else {
+            return false;
+        };
+        let number = signal.number();
+        let shown: Vec<Compactor> = listener
+            .instances
+            .iter()
+            .filter(|e| e.progress == Some(number))
+            .filter_map(|e| e.owner.upgrade().map(|inner| Compactor { inner }))
+            .collect();
+        let shutdown = listener.instances.iter().any(|e| e.signals.contains(&number));
+        (shown, shutdown)
+    };
+    for compactor in &shown {
+        let text = match compactor.progress() {
+            Some(progress) => format!("{progress:#}"),
+            None => compactor.plan().to_string(),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = std::io::Write::write_all(&mut err, format!("{signal}: {text}\n").as_bytes());
+    }
+    !shown.is_empty() && !shutdown
 }
 
 /// What a delivery does to an instance whose run it did not begin; `seen`:

@@ -31,6 +31,22 @@ pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};
 
+/// Called by the runner every `every` while the run goes on, and once
+/// with `over` set when it has ended: how the run's progress is shown.
+#[derive(Clone)]
+pub(crate) struct Ticker {
+    pub(crate) every: std::time::Duration,
+    pub(crate) tick: Arc<dyn Fn(&RunContext, bool) + Send + Sync>,
+}
+
+impl Ticker {
+    /// Calls the hook; a panic in it (a logging layer's) is contained.
+    pub(crate) fn tick(&self, ctx: &RunContext, over: bool) {
+        let call = std::panic::AssertUnwindSafe(|| (self.tick)(ctx, over));
+        let _ = std::panic::catch_unwind(call);
+    }
+}
+
 /// A request for the report so far, from code inside the run.
 pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
 

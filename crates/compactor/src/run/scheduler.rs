@@ -19,7 +19,7 @@ use super::attempt::Slot;
 use super::clock::{Timers, after, earliest};
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
-use super::{Release, RunContext, SnapshotRequest};
+use super::{Release, RunContext, SnapshotRequest, Ticker};
 use crate::config::Config;
 use crate::plan::Plan;
 use crate::report::{Interruption, ShutdownReport, SkipReason, TaskReport};
@@ -100,6 +100,8 @@ pub(crate) struct Runner {
     /// their tasks added to the report.
     pub(super) releases: Vec<Release>,
     pub(super) released_tasks: Vec<TaskReport>,
+    /// Shows the progress, and when it next does.
+    ticker: Option<(Ticker, Option<Instant>)>,
 }
 
 /// What a runner is handed besides its plan.
@@ -111,6 +113,7 @@ pub(crate) struct RunnerParts {
     pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     pub(crate) halt: Option<CancellationToken>,
     pub(crate) releases: Vec<Release>,
+    pub(crate) ticker: Option<Ticker>,
 }
 
 impl Runner {
@@ -164,6 +167,10 @@ impl Runner {
             halt: parts.halt,
             releases: parts.releases,
             released_tasks: Vec::new(),
+            ticker: parts
+                .ticker
+                .map(|ticker| (after(parts.t0, ticker.every), ticker))
+                .map(|(next, ticker)| (ticker, next)),
         }
     }
 
@@ -207,6 +214,9 @@ impl Runner {
             }
         }
         self.await_releases().await;
+        if let Some((ticker, _)) = &self.ticker {
+            ticker.tick(&ctx, true);
+        }
         ctx.stop();
         ctx.done.close();
         if let Some(snapshots) = &snapshots {
@@ -264,7 +274,8 @@ impl Runner {
 
     fn next_limit(&self) -> Option<Instant> {
         let budget = self.budget.and_then(|(_, end)| end);
-        earliest([self.deadline, budget, self.timers.next()])
+        let tick = self.ticker.as_ref().and_then(|(_, next)| *next);
+        earliest([self.deadline, budget, self.timers.next(), tick])
     }
 
     /// Acts on every limit reached by `now`; `true` once the deadline passed.
@@ -281,6 +292,12 @@ impl Runner {
         }
         while let Some(timer) = self.timers.pop_due(now) {
             self.on_timer(timer, now);
+        }
+        if let Some((ticker, next)) = &mut self.ticker {
+            if next.is_some_and(|at| now >= at) {
+                *next = after(now, ticker.every);
+                ticker.tick(&self.ctx, false);
+            }
         }
         false
     }
