@@ -258,3 +258,82 @@ fn the_library_ends_the_process_when_the_instance_goes_with_its_report() {
     let out = app(&["--mode", "handoff"]).stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["handoff"]);
 }
+
+/// Binds a datagram socket where systemd's would be: a path in `dir`, or a
+/// name in the abstract namespace. Returns it with the `NOTIFY_SOCKET` value.
+fn notify_socket(dir: &Path, abstract_name: bool) -> (std::os::unix::net::UnixDatagram, String) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    if abstract_name {
+        let name = format!("compactor-e2e-notify-{}", std::process::id());
+        let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        (UnixDatagram::bind_addr(&address).unwrap(), format!("@{name}"))
+    } else {
+        let path = dir.join("notify.sock");
+        (UnixDatagram::bind(&path).unwrap(), path.display().to_string())
+    }
+}
+
+#[test]
+fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
+    for abstract_name in [false, true] {
+        let dir = scratch_dir("notify");
+        let (socket, address) = notify_socket(&dir, abstract_name);
+        socket.set_read_timeout(Some(RUN)).unwrap();
+        let variable = format!("NOTIFY_SOCKET={address}");
+        let app = wrapped(
+            "env",
+            &[&variable],
+            &["--slow-cache-ms", "2500", "--deadline-ms", "10000"],
+        );
+        app.signal("TERM");
+        let mut messages = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !messages.last().is_some_and(|m: &String| m.starts_with("STATUS=shutdown finished")) {
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no notification ({e}); got {messages:#?}"));
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let (code, out) = app.finish(RUN);
+        assert_eq!(code, Some(143), "{out:#?}");
+        // As it begins: stopping, and time for the deadline (10 s) + the exit grace (1 s).
+        assert_eq!(
+            messages[0],
+            "STOPPING=1\nSTATUS=shutting down: 3 task(s)\nEXTEND_TIMEOUT_USEC=11000000",
+            "{messages:#?}"
+        );
+        // A second into the run: http and db done, the cache still going;
+        // tasks finished since the first message, so the timeout is extended
+        // by the time left (at most 10 s + 1 s).
+        let status = messages
+            .iter()
+            .find(|m| m.starts_with("STATUS=shutdown: 2/3 finished"))
+            .unwrap_or_else(|| panic!("no progress status in {messages:#?}"));
+        assert!(status.contains("running: cache"), "{status}");
+        let extend: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
+            .unwrap_or_else(|| panic!("no extension with {status}"))
+            .parse()
+            .unwrap();
+        assert!(extend < 11_000_000 && extend > 8_000_000, "{extend}");
+        assert_eq!(messages.last().unwrap(), "STATUS=shutdown finished: 3/3 tasks");
+    }
+}
+
+#[test]
+fn systemd_notifications_can_be_turned_off() {
+    let dir = scratch_dir("no-notify");
+    let (socket, address) = notify_socket(&dir, false);
+    let variable = format!("NOTIFY_SOCKET={address}");
+    let app = wrapped("env", &[&variable], &["--no-notify", "--slow-cache-ms", "1500"]);
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    // The process has ended: whatever it sent is in the socket's queue.
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let got = socket.recv(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(got.is_err(), "a notification although turned off: {got:?}");
+}

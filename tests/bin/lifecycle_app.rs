@@ -23,6 +23,7 @@
 //! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
 //! | `--library-slow-ms MS` | with `--library`: the library's instance keeps the default exit policy and its cleanup takes MS, then prints `library done` |
 //!
+//! | `--no-notify` | `Builder::systemd_notify(false)` |
 //! | `--progress-signal` | `Builder::progress_signal(Signal::User1)` |
 //! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
 //! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
@@ -69,6 +70,7 @@ struct Flags {
     library: bool,
     library_slow_ms: Option<u64>,
     progress_signal: bool,
+    no_notify: bool,
 }
 
 fn flags() -> Flags {
@@ -97,6 +99,7 @@ fn flags() -> Flags {
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
             "--no-auto-listen" => flags.no_auto_listen = true,
             "--progress-signal" => flags.progress_signal = true,
+            "--no-notify" => flags.no_notify = true,
             "--library" => flags.library = true,
             "--library-slow-ms" => flags.library_slow_ms = Some(value().parse().unwrap()),
             other => panic!("unknown flag {other}"),
@@ -182,6 +185,9 @@ fn main() -> ExitCode {
     }
     if flags.also_hup {
         builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);
+    }
+    if flags.no_notify {
+        builder = builder.systemd_notify(false);
     }
     if flags.progress_signal {
         builder = builder.progress_signal(Signal::User1);

@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) progress_every: Duration,
     pub(crate) terminal_progress: bool,
     pub(crate) progress_signal: Option<Signal>,
+    pub(crate) systemd_notify: bool,
     pub(crate) before_exit: Option<BeforeExit>,
 }
 
@@ -47,6 +48,7 @@ impl Default for Config {
             progress_every: Duration::from_secs(5),
             terminal_progress: true,
             progress_signal: None,
+            systemd_notify: true,
             before_exit: None,
         }
     }
@@ -80,6 +82,7 @@ impl Config {
 /// | [`progress_every`](Self::progress_every) | 5 s |
 /// | [`terminal_progress`](Self::terminal_progress) | on (drawn only on a terminal, for an instance that listens for signals) |
 /// | [`progress_signal`](Self::progress_signal) | none |
+/// | [`systemd_notify`](Self::systemd_notify) | on (where `NOTIFY_SOCKET` is set) |
 ///
 /// # Examples
 ///
@@ -285,6 +288,21 @@ impl Builder {
     /// also one of the [shutdown signals](Self::signals).
     pub fn progress_signal(mut self, signal: Signal) -> Self {
         self.config.progress_signal = Some(signal);
+        self
+    }
+
+    /// Whether an instance that listens for signals tells systemd about its
+    /// shutdown, where the process runs as a `Type=notify` service
+    /// (`NOTIFY_SOCKET` is set): `STOPPING=1` as it begins, a `STATUS=` line
+    /// with its progress every second, and `EXTEND_TIMEOUT_USEC=` (up to
+    /// the deadline + the [exit grace](Self::exit_grace)) as it begins and
+    /// whenever tasks have finished since the last message, so a
+    /// `TimeoutStopSec=` shorter than the deadline does not kill a shutdown
+    /// that is getting somewhere. The protocol is spoken over the datagram
+    /// socket directly, abstract namespace included; no libsystemd. On by
+    /// default.
+    pub fn systemd_notify(mut self, on: bool) -> Self {
+        self.config.systemd_notify = on;
         self
     }
 

@@ -30,7 +30,7 @@ use crate::registry::{Registry, TaskHandle};
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::inside_cleanup_of;
 use crate::run::mailbox::Mailbox;
-use crate::run::{Release, RunContext, SnapshotRequest};
+use crate::run::{Release, RunContext, SnapshotRequest, Ticker};
 use crate::signal::SignalExit;
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
@@ -110,6 +110,10 @@ pub(crate) struct ProcessHooks {
     pub(crate) leave: fn(u64),
     /// Once a run's report is out.
     pub(crate) run_over: fn(),
+    /// As a run of a listening instance begins (with its task count): what
+    /// the process layer
+    /// shows of its progress (systemd's notifications).
+    pub(crate) run_begins: fn(&Compactor, usize) -> Option<Ticker>,
 }
 
 /// An instance's standing with the process's signals: plain state the

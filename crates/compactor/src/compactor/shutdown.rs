@@ -58,6 +58,19 @@ impl Compactor {
         }
     }
 
+    /// What shows the run's progress: the log lines and the terminal line,
+    /// and for an instance that listens, the process layer's notifications.
+    fn ticker(&self, tasks: usize) -> Option<Ticker> {
+        let signals = &self.inner.signals;
+        let listening = signals.armed.load(Ordering::Acquire);
+        let mut tickers: Vec<Ticker> = Vec::new();
+        tickers.extend(crate::inspect::ticker(&self.inner.config, listening));
+        if let Some(hooks) = signals.hooks.get().filter(|_| listening) {
+            tickers.extend((hooks.run_begins)(self, tasks));
+        }
+        Ticker::joined(tickers)
+    }
+
     pub(crate) fn begin(&self, reason: ShutdownReason) -> bool {
         let Some(started) = self.start(reason) else {
             return false;
@@ -168,8 +181,7 @@ impl Started {
             .map(|(_, r)| r.clone())
             .collect();
         let snapshots = Some(compactor.inner.snapshots.clone());
-        let terminal = compactor.inner.signals.armed.load(Ordering::Acquire);
-        let ticker = crate::inspect::ticker(&compactor.inner.config, terminal);
+        let ticker = compactor.ticker(plan.tasks.len());
         let parts = compactor.runner_parts(
             ctx.clone(),
             reason,

@@ -16,6 +16,8 @@ mod global;
 mod listener;
 mod main;
 #[cfg(unix)]
+mod notify;
+#[cfg(unix)]
 mod watchdog;
 
 use std::sync::atomic::Ordering;
@@ -28,6 +30,7 @@ pub(crate) static HOOKS: ProcessHooks = ProcessHooks {
     listen,
     leave,
     run_over,
+    run_begins,
 };
 
 /// Makes the instance one that listens for its signals (once).
@@ -44,6 +47,14 @@ fn listen(compactor: &Compactor) -> Result<(), Error> {
 fn run_over() {
     #[cfg(unix)]
     watchdog::wake();
+}
+
+/// A run begins: systemd hears of it, where the process runs under it.
+fn run_begins(_compactor: &Compactor, _tasks: usize) -> Option<crate::run::Ticker> {
+    #[cfg(unix)]
+    return notify::run_begins(_compactor, _tasks);
+    #[cfg(not(unix))]
+    None
 }
 
 /// The instance is going: it listens no more.

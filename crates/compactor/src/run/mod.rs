@@ -40,6 +40,24 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
+    /// One ticker for several, ticking as often as the most frequent (each
+    /// hook keeps its own pace); `None` for none.
+    pub(crate) fn joined(mut tickers: Vec<Ticker>) -> Option<Ticker> {
+        if tickers.len() <= 1 {
+            return tickers.pop();
+        }
+        let every = tickers.iter().map(|t| t.every).min()?;
+        let tick = move |ctx: &RunContext, over: bool| {
+            for ticker in &tickers {
+                ticker.tick(ctx, over);
+            }
+        };
+        Some(Ticker {
+            every,
+            tick: Arc::new(tick),
+        })
+    }
+
     /// Calls the hook; a panic in it (a logging layer's) is contained.
     pub(crate) fn tick(&self, ctx: &RunContext, over: bool) {
         let call = std::panic::AssertUnwindSafe(|| (self.tick)(ctx, over));
