@@ -282,7 +282,11 @@ fn sigusr1_prints_the_plan_then_the_progress_without_starting_a_shutdown() {
     app.signal("USR1");
     let plan = app.wait_for_stderr("SIGUSR1: shutdown plan:", RUN);
     assert!(plan[0].contains("3 tasks in 3 phases"), "{plan:#?}");
-    assert!(plan.iter().any(|l| l.contains("critical path: http -> db -> cache")), "{plan:#?}");
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("critical path: http -> db -> cache")),
+        "{plan:#?}"
+    );
     // Still serving: the signal started nothing; a second one prints again.
     app.signal("USR1");
     app.wait_for_stderr("SIGUSR1: shutdown plan:", RUN);
@@ -290,8 +294,17 @@ fn sigusr1_prints_the_plan_then_the_progress_without_starting_a_shutdown() {
     app.wait_for("cleanup cache", RUN);
     app.signal("USR1");
     let progress = app.wait_for_stderr("SIGUSR1: shutdown: 2/3 finished", RUN);
-    assert!(progress.iter().any(|l| l.contains("running  cache  attempt 1")), "{progress:#?}");
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.contains("running  cache  attempt 1")),
+        "{progress:#?}"
+    );
     let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "the progress signal is not a second signal: {out:#?}");
+    assert_eq!(
+        code,
+        Some(143),
+        "the progress signal is not a second signal: {out:#?}"
+    );
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }

@@ -267,10 +267,16 @@ fn notify_socket(dir: &Path, abstract_name: bool) -> (std::os::unix::net::UnixDa
     if abstract_name {
         let name = format!("compactor-e2e-notify-{}", std::process::id());
         let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        (UnixDatagram::bind_addr(&address).unwrap(), format!("@{name}"))
+        (
+            UnixDatagram::bind_addr(&address).unwrap(),
+            format!("@{name}"),
+        )
     } else {
         let path = dir.join("notify.sock");
-        (UnixDatagram::bind(&path).unwrap(), path.display().to_string())
+        (
+            UnixDatagram::bind(&path).unwrap(),
+            path.display().to_string(),
+        )
     }
 }
 
@@ -289,7 +295,10 @@ fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
         app.signal("TERM");
         let mut messages = Vec::new();
         let mut buf = [0u8; 4096];
-        while !messages.last().is_some_and(|m: &String| m.starts_with("STATUS=shutdown finished")) {
+        while !messages
+            .last()
+            .is_some_and(|m: &String| m.starts_with("STATUS=shutdown finished"))
+        {
             let n = socket
                 .recv(&mut buf)
                 .unwrap_or_else(|e| panic!("no notification ({e}); got {messages:#?}"));
@@ -318,7 +327,10 @@ fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
             .parse()
             .unwrap();
         assert!(extend < 11_000_000 && extend > 8_000_000, "{extend}");
-        assert_eq!(messages.last().unwrap(), "STATUS=shutdown finished: 3/3 tasks");
+        assert_eq!(
+            messages.last().unwrap(),
+            "STATUS=shutdown finished: 3/3 tasks"
+        );
     }
 }
 
@@ -327,13 +339,19 @@ fn systemd_notifications_can_be_turned_off() {
     let dir = scratch_dir("no-notify");
     let (socket, address) = notify_socket(&dir, false);
     let variable = format!("NOTIFY_SOCKET={address}");
-    let app = wrapped("env", &[&variable], &["--no-notify", "--slow-cache-ms", "1500"]);
+    let app = wrapped(
+        "env",
+        &[&variable],
+        &["--no-notify", "--slow-cache-ms", "1500"],
+    );
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(143), "{out:#?}");
     // The process has ended: whatever it sent is in the socket's queue.
     socket.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 4096];
-    let got = socket.recv(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let got = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
     assert!(got.is_err(), "a notification although turned off: {got:?}");
 }

@@ -27,7 +27,10 @@ fn the_plan_shows_phases_raised_priorities_and_edges_and_runs_nothing() {
         .timeout(S(5))
         .register(|| async {})
         .unwrap();
-    c.task("logs").priority(Priority::Low).register(|| async {}).unwrap();
+    c.task("logs")
+        .priority(Priority::Low)
+        .register(|| async {})
+        .unwrap();
 
     let plan = c.plan();
     assert!(!ran.load(Ordering::SeqCst));
@@ -39,7 +42,11 @@ fn the_plan_shows_phases_raised_priorities_and_edges_and_runs_nothing() {
     let pool = plan.task("db-pool").unwrap();
     assert_eq!(pool.priority(), Priority::Normal);
     assert_eq!(pool.effective_priority(), Priority::Normal);
-    assert_eq!(pool.raised_by(), None, "a dependency runs after; it is not raised");
+    assert_eq!(
+        pool.raised_by(),
+        None,
+        "a dependency runs after; it is not raised"
+    );
     let http = plan.task("http").unwrap();
     assert_eq!(http.depends_on().collect::<Vec<_>>(), ["db-pool"]);
     assert_eq!(http.timeout(), S(5));
@@ -50,14 +57,25 @@ fn the_plan_shows_phases_raised_priorities_and_edges_and_runs_nothing() {
     assert_eq!(plan.phases()[0].worst_case(), S(5));
     assert_eq!(plan.worst_case_without_deadline(), S(25));
     assert_eq!(plan.worst_case(), S(25));
-    assert_eq!(plan.critical_path().collect::<Vec<_>>(), ["http", "db-pool", "logs"]);
+    assert_eq!(
+        plan.critical_path().collect::<Vec<_>>(),
+        ["http", "db-pool", "logs"]
+    );
 }
 
 #[test]
 fn a_low_priority_task_that_must_run_first_is_raised_by_its_dependency() {
     let c = Compactor::new();
-    let server = c.task("server").priority(Priority::Critical).register(|| async {}).unwrap();
-    c.task("drain").priority(Priority::Low).depends_on(&server).register(|| async {}).unwrap();
+    let server = c
+        .task("server")
+        .priority(Priority::Critical)
+        .register(|| async {})
+        .unwrap();
+    c.task("drain")
+        .priority(Priority::Low)
+        .depends_on(&server)
+        .register(|| async {})
+        .unwrap();
     let plan = c.plan();
     let drain = plan.task("drain").unwrap();
     assert_eq!(drain.effective_priority(), Priority::Critical);
@@ -118,7 +136,10 @@ fn huge_limits_saturate_instead_of_overflowing_or_looping() {
     assert_eq!(plan.task("forever").unwrap().worst_case(), Duration::MAX);
     // u32::MAX retries, each after 1 s, plus as many 1 ms attempts.
     let retried = plan.task("retried").unwrap().worst_case();
-    assert_eq!(retried, S(u64::from(u32::MAX)) + MS(u64::from(u32::MAX) + 1));
+    assert_eq!(
+        retried,
+        S(u64::from(u32::MAX)) + MS(u64::from(u32::MAX) + 1)
+    );
     assert_eq!(plan.worst_case_without_deadline(), Duration::MAX);
     assert_eq!(plan.worst_case(), S(25), "the deadline caps the run");
     assert!(plan.to_string().contains("the deadline may cut them short"));
@@ -135,7 +156,11 @@ fn a_concurrency_limit_and_a_phase_budget_bound_a_phase() {
         c.task(name).timeout(S(1)).register(|| async {}).unwrap();
     }
     for name in ["l1", "l2"] {
-        c.task(name).priority(Priority::Low).timeout(S(10)).register(|| async {}).unwrap();
+        c.task(name)
+            .priority(Priority::Low)
+            .timeout(S(10))
+            .register(|| async {})
+            .unwrap();
     }
     let plan = c.plan();
     // Four 1 s tasks two at a time: W/m + (1 - 1/m) C = 2 + 0.5 s.
@@ -156,34 +181,64 @@ fn a_concurrency_limit_and_a_phase_budget_bound_a_phase() {
 fn the_longest_chain_is_the_critical_path() {
     let c = Compactor::builder().deadline(S(3600)).build();
     let db = c.task("db").timeout(S(1)).register(|| async {}).unwrap();
-    let cache = c.task("cache").timeout(S(2)).depends_on(&db).register(|| async {}).unwrap();
-    c.task("http").timeout(S(3)).depends_on(&cache).register(|| async {}).unwrap();
+    let cache = c
+        .task("cache")
+        .timeout(S(2))
+        .depends_on(&db)
+        .register(|| async {})
+        .unwrap();
+    c.task("http")
+        .timeout(S(3))
+        .depends_on(&cache)
+        .register(|| async {})
+        .unwrap();
     c.task("side").timeout(S(5)).register(|| async {}).unwrap();
     let plan = c.plan();
     assert_eq!(plan.worst_case(), S(6));
-    assert_eq!(plan.critical_path().collect::<Vec<_>>(), ["http", "cache", "db"]);
+    assert_eq!(
+        plan.critical_path().collect::<Vec<_>>(),
+        ["http", "cache", "db"]
+    );
 }
 
 #[test]
 fn mermaid_dot_and_the_table_draw_the_graph_with_names_escaped() {
     let c = Compactor::new();
     let db = c.register("db \"main\"", || async {}).unwrap();
-    c.task("http<1>").depends_on(&db).priority(Priority::High).register(|| async {}).unwrap();
+    c.task("http<1>")
+        .depends_on(&db)
+        .priority(Priority::High)
+        .register(|| async {})
+        .unwrap();
     let plan = c.plan();
     let mermaid = plan.to_mermaid();
     assert!(mermaid.starts_with("flowchart TD\n"), "{mermaid}");
     assert!(mermaid.contains("db #quot;main#quot;"), "{mermaid}");
     assert!(mermaid.contains("http#lt;1#gt;"), "{mermaid}");
-    let http = plan.tasks().iter().position(|t| t.name() == "http<1>").unwrap();
-    let db = plan.tasks().iter().position(|t| t.name() == "db \"main\"").unwrap();
+    let http = plan
+        .tasks()
+        .iter()
+        .position(|t| t.name() == "http<1>")
+        .unwrap();
+    let db = plan
+        .tasks()
+        .iter()
+        .position(|t| t.name() == "db \"main\"")
+        .unwrap();
     assert!(mermaid.contains(&format!("t{http} --> t{db}")), "{mermaid}");
     let dot = plan.to_dot();
     assert!(dot.contains("db \\\"main\\\""), "{dot}");
     assert!(dot.contains(&format!("t{http} -> t{db};")), "{dot}");
     assert!(dot.trim_end().ends_with('}'));
     let table = plan.to_string();
-    assert!(table.starts_with("shutdown plan: 2 tasks in 2 phases; worst case 20.0s"), "{table}");
-    assert!(table.contains("critical path: http<1> -> db \"main\""), "{table}");
+    assert!(
+        table.starts_with("shutdown plan: 2 tasks in 2 phases; worst case 20.0s"),
+        "{table}"
+    );
+    assert!(
+        table.contains("critical path: http<1> -> db \"main\""),
+        "{table}"
+    );
 }
 
 #[test]
@@ -199,14 +254,24 @@ fn an_empty_instance_plans_nothing_and_fits_anything() {
 #[should_panic(expected = "critical path: flush (30s)")]
 fn assert_plan_fits_names_the_critical_path() {
     let c = Compactor::builder().deadline(S(60)).build();
-    c.task("flush").timeout(S(10)).retries(2).backoff(Backoff::fixed(Duration::ZERO)).register(|| async {}).unwrap();
+    c.task("flush")
+        .timeout(S(10))
+        .retries(2)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .register(|| async {})
+        .unwrap();
     compactor::testing::assert_plan_fits(&c, S(29));
 }
 
 #[test]
 fn assert_plan_fits_passes_within_the_grace() {
     let c = Compactor::builder().deadline(S(60)).build();
-    c.task("flush").timeout(S(10)).retries(1).backoff(Backoff::fixed(Duration::ZERO)).register(|| async {}).unwrap();
+    c.task("flush")
+        .timeout(S(10))
+        .retries(1)
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .register(|| async {})
+        .unwrap();
     compactor::testing::assert_plan_fits(&c, S(20));
 }
 
@@ -217,7 +282,11 @@ async fn progress_is_none_before_live_during_and_final_after_the_run() {
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let released = std::sync::Mutex::new(Some(released));
     let db = c.register("db", || async {}).unwrap();
-    let cache = c.task("cache").depends_on(&db).register(|| async {}).unwrap();
+    let cache = c
+        .task("cache")
+        .depends_on(&db)
+        .register(|| async {})
+        .unwrap();
     c.task("http")
         .depends_on(&cache)
         .timeout(S(30))
@@ -230,7 +299,10 @@ async fn progress_is_none_before_live_during_and_final_after_the_run() {
             }
         })
         .unwrap();
-    c.task("logs").priority(Priority::Low).register(|| async {}).unwrap();
+    c.task("logs")
+        .priority(Priority::Low)
+        .register(|| async {})
+        .unwrap();
     c.trigger();
     tokio::time::sleep(S(2)).await;
 
@@ -281,7 +353,10 @@ async fn progress_shows_a_task_between_attempts() {
     assert_eq!(p.running().len(), 1);
     assert_eq!(p.running()[0].attempt(), 1);
     assert_eq!(p.running()[0].elapsed(), None, "waiting out the backoff");
-    assert!(p.to_string().contains("flaky (retrying after attempt 1)"), "{p}");
+    assert!(
+        p.to_string().contains("flaky (retrying after attempt 1)"),
+        "{p}"
+    );
     tokio::time::sleep(S(5)).await;
     let p = c.progress().unwrap();
     assert_eq!(p.running()[0].attempt(), 2);
@@ -322,13 +397,20 @@ fn progress_answers_while_the_runtime_is_blocked() {
 async fn at_the_deadline_the_report_names_what_blocked_whom() {
     let c = Compactor::builder().deadline(S(5)).build();
     let db = c.register("db", || async {}).unwrap();
-    let cache = c.task("cache").depends_on(&db).register(|| async {}).unwrap();
+    let cache = c
+        .task("cache")
+        .depends_on(&db)
+        .register(|| async {})
+        .unwrap();
     c.task("http")
         .depends_on(&cache)
         .timeout(S(60))
         .register(|| std::future::pending::<()>())
         .unwrap();
-    c.task("logs").priority(Priority::Low).register(|| async {}).unwrap();
+    c.task("logs")
+        .priority(Priority::Low)
+        .register(|| async {})
+        .unwrap();
     let report = c.shutdown().await;
     assert_eq!(report.task("db").unwrap().waited_for(), Some("cache"));
     assert_eq!(report.task("cache").unwrap().waited_for(), Some("http"));
@@ -348,7 +430,11 @@ async fn a_phase_budget_records_what_its_skipped_tasks_waited_for() {
         .phase_budget(Priority::High, S(2))
         .deadline(S(60))
         .build();
-    let after = c.task("after").priority(Priority::High).register(|| async {}).unwrap();
+    let after = c
+        .task("after")
+        .priority(Priority::High)
+        .register(|| async {})
+        .unwrap();
     c.task("slow")
         .priority(Priority::High)
         .depends_on(&after)
@@ -358,7 +444,10 @@ async fn a_phase_budget_records_what_its_skipped_tasks_waited_for() {
     c.register("normal", || async {}).unwrap();
     let report = c.shutdown().await;
     assert_eq!(report.task("after").unwrap().waited_for(), Some("slow"));
-    assert!(report.task("normal").unwrap().outcome().is_clean(), "the next phase still runs");
+    assert!(
+        report.task("normal").unwrap().outcome().is_clean(),
+        "the next phase still runs"
+    );
     assert_eq!(report.task("normal").unwrap().waited_for(), None);
 }
 
@@ -366,7 +455,11 @@ async fn a_phase_budget_records_what_its_skipped_tasks_waited_for() {
 #[test]
 fn the_plan_serializes() {
     let c = Compactor::new();
-    c.task("flush").timeout(S(2)).retries(1).register(|| async {}).unwrap();
+    c.task("flush")
+        .timeout(S(2))
+        .retries(1)
+        .register(|| async {})
+        .unwrap();
     let json = serde_json::to_value(c.plan()).unwrap();
     assert_eq!(json["tasks"][0]["name"], "flush");
     assert_eq!(json["tasks"][0]["timeout_ms"], 2000.0);
@@ -392,7 +485,10 @@ impl std::io::Write for Captured {
 impl Captured {
     fn lines(&self, containing: &str) -> Vec<String> {
         let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().filter(|l| l.contains(containing)).map(str::to_owned).collect()
+        text.lines()
+            .filter(|l| l.contains(containing))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -408,7 +504,10 @@ fn logged_run(builder: compactor::Builder) -> Captured {
         .finish();
     let _default = tracing::subscriber::set_default(subscriber);
     let c = builder.deadline(S(60)).build();
-    c.task("slow").timeout(S(30)).register(|| tokio::time::sleep(S(12))).unwrap();
+    c.task("slow")
+        .timeout(S(30))
+        .register(|| tokio::time::sleep(S(12)))
+        .unwrap();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -423,14 +522,23 @@ fn a_long_shutdown_logs_its_progress_every_few_seconds() {
     let captured = logged_run(Compactor::builder().progress_every(S(5)));
     let lines = captured.lines("compactor::progress");
     assert_eq!(lines.len(), 2, "at 5 s and 10 s: {lines:?}");
-    assert!(lines[0].contains("shutdown: 0/1 finished, 55.0s of 60.0s left; running: slow (5000ms)"), "{lines:?}");
-    assert!(lines[1].contains("50.0s of 60.0s left; running: slow (10.0s)"), "{lines:?}");
+    assert!(
+        lines[0].contains("shutdown: 0/1 finished, 55.0s of 60.0s left; running: slow (5000ms)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("50.0s of 60.0s left; running: slow (10.0s)"),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn progress_lines_can_be_turned_off_and_a_zero_interval_is_refused() {
     let captured = logged_run(Compactor::builder().progress_every(Duration::MAX));
     assert!(captured.lines("compactor::progress").is_empty());
-    let error = Compactor::builder().progress_every(Duration::ZERO).try_build().unwrap_err();
+    let error = Compactor::builder()
+        .progress_every(Duration::ZERO)
+        .try_build()
+        .unwrap_err();
     assert!(error.to_string().contains("progress_every"), "{error}");
 }

@@ -182,15 +182,8 @@ impl Started {
             .collect();
         let snapshots = Some(compactor.inner.snapshots.clone());
         let ticker = compactor.ticker(plan.tasks.len());
-        let parts = compactor.runner_parts(
-            ctx.clone(),
-            reason,
-            t0,
-            snapshots,
-            None,
-            releases,
-            ticker,
-        );
+        let parts =
+            compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases, ticker);
         let runner = Runner::new(plan, parts);
         let inner = compactor.inner;
         let finish_span = span.clone();

@@ -79,7 +79,10 @@ pub struct PlanPhase {
     pub(super) first: usize,
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "budget_ms", serialize_with = "crate::report::optional_millis")
+        serde(
+            rename = "budget_ms",
+            serialize_with = "crate::report::optional_millis"
+        )
     )]
     pub(super) budget: Option<Duration>,
     pub(super) tasks: usize,
@@ -242,7 +245,10 @@ impl ShutdownPlan {
                 effective_priority: planned.effective,
                 raised_by,
                 phase: planned.phase as usize,
-                depends_on: depends_on.iter().map(|&d| names[d as usize].clone()).collect(),
+                depends_on: depends_on
+                    .iter()
+                    .map(|&d| names[d as usize].clone())
+                    .collect(),
                 timeout,
                 retries: spec.retries,
                 backoff,
@@ -251,7 +257,8 @@ impl ShutdownPlan {
                 worst_case: task_worst_case(timeout.saturating_add(grace), spec.retries, &backoff),
             });
         }
-        let concurrency = (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
+        let concurrency =
+            (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
         let (phases, unbounded, critical_path) = phases_worst_case(plan, &tasks, config);
         ShutdownPlan {
             phases,
@@ -355,7 +362,9 @@ fn phases_worst_case(
             remaining[d as usize] += 1;
         }
     }
-    let mut ready: Vec<u32> = (0..n as u32).filter(|&t| remaining[t as usize] == 0).collect();
+    let mut ready: Vec<u32> = (0..n as u32)
+        .filter(|&t| remaining[t as usize] == 0)
+        .collect();
     let mut finish = vec![Duration::ZERO; n];
     let mut before: Vec<Option<u32>> = vec![None; n];
     while let Some(t) = ready.pop() {

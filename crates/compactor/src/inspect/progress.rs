@@ -45,7 +45,10 @@ pub struct RunningTask {
     pub(crate) attempt: u32,
     #[cfg_attr(
         feature = "serde",
-        serde(rename = "attempt_elapsed_ms", serialize_with = "crate::report::optional_millis")
+        serde(
+            rename = "attempt_elapsed_ms",
+            serialize_with = "crate::report::optional_millis"
+        )
     )]
     pub(crate) elapsed: Option<Duration>,
 }
@@ -86,7 +89,10 @@ impl Progress {
                     let t = i as u32;
                     waiting.push(WaitingTask {
                         name: name(),
-                        waits_for: observed.waits_for(t).map(|d| names[d as usize].clone()).collect(),
+                        waits_for: observed
+                            .waits_for(t)
+                            .map(|d| names[d as usize].clone())
+                            .collect(),
                         waits_for_phase: observed.waits_for_phase(t),
                         held_by: holders[i].map(|h| names[h as usize].clone()),
                     });
@@ -99,7 +105,9 @@ impl Progress {
             deadline,
             total: names.len(),
             finished,
-            phase: (!over).then(|| ctx.layout.phases.get(observed.current).copied()).flatten(),
+            phase: (!over)
+                .then(|| ctx.layout.phases.get(observed.current).copied())
+                .flatten(),
             running,
             waiting,
             over,
@@ -244,7 +252,9 @@ impl fmt::Display for Progress {
                 }
                 write!(f, "{}", shown(&r.name, 40))?;
                 match r.elapsed {
-                    Some(e) if r.attempt > 1 => write!(f, " (attempt {}, {})", r.attempt, Millis(e))?,
+                    Some(e) if r.attempt > 1 => {
+                        write!(f, " (attempt {}, {})", r.attempt, Millis(e))?
+                    }
                     Some(e) => write!(f, " ({})", Millis(e))?,
                     None => write!(f, " (retrying after attempt {})", r.attempt)?,
                 }
@@ -258,7 +268,12 @@ impl fmt::Display for Progress {
             let chain = self.chain(&first.name);
             if !chain.is_empty() {
                 let shown_chain: Vec<String> = chain.iter().map(|n| shown(n, 40)).collect();
-                write!(f, " ({} on {})", shown(&first.name, 40), shown_chain.join(" on "))?;
+                write!(
+                    f,
+                    " ({} on {})",
+                    shown(&first.name, 40),
+                    shown_chain.join(" on ")
+                )?;
             }
         }
         Ok(())
@@ -272,7 +287,12 @@ impl Progress {
             f.write_str(" (the shutdown is over)")?;
         }
         for r in &self.running {
-            write!(f, "\n  running  {}  attempt {}", shown(&r.name, 40), r.attempt)?;
+            write!(
+                f,
+                "\n  running  {}  attempt {}",
+                shown(&r.name, 40),
+                r.attempt
+            )?;
             match r.elapsed {
                 Some(e) => write!(f, ", {}", Millis(e))?,
                 None => f.write_str(", waiting out its backoff")?,
@@ -286,7 +306,11 @@ impl Progress {
             }
         }
         if self.waiting.len() > DETAIL_WAITING {
-            write!(f, "\n  and {} more waiting", self.waiting.len() - DETAIL_WAITING)?;
+            write!(
+                f,
+                "\n  and {} more waiting",
+                self.waiting.len() - DETAIL_WAITING
+            )?;
         }
         Ok(())
     }

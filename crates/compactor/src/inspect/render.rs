@@ -33,9 +33,20 @@ impl fmt::Display for ShutdownPlan {
             .iter()
             .map(|t| shown(&t.name, NAME_WIDTH))
             .collect();
-        let name_w = names.iter().map(|n| n.chars().count()).max().unwrap_or(4).max(4);
+        let name_w = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         for (p, phase) in self.phases.iter().enumerate() {
-            write!(f, "  phase {} ({} task{}", phase.priority, phase.tasks, plural(phase.tasks))?;
+            write!(
+                f,
+                "  phase {} ({} task{}",
+                phase.priority,
+                phase.tasks,
+                plural(phase.tasks)
+            )?;
             if let Some(budget) = phase.budget {
                 write!(f, ", budget {}", Millis(budget))?;
             }
@@ -65,7 +76,12 @@ impl fmt::Display for ShutdownPlan {
                     write!(f, "  {}", then.join(", "))?;
                 }
                 if let Some(by) = &t.raised_by {
-                    write!(f, "  (from {}, raised by {})", t.priority, shown(by, NAME_WIDTH))?;
+                    write!(
+                        f,
+                        "  (from {}, raised by {})",
+                        t.priority,
+                        shown(by, NAME_WIDTH)
+                    )?;
                 }
                 writeln!(f)?;
             }

@@ -308,7 +308,10 @@ fn show_progress(signal: Signal) -> bool {
             .filter(|e| e.progress == Some(number))
             .filter_map(|e| e.owner.upgrade().map(|inner| Compactor { inner }))
             .collect();
-        let shutdown = listener.instances.iter().any(|e| e.signals.contains(&number));
+        let shutdown = listener
+            .instances
+            .iter()
+            .any(|e| e.signals.contains(&number));
         (shown, shutdown)
     };
     for compactor in &shown {
@@ -366,4 +369,3 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
         inner.config.exit_grace,
     )
 }
-

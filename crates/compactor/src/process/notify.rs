@@ -23,7 +23,9 @@ struct Notifier {
 
 impl Notifier {
     fn from_env() -> Option<Notifier> {
-        let to = std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty())?;
+        let to = std::env::var("NOTIFY_SOCKET")
+            .ok()
+            .filter(|s| !s.is_empty())?;
         let socket = UnixDatagram::unbound()
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .inspect_err(|error| tracing::warn!(%error, "NOTIFY_SOCKET is set, but no socket to it could be made"))

@@ -236,7 +236,10 @@ impl TaskReport {
 }
 
 #[cfg(feature = "serde")]
-pub(crate) fn optional_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn optional_millis<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => super::millis(d, s),
         None => s.serialize_none(),

@@ -97,7 +97,8 @@ impl Runner {
         for i in 0..self.tasks.len() {
             if in_scope(self, i) && matches!(self.tasks[i].state, State::Waiting) {
                 let step = observed.step(i as u32);
-                self.record.waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
+                self.record
+                    .waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
             }
         }
         drop(observed);

@@ -198,7 +198,6 @@ impl RunContext {
             attempt,
         });
     }
-
 }
 
 /// What to do with the report once the run has ended (and the spent plan,

@@ -68,9 +68,14 @@ impl Layout {
 pub(crate) enum Standing {
     Waiting,
     /// An attempt runs, begun `since` ago.
-    Running { attempt: u32, since: Duration },
+    Running {
+        attempt: u32,
+        since: Duration,
+    },
     /// Between a failed attempt and the next.
-    BackingOff { attempt: u32 },
+    BackingOff {
+        attempt: u32,
+    },
     Finished,
 }
 
@@ -231,7 +236,8 @@ impl Observed<'_> {
         let mut held: Vec<Option<Option<u32>>> = vec![None; n];
         let mut path = Vec::new();
         for start in 0..n as u32 {
-            if self.standings[start as usize] != Standing::Waiting || held[start as usize].is_some() {
+            if self.standings[start as usize] != Standing::Waiting || held[start as usize].is_some()
+            {
                 continue;
             }
             let mut at = start;
@@ -264,7 +270,9 @@ impl Observed<'_> {
         let mut at = t;
         while let Some(next) = self.step(at) {
             chain.push(next);
-            if self.standings[next as usize] != Standing::Waiting || chain.len() > self.standings.len() {
+            if self.standings[next as usize] != Standing::Waiting
+                || chain.len() > self.standings.len()
+            {
                 break;
             }
             at = next;
