@@ -405,7 +405,7 @@ async fn at_the_deadline_the_report_names_what_blocked_whom() {
     c.task("http")
         .depends_on(&cache)
         .timeout(S(60))
-        .register(|| std::future::pending::<()>())
+        .register(std::future::pending::<()>)
         .unwrap();
     c.task("logs")
         .priority(Priority::Low)
@@ -439,7 +439,7 @@ async fn a_phase_budget_records_what_its_skipped_tasks_waited_for() {
         .priority(Priority::High)
         .depends_on(&after)
         .timeout(S(30))
-        .register(|| std::future::pending::<()>())
+        .register(std::future::pending::<()>)
         .unwrap();
     c.register("normal", || async {}).unwrap();
     let report = c.shutdown().await;

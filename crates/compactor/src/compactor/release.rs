@@ -16,7 +16,7 @@ use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::drop_contained;
-use crate::run::{Release, Runner};
+use crate::run::{Release, Runner, RunnerParts};
 use crate::task::RESERVED_PREFIX;
 
 static NEXT_RELEASE: AtomicU64 = AtomicU64::new(1);
@@ -150,7 +150,10 @@ impl Compactor {
         };
         let mut plan = Plan::partial(nodes);
         let ctx = self.run_context(&mut plan, t0);
-        let parts = self.runner_parts(ctx, reason, t0, None, Some(halt), Vec::new(), None);
+        let parts = RunnerParts {
+            halt: Some(halt),
+            ..self.runner_parts(ctx, reason, t0)
+        };
         let owner = Arc::downgrade(&self.inner);
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
             publish.send_replace(Some(report));

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Compactor;
@@ -16,8 +15,7 @@ use crate::event::Event;
 use crate::plan::Plan;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::{current_chain, drop_contained};
-use crate::run::mailbox::Mailbox;
-use crate::run::{Head, Release, RunContext, Runner, RunnerParts, SnapshotRequest, Ticker};
+use crate::run::{Head, RunContext, Runner, RunnerParts, Ticker};
 
 impl Compactor {
     pub(super) fn run_context(&self, plan: &mut Plan, t0: Instant) -> Arc<RunContext> {
@@ -31,15 +29,13 @@ impl Compactor {
         ))
     }
 
+    /// What a runner of this instance is handed; a shutdown adds its
+    /// snapshots, releases and ticker, a release its halt.
     pub(super) fn runner_parts(
         &self,
         ctx: Arc<RunContext>,
         reason: ShutdownReason,
         t0: Instant,
-        snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
-        halt: Option<CancellationToken>,
-        releases: Vec<Release>,
-        ticker: Option<Ticker>,
     ) -> RunnerParts {
         RunnerParts {
             ctx,
@@ -51,10 +47,10 @@ impl Compactor {
                 policy: self.inner.signals.exit,
             },
             t0,
-            snapshots,
-            halt,
-            releases,
-            ticker,
+            snapshots: None,
+            halt: None,
+            releases: Vec::new(),
+            ticker: None,
         }
     }
 
@@ -182,8 +178,12 @@ impl Started {
             .collect();
         let snapshots = Some(compactor.inner.snapshots.clone());
         let ticker = compactor.ticker(plan.tasks.len());
-        let parts =
-            compactor.runner_parts(ctx.clone(), reason, t0, snapshots, None, releases, ticker);
+        let parts = RunnerParts {
+            snapshots,
+            releases,
+            ticker,
+            ..compactor.runner_parts(ctx.clone(), reason, t0)
+        };
         let runner = Runner::new(plan, parts);
         let inner = compactor.inner;
         let finish_span = span.clone();

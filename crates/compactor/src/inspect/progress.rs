@@ -253,7 +253,7 @@ impl fmt::Display for Progress {
                 write!(f, "{}", shown(&r.name, 40))?;
                 match r.elapsed {
                     Some(e) if r.attempt > 1 => {
-                        write!(f, " (attempt {}, {})", r.attempt, Millis(e))?
+                        write!(f, " (attempt {}, {})", r.attempt, Millis(e))?;
                     }
                     Some(e) => write!(f, " ({})", Millis(e))?,
                     None => write!(f, " (retrying after attempt {})", r.attempt)?,

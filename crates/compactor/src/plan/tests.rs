@@ -201,6 +201,7 @@ fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
         .into_iter()
         .enumerate()
         .map(|(i, d)| PlannedTask {
+            id: d.id,
             effective: own(i as u32),
             node: d.node,
             phase: 0,

@@ -158,7 +158,7 @@ impl ShutdownReport {
     /// let c = Compactor::builder().deadline(Duration::from_secs(1)).build();
     /// let db = c.register("db-pool", || async {})?;
     /// let cache = c.task("cache").depends_on(&db).register(|| async {})?;
-    /// c.task("http").depends_on(&cache).register(|| std::future::pending::<()>())?;
+    /// c.task("http").depends_on(&cache).register(std::future::pending::<()>)?;
     /// let report = c.shutdown().await;
     /// assert_eq!(report.blocked_chain("db-pool"), ["cache", "http"]);
     /// # Ok(())

@@ -36,8 +36,11 @@ pub(crate) use scheduler::{Runner, RunnerParts};
 #[derive(Clone)]
 pub(crate) struct Ticker {
     pub(crate) every: std::time::Duration,
-    pub(crate) tick: Arc<dyn Fn(&RunContext, bool) + Send + Sync>,
+    pub(crate) tick: TickFn,
 }
+
+/// A ticker's hook: the run's state, and whether the run has ended.
+pub(crate) type TickFn = Arc<dyn Fn(&RunContext, bool) + Send + Sync>;
 
 impl Ticker {
     /// One ticker for several, ticking as often as the most frequent (each
