@@ -33,16 +33,10 @@ impl Compactor {
     /// # }
     /// ```
     pub fn plan(&self) -> ShutdownPlan {
-        let copies = self.inner.registry.snapshot();
-        let mut kinds = Vec::with_capacity(copies.len());
-        let drained = copies
-            .into_iter()
-            .map(|(task, kind)| {
-                kinds.push((task.id, kind));
-                task
-            })
-            .collect();
-        ShutdownPlan::new(&Plan::new(drained), &kinds, &self.inner.config)
+        ShutdownPlan::new(
+            Plan::new(self.inner.registry.snapshot()),
+            &self.inner.config,
+        )
     }
 
     /// How far the shutdown has got: `None` before it begins, live while it

@@ -8,7 +8,6 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::plan::Plan;
 use crate::priority::{Category, Priority};
-use crate::registry::CleanupKind;
 use crate::report::GraphWarning;
 
 /// What a shutdown would do if it began now, worked out without running
@@ -213,25 +212,17 @@ impl PlanTask {
 }
 
 impl ShutdownPlan {
-    /// The plan of `plan`'s tasks (numbered phase by phase), with the
-    /// kind of each task's cleanup by registration id (`kinds` sorted by id).
-    pub(crate) fn new(plan: &Plan, kinds: &[(u64, CleanupKind)], config: &Config) -> ShutdownPlan {
+    /// The plan of `plan`'s tasks (numbered phase by phase), which it takes
+    /// apart.
+    pub(crate) fn new(mut plan: Plan, config: &Config) -> ShutdownPlan {
         let n = plan.tasks.len();
-        let names = &plan.names;
+        let names = std::mem::take(&mut plan.names);
+        // Each task's own name moves in after: one shared placeholder until then.
+        let unnamed: Arc<str> = Arc::from("");
         let mut tasks: Vec<PlanTask> = Vec::with_capacity(n);
-        for (i, planned) in plan.tasks.iter().enumerate() {
-            let spec = planned.spec();
-            let kind = kinds
-                .binary_search_by_key(&planned.id, |(id, _)| *id)
-                .map(|at| kinds[at].1)
-                .unwrap_or_default();
-            let depends_on: Vec<u32> = plan.precedes.of(i as u32).collect();
-            let raised_by = depends_on
-                .iter()
-                .copied()
-                .max_by_key(|&d| (plan.tasks[d as usize].effective, std::cmp::Reverse(d)))
-                .filter(|&d| plan.tasks[d as usize].effective > spec.priority)
-                .map(|d| names[d as usize].clone());
+        for (i, planned) in plan.tasks.iter_mut().enumerate() {
+            let kind = planned.node.kind;
+            let spec = &mut planned.node.spec;
             let timeout = spec.timeout.unwrap_or(config.default_timeout);
             let backoff = spec.backoff.as_deref().copied().unwrap_or(config.backoff);
             let grace = match kind.observes_token {
@@ -239,15 +230,16 @@ impl ShutdownPlan {
                 false => Duration::ZERO,
             };
             tasks.push(PlanTask {
-                name: names[i].clone(),
-                category: spec.category.clone(),
+                name: unnamed.clone(),
+                category: std::mem::take(&mut spec.category),
                 priority: spec.priority,
                 effective_priority: planned.effective,
-                raised_by,
+                raised_by: None,
                 phase: planned.phase as usize,
-                depends_on: depends_on
-                    .iter()
-                    .map(|&d| names[d as usize].clone())
+                depends_on: plan
+                    .precedes
+                    .of(i as u32)
+                    .map(|d| names[d as usize].clone())
                     .collect(),
                 timeout,
                 retries: spec.retries,
@@ -257,13 +249,25 @@ impl ShutdownPlan {
                 worst_case: task_worst_case(timeout.saturating_add(grace), spec.retries, &backoff),
             });
         }
+        for i in 0..n {
+            let own = tasks[i].priority;
+            tasks[i].raised_by = plan
+                .precedes
+                .of(i as u32)
+                .max_by_key(|&d| (tasks[d as usize].effective_priority, std::cmp::Reverse(d)))
+                .filter(|&d| tasks[d as usize].effective_priority > own)
+                .map(|d| names[d as usize].clone());
+        }
+        for (task, name) in tasks.iter_mut().zip(names) {
+            task.name = name;
+        }
         let concurrency =
             (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
-        let (phases, unbounded, critical_path) = phases_worst_case(plan, &tasks, config);
+        let (phases, unbounded, critical_path) = phases_worst_case(&plan, &tasks, config);
         ShutdownPlan {
             phases,
             tasks,
-            warnings: plan.warnings.clone(),
+            warnings: std::mem::take(&mut plan.warnings),
             deadline: config.deadline,
             concurrency,
             worst_case: unbounded.min(config.deadline),

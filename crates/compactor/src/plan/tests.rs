@@ -22,6 +22,7 @@ fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
                 cleanup: Mutex::new(Some(Box::new(crate::task::cleanup::AsyncFn(|| async {})))),
                 deps: deps.into_boxed_slice(),
                 spec: Spec::default(),
+                kind: Default::default(),
             };
             Drained {
                 id: i as u64 + 1,
