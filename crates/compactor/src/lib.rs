@@ -52,28 +52,109 @@
 //! registration: the first signal runs the shutdown and the process exits with
 //! 128 + the signal number (130, 143), by an exit code that works as PID 1; a
 //! second signal, or a run past its deadline + [exit
-//! grace](Builder::exit_grace), exits at once. [`Compactor::run_until_shutdown`] keeps `main` short and
-//! returns the exit code instead; see [`SignalExit`] for the policies,
+//! grace](Builder::exit_grace), exits at once. Where `main` waits for the
+//! report ([`wait`](Compactor::wait), [`shutdown`](Compactor::shutdown),
+//! [`run_until_shutdown`](Compactor::run_until_shutdown)), it gets the report
+//! first and decides the exit itself; see [`SignalExit`] for the policies,
 //! [`Compactor::shutdown_on_panic`] and [`Compactor::shutdown_blocking`].
 //!
+//! # A server that drains inside the shutdown
+//!
+//! A long-running future (an HTTP server, a queue consumer) runs as a
+//! [service](TaskBuilder::service): it gets the shutdown token, and its
+//! drain is a task of the graph, with a priority, dependencies, a timeout and
+//! a line in the report. Cut off by its timeout it is aborted, not detached;
+//! one that fails before any shutdown starts it. [`run_until_shutdown`](Compactor::run_until_shutdown)
+//! does the same for `main`'s own future:
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//! use compactor::Compactor;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<ExitCode, compactor::Error> {
+//!     let c = Compactor::global();
+//!     let pool = c.register_once("db-pool", || async { /* pool.close().await */ })?;
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//!     c.task("http")
+//!         .depends_on(&pool) // the pool closes after the server has drained
+//!         .service(move |stop| async move {
+//!             loop {
+//!                 tokio::select! {
+//!                     () = stop.cancelled() => return Ok::<(), std::io::Error>(()),
+//!                     accepted = listener.accept() => drop(accepted?), // serve it
+//!                 }
+//!             }
+//!         })?;
+//!     Ok(c.run_until_shutdown(c.shutdown_token().cancelled_owned()).await)
+//! }
+//! ```
+//!
+//! With axum, `axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned())`
+//! inside the service is all it takes; `docs/integrations.md` has axum,
+//! hyper-util and tonic.
+//!
+//! # The token
+//!
+//! [`Compactor::shutdown_token`] is a `CancellationToken` cancelled the moment
+//! shutdown begins: select on it to stop taking new work. Cancelling it
+//! yourself starts nothing; [`trigger`](Compactor::trigger) and
+//! [`request_shutdown`](Compactor::request_shutdown) do.
+//!
+//! # Scopes, releases and batches
+//!
+//! A [scope](Compactor::scope) is a child instance for one owner (a
+//! connection, a job): it shuts down on its own when the owner ends, or with
+//! its parent, as one task of the parent's graph. [`Compactor::release`] runs
+//! the cleanups of chosen tasks now ([`Selection`]: one task, a list, a
+//! category), with the shutdown's rules and a report of their own.
+//! [`Compactor::register_batch`] registers many [`TaskDef`]s at once, all or
+//! none.
+//!
+//! # Seeing the shutdown
+//!
+//! [`Compactor::plan`] shows what a shutdown would do, running nothing: the
+//! phases, the graph, and the [worst case](ShutdownPlan::worst_case) against
+//! a supervisor's grace period (table, Mermaid, DOT).
+//! [`Compactor::progress`] shows a run as it stands; a long run logs it at
+//! INFO every few seconds, and on a terminal as one updating line.
+//! [`Compactor::subscribe`] broadcasts an [`Event`] for every step; tracing
+//! spans cover the run and each cleanup; the [`ShutdownReport`] is a table
+//! and, with `serde`, JSON. A [progress signal](Builder::progress_signal)
+//! (`SIGUSR1`) prints the plan or the progress to stderr, and under systemd
+//! the shutdown is reported over `NOTIFY_SOCKET`
+//! ([`Builder::systemd_notify`]).
+//!
+//! # Tests
+//!
+//! [`testing::instance`] is an instance that fails the test with the report
+//! if a cleanup failed, timed out, panicked or leaked;
+//! [`testing::assert_plan_fits`] fails it when the shutdown could outlast a
+//! grace period.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let c = compactor::testing::instance();
+//! c.register("temp-dir", || async { /* remove it */ }).unwrap();
+//! compactor::testing::assert_plan_fits(&c, std::time::Duration::from_secs(30));
+//! c.finish().await; // panics with the report if a cleanup went wrong
+//! # }
+//! ```
+//!
 //! `docs/design.md` in the repository walks through the architecture and a
-//! worked ordering example; `docs/operations.md` covers systemd, Kubernetes
-//! and the exit codes.
+//! worked ordering example; `docs/operations.md` covers containers,
+//! supervisord, systemd, Kubernetes and the exit codes.
 //!
 //! # Feature flags
 //!
 //! | feature | default | what it enables |
 //! |---|---|---|
-//! | `serde` | no | `Serialize` for [`ShutdownReport`], [`TaskReport`], [`Outcome`] and friends (JSON logs, dashboards) |
-//! | `process` | no | [`TaskBuilder::child_process`]: `SIGTERM`, grace, `SIGKILL`, reap (adds `rustix` on Unix) |
-//! | `zeroize` | no | [`TaskBuilder::secret`]: wipe a secret at shutdown (adds `zeroize`) |
+//! | `serde` | no | `Serialize` for `ShutdownReport`, `ShutdownPlan`, `Progress` and what they hold (JSON logs, dashboards) |
+//! | `process` | no | `TaskBuilder::child_process`: `SIGTERM`, grace, `SIGKILL`, reap (adds `rustix` on Unix) |
+//! | `zeroize` | no | `TaskBuilder::secret`: wipe a secret at shutdown (adds `zeroize`) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// The feature table links methods that exist only with their feature on.
-#![cfg_attr(
-    not(all(feature = "process", feature = "zeroize")),
-    allow(rustdoc::broken_intra_doc_links)
-)]
 
 mod backoff;
 mod compactor;

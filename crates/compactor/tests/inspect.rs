@@ -311,18 +311,19 @@ async fn progress_is_none_before_live_during_and_final_after_the_run() {
     assert_eq!((p.total(), p.finished()), (4, 0));
     assert_eq!(p.phase(), Some(Priority::Normal));
     assert_eq!(p.running().len(), 1);
-    assert_eq!(p.running()[0].name(), "http");
-    assert_eq!(p.running()[0].attempt(), 1);
-    assert_eq!(p.running()[0].elapsed(), Some(S(2)));
+    assert_eq!(first_running(&p).name(), "http");
+    assert_eq!(first_running(&p).attempt(), 1);
+    assert_eq!(first_running(&p).elapsed(), Some(S(2)));
     assert_eq!(p.elapsed(), S(2));
     assert_eq!(p.remaining(), S(58));
-    let waiting: Vec<&str> = p.waiting().iter().map(|w| w.name()).collect();
+    let waiting: Vec<&str> = p.waiting().map(|w| w.name()).collect();
     assert_eq!(waiting, ["db", "cache", "logs"]);
-    let db_waits = &p.waiting()[0];
+    let db_waits = p.waiting().next().unwrap();
     assert_eq!(db_waits.waits_for().collect::<Vec<_>>(), ["cache"]);
     assert_eq!(db_waits.held_by(), Some("http"));
     assert_eq!(p.chain("db"), ["cache", "http"]);
-    let logs = &p.waiting()[2];
+    let logs = p.waiting().nth(2).unwrap();
+    assert_eq!(db_waits.chain(), ["cache", "http"]);
     assert!(logs.waits_for_phase());
     assert_eq!(logs.held_by(), Some("http"));
     assert_eq!(p.chain("logs"), ["http"]);
@@ -335,7 +336,7 @@ async fn progress_is_none_before_live_during_and_final_after_the_run() {
     let p = c.progress().expect("the final progress stays");
     assert!(p.is_over());
     assert_eq!(p.finished(), 4);
-    assert!(p.running().is_empty() && p.waiting().is_empty());
+    assert!(p.running().len() == 0 && p.waiting().len() == 0);
     assert_eq!(p.phase(), None);
 }
 
@@ -351,15 +352,15 @@ async fn progress_shows_a_task_between_attempts() {
     tokio::time::sleep(S(1)).await;
     let p = c.progress().unwrap();
     assert_eq!(p.running().len(), 1);
-    assert_eq!(p.running()[0].attempt(), 1);
-    assert_eq!(p.running()[0].elapsed(), None, "waiting out the backoff");
+    assert_eq!(first_running(&p).attempt(), 1);
+    assert_eq!(first_running(&p).elapsed(), None, "waiting out the backoff");
     assert!(
         p.to_string().contains("flaky (retrying after attempt 1)"),
         "{p}"
     );
     tokio::time::sleep(S(5)).await;
     let p = c.progress().unwrap();
-    assert_eq!(p.running()[0].attempt(), 2);
+    assert_eq!(first_running(&p).attempt(), 2);
 }
 
 #[test]
@@ -388,7 +389,7 @@ fn progress_answers_while_the_runtime_is_blocked() {
     };
     entered.recv().unwrap();
     let p = c.progress().expect("under way");
-    assert_eq!(p.running()[0].name(), "stuck");
+    assert_eq!(first_running(&p).name(), "stuck");
     release.send(()).unwrap();
     assert!(runner.join().unwrap().is_clean());
 }
@@ -466,6 +467,35 @@ fn the_plan_serializes() {
     assert_eq!(json["tasks"][0]["backoff"]["initial_ms"], 100.0);
     assert_eq!(json["worst_case_ms"], 4100.0);
     assert_eq!(json["phases"][0]["tasks"], 1);
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn progress_serializes() {
+    let c = Compactor::builder().deadline(S(60)).build();
+    let db = c.register("db", || async {}).unwrap();
+    c.task("http")
+        .depends_on(&db)
+        .timeout(S(30))
+        .register(|| tokio::time::sleep(S(10)))
+        .unwrap();
+    c.trigger();
+    tokio::time::sleep(S(1)).await;
+    let json = serde_json::to_value(c.progress().unwrap()).unwrap();
+    assert_eq!(json["total"], 2);
+    assert_eq!(json["finished"], 0);
+    assert_eq!(json["elapsed_ms"], 1000.0);
+    assert_eq!(json["phase"], "normal");
+    assert_eq!(json["running"][0]["name"], "http");
+    assert_eq!(json["running"][0]["attempt_elapsed_ms"], 1000.0);
+    assert_eq!(json["waiting"][0]["name"], "db");
+    assert_eq!(json["waiting"][0]["waits_for"][0], "http");
+    assert_eq!(json["waiting"][0]["held_by"], "http");
+    assert!(c.wait().await.is_clean());
+}
+
+fn first_running(p: &compactor::Progress) -> compactor::inspect::RunningTask<'_> {
+    p.running().next().expect("a running task")
 }
 
 /// Log lines written during a test, one string each.

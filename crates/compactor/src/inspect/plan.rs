@@ -221,7 +221,7 @@ impl ShutdownPlan {
         let unnamed: Arc<str> = Arc::from("");
         let mut tasks: Vec<PlanTask> = Vec::with_capacity(n);
         for (i, planned) in plan.tasks.iter_mut().enumerate() {
-            let kind = planned.node.kind;
+            let kind = planned.node.spec.kind;
             let spec = &mut planned.node.spec;
             let timeout = spec.timeout.unwrap_or(config.default_timeout);
             let backoff = spec.backoff.as_deref().copied().unwrap_or(config.backoff);
@@ -308,6 +308,12 @@ impl ShutdownPlan {
     /// The instance's deadline.
     pub fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    /// The instance's [concurrency limit](crate::Builder::concurrency_limit);
+    /// `None` for none.
+    pub fn concurrency_limit(&self) -> Option<usize> {
+        self.concurrency
     }
 
     /// The longest the run can take (see [the formula](Self#the-worst-case)):

@@ -1,7 +1,8 @@
 //! [`Progress`]: a run as it stands, read from any thread without asking
-//! the runner (so it answers while every runtime worker is blocked).
+//! the runner (so it answers while every runtime worker is blocked). Tasks
+//! are kept by their number in the run and named from the run's own table
+//! of names when asked, so a read touches no task's name.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,87 +15,83 @@ use crate::run::{RunContext, Standing};
 /// How far a shutdown has got: the running tasks, the waiting ones with
 /// what each waits for, the finished count and the time left. From
 /// [`Compactor::progress`](crate::Compactor::progress): live during the run,
-/// final after it. `Display` is one line, as the library logs it; with the
-/// `serde` feature it serializes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+/// final after it. `Display` is one line, as the library logs it (`{:#}`
+/// adds a line per task); with the `serde` feature it serializes.
+#[derive(Debug, Clone)]
 pub struct Progress {
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "elapsed_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(crate) elapsed: Duration,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "deadline_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(crate) deadline: Duration,
-    pub(crate) total: usize,
-    pub(crate) finished: usize,
-    pub(crate) phase: Option<Priority>,
-    pub(crate) running: Vec<RunningTask>,
-    pub(crate) waiting: Vec<WaitingTask>,
-    pub(crate) over: bool,
+    elapsed: Duration,
+    deadline: Duration,
+    finished: usize,
+    phase: Option<Priority>,
+    over: bool,
+    names: Arc<[Arc<str>]>,
+    running: Vec<Active>,
+    waiting: Vec<Waiting>,
+    /// The tasks each waiting one waits for, one after another.
+    waits: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    task: u32,
+    attempt: u32,
+    elapsed: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    task: u32,
+    /// Its range in `waits`.
+    waits: (u32, u32),
+    waits_for_phase: bool,
+    held_by: Option<u32>,
 }
 
 /// A task that has begun and not finished, in a [`Progress`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct RunningTask {
-    pub(crate) name: Arc<str>,
-    pub(crate) attempt: u32,
-    #[cfg_attr(
-        feature = "serde",
-        serde(
-            rename = "attempt_elapsed_ms",
-            serialize_with = "crate::report::optional_millis"
-        )
-    )]
-    pub(crate) elapsed: Option<Duration>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningTask<'a> {
+    name: &'a str,
+    attempt: u32,
+    elapsed: Option<Duration>,
 }
 
 /// A task that has not begun, in a [`Progress`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct WaitingTask {
-    pub(crate) name: Arc<str>,
-    pub(crate) waits_for: Vec<Arc<str>>,
-    pub(crate) waits_for_phase: bool,
-    pub(crate) held_by: Option<Arc<str>>,
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingTask<'a> {
+    progress: &'a Progress,
+    waiting: Waiting,
 }
 
 impl Progress {
     pub(crate) fn of(ctx: &RunContext, deadline: Duration) -> Progress {
         let observed = ctx.observe();
-        let names = &ctx.names;
         let holders = observed.holders();
         let mut running = Vec::new();
         let mut waiting = Vec::new();
+        let mut waits = Vec::new();
         let mut finished = 0;
         for (i, standing) in observed.standings.iter().enumerate() {
-            let name = || names[i].clone();
+            let task = i as u32;
             match *standing {
                 Standing::Finished => finished += 1,
-                Standing::Running { attempt, since } => running.push(RunningTask {
-                    name: name(),
+                Standing::Running { attempt, since } => running.push(Active {
+                    task,
                     attempt,
                     elapsed: Some(since),
                 }),
-                Standing::BackingOff { attempt } => running.push(RunningTask {
-                    name: name(),
+                Standing::BackingOff { attempt } => running.push(Active {
+                    task,
                     attempt,
                     elapsed: None,
                 }),
                 Standing::Waiting => {
-                    let t = i as u32;
-                    waiting.push(WaitingTask {
-                        name: name(),
-                        waits_for: observed
-                            .waits_for(t)
-                            .map(|d| names[d as usize].clone())
-                            .collect(),
-                        waits_for_phase: observed.waits_for_phase(t),
-                        held_by: holders[i].map(|h| names[h as usize].clone()),
+                    let start = waits.len() as u32;
+                    waits.extend(observed.waits_for(task));
+                    waiting.push(Waiting {
+                        task,
+                        waits: (start, waits.len() as u32),
+                        waits_for_phase: observed.waits_for_phase(task),
+                        held_by: holders[i],
                     });
                 }
             }
@@ -103,15 +100,20 @@ impl Progress {
         Progress {
             elapsed: observed.now.saturating_duration_since(ctx.t0),
             deadline,
-            total: names.len(),
             finished,
             phase: (!over)
                 .then(|| ctx.layout.phases.get(observed.current).copied())
                 .flatten(),
+            over,
+            names: ctx.names.clone(),
             running,
             waiting,
-            over,
+            waits,
         }
+    }
+
+    fn name(&self, task: u32) -> &str {
+        &self.names[task as usize]
     }
 
     /// Time since the run began.
@@ -131,7 +133,7 @@ impl Progress {
 
     /// How many tasks the run has.
     pub fn total(&self) -> usize {
-        self.total
+        self.names.len()
     }
 
     /// How many have finished, however they ended.
@@ -145,13 +147,20 @@ impl Progress {
     }
 
     /// The tasks that have begun and not finished, in plan order.
-    pub fn running(&self) -> &[RunningTask] {
-        &self.running
+    pub fn running(&self) -> impl ExactSizeIterator<Item = RunningTask<'_>> + '_ {
+        self.running.iter().map(|a| RunningTask {
+            name: self.name(a.task),
+            attempt: a.attempt,
+            elapsed: a.elapsed,
+        })
     }
 
     /// The tasks that have not begun, in plan order.
-    pub fn waiting(&self) -> &[WaitingTask] {
-        &self.waiting
+    pub fn waiting(&self) -> impl ExactSizeIterator<Item = WaitingTask<'_>> + '_ {
+        self.waiting.iter().map(|&waiting| WaitingTask {
+            progress: self,
+            waiting,
+        })
     }
 
     /// Whether the run is over (its report is out).
@@ -163,33 +172,43 @@ impl Progress {
     /// up: the task it waits for, the one that one waits for, and so on.
     /// Empty when it waits for nothing, or is not waiting.
     pub fn chain(&self, task: &str) -> Vec<&str> {
-        let waiting: HashMap<&str, &WaitingTask> =
-            self.waiting.iter().map(|w| (&*w.name, w)).collect();
-        let running: HashSet<&str> = self.running.iter().map(|r| &*r.name).collect();
-        let mut chain = Vec::new();
-        let mut at = waiting.get(task).copied();
-        while let Some(w) = at {
-            let next = w
-                .waits_for
-                .iter()
-                .find(|d| running.contains(&***d))
-                .or(w.waits_for.first())
-                .or(w.held_by.as_ref().filter(|_| w.waits_for_phase));
-            let Some(next) = next else { break };
-            if chain.len() >= self.total {
-                break;
-            }
-            chain.push(&**next);
-            at = waiting.get(&**next).copied();
+        match self.waiting.iter().find(|w| self.name(w.task) == task) {
+            Some(w) => self.chain_of(w).map(|t| self.name(t)).collect(),
+            None => Vec::new(),
         }
-        chain
+    }
+
+    /// The tasks of a waiting task's chain (see [`chain`](Self::chain)).
+    fn chain_of<'a>(&'a self, from: &Waiting) -> impl Iterator<Item = u32> + 'a {
+        // Where each task waits, if it does; built once per chain.
+        let mut slot = vec![u32::MAX; self.names.len()];
+        for (k, w) in self.waiting.iter().enumerate() {
+            slot[w.task as usize] = k as u32;
+        }
+        let mut at = Some(*from);
+        let mut steps = 0;
+        std::iter::from_fn(move || {
+            let w = at.take()?;
+            let waits = &self.waits[w.waits.0 as usize..w.waits.1 as usize];
+            let next = waits
+                .iter()
+                .copied()
+                .find(|&d| slot[d as usize] == u32::MAX)
+                .or(waits.first().copied())
+                .or(w.held_by.filter(|_| w.waits_for_phase))?;
+            steps += 1;
+            if steps <= self.names.len() {
+                at = self.waiting.get(slot[next as usize] as usize).copied();
+            }
+            Some(next)
+        })
     }
 }
 
-impl RunningTask {
+impl<'a> RunningTask<'a> {
     /// The task's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> &'a str {
+        self.name
     }
 
     /// The attempt under way (or, between attempts, the last one).
@@ -204,31 +223,46 @@ impl RunningTask {
     }
 }
 
-impl WaitingTask {
+impl<'a> WaitingTask<'a> {
     /// The task's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> &'a str {
+        self.progress.name(self.waiting.task)
     }
 
     /// The unfinished tasks it must wait for (they run before it).
-    pub fn waits_for(&self) -> impl Iterator<Item = &str> {
-        self.waits_for.iter().map(|d| &**d)
+    pub fn waits_for(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let progress = self.progress;
+        let (start, end) = self.waiting.waits;
+        progress.waits[start as usize..end as usize]
+            .iter()
+            .map(move |&t| progress.name(t))
     }
 
     /// Whether it waits for its phase to begin (every task it waits for
     /// may be done).
     pub fn waits_for_phase(&self) -> bool {
-        self.waits_for_phase
+        self.waiting.waits_for_phase
     }
 
     /// The running task at the end of its chain (see [`Progress::chain`]).
-    pub fn held_by(&self) -> Option<&str> {
-        self.held_by.as_deref()
+    pub fn held_by(&self) -> Option<&'a str> {
+        self.waiting.held_by.map(|t| self.progress.name(t))
+    }
+
+    /// The chain from it to the running task that holds it up.
+    pub fn chain(&self) -> Vec<&'a str> {
+        let progress = self.progress;
+        progress
+            .chain_of(&self.waiting)
+            .map(|t| progress.name(t))
+            .collect()
     }
 }
 
 /// How many running tasks a line names at most.
 const LINE_NAMES: usize = 5;
+/// How many waiting tasks the detailed form lists.
+const DETAIL_WAITING: usize = 50;
 
 /// One line; with `{:#}`, a line for every running and waiting task too.
 impl fmt::Display for Progress {
@@ -240,17 +274,17 @@ impl fmt::Display for Progress {
             f,
             "shutdown: {}/{} finished, {} of {} left",
             self.finished,
-            self.total,
+            self.total(),
             Millis(self.remaining()),
             Millis(self.deadline)
         )?;
         if !self.running.is_empty() {
             f.write_str("; running: ")?;
-            for (k, r) in self.running.iter().take(LINE_NAMES).enumerate() {
+            for (k, r) in self.running().take(LINE_NAMES).enumerate() {
                 if k > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{}", shown(&r.name, 40))?;
+                write!(f, "{}", shown(r.name, 40))?;
                 match r.elapsed {
                     Some(e) if r.attempt > 1 => {
                         write!(f, " (attempt {}, {})", r.attempt, Millis(e))?;
@@ -263,16 +297,16 @@ impl fmt::Display for Progress {
                 write!(f, " and {} more", self.running.len() - LINE_NAMES)?;
             }
         }
-        if let Some(first) = self.waiting.first() {
+        if let Some(first) = self.waiting().next() {
             write!(f, "; {} waiting", self.waiting.len())?;
-            let chain = self.chain(&first.name);
+            let chain = first.chain();
             if !chain.is_empty() {
-                let shown_chain: Vec<String> = chain.iter().map(|n| shown(n, 40)).collect();
+                let links: Vec<String> = chain.iter().map(|n| shown(n, 40)).collect();
                 write!(
                     f,
                     " ({} on {})",
-                    shown(&first.name, 40),
-                    shown_chain.join(" on ")
+                    shown(first.name(), 40),
+                    links.join(" on ")
                 )?;
             }
         }
@@ -286,11 +320,11 @@ impl Progress {
         if self.over {
             f.write_str(" (the shutdown is over)")?;
         }
-        for r in &self.running {
+        for r in self.running() {
             write!(
                 f,
                 "\n  running  {}  attempt {}",
-                shown(&r.name, 40),
+                shown(r.name, 40),
                 r.attempt
             )?;
             match r.elapsed {
@@ -298,11 +332,11 @@ impl Progress {
                 None => f.write_str(", waiting out its backoff")?,
             }
         }
-        for w in self.waiting.iter().take(DETAIL_WAITING) {
-            write!(f, "\n  waiting  {}", shown(&w.name, 40))?;
-            let chain: Vec<String> = self.chain(&w.name).iter().map(|n| shown(n, 40)).collect();
-            if !chain.is_empty() {
-                write!(f, " on {}", chain.join(" on "))?;
+        for w in self.waiting().take(DETAIL_WAITING) {
+            write!(f, "\n  waiting  {}", shown(w.name(), 40))?;
+            let links: Vec<String> = w.chain().iter().map(|n| shown(n, 40)).collect();
+            if !links.is_empty() {
+                write!(f, " on {}", links.join(" on "))?;
             }
         }
         if self.waiting.len() > DETAIL_WAITING {
@@ -316,5 +350,57 @@ impl Progress {
     }
 }
 
-/// How many waiting tasks the detailed form lists.
-const DETAIL_WAITING: usize = 50;
+/// As JSON: `elapsed_ms`, `deadline_ms`, `total`, `finished`, `phase`,
+/// `over`, `running` (`name`, `attempt`, `attempt_elapsed_ms`) and `waiting`
+/// (`name`, `waits_for`, `waits_for_phase`, `held_by`).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Progress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+
+        #[derive(serde::Serialize)]
+        struct Running<'a> {
+            name: &'a str,
+            attempt: u32,
+            #[serde(
+                rename = "attempt_elapsed_ms",
+                serialize_with = "crate::report::optional_millis"
+            )]
+            elapsed: Option<Duration>,
+        }
+        #[derive(serde::Serialize)]
+        struct Waits<'a> {
+            name: &'a str,
+            waits_for: Vec<&'a str>,
+            waits_for_phase: bool,
+            held_by: Option<&'a str>,
+        }
+        let running: Vec<Running<'_>> = self
+            .running()
+            .map(|r| Running {
+                name: r.name,
+                attempt: r.attempt,
+                elapsed: r.elapsed,
+            })
+            .collect();
+        let waiting: Vec<Waits<'_>> = self
+            .waiting()
+            .map(|w| Waits {
+                name: w.name(),
+                waits_for: w.waits_for().collect(),
+                waits_for_phase: w.waits_for_phase(),
+                held_by: w.held_by(),
+            })
+            .collect();
+        let mut s = serializer.serialize_struct("Progress", 8)?;
+        s.serialize_field("elapsed_ms", &(self.elapsed.as_secs_f64() * 1e3))?;
+        s.serialize_field("deadline_ms", &(self.deadline.as_secs_f64() * 1e3))?;
+        s.serialize_field("total", &self.total())?;
+        s.serialize_field("finished", &self.finished)?;
+        s.serialize_field("phase", &self.phase)?;
+        s.serialize_field("over", &self.over)?;
+        s.serialize_field("running", &running)?;
+        s.serialize_field("waiting", &waiting)?;
+        s.end()
+    }
+}

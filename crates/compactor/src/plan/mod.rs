@@ -82,8 +82,6 @@ impl Edges {
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
 pub(crate) struct PlannedTask {
-    /// Its registration id.
-    pub(crate) id: u64,
     pub(crate) node: Box<Node>,
     /// Its own priority raised to that of any task it must precede.
     pub(crate) effective: Priority,
@@ -139,10 +137,9 @@ impl Plan {
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
         let mut tasks: Vec<PlannedTask> = nodes
             .into_iter()
-            .map(|Drained { id, name, node }| {
+            .map(|Drained { name, node, .. }| {
                 names.push(name);
                 PlannedTask {
-                    id,
                     effective: node.spec.priority,
                     node,
                     phase: 0,

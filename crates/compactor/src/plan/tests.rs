@@ -22,7 +22,6 @@ fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
                 cleanup: Mutex::new(Some(Box::new(crate::task::cleanup::AsyncFn(|| async {})))),
                 deps: deps.into_boxed_slice(),
                 spec: Spec::default(),
-                kind: Default::default(),
             };
             Drained {
                 id: i as u64 + 1,
@@ -202,7 +201,6 @@ fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
         .into_iter()
         .enumerate()
         .map(|(i, d)| PlannedTask {
-            id: d.id,
             effective: own(i as u32),
             node: d.node,
             phase: 0,

@@ -24,7 +24,7 @@ pub use handle::TaskHandle;
 use crate::error::Error;
 use crate::priority::Category;
 use crate::task::cleanup::BoxCleanup;
-use crate::task::{Dep, Spec};
+use crate::task::{CleanupKind, Dep, Spec};
 use names::{HashedName, NameHash};
 
 /// A pending task.
@@ -35,16 +35,6 @@ pub(crate) struct Node {
     pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
     pub(crate) deps: Box<[Dep]>,
     pub(crate) spec: Spec,
-    /// Read from the cleanup at registration, for a plan that reads no
-    /// cleanup.
-    pub(crate) kind: CleanupKind,
-}
-
-/// What kind of cleanup a task has, as a plan shows it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct CleanupKind {
-    pub(crate) blocking: bool,
-    pub(crate) observes_token: bool,
 }
 
 /// A task taken out of the registry for a run.
@@ -148,7 +138,7 @@ impl Registry {
     pub(crate) fn insert(
         &self,
         name: Arc<str>,
-        spec: Spec,
+        mut spec: Spec,
         deps: Vec<Dep>,
         cleanup: BoxCleanup,
     ) -> Result<NonZeroU64, Error> {
@@ -193,7 +183,7 @@ impl Registry {
             false => Vec::new(),
         };
         let weak = cleanup.strong_count().is_some();
-        let kind = CleanupKind {
+        spec.kind = CleanupKind {
             blocking: cleanup.is_blocking(),
             observes_token: cleanup.observes_token(),
         };
@@ -213,7 +203,6 @@ impl Registry {
                         cleanup: Mutex::new(Some(cleanup)),
                         deps: deps.into_boxed_slice(),
                         spec,
-                        kind,
                     })),
                 });
             }
@@ -421,7 +410,6 @@ impl Registry {
                     cleanup: Mutex::new(None),
                     deps,
                     spec: node.spec.clone(),
-                    kind: node.kind,
                 };
                 Some((slot.id, entry.key().name().clone(), copy))
             })

@@ -93,7 +93,7 @@ pub(crate) struct RunContext {
     stop: CancellationToken,
     /// Per task, read from other threads.
     pub(crate) progress: Box<[Progress]>,
-    pub(crate) names: Box<[Arc<str>]>,
+    pub(crate) names: Arc<[Arc<str>]>,
     /// The plan's shape, for what a task waits for.
     pub(crate) layout: Layout,
     /// When the run began.
@@ -128,7 +128,7 @@ impl RunContext {
         plan: &mut Plan,
         t0: Instant,
     ) -> RunContext {
-        let names: Box<[Arc<str>]> = std::mem::take(&mut plan.names).into_boxed_slice();
+        let names: Arc<[Arc<str>]> = std::mem::take(&mut plan.names).into();
         RunContext {
             chain,
             done: mailbox::Mailbox::new(),

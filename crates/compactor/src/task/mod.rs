@@ -30,4 +30,14 @@ pub(crate) struct Spec {
     pub(crate) retries: u32,
     pub(crate) category: Category,
     pub(crate) backoff: Option<Box<Backoff>>,
+    /// Read from the cleanup at registration, for a plan that reads no
+    /// cleanup (it fits in the padding).
+    pub(crate) kind: CleanupKind,
+}
+
+/// What kind of cleanup a task has, as a plan shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CleanupKind {
+    pub(crate) blocking: bool,
+    pub(crate) observes_token: bool,
 }
