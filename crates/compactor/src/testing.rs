@@ -138,10 +138,7 @@ pub fn assert_plan_fits(compactor: &Compactor, grace: Duration) {
     }
     let path: Vec<String> = plan
         .critical_path()
-        .map(|name| match plan.task(name) {
-            Some(t) => format!("{name} ({:?})", t.worst_case()),
-            None => name.to_owned(),
-        })
+        .map(|t| format!("{} ({:?})", t.name(), t.worst_case()))
         .collect();
     panic!(
         "the shutdown could take {:?}, more than the grace period of {grace:?} \

@@ -26,7 +26,8 @@ impl Compactor {
     ///     .register(|| async {})?;
     ///
     /// let plan = c.plan();
-    /// assert_eq!(plan.task("http").unwrap().depends_on().collect::<Vec<_>>(), ["db-pool"]);
+    /// let http = plan.task("http").unwrap();
+    /// assert_eq!(http.depends_on().map(|d| d.name()).collect::<Vec<_>>(), ["db-pool"]);
     /// // 5 s for the server, then the default 10 s for the pool.
     /// assert_eq!(plan.worst_case(), Duration::from_secs(15));
     /// # Ok(())

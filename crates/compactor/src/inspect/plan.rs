@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::plan::Plan;
+use crate::plan::{Edges, Plan};
 use crate::priority::{Category, Priority};
 use crate::report::GraphWarning;
 
@@ -40,42 +40,48 @@ use crate::report::GraphWarning;
 ///   [deadline](crate::Builder::deadline).
 ///
 /// [`critical_path`](Self::critical_path) names the tasks that make it up.
+///
+/// Tasks are kept by their number in the plan, with one table of names: a
+/// plan of 100,000 tasks copies no name.
 #[derive(Debug, Clone)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ShutdownPlan {
-    pub(super) phases: Vec<PlanPhase>,
-    pub(super) tasks: Vec<PlanTask>,
-    pub(super) warnings: Vec<GraphWarning>,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "deadline_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(super) deadline: Duration,
-    pub(super) concurrency: Option<usize>,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "worst_case_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(super) worst_case: Duration,
-    #[cfg_attr(
-        feature = "serde",
-        serde(
-            rename = "worst_case_without_deadline_ms",
-            serialize_with = "crate::report::millis"
-        )
-    )]
-    pub(super) unbounded: Duration,
-    pub(super) critical_path: Vec<Arc<str>>,
+    phases: Vec<PlanPhase>,
+    names: Vec<Arc<str>>,
+    tasks: Vec<Entry>,
+    /// `precedes.of(t)`: the tasks `t` depends on (they run after it).
+    precedes: Arc<Edges>,
+    warnings: Vec<GraphWarning>,
+    deadline: Duration,
+    concurrency: Option<usize>,
+    worst_case: Duration,
+    unbounded: Duration,
+    critical_path: Vec<u32>,
+}
+
+/// What the plan knows of one task, its name and edges apart.
+#[derive(Debug, Clone)]
+struct Entry {
+    category: Category,
+    priority: Priority,
+    effective: Priority,
+    raised_by: Option<u32>,
+    phase: usize,
+    timeout: Duration,
+    retries: u32,
+    backoff: Backoff,
+    blocking: bool,
+    observes_token: bool,
+    worst_case: Duration,
 }
 
 /// One phase of a [`ShutdownPlan`]: the tasks of one effective priority.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PlanPhase {
-    pub(super) priority: Priority,
-    /// The index of its first task in [`ShutdownPlan::tasks`].
+    priority: Priority,
+    /// The number of its first task.
     #[cfg_attr(feature = "serde", serde(skip))]
-    pub(super) first: usize,
+    first: usize,
     #[cfg_attr(
         feature = "serde",
         serde(
@@ -83,13 +89,13 @@ pub struct PlanPhase {
             serialize_with = "crate::report::optional_millis"
         )
     )]
-    pub(super) budget: Option<Duration>,
-    pub(super) tasks: usize,
+    budget: Option<Duration>,
+    tasks: usize,
     #[cfg_attr(
         feature = "serde",
         serde(rename = "worst_case_ms", serialize_with = "crate::report::millis")
     )]
-    pub(super) worst_case: Duration,
+    worst_case: Duration,
 }
 
 impl PlanPhase {
@@ -114,100 +120,94 @@ impl PlanPhase {
     }
 }
 
-/// One task of a [`ShutdownPlan`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct PlanTask {
-    pub(super) name: Arc<str>,
-    pub(super) category: Category,
-    pub(super) priority: Priority,
-    pub(super) effective_priority: Priority,
-    pub(super) raised_by: Option<Arc<str>>,
-    pub(super) phase: usize,
-    pub(super) depends_on: Vec<Arc<str>>,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "timeout_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(super) timeout: Duration,
-    pub(super) retries: u32,
-    pub(super) backoff: Backoff,
-    pub(super) blocking: bool,
-    pub(super) observes_token: bool,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "worst_case_ms", serialize_with = "crate::report::millis")
-    )]
-    pub(super) worst_case: Duration,
+/// One task of a [`ShutdownPlan`], borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanTask<'a> {
+    plan: &'a ShutdownPlan,
+    index: usize,
 }
 
-impl PlanTask {
+impl<'a> PlanTask<'a> {
+    fn entry(&self) -> &'a Entry {
+        &self.plan.tasks[self.index]
+    }
+
     /// The task's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> &'a str {
+        &self.plan.names[self.index]
+    }
+
+    /// Its number in the plan: its place in [`ShutdownPlan::tasks`].
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// Its kind of resource.
-    pub fn category(&self) -> &Category {
-        &self.category
+    pub fn category(&self) -> &'a Category {
+        &self.entry().category
     }
 
     /// The priority it was registered with.
     pub fn priority(&self) -> Priority {
-        self.priority
+        self.entry().priority
     }
 
     /// The phase it runs in: its priority raised to that of the tasks it
     /// depends on (they run after it).
     pub fn effective_priority(&self) -> Priority {
-        self.effective_priority
+        self.entry().effective
     }
 
     /// The dependency whose priority raised this task's, if one did.
-    pub fn raised_by(&self) -> Option<&str> {
-        self.raised_by.as_deref()
+    pub fn raised_by(&self) -> Option<&'a str> {
+        let plan = self.plan;
+        self.entry().raised_by.map(|d| &*plan.names[d as usize])
     }
 
     /// Its phase, an index into [`ShutdownPlan::phases`].
     pub fn phase(&self) -> usize {
-        self.phase
+        self.entry().phase
     }
 
     /// The tasks it depends on, as the shutdown resolves them: they start
     /// only after it has finished.
-    pub fn depends_on(&self) -> impl Iterator<Item = &str> {
-        self.depends_on.iter().map(|d| &**d)
+    pub fn depends_on(&self) -> impl Iterator<Item = PlanTask<'a>> + 'a {
+        let plan = self.plan;
+        plan.precedes.of(self.index as u32).map(move |d| PlanTask {
+            plan,
+            index: d as usize,
+        })
     }
 
     /// The timeout of each attempt (its own, or the instance's default).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.entry().timeout
     }
 
     /// How many times it is retried after a failed attempt.
     pub fn retries(&self) -> u32 {
-        self.retries
+        self.entry().retries
     }
 
     /// The delays between its attempts (its own, or the instance's).
     pub fn backoff(&self) -> Backoff {
-        self.backoff
+        self.entry().backoff
     }
 
     /// Whether its cleanup runs on a thread of its own.
     pub fn is_blocking(&self) -> bool {
-        self.blocking
+        self.entry().blocking
     }
 
     /// Whether its cleanup gets a cancellation token, and so the cancel grace
     /// after a timeout.
     pub fn observes_token(&self) -> bool {
-        self.observes_token
+        self.entry().observes_token
     }
 
     /// The longest it can take, all attempts and delays included.
     pub fn worst_case(&self) -> Duration {
-        self.worst_case
+        self.entry().worst_case
     }
 }
 
@@ -216,31 +216,22 @@ impl ShutdownPlan {
     /// apart.
     pub(crate) fn new(mut plan: Plan, config: &Config) -> ShutdownPlan {
         let n = plan.tasks.len();
-        let names = std::mem::take(&mut plan.names);
-        // Each task's own name moves in after: one shared placeholder until then.
-        let unnamed: Arc<str> = Arc::from("");
-        let mut tasks: Vec<PlanTask> = Vec::with_capacity(n);
-        for (i, planned) in plan.tasks.iter_mut().enumerate() {
-            let kind = planned.node.spec.kind;
+        let mut tasks: Vec<Entry> = Vec::with_capacity(n);
+        for planned in &mut plan.tasks {
             let spec = &mut planned.node.spec;
+            let kind = spec.kind;
             let timeout = spec.timeout.unwrap_or(config.default_timeout);
             let backoff = spec.backoff.as_deref().copied().unwrap_or(config.backoff);
             let grace = match kind.observes_token {
                 true => config.cancel_grace,
                 false => Duration::ZERO,
             };
-            tasks.push(PlanTask {
-                name: unnamed.clone(),
+            tasks.push(Entry {
                 category: std::mem::take(&mut spec.category),
                 priority: spec.priority,
-                effective_priority: planned.effective,
+                effective: planned.effective,
                 raised_by: None,
                 phase: planned.phase as usize,
-                depends_on: plan
-                    .precedes
-                    .of(i as u32)
-                    .map(|d| names[d as usize].clone())
-                    .collect(),
                 timeout,
                 retries: spec.retries,
                 backoff,
@@ -254,19 +245,17 @@ impl ShutdownPlan {
             tasks[i].raised_by = plan
                 .precedes
                 .of(i as u32)
-                .max_by_key(|&d| (tasks[d as usize].effective_priority, std::cmp::Reverse(d)))
-                .filter(|&d| tasks[d as usize].effective_priority > own)
-                .map(|d| names[d as usize].clone());
-        }
-        for (task, name) in tasks.iter_mut().zip(names) {
-            task.name = name;
+                .max_by_key(|&d| (tasks[d as usize].effective, std::cmp::Reverse(d)))
+                .filter(|&d| tasks[d as usize].effective > own);
         }
         let concurrency =
             (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
         let (phases, unbounded, critical_path) = phases_worst_case(&plan, &tasks, config);
         ShutdownPlan {
             phases,
+            names: std::mem::take(&mut plan.names),
             tasks,
+            precedes: plan.precedes.clone(),
             warnings: std::mem::take(&mut plan.warnings),
             deadline: config.deadline,
             concurrency,
@@ -282,21 +271,23 @@ impl ShutdownPlan {
     }
 
     /// Every task, phase by phase, in registration order within a phase.
-    pub fn tasks(&self) -> &[PlanTask] {
-        &self.tasks
+    pub fn tasks(&self) -> impl ExactSizeIterator<Item = PlanTask<'_>> + '_ {
+        (0..self.tasks.len()).map(move |index| PlanTask { plan: self, index })
     }
 
-    /// The tasks of phase `phase` (an index into [`phases`](Self::phases)),
-    pub fn tasks_in(&self, phase: usize) -> &[PlanTask] {
-        self.phases
+    /// The tasks of phase `phase` (an index into [`phases`](Self::phases)).
+    pub fn tasks_in(&self, phase: usize) -> impl ExactSizeIterator<Item = PlanTask<'_>> + '_ {
+        let range = self
+            .phases
             .get(phase)
-            .and_then(|p| self.tasks.get(p.first..p.first + p.tasks))
-            .unwrap_or_default()
+            .map_or(0..0, |p| p.first..p.first + p.tasks);
+        range.map(move |index| PlanTask { plan: self, index })
     }
 
     /// The task called `name`.
-    pub fn task(&self, name: &str) -> Option<&PlanTask> {
-        self.tasks.iter().find(|t| t.name() == name)
+    pub fn task(&self, name: &str) -> Option<PlanTask<'_>> {
+        let index = self.names.iter().position(|n| &**n == name)?;
+        Some(PlanTask { plan: self, index })
     }
 
     /// What the planner found wrong with the graph (unknown dependencies,
@@ -332,8 +323,70 @@ impl ShutdownPlan {
     /// The tasks along which the worst case adds up: each phase's longest
     /// chain, phase by phase (a phase bounded by its budget or by the
     /// concurrency limit still names its longest chain).
-    pub fn critical_path(&self) -> impl Iterator<Item = &str> {
-        self.critical_path.iter().map(|n| &**n)
+    pub fn critical_path(&self) -> impl Iterator<Item = PlanTask<'_>> + '_ {
+        self.critical_path.iter().map(move |&t| PlanTask {
+            plan: self,
+            index: t as usize,
+        })
+    }
+}
+
+/// As JSON: `deadline_ms`, `concurrency`, `worst_case_ms`,
+/// `worst_case_without_deadline_ms`, `critical_path` (names), `phases`,
+/// `warnings`, and `tasks`, each with `name`, `category`, `priority`,
+/// `effective_priority`, `raised_by`, `phase`, `depends_on` (names),
+/// `timeout_ms`, `retries`, `backoff`, `blocking`, `observes_token`,
+/// `worst_case_ms`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ShutdownPlan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let critical: Vec<&str> = self.critical_path().map(|t| t.name()).collect();
+        let mut s = serializer.serialize_struct("ShutdownPlan", 8)?;
+        s.serialize_field("deadline_ms", &ms(self.deadline))?;
+        s.serialize_field("concurrency", &self.concurrency)?;
+        s.serialize_field("worst_case_ms", &ms(self.worst_case))?;
+        s.serialize_field("worst_case_without_deadline_ms", &ms(self.unbounded))?;
+        s.serialize_field("critical_path", &critical)?;
+        s.serialize_field("phases", &self.phases)?;
+        s.serialize_field("warnings", &self.warnings)?;
+        s.serialize_field("tasks", &Tasks(self))?;
+        s.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+struct Tasks<'a>(&'a ShutdownPlan);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Tasks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.tasks())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for PlanTask<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let depends_on: Vec<&str> = self.depends_on().map(|d| d.name()).collect();
+        let mut s = serializer.serialize_struct("PlanTask", 13)?;
+        s.serialize_field("name", self.name())?;
+        s.serialize_field("category", self.category())?;
+        s.serialize_field("priority", &self.priority())?;
+        s.serialize_field("effective_priority", &self.effective_priority())?;
+        s.serialize_field("raised_by", &self.raised_by())?;
+        s.serialize_field("phase", &self.phase())?;
+        s.serialize_field("depends_on", &depends_on)?;
+        s.serialize_field("timeout_ms", &ms(self.timeout()))?;
+        s.serialize_field("retries", &self.retries())?;
+        s.serialize_field("backoff", &self.backoff())?;
+        s.serialize_field("blocking", &self.is_blocking())?;
+        s.serialize_field("observes_token", &self.observes_token())?;
+        s.serialize_field("worst_case_ms", &ms(self.worst_case()))?;
+        s.end()
     }
 }
 
@@ -360,9 +413,9 @@ fn task_worst_case(attempt: Duration, retries: u32, backoff: &Backoff) -> Durati
 /// Each phase's worst case, their sum, and the critical path.
 fn phases_worst_case(
     plan: &Plan,
-    tasks: &[PlanTask],
+    tasks: &[Entry],
     config: &Config,
-) -> (Vec<PlanPhase>, Duration, Vec<Arc<str>>) {
+) -> (Vec<PlanPhase>, Duration, Vec<u32>) {
     let n = tasks.len();
     // The longest chain ending at each task within its phase, by a walk in
     // dependency order (Kahn's): `finish[t]` and the task before it.
@@ -420,7 +473,7 @@ fn phases_worst_case(
         let first = path.len();
         let mut at = longest.map(|t| t as u32);
         while let Some(t) = at {
-            path.push(tasks[t as usize].name.clone());
+            path.push(t);
             at = before[t as usize];
         }
         path[first..].reverse();

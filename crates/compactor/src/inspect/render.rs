@@ -14,43 +14,39 @@ impl fmt::Display for ShutdownPlan {
         writeln!(
             f,
             "shutdown plan: {} task{} in {} phase{}; worst case {} (deadline {}{})",
-            self.tasks.len(),
-            plural(self.tasks.len()),
-            self.phases.len(),
-            plural(self.phases.len()),
-            Millis(self.worst_case),
-            Millis(self.deadline),
-            match self.unbounded > self.deadline {
+            self.tasks().len(),
+            plural(self.tasks().len()),
+            self.phases().len(),
+            plural(self.phases().len()),
+            Millis(self.worst_case()),
+            Millis(self.deadline()),
+            match self.worst_case_without_deadline() > self.deadline() {
                 true => format!(
                     "; the tasks' own limits add up to {}, so the deadline may cut them short",
-                    Millis(self.unbounded)
+                    Millis(self.worst_case_without_deadline())
                 ),
                 false => String::new(),
             },
         )?;
-        let names: Vec<String> = self
-            .tasks
-            .iter()
-            .map(|t| shown(&t.name, NAME_WIDTH))
-            .collect();
+        let names: Vec<String> = self.tasks().map(|t| shown(t.name(), NAME_WIDTH)).collect();
         let name_w = names
             .iter()
             .map(|n| n.chars().count())
             .max()
             .unwrap_or(4)
             .max(4);
-        for (p, phase) in self.phases.iter().enumerate() {
+        for (p, phase) in self.phases().iter().enumerate() {
+            let count = phase.tasks();
             write!(
                 f,
-                "  phase {} ({} task{}",
-                phase.priority,
-                phase.tasks,
-                plural(phase.tasks)
+                "  phase {} ({count} task{}",
+                phase.priority(),
+                plural(count)
             )?;
-            if let Some(budget) = phase.budget {
+            if let Some(budget) = phase.budget() {
                 write!(f, ", budget {}", Millis(budget))?;
             }
-            writeln!(f, "): worst case {}", Millis(phase.worst_case))?;
+            writeln!(f, "): worst case {}", Millis(phase.worst_case()))?;
             writeln!(
                 f,
                 "    {}  {:<9}  {:>9}  {:>7}  {:>9}  then",
@@ -60,37 +56,39 @@ impl fmt::Display for ShutdownPlan {
                 "retries",
                 "worst",
             )?;
-            let first = phase.first;
-            for (t, name) in self.tasks_in(p).iter().zip(&names[first..]) {
+            for t in self.tasks_in(p) {
                 write!(
                     f,
                     "    {}  {:<9}  {:>9}  {:>7}  {:>9}",
-                    padded(name, name_w),
-                    shown(t.category.as_str(), NAME_WIDTH),
-                    Millis(t.timeout).to_string(),
-                    t.retries,
-                    Millis(t.worst_case).to_string(),
+                    padded(&names[t.index()], name_w),
+                    shown(t.category().as_str(), NAME_WIDTH),
+                    Millis(t.timeout()).to_string(),
+                    t.retries(),
+                    Millis(t.worst_case()).to_string(),
                 )?;
-                let then: Vec<String> = t.depends_on().map(|d| shown(d, NAME_WIDTH)).collect();
+                let then: Vec<&str> = t.depends_on().map(|d| names[d.index()].as_str()).collect();
                 if !then.is_empty() {
                     write!(f, "  {}", then.join(", "))?;
                 }
-                if let Some(by) = &t.raised_by {
+                if let Some(by) = t.raised_by() {
                     write!(
                         f,
                         "  (from {}, raised by {})",
-                        t.priority,
+                        t.priority(),
                         shown(by, NAME_WIDTH)
                     )?;
                 }
                 writeln!(f)?;
             }
         }
-        let path: Vec<String> = self.critical_path().map(|n| shown(n, NAME_WIDTH)).collect();
+        let path: Vec<&str> = self
+            .critical_path()
+            .map(|t| names[t.index()].as_str())
+            .collect();
         if !path.is_empty() {
             writeln!(f, "  critical path: {}", path.join(" -> "))?;
         }
-        for warning in &self.warnings {
+        for warning in self.warnings() {
             writeln!(f, "  warning: {}", shown(&warning.to_string(), 200))?;
         }
         Ok(())
@@ -106,21 +104,21 @@ impl ShutdownPlan {
     /// each task to each task that runs after it.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
-        for (p, phase) in self.phases.iter().enumerate() {
+        for (p, phase) in self.phases().iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  subgraph phase{p}[\"phase {} · worst {}\"]",
-                phase.priority,
-                Millis(phase.worst_case)
+                phase.priority(),
+                Millis(phase.worst_case())
             );
-            for (k, t) in self.tasks_in(p).iter().enumerate() {
-                let i = phase.first + k;
+            for t in self.tasks_in(p) {
                 let _ = writeln!(
                     out,
-                    "    t{i}[\"{}<br/>timeout {}{}\"]",
-                    mermaid_text(&t.name),
-                    Millis(t.timeout),
-                    retries(t.retries),
+                    "    t{}[\"{}<br/>timeout {}{}\"]",
+                    t.index(),
+                    mermaid_text(t.name()),
+                    Millis(t.timeout()),
+                    retries(t.retries()),
                 );
             }
             out.push_str("  end\n");
@@ -135,21 +133,21 @@ impl ShutdownPlan {
     /// task to each task that runs after it.
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph shutdown {\n  rankdir=TB;\n  node [shape=box];\n");
-        for (p, phase) in self.phases.iter().enumerate() {
+        for (p, phase) in self.phases().iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  subgraph cluster_{p} {{\n    label=\"phase {} · worst {}\";",
-                phase.priority,
-                Millis(phase.worst_case)
+                phase.priority(),
+                Millis(phase.worst_case())
             );
-            for (k, t) in self.tasks_in(p).iter().enumerate() {
-                let i = phase.first + k;
+            for t in self.tasks_in(p) {
                 let _ = writeln!(
                     out,
-                    "    t{i} [label=\"{}\\ntimeout {}{}\"];",
-                    dot_text(&t.name),
-                    Millis(t.timeout),
-                    retries(t.retries),
+                    "    t{} [label=\"{}\\ntimeout {}{}\"];",
+                    t.index(),
+                    dot_text(t.name()),
+                    Millis(t.timeout()),
+                    retries(t.retries()),
                 );
             }
             out.push_str("  }\n");
@@ -161,20 +159,12 @@ impl ShutdownPlan {
         out
     }
 
-    /// Calls `edge` with the indices of each task and a task that runs
+    /// Calls `edge` with the numbers of each task and a task that runs
     /// after it.
     fn for_each_edge(&self, mut edge: impl FnMut(usize, usize)) {
-        let index: std::collections::HashMap<&str, usize> = self
-            .tasks
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name(), i))
-            .collect();
-        for (i, t) in self.tasks.iter().enumerate() {
+        for t in self.tasks() {
             for d in t.depends_on() {
-                if let Some(&j) = index.get(d) {
-                    edge(i, j);
-                }
+                edge(t.index(), d.index());
             }
         }
     }
