@@ -19,9 +19,9 @@ fmt:
 
 # compactor side by side with its peers (--quick: about 90 s)
 compare *ARGS:
-    cargo run --release -p compactor-bench -- {{ARGS}}
+    cargo run --release --manifest-path crates/compactor-bench/Cargo.toml -- {{ARGS}}
 
 # criterion timings and heap bytes per task (figures go to docs/benchmarks.md)
 bench:
-    cargo bench -p compactor-shutdown --bench engine
+    cargo bench --manifest-path crates/compactor-bench/Cargo.toml --bench engine
     cargo bench -p compactor-shutdown --bench memory

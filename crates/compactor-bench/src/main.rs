@@ -2,10 +2,10 @@
 //! today, in one run on one machine.
 //!
 //! ```text
-//! cargo run --release -p compactor-bench            # every scenario, every system
-//! cargo run --release -p compactor-bench -- --quick # fewer runs, under two minutes
-//! cargo run --release -p compactor-bench -- --only shutdown-flat   # one scenario
-//! cargo run --release -p compactor-bench -- --system compactor     # one system
+//! cargo run --release --manifest-path crates/compactor-bench/Cargo.toml            # every scenario, every system
+//! cargo run --release --manifest-path crates/compactor-bench/Cargo.toml -- --quick # fewer runs, under two minutes
+//! cargo run --release --manifest-path crates/compactor-bench/Cargo.toml -- --only shutdown-flat   # one scenario
+//! cargo run --release --manifest-path crates/compactor-bench/Cargo.toml -- --system compactor     # one system
 //! ```
 //!
 //! Prints a markdown table and writes `target/bench/summary.json`. Each

@@ -1,6 +1,7 @@
 //! Speed of the engine: registration and shutdown runs.
 //!
-//! `cargo bench -p compactor --bench engine`; figures in `docs/benchmarks.md`.
+//! `cargo bench --manifest-path crates/compactor-bench/Cargo.toml --bench engine`;
+//! figures in `docs/benchmarks.md`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
