@@ -1,7 +1,7 @@
 //! Categories: the report's sums, the inventory, releasing one category
 //! early, coverage checks, and the leak event.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

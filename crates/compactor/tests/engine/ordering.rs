@@ -1,6 +1,6 @@
 //! Rules 1 to 4 of the ordering semantics, on hand-picked graphs.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

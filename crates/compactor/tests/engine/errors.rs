@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use compactor::{Compactor, Error, Outcome};
 

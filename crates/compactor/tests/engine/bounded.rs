@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use compactor::report::Interruption;
 use compactor::{Backoff, Category, Compactor, Error, Outcome, Priority};
 
-mod common;
+use crate::common;
 
 use common::multi_thread;
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the test files (each `mod common;`).
+//! Helpers shared by the test modules (`crate::common`).
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,6 @@
 //! Releases: chosen tasks run now, while the process goes on.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

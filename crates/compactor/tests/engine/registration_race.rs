@@ -8,7 +8,7 @@ use std::thread;
 
 use compactor::{Compactor, Error};
 
-mod common;
+use crate::common;
 
 const THREADS: usize = 4;
 /// Registrations each thread makes before it waits for the shutdown to

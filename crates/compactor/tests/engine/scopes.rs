@@ -1,7 +1,7 @@
 //! Scopes (a child instance per owner) and the pruning of released weak
 //! registrations.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

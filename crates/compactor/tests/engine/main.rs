@@ -1,0 +1,23 @@
+//! The library's tests through its public API, one module per subject, in
+//! one binary: one link, and every test in parallel with the others. Tests
+//! that touch process-wide state (the global instance, the panic hook) and
+//! those that need features are binaries of their own (`tests/*.rs`).
+
+mod common;
+
+mod batches;
+mod bounded;
+mod categories;
+mod errors;
+mod inspect;
+mod lifecycle;
+mod ordering;
+mod ordering_properties;
+mod registration_race;
+mod releases;
+mod report;
+mod scopes;
+mod services;
+mod testing;
+mod timing;
+mod workers;

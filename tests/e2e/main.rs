@@ -1,0 +1,10 @@
+//! The end-to-end suites, one module each, in one binary: one link, and
+//! the suites' processes run side by side instead of one suite after
+//! another. Real processes, real signals, real sockets on 127.0.0.1.
+
+mod axum;
+mod inspect;
+mod lifecycle;
+mod process;
+mod quickstart;
+mod readiness;
