@@ -306,27 +306,34 @@ fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
         }
         let (code, out) = app.finish(RUN);
         assert_eq!(code, Some(143), "{out:#?}");
-        // As it begins: stopping, and time for the deadline (10 s) + the exit grace (1 s).
+        // As it begins: stopping, and 5 s more.
         assert_eq!(
-            messages[0],
-            "STOPPING=1\nSTATUS=shutting down: 3 task(s)\nEXTEND_TIMEOUT_USEC=11000000",
+            messages[0], "STOPPING=1\nSTATUS=shutting down: 3 task(s)\nEXTEND_TIMEOUT_USEC=5000000",
             "{messages:#?}"
         );
         // A second into the run: http and db done, the cache still going;
-        // tasks finished since the first message, so the timeout is extended
-        // by the time left (at most 10 s + 1 s).
-        let status = messages
+        // tasks finished since the first message, so another 5 s, in a
+        // message of its own.
+        let at = messages
             .iter()
-            .find(|m| m.starts_with("STATUS=shutdown: 2/3 finished"))
+            .position(|m| m.starts_with("STATUS=shutdown: 2/3 finished"))
             .unwrap_or_else(|| panic!("no progress status in {messages:#?}"));
-        assert!(status.contains("running: cache"), "{status}");
-        let extend: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("EXTEND_TIMEOUT_USEC="))
-            .unwrap_or_else(|| panic!("no extension with {status}"))
-            .parse()
-            .unwrap();
-        assert!(extend < 11_000_000 && extend > 8_000_000, "{extend}");
+        assert!(messages[at].contains("running: cache"), "{}", messages[at]);
+        assert_eq!(
+            messages[at + 1],
+            "EXTEND_TIMEOUT_USEC=5000000",
+            "{messages:#?}"
+        );
+        // Nothing else finishes while the cache runs: no more extensions.
+        let extensions = messages
+            .iter()
+            .filter(|m| m.contains("EXTEND_TIMEOUT_USEC"))
+            .count();
+        assert_eq!(extensions, 2, "{messages:#?}");
+        assert!(
+            messages.iter().all(|m| m.len() < 4096),
+            "systemd drops larger ones"
+        );
         assert_eq!(
             messages.last().unwrap(),
             "STATUS=shutdown finished: 3/3 tasks"
@@ -354,4 +361,39 @@ fn systemd_notifications_can_be_turned_off() {
         .recv(&mut buf)
         .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
     assert!(got.is_err(), "a notification although turned off: {got:?}");
+}
+
+#[test]
+fn a_notify_socket_that_leads_nowhere_changes_nothing() {
+    let app = wrapped(
+        "env",
+        &["NOTIFY_SOCKET=/nonexistent/compactor-notify.sock"],
+        &["--slow-cache-ms", "1200"],
+    );
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    assert_eq!(cleanups(&out), ["http", "db", "cache"]);
+}
+
+#[test]
+fn a_child_of_the_service_does_not_speak_for_it() {
+    let dir = scratch_dir("notify-child");
+    let (socket, address) = notify_socket(&dir, false);
+    let variable = format!("NOTIFY_SOCKET={address}");
+    // systemd names the process it started: not this one.
+    let app = wrapped(
+        "env",
+        &[&variable, "SYSTEMD_EXEC_PID=1"],
+        &["--slow-cache-ms", "1200"],
+    );
+    app.signal("TERM");
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let got = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(got.is_err(), "a child notified: {got:?}");
 }

@@ -261,12 +261,23 @@ impl Builder {
     /// `compactor::progress`): what still runs, what waits on what, and how
     /// much of the deadline is left (see [`Progress`](crate::Progress)).
     /// The first line comes after `every`; a shutdown that ends sooner logs
-    /// none. `Duration::MAX` turns the lines off; zero is refused.
+    /// none. `Duration::MAX` turns the lines off; less than 100 ms is refused.
     pub fn progress_every(mut self, every: Duration) -> Self {
-        self.check(Error::zero_duration("progress_every", every));
-        self.config.progress_every = every;
+        if every < Self::MIN_PROGRESS_EVERY {
+            self.check(Some(Error::InvalidConfig {
+                option: "progress_every",
+                problem: format!(
+                    "must be at least {:?} (got {every:?}); Duration::MAX turns the lines off",
+                    Self::MIN_PROGRESS_EVERY
+                ),
+            }));
+        }
+        self.config.progress_every = every.max(Self::MIN_PROGRESS_EVERY);
         self
     }
+
+    /// The shortest [`progress_every`](Self::progress_every): 100 ms.
+    pub const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
     /// Whether a shutdown draws one updating progress line on stderr (from
     /// 1 s into the run, four times a second, cleared when it ends), and,
@@ -285,18 +296,21 @@ impl Builder {
     /// of what it would do: `kill -USR1 <pid>` to see what a process would
     /// do, or what its shutdown is waiting on. Works once the instance
     /// [listens](crate::Compactor::listen_for_signals); refused if it is
-    /// also one of the [shutdown signals](Self::signals).
+    /// also one of the [shutdown signals](Self::signals), and, when the
+    /// instance starts listening, if it is another listening instance's
+    /// shutdown signal.
     pub fn progress_signal(mut self, signal: Signal) -> Self {
         self.config.progress_signal = Some(signal);
         self
     }
 
     /// Whether an instance that listens for signals tells systemd about its
-    /// shutdown, where the process runs as a `Type=notify` service
-    /// (`NOTIFY_SOCKET` is set): `STOPPING=1` as it begins, a `STATUS=` line
-    /// with its progress every second, and `EXTEND_TIMEOUT_USEC=` (up to
-    /// the deadline + the [exit grace](Self::exit_grace)) as it begins and
-    /// whenever tasks have finished since the last message, so a
+    /// shutdown, where systemd gives the process a notification socket
+    /// (`NOTIFY_SOCKET` is set, and `SYSTEMD_EXEC_PID`, if set, is this
+    /// process): `STOPPING=1` as it begins, a `STATUS=` line with its
+    /// progress every second, and `EXTEND_TIMEOUT_USEC=` for 5 s more as it
+    /// begins and whenever tasks have finished since the last one (never
+    /// past the deadline + the [exit grace](Self::exit_grace)), so a
     /// `TimeoutStopSec=` shorter than the deadline does not kill a shutdown
     /// that is getting somewhere. The protocol is spoken over the datagram
     /// socket directly, abstract namespace included; no libsystemd. On by

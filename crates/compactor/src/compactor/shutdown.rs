@@ -60,7 +60,11 @@ impl Compactor {
         let signals = &self.inner.signals;
         let listening = signals.armed.load(Ordering::Acquire);
         let mut tickers: Vec<Ticker> = Vec::new();
-        tickers.extend(crate::inspect::ticker(&self.inner.config, listening));
+        tickers.extend(crate::inspect::ticker(
+            &self.inner.config,
+            listening,
+            self.inner.id,
+        ));
         if let Some(hooks) = signals.hooks.get().filter(|_| listening) {
             tickers.extend((hooks.run_begins)(self, tasks));
         }

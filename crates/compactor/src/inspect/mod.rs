@@ -4,6 +4,7 @@
 mod plan;
 mod progress;
 mod render;
+pub(crate) mod stderr;
 mod ticker;
 
 pub use plan::{PlanPhase, PlanTask, ShutdownPlan};

@@ -393,6 +393,8 @@ impl serde::Serialize for PlanTask<'_> {
 /// The worst case of one task: `retries + 1` attempts of `attempt` each, and
 /// the largest delay before each retry.
 fn task_worst_case(attempt: Duration, retries: u32, backoff: &Backoff) -> Duration {
+    // The run makes `u32::MAX` attempts at most (see `Runner::is_last`).
+    let retries = retries.min(u32::MAX - 1);
     let attempts = attempt.saturating_mul(retries).saturating_add(attempt);
     // The delays double until they reach their cap, then stay there: at
     // most 32 distinct ones, the rest counted by multiplication.

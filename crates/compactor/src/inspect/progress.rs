@@ -5,11 +5,10 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::priority::Priority;
-use crate::report::{Millis, shown};
+use crate::report::{Millis, links, shown};
 use crate::run::{RunContext, Standing};
 
 /// How far a shutdown has got: the running tasks, the waiting ones with
@@ -29,6 +28,9 @@ pub struct Progress {
     waiting: Vec<Waiting>,
     /// The tasks each waiting one waits for, one after another.
     waits: Vec<u32>,
+    /// For each task, its place in `waiting` (`u32::MAX` if it does not
+    /// wait): made when a chain is first asked for.
+    slots: std::sync::OnceLock<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +98,11 @@ impl Progress {
                 }
             }
         }
-        let over = ctx.over.load(Ordering::Acquire);
+        let ended = ctx.ended_after();
+        let over = ended.is_some();
         Progress {
-            elapsed: observed.now.saturating_duration_since(ctx.t0),
+            // Final after the run: its time stops with it.
+            elapsed: ended.unwrap_or_else(|| observed.now.saturating_duration_since(ctx.t0)),
             deadline,
             finished,
             phase: (!over)
@@ -109,6 +113,7 @@ impl Progress {
             running,
             waiting,
             waits,
+            slots: std::sync::OnceLock::new(),
         }
     }
 
@@ -180,11 +185,13 @@ impl Progress {
 
     /// The tasks of a waiting task's chain (see [`chain`](Self::chain)).
     fn chain_of<'a>(&'a self, from: &Waiting) -> impl Iterator<Item = u32> + 'a {
-        // Where each task waits, if it does; built once per chain.
-        let mut slot = vec![u32::MAX; self.names.len()];
-        for (k, w) in self.waiting.iter().enumerate() {
-            slot[w.task as usize] = k as u32;
-        }
+        let slot = self.slots.get_or_init(|| {
+            let mut slot = vec![u32::MAX; self.names.len()];
+            for (k, w) in self.waiting.iter().enumerate() {
+                slot[w.task as usize] = k as u32;
+            }
+            slot
+        });
         let mut at = Some(*from);
         let mut steps = 0;
         std::iter::from_fn(move || {
@@ -301,13 +308,7 @@ impl fmt::Display for Progress {
             write!(f, "; {} waiting", self.waiting.len())?;
             let chain = first.chain();
             if !chain.is_empty() {
-                let links: Vec<String> = chain.iter().map(|n| shown(n, 40)).collect();
-                write!(
-                    f,
-                    " ({} on {})",
-                    shown(first.name(), 40),
-                    links.join(" on ")
-                )?;
+                write!(f, " ({} on {})", shown(first.name(), 40), links(&chain))?;
             }
         }
         Ok(())
@@ -334,9 +335,11 @@ impl Progress {
         }
         for w in self.waiting().take(DETAIL_WAITING) {
             write!(f, "\n  waiting  {}", shown(w.name(), 40))?;
-            let links: Vec<String> = w.chain().iter().map(|n| shown(n, 40)).collect();
-            if !links.is_empty() {
-                write!(f, " on {}", links.join(" on "))?;
+            if let Some(first) = w.waits_for().next() {
+                write!(f, " on {}", shown(first, 40))?;
+            }
+            if let Some(holder) = w.held_by() {
+                write!(f, ", held by {}", shown(holder, 40))?;
             }
         }
         if self.waiting.len() > DETAIL_WAITING {

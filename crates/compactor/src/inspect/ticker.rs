@@ -2,13 +2,14 @@
 //! [`progress_every`](crate::Builder::progress_every), and on a terminal one
 //! updating line on stderr.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Progress;
+use super::stderr::{self, Output};
 use crate::config::Config;
 use crate::run::{RunContext, Ticker};
 
@@ -20,15 +21,16 @@ const REDRAW: Duration = Duration::from_millis(250);
 /// cannot be redrawn in place).
 const LINE_WIDTH: usize = 79;
 
-/// Whether this process's stderr is a terminal to draw on.
+/// Whether this process's stderr is a terminal to draw on (with the
+/// escapes of a VT terminal: not on Windows' console).
 pub(crate) fn on_terminal(config: &Config, listening: bool) -> bool {
-    config.terminal_progress && listening && std::io::stderr().is_terminal()
+    cfg!(unix) && config.terminal_progress && listening && std::io::stderr().is_terminal()
 }
 
-/// The ticker of a shutdown's run, or `None` when nothing would be shown.
-/// `listening`: whether the instance listens for signals (only such an
-/// instance draws on the terminal).
-pub(crate) fn ticker(config: &Config, listening: bool) -> Option<Ticker> {
+/// The ticker of a shutdown's run of instance `owner`, or `None` when
+/// nothing would be shown. `listening`: whether the instance listens for
+/// signals (only such an instance draws on the terminal).
+pub(crate) fn ticker(config: &Config, listening: bool, owner: u64) -> Option<Ticker> {
     let terminal = on_terminal(config, listening);
     let log_every = config.progress_every;
     let every = match terminal {
@@ -37,42 +39,38 @@ pub(crate) fn ticker(config: &Config, listening: bool) -> Option<Ticker> {
         false => log_every,
     };
     let deadline = config.deadline;
-    let state = Arc::new(Mutex::new(Shown::default()));
+    let logged = Arc::new(Mutex::new(Duration::ZERO));
     let tick = move |ctx: &RunContext, over: bool| {
-        let mut shown = state.lock().unwrap_or_else(PoisonError::into_inner);
         if over {
-            if shown.drawn {
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K");
-                let _ = err.flush();
+            if terminal {
+                stderr::send(Output::Clear { owner });
             }
             return;
         }
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(ctx.t0);
+        let elapsed = Instant::now().saturating_duration_since(ctx.t0);
+        let log = {
+            let mut last = logged.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = elapsed >= last.saturating_add(log_every);
+            if due {
+                *last = elapsed;
+            }
+            due
+        };
+        let draw = terminal && elapsed >= QUIET_FOR;
+        if !log && !draw {
+            return;
+        }
         let progress = Progress::of(ctx, deadline);
-        if elapsed >= shown.logged.saturating_add(log_every) {
-            shown.logged = elapsed;
+        if log {
             tracing::info!(target: "compactor::progress", "{progress}");
         }
-        if terminal && elapsed >= QUIET_FOR {
-            shown.drawn = true;
+        if draw {
             let line = crate::report::shown(&progress.to_string(), LINE_WIDTH);
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{line}");
-            let _ = err.flush();
+            stderr::send(Output::Draw { owner, line });
         }
     };
     Some(Ticker {
         every,
         tick: Arc::new(tick),
     })
-}
-
-#[derive(Default)]
-struct Shown {
-    /// When, into the run, the last INFO line went out.
-    logged: Duration,
-    /// Whether the terminal line is on the screen.
-    drawn: bool,
 }

@@ -13,6 +13,24 @@ use crate::config::BeforeExit;
 /// The longest the `before_exit` hook is waited for, whatever the exit grace.
 const HOOK_AT_MOST: Duration = Duration::from_secs(5);
 
+/// The longest a write to stderr or a flush is waited for: a stderr nobody
+/// reads does not keep the process.
+const WRITE_AT_MOST: Duration = Duration::from_millis(200);
+
+/// Runs `f` on a thread of its own and waits for it `limit` at most.
+fn bounded(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let ran = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = done.send(());
+        });
+    if ran.is_ok() {
+        let _ = finished.recv_timeout(limit);
+    }
+}
+
 /// Ends the process with `code`: `why` on stderr first (one line), then the
 /// application's hook (given `limit` to return), then stdout and stderr
 /// flushed.
@@ -31,23 +49,29 @@ pub(crate) fn end_process(
         }
     }
     if let Some(why) = why {
-        eprintln!("compactor: {why}");
+        // On a line of its own, not after the progress line.
+        let erase = match crate::inspect::stderr::line_drawn() {
+            true => crate::inspect::stderr::ERASE,
+            false => "",
+        };
+        bounded("compactor-exit-line", WRITE_AT_MOST, move || {
+            let _ = writeln!(std::io::stderr(), "{erase}compactor: {why}");
+        });
     }
     if let Some(hook) = hook {
+        // A hook that hangs does not keep the process.
         let hook = hook.0.clone();
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let ran = std::thread::Builder::new()
-            .name("compactor-before-exit".to_owned())
-            .spawn(move || {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(code)));
-                let _ = done.send(());
-            });
-        if ran.is_ok() {
-            // A hook that hangs does not keep the process.
-            let _ = finished.recv_timeout(limit.min(HOOK_AT_MOST));
-        }
+        bounded(
+            "compactor-before-exit",
+            limit.min(HOOK_AT_MOST),
+            move || {
+                hook(code);
+            },
+        );
     }
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    bounded("compactor-exit-flush", WRITE_AT_MOST, || {
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    });
     std::process::exit(i32::from(code))
 }

@@ -80,6 +80,10 @@ pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
         });
     }
     let listener = guard.as_mut().expect("set above");
+    let progress = inner.config.progress_signal.map(Signal::number);
+    if let Some(problem) = listener.conflict(&numbers, progress) {
+        return Err(Error::Signals { problem });
+    }
     for &number in &numbers {
         if !listener.registered.contains(&number) {
             listener.handle.add_signal(number).map_err(problem)?;
@@ -87,7 +91,6 @@ pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
             start_early(number);
         }
     }
-    let progress = inner.config.progress_signal.map(Signal::number);
     if let Some(number) = progress.filter(|n| !listener.registered.contains(n)) {
         // The thread alone: nothing about it is urgent.
         listener.handle.add_signal(number).map_err(problem)?;
@@ -175,6 +178,28 @@ fn start_early(number: i32) {
 }
 
 impl Listener {
+    /// Why an instance with these shutdown signals and this progress
+    /// signal cannot listen beside the others: one number cannot both
+    /// start a shutdown and only show progress.
+    fn conflict(&self, shutdown: &[i32], progress: Option<i32>) -> Option<String> {
+        let alive = || self.instances.iter().filter(|e| e.owner.strong_count() > 0);
+        if let Some(p) = progress {
+            if alive().any(|e| e.signals.contains(&p)) {
+                return Some(format!(
+                    "{} is another listening instance's shutdown signal; choose another progress signal",
+                    name_of(p)
+                ));
+            }
+        }
+        let shown = shutdown
+            .iter()
+            .find(|&&n| alive().any(|e| e.progress == Some(n)))?;
+        Some(format!(
+            "{} is another listening instance's progress signal; it cannot also start this one's shutdown",
+            name_of(*shown)
+        ))
+    }
+
     /// Begins the runs of the instances that listen for `signal` and have
     /// not begun: under the table's lock, so the early start and the thread
     /// agree on who began a run. Returns the instances it reached, whether it
@@ -216,10 +241,13 @@ fn begin(compactor: &Compactor, signal: Signal) -> bool {
     };
     tracing::info!(%signal, deadline = ?config.deadline, "signal received: shutting down; {again} to force an exit");
     if crate::inspect::on_terminal(config, true) {
-        eprintln!(
-            "{signal} received: shutting down (deadline {:?}); {again} to force an exit",
-            config.deadline
-        );
+        let deadline = config.deadline;
+        let line = move || {
+            format!(
+                "{signal} received: shutting down (deadline {deadline:?}); {again} to force an exit"
+            )
+        };
+        crate::inspect::stderr::send(crate::inspect::stderr::Output::Text(Box::new(line)));
     }
     match crate::run::own_runtime() {
         Some(runtime) => {
@@ -315,12 +343,14 @@ fn show_progress(signal: Signal) -> bool {
         (shown, shutdown)
     };
     for compactor in &shown {
-        let text = match compactor.progress() {
-            Some(progress) => format!("{progress:#}"),
-            None => compactor.plan().to_string(),
+        // Made and written off this thread: a plan of many tasks takes a
+        // while, and a blocked stderr must not hold the signals.
+        let compactor = compactor.clone();
+        let text = move || match compactor.progress() {
+            Some(progress) => format!("{signal}: {progress:#}"),
+            None => format!("{signal}: {}", compactor.plan()),
         };
-        let mut err = std::io::stderr().lock();
-        let _ = std::io::Write::write_all(&mut err, format!("{signal}: {text}\n").as_bytes());
+        crate::inspect::stderr::send(crate::inspect::stderr::Output::Text(Box::new(text)));
     }
     !shown.is_empty() && !shutdown
 }
@@ -368,4 +398,8 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
         inner.config.before_exit.as_ref(),
         inner.config.exit_grace,
     )
+}
+
+fn name_of(number: i32) -> String {
+    Signal::from_number(number).map_or_else(|| format!("signal {number}"), |s| s.name().to_owned())
 }

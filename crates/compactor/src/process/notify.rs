@@ -14,6 +14,12 @@ use crate::run::{RunContext, Ticker};
 
 /// How often the status line is sent.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// How much longer each extension lets the shutdown go: renewed while
+/// tasks finish, so a shutdown where nothing finishes for this long gets
+/// no more time than systemd's own timeout.
+const EXTEND_BY: Duration = Duration::from_secs(5);
+/// The longest status line sent: systemd drops a message over 4096 bytes.
+const STATUS_CHARS: usize = 900;
 
 /// Where systemd listens.
 struct Notifier {
@@ -26,6 +32,13 @@ impl Notifier {
         let to = std::env::var("NOTIFY_SOCKET")
             .ok()
             .filter(|s| !s.is_empty())?;
+        // A child of the service inherits the variable: only the process
+        // systemd started speaks for the unit.
+        if let Ok(pid) = std::env::var("SYSTEMD_EXEC_PID") {
+            if pid.trim() != std::process::id().to_string() {
+                return None;
+            }
+        }
         let socket = UnixDatagram::unbound()
             .and_then(|s| s.set_nonblocking(true).map(|()| s))
             .inspect_err(|error| tracing::warn!(%error, "NOTIFY_SOCKET is set, but no socket to it could be made"))
@@ -64,9 +77,11 @@ fn send_abstract(_: &UnixDatagram, _: &str, _: &str) -> std::io::Result<()> {
     ))
 }
 
-/// Microseconds, for `EXTEND_TIMEOUT_USEC`.
-fn usec(d: Duration) -> u128 {
-    d.as_micros()
+/// The extension as the shutdown stands: [`EXTEND_BY`], never past the
+/// deadline + exit grace (`left`).
+fn extension(left: Duration) -> String {
+    let usec = EXTEND_BY.min(left).as_micros();
+    format!("EXTEND_TIMEOUT_USEC={usec}")
 }
 
 /// Tells systemd the shutdown of `compactor` begins, and returns the
@@ -79,11 +94,20 @@ pub(crate) fn run_begins(compactor: &Compactor, tasks: usize) -> Option<Ticker> 
     let notifier = Notifier::from_env()?;
     let (deadline, grace) = (config.deadline, config.exit_grace);
     notifier.send(&format!(
-        "STOPPING=1\nSTATUS=shutting down: {tasks} task(s)\nEXTEND_TIMEOUT_USEC={}",
-        usec(deadline.saturating_add(grace))
+        "STOPPING=1\nSTATUS=shutting down: {tasks} task(s)\n{}",
+        extension(deadline.saturating_add(grace))
     ));
     let state = Arc::new(Mutex::new((0usize, None::<Instant>)));
     let tick = move |ctx: &RunContext, over: bool| {
+        let now = Instant::now();
+        if !over {
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let sent = &mut state.1;
+            if sent.is_some_and(|at| now.saturating_duration_since(at) < STATUS_EVERY) {
+                return;
+            }
+            *sent = Some(now);
+        }
         let progress = Progress::of(ctx, deadline);
         if over {
             notifier.send(&format!(
@@ -93,21 +117,14 @@ pub(crate) fn run_begins(compactor: &Compactor, tasks: usize) -> Option<Ticker> 
             ));
             return;
         }
+        let status = crate::report::shown(&progress.to_string(), STATUS_CHARS);
+        notifier.send(&format!("STATUS={status}"));
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (finished, sent) = &mut *state;
-        let now = Instant::now();
-        if sent.is_some_and(|at| now.saturating_duration_since(at) < STATUS_EVERY) {
-            return;
+        if progress.finished() > state.0 {
+            // Getting somewhere: a while longer, within the deadline.
+            state.0 = progress.finished();
+            notifier.send(&extension(progress.remaining().saturating_add(grace)));
         }
-        *sent = Some(now);
-        let mut message = format!("STATUS={progress}");
-        if progress.finished() > *finished {
-            // Getting somewhere: as long again as the deadline allows.
-            *finished = progress.finished();
-            let left = progress.remaining().saturating_add(grace);
-            message.push_str(&format!("\nEXTEND_TIMEOUT_USEC={}", usec(left)));
-        }
-        notifier.send(&message);
     };
     Some(Ticker {
         every: STATUS_EVERY,

@@ -389,6 +389,8 @@ impl Registry {
         // A dependency by handle resolves by id: its name is not read, and
         // one shared placeholder spares touching every dependency's own.
         let unread: Arc<str> = Arc::from("");
+        // A batch is all or none: not half of it in a plan.
+        let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         let mut copies: Vec<(u64, Arc<str>, Node)> = self
             .tasks
             .iter()

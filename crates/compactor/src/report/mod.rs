@@ -15,7 +15,7 @@ pub use freed::Freed;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 
-pub(crate) use table::{Millis, padded, shown};
+pub(crate) use table::{Millis, links, padded, shown};
 #[cfg(feature = "serde")]
 pub(crate) use task::optional_millis;
 
@@ -165,14 +165,20 @@ impl ShutdownReport {
     /// # }
     /// ```
     pub fn blocked_chain(&self, task: &str) -> Vec<&str> {
+        let by_name: std::collections::HashMap<&str, &TaskReport> =
+            self.0.tasks.iter().map(|t| (t.name(), t)).collect();
+        let mut seen = std::collections::HashSet::new();
         let mut chain: Vec<&str> = Vec::new();
-        let mut at = self.task(task);
+        let mut at = by_name.get(task).copied();
         while let Some(next) = at.and_then(TaskReport::waited_for) {
-            if chain.len() > self.0.tasks.len() || chain.contains(&next) {
+            if !seen.insert(next) {
                 break;
             }
             chain.push(next);
-            at = self.task(next).filter(|t| t.started_at().is_none());
+            at = by_name
+                .get(next)
+                .copied()
+                .filter(|t| t.started_at().is_none());
         }
         chain
     }

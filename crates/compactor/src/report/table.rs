@@ -34,6 +34,21 @@ pub(crate) fn shown(text: &str, width: usize) -> String {
     out
 }
 
+/// A chain of task names for a line ("a on b on c"): at most five names,
+/// the first ones and the last (the task that holds the others up).
+pub(crate) fn links(chain: &[&str]) -> String {
+    const LINKS: usize = 5;
+    let names =
+        |part: &[&str]| -> Vec<String> { part.iter().map(|n| shown(n, NAME_WIDTH)).collect() };
+    if chain.len() <= LINKS {
+        return names(chain).join(" on ");
+    }
+    let head = names(&chain[..LINKS - 1]).join(" on ");
+    let skipped = chain.len() - LINKS;
+    let last = shown(chain[chain.len() - 1], NAME_WIDTH);
+    format!("{head} on … ({skipped} more) on {last}")
+}
+
 /// `text` left-aligned in `width` characters.
 pub(crate) fn padded(text: &str, width: usize) -> String {
     let len = text.chars().count();
@@ -155,6 +170,9 @@ pub(crate) struct Millis(pub(crate) Duration);
 
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            return f.write_str("unlimited");
+        }
         let ms = self.0.as_secs_f64() * 1e3;
         if ms < 10.0 {
             write!(f, "{ms:.2}ms")

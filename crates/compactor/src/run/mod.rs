@@ -100,8 +100,10 @@ pub(crate) struct RunContext {
     pub(crate) t0: Instant,
     /// The phase the runner is in (an index into `layout.phases`).
     pub(crate) current_phase: AtomicU32,
-    /// Set once the report is out.
+    /// Set once the run has ended.
     pub(crate) over: AtomicBool,
+    /// When it ended, in nanoseconds since its start.
+    ended: AtomicU64,
     /// The thread of the current-thread runtime driving the run, if it is
     /// on one: a caller there that blocks waits on itself.
     driver: std::sync::Mutex<Option<std::thread::ThreadId>>,
@@ -141,8 +143,23 @@ impl RunContext {
             t0,
             current_phase: AtomicU32::new(0),
             over: AtomicBool::new(false),
+            ended: AtomicU64::new(0),
             driver: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Notes that the run has ended, `after` its start.
+    pub(crate) fn end(&self, after: std::time::Duration) {
+        let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        self.ended.store(nanos, Ordering::Release);
+        self.over.store(true, Ordering::Release);
+    }
+
+    /// How long the run took, once it has ended.
+    pub(crate) fn ended_after(&self) -> Option<std::time::Duration> {
+        self.over
+            .load(Ordering::Acquire)
+            .then(|| std::time::Duration::from_nanos(self.ended.load(Ordering::Acquire)))
     }
 
     /// Notes where the run is driven: called where it is spawned, and when
@@ -235,7 +252,6 @@ async fn carry(mut carry: Carry) {
 impl Carry {
     fn complete(&mut self) {
         if let (Some(runner), Some(finish)) = (self.runner.take(), self.finish.take()) {
-            runner.ctx.over.store(true, Ordering::Release);
             let (report, plan) = runner.into_report();
             finish(report, plan);
         }

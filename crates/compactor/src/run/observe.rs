@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::RunContext;
 use crate::plan::{Edges, Plan};
 use crate::priority::Priority;
+use crate::report::{links, shown};
 
 /// The plan's shape as the run's observers read it.
 pub(crate) struct Layout {
@@ -127,16 +128,24 @@ impl RunContext {
     /// them ("waiting: cache on http"). "none" when nothing runs.
     pub(crate) fn still_running(&self) -> String {
         const NAMED: usize = 3;
+        const ACTIVE: usize = 10;
         let observed = self.observe();
-        let name = |t: u32| self.names[t as usize].to_string();
-        let active: Vec<String> = (0..self.names.len() as u32)
+        let name = |t: u32| &*self.names[t as usize];
+        let active: Vec<u32> = (0..self.names.len() as u32)
             .filter(|&t| observed.standings[t as usize].is_active())
-            .map(name)
             .collect();
-        let mut line = match active.is_empty() {
+        let named: Vec<String> = active
+            .iter()
+            .take(ACTIVE)
+            .map(|&t| shown(name(t), 40))
+            .collect();
+        let mut line = match named.is_empty() {
             true => "none".to_owned(),
-            false => active.join(", "),
+            false => named.join(", "),
         };
+        if active.len() > ACTIVE {
+            line.push_str(&format!(" and {} more", active.len() - ACTIVE));
+        }
         let waiting: Vec<u32> = (0..self.names.len() as u32)
             .filter(|&t| observed.standings[t as usize] == Standing::Waiting)
             .collect();
@@ -144,9 +153,9 @@ impl RunContext {
             .iter()
             .take(NAMED)
             .map(|&t| {
-                let mut links = vec![name(t)];
-                links.extend(observed.chain(t).into_iter().map(name));
-                links.join(" on ")
+                let mut chain = vec![name(t)];
+                chain.extend(observed.chain(t).into_iter().map(name));
+                links(&chain)
             })
             .collect();
         if !chains.is_empty() {

@@ -214,9 +214,6 @@ impl Runner {
             }
         }
         self.await_releases().await;
-        if let Some((ticker, _)) = &self.ticker {
-            ticker.tick(&ctx, true);
-        }
         ctx.stop();
         ctx.done.close();
         if let Some(snapshots) = &snapshots {
@@ -244,6 +241,10 @@ impl Runner {
     /// report is out.
     pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
         self.head.duration = self.t0.elapsed();
+        self.ctx.end(self.head.duration);
+        if let Some((ticker, _)) = &self.ticker {
+            ticker.tick(&self.ctx, true);
+        }
         let extra = std::mem::take(&mut self.released_tasks);
         let report = self.record.into_report(self.head, extra);
         (report, self.plan)

@@ -137,11 +137,12 @@ fn huge_limits_saturate_instead_of_overflowing_or_looping() {
         .unwrap();
     let plan = c.plan();
     assert_eq!(plan.task("forever").unwrap().worst_case(), Duration::MAX);
-    // u32::MAX retries, each after 1 s, plus as many 1 ms attempts.
+    // The run makes u32::MAX attempts at most: as many 1 ms attempts, and a
+    // 1 s delay between each two.
     let retried = plan.task("retried").unwrap().worst_case();
     assert_eq!(
         retried,
-        S(u64::from(u32::MAX)) + MS(u64::from(u32::MAX) + 1)
+        S(u64::from(u32::MAX) - 1) + MS(u64::from(u32::MAX))
     );
     assert_eq!(plan.worst_case_without_deadline(), Duration::MAX);
     assert_eq!(plan.worst_case(), S(25), "the deadline caps the run");
@@ -245,7 +246,8 @@ fn an_empty_instance_plans_nothing_and_fits_anything() {
     let plan = c.plan();
     assert!(plan.tasks().len() == 0 && plan.phases().is_empty());
     assert_eq!(plan.worst_case(), Duration::ZERO);
-    compactor::testing::assert_plan_fits(&c, Duration::ZERO);
+    // Nothing to run, but the exit grace (1 s) to end the process.
+    compactor::testing::assert_plan_fits(&c, S(1));
 }
 
 #[test]
@@ -263,6 +265,7 @@ fn assert_plan_fits_names_the_critical_path() {
 
 #[test]
 fn assert_plan_fits_passes_within_the_grace() {
+    // 2 × 10 s and the exit grace of 1 s: 21 s.
     let c = Compactor::builder().deadline(S(60)).build();
     c.task("flush")
         .timeout(S(10))
@@ -270,7 +273,15 @@ fn assert_plan_fits_passes_within_the_grace() {
         .backoff(Backoff::fixed(Duration::ZERO))
         .register(|| async {})
         .unwrap();
-    compactor::testing::assert_plan_fits(&c, S(20));
+    compactor::testing::assert_plan_fits(&c, S(21));
+}
+
+#[test]
+#[should_panic(expected = "and the exit 1s more")]
+fn assert_plan_fits_counts_the_exit_after_the_deadline() {
+    let c = Compactor::builder().deadline(S(30)).build();
+    c.task("slow").timeout(S(60)).register(|| async {}).unwrap();
+    compactor::testing::assert_plan_fits(&c, S(30));
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,6 +344,15 @@ async fn progress_is_none_before_live_during_and_final_after_the_run() {
     assert!(report.is_clean());
     let p = c.progress().expect("the final progress stays");
     assert!(p.is_over());
+    let took = p.elapsed();
+    assert_eq!(took, report.duration(), "final: the run's own time");
+    tokio::time::sleep(S(10)).await;
+    let later = c.progress().unwrap();
+    assert_eq!(
+        (later.elapsed(), later.remaining()),
+        (took, S(60) - took),
+        "it does not move on"
+    );
     assert_eq!(p.finished(), 4);
     assert!(p.running().len() == 0 && p.waiting().len() == 0);
     assert_eq!(p.phase(), None);
@@ -569,4 +589,50 @@ fn progress_lines_can_be_turned_off_and_a_zero_interval_is_refused() {
         .try_build()
         .unwrap_err();
     assert!(error.to_string().contains("progress_every"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deep_chain_keeps_every_line_short_and_the_report_quick() {
+    const N: usize = 10_000;
+    let c = Compactor::builder().deadline(S(5)).build();
+    let mut previous = c.task("t-last").register(|| async {}).unwrap();
+    for i in (0..N - 1).rev() {
+        let timeout = if i == 0 { S(60) } else { S(1) };
+        let task = c
+            .task(format!("t-{i}"))
+            .depends_on(&previous)
+            .timeout(timeout);
+        previous = match i {
+            0 => task.register(std::future::pending::<()>).unwrap(),
+            _ => task.register(|| async {}).unwrap(),
+        };
+    }
+    c.trigger();
+    tokio::time::sleep(S(1)).await;
+    let p = c.progress().unwrap();
+    let line = p.to_string();
+    assert!(line.len() < 1_000, "{} bytes: {line}", line.len());
+    assert!(
+        line.contains("(t-last on t-9998 on t-9997 on t-9996 on t-9995 on … (9994 more) on t-0)"),
+        "{line}"
+    );
+    assert_eq!(
+        p.chain("t-last").len(),
+        N - 1,
+        "the API has the whole chain"
+    );
+    let detail = format!("{p:#}");
+    assert!(detail.lines().count() <= 53, "{detail}");
+    assert!(detail.len() < 10_000);
+    let report = c.wait().await;
+    let started = std::time::Instant::now();
+    let chain = report.blocked_chain("t-last");
+    assert_eq!(chain.len(), N - 1);
+    assert_eq!(chain.last(), Some(&"t-0"));
+    // Linear: a quadratic walk of 10,000 names takes seconds.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
