@@ -8,3 +8,4 @@ mod lifecycle;
 mod process;
 mod quickstart;
 mod readiness;
+mod worker;
