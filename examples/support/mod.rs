@@ -1,12 +1,16 @@
 //! What the examples share: the logging set-up.
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only on a terminal.
+/// Logs to stderr, filtered by `RUST_LOG` (targets and levels, as in
+/// `info,compactor=debug`; default `info`), in colour only on a terminal.
 pub(crate) fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter: tracing_subscriber::filter::Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse().ok())
+        .unwrap_or_else(|| "info".parse().expect("a valid filter"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(fmt).with(filter).init();
 }
