@@ -35,7 +35,6 @@ impl Runner {
             return;
         };
         self.ctx.note_attempt(i, number, now, false);
-        task.span.record("attempt", number);
         let token = task.observes_token.then(|| self.ctx.attempt_token());
         let attempt = Attempt {
             ctx: self.ctx.clone(),
@@ -44,7 +43,12 @@ impl Runner {
             slot,
             token: token.clone(),
             last,
-            span: task.span.clone(),
+            // A span per attempt: a field recorded again would be shown
+            // twice ("attempt=1 attempt=2").
+            span: match task.span.is_disabled() {
+                true => tracing::Span::none(),
+                false => tracing::info_span!(parent: &task.span, "attempt", number),
+            },
         };
         let stop = match task.blocking {
             true => Stopper::Thread(attempt.spawn_blocking()),

@@ -63,6 +63,7 @@ impl Runner {
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
         if !span.is_disabled() {
+            span.record("attempts", attempts);
             span.record("outcome", tracing::field::display(&outcome));
             span.record("elapsed_ms", elapsed.as_secs_f64() * 1e3);
             tracing::debug!(parent: &span, "cleanup finished");

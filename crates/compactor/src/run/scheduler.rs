@@ -365,7 +365,7 @@ impl Runner {
             task = %self.ctx.names[i],
             category = %planned.node.spec.category,
             priority = %planned.effective,
-            attempt = tracing::field::Empty,
+            attempts = tracing::field::Empty,
             outcome = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );

@@ -636,3 +636,51 @@ async fn a_deep_chain_keeps_every_line_short_and_the_report_quick() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_retried_cleanup_records_its_attempts_once_and_each_attempt_in_a_span() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let c = Compactor::builder().deadline(S(60)).build();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    c.task("flaky")
+        .retries(2)
+        .backoff(Backoff::fixed(MS(10)))
+        .register(move || {
+            let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                tracing::info!("cleanup called");
+                if call < 3 { Err("not yet") } else { Ok(()) }
+            }
+        })
+        .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(async { assert!(c.shutdown().await.is_clean()) });
+    let finished = captured.lines("cleanup finished");
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert!(finished[0].contains("attempts=3"), "{finished:?}");
+    assert!(
+        !finished[0].contains("attempt=1"),
+        "no field twice: {finished:?}"
+    );
+    let tries = captured.lines("cleanup called");
+    assert_eq!(tries.len(), 3);
+    for (n, line) in tries.iter().enumerate() {
+        assert!(
+            line.contains(&format!("attempt{{number={}}}", n + 1)),
+            "{line}"
+        );
+    }
+}
