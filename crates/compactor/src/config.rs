@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) terminal_progress: bool,
     pub(crate) progress_signal: Option<Signal>,
     pub(crate) systemd_notify: bool,
+    pub(crate) drain_delay: Duration,
     pub(crate) before_exit: Option<BeforeExit>,
 }
 
@@ -49,6 +50,7 @@ impl Default for Config {
             terminal_progress: true,
             progress_signal: None,
             systemd_notify: true,
+            drain_delay: Duration::ZERO,
             before_exit: None,
         }
     }
@@ -83,6 +85,7 @@ impl Config {
 /// | [`terminal_progress`](Self::terminal_progress) | on (drawn only on a terminal, for an instance that listens for signals) |
 /// | [`progress_signal`](Self::progress_signal) | none |
 /// | [`systemd_notify`](Self::systemd_notify) | on (where `NOTIFY_SOCKET` is set) |
+/// | [`drain_delay`](Self::drain_delay) | none |
 ///
 /// # Examples
 ///
@@ -320,10 +323,34 @@ impl Builder {
         self
     }
 
+    /// Time for load balancers to stop sending traffic before anything
+    /// closes: when the shutdown begins, [readiness](crate::Compactor::readiness)
+    /// turns "not ready" at once, and every cleanup waits `delay` (the task
+    /// `compactor::drain-delay`, a phase of its own before all others, shown
+    /// in the plan and the report), while requests keep being served.
+    /// Services' drains and [`drain_token`](crate::Compactor::drain_token)
+    /// come after it. Take what the load balancer needs to notice:
+    /// `inter × fall` of HAProxy's health check, or Kubernetes' endpoint
+    /// propagation (a few seconds). The delay counts against the deadline,
+    /// and must be shorter than it. Default: none.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.config.drain_delay = delay;
+        self
+    }
+
     /// The settings, or the first invalid one.
     pub(crate) fn into_config(self) -> Result<Config, Error> {
         if let Some(e) = self.error {
             return Err(e);
+        }
+        if !self.config.drain_delay.is_zero() && self.config.drain_delay >= self.config.deadline {
+            return Err(Error::InvalidConfig {
+                option: "drain_delay",
+                problem: format!(
+                    "{:?} leaves no time of the {:?} deadline for the cleanups; make it shorter, or the deadline longer",
+                    self.config.drain_delay, self.config.deadline
+                ),
+            });
         }
         if let Some(signal) = self.config.progress_signal {
             if self.config.signals.contains(&signal) {

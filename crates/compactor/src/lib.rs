@@ -92,7 +92,9 @@
 //!
 //! With axum, `axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned())`
 //! inside the service is all it takes; `docs/integrations.md` has axum,
-//! hyper-util and tonic.
+//! hyper-util and tonic. Behind a load balancer, a
+//! [drain delay](Builder::drain_delay) turns [`Compactor::readiness`] to
+//! 503 at once and holds every drain back until the balancer has noticed.
 //!
 //! # The token
 //!
@@ -176,7 +178,7 @@ mod task;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::compactor::{Compactor, Selection, TaskBuilder, TaskDef};
+pub use crate::compactor::{Compactor, Readiness, Selection, TaskBuilder, TaskDef};
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;

@@ -35,7 +35,7 @@ impl Compactor {
     /// ```
     pub fn plan(&self) -> ShutdownPlan {
         ShutdownPlan::new(
-            Plan::new(self.inner.registry.snapshot()),
+            Plan::new(self.with_drain_delay(self.inner.registry.snapshot())),
             &self.inner.config,
         )
     }

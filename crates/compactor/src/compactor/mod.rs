@@ -75,6 +75,8 @@ pub(crate) struct Instance {
     pub(crate) registry: Arc<Registry>,
     /// Cancelled the moment shutdown begins.
     token: CancellationToken,
+    /// Cancelled once the drain delay is over (at the start without one).
+    pub(crate) drain: CancellationToken,
     /// Created by the first `subscribe()`: an instance nobody listens to
     /// allocates no channel and sends no events.
     pub(super) events: Arc<OnceLock<broadcast::Sender<Event>>>,
@@ -223,6 +225,7 @@ impl Compactor {
                 config,
                 registry: Arc::new(Registry::new()),
                 token: CancellationToken::new(),
+                drain: CancellationToken::new(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 outcome: Outcome::new(),
@@ -279,6 +282,24 @@ impl Compactor {
     /// start a shutdown (use [`trigger`](Self::trigger)).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.inner.token.child_token()
+    }
+
+    /// A token cancelled when the shutdown's [drain delay](Builder::drain_delay)
+    /// is over, at once without one: what a server's own graceful shutdown
+    /// should wait for (`axum::serve(..).with_graceful_shutdown(c.drain_token().cancelled_owned())`),
+    /// so it keeps serving while load balancers take it out. [Services](TaskBuilder::service)
+    /// get theirs when their drain begins, which is after the delay too.
+    pub fn drain_token(&self) -> CancellationToken {
+        self.inner.drain.child_token()
+    }
+
+    /// The instance's readiness, for a health endpoint: ready until the
+    /// shutdown begins, then not (before the [drain delay](Builder::drain_delay),
+    /// so load balancers stop sending traffic while requests are still served).
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            shutdown: self.inner.token.child_token(),
+        }
     }
 
     /// Receives an [`Event`] for every state change of the shutdown.
@@ -360,5 +381,42 @@ impl Compactor {
         }
         self.inner.snapshots.send(reply).ok()?;
         answer.await.ok()
+    }
+}
+
+/// Whether an instance takes traffic: ready until its shutdown begins. From
+/// [`Compactor::readiness`]; cheap to clone, and it does not keep the
+/// instance alive.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let c = compactor::Compactor::new();
+/// let readiness = c.readiness();
+/// assert_eq!(readiness.status_code(), 200);
+/// c.trigger();
+/// readiness.not_ready().await;
+/// assert_eq!(readiness.status_code(), 503);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    shutdown: CancellationToken,
+}
+
+impl Readiness {
+    /// Whether the instance still takes traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+
+    /// The HTTP status a readiness endpoint answers: 200, then 503.
+    pub fn status_code(&self) -> u16 {
+        if self.is_ready() { 200 } else { 503 }
+    }
+
+    /// Waits until the instance is no longer ready.
+    pub async fn not_ready(&self) {
+        self.shutdown.cancelled().await;
     }
 }

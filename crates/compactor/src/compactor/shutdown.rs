@@ -12,12 +12,58 @@ use tracing::Instrument;
 use super::Compactor;
 use super::outcome::publish;
 use crate::event::Event;
+use crate::priority::{Category, Priority};
+use crate::registry::{Drained, Node};
+use crate::task::Spec;
+
+/// The name of the drain delay's task.
+pub(crate) const DRAIN_DELAY_TASK: &str = "compactor::drain-delay";
+/// How much longer than the delay its task's timeout is.
+const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::plan::Plan;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::attempt::{current_chain, drop_contained};
 use crate::run::{Head, RunContext, Runner, RunnerParts, Ticker};
 
 impl Compactor {
+    /// `tasks` (in registration order) with the drain delay's task first,
+    /// where one is set: `compactor::drain-delay`, a phase of its own before
+    /// every other, which waits out the delay and then ends the drain token.
+    pub(crate) fn with_drain_delay(&self, mut tasks: Vec<Drained>) -> Vec<Drained> {
+        let delay = self.inner.config.drain_delay;
+        if delay.is_zero() {
+            return tasks;
+        }
+        let drain = self.inner.drain.clone();
+        let cleanup = crate::task::cleanup::once(move || async move {
+            tokio::time::sleep(delay).await;
+            drain.cancel();
+        });
+        let spec = Spec {
+            priority: Priority::Custom(i32::MAX),
+            // The sleep ends first; the margin keeps a timer's race from
+            // reporting it timed out.
+            timeout: Some(delay.saturating_add(DRAIN_MARGIN)),
+            category: Category::Timer,
+            ..Spec::default()
+        };
+        let node = Node {
+            cleanup: std::sync::Mutex::new(Some(cleanup)),
+            deps: Box::new([]),
+            spec,
+        };
+        // Id 0: before every registration (ids start at 1).
+        tasks.insert(
+            0,
+            Drained {
+                id: 0,
+                name: std::sync::Arc::from(DRAIN_DELAY_TASK),
+                node: Box::new(node),
+            },
+        );
+        tasks
+    }
+
     pub(super) fn run_context(&self, plan: &mut Plan, t0: Instant) -> Arc<RunContext> {
         let mut chain: Vec<u64> = current_chain().map(|c| c.to_vec()).unwrap_or_default();
         chain.push(self.inner.id);
@@ -101,6 +147,7 @@ impl Compactor {
             Err(panic) => {
                 let message = crate::run::attempt::message_of(panic);
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
+                self.inner.drain.cancel();
                 self.inner
                     .outcome
                     .report
@@ -127,6 +174,9 @@ impl Compactor {
         }
         inner.registry.close();
         inner.token.cancel();
+        if inner.config.drain_delay.is_zero() {
+            inner.drain.cancel();
+        }
         Some(Started {
             compactor: self.clone(),
             reason,
@@ -159,7 +209,7 @@ impl Started {
             tasks = tracing::field::Empty,
             clean = tracing::field::Empty,
         );
-        let mut plan = Plan::new(compactor.inner.registry.drain());
+        let mut plan = Plan::new(compactor.with_drain_delay(compactor.inner.registry.drain()));
         let ctx = compactor.run_context(&mut plan, t0);
         let _ = compactor.inner.run.set(ctx.clone());
         ctx.refresh_listening();
@@ -193,6 +243,8 @@ impl Started {
         let finish_span = span.clone();
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
             let _entered = finish_span.enter();
+            // However the run ended, nothing waits on the delay any more.
+            inner.drain.cancel();
             publish(inner, &ctx, report);
             let _ = drop_contained(spent);
         });

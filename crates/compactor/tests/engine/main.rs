@@ -8,6 +8,7 @@ mod common;
 mod batches;
 mod bounded;
 mod categories;
+mod drain;
 mod errors;
 mod inspect;
 mod lifecycle;
