@@ -1,7 +1,9 @@
 //! The readiness flip, with a real HTTP endpoint: on SIGTERM the service
 //! first fails its readiness check (`GET /healthz` answers 503) while it
-//! keeps serving, waits for the load balancer to notice, and only then stops
-//! accepting and drains its connections. `docs/operations.md` explains why.
+//! keeps serving, waits for the load balancer to notice (the library's
+//! drain delay), and only then stops accepting and drains its connections.
+//! `docs/operations.md` explains why; the end-to-end suite runs three of
+//! these behind HAProxy through rolling restarts.
 //!
 //! ```text
 //! cargo run --example readiness                      # then: curl -i 127.0.0.1:PORT/healthz
@@ -14,10 +16,9 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use compactor::{Category, Compactor, Priority};
+use compactor::{Category, Compactor, Priority, Readiness};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -55,7 +56,7 @@ fn options() -> Result<(u16, Duration, Option<std::path::PathBuf>), String> {
 }
 
 /// Answers one request on `stream`, then closes it.
-async fn serve(stream: TcpStream, ready: Arc<AtomicBool>) {
+async fn serve(stream: TcpStream, readiness: Readiness) {
     let mut stream = BufReader::new(stream);
     let mut request = String::new();
     if stream.read_line(&mut request).await.is_err() {
@@ -68,7 +69,7 @@ async fn serve(stream: TcpStream, ready: Arc<AtomicBool>) {
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
-        "/healthz" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n"),
+        "/healthz" if readiness.is_ready() => ("200 OK", "ready\n"),
         "/healthz" => ("503 Service Unavailable", "shutting down\n"),
         _ => ("200 OK", "hello\n"),
     };
@@ -89,7 +90,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let compactor = Compactor::global();
+    let compactor = match Compactor::init_global(Compactor::builder().drain_delay(drain_delay)) {
+        Ok(compactor) => compactor,
+        Err(e) => {
+            eprintln!("readiness: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let listener = match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -98,22 +105,32 @@ async fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().expect("a bound address");
-    let ready = Arc::new(AtomicBool::new(true));
+    let readiness = compactor.readiness();
+    tokio::spawn({
+        let readiness = readiness.clone();
+        async move {
+            readiness.not_ready().await;
+            println!("readiness: failing /healthz for {drain_delay:?}");
+        }
+    });
     // Separate from the shutdown token: the server keeps accepting while its
-    // readiness check fails, and stops only when this fires.
+    // readiness check fails (the drain delay), and stops when its task runs.
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
 
     let acceptor = tokio::spawn({
-        let (ready, stop, connections) =
-            (ready.clone(), stop_accepting.clone(), connections.clone());
+        let (readiness, stop, connections) = (
+            readiness.clone(),
+            stop_accepting.clone(),
+            connections.clone(),
+        );
         async move {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     accepted = listener.accept() => {
                         if let Ok((stream, _)) = accepted {
-                            connections.spawn(serve(stream, ready.clone()));
+                            connections.spawn(serve(stream, readiness.clone()));
                         }
                     }
                 }
@@ -123,40 +140,25 @@ async fn main() -> ExitCode {
     let acceptor = Arc::new(tokio::sync::Mutex::new(Some(acceptor)));
 
     let registered = compactor
-        .task("fail-readiness")
-        .priority(Priority::Critical)
+        .task("http-listener")
+        .priority(Priority::High)
         .category(Category::Network)
-        .timeout(drain_delay + Duration::from_secs(1))
-        .register({
-            let ready = ready.clone();
-            move || {
-                ready.store(false, Ordering::SeqCst);
-                println!("readiness: failing /healthz for {drain_delay:?}");
-                tokio::time::sleep(drain_delay)
+        .timeout(Duration::from_secs(10))
+        .register(move || {
+            let (acceptor, connections, stop) = (
+                acceptor.clone(),
+                connections.clone(),
+                stop_accepting.clone(),
+            );
+            async move {
+                stop.cancel();
+                if let Some(handle) = acceptor.lock().await.take() {
+                    let _ = handle.await;
+                }
+                connections.close();
+                connections.wait().await;
+                println!("http: listener closed, connections drained");
             }
-        })
-        .and_then(|_| {
-            compactor
-                .task("http-listener")
-                .priority(Priority::High)
-                .category(Category::Network)
-                .timeout(Duration::from_secs(10))
-                .register(move || {
-                    let (acceptor, connections, stop) = (
-                        acceptor.clone(),
-                        connections.clone(),
-                        stop_accepting.clone(),
-                    );
-                    async move {
-                        stop.cancel();
-                        if let Some(handle) = acceptor.lock().await.take() {
-                            let _ = handle.await;
-                        }
-                        connections.close();
-                        connections.wait().await;
-                        println!("http: listener closed, connections drained");
-                    }
-                })
         });
     if let Err(e) = registered {
         eprintln!("readiness: {e}");

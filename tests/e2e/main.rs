@@ -8,4 +8,5 @@ mod lifecycle;
 mod process;
 mod quickstart;
 mod readiness;
+mod rolling;
 mod worker;

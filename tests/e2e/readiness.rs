@@ -64,7 +64,7 @@ fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
             .unwrap_or_else(|| panic!("no task {name} in {report}"))
             .clone()
     };
-    let flip = task("fail-readiness");
+    let flip = task("compactor::drain-delay");
     let close = task("http-listener");
     assert!(flip["duration_ms"].as_f64().unwrap() >= 3000.0, "{flip}");
     assert!(
