@@ -131,7 +131,7 @@ struct Sample {
 
 /// Sends requests through the front door until `stop`: `keep_alive` on one
 /// connection, or a new one each time; about 100 a second.
-fn load(port: u16, keep_alive: bool, stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<Sample>>>) {
+fn load(port: u16, keep_alive: bool, stop: &AtomicBool, out: &Mutex<Vec<Sample>>) {
     let started = Instant::now();
     let mut stream = None;
     while !stop.load(Ordering::SeqCst) && started.elapsed() < LOAD_AT_MOST {
@@ -220,7 +220,7 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
         .into_iter()
         .map(|keep_alive| {
             let (stop, samples) = (stop.clone(), samples.clone());
-            std::thread::spawn(move || load(front, keep_alive, stop, samples))
+            std::thread::spawn(move || load(front, keep_alive, &stop, &samples))
         })
         .collect();
 
