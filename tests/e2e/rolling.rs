@@ -158,6 +158,37 @@ fn percentile(mut latencies: Vec<Duration>, p: f64) -> Duration {
     latencies[at]
 }
 
+/// The status HAProxy gives server `name` ("UP", "DOWN", "UP 1/2", ...),
+/// asked over its stats socket (`show stat`, CSV: the status is field 18).
+fn server_status(socket: &Path, name: &str) -> String {
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return "no socket".to_owned();
+    };
+    let _ = stream.write_all(b"show stat\n");
+    let mut csv = String::new();
+    let _ = stream.read_to_string(&mut csv);
+    csv.lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.len() > 17 && f[0] == "app" && f[1] == name)
+        .map_or_else(|| "unknown".to_owned(), |f| f[17].to_owned())
+}
+
+/// Waits until HAProxy says server `name` is `status` (exactly); how long.
+fn until_server(socket: &Path, name: &str, status: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = server_status(socket, name);
+        if now == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "HAProxy never said {name} is {status} (last: {now})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn haproxy() -> &'static str {
     for path in [
         "/usr/sbin/haproxy",
@@ -198,8 +229,10 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
         .enumerate()
         .map(|(i, p)| format!("  server app{i} 127.0.0.1:{p} check\n"))
         .collect();
+    let socket = dir.join("haproxy.sock");
+    let socket_path = socket.display();
     let config = format!(
-        "global\n  maxconn 512\n\
+        "global\n  maxconn 512\n  stats socket {socket_path}\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  retries 0\n\
          frontend web\n  bind 127.0.0.1:{front}\n  default_backend app\n\
          backend app\n  balance roundrobin\n  option httpchk GET /healthz\n  default-server {CHECK}\n{servers}"
@@ -211,8 +244,9 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
         &["-db", "-f", config_path.to_str().unwrap()],
     )));
     until_status(front, "/", 200);
-    // Every server up in HAProxy's eyes: `rise` checks after start.
-    std::thread::sleep(Duration::from_millis(800));
+    for i in 0..ports.len() {
+        until_server(&socket, &format!("app{i}"), "UP", STARTUP);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -229,9 +263,12 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
     let mut stop_times = Vec::new();
     for _ in 0..ROUNDS {
         for (i, &port) in ports.iter().enumerate() {
+            let server = format!("app{i}");
             let app = instances[i].0.take().expect("running");
             let signalled = Instant::now();
             app.signal("TERM");
+            // Taken out by HAProxy while it still serves (the drain delay).
+            until_server(&socket, &server, "DOWN", Duration::from_secs(5));
             let (code, out) = app.finish(RUN);
             stop_times.push(signalled.elapsed());
             assert_eq!(code, Some(143), "instance {i}: {out:#?}");
@@ -242,8 +279,8 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
             );
             instances[i] = instance(port);
             until_status(port, "/healthz", 200);
-            // HAProxy marks it up after `rise` passing checks.
-            std::thread::sleep(Duration::from_millis(600));
+            // Back in: HAProxy marks it up after `rise` passing checks.
+            until_server(&socket, &server, "UP", STARTUP);
         }
     }
     let restarts_ended = Instant::now();
