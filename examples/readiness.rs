@@ -71,6 +71,11 @@ async fn serve(stream: TcpStream, readiness: Readiness) {
     let (status, body) = match path {
         "/healthz" if readiness.is_ready() => ("200 OK", "ready\n"),
         "/healthz" => ("503 Service Unavailable", "shutting down\n"),
+        "/slow" => {
+            // A request that takes a while: in flight when the drain begins.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            ("200 OK", "slow\n")
+        }
         _ => ("200 OK", "hello\n"),
     };
     let response = format!(

@@ -332,7 +332,10 @@ impl Builder {
     /// come after it. Take what the load balancer needs to notice:
     /// `inter × fall` of HAProxy's health check, or Kubernetes' endpoint
     /// propagation (a few seconds). The delay counts against the deadline,
-    /// and must be shorter than it. Default: none.
+    /// and must be shorter than it; every shutdown of the instance waits it
+    /// out, whatever started it. Its phase has the highest priority there
+    /// is (`Priority::Custom(i32::MAX)`): a task given that priority too
+    /// runs beside it. Scopes have no delay of their own. Default: none.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.config.drain_delay = delay;
         self

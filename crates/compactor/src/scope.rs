@@ -57,7 +57,15 @@ impl TaskBuilder<'_> {
     /// As [`register`](Self::register).
     pub fn scope(self) -> Result<Compactor, Error> {
         let parent = &self.compactor().inner;
-        let child = Compactor::from_parts(parent.config.clone(), false, SignalExit::Return, None);
+        // A scope is not behind a load balancer: no drain delay of its own.
+        let config = match parent.config.drain_delay.is_zero() {
+            true => parent.config.clone(),
+            false => Arc::new(crate::config::Config {
+                drain_delay: std::time::Duration::ZERO,
+                ..(*parent.config).clone()
+            }),
+        };
+        let child = Compactor::from_parts(config, false, SignalExit::Return, None);
         let deadline = parent.config.deadline;
         let builder = match self.has_timeout() {
             true => self,

@@ -36,9 +36,25 @@ impl Compactor {
         }
         let drain = self.inner.drain.clone();
         let cleanup = crate::task::cleanup::once(move || async move {
+            // Ends the drain token however the task ends (cut off too).
+            let _ends = drain.drop_guard();
             tokio::time::sleep(delay).await;
-            drain.cancel();
         });
+        // A dependency on the delay would make it wait for that task (a
+        // task depended on runs after its dependents): it means nothing.
+        for task in &mut tasks {
+            if task.node.deps.iter().any(|d| &*d.name == DRAIN_DELAY_TASK) {
+                tracing::warn!(task = %task.name, "a dependency on {DRAIN_DELAY_TASK} is ignored: every task runs after it");
+                let kept: Vec<_> = task
+                    .node
+                    .deps
+                    .iter()
+                    .filter(|d| &*d.name != DRAIN_DELAY_TASK)
+                    .cloned()
+                    .collect();
+                task.node.deps = kept.into_boxed_slice();
+            }
+        }
         let spec = Spec {
             priority: Priority::Custom(i32::MAX),
             // The sleep ends first; the margin keeps a timer's race from

@@ -86,9 +86,10 @@ impl Compactor {
     /// #[tokio::main]
     /// async fn main() -> ExitCode {
     ///     let compactor = compactor::Compactor::global();
-    ///     let stop = compactor.shutdown_token();
+    ///     // The shutdown's start, or the end of its drain delay if one is set.
+    ///     let stop = compactor.drain_token();
     ///     compactor.run_until_shutdown(async move {
-    ///         stop.cancelled().await; // serve until shutdown begins
+    ///         stop.cancelled().await; // serve until then
     ///     }).await
     /// }
     /// ```

@@ -151,3 +151,37 @@ async fn the_deadline_still_bounds_a_run_with_a_delay() {
     );
     assert!(!report.is_clean());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_scope_has_no_drain_delay_of_its_own() {
+    let c = Compactor::builder()
+        .drain_delay(S(6))
+        .deadline(S(25))
+        .build();
+    let scope = c.scope("connection").unwrap();
+    scope.register("buffer", || async {}).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let report = scope.shutdown().await;
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "a connection's scope closes at once"
+    );
+    assert!(report.task("compactor::drain-delay").is_none());
+    assert!(c.plan().task("compactor::drain-delay").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_on_the_delay_is_ignored_not_inverted() {
+    let c = Compactor::builder()
+        .drain_delay(S(3))
+        .deadline(S(25))
+        .build();
+    c.task("http")
+        .depends_on_name("compactor::drain-delay")
+        .register(|| async {})
+        .unwrap();
+    let report = c.shutdown().await;
+    assert!(report.is_clean(), "{report}");
+    assert!(report.task("http").unwrap().started_at().unwrap() >= S(3));
+}
