@@ -341,6 +341,17 @@ fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
     }
 }
 
+/// Fails with `why` if anything was sent to `socket` (the process has
+/// ended: whatever it sent is in the socket's queue).
+fn assert_silent(socket: &std::os::unix::net::UnixDatagram, why: &str) {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    let got = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    assert!(got.is_err(), "{why}: {got:?}");
+}
+
 #[test]
 fn systemd_notifications_can_be_turned_off() {
     let dir = scratch_dir("no-notify");
@@ -354,13 +365,7 @@ fn systemd_notifications_can_be_turned_off() {
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(143), "{out:#?}");
-    // The process has ended: whatever it sent is in the socket's queue.
-    socket.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 4096];
-    let got = socket
-        .recv(&mut buf)
-        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
-    assert!(got.is_err(), "a notification although turned off: {got:?}");
+    assert_silent(&socket, "a notification although turned off");
 }
 
 #[test]
@@ -390,10 +395,5 @@ fn a_child_of_the_service_does_not_speak_for_it() {
     app.signal("TERM");
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(143), "{out:#?}");
-    socket.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 4096];
-    let got = socket
-        .recv(&mut buf)
-        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
-    assert!(got.is_err(), "a child notified: {got:?}");
+    assert_silent(&socket, "a child notified");
 }

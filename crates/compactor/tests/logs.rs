@@ -43,17 +43,23 @@ impl Captured {
     }
 }
 
-/// Runs a 12 s shutdown (paused clock) under a capturing subscriber.
-fn logged_run(builder: compactor::Builder) -> Captured {
+/// A subscriber of this thread that captures what is logged at `level`
+/// and above, for as long as the guard lives.
+fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .without_time()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(level)
         .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Runs a 12 s shutdown (paused clock) under a capturing subscriber.
+fn logged_run(builder: compactor::Builder) -> Captured {
+    let (captured, _default) = capture(tracing::Level::INFO);
     let c = builder.deadline(S(60)).build();
     c.task("slow")
         .timeout(S(30))
@@ -99,15 +105,7 @@ fn progress_lines_can_be_turned_off_and_a_zero_interval_is_refused() {
 #[test]
 fn a_retried_cleanup_records_its_attempts_once_and_each_attempt_in_a_span() {
     let _one = serial();
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (captured, _default) = capture(tracing::Level::DEBUG);
     let c = Compactor::builder().deadline(S(60)).build();
     let calls = Arc::new(AtomicU32::new(0));
     let counted = calls.clone();
