@@ -3,10 +3,11 @@
 //! another. Real processes, real signals, real sockets on 127.0.0.1.
 
 mod axum;
+// The longest test (about 16 s), its name early: tests start in name order.
+mod behind_haproxy;
 mod inspect;
 mod lifecycle;
 mod process;
 mod quickstart;
 mod readiness;
-mod rolling;
 mod worker;
