@@ -259,9 +259,8 @@ fn begin(compactor: &Compactor, signal: Signal) -> bool {
 }
 
 fn watch(reached: &[(Compactor, bool)], signal: Signal) {
-    for (compactor, _) in reached.iter().filter(|(_, began)| *began) {
-        super::watchdog::watch(compactor, signal);
-    }
+    let began = reached.iter().filter(|(_, began)| *began).map(|(c, _)| c);
+    super::watchdog::watch(began, signal);
 }
 
 fn arrived(signal: Signal) {

@@ -62,21 +62,27 @@ pub(crate) fn start() -> std::io::Result<()> {
         .map(drop)
 }
 
-/// Watches the run a signal just started on `compactor`.
-pub(crate) fn watch(compactor: &Compactor, signal: Signal) {
-    let config = &compactor.inner.config;
-    let limit = Instant::now()
-        .checked_add(config.deadline)
-        .and_then(|end| end.checked_add(config.exit_grace));
-    watched().push(Watched {
-        owner: std::sync::Arc::downgrade(&compactor.inner),
-        outcome: compactor.outcome(),
-        signal,
-        limit,
-        grace: config.exit_grace,
-        hook: config.before_exit.clone(),
-        after: None,
-    });
+/// Watches the runs a signal just started, all at once: the process ends
+/// only when every one of them is over, so none may be looked at before
+/// the others are on the list.
+pub(crate) fn watch<'a>(compactors: impl IntoIterator<Item = &'a Compactor>, signal: Signal) {
+    let mut list = watched();
+    for compactor in compactors {
+        let config = &compactor.inner.config;
+        let limit = Instant::now()
+            .checked_add(config.deadline)
+            .and_then(|end| end.checked_add(config.exit_grace));
+        list.push(Watched {
+            owner: std::sync::Arc::downgrade(&compactor.inner),
+            outcome: compactor.outcome(),
+            signal,
+            limit,
+            grace: config.exit_grace,
+            hook: config.before_exit.clone(),
+            after: None,
+        });
+    }
+    drop(list);
     LOOK.notify_one();
 }
 
