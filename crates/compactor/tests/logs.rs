@@ -57,6 +57,16 @@ fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuar
     (captured, tracing::subscriber::set_default(subscriber))
 }
 
+/// Runs `c`'s shutdown on a paused clock, and checks it is clean.
+fn shut_down_clean(c: &Compactor) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(async { assert!(c.shutdown().await.is_clean()) });
+}
+
 /// Runs a 12 s shutdown (paused clock) under a capturing subscriber.
 fn logged_run(builder: compactor::Builder) -> Captured {
     let (captured, _default) = capture(tracing::Level::INFO);
@@ -65,12 +75,7 @@ fn logged_run(builder: compactor::Builder) -> Captured {
         .timeout(S(30))
         .register(|| tokio::time::sleep(S(12)))
         .unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(async { assert!(c.shutdown().await.is_clean()) });
+    shut_down_clean(&c);
     captured
 }
 
@@ -120,12 +125,7 @@ fn a_retried_cleanup_records_its_attempts_once_and_each_attempt_in_a_span() {
             }
         })
         .unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-        .block_on(async { assert!(c.shutdown().await.is_clean()) });
+    shut_down_clean(&c);
     let finished = captured.lines("cleanup finished");
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert!(finished[0].contains("attempts=3"), "{finished:?}");

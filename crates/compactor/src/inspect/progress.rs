@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::priority::Priority;
-use crate::report::{Millis, links, shown};
+use crate::report::{Millis, NAME_WIDTH, links, shown};
 use crate::run::{RunContext, Standing};
 
 /// How far a shutdown has got: the running tasks, the waiting ones with
@@ -47,6 +47,9 @@ struct Waiting {
     waits: (u32, u32),
     waits_for_phase: bool,
     held_by: Option<u32>,
+    /// The first step of its chain, by the run's own rule (see
+    /// `Observed::step`), as the report and the stderr lines take it.
+    next: Option<u32>,
 }
 
 /// A task that has begun and not finished, in a [`Progress`].
@@ -94,6 +97,7 @@ impl Progress {
                         waits: (start, waits.len() as u32),
                         waits_for_phase: observed.waits_for_phase(task),
                         held_by: holders[i],
+                        next: observed.step(task),
                     });
                 }
             }
@@ -195,14 +199,7 @@ impl Progress {
         let mut at = Some(*from);
         let mut steps = 0;
         std::iter::from_fn(move || {
-            let w = at.take()?;
-            let waits = &self.waits[w.waits.0 as usize..w.waits.1 as usize];
-            let next = waits
-                .iter()
-                .copied()
-                .find(|&d| slot[d as usize] == u32::MAX)
-                .or(waits.first().copied())
-                .or(w.held_by.filter(|_| w.waits_for_phase))?;
+            let next = at.take()?.next?;
             steps += 1;
             if steps <= self.names.len() {
                 at = self.waiting.get(slot[next as usize] as usize).copied();
@@ -291,7 +288,7 @@ impl fmt::Display for Progress {
                 if k > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{}", shown(r.name, 40))?;
+                write!(f, "{}", shown(r.name, NAME_WIDTH))?;
                 match r.elapsed {
                     Some(e) if r.attempt > 1 => {
                         write!(f, " (attempt {}, {})", r.attempt, Millis(e))?;
@@ -308,7 +305,12 @@ impl fmt::Display for Progress {
             write!(f, "; {} waiting", self.waiting.len())?;
             let chain = first.chain();
             if !chain.is_empty() {
-                write!(f, " ({} on {})", shown(first.name(), 40), links(&chain))?;
+                write!(
+                    f,
+                    " ({} on {})",
+                    shown(first.name(), NAME_WIDTH),
+                    links(&chain)
+                )?;
             }
         }
         Ok(())
@@ -325,7 +327,7 @@ impl Progress {
             write!(
                 f,
                 "\n  running  {}  attempt {}",
-                shown(r.name, 40),
+                shown(r.name, NAME_WIDTH),
                 r.attempt
             )?;
             match r.elapsed {
@@ -334,12 +336,12 @@ impl Progress {
             }
         }
         for w in self.waiting().take(DETAIL_WAITING) {
-            write!(f, "\n  waiting  {}", shown(w.name(), 40))?;
+            write!(f, "\n  waiting  {}", shown(w.name(), NAME_WIDTH))?;
             if let Some(first) = w.waits_for().next() {
-                write!(f, " on {}", shown(first, 40))?;
+                write!(f, " on {}", shown(first, NAME_WIDTH))?;
             }
             if let Some(holder) = w.held_by() {
-                write!(f, ", held by {}", shown(holder, 40))?;
+                write!(f, ", held by {}", shown(holder, NAME_WIDTH))?;
             }
         }
         if self.waiting.len() > DETAIL_WAITING {

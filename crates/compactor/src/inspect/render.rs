@@ -4,10 +4,7 @@
 use std::fmt::{self, Write as _};
 
 use super::ShutdownPlan;
-use crate::report::{Millis, padded, shown};
-
-/// The widest a task name is shown in the table, in characters.
-const NAME_WIDTH: usize = 40;
+use crate::report::{Millis, NAME_WIDTH, name_column, padded, shown};
 
 impl fmt::Display for ShutdownPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,13 +25,7 @@ impl fmt::Display for ShutdownPlan {
                 false => String::new(),
             },
         )?;
-        let names: Vec<String> = self.tasks().map(|t| shown(t.name(), NAME_WIDTH)).collect();
-        let name_w = names
-            .iter()
-            .map(|n| n.chars().count())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let (names, name_w) = name_column(self.tasks().map(|t| t.name()));
         for (p, phase) in self.phases().iter().enumerate() {
             let count = phase.tasks();
             write!(

@@ -37,13 +37,6 @@ impl Edges {
         Edges { offsets, targets }
     }
 
-    /// The edges of `lists` (sorted by `from`) turned around.
-    fn reversed(n: usize, lists: &[(u32, u32)]) -> Self {
-        let mut reversed: Vec<(u32, u32)> = lists.iter().map(|&(a, b)| (b, a)).collect();
-        reversed.sort_unstable();
-        Edges::from_lists(n, &reversed)
-    }
-
     /// The edges turned around, for `n` tasks.
     pub(crate) fn turned(&self, n: usize) -> Self {
         let mut pairs: Vec<(u32, u32)> = (0..n as u32)
@@ -151,7 +144,7 @@ impl Plan {
             true => Edges::default(),
             false => Edges::from_lists(n, &edges),
         };
-        let preceded_by = Edges::reversed(n, &edges);
+        let preceded_by = precedes.turned(n);
         drop(edges);
         raise_priorities(
             &mut tasks,

@@ -207,7 +207,7 @@ fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
         })
         .collect();
     let mut precedes = Edges::from_lists(n as usize, &edges);
-    let preceded_by = Edges::reversed(n as usize, &edges);
+    let preceded_by = precedes.turned(n as usize);
     let names: Vec<Arc<str>> = (0..n).map(|i| Arc::from(format!("t{i}"))).collect();
     let mut warnings = Vec::new();
     raise_priorities(

@@ -15,7 +15,7 @@ pub use freed::Freed;
 pub use reason::{GraphWarning, ShutdownReason};
 pub use task::{Interruption, Outcome, SkipReason, TaskReport};
 
-pub(crate) use table::{Millis, links, padded, shown};
+pub(crate) use table::{Millis, NAME_WIDTH, links, name_column, padded, shown};
 #[cfg(feature = "serde")]
 pub(crate) use task::optional_millis;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{Interruption, Outcome, ShutdownReport};
 
 /// The widest a task name is shown, in characters.
-const NAME_WIDTH: usize = 40;
+pub(crate) const NAME_WIDTH: usize = 40;
 /// The longest an error, a panic message or a reason is shown.
 const MESSAGE_WIDTH: usize = 200;
 
@@ -49,6 +49,19 @@ pub(crate) fn links(chain: &[&str]) -> String {
     format!("{head} on … ({skipped} more) on {last}")
 }
 
+/// Names for a table column: each shown (escaped, cut), and the column's
+/// width (at least that of its heading, "task").
+pub(crate) fn name_column<'a>(names: impl Iterator<Item = &'a str>) -> (Vec<String>, usize) {
+    let shown_names: Vec<String> = names.map(|n| shown(n, NAME_WIDTH)).collect();
+    let width = shown_names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    (shown_names, width)
+}
+
 /// `text` left-aligned in `width` characters.
 pub(crate) fn padded(text: &str, width: usize) -> String {
     let len = text.chars().count();
@@ -78,13 +91,7 @@ impl fmt::Display for ShutdownReport {
                 "NOT clean"
             },
         )?;
-        let names: Vec<String> = tasks.iter().map(|t| shown(&t.name, NAME_WIDTH)).collect();
-        let name_w = names
-            .iter()
-            .map(|n| n.chars().count())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let (names, name_w) = name_column(tasks.iter().map(|t| &*t.name));
         writeln!(f)?;
         writeln!(
             f,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::RunContext;
 use crate::plan::{Edges, Plan};
 use crate::priority::Priority;
-use crate::report::{links, shown};
+use crate::report::{NAME_WIDTH, links, shown};
 
 /// The plan's shape as the run's observers read it.
 pub(crate) struct Layout {
@@ -137,7 +137,7 @@ impl RunContext {
         let named: Vec<String> = active
             .iter()
             .take(ACTIVE)
-            .map(|&t| shown(name(t), 40))
+            .map(|&t| shown(name(t), NAME_WIDTH))
             .collect();
         let mut line = match named.is_empty() {
             true => "none".to_owned(),

@@ -312,10 +312,10 @@ impl Runner {
             .is_some_and(|p| p.unfinished == 0)
         {
             self.current += 1;
+            self.ctx
+                .current_phase
+                .store(self.current as u32, Ordering::Release);
         }
-        self.ctx
-            .current_phase
-            .store(self.current as u32, Ordering::Release);
         if self.budget.is_none_or(|(phase, _)| phase != self.current)
             && self.current < self.phases.len()
         {
