@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
-use crate::registry::{BatchItem, TaskHandle};
+use crate::registry::{NewTask, TaskHandle};
 use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once};
 
 /// A task defined for [`Compactor::register_batch`], not registered yet:
@@ -14,7 +14,7 @@ use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once}
 /// another instance) refuses the whole batch.
 #[must_use = "a definition is only registered by `register_batch`"]
 pub struct TaskDef {
-    defined: Result<BatchItem, Error>,
+    defined: Result<NewTask, Error>,
     /// The address of the registry it was defined for: compared only.
     registry: usize,
 }
@@ -58,12 +58,13 @@ impl TaskBuilder<'_> {
     }
 
     fn defined(self, cleanup: BoxCleanup) -> TaskDef {
-        let registry = Arc::as_ptr(&self.compactor().inner.registry) as usize;
+        let registry = &self.compactor().inner.registry;
+        let address = Arc::as_ptr(registry) as usize;
         TaskDef {
             defined: self
                 .checked()
-                .map(|(name, spec, deps)| (name, spec, deps, cleanup)),
-            registry,
+                .map(|(name, spec, deps)| registry.new_task(name, spec, deps, cleanup)),
+            registry: address,
         }
     }
 }
@@ -99,26 +100,20 @@ impl Compactor {
         tasks: impl IntoIterator<Item = TaskDef>,
     ) -> Result<Vec<TaskHandle>, Error> {
         let registry = &self.inner.registry;
-        let mut items = Vec::new();
+        let tasks = tasks.into_iter();
+        let mut items = Vec::with_capacity(tasks.size_hint().0);
         for def in tasks {
             let item = def.defined?;
             if def.registry != Arc::as_ptr(registry) as usize {
                 return Err(Error::ForeignHandle {
-                    task: item.0.to_string(),
+                    task: item.name().to_string(),
                     dependency: "(the definition itself)".to_owned(),
                 });
             }
             items.push(item);
         }
-        let inserted = registry.insert_batch(items)?;
+        let handles = registry.insert_batch(items)?;
         self.registered();
-        Ok(inserted
-            .into_iter()
-            .map(|(name, id)| TaskHandle {
-                registry: Arc::downgrade(registry),
-                name,
-                id,
-            })
-            .collect())
+        Ok(handles)
     }
 }

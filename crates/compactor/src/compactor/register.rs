@@ -381,13 +381,13 @@ impl<'a> TaskBuilder<'a> {
         }
         let compactor = self.compactor;
         let inner = &compactor.inner;
-        let id = inner
+        let (id, name) = inner
             .registry
-            .insert(self.name.clone(), self.spec, self.deps, cleanup)?;
+            .insert(self.name, self.spec, self.deps, cleanup)?;
         compactor.registered();
         Ok(TaskHandle {
             registry: Arc::downgrade(&inner.registry),
-            name: self.name,
+            name,
             id,
         })
     }

@@ -156,7 +156,7 @@ fn drained(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) ->
             _ => Vec::new(),
         };
         let cleanup = Box::new(crate::task::cleanup::AsyncFn(|| async {}));
-        let id = registry.insert(name.clone(), spec, deps, cleanup).unwrap();
+        let (id, _) = registry.insert(name.clone(), spec, deps, cleanup).unwrap();
         last = Some((name, id));
     }
     registry.drain()

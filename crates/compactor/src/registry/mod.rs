@@ -45,6 +45,19 @@ pub(crate) struct Drained {
 }
 
 impl Node {
+    /// A pending task's node; what its cleanup is like is read once, here.
+    fn new(mut spec: Spec, deps: Vec<Dep>, cleanup: BoxCleanup) -> Box<Node> {
+        spec.kind = CleanupKind {
+            blocking: cleanup.is_blocking(),
+            observes_token: cleanup.observes_token(),
+        };
+        Box::new(Node {
+            cleanup: Mutex::new(Some(cleanup)),
+            deps: deps.into_boxed_slice(),
+            spec,
+        })
+    }
+
     /// Takes the cleanup out, for the run that drained the node.
     pub(crate) fn take_cleanup(&mut self) -> BoxCleanup {
         self.cleanup
@@ -103,8 +116,25 @@ pub(crate) struct Registry {
     batches: Mutex<()>,
 }
 
-/// One task of a batch, as [`Registry::insert_batch`] takes it.
-pub(crate) type BatchItem = (Arc<str>, Spec, Vec<Dep>, BoxCleanup);
+/// A task to insert, made ready outside every lock: its name hashed, its
+/// node built, and what the insertion needs to know of them read while
+/// they are fresh in the cache (a batch inserts long after it made them).
+pub(crate) struct NewTask {
+    key: HashedName,
+    /// The name again, for the task's handle.
+    name: Arc<str>,
+    node: Box<Node>,
+    weak: bool,
+    /// Whether any dependency is by name, and whether any is by handle.
+    by_name: bool,
+    by_handle: bool,
+}
+
+impl NewTask {
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+}
 
 /// How many tasks the cycle search of one registration visits at most.
 pub(crate) const CYCLE_SEARCH: usize = 64;
@@ -135,17 +165,59 @@ impl Registry {
         self.tasks.len()
     }
 
+    /// Inserts one task; gives back its id and its name, for its handle.
     pub(crate) fn insert(
         &self,
         name: Arc<str>,
-        mut spec: Spec,
+        spec: Spec,
         deps: Vec<Dep>,
         cleanup: BoxCleanup,
-    ) -> Result<NonZeroU64, Error> {
+    ) -> Result<(NonZeroU64, Arc<str>), Error> {
+        self.insert_new(self.new_task(name, spec, deps, cleanup), self.next_ids(1))
+    }
+
+    /// A task for [`insert_batch`](Self::insert_batch).
+    pub(crate) fn new_task(
+        &self,
+        name: Arc<str>,
+        spec: Spec,
+        deps: Vec<Dep>,
+        cleanup: BoxCleanup,
+    ) -> NewTask {
+        NewTask {
+            weak: cleanup.strong_count().is_some(),
+            by_name: deps.iter().any(|d| d.id.is_none()),
+            by_handle: deps.iter().any(|d| d.id.is_some()),
+            key: self.tasks.hasher().name(name.clone()),
+            name,
+            node: Node::new(spec, deps, cleanup),
+        }
+    }
+
+    /// The first of `n` ids never given before.
+    fn next_ids(&self, n: usize) -> NonZeroU64 {
+        let first = self.next_id.fetch_add(n as u64, Ordering::Relaxed);
+        NonZeroU64::new(first).expect("ids start at 1")
+    }
+
+    /// Inserts the task with the id `id`; gives back its id and name.
+    fn insert_new(&self, task: NewTask, id: NonZeroU64) -> Result<(NonZeroU64, Arc<str>), Error> {
+        let NewTask {
+            key,
+            name,
+            node,
+            weak,
+            by_name,
+            by_handle,
+        } = task;
         if self.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        for dep in &deps {
+        let deps = match by_name || by_handle {
+            true => &node.deps[..],
+            false => &[],
+        };
+        for dep in deps {
             match dep.id {
                 Some(id) if !self.is_pending(&dep.name, id) => {
                     return Err(Error::UnknownDependency {
@@ -161,14 +233,13 @@ impl Registry {
                 _ => {}
             }
         }
-        let by_name = deps.iter().any(|d| d.id.is_none());
         // Only a task whose name some pending task references by name can close
         // a cycle: every other edge points at a task that existed before it.
         let mut names =
             (by_name || self.referenced.load(Ordering::Acquire) > 0).then(|| self.lock_names());
         if let Some(names) = &names {
             if names.contains_key(&name) {
-                if let Some(path) = self.find_path_back(&name, &deps) {
+                if let Some(path) = self.find_path_back(&name, deps) {
                     return Err(Error::Cycle { path });
                 }
             }
@@ -182,14 +253,6 @@ impl Registry {
                 .collect(),
             false => Vec::new(),
         };
-        let weak = cleanup.strong_count().is_some();
-        spec.kind = CleanupKind {
-            blocking: cleanup.is_blocking(),
-            observes_token: cleanup.observes_token(),
-        };
-        let id =
-            NonZeroU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)).expect("ids start at 1");
-        let key = self.tasks.hasher().name(name);
         match self.tasks.entry(key) {
             Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().name().to_string())),
             Entry::Vacant(e) => {
@@ -199,11 +262,7 @@ impl Registry {
                 }
                 e.insert(Slot {
                     id: id.get(),
-                    node: Some(Box::new(Node {
-                        cleanup: Mutex::new(Some(cleanup)),
-                        deps: deps.into_boxed_slice(),
-                        spec,
-                    })),
+                    node: Some(node),
                 });
             }
         }
@@ -214,7 +273,7 @@ impl Registry {
         if weak {
             self.weak_registered();
         }
-        Ok(id)
+        Ok((id, name))
     }
 
     /// Whether the task `name` with this id is still pending.
@@ -339,30 +398,93 @@ impl Registry {
     /// Inserts every task of a batch, or none: the first refusal (a name
     /// twice in the batch or already taken, a cycle, shutdown begun) takes
     /// back the ones already in (a name twice in the batch is found as its
-    /// second insertion meets the first). Returns their names and ids, in
-    /// order.
+    /// second insertion meets the first). Returns their handles, in order;
+    /// their ids follow the batch's order.
     pub(crate) fn insert_batch(
-        &self,
-        items: Vec<BatchItem>,
-    ) -> Result<Vec<(Arc<str>, NonZeroU64)>, Error> {
+        self: &Arc<Self>,
+        items: Vec<NewTask>,
+    ) -> Result<Vec<TaskHandle>, Error> {
         let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        // Closing waits for the batch: read once, it holds for the whole of it.
         if self.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let mut inserted: Vec<(Arc<str>, NonZeroU64)> = Vec::with_capacity(items.len());
-        for (name, spec, deps, cleanup) in items {
-            match self.insert(name.clone(), spec, deps, cleanup) {
-                Ok(id) => inserted.push((name, id)),
+        let first = self.next_ids(items.len()).get();
+        let ids = (first..).map(|id| NonZeroU64::new(id).expect("ids start at 1"));
+        let registry = Arc::downgrade(self);
+        let handle = |name, id| TaskHandle {
+            registry: registry.clone(),
+            name,
+            id,
+        };
+        let unrelated = self.referenced.load(Ordering::Acquire) == 0
+            && items.iter().all(|t| !t.by_name && !t.by_handle);
+        if unrelated {
+            return self.insert_unrelated(items.into_iter().zip(ids), handle);
+        }
+        let mut inserted: Vec<TaskHandle> = Vec::with_capacity(items.len());
+        for (task, id) in items.into_iter().zip(ids) {
+            match self.insert_new(task, id) {
+                Ok((id, name)) => inserted.push(handle(name, id)),
                 Err(error) => {
-                    // Not closed meanwhile: closing waits for the batch.
-                    for (name, id) in inserted.iter().rev() {
-                        self.unregister(name, *id);
-                    }
+                    self.take_back(&inserted);
                     return Err(error);
                 }
             }
         }
         Ok(inserted)
+    }
+
+    /// Inserts tasks with no dependency while no pending task names another
+    /// (so none can close a cycle): each shard's tasks under one write lock
+    /// taken once, its table grown once for them.
+    fn insert_unrelated(
+        &self,
+        items: impl Iterator<Item = (NewTask, NonZeroU64)>,
+        handle: impl Fn(Arc<str>, NonZeroU64) -> TaskHandle,
+    ) -> Result<Vec<TaskHandle>, Error> {
+        let shards = self.tasks.shards();
+        let mut per_shard: Vec<Vec<(HashedName, Slot)>> =
+            shards.iter().map(|_| Vec::new()).collect();
+        let mut handles = Vec::with_capacity(items.size_hint().0);
+        let mut weak = 0;
+        for (task, id) in items {
+            weak += usize::from(task.weak);
+            let slot = Slot {
+                id: id.get(),
+                node: Some(task.node),
+            };
+            per_shard[self.tasks.determine_map(&task.key)].push((task.key, slot));
+            handles.push(handle(task.name, id));
+        }
+        let hasher = self.tasks.hasher();
+        let hash = |key: &HashedName| std::hash::BuildHasher::hash_one(hasher, key);
+        for (shard, tasks) in shards.iter().zip(per_shard) {
+            let mut table = shard.write();
+            table.reserve(tasks.len(), |(key, _)| hash(key));
+            for (key, slot) in tasks {
+                let h = hash(&key);
+                if table.find(h, |(k, _)| *k == key).is_some() {
+                    drop(table);
+                    self.take_back(&handles);
+                    return Err(Error::DuplicateName(key.name().to_string()));
+                }
+                table.insert(h, (key, SharedValue::new(slot)), |(key, _)| hash(key));
+            }
+        }
+        for _ in 0..weak {
+            self.weak_registered();
+        }
+        Ok(handles)
+    }
+
+    /// Takes back the tasks of a refused batch that were inserted (a handle
+    /// whose task is not in, or is another task of the same name, takes
+    /// nothing back).
+    fn take_back(&self, handles: &[TaskHandle]) {
+        for handle in handles.iter().rev() {
+            self.unregister(&handle.name, handle.id);
+        }
     }
 
     /// Closes the registry and takes every pending task, in registration

@@ -144,3 +144,69 @@ fn a_foreign_definition_is_refused() {
     assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
     assert_eq!(c.pending(), 0);
 }
+
+#[tokio::test]
+async fn a_large_batch_keeps_its_order_and_a_late_duplicate_takes_all_of_it_back() {
+    let c = Compactor::new();
+    c.register("taken", || async {}).unwrap();
+    // Thousands of tasks spread over every shard; the refusal comes last,
+    // after most of them are in.
+    let names: Vec<String> = (0..5_000).map(|i| format!("conn-{i}")).collect();
+    let with_late = |late: &str| {
+        let names = names.iter().map(String::as_str).chain([late]);
+        names
+            .map(|n| c.task(n).define(|| async {}))
+            .collect::<Vec<_>>()
+    };
+    for late in ["taken", "conn-17"] {
+        let e = c.register_batch(with_late(late)).unwrap_err();
+        assert_eq!(e, Error::DuplicateName(late.into()));
+        assert_eq!(c.pending(), 1, "nothing of the refused batch stays");
+    }
+    let handles = c.register_batch(with_late("last")).unwrap();
+    assert_eq!(handles.len(), 5_001);
+    assert!(handles.iter().all(|h| h.is_pending()));
+    // Ids follow the batch: the plan lists the tasks in registration order.
+    let plan = c.plan();
+    let planned: Vec<&str> = plan.tasks().map(|t| t.name()).collect();
+    let expected: Vec<&str> = std::iter::once("taken")
+        .chain(names.iter().map(String::as_str))
+        .chain(["last"])
+        .collect();
+    assert_eq!(planned, expected);
+    assert_eq!(c.shutdown().await.tasks().len(), 5_002);
+}
+
+#[test]
+fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
+    for round in 0..20 {
+        let c = Compactor::new();
+        let names: Vec<String> = (0..2_000).map(|i| format!("r{round}-{i}")).collect();
+        let singles = {
+            let (c, names) = (c.clone(), names.clone());
+            std::thread::spawn(move || {
+                // From the end, so the two meet in the middle.
+                let won: Vec<String> = names
+                    .iter()
+                    .rev()
+                    .filter(|n| c.register(n.as_str(), || async {}).is_ok())
+                    .cloned()
+                    .collect();
+                won
+            })
+        };
+        let batch = c.register_batch(names.iter().map(|n| c.task(n.as_str()).define(|| async {})));
+        let won_singly = singles.join().unwrap();
+        match batch {
+            // All of the batch, so none of the singles.
+            Ok(handles) => {
+                assert_eq!(handles.len(), names.len());
+                assert!(won_singly.is_empty(), "round {round}");
+            }
+            // None of it: each name is there once, registered singly.
+            Err(Error::DuplicateName(_)) => assert_eq!(c.pending(), won_singly.len()),
+            Err(other) => panic!("{other}"),
+        }
+        assert!(c.pending() <= names.len());
+    }
+}
