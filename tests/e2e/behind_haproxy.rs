@@ -3,7 +3,7 @@
 //! 127.0.0.1, with HTTP health checks on `/healthz`; a load client sends a
 //! steady stream over keep-alive and fresh connections while each instance
 //! in turn gets SIGTERM, fails its readiness, is taken out by HAProxy,
-//! drains, exits 143 and is replaced on the same port. Bounded: about 25 s,
+//! drains, exits 143 and is replaced on the same port. Bounded: about 15 s,
 //! a few hundred requests a second, loopback only.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, STARTUP, scratch_dir};
+use compactor_e2e::{RUN, Running, STARTUP, example, scratch_dir};
 
 /// The health check: every 200 ms, down after 2 failures, up after 2 passes.
 const CHECK: &str = "inter 200ms fall 2 rise 2";
@@ -45,7 +45,7 @@ impl Drop for Killed {
 fn instance(port: u16) -> Killed {
     let port = port.to_string();
     let mut app = Running::start_path(
-        env!("CARGO_BIN_EXE_readiness").as_ref(),
+        &example("readiness"),
         &["--port", &port, "--drain-delay", DRAIN_DELAY_SECS],
     );
     app.wait_for("http listening on", STARTUP);
@@ -270,7 +270,7 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
     })
     .collect();
 
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     let restarts_began = Instant::now();
     let mut stop_times = Vec::new();
     for _ in 0..ROUNDS {
@@ -305,7 +305,7 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
         }
     }
     let restarts_ended = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
     for client in clients {
         client.join().unwrap();
