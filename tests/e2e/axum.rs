@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{Running, STARTUP, example, scratch_dir, stress, task_json};
+use compactor_e2e::{Running, STARTUP, scratch_dir, stress, task_json};
 
 /// One request on a keep-alive connection: the status, or the I/O error
 /// (the connection closed or was refused) if no whole response came.
@@ -64,7 +64,7 @@ fn connect(addr: &str) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
 /// The app, started with its database and report in `dir`.
 fn start(dir: &Path) -> (Running, String) {
     let mut app = Running::start_path(
-        &example("axum"),
+        Path::new(env!("CARGO_BIN_EXE_axum")),
         &[
             "--db",
             dir.join("shop.db").to_str().unwrap(),

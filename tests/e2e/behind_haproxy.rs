@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, STARTUP, example, scratch_dir};
+use compactor_e2e::{RUN, Running, STARTUP, scratch_dir};
 
 /// The health check: every 200 ms, down after 2 failures, up after 2 passes.
 const CHECK: &str = "inter 200ms fall 2 rise 2";
@@ -45,7 +45,7 @@ impl Drop for Killed {
 fn instance(port: u16) -> Killed {
     let port = port.to_string();
     let mut app = Running::start_path(
-        &example("readiness"),
+        env!("CARGO_BIN_EXE_readiness").as_ref(),
         &["--port", &port, "--drain-delay", DRAIN_DELAY_SECS],
     );
     app.wait_for("http listening on", STARTUP);

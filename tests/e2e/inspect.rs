@@ -1,11 +1,11 @@
 //! The inspect example as a real process: the plan it prints matches the
 //! service it registers, and the progress it prints follows the run.
 
-use compactor_e2e::{RUN, Running, example};
+use compactor_e2e::{RUN, Running};
 
 #[test]
 fn the_inspect_example_prints_the_plan_then_the_progress_then_a_clean_report() {
-    let app = Running::start_path(&example("inspect"), &[]);
+    let app = Running::start_path(env!("CARGO_BIN_EXE_inspect").as_ref(), &[]);
     let (code, out) = app.finish(RUN);
     assert_eq!(code, Some(0), "{out:#?}");
     let has = |text: &str| out.iter().any(|l| l.contains(text));
@@ -38,10 +38,12 @@ fn the_inspect_example_prints_the_plan_then_the_progress_then_a_clean_report() {
 
 #[test]
 fn the_inspect_example_can_print_dot_and_refuses_unknown_arguments() {
-    let (code, out) = Running::start_path(&example("inspect"), &["--dot"]).finish(RUN);
+    let (code, out) =
+        Running::start_path(env!("CARGO_BIN_EXE_inspect").as_ref(), &["--dot"]).finish(RUN);
     assert_eq!(code, Some(0), "{out:#?}");
     assert!(out.iter().any(|l| l == "digraph shutdown {"), "{out:#?}");
-    let (code, _, err) = Running::start_path(&example("inspect"), &["--bogus"]).finish_all(RUN);
+    let (code, _, err) =
+        Running::start_path(env!("CARGO_BIN_EXE_inspect").as_ref(), &["--bogus"]).finish_all(RUN);
     assert_eq!(code, Some(2));
     assert!(
         err.iter().any(|l| l.contains("unknown argument `--bogus`")),

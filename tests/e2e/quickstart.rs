@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use compactor_e2e::{Running, example, scratch_dir};
+use compactor_e2e::{Running, scratch_dir};
 
 const STARTUP: Duration = Duration::from_secs(60);
 
@@ -39,7 +39,7 @@ fn echo(stream: &mut TcpStream, message: &[u8]) {
 fn runs_by_itself_and_cleans_up_in_order() {
     let dir = scratch_dir("timed");
     let mut app = Running::start_path(
-        &example("quickstart"),
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
         &[
             "--shutdown-after",
             "5",
@@ -98,7 +98,7 @@ fn runs_by_itself_and_cleans_up_in_order() {
 fn sigterm_runs_the_cleanup_and_exits_143() {
     let dir = scratch_dir("sigterm");
     let mut app = Running::start_path(
-        &example("quickstart"),
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
         &[
             "--data-dir",
             dir.to_str().unwrap(),
@@ -135,7 +135,10 @@ fn sigterm_runs_the_cleanup_and_exits_143() {
 
 #[test]
 fn a_bad_option_is_named() {
-    let app = Running::start_path(&example("quickstart"), &["--shutdown-afterr", "1"]);
+    let app = Running::start_path(
+        Path::new(env!("CARGO_BIN_EXE_quickstart")),
+        &["--shutdown-afterr", "1"],
+    );
     let (code, _, err) = app.finish_all(STARTUP);
     assert_eq!(code, Some(2));
     assert!(

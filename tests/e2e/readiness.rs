@@ -3,10 +3,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-
+use std::path::Path;
 use std::time::Duration;
 
-use compactor_e2e::{Running, example, scratch_dir};
+use compactor_e2e::{Running, scratch_dir};
 
 /// One GET over a fresh connection: the status code, or `None` if the
 /// connection was refused.
@@ -26,7 +26,7 @@ fn sigterm_fails_readiness_first_keeps_serving_then_closes() {
     let dir = scratch_dir("readiness");
     let report_path = dir.join("report.json");
     let mut app = Running::start_path(
-        &example("readiness"),
+        Path::new(env!("CARGO_BIN_EXE_readiness")),
         &[
             "--drain-delay",
             "3",

@@ -1,70 +1,11 @@
-//! Helpers for the end-to-end suites: start a program cargo built (a binary
-//! of the tests package, `CARGO_BIN_EXE_*`, or one of the workspace's
-//! examples, [`example`]) as a real process, read what it prints.
+//! Helpers for the end-to-end suites: start a program cargo built for the
+//! tests package (`CARGO_BIN_EXE_*`) as a real process, read what it prints.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
-
-/// The path of the workspace's example `name`, as `cargo test --workspace`
-/// built it before running this test (`target/<profile>/examples/`).
-///
-/// # Panics
-///
-/// If it is not built, or is older than a source of the library or of the
-/// examples (it would test old code): the message says what to run.
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    // The test runs from `target/<profile>/deps/`.
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a test binary in target/<profile>/deps");
-    let path = profile
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = "run `cargo test --workspace`, which builds the examples, or `cargo build --workspace --examples` before a single suite";
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "the example `{name}` is not built ({}): {rebuild}",
-                path.display()
-            )
-        });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests package sits in the workspace");
-    let sources = [root.join("examples"), root.join("crates/compactor/src")];
-    if let Some(newer) = sources.iter().find_map(|dir| newer_source(dir, built)) {
-        panic!(
-            "the example `{name}` is older than {}: {rebuild}",
-            newer.display()
-        );
-    }
-    path
-}
-
-/// A `.rs` file under `dir` changed after `than`, if any.
-fn newer_source(dir: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(newer) = newer_source(&path, than) {
-                return Some(newer);
-            }
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let changed = entry.metadata().and_then(|m| m.modified());
-            if changed.is_ok_and(|t| t > than) {
-                return Some(path);
-            }
-        }
-    }
-    None
-}
 
 /// A running process whose stdout is read line by line (and whose stderr
 /// is collected).

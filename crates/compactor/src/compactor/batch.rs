@@ -1,11 +1,11 @@
 //! Batches: many task definitions registered at once, all or none.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
-use crate::registry::{NewTask, TaskHandle};
+use crate::registry::{NewTask, Registry, TaskHandle};
 use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once};
 
 /// A task defined for [`Compactor::register_batch`], not registered yet:
@@ -15,8 +15,10 @@ use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once}
 #[must_use = "a definition is only registered by `register_batch`"]
 pub struct TaskDef {
     defined: Result<NewTask, Error>,
-    /// The address of the registry it was defined for: compared only.
-    registry: usize,
+    /// The registry it was defined for (its name is hashed with that
+    /// registry's key): compared only. Held weakly, so the address cannot
+    /// be another registry's while the definition lives.
+    registry: Weak<Registry>,
 }
 
 impl TaskBuilder<'_> {
@@ -59,12 +61,11 @@ impl TaskBuilder<'_> {
 
     fn defined(self, cleanup: BoxCleanup) -> TaskDef {
         let registry = &self.compactor().inner.registry;
-        let address = Arc::as_ptr(registry) as usize;
         TaskDef {
             defined: self
                 .checked()
                 .map(|(name, spec, deps)| registry.new_task(name, spec, deps, cleanup)),
-            registry: address,
+            registry: Arc::downgrade(registry),
         }
     }
 }
@@ -104,7 +105,7 @@ impl Compactor {
         let mut items = Vec::with_capacity(tasks.size_hint().0);
         for def in tasks {
             let item = def.defined?;
-            if def.registry != Arc::as_ptr(registry) as usize {
+            if !std::ptr::eq(def.registry.as_ptr(), Arc::as_ptr(registry)) {
                 return Err(Error::ForeignHandle {
                     task: item.name().to_string(),
                     dependency: "(the definition itself)".to_owned(),

@@ -137,7 +137,7 @@ impl Compactor {
             // takes after closing the registry: it sees every release that
             // took tasks.
             let mut releases = self.releases();
-            let nodes = self.inner.registry.take_where(pick);
+            let nodes = self.inner.registry.take_chosen(pick);
             releases.push((
                 number,
                 Release {

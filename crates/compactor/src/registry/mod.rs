@@ -136,6 +136,9 @@ impl NewTask {
     }
 }
 
+/// A refused insertion: why, and the node it did not take.
+type Refused = (Error, Box<Node>);
+
 /// How many tasks the cycle search of one registration visits at most.
 pub(crate) const CYCLE_SEARCH: usize = 64;
 
@@ -174,6 +177,7 @@ impl Registry {
         cleanup: BoxCleanup,
     ) -> Result<(NonZeroU64, Arc<str>), Error> {
         self.insert_new(self.new_task(name, spec, deps, cleanup), self.next_ids(1))
+            .map_err(|(error, _node)| error)
     }
 
     /// A task for [`insert_batch`](Self::insert_batch).
@@ -200,8 +204,10 @@ impl Registry {
         NonZeroU64::new(first).expect("ids start at 1")
     }
 
-    /// Inserts the task with the id `id`; gives back its id and name.
-    fn insert_new(&self, task: NewTask, id: NonZeroU64) -> Result<(NonZeroU64, Arc<str>), Error> {
+    /// Inserts the task with the id `id`; gives back its id and name, or,
+    /// refused, the error and its node (what its cleanup owns is the
+    /// caller's to drop, outside its locks).
+    fn insert_new(&self, task: NewTask, id: NonZeroU64) -> Result<(NonZeroU64, Arc<str>), Refused> {
         let NewTask {
             key,
             name,
@@ -211,7 +217,7 @@ impl Registry {
             by_handle,
         } = task;
         if self.is_closed() {
-            return Err(Error::ShuttingDown);
+            return Err((Error::ShuttingDown, node));
         }
         let deps = match by_name || by_handle {
             true => &node.deps[..],
@@ -220,15 +226,15 @@ impl Registry {
         for dep in deps {
             match dep.id {
                 Some(id) if !self.is_pending(&dep.name, id) => {
-                    return Err(Error::UnknownDependency {
+                    let error = Error::UnknownDependency {
                         task: name.to_string(),
                         dependency: dep.name.to_string(),
-                    });
+                    };
+                    return Err((error, node));
                 }
                 None if dep.name == name => {
-                    return Err(Error::Cycle {
-                        path: vec![name.to_string(), name.to_string()],
-                    });
+                    let path = vec![name.to_string(), name.to_string()];
+                    return Err((Error::Cycle { path }, node));
                 }
                 _ => {}
             }
@@ -240,7 +246,7 @@ impl Registry {
         if let Some(names) = &names {
             if names.contains_key(&name) {
                 if let Some(path) = self.find_path_back(&name, deps) {
-                    return Err(Error::Cycle { path });
+                    return Err((Error::Cycle { path }, node));
                 }
             }
         }
@@ -254,11 +260,14 @@ impl Registry {
             false => Vec::new(),
         };
         match self.tasks.entry(key) {
-            Entry::Occupied(e) => return Err(Error::DuplicateName(e.key().name().to_string())),
+            Entry::Occupied(e) => {
+                let error = Error::DuplicateName(e.key().name().to_string());
+                return Err((error, node));
+            }
             Entry::Vacant(e) => {
                 // Read under the shard lock: see the module docs.
                 if self.closed.load(Ordering::SeqCst) {
-                    return Err(Error::ShuttingDown);
+                    return Err((Error::ShuttingDown, node));
                 }
                 e.insert(Slot {
                     id: id.get(),
@@ -282,6 +291,11 @@ impl Registry {
     }
 
     pub(crate) fn unregister(&self, name: &str, id: NonZeroU64) -> bool {
+        self.remove(name, id).is_some()
+    }
+
+    /// Takes the pending task `name` with this id out; its node, if it was.
+    fn remove(&self, name: &str, id: NonZeroU64) -> Option<Box<Node>> {
         let removed = self.tasks.remove_if(name, |_, slot| {
             // Read under the shard lock, like `insert`.
             slot.id == id.get() && slot.node.is_some() && !self.closed.load(Ordering::SeqCst)
@@ -293,10 +307,10 @@ impl Registry {
             },
         )) = removed
         else {
-            return false;
+            return None;
         };
         self.release_references([&*node]);
-        true
+        Some(node)
     }
 
     /// Drops the name references held by removed tasks.
@@ -404,6 +418,9 @@ impl Registry {
         self: &Arc<Self>,
         items: Vec<NewTask>,
     ) -> Result<Vec<TaskHandle>, Error> {
+        // What a refused batch leaves, dropped after the lock: a cleanup's
+        // `Drop` is user code, which may call back into the instance.
+        let mut refused: Vec<Box<Node>> = Vec::new();
         let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         // Closing waits for the batch: read once, it holds for the whole of it.
         if self.is_closed() {
@@ -420,14 +437,17 @@ impl Registry {
         let unrelated = self.referenced.load(Ordering::Acquire) == 0
             && items.iter().all(|t| !t.by_name && !t.by_handle);
         if unrelated {
-            return self.insert_unrelated(items.into_iter().zip(ids), handle);
+            return self.insert_unrelated(items.into_iter().zip(ids), handle, &mut refused);
         }
         let mut inserted: Vec<TaskHandle> = Vec::with_capacity(items.len());
-        for (task, id) in items.into_iter().zip(ids) {
+        let mut items = items.into_iter().zip(ids);
+        while let Some((task, id)) = items.next() {
             match self.insert_new(task, id) {
                 Ok((id, name)) => inserted.push(handle(name, id)),
-                Err(error) => {
-                    self.take_back(&inserted);
+                Err((error, node)) => {
+                    refused.push(node);
+                    refused.extend(items.map(|(task, _)| task.node));
+                    self.take_back(&inserted, &mut refused);
                     return Err(error);
                 }
             }
@@ -438,10 +458,12 @@ impl Registry {
     /// Inserts tasks with no dependency while no pending task names another
     /// (so none can close a cycle): each shard's tasks under one write lock
     /// taken once, its table grown once for them.
+    #[expect(clippy::vec_box, reason = "the nodes are boxed already")]
     fn insert_unrelated(
         &self,
         items: impl Iterator<Item = (NewTask, NonZeroU64)>,
         handle: impl Fn(Arc<str>, NonZeroU64) -> TaskHandle,
+        refused: &mut Vec<Box<Node>>,
     ) -> Result<Vec<TaskHandle>, Error> {
         let shards = self.tasks.shards();
         let mut per_shard: Vec<Vec<(HashedName, Slot)>> =
@@ -459,17 +481,24 @@ impl Registry {
         }
         let hasher = self.tasks.hasher();
         let hash = |key: &HashedName| std::hash::BuildHasher::hash_one(hasher, key);
-        for (shard, tasks) in shards.iter().zip(per_shard) {
+        let mut shards_left = shards.iter().zip(per_shard);
+        while let Some((shard, tasks)) = shards_left.next() {
             let mut table = shard.write();
             table.reserve(tasks.len(), |(key, _)| hash(key));
-            for (key, slot) in tasks {
+            let mut tasks = tasks.into_iter();
+            while let Some((key, slot)) = tasks.next() {
                 let h = hash(&key);
-                if table.find(h, |(k, _)| *k == key).is_some() {
-                    drop(table);
-                    self.take_back(&handles);
-                    return Err(Error::DuplicateName(key.name().to_string()));
+                if table.find(h, |(k, _)| *k == key).is_none() {
+                    table.insert(h, (key, SharedValue::new(slot)), |(key, _)| hash(key));
+                    continue;
                 }
-                table.insert(h, (key, SharedValue::new(slot)), |(key, _)| hash(key));
+                drop(table);
+                let left = std::iter::once(slot)
+                    .chain(tasks.map(|(_, slot)| slot))
+                    .chain(shards_left.flat_map(|(_, tasks)| tasks.into_iter().map(|(_, s)| s)));
+                refused.extend(left.filter_map(|slot| slot.node));
+                self.take_back(&handles, refused);
+                return Err(Error::DuplicateName(key.name().to_string()));
             }
         }
         for _ in 0..weak {
@@ -478,13 +507,21 @@ impl Registry {
         Ok(handles)
     }
 
-    /// Takes back the tasks of a refused batch that were inserted (a handle
-    /// whose task is not in, or is another task of the same name, takes
-    /// nothing back).
-    fn take_back(&self, handles: &[TaskHandle]) {
+    /// Takes back the tasks of a refused batch that were inserted, into
+    /// `refused` (a handle whose task is not in, or is another task of the
+    /// same name, takes nothing back).
+    #[expect(clippy::vec_box, reason = "the nodes are boxed already")]
+    fn take_back(&self, handles: &[TaskHandle], refused: &mut Vec<Box<Node>>) {
         for handle in handles.iter().rev() {
-            self.unregister(&handle.name, handle.id);
+            refused.extend(self.remove(&handle.name, handle.id));
         }
+    }
+
+    /// [`take_where`](Self::take_where) between batches: a release takes
+    /// all of a batch or none of it.
+    pub(crate) fn take_chosen(&self, pick: impl FnMut(&str, &Node) -> bool) -> Vec<Drained> {
+        let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        self.take_where(pick)
     }
 
     /// Closes the registry and takes every pending task, in registration

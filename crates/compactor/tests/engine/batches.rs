@@ -149,8 +149,9 @@ fn a_foreign_definition_is_refused() {
 async fn a_large_batch_keeps_its_order_and_a_late_duplicate_takes_all_of_it_back() {
     let c = Compactor::new();
     c.register("taken", || async {}).unwrap();
-    // Thousands of tasks spread over every shard; the refusal comes last,
-    // after most of them are in.
+    // Thousands of tasks spread over every shard, and one name that is
+    // taken: the refusal comes as its shard is reached, with the shards
+    // before it (and that shard's earlier tasks) in already.
     let names: Vec<String> = (0..5_000).map(|i| format!("conn-{i}")).collect();
     let with_late = |late: &str| {
         let names = names.iter().map(String::as_str).chain([late]);
@@ -182,9 +183,15 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
     for round in 0..20 {
         let c = Compactor::new();
         let names: Vec<String> = (0..2_000).map(|i| format!("r{round}-{i}")).collect();
+        let defs: Vec<_> = names
+            .iter()
+            .map(|n| c.task(n.as_str()).define(|| async {}))
+            .collect();
+        let start = Arc::new(std::sync::Barrier::new(2));
         let singles = {
-            let (c, names) = (c.clone(), names.clone());
+            let (c, names, start) = (c.clone(), names.clone(), start.clone());
             std::thread::spawn(move || {
+                start.wait();
                 // From the end, so the two meet in the middle.
                 let won: Vec<String> = names
                     .iter()
@@ -195,7 +202,8 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
                 won
             })
         };
-        let batch = c.register_batch(names.iter().map(|n| c.task(n.as_str()).define(|| async {})));
+        start.wait();
+        let batch = c.register_batch(defs);
         let won_singly = singles.join().unwrap();
         match batch {
             // All of the batch, so none of the singles.
@@ -209,4 +217,95 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
         }
         assert!(c.pending() <= names.len());
     }
+}
+
+#[test]
+fn a_refused_batch_drops_its_cleanups_outside_its_locks() {
+    // A cleanup whose drop calls back into the instance (to look at what
+    // is registered, or to plan): refused, the batch drops it, and must not
+    // do so while it holds the lock the instance's calls wait for.
+    struct CallsBack(Compactor);
+    impl Drop for CallsBack {
+        fn drop(&mut self) {
+            let _ = self.0.plan();
+        }
+    }
+    let c = Compactor::new();
+    c.register("taken", || async {}).unwrap();
+    let (done, returned) = std::sync::mpsc::channel();
+    let batcher = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            for with_dependency in [false, true] {
+                let defs = (0..100).map(|i| {
+                    let owned = CallsBack(c.clone());
+                    let task = c.task(format!("t{i}"));
+                    let task = match with_dependency {
+                        true => task.depends_on_name("taken"),
+                        false => task,
+                    };
+                    task.define_once(move || async move { drop(owned) })
+                });
+                let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
+                assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+            }
+            let _ = done.send(());
+        })
+    };
+    returned
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the refused batches returned: no cleanup was dropped under the batch lock");
+    batcher.join().unwrap();
+    assert_eq!(c.pending(), 1);
+}
+
+#[test]
+fn a_definition_of_an_instance_that_is_gone_is_refused_by_another() {
+    for _ in 0..100 {
+        let def = {
+            let gone = Compactor::new();
+            gone.task("theirs").define(|| async {})
+        };
+        let c = Compactor::new();
+        let e = c.register_batch([def]).unwrap_err();
+        assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
+        assert_eq!(c.pending(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_racing_batches_takes_each_batch_whole_or_not_at_all() {
+    use compactor::Category;
+    // Large enough that a batch's shards go in over a while. A release that
+    // passes between two of a batch's shards is a rare interleaving: this
+    // checks the rule under load (more so with `COMPACTOR_STRESS`).
+    const BATCH: usize = 1_000;
+    let c = Compactor::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batcher = {
+        let (c, stop) = (c.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut accepted = 0;
+            while !stop.load(Ordering::SeqCst) && accepted < common::stress(100) {
+                let batch = (0..BATCH).map(|i| {
+                    c.task(format!("b{accepted}-t{i}"))
+                        .category(Category::Network)
+                        .define(|| async {})
+                });
+                c.register_batch(batch).unwrap();
+                accepted += 1;
+            }
+            accepted
+        })
+    };
+    let mut released = 0;
+    for _ in 0..common::stress(300) {
+        let report = c.shutdown_category(&Category::Network).await;
+        let n = report.tasks().len();
+        assert_eq!(n % BATCH, 0, "a release took part of a batch: {n} tasks");
+        released += n;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let accepted = batcher.join().unwrap();
+    assert_eq!(released + c.pending(), accepted * BATCH);
 }

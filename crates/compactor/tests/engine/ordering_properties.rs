@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use compactor::{Compactor, Priority, TaskHandle};
 
+use crate::common;
+
 #[derive(Debug, Clone)]
 struct Case {
     /// Registration order: `order[k]` is the rank of the k-th registered task.
@@ -225,7 +227,9 @@ fn run(case: &Case) -> Result<(), String> {
 
 #[test]
 fn random_graphs_run_exactly_as_the_rules_prescribe() {
-    for number in 0..256 {
+    // The same 256 graphs every run; stress mode (`COMPACTOR_STRESS`) goes
+    // on to further ones.
+    for number in 0..common::stress(256) as u64 {
         let case = case(number);
         if let Err(why) = run(&case) {
             panic!("graph {number}, {case:?}: {why}");
