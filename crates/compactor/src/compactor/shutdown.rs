@@ -13,7 +13,7 @@ use super::Compactor;
 use super::outcome::publish;
 use crate::event::Event;
 use crate::priority::{Category, Priority};
-use crate::registry::{Drained, Node};
+use crate::registry::{Drained, TaskNode};
 use crate::task::Spec;
 
 /// The name of the drain delay's task.
@@ -29,7 +29,10 @@ impl Compactor {
     /// `tasks` (in registration order) with the drain delay's task first,
     /// where one is set: `compactor::drain-delay`, a phase of its own before
     /// every other, which waits out the delay and then ends the drain token.
-    pub(crate) fn with_drain_delay(&self, mut tasks: Vec<Drained>) -> Vec<Drained> {
+    pub(crate) fn with_drain_delay<N: TaskNode>(
+        &self,
+        mut tasks: Vec<Drained<N>>,
+    ) -> Vec<Drained<N>> {
         let delay = self.inner.config.drain_delay;
         if delay.is_zero() {
             return tasks;
@@ -43,16 +46,14 @@ impl Compactor {
         // A dependency on the delay would make it wait for that task (a
         // task depended on runs after its dependents): it means nothing.
         for task in &mut tasks {
-            if task.node.deps.iter().any(|d| &*d.name == DRAIN_DELAY_TASK) {
+            if task
+                .node
+                .deps()
+                .iter()
+                .any(|d| &*d.name == DRAIN_DELAY_TASK)
+            {
                 tracing::warn!(task = %task.name, "a dependency on {DRAIN_DELAY_TASK} is ignored: every task runs after it");
-                let kept: Vec<_> = task
-                    .node
-                    .deps
-                    .iter()
-                    .filter(|d| &*d.name != DRAIN_DELAY_TASK)
-                    .cloned()
-                    .collect();
-                task.node.deps = kept.into_boxed_slice();
+                task.node.retain_deps(|d| &*d.name != DRAIN_DELAY_TASK);
             }
         }
         let spec = Spec {
@@ -63,18 +64,13 @@ impl Compactor {
             category: Category::Timer,
             ..Spec::default()
         };
-        let node = Node {
-            cleanup: std::sync::Mutex::new(Some(cleanup)),
-            deps: Box::new([]),
-            spec,
-        };
         // Id 0: before every registration (ids start at 1).
         tasks.insert(
             0,
             Drained {
                 id: 0,
                 name: std::sync::Arc::from(DRAIN_DELAY_TASK),
-                node: Box::new(node),
+                node: N::own(spec, cleanup),
             },
         );
         tasks

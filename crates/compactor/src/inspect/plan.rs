@@ -8,6 +8,7 @@ use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::plan::{Edges, Plan};
 use crate::priority::{Category, Priority};
+use crate::registry::NodeCopy;
 use crate::report::GraphWarning;
 
 /// What a shutdown would do if it began now, worked out without running
@@ -214,7 +215,7 @@ impl<'a> PlanTask<'a> {
 impl ShutdownPlan {
     /// The plan of `plan`'s tasks (numbered phase by phase), which it takes
     /// apart.
-    pub(crate) fn new(mut plan: Plan, config: &Config) -> ShutdownPlan {
+    pub(crate) fn new(mut plan: Plan<NodeCopy>, config: &Config) -> ShutdownPlan {
         let n = plan.tasks.len();
         let mut tasks: Vec<Entry> = Vec::with_capacity(n);
         for planned in &mut plan.tasks {
@@ -414,7 +415,7 @@ fn task_worst_case(attempt: Duration, retries: u32, backoff: &Backoff) -> Durati
 
 /// Each phase's worst case, their sum, and the critical path.
 fn phases_worst_case(
-    plan: &Plan,
+    plan: &Plan<NodeCopy>,
     tasks: &[Entry],
     config: &Config,
 ) -> (Vec<PlanPhase>, Duration, Vec<u32>) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::priority::Priority;
-use crate::registry::{Drained, Node};
+use crate::registry::{Drained, Node, TaskNode};
 use crate::report::GraphWarning;
 use crate::task::Spec;
 
@@ -74,27 +74,27 @@ impl Edges {
 
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
-pub(crate) struct PlannedTask {
-    pub(crate) node: Box<Node>,
+pub(crate) struct PlannedTask<N = Box<Node>> {
+    pub(crate) node: N,
     /// Its own priority raised to that of any task it must precede.
     pub(crate) effective: Priority,
     /// Index into [`Plan::phases`].
     pub(crate) phase: u32,
 }
 
-impl PlannedTask {
+impl<N: TaskNode> PlannedTask<N> {
     pub(crate) fn spec(&self) -> &Spec {
-        &self.node.spec
+        self.node.spec()
     }
 }
 
 /// The schedule of one run. Tasks are numbered phase by phase, in
 /// registration order within a phase.
-pub(crate) struct Plan {
+pub(crate) struct Plan<N = Box<Node>> {
     /// The name of each task; apart, so the run can share them with other
     /// threads without copying.
     pub(crate) names: Vec<Arc<str>>,
-    pub(crate) tasks: Vec<PlannedTask>,
+    pub(crate) tasks: Vec<PlannedTask<N>>,
     /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
     /// Shared with the run's progress, which reads what each task waits for.
     pub(crate) precedes: Arc<Edges>,
@@ -106,15 +106,15 @@ pub(crate) struct Plan {
     pub(crate) warnings: Vec<GraphWarning>,
 }
 
-impl Plan {
+impl<N: TaskNode> Plan<N> {
     /// The plan of a whole shutdown; `nodes` must be in registration order.
-    pub(crate) fn new(nodes: Vec<Drained>) -> Plan {
+    pub(crate) fn new(nodes: Vec<Drained<N>>) -> Plan<N> {
         Plan::build(nodes, true)
     }
 
     /// The plan of some of the tasks: dependencies on the others are dropped
     /// without a warning.
-    pub(crate) fn partial(nodes: Vec<Drained>) -> Plan {
+    pub(crate) fn partial(nodes: Vec<Drained<N>>) -> Plan<N> {
         Plan::build(nodes, false)
     }
 
@@ -123,17 +123,17 @@ impl Plan {
         self.waiting.get(i).copied().unwrap_or(0)
     }
 
-    fn build(nodes: Vec<Drained>, whole: bool) -> Plan {
+    fn build(nodes: Vec<Drained<N>>, whole: bool) -> Plan<N> {
         let n = nodes.len();
         let mut warnings = Vec::new();
         let edges = resolve(&nodes, whole, &mut warnings);
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
-        let mut tasks: Vec<PlannedTask> = nodes
+        let mut tasks: Vec<PlannedTask<N>> = nodes
             .into_iter()
             .map(|Drained { name, node, .. }| {
                 names.push(name);
                 PlannedTask {
-                    effective: node.spec.priority,
+                    effective: node.spec().priority,
                     node,
                     phase: 0,
                 }
@@ -191,7 +191,11 @@ impl Plan {
 
 /// The dependency edges `(task, dependency)` by task index, sorted, with a
 /// warning for each unknown name (in a whole shutdown).
-fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> Vec<(u32, u32)> {
+fn resolve<N: TaskNode>(
+    nodes: &[Drained<N>],
+    whole: bool,
+    warnings: &mut Vec<GraphWarning>,
+) -> Vec<(u32, u32)> {
     let mut edges: Vec<(u32, u32)> = Vec::new();
     // Handle dependencies resolve by id (the nodes are in id order); only
     // dependencies by name need the name index.
@@ -203,7 +207,7 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
     };
     let by_name: Option<HashMap<&str, u32>> = nodes
         .iter()
-        .any(|d| d.node.deps.iter().any(|dep| dep.id.is_none()))
+        .any(|d| d.node.deps().iter().any(|dep| dep.id.is_none()))
         .then(|| {
             nodes
                 .iter()
@@ -213,7 +217,7 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
         });
     for (i, Drained { name, node, .. }) in nodes.iter().enumerate() {
         let start = edges.len();
-        for dep in node.deps.iter() {
+        for dep in node.deps() {
             let target = match dep.id {
                 // Not found: the handle's task was unregistered, and the
                 // dependency went with it.
@@ -248,8 +252,8 @@ fn resolve(nodes: &[Drained], whole: bool, warnings: &mut Vec<GraphWarning>) -> 
 
 /// Raises each task's effective priority to that of the tasks it must
 /// precede (Kahn's order, dependencies first), breaking any cycle on the way.
-fn raise_priorities(
-    tasks: &mut [PlannedTask],
+fn raise_priorities<N>(
+    tasks: &mut [PlannedTask<N>],
     names: &[Arc<str>],
     precedes: &mut Edges,
     mut preceded_by: Edges,
@@ -310,7 +314,7 @@ fn distinct_descending(priorities: impl Iterator<Item = Priority>) -> Vec<Priori
 /// registration order within the phase (so "latest registered first" still
 /// compares indices). The runner then walks each phase through adjacent
 /// memory instead of striding across all tasks.
-fn phase_order(tasks: &[PlannedTask], phases: usize) -> Vec<u32> {
+fn phase_order<N>(tasks: &[PlannedTask<N>], phases: usize) -> Vec<u32> {
     // A counting sort: phases are few.
     let mut starts = vec![0u32; phases + 1];
     for t in tasks {
@@ -345,7 +349,7 @@ fn renumber(edges: &Edges, new_index: &[u32]) -> Edges {
 /// Moves `tasks[i]` and `names[i]` to position `new_index[i]`, in place:
 /// each swap puts one task where it belongs, following the permutation's
 /// cycles, so no second vector of either is allocated.
-fn permute(tasks: &mut [PlannedTask], names: &mut [Arc<str>], new_index: &[u32]) {
+fn permute<N>(tasks: &mut [PlannedTask<N>], names: &mut [Arc<str>], new_index: &[u32]) {
     let mut to = new_index.to_vec();
     for at in 0..to.len() {
         loop {

@@ -37,11 +37,80 @@ pub(crate) struct Node {
     pub(crate) spec: Spec,
 }
 
-/// A task taken out of the registry for a run.
-pub(crate) struct Drained {
+/// A task taken out of the registry: for a run, with its node; for a plan
+/// that runs nothing, with a [`NodeCopy`].
+pub(crate) struct Drained<N = Box<Node>> {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
-    pub(crate) node: Box<Node>,
+    pub(crate) node: N,
+}
+
+/// What the planner reads of a task, in a run's node or in a copy.
+pub(crate) trait TaskNode {
+    fn spec(&self) -> &Spec;
+    fn deps(&self) -> &[Dep];
+    /// Keeps the dependencies `keep` chooses.
+    fn retain_deps(&mut self, keep: impl FnMut(&Dep) -> bool);
+    /// The node of one of the library's own tasks.
+    fn own(spec: Spec, cleanup: BoxCleanup) -> Self;
+}
+
+impl TaskNode for Box<Node> {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn deps(&self) -> &[Dep] {
+        &self.deps
+    }
+
+    fn retain_deps(&mut self, keep: impl FnMut(&Dep) -> bool) {
+        let mut kept = std::mem::take(&mut self.deps).into_vec();
+        kept.retain(keep);
+        self.deps = kept.into_boxed_slice();
+    }
+
+    fn own(spec: Spec, cleanup: BoxCleanup) -> Self {
+        Node::new(spec, Vec::new(), cleanup)
+    }
+}
+
+/// A pending task's options and dependencies, without its cleanup: what a
+/// plan that runs nothing reads. Kept inline (a plan of 100,000 tasks
+/// allocates no node, and one dependency, the usual most, no slice).
+pub(crate) struct NodeCopy {
+    pub(crate) spec: Spec,
+    deps: CopiedDeps,
+}
+
+enum CopiedDeps {
+    One(Dep),
+    Many(Box<[Dep]>),
+}
+
+impl TaskNode for NodeCopy {
+    fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    fn deps(&self) -> &[Dep] {
+        match &self.deps {
+            CopiedDeps::One(dep) => std::slice::from_ref(dep),
+            CopiedDeps::Many(deps) => deps,
+        }
+    }
+
+    fn retain_deps(&mut self, mut keep: impl FnMut(&Dep) -> bool) {
+        let kept: Vec<Dep> = self.deps().iter().filter(|d| keep(d)).cloned().collect();
+        self.deps = CopiedDeps::Many(kept.into_boxed_slice());
+    }
+
+    fn own(spec: Spec, _cleanup: BoxCleanup) -> Self {
+        NodeCopy {
+            spec,
+            deps: CopiedDeps::Many(Box::new([])),
+        }
+    }
 }
 
 impl Node {
@@ -549,13 +618,13 @@ impl Registry {
     /// for 100,000 tasks). Each shard's names and nodes are first reached in
     /// a short loop, so the processor waits for many of their cache misses
     /// at once, and only then copied (a seventh less for `plan()`).
-    pub(crate) fn snapshot(&self) -> Vec<Drained> {
+    pub(crate) fn snapshot(&self) -> Vec<Drained<NodeCopy>> {
         // A dependency by handle resolves by id: its name is not read, and
         // one shared placeholder spares touching every dependency's own.
         let unread: Arc<str> = Arc::from("");
         // A batch is all or none: not half of it in a plan.
         let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut copies: Vec<Drained> = Vec::with_capacity(self.tasks.len());
+        let mut copies: Vec<Drained<NodeCopy>> = Vec::with_capacity(self.tasks.len());
         // The map's iterator goes shard by shard, each under its read lock
         // for as long as an entry of it is held: one shard's entries are
         // gathered, copied in id order and let go before the next's.
@@ -563,7 +632,7 @@ impl Registry {
         let mut shard = None;
         let copy =
             |entries: &mut Vec<dashmap::mapref::multiple::RefMulti<'_, HashedName, Slot>>,
-             copies: &mut Vec<Drained>| {
+             copies: &mut Vec<Drained<NodeCopy>>| {
                 entries.sort_unstable_by_key(|e| e.value().id);
                 // Reached first (the name's count and the node's
                 // dependencies are read), then copied.
@@ -576,22 +645,28 @@ impl Registry {
                     })
                     .collect();
                 copies.extend(reached.into_iter().map(|(id, name, node, deps)| {
-                    let mut copied = Vec::with_capacity(deps);
-                    copied.extend(node.deps.iter().map(|dep| Dep {
+                    let copy = |dep: &Dep| Dep {
                         name: match dep.id {
                             Some(_) => unread.clone(),
                             None => dep.name.clone(),
                         },
                         id: dep.id,
-                    }));
+                    };
+                    let deps = match &*node.deps {
+                        [one] => CopiedDeps::One(copy(one)),
+                        all => {
+                            let mut copied = Vec::with_capacity(deps);
+                            copied.extend(all.iter().map(copy));
+                            CopiedDeps::Many(copied.into_boxed_slice())
+                        }
+                    };
                     Drained {
                         id,
                         name,
-                        node: Box::new(Node {
-                            cleanup: Mutex::new(None),
-                            deps: copied.into_boxed_slice(),
+                        node: NodeCopy {
                             spec: node.spec.clone(),
-                        }),
+                            deps,
+                        },
                     }
                 }));
                 entries.clear();

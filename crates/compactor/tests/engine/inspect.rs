@@ -561,3 +561,60 @@ async fn a_deep_chain_keeps_every_line_short_and_the_report_quick() {
         started.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_plan_reads_every_kind_of_dependency_as_the_run_does() {
+    // By handle, by name (to a task registered later, and to none), and to
+    // the drain delay (ignored): a task of several dependencies, and tasks
+    // of one, in the plan's own copy of the registry.
+    let c = Compactor::builder().drain_delay(S(1)).build();
+    let a = c.register("a", || async {}).unwrap();
+    let b = c.register("b", || async {}).unwrap();
+    c.task("x")
+        .depends_on(&a)
+        .depends_on(&b)
+        .depends_on_name("later")
+        .depends_on_name("compactor::drain-delay")
+        .depends_on_name("ghost")
+        .register(|| tokio::time::sleep(S(2)))
+        .unwrap();
+    c.task("y")
+        .depends_on(&a)
+        .register(|| tokio::time::sleep(S(1)))
+        .unwrap();
+    c.task("z")
+        .depends_on_name("compactor::drain-delay")
+        .register(|| async {})
+        .unwrap();
+    c.register("later", || async {}).unwrap();
+
+    let plan = c.plan();
+    let deps = |name: &str| -> Vec<String> {
+        let mut d: Vec<String> = plan
+            .task(name)
+            .unwrap()
+            .depends_on()
+            .map(|t| t.name().to_owned())
+            .collect();
+        d.sort();
+        d
+    };
+    assert_eq!(deps("x"), ["a", "b", "later"]);
+    assert_eq!(deps("y"), ["a"]);
+    assert!(
+        deps("z").is_empty(),
+        "the dependency on the delay is dropped"
+    );
+    assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+    assert!(plan.task("compactor::drain-delay").is_some());
+
+    // The run agrees: x (2 s) before a, b and later; y (1 s) before a.
+    let report = c.shutdown().await;
+    assert_eq!(report.warnings(), plan.warnings());
+    let start = |n: &str| report.task(n).unwrap().started_at().unwrap();
+    for d in ["a", "b", "later"] {
+        assert!(start(d) >= start("x") + S(2), "x before {d}: {report}");
+    }
+    assert!(start("a") >= start("y") + S(1), "{report}");
+    assert!(start("z") < start("a"), "z waits for none: {report}");
+}
