@@ -115,6 +115,7 @@ impl TaskNode for NodeCopy {
 
 impl Node {
     /// A pending task's node; what its cleanup is like is read once, here.
+    #[inline(always)]
     fn new(mut spec: Spec, deps: Vec<Dep>, cleanup: BoxCleanup) -> Box<Node> {
         spec.kind = CleanupKind {
             blocking: cleanup.is_blocking(),
@@ -238,6 +239,7 @@ impl Registry {
     }
 
     /// Inserts one task; gives back its id and its name, for its handle.
+    #[inline]
     pub(crate) fn insert(
         &self,
         name: Arc<str>,
@@ -250,6 +252,7 @@ impl Registry {
     }
 
     /// A task for [`insert_batch`](Self::insert_batch).
+    #[inline(always)]
     pub(crate) fn new_task(
         &self,
         name: Arc<str>,
