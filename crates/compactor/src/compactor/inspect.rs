@@ -2,7 +2,6 @@
 
 use super::Compactor;
 use crate::inspect::{Progress, ShutdownPlan};
-use crate::plan::Plan;
 
 impl Compactor {
     /// What a shutdown would do if it began now, running nothing: its
@@ -35,7 +34,7 @@ impl Compactor {
     /// ```
     pub fn plan(&self) -> ShutdownPlan {
         ShutdownPlan::new(
-            Plan::new(self.with_drain_delay(self.inner.registry.snapshot())),
+            self.plan_of(self.inner.registry.snapshot()),
             &self.inner.config,
         )
     }

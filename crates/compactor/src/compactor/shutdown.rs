@@ -21,21 +21,19 @@ pub(crate) const DRAIN_DELAY_TASK: &str = "compactor::drain-delay";
 /// How much longer than the delay its task's timeout is.
 const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::plan::Plan;
-use crate::report::{ShutdownReason, ShutdownReport};
+use crate::report::{GraphWarning, ShutdownReason, ShutdownReport};
 use crate::run::attempt::{current_chain, drop_contained};
 use crate::run::{Head, RunContext, Runner, RunnerParts, Ticker};
 
 impl Compactor {
-    /// `tasks` (in registration order) with the drain delay's task first,
-    /// where one is set: `compactor::drain-delay`, a phase of its own before
-    /// every other, which waits out the delay and then ends the drain token.
-    pub(crate) fn with_drain_delay<N: TaskNode>(
-        &self,
-        mut tasks: Vec<Drained<N>>,
-    ) -> Vec<Drained<N>> {
+    /// The plan of `tasks` (in registration order) with the drain delay's
+    /// task first, where one is set: `compactor::drain-delay`, a phase of
+    /// its own before every other, which waits out the delay and then ends
+    /// the drain token.
+    pub(crate) fn plan_of<N: TaskNode>(&self, mut tasks: Vec<Drained<N>>) -> Plan<N> {
         let delay = self.inner.config.drain_delay;
         if delay.is_zero() {
-            return tasks;
+            return Plan::new(tasks);
         }
         let drain = self.inner.drain.clone();
         let cleanup = crate::task::cleanup::once(move || async move {
@@ -45,15 +43,14 @@ impl Compactor {
         });
         // A dependency on the delay would make it wait for that task (a
         // task depended on runs after its dependents): it means nothing.
+        let mut ignored = Vec::new();
         for task in &mut tasks {
-            if task
-                .node
-                .deps()
-                .iter()
-                .any(|d| &*d.name == DRAIN_DELAY_TASK)
-            {
-                tracing::warn!(task = %task.name, "a dependency on {DRAIN_DELAY_TASK} is ignored: every task runs after it");
-                task.node.retain_deps(|d| &*d.name != DRAIN_DELAY_TASK);
+            let on_delay = |d: &crate::task::Dep| &*d.name == DRAIN_DELAY_TASK;
+            if task.node.deps().iter().any(on_delay) {
+                task.node.retain_deps(|d| !on_delay(d));
+                ignored.push(GraphWarning::DrainDelayDependency {
+                    task: task.name.to_string(),
+                });
             }
         }
         let spec = Spec {
@@ -73,7 +70,9 @@ impl Compactor {
                 node: N::own(spec, cleanup),
             },
         );
-        tasks
+        let mut plan = Plan::new(tasks);
+        plan.warnings.splice(0..0, ignored);
+        plan
     }
 
     pub(super) fn run_context(&self, plan: &mut Plan, t0: Instant) -> Arc<RunContext> {
@@ -221,7 +220,7 @@ impl Started {
             tasks = tracing::field::Empty,
             clean = tracing::field::Empty,
         );
-        let mut plan = Plan::new(compactor.with_drain_delay(compactor.inner.registry.drain()));
+        let mut plan = compactor.plan_of(compactor.inner.registry.drain());
         let ctx = compactor.run_context(&mut plan, t0);
         let _ = compactor.inner.run.set(ctx.clone());
         ctx.refresh_listening();

@@ -105,7 +105,8 @@ impl TaskNode for NodeCopy {
         self.deps = CopiedDeps::Many(kept.into_boxed_slice());
     }
 
-    fn own(spec: Spec, _cleanup: BoxCleanup) -> Self {
+    fn own(mut spec: Spec, cleanup: BoxCleanup) -> Self {
+        spec.kind = CleanupKind::of(&*cleanup);
         NodeCopy {
             spec,
             deps: CopiedDeps::Many(Box::new([])),
@@ -117,10 +118,7 @@ impl Node {
     /// A pending task's node; what its cleanup is like is read once, here.
     #[inline(always)]
     fn new(mut spec: Spec, deps: Vec<Dep>, cleanup: BoxCleanup) -> Box<Node> {
-        spec.kind = CleanupKind {
-            blocking: cleanup.is_blocking(),
-            observes_token: cleanup.observes_token(),
-        };
+        spec.kind = CleanupKind::of(&*cleanup);
         Box::new(Node {
             cleanup: Mutex::new(Some(cleanup)),
             deps: deps.into_boxed_slice(),

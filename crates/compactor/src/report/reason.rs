@@ -71,6 +71,13 @@ pub enum GraphWarning {
         /// The dependency that was dropped: `(task, dependency)`.
         dropped: (String, String),
     },
+    /// A dependency on the drain delay's task (`compactor::drain-delay`),
+    /// which runs before every other task: it was ignored (kept, it would
+    /// make the delay wait for the task instead).
+    DrainDelayDependency {
+        /// The task that declared the dependency.
+        task: String,
+    },
 }
 
 impl fmt::Display for GraphWarning {
@@ -88,6 +95,10 @@ impl fmt::Display for GraphWarning {
                 path.join(" -> "),
                 dropped.0,
                 dropped.1
+            ),
+            GraphWarning::DrainDelayDependency { task } => write!(
+                f,
+                "task `{task}` depends on `compactor::drain-delay`, which runs before every task; dependency ignored"
             ),
         }
     }

@@ -41,3 +41,12 @@ pub(crate) struct CleanupKind {
     pub(crate) blocking: bool,
     pub(crate) observes_token: bool,
 }
+
+impl CleanupKind {
+    pub(crate) fn of(cleanup: &dyn cleanup::Cleanup) -> CleanupKind {
+        CleanupKind {
+            blocking: cleanup.is_blocking(),
+            observes_token: cleanup.observes_token(),
+        }
+    }
+}

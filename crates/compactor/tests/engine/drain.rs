@@ -181,7 +181,12 @@ async fn a_dependency_on_the_delay_is_ignored_not_inverted() {
         .depends_on_name("compactor::drain-delay")
         .register(|| async {})
         .unwrap();
+    let ignored = compactor::report::GraphWarning::DrainDelayDependency {
+        task: "http".into(),
+    };
+    assert_eq!(c.plan().warnings(), std::slice::from_ref(&ignored));
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
     assert!(report.task("http").unwrap().started_at().unwrap() >= S(3));
+    assert_eq!(report.warnings(), [ignored]);
 }

@@ -586,6 +586,10 @@ async fn the_plan_reads_every_kind_of_dependency_as_the_run_does() {
         .depends_on_name("compactor::drain-delay")
         .register(|| async {})
         .unwrap();
+    c.task("w")
+        .depends_on_name("later")
+        .register(|| tokio::time::sleep(S(3)))
+        .unwrap();
     c.register("later", || async {}).unwrap();
 
     let plan = c.plan();
@@ -601,11 +605,13 @@ async fn the_plan_reads_every_kind_of_dependency_as_the_run_does() {
     };
     assert_eq!(deps("x"), ["a", "b", "later"]);
     assert_eq!(deps("y"), ["a"]);
+    assert_eq!(deps("w"), ["later"]);
     assert!(
         deps("z").is_empty(),
         "the dependency on the delay is dropped"
     );
-    assert_eq!(plan.warnings().len(), 1, "{:?}", plan.warnings());
+    // The unknown name and the two dependencies on the delay.
+    assert_eq!(plan.warnings().len(), 3, "{:?}", plan.warnings());
     assert!(plan.task("compactor::drain-delay").is_some());
 
     // The run agrees: x (2 s) before a, b and later; y (1 s) before a.
@@ -617,4 +623,5 @@ async fn the_plan_reads_every_kind_of_dependency_as_the_run_does() {
     }
     assert!(start("a") >= start("y") + S(1), "{report}");
     assert!(start("z") < start("a"), "z waits for none: {report}");
+    assert!(start("later") >= start("w") + S(3), "{report}");
 }
