@@ -113,7 +113,9 @@ impl Compactor {
             }
             items.push(item);
         }
-        let handles = registry.insert_batch(items)?;
+        let handles = registry
+            .insert_batch(items)
+            .map_err(|(error, refused)| super::register::dropped_refused(error, refused))?;
         self.registered();
         Ok(handles)
     }

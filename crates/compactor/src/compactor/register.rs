@@ -383,7 +383,8 @@ impl<'a> TaskBuilder<'a> {
         let inner = &compactor.inner;
         let (id, name) = inner
             .registry
-            .insert(self.name, self.spec, self.deps, cleanup)?;
+            .insert(self.name, self.spec, self.deps, cleanup)
+            .map_err(|(error, refused)| dropped_refused(error, [refused]))?;
         compactor.registered();
         Ok(TaskHandle {
             registry: Arc::downgrade(&inner.registry),
@@ -391,6 +392,18 @@ impl<'a> TaskBuilder<'a> {
             id,
         })
     }
+}
+
+/// Drops what a refused registration did not take (its cleanups: user
+/// code), one by one with a panic in a `Drop` contained and logged; returns
+/// the refusal.
+pub(super) fn dropped_refused<T>(error: Error, refused: impl IntoIterator<Item = T>) -> Error {
+    for node in refused {
+        if let Err(panic) = crate::run::attempt::drop_contained(node) {
+            tracing::warn!(%error, %panic, "a refused task's cleanup panicked as it was dropped");
+        }
+    }
+    error
 }
 
 impl Compactor {

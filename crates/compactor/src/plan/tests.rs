@@ -156,7 +156,9 @@ fn drained(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) ->
             _ => Vec::new(),
         };
         let cleanup = Box::new(crate::task::cleanup::AsyncFn(|| async {}));
-        let (id, _) = registry.insert(name.clone(), spec, deps, cleanup).unwrap();
+        let Ok((id, _)) = registry.insert(name.clone(), spec, deps, cleanup) else {
+            panic!("{name} registered");
+        };
         last = Some((name, id));
     }
     registry.drain()

@@ -204,8 +204,10 @@ impl NewTask {
     }
 }
 
-/// A refused insertion: why, and the node it did not take.
-type Refused = (Error, Box<Node>);
+/// A refused insertion: why, and the node (or, for a batch, the nodes) it
+/// did not take. Their cleanups are the caller's to drop: a `Drop` is user
+/// code, which the registry never runs.
+pub(crate) type Refused<T = Box<Node>> = (Error, T);
 
 /// How many tasks the cycle search of one registration visits at most.
 pub(crate) const CYCLE_SEARCH: usize = 64;
@@ -244,9 +246,8 @@ impl Registry {
         spec: Spec,
         deps: Vec<Dep>,
         cleanup: BoxCleanup,
-    ) -> Result<(NonZeroU64, Arc<str>), Error> {
+    ) -> Result<(NonZeroU64, Arc<str>), Refused> {
         self.insert_new(self.new_task(name, spec, deps, cleanup), self.next_ids(1))
-            .map_err(|(error, _node)| error)
     }
 
     /// A task for [`insert_batch`](Self::insert_batch).
@@ -484,18 +485,22 @@ impl Registry {
     /// back the ones already in (a name twice in the batch is found as its
     /// second insertion meets the first). Returns their handles, in order;
     /// their ids follow the batch's order.
+    #[expect(clippy::vec_box, reason = "the nodes are boxed already")]
     pub(crate) fn insert_batch(
         self: &Arc<Self>,
         items: Vec<NewTask>,
-    ) -> Result<Vec<TaskHandle>, Error> {
-        // What a refused batch leaves, dropped after the lock: a cleanup's
-        // `Drop` is user code, which may call back into the instance.
-        let mut refused: Vec<Box<Node>> = Vec::new();
+    ) -> Result<Vec<TaskHandle>, Refused<Vec<Box<Node>>>> {
         let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         // Closing waits for the batch: read once, it holds for the whole of it.
         if self.is_closed() {
-            return Err(Error::ShuttingDown);
+            return Err((
+                Error::ShuttingDown,
+                items.into_iter().map(|t| t.node).collect(),
+            ));
         }
+        // What a refused batch leaves, for the caller to drop after the lock
+        // (a cleanup's `Drop` may call back into the instance).
+        let mut refused: Vec<Box<Node>> = Vec::new();
         let first = self.next_ids(items.len()).get();
         let ids = (first..).map(|id| NonZeroU64::new(id).expect("ids start at 1"));
         let registry = Arc::downgrade(self);
@@ -507,7 +512,9 @@ impl Registry {
         let unrelated = self.referenced.load(Ordering::Acquire) == 0
             && items.iter().all(|t| !t.by_name && !t.by_handle);
         if unrelated {
-            return self.insert_unrelated(items.into_iter().zip(ids), handle, &mut refused);
+            return self
+                .insert_unrelated(items.into_iter().zip(ids), handle, &mut refused)
+                .map_err(|error| (error, refused));
         }
         let mut inserted: Vec<TaskHandle> = Vec::with_capacity(items.len());
         let mut items = items.into_iter().zip(ids);
@@ -518,7 +525,7 @@ impl Registry {
                     refused.push(node);
                     refused.extend(items.map(|(task, _)| task.node));
                     self.take_back(&inserted, &mut refused);
-                    return Err(error);
+                    return Err((error, refused));
                 }
             }
         }

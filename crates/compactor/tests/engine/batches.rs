@@ -309,3 +309,33 @@ async fn a_release_racing_batches_takes_each_batch_whole_or_not_at_all() {
     let accepted = batcher.join().unwrap();
     assert_eq!(released + c.pending(), accepted * BATCH);
 }
+
+#[test]
+fn a_refused_registration_whose_cleanups_panic_as_they_drop_still_returns_its_error() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a cleanup's value panics as it drops");
+        }
+    }
+    let c = Compactor::new();
+    c.register("taken", || async {}).unwrap();
+    // Two in one batch: a second panic while the first unwinds would abort.
+    for with_dependency in [false, true] {
+        let defs = (0..2).map(|i| {
+            let owned = PanicsOnDrop;
+            let task = c.task(format!("p{i}"));
+            let task = match with_dependency {
+                true => task.depends_on_name("taken"),
+                false => task,
+            };
+            task.define_once(move || async move { drop(owned) })
+        });
+        let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
+        assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+    }
+    let owned = PanicsOnDrop;
+    let refused = c.register_once("taken", move || async move { drop(owned) });
+    assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+    assert_eq!(c.pending(), 1);
+}
