@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::{Arc, Weak};
 
+use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
 use crate::registry::{NewTask, Registry, TaskHandle};
@@ -101,21 +102,32 @@ impl Compactor {
         tasks: impl IntoIterator<Item = TaskDef>,
     ) -> Result<Vec<TaskHandle>, Error> {
         let registry = &self.inner.registry;
-        let tasks = tasks.into_iter();
+        let mut tasks = tasks.into_iter();
         let mut items = Vec::with_capacity(tasks.size_hint().0);
-        for def in tasks {
-            let item = def.defined?;
+        // A refusal before the insertion drops what was collected, and the
+        // definitions not read yet, as a refused insertion does.
+        let refuse = |error, items: Vec<NewTask>, rest| {
+            let _ = crate::run::attempt::drop_contained(rest);
+            dropped_refused(error, items)
+        };
+        while let Some(def) = tasks.next() {
+            let item = match def.defined {
+                Ok(item) => item,
+                Err(error) => return Err(refuse(error, items, tasks)),
+            };
             if !std::ptr::eq(def.registry.as_ptr(), Arc::as_ptr(registry)) {
-                return Err(Error::ForeignHandle {
+                let error = Error::ForeignHandle {
                     task: item.name().to_string(),
                     dependency: "(the definition itself)".to_owned(),
-                });
+                };
+                items.push(item);
+                return Err(refuse(error, items, tasks));
             }
             items.push(item);
         }
         let handles = registry
             .insert_batch(items)
-            .map_err(|(error, refused)| super::register::dropped_refused(error, refused))?;
+            .map_err(|(error, refused)| dropped_refused(error, refused))?;
         self.registered();
         Ok(handles)
     }

@@ -334,6 +334,19 @@ fn a_refused_registration_whose_cleanups_panic_as_they_drop_still_returns_its_er
         let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
         assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
     }
+    // Refused before the insertion: an invalid option, then a definition
+    // of another instance, each after a definition that panics as it drops.
+    let other = Compactor::new();
+    for bad in [
+        c.task("zero")
+            .timeout(std::time::Duration::ZERO)
+            .define(|| async {}),
+        other.task("theirs").define(|| async {}),
+    ] {
+        let owned = PanicsOnDrop;
+        let first = c.task("p").define_once(move || async move { drop(owned) });
+        assert!(c.register_batch([first, bad]).is_err());
+    }
     let owned = PanicsOnDrop;
     let refused = c.register_once("taken", move || async move { drop(owned) });
     assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
