@@ -219,6 +219,28 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
     }
 }
 
+/// Registers a batch of `n` one-shot cleanups, each owning a value `owned`
+/// makes (each depending by name on `taken`, or on nothing), and then the
+/// name `taken` again: the batch is refused, and its values dropped.
+fn refuse_owning<T: Send + 'static>(
+    c: &Compactor,
+    n: usize,
+    with_dependency: bool,
+    owned: impl Fn() -> T,
+) {
+    let defs = (0..n).map(|i| {
+        let owned = owned();
+        let task = c.task(format!("t{i}"));
+        let task = match with_dependency {
+            true => task.depends_on_name("taken"),
+            false => task,
+        };
+        task.define_once(move || async move { drop(owned) })
+    });
+    let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
+    assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+}
+
 #[test]
 fn a_refused_batch_drops_its_cleanups_outside_its_locks() {
     // A cleanup whose drop calls back into the instance (to look at what
@@ -237,17 +259,7 @@ fn a_refused_batch_drops_its_cleanups_outside_its_locks() {
         let c = c.clone();
         std::thread::spawn(move || {
             for with_dependency in [false, true] {
-                let defs = (0..100).map(|i| {
-                    let owned = CallsBack(c.clone());
-                    let task = c.task(format!("t{i}"));
-                    let task = match with_dependency {
-                        true => task.depends_on_name("taken"),
-                        false => task,
-                    };
-                    task.define_once(move || async move { drop(owned) })
-                });
-                let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
-                assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+                refuse_owning(&c, 100, with_dependency, || CallsBack(c.clone()));
             }
             let _ = done.send(());
         })
@@ -322,17 +334,7 @@ fn a_refused_registration_whose_cleanups_panic_as_they_drop_still_returns_its_er
     c.register("taken", || async {}).unwrap();
     // Two in one batch: a second panic while the first unwinds would abort.
     for with_dependency in [false, true] {
-        let defs = (0..2).map(|i| {
-            let owned = PanicsOnDrop;
-            let task = c.task(format!("p{i}"));
-            let task = match with_dependency {
-                true => task.depends_on_name("taken"),
-                false => task,
-            };
-            task.define_once(move || async move { drop(owned) })
-        });
-        let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
-        assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
+        refuse_owning(&c, 2, with_dependency, || PanicsOnDrop);
     }
     // Refused before the insertion: an invalid option, then a definition
     // of another instance, each after a definition that panics as it drops.
