@@ -71,6 +71,7 @@ struct Flags {
     library_slow_ms: Option<u64>,
     progress_signal: bool,
     no_notify: bool,
+    drain_delay_ms: u64,
 }
 
 fn flags() -> Flags {
@@ -100,6 +101,7 @@ fn flags() -> Flags {
             "--no-auto-listen" => flags.no_auto_listen = true,
             "--progress-signal" => flags.progress_signal = true,
             "--no-notify" => flags.no_notify = true,
+            "--drain-delay-ms" => flags.drain_delay_ms = value().parse().unwrap(),
             "--library" => flags.library = true,
             "--library-slow-ms" => flags.library_slow_ms = Some(value().parse().unwrap()),
             other => panic!("unknown flag {other}"),
@@ -188,6 +190,9 @@ fn main() -> ExitCode {
     }
     if flags.no_notify {
         builder = builder.systemd_notify(false);
+    }
+    if flags.drain_delay_ms > 0 {
+        builder = builder.drain_delay(Duration::from_millis(flags.drain_delay_ms));
     }
     if flags.progress_signal {
         builder = builder.progress_signal(Signal::User1);

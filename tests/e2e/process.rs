@@ -353,6 +353,32 @@ fn assert_silent(socket: &std::os::unix::net::UnixDatagram, why: &str) {
 }
 
 #[test]
+fn under_systemd_the_first_extension_covers_the_drain_delay() {
+    // Nothing finishes while the delay runs: the extension sent as the
+    // shutdown begins must outlast it.
+    let dir = scratch_dir("notify-drain");
+    let (socket, address) = notify_socket(&dir, false);
+    socket.set_read_timeout(Some(RUN)).unwrap();
+    let variable = format!("NOTIFY_SOCKET={address}");
+    let app = wrapped(
+        "env",
+        &[&variable],
+        &["--drain-delay-ms", "1500", "--deadline-ms", "10000"],
+    );
+    app.signal("TERM");
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification");
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let (code, out) = app.finish(RUN);
+    assert_eq!(code, Some(143), "{out:#?}");
+    // The delay's task is a task too: 4 of them; 5 s past the delay.
+    assert_eq!(
+        first,
+        "STOPPING=1\nSTATUS=shutting down: 4 task(s)\nEXTEND_TIMEOUT_USEC=6500000"
+    );
+}
+
+#[test]
 fn systemd_notifications_can_be_turned_off() {
     let dir = scratch_dir("no-notify");
     let (socket, address) = notify_socket(&dir, false);

@@ -312,7 +312,7 @@ impl Builder {
     /// (`NOTIFY_SOCKET` is set, and `SYSTEMD_EXEC_PID`, if set, is this
     /// process): `STOPPING=1` as it begins, a `STATUS=` line with its
     /// progress every second, and `EXTEND_TIMEOUT_USEC=` for 5 s more as it
-    /// begins and whenever tasks have finished since the last one (never
+    /// begins (past the [drain delay](Self::drain_delay)) and whenever tasks have finished since the last one (never
     /// past the deadline + the [exit grace](Self::exit_grace)), so a
     /// `TimeoutStopSec=` shorter than the deadline does not kill a shutdown
     /// that is getting somewhere. The protocol is spoken over the datagram

@@ -97,18 +97,18 @@ impl Compactor {
     ///
     /// The first refusal, as the single registrations give them; a
     /// definition made on another instance is [`Error::ForeignHandle`].
-    pub fn register_batch(
+    pub fn register_batch<I: IntoIterator<Item = TaskDef>>(
         &self,
-        tasks: impl IntoIterator<Item = TaskDef>,
+        tasks: I,
     ) -> Result<Vec<TaskHandle>, Error> {
         let registry = &self.inner.registry;
         let mut tasks = tasks.into_iter();
         let mut items = Vec::with_capacity(tasks.size_hint().0);
         // A refusal before the insertion drops what was collected, and the
-        // definitions not read yet, as a refused insertion does.
-        let refuse = |error, items: Vec<NewTask>, rest| {
-            let _ = crate::run::attempt::drop_contained(rest);
-            dropped_refused(error, items)
+        // definitions not read yet, one by one as a refused insertion does.
+        let refuse = |error, items: Vec<NewTask>, rest: I::IntoIter| {
+            let error = dropped_refused(error, items);
+            dropped_refused(error, rest)
         };
         while let Some(def) = tasks.next() {
             let item = match def.defined {

@@ -298,7 +298,7 @@ impl Compactor {
     /// so load balancers stop sending traffic while requests are still served).
     pub fn readiness(&self) -> Readiness {
         Readiness {
-            shutdown: self.inner.token.child_token(),
+            shutdown: self.shutdown_token(),
         }
     }
 

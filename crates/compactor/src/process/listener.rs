@@ -344,10 +344,18 @@ fn show_progress(signal: Signal) -> bool {
     for compactor in &shown {
         // Made and written off this thread: a plan of many tasks takes a
         // while, and a blocked stderr must not hold the signals.
-        let compactor = compactor.clone();
-        let text = move || match compactor.progress() {
-            Some(progress) => format!("{signal}: {progress:#}"),
-            None => format!("{signal}: {}", compactor.plan()),
+        // Held weakly: behind a blocked stderr, the text must not keep the
+        // instance alive (nor drop it, the last owner, on the writer).
+        let instance = Arc::downgrade(&compactor.inner);
+        let text = move || {
+            let Some(inner) = instance.upgrade() else {
+                return format!("{signal}: the instance has gone");
+            };
+            let compactor = Compactor { inner };
+            match compactor.progress() {
+                Some(progress) => format!("{signal}: {progress:#}"),
+                None => format!("{signal}: {}", compactor.plan()),
+            }
         };
         crate::inspect::stderr::send(crate::inspect::stderr::Output::Text(Box::new(text)));
     }

@@ -93,9 +93,13 @@ pub(crate) fn run_begins(compactor: &Compactor, tasks: usize) -> Option<Ticker> 
     }
     let notifier = Notifier::from_env()?;
     let (deadline, grace) = (config.deadline, config.exit_grace);
+    // Nothing finishes during the drain delay: the first extension covers it.
+    let first = EXTEND_BY
+        .saturating_add(config.drain_delay)
+        .min(deadline.saturating_add(grace));
     notifier.send(&format!(
-        "STOPPING=1\nSTATUS=shutting down: {tasks} task(s)\n{}",
-        extension(deadline.saturating_add(grace))
+        "STOPPING=1\nSTATUS=shutting down: {tasks} task(s)\nEXTEND_TIMEOUT_USEC={}",
+        first.as_micros()
     ));
     let state = Arc::new(Mutex::new((0usize, None::<Instant>)));
     let tick = move |ctx: &RunContext, over: bool| {

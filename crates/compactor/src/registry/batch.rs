@@ -42,8 +42,8 @@ impl Registry {
             name,
             id,
         };
-        let unrelated = self.referenced.load(Ordering::Acquire) == 0
-            && items.iter().all(|t| !t.by_name && !t.by_handle);
+        let unrelated =
+            self.referenced.load(Ordering::Acquire) == 0 && items.iter().all(|t| !t.has_deps);
         if unrelated {
             return self
                 .insert_unrelated(items.into_iter().zip(ids), handle, &mut refused)

@@ -65,9 +65,10 @@ pub(crate) struct NewTask {
     name: Arc<str>,
     node: Box<Node>,
     weak: bool,
-    /// Whether any dependency is by name, and whether any is by handle.
+    /// Whether it has dependencies, and whether any is by name (read here,
+    /// so a batch's check touches no node).
+    has_deps: bool,
     by_name: bool,
-    by_handle: bool,
 }
 
 impl NewTask {
@@ -131,7 +132,7 @@ impl Registry {
         NewTask {
             weak: cleanup.strong_count().is_some(),
             by_name: deps.iter().any(|d| d.id.is_none()),
-            by_handle: deps.iter().any(|d| d.id.is_some()),
+            has_deps: !deps.is_empty(),
             key: self.tasks.hasher().name(name.clone()),
             name,
             node: Node::new(spec, deps, cleanup),
@@ -154,15 +155,12 @@ impl Registry {
             node,
             weak,
             by_name,
-            by_handle,
+            ..
         } = task;
         if self.is_closed() {
             return Err((Error::ShuttingDown, node));
         }
-        let deps = match by_name || by_handle {
-            true => &node.deps[..],
-            false => &[],
-        };
+        let deps = &node.deps[..];
         for dep in deps {
             match dep.id {
                 Some(id) if !self.is_pending(&dep.name, id) => {
