@@ -9,12 +9,18 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Whether a progress line is on the screen: an exit clears it before its
 /// own line.
 static DRAWN: AtomicBool = AtomicBool::new(false);
+
+/// Instances whose `Clear` the queue had no room for: the writer clears
+/// their line once the queue is empty (their draws, sent before, are done
+/// by then), so it neither stays on the screen nor keeps other instances
+/// from drawing theirs.
+static CLEARED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// What the thread is asked to do.
 pub(crate) enum Output {
@@ -26,27 +32,31 @@ pub(crate) enum Output {
     Text(Box<dyn FnOnce() -> String + Send>),
 }
 
-fn sender() -> Option<&'static Mutex<SyncSender<Output>>> {
-    static SENDER: OnceLock<Option<Mutex<SyncSender<Output>>>> = OnceLock::new();
+fn sender() -> Option<&'static SyncSender<Output>> {
+    static SENDER: OnceLock<Option<SyncSender<Output>>> = OnceLock::new();
     SENDER
         .get_or_init(|| {
             let (tx, rx) = sync_channel(8);
             std::thread::Builder::new()
                 .name("compactor-stderr".to_owned())
-                .spawn(move || writer(rx))
+                .spawn(move || writer(&rx))
                 .ok()
-                .map(|_| Mutex::new(tx))
+                .map(|_| tx)
         })
         .as_ref()
 }
 
-/// Hands `what` to the writer; dropped when the writer is behind.
+/// Hands `what` to the writer; dropped when the writer is behind (a
+/// blocked stderr), but for a `Clear`, which it finds anyway.
 pub(crate) fn send(what: Output) {
     let Some(sender) = sender() else { return };
-    let sender = sender.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Err(TrySendError::Full(_)) = sender.try_send(what) {
-        // Behind (a blocked stderr): this one is dropped.
+    if let Err(TrySendError::Full(Output::Clear { owner })) = sender.try_send(what) {
+        cleared().push(owner);
     }
+}
+
+fn cleared() -> std::sync::MutexGuard<'static, Vec<u64>> {
+    CLEARED.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The escape that returns to the line's start and erases it.
@@ -57,9 +67,23 @@ pub(crate) fn line_drawn() -> bool {
     DRAWN.load(Ordering::Acquire)
 }
 
-fn writer(requests: Receiver<Output>) {
+fn writer(requests: &Receiver<Output>) {
     let mut owner: Option<u64> = None;
-    for request in requests {
+    loop {
+        let request = match requests.try_recv() {
+            Ok(request) => request,
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                let ended = std::mem::take(&mut *cleared());
+                if let Some(who) = owner.filter(|o| ended.contains(o)) {
+                    clear_line(&mut owner, who);
+                }
+                match requests.recv() {
+                    Ok(request) => request,
+                    Err(_) => return,
+                }
+            }
+        };
         let mut err = std::io::stderr().lock();
         match request {
             Output::Draw { owner: who, line } => {
@@ -69,13 +93,7 @@ fn writer(requests: Receiver<Output>) {
                     DRAWN.store(true, Ordering::Release);
                 }
             }
-            Output::Clear { owner: who } => {
-                if owner == Some(who) {
-                    owner = None;
-                    let _ = write!(err, "{ERASE}");
-                    DRAWN.store(false, Ordering::Release);
-                }
-            }
+            Output::Clear { owner: who } => clear_line(&mut owner, who),
             Output::Text(make) => {
                 let text = std::panic::catch_unwind(std::panic::AssertUnwindSafe(make));
                 if DRAWN.swap(false, Ordering::AcqRel) {
@@ -87,5 +105,59 @@ fn writer(requests: Receiver<Output>) {
             }
         }
         let _ = err.flush();
+    }
+}
+
+/// Clears `who`'s line, if it is the one on the screen.
+fn clear_line(owner: &mut Option<u64>, who: u64) {
+    if *owner == Some(who) {
+        *owner = None;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{ERASE}");
+        let _ = err.flush();
+        DRAWN.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn until(what: &str, holds: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !holds() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_clear_the_queue_had_no_room_for_still_clears_the_line() {
+        let (tx, rx) = sync_channel(8);
+        std::thread::spawn(move || writer(&rx));
+        tx.send(Output::Draw {
+            owner: 7,
+            line: String::new(),
+        })
+        .unwrap();
+        until("instance 7 drew its line", line_drawn);
+        // Its `Clear` found the queue full: only `CLEARED` has it. Another
+        // instance's draw is refused while 7 holds the line; once the queue
+        // is empty, 7's line is cleared, and the next draw is 8's.
+        cleared().push(7);
+        tx.send(Output::Draw {
+            owner: 8,
+            line: String::new(),
+        })
+        .unwrap();
+        until("7's line cleared", || !line_drawn());
+        tx.send(Output::Draw {
+            owner: 8,
+            line: String::new(),
+        })
+        .unwrap();
+        until("8 draws once 7's line is gone", line_drawn);
     }
 }
