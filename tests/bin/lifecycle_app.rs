@@ -260,11 +260,7 @@ fn main() -> ExitCode {
                 let instance = Compactor::builder().signal_exit(SignalExit::Return).build();
                 instance.register("round", || async {}).unwrap();
                 instance.listen_for_signals().unwrap();
-                let sent = std::process::Command::new("kill")
-                    .args(["-TERM", &std::process::id().to_string()])
-                    .status()
-                    .unwrap();
-                assert!(sent.success());
+                compactor_e2e::send_signal(std::process::id(), "TERM");
                 let report = runtime.block_on(instance.wait());
                 assert!(report.is_clean(), "{report}");
                 drop(instance);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use compactor_e2e::{RUN, Running, STARTUP, scratch_dir};
+use compactor_e2e::{RUN, Running, STARTUP, scratch_dir, tool};
 
 /// The health check: every 200 ms, down after 2 failures, up after 2 passes.
 const CHECK: &str = "inter 200ms fall 2 rise 2";
@@ -193,19 +193,6 @@ fn until_server(socket: &Path, name: &str, status: &str, within: Duration) -> Du
     }
 }
 
-fn haproxy() -> &'static str {
-    for path in [
-        "/usr/sbin/haproxy",
-        "/usr/bin/haproxy",
-        "/usr/local/sbin/haproxy",
-    ] {
-        if Path::new(path).exists() {
-            return path;
-        }
-    }
-    panic!("haproxy is not installed: `apt-get install -y haproxy` (.ci/run installs it)");
-}
-
 /// Waits until a request to `port` answers `status`.
 fn until_status(port: u16, path: &str, status: u16) {
     let until = Instant::now() + STARTUP;
@@ -223,7 +210,9 @@ fn until_status(port: u16, path: &str, status: u16) {
 
 #[test]
 fn three_rolling_restarts_behind_haproxy_lose_no_request() {
-    let haproxy = haproxy();
+    let Some(haproxy) = tool("haproxy", "haproxy") else {
+        return;
+    };
     let dir = scratch_dir("rolling");
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let front = free_port();
@@ -244,7 +233,7 @@ fn three_rolling_restarts_behind_haproxy_lose_no_request() {
     let config_path = dir.join("haproxy.cfg");
     std::fs::write(&config_path, config).unwrap();
     let _balancer = Killed(Some(Running::start_path(
-        Path::new(haproxy),
+        &haproxy,
         &["-db", "-f", config_path.to_str().unwrap()],
     )));
     until_status(front, "/", 200);

@@ -3,6 +3,7 @@
 //! another. Real processes, real signals, real sockets on 127.0.0.1.
 
 mod axum;
+mod docs;
 // The longest test (about 16 s), its name early: tests start in name order.
 mod behind_haproxy;
 mod inspect;

@@ -2,14 +2,17 @@
 //! dumb-init, under supervisord; an instance that listened and went; a
 //! runtime that went; every runtime worker blocked; the report reaching
 //! `main`. Real processes, real signals, the real wrappers from Debian's
-//! packages (`.ci/run` installs `tini`, `dumb-init`, `supervisor`).
+//! packages (`.ci/run` installs `tini`, `dumb-init`, `supervisor`); a test
+//! whose wrapper is missing skips, naming the package (fails under CI).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use compactor_e2e::{
-    RUN, Running, STARTUP, cleanups, printed_report, scratch_dir, send_signal, stress,
+    RUN, Running, STARTUP, cleanups, find_tool, not_installed, printed_report, scratch_dir,
+    send_signal, skip, stress, tool,
 };
 
 fn app_path() -> &'static str {
@@ -21,20 +24,57 @@ fn app(args: &[&str]) -> Running {
 }
 
 /// The app started by `wrapper` (its arguments first).
-fn wrapped(wrapper: &str, wrapper_args: &[&str], args: &[&str]) -> Running {
+fn wrapped(wrapper: &Path, wrapper_args: &[&str], args: &[&str]) -> Running {
     let mut all: Vec<&str> = wrapper_args.to_vec();
     all.push(app_path());
     all.extend_from_slice(args);
-    let mut app = Running::start_path(Path::new(wrapper), &all);
+    let mut app = Running::start_path(wrapper, &all);
     app.wait_for("ready", STARTUP);
     app
 }
 
 const PID_NAMESPACE: [&str; 3] = ["--pid", "--fork", "--mount-proc"];
 
+/// The app as PID 1 of a PID namespace of its own, under `unshare`: `None`
+/// (the test skips, or fails under CI) where `unshare` is missing or cannot
+/// make the namespace (it takes root, or user namespaces).
+fn as_pid_1(args: &[&str]) -> Option<Running> {
+    static USABLE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let usable = USABLE.get_or_init(|| {
+        let unshare = find_tool("unshare").ok_or_else(|| not_installed("unshare", "util-linux"))?;
+        let tried = Command::new(&unshare)
+            .args(PID_NAMESPACE)
+            .arg("true")
+            .output()
+            .map_err(|e| format!("`unshare` does not start: {e}"))?;
+        match tried.status.success() {
+            true => Ok(unshare),
+            false => Err(format!(
+                "`unshare {}` cannot make a PID namespace here (it takes root, or user \
+                 namespaces): {}",
+                PID_NAMESPACE.join(" "),
+                String::from_utf8_lossy(&tried.stderr).trim()
+            )),
+        }
+    });
+    match usable {
+        Ok(unshare) => Some(wrapped(unshare, &PID_NAMESPACE, args)),
+        Err(why) => skip(why),
+    }
+}
+
+/// The app with `variables` added to its environment.
+fn with_env(variables: &[(&str, &str)], args: &[&str]) -> Running {
+    let mut command = Command::new(app_path());
+    command.args(args).envs(variables.iter().copied());
+    let mut app = Running::start(command);
+    app.wait_for("ready", STARTUP);
+    app
+}
+
 #[test]
 fn as_pid_1_sigterm_runs_the_cleanup_and_exits_143() {
-    let app = wrapped("unshare", &PID_NAMESPACE, &[]);
+    let Some(app) = as_pid_1(&[]) else { return };
     let inside = app.children(RUN);
     assert_eq!(inside.len(), 1, "the app under unshare");
     send_signal(inside[0], "TERM");
@@ -54,7 +94,9 @@ fn as_pid_1_a_signal_after_the_run_exits_with_its_code_not_a_fault() {
         "--linger-ms",
         "20000",
     ];
-    let mut app = wrapped("unshare", &PID_NAMESPACE, &args);
+    let Some(mut app) = as_pid_1(&args) else {
+        return;
+    };
     app.wait_for("reason service ended", RUN);
     let inside = app.children(RUN);
     send_signal(inside[0], "INT");
@@ -64,7 +106,9 @@ fn as_pid_1_a_signal_after_the_run_exits_with_its_code_not_a_fault() {
 
 #[test]
 fn as_pid_1_a_signal_no_instance_listens_for_ends_the_process() {
-    let app = wrapped("unshare", &PID_NAMESPACE, &["--mode", "dropped"]);
+    let Some(app) = as_pid_1(&["--mode", "dropped"]) else {
+        return;
+    };
     let inside = app.children(RUN);
     send_signal(inside[0], "TERM");
     let (code, _) = app.finish(RUN);
@@ -73,20 +117,32 @@ fn as_pid_1_a_signal_no_instance_listens_for_ends_the_process() {
 
 #[test]
 fn under_tini_sigterm_runs_the_cleanup_and_exits_143() {
-    let app = wrapped("tini", &["--"], &[]);
+    let Some(tini) = tool("tini", "tini") else {
+        return;
+    };
+    let app = wrapped(&tini, &["--"], &[]);
     let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
 fn under_dumb_init_sigterm_runs_the_cleanup_and_exits_143() {
-    let app = wrapped("dumb-init", &[], &[]);
+    let Some(dumb_init) = tool("dumb-init", "dumb-init") else {
+        return;
+    };
+    let app = wrapped(&dumb_init, &[], &[]);
     let out = app.stopped_by("TERM", 143);
     assert_eq!(cleanups(&out), ["http", "db", "cache"]);
 }
 
 #[test]
 fn supervisorctl_stop_is_graceful_and_never_needs_sigkill() {
+    let Some(supervisord) = tool("supervisord", "supervisor") else {
+        return;
+    };
+    let Some(supervisorctl) = tool("supervisorctl", "supervisor") else {
+        return;
+    };
     let dir = scratch_dir("supervisord");
     let conf = dir.join("supervisord.conf");
     let log = dir.join("app.log");
@@ -108,9 +164,9 @@ fn supervisorctl_stop_is_graceful_and_never_needs_sigkill() {
     )
     .unwrap();
     let conf = conf.to_str().unwrap();
-    let mut supervisord = Running::start_path(Path::new("supervisord"), &["-c", conf]);
+    let mut supervisord = Running::start_path(&supervisord, &["-c", conf]);
     let ctl = |args: &[&str]| {
-        let out = Command::new("supervisorctl")
+        let out = Command::new(&supervisorctl)
             .args(["-c", conf])
             .args(args)
             .output()
@@ -286,10 +342,8 @@ fn under_systemd_the_shutdown_is_announced_with_its_progress_and_extensions() {
         let dir = scratch_dir("notify");
         let (socket, address) = notify_socket(&dir, abstract_name);
         socket.set_read_timeout(Some(RUN)).unwrap();
-        let variable = format!("NOTIFY_SOCKET={address}");
-        let app = wrapped(
-            "env",
-            &[&variable],
+        let app = with_env(
+            &[("NOTIFY_SOCKET", &address)],
             &["--slow-cache-ms", "2500", "--deadline-ms", "10000"],
         );
         app.signal("TERM");
@@ -359,10 +413,8 @@ fn under_systemd_the_first_extension_covers_the_drain_delay() {
     let dir = scratch_dir("notify-drain");
     let (socket, address) = notify_socket(&dir, false);
     socket.set_read_timeout(Some(RUN)).unwrap();
-    let variable = format!("NOTIFY_SOCKET={address}");
-    let app = wrapped(
-        "env",
-        &[&variable],
+    let app = with_env(
+        &[("NOTIFY_SOCKET", &address)],
         &["--drain-delay-ms", "1500", "--deadline-ms", "10000"],
     );
     app.signal("TERM");
@@ -382,10 +434,8 @@ fn under_systemd_the_first_extension_covers_the_drain_delay() {
 fn systemd_notifications_can_be_turned_off() {
     let dir = scratch_dir("no-notify");
     let (socket, address) = notify_socket(&dir, false);
-    let variable = format!("NOTIFY_SOCKET={address}");
-    let app = wrapped(
-        "env",
-        &[&variable],
+    let app = with_env(
+        &[("NOTIFY_SOCKET", &address)],
         &["--no-notify", "--slow-cache-ms", "1500"],
     );
     app.signal("TERM");
@@ -396,9 +446,8 @@ fn systemd_notifications_can_be_turned_off() {
 
 #[test]
 fn a_notify_socket_that_leads_nowhere_changes_nothing() {
-    let app = wrapped(
-        "env",
-        &["NOTIFY_SOCKET=/nonexistent/compactor-notify.sock"],
+    let app = with_env(
+        &[("NOTIFY_SOCKET", "/nonexistent/compactor-notify.sock")],
         &["--slow-cache-ms", "1200"],
     );
     app.signal("TERM");
@@ -411,11 +460,9 @@ fn a_notify_socket_that_leads_nowhere_changes_nothing() {
 fn a_child_of_the_service_does_not_speak_for_it() {
     let dir = scratch_dir("notify-child");
     let (socket, address) = notify_socket(&dir, false);
-    let variable = format!("NOTIFY_SOCKET={address}");
     // systemd names the process it started: not this one.
-    let app = wrapped(
-        "env",
-        &[&variable, "SYSTEMD_EXEC_PID=1"],
+    let app = with_env(
+        &[("NOTIFY_SOCKET", &address), ("SYSTEMD_EXEC_PID", "1")],
         &["--slow-cache-ms", "1200"],
     );
     app.signal("TERM");

@@ -35,12 +35,19 @@ fn lines_of(stream: impl Read + Send + 'static) -> Receiver<String> {
 impl Running {
     /// Starts the program at `path` with `args`.
     pub fn start_path(path: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(path)
-            .args(args)
+        let mut command = Command::new(path);
+        command.args(args);
+        Running::start(command)
+    }
+
+    /// Starts `command` as it is set up (its environment too), its stdout
+    /// and stderr piped.
+    pub fn start(mut command: Command) -> Running {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("{} starts: {e}", Path::new(command.get_program()).display()));
         let lines = lines_of(child.stdout.take().expect("piped"));
         let errors = lines_of(child.stderr.take().expect("piped"));
         Running {
@@ -100,7 +107,7 @@ impl Running {
         }
     }
 
-    /// Sends a real signal with `kill`.
+    /// Sends a real signal (see [`send_signal`]).
     pub fn signal(&self, signal: &str) {
         send_signal(self.child.id(), signal);
     }
@@ -232,13 +239,76 @@ impl Running {
     }
 }
 
-/// Sends a real signal to `pid` with `kill`.
+/// Sends a real signal to `pid`: `TERM`, `INT`, `HUP`, `QUIT`, `USR1`,
+/// `KILL`, as `kill -NAME` would, without needing the `kill` program.
 pub fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} {pid}");
+    use rustix::process::{Pid, Signal, kill_process};
+    let sig = match signal {
+        "TERM" => Signal::TERM,
+        "INT" => Signal::INT,
+        "HUP" => Signal::HUP,
+        "QUIT" => Signal::QUIT,
+        "USR1" => Signal::USR1,
+        "USR2" => Signal::USR2,
+        "KILL" => Signal::KILL,
+        other => panic!("send_signal: no signal named {other}"),
+    };
+    let target = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    let target = target.unwrap_or_else(|| panic!("send_signal: {pid} is no process id"));
+    kill_process(target, sig).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
+}
+
+/// Whether this is a CI run (`CI` set to anything but empty, `0` or
+/// `false`, as CI services and `.ci/run` set it): a missing system tool
+/// then fails its test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Skips the calling test, or fails it under [`in_ci`], for want of
+/// something the machine lacks: `missing` says what, and how to get it.
+/// The line goes straight to stderr, past the test harness's capture, so a
+/// plain `cargo test` shows it. Returns `None`, for `let ... else`.
+pub fn skip<T>(missing: &str) -> Option<T> {
+    use std::io::Write;
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    assert!(
+        !in_ci(),
+        "{test}: {missing} (CI is set: a missing tool fails the test instead of skipping it)"
+    );
+    let _ = writeln!(std::io::stderr(), "skipped {test}: {missing}");
+    None
+}
+
+/// The path of the system program `command`, looked up on `PATH` and in
+/// the `sbin` directories (where Debian puts `haproxy`, often off a user's
+/// `PATH`). Missing, the calling test is [skipped](skip), naming the Debian
+/// `package` that brings it; under CI it fails instead.
+pub fn tool(command: &str, package: &str) -> Option<PathBuf> {
+    find_tool(command).or_else(|| skip(&not_installed(command, package)))
+}
+
+/// The path of the system program `command` (see [`tool`]), saying nothing
+/// when it is missing.
+pub fn find_tool(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(sbin)
+        .map(|dir| dir.join(command))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// What [`tool`] says of a missing `command`.
+pub fn not_installed(command: &str, package: &str) -> String {
+    format!(
+        "`{command}` is not installed (Debian package `{package}`: `apt-get install {package}`)"
+    )
 }
 
 /// A fresh scratch directory for one test, removed when dropped: the

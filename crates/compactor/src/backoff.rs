@@ -36,6 +36,8 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Doubling delays from `initial`, never more than `max`, with jitter.
+    /// A `max` of `Duration::MAX` puts no cap on the delays; a delay too
+    /// long for the clock waits until the deadline, which cuts the task off.
     pub fn exponential(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
@@ -44,7 +46,8 @@ impl Backoff {
         }
     }
 
-    /// The same delay before every retry.
+    /// The same delay before every retry (`Duration::MAX`: a retry waits
+    /// until the deadline cuts the task off).
     pub fn fixed(delay: Duration) -> Self {
         Backoff {
             initial: delay,

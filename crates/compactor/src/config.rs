@@ -120,14 +120,16 @@ impl Builder {
     /// The budget of the whole shutdown, from its start to the report. At
     /// the deadline, running cleanups are stopped, unstarted ones skipped, and
     /// the report is returned at once. Set it a few seconds below the time
-    /// your supervisor waits before it kills the process.
+    /// your supervisor waits before it kills the process. Zero is refused;
+    /// `Duration::MAX` means no deadline.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.check(Error::zero_duration("deadline", deadline));
         self.config.deadline = deadline;
         self
     }
 
-    /// The timeout of each attempt of a task that sets none.
+    /// The timeout of each attempt of a task that sets none. Zero is
+    /// refused; `Duration::MAX` means no timeout.
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.check(Error::zero_duration("default_timeout", timeout));
         self.config.default_timeout = timeout;
@@ -155,7 +157,8 @@ impl Builder {
 
     /// How long a timed-out cleanup that observes its cancellation token (see
     /// [`TaskBuilder::register_cancellable`](crate::TaskBuilder::register_cancellable))
-    /// may take to stop before it is dropped. Zero drops it at once.
+    /// may take to stop before it is dropped. Zero drops it at once;
+    /// `Duration::MAX` waits for it (within the deadline).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {
         self.config.cancel_grace = grace;
         self
@@ -171,7 +174,8 @@ impl Builder {
     /// priority it is), counted from when the phase begins. When it runs out,
     /// the phase's running cleanups are stopped and its unstarted ones
     /// skipped, and the next phase begins, so an overrunning phase does not
-    /// eat the time of the phases after it.
+    /// eat the time of the phases after it. Zero is refused;
+    /// `Duration::MAX` means no budget.
     pub fn phase_budget(mut self, priority: Priority, budget: Duration) -> Self {
         self.check(Error::zero_duration("phase_budget", budget));
         self.config.phase_budgets.retain(|(p, _)| *p != priority);
@@ -336,6 +340,8 @@ impl Builder {
     /// out, whatever started it. Its phase has the highest priority there
     /// is (`Priority::Custom(i32::MAX)`): a task given that priority too
     /// runs beside it. Scopes have no delay of their own. Default: none.
+    /// `Duration::MAX` is refused (the build fails naming `drain_delay`): a
+    /// delay without end would run no cleanup.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.config.drain_delay = delay;
         self
@@ -346,7 +352,18 @@ impl Builder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if !self.config.drain_delay.is_zero() && self.config.drain_delay >= self.config.deadline {
+        if crate::run::clock::is_no_limit(self.config.drain_delay) {
+            return Err(Error::no_limit_refused(
+                "drain_delay",
+                "a delay without end would never let a cleanup run",
+                "give the time the load balancer needs to notice, shorter than the deadline",
+            ));
+        }
+        let bounded = !crate::run::clock::is_no_limit(self.config.deadline);
+        if !self.config.drain_delay.is_zero()
+            && bounded
+            && self.config.drain_delay >= self.config.deadline
+        {
             return Err(Error::InvalidConfig {
                 option: "drain_delay",
                 problem: format!(

@@ -144,4 +144,14 @@ impl Error {
             problem: "must be greater than zero".to_owned(),
         })
     }
+
+    /// The refusal of `Duration::MAX` (any duration too long to add to the
+    /// clock), in the one wording every setting that refuses it uses:
+    /// `why` says what it would do, `instead` what to give.
+    pub(crate) fn no_limit_refused(option: &'static str, why: &str, instead: &str) -> Self {
+        Error::InvalidConfig {
+            option,
+            problem: format!("cannot be `Duration::MAX` (no limit): {why}; {instead}"),
+        }
+    }
 }

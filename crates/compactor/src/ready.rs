@@ -74,8 +74,9 @@ impl TaskBuilder<'_> {
     /// an abort with the grace. If the cleanup itself is cut off (its
     /// timeout, the deadline) or never runs, the task is aborted, never left
     /// running; so is one whose task is [unregistered](TaskHandle::unregister).
-    /// A refused registration leaves the task as it was. Category
-    /// [`Category::Task`] unless set.
+    /// A refused registration leaves the task as it was. A `grace` of
+    /// `Duration::MAX` waits for as long as the cleanup's timeout allows.
+    /// Category [`Category::Task`] unless set.
     pub fn join_handle<T: CleanupResult>(
         self,
         handle: JoinHandle<T>,
@@ -101,7 +102,8 @@ impl TaskBuilder<'_> {
     }
 
     /// A `JoinSet`: waits up to `grace` for all its tasks, then aborts the
-    /// rest. Fails naming how many were aborted or panicked.
+    /// rest. Fails naming how many were aborted or panicked. A `grace` of
+    /// `Duration::MAX` waits for as long as the cleanup's timeout allows.
     pub fn join_set<T: Send + 'static>(
         self,
         set: JoinSet<T>,
@@ -218,7 +220,9 @@ impl TaskBuilder<'_> {
     /// 128 + its number, is a clean stop. If the cleanup is cut off (its timeout, the
     /// deadline) or never runs, the child is killed and reaped, never left
     /// running; so is one whose task is [unregistered](TaskHandle::unregister).
-    /// A refused registration leaves the child as it was. On other platforms
+    /// A refused registration leaves the child as it was. A `grace` of
+    /// `Duration::MAX` waits for as long as the cleanup's timeout allows.
+    /// On other platforms
     /// it is killed at once. Category [`Category::Process`] unless set.
     #[cfg(feature = "process")]
     #[cfg_attr(docsrs, doc(cfg(feature = "process")))]

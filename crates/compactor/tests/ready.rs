@@ -314,12 +314,8 @@ mod child_process {
 
     /// Whether a process with this id exists (a zombie counts).
     fn exists(pid: u32) -> bool {
-        std::process::Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
+        let pid = rustix::process::Pid::from_raw(pid as i32).expect("a process id");
+        rustix::process::test_kill_process(pid).is_ok()
     }
 
     #[tokio::test]
@@ -411,14 +407,7 @@ mod child_process {
             .spawn()
             .unwrap();
         // Let it end first (without reaping it here).
-        while std::process::Command::new("kill")
-            .args(["-0", &child.id().unwrap().to_string()])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-            && child.try_wait().unwrap().is_none()
-        {
+        while exists(child.id().unwrap()) && child.try_wait().unwrap().is_none() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let c = Compactor::new();
@@ -485,11 +474,8 @@ mod child_process {
             .spawn()
             .unwrap();
         // A terminal's Ctrl-C reaches the whole process group.
-        let pid = child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
         let _ = child.wait().await;
         let c = Compactor::new();
         c.task("sleeper")

@@ -160,7 +160,8 @@ impl<'a> TaskBuilder<'a> {
     }
 
     /// The time one attempt may take (default: the instance's
-    /// [`default_timeout`](crate::Builder::default_timeout)). Must not be zero.
+    /// [`default_timeout`](crate::Builder::default_timeout)). Must not be
+    /// zero; `Duration::MAX` means no timeout (the deadline still holds).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.spec.timeout = Some(timeout);
         self

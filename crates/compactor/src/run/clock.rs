@@ -16,6 +16,12 @@ pub(crate) fn after(now: Instant, span: Duration) -> Option<Instant> {
     now.checked_add(span)
 }
 
+/// Whether `span` means no limit: too long to add to the clock
+/// (`Duration::MAX`, or any span that far off).
+pub(crate) fn is_no_limit(span: Duration) -> bool {
+    after(Instant::now(), span).is_none()
+}
+
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Due {

@@ -7,7 +7,7 @@
 
 pub(crate) mod attempt;
 mod attempts;
-mod clock;
+pub(crate) mod clock;
 mod finish;
 pub(crate) mod mailbox;
 mod observe;

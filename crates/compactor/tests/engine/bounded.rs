@@ -147,7 +147,16 @@ async fn duration_max_means_no_limit_everywhere() {
         .cancel_grace(Duration::MAX)
         .phase_budget(Priority::Normal, Duration::MAX)
         .backoff(Backoff::fixed(Duration::MAX))
+        .exit_grace(Duration::MAX)
+        .progress_every(Duration::MAX)
         .build();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let waiting = tokio::spawn(async move {
+        let _ = rx.await;
+    });
+    c.task("joined")
+        .join_handle(waiting, Duration::MAX)
+        .unwrap();
     c.task("slow")
         .timeout(Duration::MAX)
         .register(|| tokio::time::sleep(Duration::from_secs(3600)))
@@ -155,9 +164,43 @@ async fn duration_max_means_no_limit_everywhere() {
     c.task("cancellable")
         .register_cancellable(|_token| async {})
         .unwrap();
+    c.task("sender")
+        .register_once(|| async move {
+            tokio::time::sleep(Duration::from_secs(1800)).await;
+            let _ = tx.send(());
+        })
+        .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.duration(), Duration::from_secs(3600));
+    assert_eq!(
+        report.task("joined").unwrap().duration(),
+        Duration::from_secs(1800)
+    );
+}
+
+#[test]
+fn a_drain_delay_without_end_is_refused_in_the_shared_wording() {
+    for deadline in [Duration::from_secs(25), Duration::MAX] {
+        let built = Compactor::builder()
+            .deadline(deadline)
+            .drain_delay(Duration::MAX)
+            .try_build();
+        let Err(Error::InvalidConfig { option, problem }) = built else {
+            panic!("drain_delay(Duration::MAX) built: {built:?}");
+        };
+        assert_eq!(option, "drain_delay");
+        assert!(
+            problem.starts_with("cannot be `Duration::MAX` (no limit): "),
+            "{problem}"
+        );
+    }
+    // Without a deadline, any delay of an end leaves time for the cleanups.
+    let c = Compactor::builder()
+        .deadline(Duration::MAX)
+        .drain_delay(Duration::from_secs(3600))
+        .try_build();
+    assert!(c.is_ok(), "{c:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,0 +1,106 @@
+//! An axum server as the future `run_until_shutdown` is given: its drain is
+//! the task `compactor::service`, which every other cleanup waits for, and
+//! it stops on `drain_token()`, after the drain delay where one is set
+//! (`docs/integrations.md`). `examples/axum.rs` is the same server as a
+//! service of its own, with SQLite and a child process.
+//!
+//! ```sh
+//! cargo run -p examples-integrations --example axum_until_shutdown                          # Ctrl-C stops it
+//! cargo run -p examples-integrations --example axum_until_shutdown -- --shutdown-after 3
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use compactor::Compactor;
+use tokio::net::TcpListener;
+
+fn app() -> Router {
+    Router::new().route(
+        "/",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            "hello\n"
+        }),
+    )
+}
+
+/// Serves `app` on `listener` until the shutdown's drain, then runs the
+/// cleanups of `c`, prints the report, and returns the exit code.
+async fn run(c: &Compactor, listener: TcpListener, app: Router) -> ExitCode {
+    let stop = c.drain_token();
+    let code = c
+        .run_until_shutdown(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+        .await;
+    if let Some(report) = c.report() {
+        println!("{report}");
+    }
+    code
+}
+
+#[tokio::main]
+async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let c = Compactor::global();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("http listening on {}", listener.local_addr()?);
+    match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => {}
+        [flag, secs] if flag == "--shutdown-after" => {
+            let after = Duration::from_secs_f64(secs.parse()?);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                Compactor::global().request_shutdown("--shutdown-after");
+            });
+        }
+        other => return Err(format!("unknown arguments {other:?}; try --shutdown-after 3").into()),
+    }
+    c.task("flush-log")
+        .register_once(|| async { println!("log flushed") })?;
+    Ok(run(c, listener, app()).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_drains_before_the_other_cleanups() {
+        let c = Compactor::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        c.task("after-the-server")
+            .register_once(|| async {})
+            .unwrap();
+        let server = tokio::spawn({
+            let c = c.clone();
+            async move { run(&c, listener, app()).await }
+        });
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.request_shutdown("test");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("hello\n"), "{answer}");
+        assert_eq!(server.await.unwrap(), ExitCode::SUCCESS);
+        let report = c.report().expect("the report");
+        assert!(report.is_clean(), "{report}");
+        let drained = report.task("compactor::service").unwrap();
+        let after = report.task("after-the-server").unwrap();
+        assert!(
+            after.started_at().unwrap() >= drained.started_at().unwrap() + drained.duration(),
+            "{report}"
+        );
+    }
+}
