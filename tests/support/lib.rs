@@ -47,7 +47,9 @@ impl Running {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{} starts: {e}", Path::new(command.get_program()).display()));
+            .unwrap_or_else(|e| {
+                panic!("{} starts: {e}", Path::new(command.get_program()).display())
+            });
         let lines = lines_of(child.stdout.take().expect("piped"));
         let errors = lines_of(child.stderr.take().expect("piped"));
         Running {
@@ -352,3 +354,9 @@ pub fn stress(n: usize) -> usize {
         Err(_) => n,
     }
 }
+
+/// The repository's README, whose examples are compiled as doctests of this
+/// package so they stay true (the crate's own README is the library's).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct RepositoryReadme;

@@ -144,6 +144,68 @@
 //! # }
 //! ```
 //!
+//! # For library authors
+//!
+//! A library takes part in its application's shutdown without owning the
+//! process: it registers into the instance the application hands it.
+//!
+//! - **Take a [`TaskBuilder`]** for a resource (`c.task("db-pool")`, with
+//!   the priority, dependencies and timeout the application chose) and
+//!   register its cleanup there; for several cleanups, call
+//!   [`scope`](TaskBuilder::scope) on it and register them in the scope,
+//!   which is one task of the application's graph. Take a `&Compactor`
+//!   where the library registers many unrelated things. Either way the
+//!   application decides which instance: [`Compactor::global`], a scope, a
+//!   test's.
+//! - **Never call [`Compactor::global`] from a library**: the global
+//!   instance listens for `SIGINT` and `SIGTERM` from its first
+//!   registration, so a library would take the process's signals from the
+//!   application.
+//! - **When the application never listens for signals** (an instance from
+//!   [`Compactor::new`], or [`auto_listen(false)`](Builder::auto_listen)),
+//!   a signal runs nothing: the cleanups run when the application calls
+//!   [`shutdown`](Compactor::shutdown), or when the library shuts its own
+//!   scope down. Nothing runs at process exit by itself, so give your type a
+//!   `close().await` that shuts its scope down, for applications that end
+//!   their resources themselves.
+//! - **Test the cleanups** with [`testing::instance`] in place of the
+//!   application's instance: [`finish`](testing::TestCompactor::finish)
+//!   runs the shutdown and fails the test, with the report, if a cleanup
+//!   failed, timed out, panicked or leaked.
+//!
+//! ```
+//! use compactor::{Compactor, TaskBuilder};
+//!
+//! /// A library's resource: its cleanup goes where the application says.
+//! pub struct Cache { scope: Compactor }
+//!
+//! impl Cache {
+//!     pub fn open(task: TaskBuilder<'_>) -> Result<Cache, compactor::Error> {
+//!         let scope = task.scope()?;
+//!         scope.task("persist").register_blocking(|| { /* write to disk */ })?;
+//!         scope.task("evict").register_once(|| async { /* free memory */ })?;
+//!         Ok(Cache { scope })
+//!     }
+//!
+//!     /// Runs the cleanups now, ahead of the application's shutdown.
+//!     pub async fn close(self) -> compactor::ShutdownReport {
+//!         self.scope.shutdown().await
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // The application: `Cache::open(Compactor::global().task("cache"))`.
+//! // The library's test:
+//! let app = compactor::testing::instance();
+//! let _cache = Cache::open(app.task("cache")).unwrap();
+//! app.finish().await; // fails the test if `persist` or `evict` went wrong
+//! # }
+//! ```
+//!
+//! `examples/library` in the repository is such a library, a buffered line
+//! writer, with its tests.
+//!
 //! `docs/design.md` in the repository walks through the architecture and a
 //! worked ordering example; `docs/operations.md` covers containers,
 //! supervisord, systemd, Kubernetes and the exit codes.
