@@ -164,9 +164,15 @@ impl Registry {
         for dep in deps {
             match dep.id {
                 Some(id) if !self.is_pending(&dep.name, id) => {
-                    let error = Error::UnknownDependency {
-                        task: name.to_string(),
-                        dependency: dep.name.to_string(),
+                    // The shutdown closes the registry before it takes any
+                    // task: a dependency gone with the registry closed went
+                    // to the run, it was not unregistered.
+                    let error = match self.is_closed() {
+                        true => Error::ShuttingDown,
+                        false => Error::UnknownDependency {
+                            task: name.to_string(),
+                            dependency: dep.name.to_string(),
+                        },
                     };
                     return Err((error, node));
                 }

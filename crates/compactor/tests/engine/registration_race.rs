@@ -122,3 +122,33 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
         }
     }
 }
+
+#[test]
+fn a_dependent_racing_the_shutdown_is_refused_as_shutting_down() {
+    // A task with many dependencies checks each in turn: the shutdown can
+    // begin, and take them, while it does.
+    for _ in 0..common::stress(60) {
+        let c = Compactor::new();
+        let deps: Vec<_> = (0..2_000)
+            .map(|i| c.register(format!("d{i}"), || async {}).unwrap())
+            .collect();
+        let start = Arc::new(Barrier::new(2));
+        let registrant = {
+            let (c, start) = (c.clone(), start.clone());
+            thread::spawn(move || {
+                let mut big = c.task("big");
+                for dep in &deps {
+                    big = big.depends_on(dep);
+                }
+                start.wait();
+                big.register(|| async {})
+            })
+        };
+        start.wait();
+        c.trigger();
+        match registrant.join().unwrap() {
+            Ok(_) | Err(Error::ShuttingDown) => {}
+            Err(other) => panic!("refused with {other}, not `ShuttingDown`"),
+        }
+    }
+}
