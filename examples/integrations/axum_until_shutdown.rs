@@ -70,9 +70,22 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Sends `GET /` to `addr` and returns the whole answer.
+    async fn get(addr: std::net::SocketAddr) -> std::io::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_server_drains_before_the_other_cleanups() {
-        let c = Compactor::new();
+    async fn the_server_serves_through_the_drain_delay_then_drains_first() {
+        let c = Compactor::builder()
+            .drain_delay(Duration::from_millis(500))
+            .build();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         c.task("after-the-server")
@@ -82,15 +95,15 @@ mod tests {
             let c = c.clone();
             async move { run(&c, listener, app()).await }
         });
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        let in_flight = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(50)).await;
         c.request_shutdown("test");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
+        // Inside the drain delay the load balancer may still send traffic:
+        // a new connection is served.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let during_delay = get(addr).await.expect("served during the drain delay");
+        assert!(during_delay.ends_with("hello\n"), "{during_delay}");
+        let answer = in_flight.await.unwrap().unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.ends_with("hello\n"), "{answer}");
         assert_eq!(server.await.unwrap(), ExitCode::SUCCESS);

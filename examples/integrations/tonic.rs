@@ -22,19 +22,30 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tower::util::MapFutureLayer;
 
-/// Serves gRPC's health service on `listener` as the service `grpc` of `c`:
-/// at its turn in the shutdown the server stops accepting and finishes the
-/// calls in flight (within the task's timeout).
-async fn serve(c: &Compactor, listener: TcpListener) -> Result<TaskHandle, compactor::Error> {
+/// Serves gRPC's health service on `listener` as the service `grpc` of `c`,
+/// each call answered after `delay` (so one can be in flight when the
+/// shutdown begins): at its turn in the shutdown the server stops accepting
+/// and finishes the calls in flight (within the task's timeout).
+async fn serve(
+    c: &Compactor,
+    listener: TcpListener,
+    delay: Duration,
+) -> Result<TaskHandle, compactor::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
+    let slow = MapFutureLayer::new(move |call| async move {
+        tokio::time::sleep(delay).await;
+        call.await
+    });
     c.task("grpc")
         .timeout(Duration::from_secs(10))
         .service(move |stop| async move {
             Server::builder()
+                .layer(slow)
                 .add_service(health)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), stop.cancelled_owned())
                 .await
@@ -47,7 +58,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let c = Compactor::global();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("grpc listening on {}", listener.local_addr()?);
-    serve(c, listener).await?;
+    serve(c, listener, Duration::ZERO).await?;
     if let Some(after) = shutdown_after {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
@@ -81,27 +92,33 @@ mod tests {
     use tonic_health::pb::health_client::HealthClient;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_grpc_call_is_served_then_the_server_drains() {
+    async fn a_grpc_call_in_flight_is_answered_before_the_report() {
         let c = Compactor::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        serve(&c, listener).await.unwrap();
+        serve(&c, listener, Duration::from_millis(300))
+            .await
+            .unwrap();
         let channel = tonic::transport::Endpoint::from_shared(url.clone())
             .unwrap()
             .connect()
             .await
             .unwrap();
         let mut client = HealthClient::new(channel);
-        let answer = client
-            .check(HealthCheckRequest {
+        let call = tokio::spawn(async move {
+            let request = HealthCheckRequest {
                 service: String::new(),
-            })
-            .await
-            .unwrap();
-        assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
-
+            };
+            client.check(request).await
+        });
+        // The call is in its 300 ms when the shutdown begins.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let report = c.shutdown().await;
         assert!(report.is_clean(), "{report}");
+        let drained = report.task("grpc").unwrap().duration();
+        assert!(drained >= Duration::from_millis(150), "{report}");
+        let answer = call.await.unwrap().expect("the call in flight is answered");
+        assert_eq!(answer.into_inner().status, ServingStatus::Serving as i32);
         // The listener is closed: a new connection finds no server.
         let late = tonic::transport::Endpoint::from_shared(url)
             .unwrap()

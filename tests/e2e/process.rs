@@ -42,9 +42,12 @@ fn as_pid_1(args: &[&str]) -> Option<Running> {
     static USABLE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let usable = USABLE.get_or_init(|| {
         let unshare = find_tool("unshare").ok_or_else(|| not_installed("unshare", "util-linux"))?;
+        // This test binary, listing its tests: a program that is surely there.
+        let this = std::env::current_exe().expect("the test binary's path");
         let tried = Command::new(&unshare)
             .args(PID_NAMESPACE)
-            .arg("true")
+            .arg(this)
+            .arg("--list")
             .output()
             .map_err(|e| format!("`unshare` does not start: {e}"))?;
         match tried.status.success() {

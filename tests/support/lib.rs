@@ -260,11 +260,14 @@ pub fn send_signal(pid: u32, signal: &str) {
     kill_process(target, sig).unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
-/// Whether this is a CI run (`CI` set to anything but empty, `0` or
-/// `false`, as CI services and `.ci/run` set it): a missing system tool
-/// then fails its test instead of skipping it.
+/// Whether this is a CI run (`CI` set to anything but empty, `0`, `false`
+/// or `no`, in any case, as CI services and `.ci/run` set it): a missing
+/// system tool then fails its test instead of skipping it.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        !matches!(v.as_str(), "" | "0" | "false" | "no" | "off")
+    })
 }
 
 /// Skips the calling test, or fails it under [`in_ci`], for want of

@@ -391,6 +391,10 @@ impl Builder {
 #[derive(Clone)]
 pub(crate) struct BeforeExit(pub(crate) Arc<dyn Fn(u8) + Send + Sync>);
 
+// Called, never changed: the hook's own panic is contained where it runs.
+impl std::panic::UnwindSafe for BeforeExit {}
+impl std::panic::RefUnwindSafe for BeforeExit {}
+
 impl fmt::Debug for BeforeExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BeforeExit(..)")

@@ -161,9 +161,12 @@
 //!   instance listens for `SIGINT` and `SIGTERM` from its first
 //!   registration, so a library would take the process's signals from the
 //!   application.
-//! - **When the application never listens for signals** (an instance from
-//!   [`Compactor::new`], or [`auto_listen(false)`](Builder::auto_listen)),
-//!   a signal runs nothing: the cleanups run when the application calls
+//! - **When the application's instance never listens for signals** (no
+//!   [`listen_for_signals`](Compactor::listen_for_signals), no
+//!   [`run_until_shutdown`](Compactor::run_until_shutdown), which listens,
+//!   and not the global instance, or the global one with
+//!   [`auto_listen(false)`](Builder::auto_listen)), a signal runs nothing:
+//!   the cleanups run when the application calls
 //!   [`shutdown`](Compactor::shutdown), or when the library shuts its own
 //!   scope down. Nothing runs at process exit by itself, so give your type a
 //!   `close().await` that shuts its scope down, for applications that end

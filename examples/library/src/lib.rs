@@ -12,7 +12,9 @@
 //! - [`Spool::close`] runs them early (the spool is done before the
 //!   process is); the scope then leaves the application's instance.
 //! - A line written after the flush is refused ([`Error::Closed`]), never
-//!   silently lost.
+//!   silently dropped. Lines still in the buffer when the shutdown skips or
+//!   cuts off the spool's task (its deadline ran out first) are lost; the
+//!   report then shows the task as not clean.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), spool::Error> {
@@ -83,8 +85,9 @@ impl Spool {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be created; [`Error::Register`] if
-    /// the instance refuses the task (nothing is left registered then).
+    /// [`Error::Io`] if the file cannot be created (nothing is registered
+    /// then); [`Error::Register`] if the instance refuses the task: nothing
+    /// is left registered, and the file, created first, stays empty.
     pub fn create(path: impl AsRef<Path>, task: TaskBuilder<'_>) -> Result<Spool, Error> {
         let file = File::create(path).map_err(Error::Io)?;
         let buffer = Arc::new(Mutex::new(Buffer {
@@ -107,13 +110,18 @@ impl Spool {
             .register_blocking(move || {
                 let mut buffer = lock(&flushed);
                 buffer.closed = true;
-                let pending = std::mem::take(&mut buffer.pending);
-                let written = buffer.file.write_all(&pending);
-                if written.is_err() {
-                    // Kept for the retry.
-                    buffer.pending = pending;
+                let Buffer { file, pending, .. } = &mut *buffer;
+                // What was written leaves the buffer at once: a retry after
+                // a failed write goes on from there, writing nothing twice.
+                while !pending.is_empty() {
+                    match file.write(pending) {
+                        Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                        Ok(n) => drop(pending.drain(..n)),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                written
+                Ok(())
             })
             .map_err(Error::Register)?;
         Ok(Spool { buffer, scope })
@@ -226,13 +234,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_spools_shutdown_fits_kubernetes_grace_period() {
+    async fn the_spools_shutdown_fits_the_grace_its_timeout_allows() {
         let file = Scratch::new("plan");
         let app = instance();
-        let _spool =
-            Spool::create(&file.0, app.task("spool").timeout(Duration::from_secs(5))).unwrap();
-        assert_plan_fits(&app, Duration::from_secs(30));
+        let spool = app.task("spool").timeout(Duration::from_secs(2));
+        let _spool = Spool::create(&file.0, spool).unwrap();
+        // Its worst case is its timeout, plus the 1 s exit grace.
+        assert_plan_fits(&app, Duration::from_secs(3));
+        let too_short = std::panic::catch_unwind(|| {
+            assert_plan_fits(&app, Duration::from_millis(2_900));
+        });
+        assert!(too_short.is_err(), "2 s and the exit grace fit in 2.9 s");
         app.finish().await;
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_keeps_the_line_for_the_retry() {
+        // A full disk, as Linux's /dev/full is: every write fails.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let app = Compactor::new();
+        let spool = Spool::create("/dev/null", app.task("spool")).unwrap();
+        lock(&spool.buffer).file = full;
+        spool.write("kept").unwrap();
+        let report = app.shutdown().await;
+        assert!(!report.is_clean(), "{report}");
+        assert_eq!(lock(&spool.buffer).pending, b"kept\n");
     }
 
     #[tokio::test]

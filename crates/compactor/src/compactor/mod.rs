@@ -68,6 +68,13 @@ pub struct Compactor {
     pub(crate) inner: Arc<Instance>,
 }
 
+// As tokio's handles are: every panic in user code is contained where it
+// runs, no user code runs under the instance's locks, and its state stays
+// whole across a panic seen through a handle (its mutexes are read through
+// poisoning, its channels are tokio's, which may use parking_lot's locks).
+impl std::panic::UnwindSafe for Instance {}
+impl std::panic::RefUnwindSafe for Instance {}
+
 /// One instance's state, shared by every clone of its [`Compactor`].
 pub(crate) struct Instance {
     pub(crate) id: u64,

@@ -56,6 +56,12 @@ pub(crate) struct Registry {
     batches: Mutex<()>,
 }
 
+// No user code runs under the registry's locks (refused cleanups are
+// dropped by the caller, outside them), and its locks do not poison: a
+// panic seen through a handle leaves it whole.
+impl std::panic::UnwindSafe for Registry {}
+impl std::panic::RefUnwindSafe for Registry {}
+
 /// A task to insert, made ready outside every lock: its name hashed, its
 /// node built, and what the insertion needs to know of them read while
 /// they are fresh in the cache (a batch inserts long after it made them).

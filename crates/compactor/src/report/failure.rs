@@ -22,6 +22,10 @@ pub struct CleanupError {
     error: Option<Arc<dyn Error + Send + Sync>>,
 }
 
+// Read-only once made: a panic cannot leave it half changed.
+impl std::panic::UnwindSafe for CleanupError {}
+impl std::panic::RefUnwindSafe for CleanupError {}
+
 impl CleanupError {
     /// The error a cleanup returned.
     pub(crate) fn new<E: Display + Send + 'static>(error: E) -> CleanupError {

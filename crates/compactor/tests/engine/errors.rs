@@ -334,3 +334,20 @@ fn a_thread_a_blocking_cleanup_starts_with_inherit_run_blocking_gets_the_report_
         "{report}"
     );
 }
+
+#[test]
+fn the_public_handles_cross_threads_and_catch_unwind() {
+    fn handle<T: Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>() {}
+    handle::<compactor::Compactor>();
+    handle::<compactor::TaskHandle>();
+    handle::<compactor::Builder>();
+    handle::<compactor::Readiness>();
+    handle::<compactor::ShutdownReport>();
+    handle::<compactor::TaskReport>();
+    handle::<compactor::Outcome>();
+    handle::<compactor::ShutdownPlan>();
+    handle::<compactor::Progress>();
+    handle::<compactor::Error>();
+    handle::<compactor::Event>();
+    handle::<compactor::testing::TestCompactor>();
+}
