@@ -138,10 +138,12 @@ impl Attempt {
     /// so an abandoned attempt holds neither a runtime's drop nor the
     /// process's exit. Send on the returned sender when abandoning it.
     ///
-    /// A stand-in on the runtime's blocking pool waits until the thread
-    /// ends or the attempt is abandoned: a runtime whose clock is paused (a
-    /// test's) does not skip time while blocking work runs, as it does not
-    /// for its own blocking tasks.
+    /// On a current-thread runtime, a stand-in on the runtime's blocking
+    /// pool waits until the thread ends or the attempt is abandoned: a
+    /// runtime whose clock is paused (only a current-thread runtime's can
+    /// be, a test's) does not skip time while blocking work runs, as it does
+    /// not for its own blocking tasks. Elsewhere the attempt costs its one
+    /// thread.
     pub(crate) fn spawn_blocking(self) -> mpsc::Sender<()> {
         let reply = Reply::new(&self, "no thread could be started for the blocking cleanup");
         let (ended, stand_in) = mpsc::channel::<()>();
@@ -152,10 +154,13 @@ impl Attempt {
                 self.run_blocking(reply);
                 let _ = thread_ended.send(());
             });
+        let pausable = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         match started {
-            Ok(_) => drop(tokio::task::spawn_blocking(move || {
+            Ok(_) if pausable => drop(tokio::task::spawn_blocking(move || {
                 let _ = stand_in.recv();
             })),
+            Ok(_) => drop(stand_in),
             Err(error) => tracing::error!(%error, "no thread for a blocking cleanup"),
         }
         ended

@@ -779,3 +779,49 @@ async fn every_duration_setting_works_at_its_smallest() {
     assert_eq!(report.task("late").unwrap().outcome(), &Outcome::Cancelled);
     assert!(report.duration() <= Duration::from_millis(1), "{report}");
 }
+
+/// How many threads of this process carry the name `name`.
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_blocking_cleanup_costs_one_thread_not_one_of_the_runtimes_too() {
+    const NAME: &str = "one-thread-rt";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(NAME)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::new();
+    let (began, running) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    c.task("block")
+        .register_blocking_once(move || {
+            let _ = began.send(());
+            let _ = released.recv();
+        })
+        .unwrap();
+    let run = runtime.spawn({
+        let c = c.clone();
+        async move { c.shutdown().await }
+    });
+    running.recv().unwrap();
+    // Give a stand-in on the runtime's blocking pool the time to start.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        threads_named(NAME),
+        2,
+        "the runtime's two workers and nothing more"
+    );
+    release.send(()).unwrap();
+    let report = runtime.block_on(run).unwrap();
+    assert!(report.is_clean(), "{report}");
+}
