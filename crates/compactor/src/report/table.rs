@@ -133,7 +133,10 @@ impl fmt::Display for ShutdownReport {
             match t.interruption {
                 Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,
                 Some(Interruption::Dropped) => f.write_str("  (dropped)")?,
-                Some(Interruption::Abandoned) => f.write_str("  (thread abandoned)")?,
+                Some(Interruption::Abandoned) => f.write_str("  (abandoned, still running)")?,
+                Some(Interruption::Overran) => {
+                    f.write_str("  (returned after its time ran out)")?
+                }
                 None => {}
             }
             if let Some(freed) = t.freed() {

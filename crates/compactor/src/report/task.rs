@@ -122,8 +122,13 @@ pub enum Interruption {
     Stopped,
     /// Its future was dropped (it ignored its token, or had none).
     Dropped,
-    /// A blocking cleanup: its thread was left running.
+    /// Left running: a blocking cleanup's thread, or an async cleanup whose
+    /// future was not gone by the report (its code held its thread).
     Abandoned,
+    /// It returned only after its time ran out (its timeout, the deadline),
+    /// having held the thread the time limits are kept on (a
+    /// current-thread runtime's): what it returned does not count.
+    Overran,
 }
 
 /// The record of one task in a [`ShutdownReport`](super::ShutdownReport).

@@ -54,27 +54,49 @@ impl Runner {
             true => Stopper::Thread(attempt.spawn_blocking()),
             false => Stopper::Task(attempt.spawn_async()),
         };
+        let due = after(now, timeout);
         task.state = State::Running {
             attempt: number,
+            due,
             stop: Some(stop),
             token,
             grace: false,
         };
-        self.timers
-            .add(after(now, timeout), index, number, Due::Timeout);
+        self.timers.add(due, index, number, Due::Timeout);
     }
 
     /// An attempt's report of its end.
     pub(super) fn on_end(&mut self, ended: Ended) {
         let i = ended.index as usize;
-        let grace = match &self.tasks[i].state {
-            State::Running { attempt, grace, .. } if *attempt == ended.attempt => *grace,
+        let this = (ended.index, ended.attempt);
+        if let Some(at) = self.stopping.iter().position(|s| *s == this) {
+            // A stopped attempt's future is gone.
+            self.stopping.swap_remove(at);
+            return;
+        }
+        let (grace, due) = match &self.tasks[i].state {
+            State::Running {
+                attempt,
+                grace,
+                due,
+                ..
+            } if *attempt == ended.attempt => (*grace, *due),
             // An attempt stopped earlier, or a task finished already.
             _ => return,
         };
         if grace {
             // It stopped on its token after its timeout.
             return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
+        }
+        if self.deadline.is_some_and(|d| ended.at > d) {
+            // It returned past the deadline, its thread held so the runner
+            // could not stop it in time (a current-thread runtime's).
+            let overran = Some(Interruption::Overran);
+            return self.finish(i, Outcome::Cancelled, overran, None, ended.at);
+        }
+        if due.is_some_and(|due| ended.at > due) {
+            // Past its timeout, the same way: whatever it returned.
+            return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Overran));
         }
         match ended.end {
             End::Ok(freed) => {
@@ -141,9 +163,16 @@ impl Runner {
     /// Stops a running attempt: an async one is dropped, a blocking one
     /// abandoned.
     pub(super) fn stop(&mut self, i: usize) -> Interruption {
-        let State::Running { stop, token, .. } = &mut self.tasks[i].state else {
+        let State::Running {
+            stop,
+            token,
+            attempt,
+            ..
+        } = &mut self.tasks[i].state
+        else {
             return Interruption::Dropped;
         };
+        let attempt = *attempt;
         if let Some(token) = token.take() {
             token.cancel();
         }
@@ -154,6 +183,8 @@ impl Runner {
             }
             Some(Stopper::Task(abort)) => {
                 abort.abort();
+                // Dropped once its future is gone; see `await_stopped`.
+                self.stopping.push((i as u32, attempt));
                 Interruption::Dropped
             }
             None if self.tasks[i].blocking => Interruption::Abandoned,

@@ -98,6 +98,15 @@ impl Record {
         entry.leaked = leaked.and_then(NonZeroUsize::new);
     }
 
+    /// A task whose stopped attempt was not known to be gone by the report:
+    /// abandoned, still running, rather than dropped.
+    pub(crate) fn abandoned(&mut self, index: u32) {
+        let entry = &mut self.entries[index as usize];
+        if entry.interruption == Some(Interruption::Dropped) {
+            entry.interruption = Some(Interruption::Abandoned);
+        }
+    }
+
     /// The report as it stands: running tasks show their attempts so far
     /// (`attempts`) and their time so far.
     pub(crate) fn snapshot(

@@ -28,10 +28,17 @@ use crate::report::{Interruption, ShutdownReport, SkipReason, TaskReport};
 /// and its mail again.
 const STARTS_PER_TURN: usize = 1024;
 
+/// How long the run waits, at its end, for the stopped attempts' futures to
+/// be gone (a dropped future is normally gone within microseconds): within
+/// the 50 ms past the deadline that the report may take.
+const STOPPED_WITHIN: Duration = Duration::from_millis(20);
+
 pub(super) enum State {
     Waiting,
     Running {
         attempt: u32,
+        /// When its timeout runs out (`None`: never).
+        due: Option<Instant>,
         stop: Option<Stopper>,
         token: Option<CancellationToken>,
         /// Timed out, its token cancelled: waiting out the grace.
@@ -102,6 +109,9 @@ pub(crate) struct Runner {
     pub(super) released_tasks: Vec<TaskReport>,
     /// Shows the progress, and when it next does.
     ticker: Option<(Ticker, Option<Instant>)>,
+    /// Async attempts stopped (task index, attempt) whose future is not yet
+    /// known to be gone: their end, sent as the future is dropped, says so.
+    pub(super) stopping: Vec<(u32, u32)>,
 }
 
 /// What a runner is handed besides its plan.
@@ -167,6 +177,7 @@ impl Runner {
             halt: parts.halt,
             releases: parts.releases,
             released_tasks: Vec::new(),
+            stopping: Vec::new(),
             ticker: parts
                 .ticker
                 .map(|ticker| (after(parts.t0, ticker.every), ticker))
@@ -214,6 +225,7 @@ impl Runner {
             }
         }
         self.await_releases().await;
+        self.await_stopped().await;
         ctx.stop();
         ctx.done.close();
         if let Some(snapshots) = &snapshots {
@@ -237,9 +249,40 @@ impl Runner {
         }
     }
 
+    /// Waits, briefly, for the futures of the attempts it stopped to be
+    /// gone: their code has then stopped. One still there (its code holds
+    /// its thread, or its `Drop` does) is reported abandoned, still running.
+    async fn await_stopped(&mut self) {
+        let until = Instant::now() + STOPPED_WITHIN;
+        let mut ended = Vec::new();
+        loop {
+            self.ctx.done.take(&mut ended);
+            ended.drain(..).for_each(|e| self.on_end(e));
+            if self.stopping.is_empty() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                () = self.ctx.done.ready() => {}
+            }
+        }
+        self.give_up_stopping();
+    }
+
+    /// Books the attempts still being stopped as abandoned, still running.
+    fn give_up_stopping(&mut self) {
+        let mut ended = Vec::new();
+        self.ctx.done.take(&mut ended);
+        ended.drain(..).for_each(|e| self.on_end(e));
+        for (index, _) in std::mem::take(&mut self.stopping) {
+            self.record.abandoned(index);
+        }
+    }
+
     /// The final report, and the spent plan for the caller to drop once the
     /// report is out.
     pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
+        self.give_up_stopping();
         self.head.duration = self.t0.elapsed();
         self.ctx.end(self.head.duration);
         if let Some((ticker, _)) = &self.ticker {

@@ -37,7 +37,12 @@ fn an_async_cleanup_that_blocks_its_thread_does_not_hold_the_deadline() {
     assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
     let task = report.task("sync-driver").unwrap();
     assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
-    assert_eq!(task.interruption(), Some(Interruption::Dropped));
+    // Its code still holds its thread: it could not be dropped.
+    assert_eq!(task.interruption(), Some(Interruption::Abandoned));
+    assert!(
+        report.to_string().contains("abandoned, still running"),
+        "{report}"
+    );
     runtime.shutdown_background();
 }
 
@@ -57,6 +62,11 @@ fn an_async_cleanup_that_blocks_its_thread_times_out_and_the_run_goes_on() {
     assert_eq!(
         report.task("std-mutex").unwrap().outcome(),
         &Outcome::TimedOut
+    );
+    assert_eq!(
+        report.task("std-mutex").unwrap().interruption(),
+        Some(Interruption::Abandoned),
+        "{report}"
     );
     assert_eq!(report.task("after").unwrap().outcome(), &Outcome::Succeeded);
     runtime.shutdown_background();
@@ -824,4 +834,72 @@ fn a_blocking_cleanup_costs_one_thread_not_one_of_the_runtimes_too() {
     release.send(()).unwrap();
     let report = runtime.block_on(run).unwrap();
     assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn an_async_cleanup_cut_off_is_gone_before_the_report() {
+    // Its future holds a guard whose drop is seen: by the report, the
+    // future has been dropped, and the report says so.
+    struct Seen(Arc<AtomicBool>);
+    impl Drop for Seen {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    for _ in 0..common::stress(20) {
+        let runtime = multi_thread(2);
+        let c = Compactor::builder()
+            .deadline(Duration::from_millis(50))
+            .build();
+        let gone = Arc::new(AtomicBool::new(false));
+        let guard = gone.clone();
+        c.register_once("forever", move || async move {
+            let _seen = Seen(guard);
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        let report = runtime.block_on(c.shutdown());
+        assert!(
+            gone.load(Ordering::SeqCst),
+            "the future outlived the report"
+        );
+        let task = report.task("forever").unwrap();
+        assert_eq!(task.interruption(), Some(Interruption::Dropped), "{report}");
+    }
+}
+
+#[test]
+fn on_a_current_thread_runtime_a_cleanup_past_its_timeout_is_not_a_success() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::new();
+    c.task("holds-the-thread")
+        .timeout(Duration::from_millis(50))
+        .register(|| async { std::thread::sleep(Duration::from_millis(300)) })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    let task = report.task("holds-the-thread").unwrap();
+    assert_eq!(task.outcome(), &Outcome::TimedOut, "{report}");
+    assert_eq!(task.interruption(), Some(Interruption::Overran), "{report}");
+    assert!(!report.is_clean());
+}
+
+#[test]
+fn on_a_current_thread_runtime_a_cleanup_past_the_deadline_is_not_a_success() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(50))
+        .build();
+    c.task("holds-the-thread")
+        .register(|| async { std::thread::sleep(Duration::from_millis(300)) })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    let task = report.task("holds-the-thread").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
+    assert_eq!(task.interruption(), Some(Interruption::Overran), "{report}");
 }
