@@ -130,15 +130,14 @@ impl fmt::Display for ShutdownReport {
             if let Some(waited) = t.waited_for() {
                 write!(f, "  waiting on {}", shown(waited, NAME_WIDTH))?;
             }
-            match t.interruption {
-                Some(Interruption::Stopped) => f.write_str("  (stopped on its token)")?,
-                Some(Interruption::Dropped) => f.write_str("  (dropped)")?,
-                Some(Interruption::Abandoned) => f.write_str("  (abandoned, still running)")?,
-                Some(Interruption::Overran) => {
-                    f.write_str("  (returned after its time ran out)")?
-                }
-                None => {}
-            }
+            let how = match t.interruption {
+                Some(Interruption::Stopped) => "  (stopped on its token)",
+                Some(Interruption::Dropped) => "  (dropped)",
+                Some(Interruption::Abandoned) => "  (abandoned, still running)",
+                Some(Interruption::Overran) => "  (returned after its time ran out)",
+                None => "",
+            };
+            f.write_str(how)?;
             if let Some(freed) = t.freed() {
                 write!(f, "  {freed}")?;
             }
