@@ -57,8 +57,8 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
-        if let Some(slot) = slot {
-            dispose(slot);
+        if let Some(disposing) = slot.and_then(dispose) {
+            self.disposing.push(disposing);
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -141,11 +141,12 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
 }
 
 /// Lets go of a finished task's cleanup. A cleanup still there is dropped
-/// on a task of its own: its `Drop` is user code, which must not hold the
-/// runner.
-fn dispose(slot: Slot) {
+/// on a task of its own, whose handle is returned: its `Drop` is user code,
+/// which must not hold the runner (but the report waits for it a little:
+/// what it owns, a child process, goes before the report).
+fn dispose(slot: Slot) -> Option<tokio::task::JoinHandle<()>> {
     if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
-        return;
+        return None;
     }
     // Held by an attempt, or holding the cleanup: whoever lets go last
     // drops it, and that is never the runner.
@@ -156,7 +157,10 @@ fn dispose(slot: Slot) {
         .ok()
         .or(super::own_runtime().cloned())
     {
-        Some(runtime) => drop(runtime.spawn(dropped)),
-        None => futures::executor::block_on(dropped),
+        Some(runtime) => Some(runtime.spawn(dropped)),
+        None => {
+            futures::executor::block_on(dropped);
+            None
+        }
     }
 }

@@ -112,6 +112,8 @@ pub(crate) struct Runner {
     /// Async attempts stopped (task index, attempt) whose future is not yet
     /// known to be gone: their end, sent as the future is dropped, says so.
     pub(super) stopping: Vec<(u32, u32)>,
+    /// Cleanups left to the runner, being dropped on tasks of their own.
+    pub(super) disposing: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// What a runner is handed besides its plan.
@@ -178,6 +180,7 @@ impl Runner {
             releases: parts.releases,
             released_tasks: Vec::new(),
             stopping: Vec::new(),
+            disposing: Vec::new(),
             ticker: parts
                 .ticker
                 .map(|ticker| (after(parts.t0, ticker.every), ticker))
@@ -250,20 +253,29 @@ impl Runner {
     }
 
     /// Waits, briefly, for the futures of the attempts it stopped to be
-    /// gone: their code has then stopped. One still there (its code holds
-    /// its thread, or its `Drop` does) is reported abandoned, still running.
+    /// gone (their code has then stopped), and for the cleanups left to it
+    /// to be dropped. An attempt still there (its code holds its thread, or
+    /// its `Drop` does) is reported abandoned, still running.
     async fn await_stopped(&mut self) {
         let until = Instant::now() + STOPPED_WITHIN;
         let mut ended = Vec::new();
         loop {
             self.ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
-            if self.stopping.is_empty() {
+            self.disposing.retain(|d| !d.is_finished());
+            if self.stopping.is_empty() && self.disposing.is_empty() {
                 return;
             }
+            let disposed = async {
+                match self.disposing.last_mut() {
+                    Some(last) => drop(last.await),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(until) => break,
                 () = self.ctx.done.ready() => {}
+                () = disposed => {}
             }
         }
         self.give_up_stopping();
@@ -277,6 +289,7 @@ impl Runner {
         for (index, _) in std::mem::take(&mut self.stopping) {
             self.record.abandoned(index);
         }
+        self.disposing.clear();
     }
 
     /// The final report, and the spent plan for the caller to drop once the
