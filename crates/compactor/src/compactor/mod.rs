@@ -84,6 +84,9 @@ pub(crate) struct Instance {
     token: CancellationToken,
     /// Cancelled once the drain delay is over (at the start without one).
     pub(crate) drain: CancellationToken,
+    /// Ends the instance's run as its deadline would: a scope whose task
+    /// its parent cut off or skipped runs nothing more.
+    pub(crate) halt: CancellationToken,
     /// Created by the first `subscribe()`: an instance nobody listens to
     /// allocates no channel and sends no events.
     pub(super) events: Arc<OnceLock<broadcast::Sender<Event>>>,
@@ -233,6 +236,7 @@ impl Compactor {
                 registry: Arc::new(Registry::new()),
                 token: CancellationToken::new(),
                 drain: CancellationToken::new(),
+                halt: CancellationToken::new(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 outcome: Outcome::new(),

@@ -105,7 +105,7 @@ impl Compactor {
             },
             t0,
             snapshots: None,
-            halt: None,
+            halt: Some(self.inner.halt.clone()),
             releases: Vec::new(),
             ticker: None,
         }

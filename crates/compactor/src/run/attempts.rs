@@ -163,6 +163,14 @@ impl Runner {
     /// Stops a running attempt: an async one is dropped, a blocking one
     /// abandoned.
     pub(super) fn stop(&mut self, i: usize) -> Interruption {
+        if matches!(self.tasks[i].state, State::Running { .. }) {
+            if let Some(scope) = self.tasks[i].scope.take() {
+                // Cut off: the scope runs nothing more, and the report
+                // waits for its own.
+                scope.inner.halt.cancel();
+                self.halted.push((i as u32, scope));
+            }
+        }
         let State::Running {
             stop,
             token,

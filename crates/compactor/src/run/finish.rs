@@ -30,7 +30,9 @@ impl Runner {
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
         }
+        let halted = &mut self.halted;
         task.state = State::Finished;
+        task.scope = None;
         // A task that never started lets go of its cleanup now too, not
         // after the report: what it owns (a service, a child process) goes
         // with it while the run still waits for the tasks after it.
@@ -41,6 +43,13 @@ impl Runner {
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()?;
+            if let Some(scope) = super::scheduler::scope_of(&*unstarted) {
+                // A scope never started: halted, its shutdown runs nothing
+                // (its services stop), and the report waits for it.
+                scope.inner.halt.cancel();
+                scope.trigger();
+                halted.push((index, scope));
+            }
             Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(
                 unstarted,
             ))))

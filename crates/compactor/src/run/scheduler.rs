@@ -67,6 +67,8 @@ pub(super) struct TaskRun {
     pub(super) blocking: bool,
     pub(super) observes_token: bool,
     pub(super) span: tracing::Span,
+    /// A scope's task: the scope, halted if the task is cut off.
+    pub(super) scope: Option<crate::Compactor>,
 }
 
 pub(super) struct Phase {
@@ -114,6 +116,9 @@ pub(crate) struct Runner {
     pub(super) stopping: Vec<(u32, u32)>,
     /// Cleanups left to the runner, being dropped on tasks of their own.
     pub(super) disposing: Vec<tokio::task::JoinHandle<()>>,
+    /// Scopes whose task was cut off or skipped, halted: (task index, the
+    /// scope), until their own report is out.
+    pub(super) halted: Vec<(u32, crate::Compactor)>,
 }
 
 /// What a runner is handed besides its plan.
@@ -158,6 +163,7 @@ impl Runner {
                 blocking: false,
                 observes_token: false,
                 span: tracing::Span::none(),
+                scope: None,
             })
             .collect();
         Runner {
@@ -181,6 +187,7 @@ impl Runner {
             released_tasks: Vec::new(),
             stopping: Vec::new(),
             disposing: Vec::new(),
+            halted: Vec::new(),
             ticker: parts
                 .ticker
                 .map(|ticker| (after(parts.t0, ticker.every), ticker))
@@ -205,6 +212,10 @@ impl Runner {
             ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
             if self.on_time(Instant::now()) {
+                break;
+            }
+            if halt.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                self.expire(None, SkipReason::Deadline);
                 break;
             }
             let more = self.start_ready();
@@ -263,7 +274,8 @@ impl Runner {
             self.ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
             self.disposing.retain(|d| !d.is_finished());
-            if self.stopping.is_empty() && self.disposing.is_empty() {
+            self.halted.retain(|(_, scope)| scope.report().is_none());
+            if self.stopping.is_empty() && self.disposing.is_empty() && self.halted.is_empty() {
                 return;
             }
             let disposed = async {
@@ -272,10 +284,17 @@ impl Runner {
                     None => std::future::pending().await,
                 }
             };
+            let halted = async {
+                match self.halted.last() {
+                    Some((_, scope)) => drop(scope.wait().await),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(until) => break,
                 () = self.ctx.done.ready() => {}
                 () = disposed => {}
+                () = halted => {}
             }
         }
         self.give_up_stopping();
@@ -288,6 +307,11 @@ impl Runner {
         ended.drain(..).for_each(|e| self.on_end(e));
         for (index, _) in std::mem::take(&mut self.stopping) {
             self.record.abandoned(index);
+        }
+        for (index, scope) in std::mem::take(&mut self.halted) {
+            if scope.report().is_none() {
+                self.record.abandoned(index);
+            }
         }
         self.disposing.clear();
     }
@@ -416,6 +440,7 @@ impl Runner {
         let task = &mut self.tasks[i];
         task.blocking = cleanup.is_blocking();
         task.observes_token = cleanup.observes_token();
+        task.scope = scope_of(&*cleanup);
         task.span = tracing::info_span!(
             "cleanup",
             task = %self.ctx.names[i],
@@ -428,6 +453,12 @@ impl Runner {
         task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
         self.attempt(index, 1, now);
     }
+}
+
+/// The scope a scope's task shuts down.
+pub(super) fn scope_of(cleanup: &dyn crate::task::cleanup::Cleanup) -> Option<crate::Compactor> {
+    let scope = cleanup.scope()?.downcast::<crate::Compactor>().ok()?;
+    Some(*scope)
 }
 
 fn set_alarm(sleep: &mut Option<Pin<Box<Sleep>>>, at: Option<Instant>) {

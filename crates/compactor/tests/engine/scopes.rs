@@ -171,3 +171,93 @@ async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
     let report = app.shutdown().await;
     assert_eq!(report.tasks()[0].name(), "kept");
 }
+
+#[test]
+fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    for _ in 0..common::stress(3) {
+        let runtime = common::multi_thread(2);
+        let parent = Compactor::builder()
+            .deadline(Duration::from_millis(200))
+            .build();
+        let scope = parent.scope("subsys").unwrap();
+        // A service that ignores its token, and a cleanup that never ends.
+        let ticks = Arc::new(AtomicU32::new(0));
+        let counted = ticks.clone();
+        runtime.block_on(async {
+            scope
+                .task("svc")
+                .service(move |_stop| async move {
+                    loop {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), std::io::Error>(())
+                })
+                .unwrap();
+        });
+        scope
+            .register("forever", std::future::pending::<()>)
+            .unwrap();
+        let report = runtime.block_on(parent.shutdown());
+        let task = report.task("subsys").unwrap();
+        assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
+        let at_report = ticks.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            ticks.load(Ordering::SeqCst),
+            at_report,
+            "the scope's service ran on behind the parent's report"
+        );
+        // The scope's own report says what happened to its tasks.
+        let inner = runtime.block_on(scope.wait());
+        assert!(!inner.is_clean(), "{inner}");
+    }
+}
+
+#[test]
+fn a_scope_its_parent_skipped_runs_nothing_after_the_report() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let runtime = common::multi_thread(2);
+    let parent = Compactor::builder()
+        .deadline(Duration::from_millis(200))
+        .build();
+    let scope = parent.scope("subsys").unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let counted = ticks.clone();
+    runtime.block_on(async {
+        scope
+            .task("svc")
+            .service(move |_stop| async move {
+                loop {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), std::io::Error>(())
+            })
+            .unwrap();
+    });
+    // Holds the run past its deadline: the scope never starts.
+    parent
+        .task("holder")
+        .priority(Priority::Critical)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let report = runtime.block_on(parent.shutdown());
+    assert!(
+        matches!(
+            report.task("subsys").unwrap().outcome(),
+            Outcome::Skipped(_)
+        ),
+        "{report}"
+    );
+    let at_report = ticks.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        at_report,
+        "the skipped scope's service ran on behind the parent's report"
+    );
+}
