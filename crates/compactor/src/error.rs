@@ -51,13 +51,13 @@ pub enum Error {
         task: String,
     },
 
-    /// A service was registered outside a tokio runtime, which it needs to
-    /// run on.
+    /// A service was registered, or work spawned, outside a tokio runtime,
+    /// which it needs to run on.
     #[error(
-        "service `{task}` needs a tokio runtime to run on; register it from inside one (in `#[tokio::main]`, or after `Runtime::enter`)"
+        "`{task}` needs a tokio runtime to run on; call it from inside one (in `#[tokio::main]`, or after `Runtime::enter`)"
     )]
     NoRuntime {
-        /// The service.
+        /// The service, or `compactor::spawned` for spawned work.
         task: String,
     },
 

@@ -440,13 +440,19 @@ impl Compactor {
     ///
     /// # Errors
     ///
-    /// [`Error::ShuttingDown`] once shutdown has begun (the future is
-    /// dropped, never polled).
+    /// [`Error::ShuttingDown`] once shutdown has begun, [`Error::NoRuntime`]
+    /// outside a tokio runtime (the future is dropped, never polled, and
+    /// nothing is registered).
     pub fn spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, Error>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(Error::NoRuntime {
+                task: SPAWNED.to_owned(),
+            });
+        };
         let tracker = self.inner.tracker.get_or_init(TaskTracker::new);
         if !self
             .inner
@@ -472,6 +478,6 @@ impl Compactor {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
-        Ok(tracker.spawn(future))
+        Ok(tracker.spawn_on(future, &runtime))
     }
 }

@@ -308,6 +308,25 @@ async fn spawned_work_is_awaited_at_shutdown() {
     assert!(matches!(c.spawn(async {}), Err(Error::ShuttingDown)));
 }
 
+#[test]
+fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
+    let c = Compactor::new();
+    let refused = c.spawn(async {});
+    assert!(
+        matches!(&refused, Err(Error::NoRuntime { task }) if task == "compactor::spawned"),
+        "{refused:?}"
+    );
+    assert_eq!(c.pending(), 0, "nothing registered for it");
+    // Inside one, it works as ever.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    assert!(c.spawn(async {}).is_ok());
+    assert_eq!(c.pending(), 1);
+}
+
 #[cfg(unix)]
 mod child_process {
     use super::*;

@@ -199,11 +199,9 @@ impl fmt::Debug for Compactor {
 
 impl Compactor {
     /// An isolated instance with the default settings (see [`Builder`]), for
-    /// libraries and tests.
+    /// libraries and tests: the same as `Compactor::builder().build()`.
     pub fn new() -> Self {
-        let config = Config::default();
-        let exit = config.signal_exit;
-        Compactor::from_parts(Arc::new(config), false, exit, None)
+        Compactor::builder().build()
     }
 
     /// Configures an instance.
