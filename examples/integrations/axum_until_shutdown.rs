@@ -44,22 +44,15 @@ async fn run(c: &Compactor, listener: TcpListener, app: Router) -> ExitCode {
     code
 }
 
+#[path = "support.rs"]
+mod support;
+
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let c = Compactor::global();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("http listening on {}", listener.local_addr()?);
-    match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => {}
-        [flag, secs] if flag == "--shutdown-after" => {
-            let after = Duration::from_secs_f64(secs.parse()?);
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                Compactor::global().request_shutdown("--shutdown-after");
-            });
-        }
-        other => return Err(format!("unknown arguments {other:?}; try --shutdown-after 3").into()),
-    }
+    support::shutdown_after_from_args()?;
     c.task("flush-log")
         .register_once(|| async { println!("log flushed") })?;
     Ok(run(c, listener, app()).await)

@@ -64,37 +64,19 @@ fn serve(
     })
 }
 
+#[path = "support.rs"]
+mod support;
+
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let shutdown_after = parse_shutdown_after()?;
     let c = Compactor::global();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("http listening on {}", listener.local_addr()?);
     serve(c, listener, Duration::from_millis(200))?;
-    if let Some(after) = shutdown_after {
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            Compactor::global().request_shutdown("--shutdown-after");
-        });
-    }
+    support::shutdown_after_from_args()?;
     let report = c.wait().await;
     println!("{report}");
     Ok(ExitCode::from(report.exit_code()))
-}
-
-/// `--shutdown-after SECS`, if given.
-fn parse_shutdown_after() -> Result<Option<Duration>, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(None),
-        [flag, secs] if flag == "--shutdown-after" => secs
-            .parse()
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .map_err(|e| format!("--shutdown-after {secs}: {e} (give seconds, such as 3)")),
-        other => Err(format!(
-            "unknown arguments {other:?}; try --shutdown-after 3"
-        )),
-    }
 }
 
 #[cfg(test)]

@@ -172,9 +172,32 @@ async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
     assert_eq!(report.tasks()[0].name(), "kept");
 }
 
+/// A service of `scope` that ignores its token and counts its ticks, every
+/// 5 ms, in the counter returned.
+fn ticking_service(
+    runtime: &tokio::runtime::Runtime,
+    scope: &Compactor,
+) -> Arc<std::sync::atomic::AtomicU32> {
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = ticks.clone();
+    let _entered = runtime.enter();
+    scope
+        .task("svc")
+        .service(move |_stop| async move {
+            loop {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
+        })
+        .unwrap();
+    ticks
+}
+
 #[test]
 fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report() {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
     for _ in 0..common::stress(3) {
         let runtime = common::multi_thread(2);
         let parent = Compactor::builder()
@@ -182,21 +205,7 @@ fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report(
             .build();
         let scope = parent.scope("subsys").unwrap();
         // A service that ignores its token, and a cleanup that never ends.
-        let ticks = Arc::new(AtomicU32::new(0));
-        let counted = ticks.clone();
-        runtime.block_on(async {
-            scope
-                .task("svc")
-                .service(move |_stop| async move {
-                    loop {
-                        counted.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    #[allow(unreachable_code)]
-                    Ok::<(), std::io::Error>(())
-                })
-                .unwrap();
-        });
+        let ticks = ticking_service(&runtime, &scope);
         scope
             .register("forever", std::future::pending::<()>)
             .unwrap();
@@ -218,27 +227,13 @@ fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report(
 
 #[test]
 fn a_scope_its_parent_skipped_runs_nothing_after_the_report() {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
     let runtime = common::multi_thread(2);
     let parent = Compactor::builder()
         .deadline(Duration::from_millis(200))
         .build();
     let scope = parent.scope("subsys").unwrap();
-    let ticks = Arc::new(AtomicU32::new(0));
-    let counted = ticks.clone();
-    runtime.block_on(async {
-        scope
-            .task("svc")
-            .service(move |_stop| async move {
-                loop {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), std::io::Error>(())
-            })
-            .unwrap();
-    });
+    let ticks = ticking_service(&runtime, &scope);
     // Holds the run past its deadline: the scope never starts.
     parent
         .task("holder")
