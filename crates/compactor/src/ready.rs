@@ -362,42 +362,27 @@ fn terminate(child: &tokio::process::Child) {
 fn terminate(_child: &tokio::process::Child) {}
 
 /// A child process, killed if this is dropped while it may still run (the
-/// cleanup cut off or never run), and reaped: a `SIGKILL` ends a process at
-/// once, so the drop waits for its exit a little (never a zombie left to
-/// init, nor a child alive behind the report), logging its status.
+/// cleanup cut off or never run), and reaped: at once if it is gone
+/// already, else by the reaper's thread, which a run's end waits for (never
+/// a zombie left to init, nor a child alive behind the report).
 #[cfg(feature = "process")]
 struct KillOnDrop(Option<tokio::process::Child>, Armed);
 
 #[cfg(feature = "process")]
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        /// How long the drop waits for a killed child to exit: one in
-        /// uninterruptible sleep (a dead NFS mount) is left to tokio.
-        const REAPED_WITHIN: std::time::Duration = std::time::Duration::from_millis(100);
-        let (Some(child), true) = (self.0.as_mut(), self.1.load(Ordering::Acquire)) else {
+        let (Some(mut child), true) = (self.0.take(), self.1.load(Ordering::Acquire)) else {
             return;
         };
-        let pid = child.id();
-        if child.start_kill().is_err() {
-            // It had exited already: reap it.
-            let _ = child.try_wait();
-            return;
-        }
-        let until = std::time::Instant::now() + REAPED_WITHIN;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => {
-                    tracing::warn!(?pid, %status, "child process killed at its cleanup's cut-off");
-                    return;
-                }
-                Ok(None) if std::time::Instant::now() < until => {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                _ => {
-                    tracing::warn!(?pid, "child process killed; not reaped yet");
-                    return;
-                }
+        let _ = child.start_kill();
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                tracing::warn!(pid = ?child.id(), %status, "child process killed at its cleanup's cut-off");
             }
+            // Dying: reaped off the runtime's threads, which the run's end
+            // waits for (briefly).
+            Ok(None) => crate::run::reaper::reap(child),
+            Err(_) => {}
         }
     }
 }

@@ -480,6 +480,43 @@ mod child_process {
         );
     }
 
+    #[test]
+    fn a_hundred_skipped_children_are_reaped_by_a_report_on_time() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Compactor::builder()
+            .deadline(Duration::from_millis(200))
+            .build();
+        let mut pids = Vec::new();
+        runtime.block_on(async {
+            for i in 0..100 {
+                let child = tokio::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap();
+                pids.push(child.id().unwrap());
+                c.task(format!("child-{i}"))
+                    .child_process(child, Duration::from_secs(10))
+                    .unwrap();
+            }
+        });
+        // Holds the run past its deadline: every child's cleanup is skipped.
+        c.task("holder")
+            .priority(compactor::Priority::Critical)
+            .register(std::future::pending::<()>)
+            .unwrap();
+        let began = std::time::Instant::now();
+        let report = runtime.block_on(c.shutdown());
+        let took = began.elapsed();
+        assert!(took < Duration::from_millis(250), "{took:?}\n{report}");
+        let left: Vec<u32> = pids.into_iter().filter(|&p| exists(p)).collect();
+        assert!(left.is_empty(), "not reaped by the report: {left:?}");
+        runtime.shutdown_background();
+    }
+
     #[tokio::test]
     async fn a_child_that_ctrl_c_already_stopped_is_a_clean_stop() {
         let mut child = tokio::process::Command::new("sleep")

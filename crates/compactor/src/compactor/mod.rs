@@ -87,6 +87,8 @@ pub(crate) struct Instance {
     /// Ends the instance's run as its deadline would: a scope whose task
     /// its parent cut off or skipped runs nothing more.
     pub(crate) halt: CancellationToken,
+    /// Its services still alive, which its run's end waits for.
+    pub(crate) services: Arc<crate::run::live::LiveServices>,
     /// Created by the first `subscribe()`: an instance nobody listens to
     /// allocates no channel and sends no events.
     pub(super) events: Arc<OnceLock<broadcast::Sender<Event>>>,
@@ -235,6 +237,7 @@ impl Compactor {
                 token: CancellationToken::new(),
                 drain: CancellationToken::new(),
                 halt: CancellationToken::new(),
+                services: Arc::default(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
                 outcome: Outcome::new(),

@@ -152,6 +152,8 @@ impl Compactor {
         let ctx = self.run_context(&mut plan, t0);
         let parts = RunnerParts {
             halt: Some(halt),
+            halted_by: crate::report::SkipReason::Deadline,
+            services: None,
             ..self.runner_parts(ctx, reason, t0)
         };
         let owner = Arc::downgrade(&self.inner);

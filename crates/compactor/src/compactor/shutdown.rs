@@ -106,6 +106,8 @@ impl Compactor {
             t0,
             snapshots: None,
             halt: Some(self.inner.halt.clone()),
+            halted_by: crate::report::SkipReason::Halted,
+            services: Some(self.inner.services.clone()),
             releases: Vec::new(),
             ticker: None,
         }

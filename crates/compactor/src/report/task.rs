@@ -101,6 +101,8 @@ pub enum SkipReason {
     Deadline,
     /// The budget of its priority phase ran out first.
     PhaseBudget,
+    /// Its instance is a scope whose task its parent cut off or skipped.
+    Halted,
 }
 
 impl fmt::Display for SkipReason {
@@ -108,6 +110,7 @@ impl fmt::Display for SkipReason {
         f.write_str(match self {
             SkipReason::Deadline => "shutdown deadline passed",
             SkipReason::PhaseBudget => "phase budget ran out",
+            SkipReason::Halted => "its scope was cut off by its parent",
         })
     }
 }
@@ -126,8 +129,9 @@ pub enum Interruption {
     /// future was not gone by the report (its code held its thread).
     Abandoned,
     /// It returned only after its time ran out (its timeout, the deadline),
-    /// having held the thread the time limits are kept on (a
-    /// current-thread runtime's): what it returned does not count.
+    /// before the runner could stop it, typically because its code held
+    /// the thread the time limits are kept on (a current-thread runtime's):
+    /// what it returned does not count, and no retry follows.
     Overran,
 }
 

@@ -88,15 +88,17 @@ impl Runner {
             // It stopped on its token after its timeout.
             return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Stopped));
         }
-        if self.deadline.is_some_and(|d| ended.at > d) {
-            // It returned past the deadline, its thread held so the runner
-            // could not stop it in time (a current-thread runtime's).
-            let overran = Some(Interruption::Overran);
+        // Returned (or failed) only after its time ran out, before the
+        // runner could stop it: what it returned does not count. The
+        // attempt took itself for the last and let go of its cleanup, so no
+        // retry follows.
+        let returned = matches!(ended.end, End::Ok(_) | End::Err(_));
+        let overran = Some(Interruption::Overran);
+        if returned && self.deadline.is_some_and(|d| ended.at > d) {
             return self.finish(i, Outcome::Cancelled, overran, None, ended.at);
         }
-        if due.is_some_and(|due| ended.at > due) {
-            // Past its timeout, the same way: whatever it returned.
-            return self.failed(i, ended.attempt, Failure::TimedOut(Interruption::Overran));
+        if returned && due.is_some_and(|due| ended.at > due) {
+            return self.finish(i, Outcome::TimedOut, overran, None, ended.at);
         }
         match ended.end {
             End::Ok(freed) => {
@@ -165,9 +167,11 @@ impl Runner {
     pub(super) fn stop(&mut self, i: usize) -> Interruption {
         if matches!(self.tasks[i].state, State::Running { .. }) {
             if let Some(scope) = self.tasks[i].scope.take() {
-                // Cut off: the scope runs nothing more, and the report
-                // waits for its own.
+                // Cut off: the scope runs nothing more (its shutdown, if
+                // the attempt had not begun it, runs at once, halted), and
+                // the report waits for its own.
                 scope.inner.halt.cancel();
+                scope.trigger();
                 self.halted.push((i as u32, scope));
             }
         }

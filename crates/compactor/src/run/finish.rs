@@ -67,7 +67,7 @@ impl Runner {
             }
         }
         if let Some(disposing) = slot.and_then(dispose) {
-            self.disposing.push(disposing);
+            self.disposing.push((index, disposing));
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -128,6 +128,11 @@ impl Runner {
             Some(p) => {
                 tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
             }
+            None if reason == SkipReason::Halted => {
+                tracing::warn!(
+                    "the scope's task was cut off by its parent; its unfinished tasks were stopped"
+                );
+            }
             None => {
                 tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
             }
@@ -157,10 +162,12 @@ fn dispose(slot: Slot) -> Option<tokio::task::JoinHandle<()>> {
     if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
         return None;
     }
-    // Held by an attempt, or holding the cleanup: whoever lets go last
-    // drops it, and that is never the runner.
+    // Held by an attempt (being stopped), or holding the cleanup: taken
+    // here once the attempt lets go, and dropped here, so the run knows when
+    // it is gone.
     let dropped = async move {
-        let _ = drop_contained(slot);
+        let cleanup = slot.lock_owned().await.take();
+        let _ = drop_contained(cleanup);
     };
     match tokio::runtime::Handle::try_current()
         .ok()

@@ -9,8 +9,11 @@ pub(crate) mod attempt;
 mod attempts;
 pub(crate) mod clock;
 mod finish;
+pub(crate) mod live;
 pub(crate) mod mailbox;
 mod observe;
+#[cfg(feature = "process")]
+pub(crate) mod reaper;
 mod record;
 mod releases;
 mod scheduler;

@@ -98,11 +98,12 @@ impl Record {
         entry.leaked = leaked.and_then(NonZeroUsize::new);
     }
 
-    /// A task whose stopped attempt was not known to be gone by the report:
-    /// abandoned, still running, rather than dropped.
+    /// A task whose stopped attempt, cleanup or scope was not known to be
+    /// gone by the report: abandoned, still running, rather than dropped
+    /// (or, for one never started, than only skipped).
     pub(crate) fn abandoned(&mut self, index: u32) {
         let entry = &mut self.entries[index as usize];
-        if entry.interruption == Some(Interruption::Dropped) {
+        if matches!(entry.interruption, None | Some(Interruption::Dropped)) {
             entry.interruption = Some(Interruption::Abandoned);
         }
     }

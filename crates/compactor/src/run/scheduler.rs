@@ -103,8 +103,11 @@ pub(crate) struct Runner {
     /// Requests for the report so far; the whole shutdown serves them.
     pub(super) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     /// Ends the run as its deadline would (a category release, when the
-    /// instance's shutdown runs out of time).
+    /// instance's shutdown runs out of time; a scope, when its parent cuts
+    /// its task off), and what its unstarted tasks are skipped for then.
     pub(super) halt: Option<CancellationToken>,
+    pub(super) halted_by: SkipReason,
+    services: Option<Arc<super::live::LiveServices>>,
     /// Category releases under way when the run began: waited for, and
     /// their tasks added to the report.
     pub(super) releases: Vec<Release>,
@@ -114,8 +117,9 @@ pub(crate) struct Runner {
     /// Async attempts stopped (task index, attempt) whose future is not yet
     /// known to be gone: their end, sent as the future is dropped, says so.
     pub(super) stopping: Vec<(u32, u32)>,
-    /// Cleanups left to the runner, being dropped on tasks of their own.
-    pub(super) disposing: Vec<tokio::task::JoinHandle<()>>,
+    /// Cleanups left to the runner, being dropped on tasks of their own:
+    /// (task index, the task dropping it).
+    pub(super) disposing: Vec<(u32, tokio::task::JoinHandle<()>)>,
     /// Scopes whose task was cut off or skipped, halted: (task index, the
     /// scope), until their own report is out.
     pub(super) halted: Vec<(u32, crate::Compactor)>,
@@ -129,6 +133,10 @@ pub(crate) struct RunnerParts {
     pub(crate) t0: Instant,
     pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     pub(crate) halt: Option<CancellationToken>,
+    pub(crate) halted_by: SkipReason,
+    /// The instance's services, for a shutdown's run (a release leaves
+    /// the others running).
+    pub(crate) services: Option<Arc<super::live::LiveServices>>,
     pub(crate) releases: Vec<Release>,
     pub(crate) ticker: Option<Ticker>,
 }
@@ -183,6 +191,8 @@ impl Runner {
             t0: parts.t0,
             snapshots: parts.snapshots,
             halt: parts.halt,
+            halted_by: parts.halted_by,
+            services: parts.services,
             releases: parts.releases,
             released_tasks: Vec::new(),
             stopping: Vec::new(),
@@ -215,7 +225,7 @@ impl Runner {
                 break;
             }
             if halt.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                self.expire(None, SkipReason::Deadline);
+                self.expire(None, self.halted_by);
                 break;
             }
             let more = self.start_ready();
@@ -233,7 +243,7 @@ impl Runner {
                 () = ctx.done.ready() => {}
                 () = ready(snapshots.as_deref()) => self.serve_snapshots(),
                 () = cancelled(halt.as_ref()) => {
-                    self.expire(None, SkipReason::Deadline);
+                    self.expire(None, self.halted_by);
                     break;
                 }
             }
@@ -268,19 +278,35 @@ impl Runner {
     /// to be dropped. An attempt still there (its code holds its thread, or
     /// its `Drop` does) is reported abandoned, still running.
     async fn await_stopped(&mut self) {
-        let until = Instant::now() + STOPPED_WITHIN;
+        // From the deadline where the run reached it: the releases waited
+        // for since then have had their share.
+        let now = Instant::now();
+        let until = self.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;
         let mut ended = Vec::new();
         loop {
             self.ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
-            self.disposing.retain(|d| !d.is_finished());
+            self.disposing.retain(|(_, d)| !d.is_finished());
             self.halted.retain(|(_, scope)| scope.report().is_none());
-            if self.stopping.is_empty() && self.disposing.is_empty() && self.halted.is_empty() {
+            let services = self.services.clone();
+            let settled = services.as_deref().is_none_or(|s| s.alive().is_empty());
+            if self.stopping.is_empty()
+                && self.disposing.is_empty()
+                && self.halted.is_empty()
+                && settled
+                && children_reaped()
+            {
                 return;
             }
+            let services_gone = async {
+                match services.as_deref() {
+                    Some(services) if !settled => services.settled().await,
+                    _ => std::future::pending().await,
+                }
+            };
             let disposed = async {
                 match self.disposing.last_mut() {
-                    Some(last) => drop(last.await),
+                    Some((_, last)) => drop(last.await),
                     None => std::future::pending().await,
                 }
             };
@@ -295,6 +321,8 @@ impl Runner {
                 () = self.ctx.done.ready() => {}
                 () = disposed => {}
                 () = halted => {}
+                () = services_gone => {}
+                () = children_settled(), if !children_reaped() => {}
             }
         }
         self.give_up_stopping();
@@ -313,7 +341,21 @@ impl Runner {
                 self.record.abandoned(index);
             }
         }
-        self.disposing.clear();
+        for (index, disposing) in std::mem::take(&mut self.disposing) {
+            if !disposing.is_finished() {
+                self.record.abandoned(index);
+            }
+        }
+        let alive = self
+            .services
+            .as_deref()
+            .map(|s| s.alive())
+            .unwrap_or_default();
+        for service in alive {
+            if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
+                self.record.abandoned(index as u32);
+            }
+        }
     }
 
     /// The final report, and the spent plan for the caller to drop once the
@@ -453,6 +495,23 @@ impl Runner {
         task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
         self.attempt(index, 1, now);
     }
+}
+
+/// Whether every child process a cleanup's cut-off killed is reaped.
+fn children_reaped() -> bool {
+    #[cfg(feature = "process")]
+    return super::reaper::is_settled();
+    #[cfg(not(feature = "process"))]
+    true
+}
+
+/// Returns once every killed child process is reaped (see
+/// [`super::reaper`]).
+async fn children_settled() {
+    #[cfg(feature = "process")]
+    super::reaper::settled().await;
+    #[cfg(not(feature = "process"))]
+    std::future::pending::<()>().await;
 }
 
 /// The scope a scope's task shuts down.

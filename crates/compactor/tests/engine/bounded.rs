@@ -903,3 +903,58 @@ fn on_a_current_thread_runtime_a_cleanup_past_the_deadline_is_not_a_success() {
     assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
     assert_eq!(task.interruption(), Some(Interruption::Overran), "{report}");
 }
+
+#[test]
+fn an_attempt_past_its_timeout_with_retries_left_is_timed_out_not_lost() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::new();
+    c.task("holds-the-thread")
+        .timeout(Duration::from_millis(50))
+        .retries(2)
+        .register(|| async { std::thread::sleep(Duration::from_millis(100)) })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    let task = report.task("holds-the-thread").unwrap();
+    assert_eq!(task.outcome(), &Outcome::TimedOut, "{report}");
+    assert_eq!(task.interruption(), Some(Interruption::Overran), "{report}");
+    assert_eq!(task.attempts(), 1, "{report}");
+}
+
+#[test]
+fn a_skipped_cleanup_whose_drop_is_slow_is_reported_still_running() {
+    struct SlowDrop;
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let runtime = multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(100))
+        .build();
+    let owned = SlowDrop;
+    c.task("slow-drop")
+        .register_once(move || {
+            let _owned = owned;
+            async {}
+        })
+        .unwrap();
+    c.task("holder")
+        .priority(Priority::Critical)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let began = Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    assert!(began.elapsed() < Duration::from_millis(250), "{report}");
+    let task = report.task("slow-drop").unwrap();
+    assert!(matches!(task.outcome(), Outcome::Skipped(_)), "{report}");
+    assert_eq!(
+        task.interruption(),
+        Some(Interruption::Abandoned),
+        "{report}"
+    );
+    runtime.shutdown_background();
+}

@@ -256,3 +256,33 @@ fn a_scope_its_parent_skipped_runs_nothing_after_the_report() {
         "the skipped scope's service ran on behind the parent's report"
     );
 }
+
+#[test]
+fn a_skipped_service_that_holds_its_thread_is_reported_still_running() {
+    let runtime = common::multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(100))
+        .build();
+    {
+        let _entered = runtime.enter();
+        c.task("svc")
+            .service(|_stop| async {
+                std::thread::sleep(Duration::from_millis(400));
+                Ok::<(), std::io::Error>(())
+            })
+            .unwrap();
+    }
+    c.task("holder")
+        .priority(Priority::Critical)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    let task = report.task("svc").unwrap();
+    assert!(matches!(task.outcome(), Outcome::Skipped(_)), "{report}");
+    assert_eq!(
+        task.interruption(),
+        Some(compactor::report::Interruption::Abandoned),
+        "{report}"
+    );
+    runtime.shutdown_background();
+}
