@@ -27,7 +27,7 @@ use crate::task::cleanup::{BoxCleanup, CleanupEnd, Start};
 pub(crate) type Chain = Arc<[u64]>;
 
 tokio::task_local! {
-    static ACTIVE: Chain;
+    pub(super) static ACTIVE: Chain;
 }
 
 thread_local! {
@@ -124,13 +124,18 @@ pub(crate) struct Attempt {
 }
 
 impl Attempt {
-    /// Runs an async attempt on a task of its own; the handle stops it.
-    pub(crate) fn spawn_async(self) -> AbortHandle {
+    /// The guard that reports this async attempt's end, made before the
+    /// attempt is handed out, so an attempt dropped before it ever ran (its
+    /// runtime shut down) still reports.
+    pub(super) fn reply(&self) -> Reply {
+        Reply::new(self, "the runtime running the cleanup shut down")
+    }
+
+    /// Runs an async attempt on a task of its own, from waiting for its
+    /// cleanup on; the handle stops it.
+    pub(super) fn spawn_async(self, reply: Reply) -> AbortHandle {
         let chain = self.ctx.chain.clone();
         let span = self.span.clone();
-        // Made here, not in the task, so a task dropped before it ever ran
-        // still reports.
-        let reply = Reply::new(&self, "the runtime running the cleanup shut down");
         tokio::spawn(ACTIVE.scope(chain, self.run_async(reply)).instrument(span)).abort_handle()
     }
 
@@ -169,40 +174,43 @@ impl Attempt {
     /// Holds the cleanup for the whole attempt, so the next attempt starts
     /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(self, reply: Reply) {
-        let mut slot = self.slot.clone().lock_owned().await;
+        let slot = self.slot.clone().lock_owned().await;
+        if let Some(running) = self.begin(slot, reply) {
+            running.run().await;
+        }
+    }
+
+    /// Calls the closure for its future, with the cleanup held; `None` when
+    /// the attempt ended there (stopped before it began, released, a panic).
+    pub(super) fn begin(self, mut slot: Held, reply: Reply) -> Option<Running> {
         if !self.is_current() {
-            return reply.send(End::Lost("stopped before it began"), None);
+            reply.send(End::Lost("stopped before it began"), None);
+            return None;
         }
         let Some(cleanup) = slot.as_mut() else {
-            return reply.send(End::Lost("the cleanup was already dropped"), None);
+            reply.send(End::Lost("the cleanup was already dropped"), None);
+            return None;
         };
-        let mut future = match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref())))
-        {
+        let future = match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref()))) {
             Ok(Start::Async(future)) => future,
-            Ok(Start::Released) => return self.end(reply, End::Released, slot.take()),
+            Ok(Start::Released) => {
+                self.end(reply, End::Released, slot.take());
+                return None;
+            }
             Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
             Err(panic) => {
                 let end = End::Panicked(message_of(panic));
-                return self.end(reply, end, slot.take());
+                self.end(reply, end, slot.take());
+                return None;
             }
         };
         self.ctx.announce(self.index, self.number);
-        let polled =
-            poll_fn(
-                |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-                    Ok(Poll::Pending) => Poll::Pending,
-                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-                    Err(panic) => Poll::Ready(Err(panic)),
-                },
-            )
-            .await;
-        let mut end = settle(polled);
-        if let Err(message) = drop_contained(future) {
-            end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
-        }
-        let cleanup = self.is_final(&end).then(|| slot.take()).flatten();
-        drop(slot);
-        self.end(reply, end, cleanup);
+        Some(Running {
+            attempt: self,
+            future,
+            slot,
+            reply,
+        })
     }
 
     fn run_blocking(self, reply: Reply) {
@@ -260,9 +268,63 @@ impl Attempt {
     }
 }
 
+/// A task's cleanup, held by the attempt that runs it.
+pub(super) type Held = tokio::sync::OwnedMutexGuard<Option<BoxCleanup>>;
+
+/// An attempt whose future is being polled.
+pub(super) struct Running {
+    attempt: Attempt,
+    future: futures::future::BoxFuture<'static, CleanupEnd>,
+    slot: Held,
+    reply: Reply,
+}
+
+impl Running {
+    /// Polls the future once, its panic contained; the end, once ready.
+    pub(super) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Caught<CleanupEnd>> {
+        match catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+
+    /// Polls the future to its end, and reports it.
+    pub(super) async fn run(mut self) {
+        let polled = poll_fn(|cx| self.poll(cx)).await;
+        self.finish(polled);
+    }
+
+    /// Reports the end: the future dropped (its panic contained), then the
+    /// cleanup if no attempt follows, then the cleanup let go of.
+    pub(super) fn finish(self, polled: Caught<CleanupEnd>) {
+        let Running {
+            attempt,
+            future,
+            mut slot,
+            reply,
+        } = self;
+        let mut end = settle(polled);
+        if let Err(message) = drop_contained(future) {
+            end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
+        }
+        let cleanup = attempt.is_final(&end).then(|| slot.take()).flatten();
+        drop(slot);
+        attempt.end(reply, end, cleanup);
+    }
+
+    /// Where it goes on: a task of its own (instrumented with the
+    /// attempt's span, part of its run).
+    pub(super) fn spawn(self) -> AbortHandle {
+        let chain = self.attempt.ctx.chain.clone();
+        let span = self.attempt.span.clone();
+        tokio::spawn(ACTIVE.scope(chain, self.run()).instrument(span)).abort_handle()
+    }
+}
+
 /// Sends an attempt's end to the runner, or, if dropped unsent, that it
 /// was lost.
-struct Reply {
+pub(super) struct Reply {
     ctx: Arc<RunContext>,
     index: u32,
     attempt: u32,
@@ -271,7 +333,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn new(attempt: &Attempt, lost: &'static str) -> Reply {
+    pub(super) fn new(attempt: &Attempt, lost: &'static str) -> Reply {
         Reply {
             ctx: attempt.ctx.clone(),
             index: attempt.index,
@@ -281,7 +343,7 @@ impl Reply {
         }
     }
 
-    fn send(mut self, end: End, strong: Option<usize>) {
+    pub(super) fn send(mut self, end: End, strong: Option<usize>) {
         self.sent = true;
         self.deliver(end, strong);
     }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
+use super::lane::{LANE_SIZE, Lane};
 use super::scheduler::{Failure, Runner, State, Stopper};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome};
@@ -50,12 +51,20 @@ impl Runner {
                 false => tracing::info_span!(parent: &task.span, "attempt", number),
             },
         };
-        let stop = match task.blocking {
+        let blocking = task.blocking;
+        let stop = match blocking {
             true => Stopper::Thread(attempt.spawn_blocking()),
-            false => Stopper::Task(attempt.spawn_async()),
+            false => {
+                let reply = attempt.reply();
+                let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
+                if lane.push(attempt, reply) >= LANE_SIZE {
+                    self.send_lane();
+                }
+                Stopper::Lane(lane)
+            }
         };
         let due = after(now, timeout);
-        task.state = State::Running {
+        self.tasks[i].state = State::Running {
             attempt: number,
             due,
             stop: Some(stop),
@@ -193,8 +202,8 @@ impl Runner {
                 let _ = abandon.send(());
                 Interruption::Abandoned
             }
-            Some(Stopper::Task(abort)) => {
-                abort.abort();
+            Some(Stopper::Lane(lane)) => {
+                self.stop_laned(i, attempt, &lane);
                 // Dropped once its future is gone; see `await_stopped`.
                 self.stopping.push((i as u32, attempt));
                 Interruption::Dropped

@@ -9,6 +9,7 @@ pub(crate) mod attempt;
 mod attempts;
 pub(crate) mod clock;
 mod finish;
+mod lane;
 pub(crate) mod live;
 pub(crate) mod mailbox;
 mod observe;
@@ -123,6 +124,8 @@ pub(crate) struct Progress {
     /// When its current attempt began, in nanoseconds since the run's start
     /// plus one; zero before the first.
     pub(crate) attempt_began: AtomicU64,
+    /// Between its attempt's lane and the runner (see [`lane::LaneCell`]).
+    pub(crate) lane: std::sync::Mutex<lane::LaneCell>,
 }
 
 impl RunContext {

@@ -11,12 +11,12 @@ use std::sync::{Arc, mpsc};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::Slot;
 use super::clock::{Timers, after, earliest};
+use super::lane::{LANE_CHECK, Lane, LaneCell};
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::{Release, RunContext, SnapshotRequest, Ticker};
@@ -53,8 +53,8 @@ pub(super) enum State {
 
 /// How a running attempt is stopped.
 pub(super) enum Stopper {
-    /// An async attempt: dropped.
-    Task(AbortHandle),
+    /// An async attempt, handed to a lane: dropped (see [`LaneCell::stop`]).
+    Lane(Arc<Lane>),
     /// A blocking attempt: abandoned (a thread cannot be stopped from
     /// outside), which lets its stand-in on the blocking pool go.
     Thread(mpsc::Sender<()>),
@@ -123,6 +123,11 @@ pub(crate) struct Runner {
     /// Scopes whose task was cut off or skipped, halted: (task index, the
     /// scope), until their own report is out.
     pub(super) halted: Vec<(u32, crate::Compactor)>,
+    /// The lane being filled this turn, the lanes not yet idle with how
+    /// many attempts each had taken at the last look, and when to look.
+    pub(super) open_lane: Option<Arc<Lane>>,
+    lanes: Vec<(Arc<Lane>, u64)>,
+    lane_check: Option<Instant>,
 }
 
 /// What a runner is handed besides its plan.
@@ -198,6 +203,9 @@ impl Runner {
             stopping: Vec::new(),
             disposing: Vec::new(),
             halted: Vec::new(),
+            open_lane: None,
+            lanes: Vec::new(),
+            lane_check: None,
             ticker: parts
                 .ticker
                 .map(|ticker| (after(parts.t0, ticker.every), ticker))
@@ -229,6 +237,7 @@ impl Runner {
                 break;
             }
             let more = self.start_ready();
+            self.send_lane();
             if self.done() {
                 break;
             }
@@ -398,7 +407,50 @@ impl Runner {
     fn next_limit(&self) -> Option<Instant> {
         let budget = self.budget.and_then(|(_, end)| end);
         let tick = self.ticker.as_ref().and_then(|(_, next)| *next);
-        earliest([self.deadline, budget, self.timers.next(), tick])
+        earliest([
+            self.deadline,
+            budget,
+            self.timers.next(),
+            tick,
+            self.lane_check,
+        ])
+    }
+
+    /// Sends the lane filled this turn on its way.
+    pub(super) fn send_lane(&mut self) {
+        let Some(lane) = self.open_lane.take() else {
+            return;
+        };
+        lane.spawn(self.ctx.chain.clone());
+        self.lanes.push((lane, 0));
+        self.lane_check
+            .get_or_insert_with(|| Instant::now() + LANE_CHECK);
+    }
+
+    /// Gives a lane that took nothing new since the last look (a first poll
+    /// holds its thread) a fresh task for the rest of its queue.
+    fn check_lanes(&mut self, now: Instant) {
+        if self.lane_check.is_none_or(|at| now < at) {
+            return;
+        }
+        self.lanes.retain(|(lane, _)| !lane.is_idle());
+        for (lane, seen) in &mut self.lanes {
+            let taken = lane.taken();
+            if taken == *seen {
+                lane.spawn(self.ctx.chain.clone());
+            }
+            *seen = taken;
+        }
+        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK);
+    }
+
+    /// Stops an attempt handed to `lane`; one the lane is polling right now
+    /// holds it, so the rest of its queue gets a fresh task.
+    pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: &Arc<Lane>) {
+        LaneCell::stop(&self.ctx.progress[i].lane, attempt);
+        if lane.current() == super::lane::key(i as u32, attempt) {
+            lane.spawn(self.ctx.chain.clone());
+        }
     }
 
     /// Acts on every limit reached by `now`; `true` once the deadline passed.
@@ -416,6 +468,7 @@ impl Runner {
         while let Some(timer) = self.timers.pop_due(now) {
             self.on_timer(timer, now);
         }
+        self.check_lanes(now);
         if let Some((ticker, next)) = &mut self.ticker {
             if next.is_some_and(|at| now >= at) {
                 *next = after(now, ticker.every);

@@ -958,3 +958,40 @@ fn a_skipped_cleanup_whose_drop_is_slow_is_reported_still_running() {
     );
     runtime.shutdown_background();
 }
+
+#[test]
+fn a_first_poll_that_holds_its_thread_does_not_hold_the_cleanups_queued_behind_it() {
+    // Started in one turn, these share their first polls' lane; the
+    // latest registered goes first and holds its thread for a while.
+    let runtime = multi_thread(2);
+    let c = Compactor::new();
+    let released = Arc::new(AtomicBool::new(false));
+    let ran_while_held = Arc::new(AtomicU32::new(0));
+    for i in 0..40 {
+        let (released, ran) = (released.clone(), ran_while_held.clone());
+        c.register(format!("quick-{i}"), move || {
+            let (released, ran) = (released.clone(), ran.clone());
+            async move {
+                if !released.load(Ordering::SeqCst) {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+        .unwrap();
+    }
+    let release = released.clone();
+    c.task("holder")
+        .timeout(Duration::from_secs(10))
+        .register_once(move || async move {
+            std::thread::sleep(Duration::from_millis(1500));
+            release.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        ran_while_held.load(Ordering::SeqCst),
+        40,
+        "cleanups queued behind a held first poll waited for it\n{report}"
+    );
+}
