@@ -84,9 +84,9 @@ pub(crate) struct Instance {
     token: CancellationToken,
     /// Cancelled once the drain delay is over (at the start without one).
     pub(crate) drain: CancellationToken,
-    /// Ends the instance's run as its deadline would: a scope whose task
-    /// its parent cut off or skipped runs nothing more.
-    pub(crate) halt: CancellationToken,
+    /// Set to end the instance's run at once: a scope whose task its
+    /// parent cut off or skipped runs nothing more (see [`Compactor::halt`]).
+    pub(crate) halted: Arc<AtomicBool>,
     /// Its services still alive, which its run's end waits for.
     pub(crate) services: Arc<crate::run::live::LiveServices>,
     /// Created by the first `subscribe()`: an instance nobody listens to
@@ -206,6 +206,18 @@ impl Compactor {
         Compactor::builder().build()
     }
 
+    /// Ends the instance's run at once, begun or to come, as its deadline
+    /// would (its unstarted tasks skipped with `SkipReason::Halted`): for a
+    /// scope whose task its parent cut off or skipped. Begins the shutdown
+    /// if it had not begun.
+    pub(crate) fn halt(&self) {
+        self.inner.halted.store(true, Ordering::SeqCst);
+        if let Some(ctx) = self.inner.run.get() {
+            ctx.done.nudge();
+        }
+        self.trigger();
+    }
+
     /// Configures an instance.
     pub fn builder() -> Builder {
         Builder::new()
@@ -236,7 +248,7 @@ impl Compactor {
                 registry: Arc::new(Registry::new()),
                 token: CancellationToken::new(),
                 drain: CancellationToken::new(),
-                halt: CancellationToken::new(),
+                halted: Arc::default(),
                 services: Arc::default(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),

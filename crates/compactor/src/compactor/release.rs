@@ -152,7 +152,7 @@ impl Compactor {
         let ctx = self.run_context(&mut plan, t0);
         let parts = RunnerParts {
             halt: Some(halt),
-            halted_by: crate::report::SkipReason::Deadline,
+            halted: None,
             services: None,
             ..self.runner_parts(ctx, reason, t0)
         };

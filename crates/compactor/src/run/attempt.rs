@@ -175,9 +175,11 @@ impl Attempt {
     /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(self, reply: Reply) {
         let slot = self.slot.clone().lock_owned().await;
-        if let Some(running) = self.begin(slot, reply) {
-            running.run().await;
-        }
+        let Some(mut running) = self.begin(slot, reply) else {
+            return;
+        };
+        let polled = poll_fn(|cx| running.poll(cx)).await;
+        running.finish(polled);
     }
 
     /// Calls the closure for its future, with the cleanup held; `None` when

@@ -9,7 +9,6 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
-use super::lane::{LANE_SIZE, Lane};
 use super::scheduler::{Failure, Runner, State, Stopper};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome};
@@ -56,11 +55,7 @@ impl Runner {
             true => Stopper::Thread(attempt.spawn_blocking()),
             false => {
                 let reply = attempt.reply();
-                let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
-                if lane.push(attempt, reply) >= LANE_SIZE {
-                    self.send_lane();
-                }
-                Stopper::Lane(lane)
+                self.hand_out(attempt, reply)
             }
         };
         let due = after(now, timeout);
@@ -179,8 +174,7 @@ impl Runner {
                 // Cut off: the scope runs nothing more (its shutdown, if
                 // the attempt had not begun it, runs at once, halted), and
                 // the report waits for its own.
-                scope.inner.halt.cancel();
-                scope.trigger();
+                scope.halt();
                 self.halted.push((i as u32, scope));
             }
         }
@@ -203,9 +197,14 @@ impl Runner {
                 Interruption::Abandoned
             }
             Some(Stopper::Lane(lane)) => {
-                self.stop_laned(i, attempt, &lane);
+                let begun = self.stop_laned(i, attempt, lane.as_ref());
                 // Dropped once its future is gone; see `await_stopped`.
                 self.stopping.push((i as u32, attempt));
+                if !begun {
+                    // Never called: not an attempt the report may count.
+                    let attempts = &self.ctx.progress[i].attempts;
+                    attempts.store(attempt - 1, Ordering::Relaxed);
+                }
                 Interruption::Dropped
             }
             None if self.tasks[i].blocking => Interruption::Abandoned,

@@ -46,8 +46,7 @@ impl Runner {
             if let Some(scope) = super::scheduler::scope_of(&*unstarted) {
                 // A scope never started: halted, its shutdown runs nothing
                 // (its services stop), and the report waits for it.
-                scope.inner.halt.cancel();
-                scope.trigger();
+                scope.halt();
                 halted.push((index, scope));
             }
             Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(

@@ -5,10 +5,13 @@
 //! close, a drop), and then cost no task of their own; one that returns
 //! `Pending` goes on on a task of its own, which the runner can abort.
 //!
-//! A lane never keeps time: the runner does. A first poll that holds its
-//! thread holds its lane, so the runner gives the rest of a lane's queue a
-//! fresh task when the lane has taken nothing new for [`LANE_CHECK`] or the
-//! held attempt is stopped; the held one is then reported as its end comes.
+//! A lane never keeps time: the runner does. A lane yields after each
+//! attempt, so what that attempt woke (the runner, told of its end; its own
+//! task, for one still pending), which tokio runs next on the same worker,
+//! never waits behind the next first poll. A first poll that holds its
+//! thread holds its lane, so the runner gives the rest of the lane's queue a
+//! fresh task once that poll is older than [`LANE_CHECK`], or at once when
+//! the held attempt is stopped; the held one is reported as its end comes.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -32,8 +35,9 @@ pub(crate) struct Lane {
     queue: Mutex<VecDeque<(Attempt, Reply)>>,
     /// The attempt in its first poll here (see [`key`]), or 0.
     current: AtomicU64,
-    /// How many attempts the lane has taken so far.
-    taken: AtomicU64,
+    /// When that first poll began, in nanoseconds since the lane was made.
+    since: AtomicU64,
+    made: std::time::Instant,
 }
 
 /// A task's attempt as one number: never 0.
@@ -42,12 +46,15 @@ pub(super) fn key(index: u32, attempt: u32) -> u64 {
 }
 
 /// Per task, between its lane and the runner: where an attempt that went
-/// on on a task of its own can be aborted, and whether the runner stopped
-/// one before that.
+/// on on a task of its own can be aborted, whether the runner stopped one
+/// before that, and which attempt its lane has begun.
 #[derive(Default)]
 pub(crate) struct LaneCell {
-    /// The attempt the runner stopped while it had no task of its own.
+    /// The latest attempt the runner stopped while it had no task of its
+    /// own: that one and every earlier one are dropped, never gone on with.
     stopped: u32,
+    /// The latest attempt its lane began (called the closure of).
+    begun: u32,
     abort: Option<(u32, AbortHandle)>,
 }
 
@@ -58,21 +65,28 @@ impl LaneCell {
 
     /// Stops `attempt` (the runner's side): aborted if it has a task of its
     /// own, else marked so its lane drops it rather than go on with it.
-    pub(super) fn stop(cell: &Mutex<LaneCell>, attempt: u32) {
+    /// Returns whether its lane had begun it.
+    pub(super) fn stop(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
         let mut cell = LaneCell::lock(cell);
-        match cell.abort.take() {
-            Some((number, abort)) if number == attempt => abort.abort(),
-            _ => cell.stopped = attempt,
+        match &cell.abort {
+            Some((number, abort)) if *number == attempt => abort.abort(),
+            _ => cell.stopped = cell.stopped.max(attempt),
         }
+        cell.begun >= attempt
     }
 
-    /// Whether the runner stopped `attempt` before it had a task.
-    fn is_stopped(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
-        LaneCell::lock(cell).stopped == attempt
+    /// Begins `attempt` (the lane's side), unless the runner stopped it.
+    fn begin(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
+        let mut cell = LaneCell::lock(cell);
+        if attempt <= cell.stopped {
+            return false;
+        }
+        cell.begun = attempt;
+        true
     }
 
     /// `attempt` goes on on a task of its own: spawned by `go`, unless the
-    /// runner stopped it meanwhile (then `None` comes back to drop).
+    /// runner stopped it meanwhile (then it comes back, to drop).
     fn go_on<T>(
         cell: &Mutex<LaneCell>,
         attempt: u32,
@@ -80,7 +94,7 @@ impl LaneCell {
         go: impl FnOnce(T) -> AbortHandle,
     ) -> Option<T> {
         let mut cell = LaneCell::lock(cell);
-        if cell.stopped == attempt {
+        if attempt <= cell.stopped {
             return Some(it);
         }
         cell.abort = Some((attempt, go(it)));
@@ -93,7 +107,8 @@ impl Lane {
         Arc::new(Lane {
             queue: Mutex::new(VecDeque::new()),
             current: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
+            since: AtomicU64::new(0),
+            made: std::time::Instant::now(),
         })
     }
 
@@ -109,18 +124,37 @@ impl Lane {
         self.current.load(Ordering::Acquire)
     }
 
-    pub(super) fn taken(&self) -> u64 {
-        self.taken.load(Ordering::Acquire)
+    /// How long the first poll under way here has held the lane.
+    pub(super) fn held_for(&self) -> Duration {
+        let since = Duration::from_nanos(self.since.load(Ordering::Acquire));
+        self.made.elapsed().saturating_sub(since)
+    }
+
+    /// Whether attempts wait in the queue.
+    pub(super) fn has_queue(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Whether the lane has nothing left to begin.
     pub(super) fn is_idle(&self) -> bool {
-        self.current() == 0
-            && self
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
+        self.current() == 0 && !self.has_queue()
+    }
+
+    /// An attempt that goes straight to a task of its own (the first of
+    /// its turn, which a lane would only delay).
+    pub(super) fn send_alone(attempt: Attempt, reply: Reply) {
+        let (ctx, number) = (attempt.ctx.clone(), attempt.number);
+        let cell = &ctx.progress[attempt.index as usize].lane;
+        if !LaneCell::begin(cell, number) {
+            reply.send(End::Lost("stopped before it began"), None);
+            return;
+        }
+        let stopped = LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r));
+        drop(stopped);
     }
 
     /// Begins the lane's attempts on a task (another one, for a lane that
@@ -128,31 +162,25 @@ impl Lane {
     pub(super) fn spawn(self: &Arc<Self>, chain: Chain) {
         let lane = self.clone();
         drop(tokio::spawn(ACTIVE.scope(chain, async move {
-            poll_fn(|cx| {
-                lane.work(cx);
-                Poll::Ready(())
-            })
-            .await;
+            poll_fn(|cx| lane.work(cx)).await;
         })));
     }
 
     fn next(&self) -> Option<(Attempt, Reply)> {
-        let next = self
-            .queue
+        self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop_front();
-        self.taken.fetch_add(1, Ordering::AcqRel);
-        next
+            .pop_front()
     }
 
-    /// Begins every attempt of the queue, each polled once here.
-    fn work(&self, cx: &mut std::task::Context<'_>) {
+    /// Begins the attempts of the queue, each polled once here, yielding
+    /// after each one that ran or woke anything.
+    fn work(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         while let Some((attempt, reply)) = self.next() {
             let (index, number) = (attempt.index, attempt.number);
             let ctx = attempt.ctx.clone();
             let cell = &ctx.progress[index as usize].lane;
-            if LaneCell::is_stopped(cell, number) {
+            if !LaneCell::begin(cell, number) {
                 reply.send(End::Lost("stopped before it began"), None);
                 continue;
             }
@@ -164,8 +192,10 @@ impl Lane {
                 {
                     drop((attempt, reply));
                 }
-                continue;
+                return self.yielded(cx);
             };
+            let since = u64::try_from(self.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.since.store(since, Ordering::Release);
             self.current.store(key(index, number), Ordering::Release);
             let span = attempt.span.clone();
             let entered = (!span.is_disabled()).then(|| span.enter());
@@ -183,6 +213,18 @@ impl Lane {
             }
             drop(entered);
             self.current.store(0, Ordering::Release);
+            return self.yielded(cx);
         }
+        Poll::Ready(())
+    }
+
+    /// After an attempt: the lane's turn ends, so what the attempt woke or
+    /// spawned runs first; the lane goes on after it if attempts are left.
+    fn yielded(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.has_queue() {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

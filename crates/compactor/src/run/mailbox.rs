@@ -46,6 +46,11 @@ impl<T> Mailbox<T> {
         Ok(())
     }
 
+    /// Wakes the receiver with nothing sent: it looks at its state again.
+    pub(crate) fn nudge(&self) {
+        self.ready.notify_one();
+    }
+
     /// Moves everything waiting into `into`.
     pub(crate) fn take(&self, into: &mut Vec<T>) {
         into.append(&mut self.lock().items);

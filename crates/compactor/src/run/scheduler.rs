@@ -53,8 +53,9 @@ pub(super) enum State {
 
 /// How a running attempt is stopped.
 pub(super) enum Stopper {
-    /// An async attempt, handed to a lane: dropped (see [`LaneCell::stop`]).
-    Lane(Arc<Lane>),
+    /// An async attempt, handed to a lane (none for one started alone in
+    /// its turn): dropped (see [`LaneCell::stop`]).
+    Lane(Option<Arc<Lane>>),
     /// A blocking attempt: abandoned (a thread cannot be stopped from
     /// outside), which lets its stand-in on the blocking pool go.
     Thread(mpsc::Sender<()>),
@@ -103,10 +104,12 @@ pub(crate) struct Runner {
     /// Requests for the report so far; the whole shutdown serves them.
     pub(super) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     /// Ends the run as its deadline would (a category release, when the
-    /// instance's shutdown runs out of time; a scope, when its parent cuts
-    /// its task off), and what its unstarted tasks are skipped for then.
+    /// instance's shutdown runs out of time).
     pub(super) halt: Option<CancellationToken>,
-    pub(super) halted_by: SkipReason,
+    /// Set to end the run at once, its unstarted tasks skipped as halted
+    /// (a scope, when its parent cuts its task off); the setter nudges the
+    /// mailbox.
+    halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
     services: Option<Arc<super::live::LiveServices>>,
     /// Category releases under way when the run began: waited for, and
     /// their tasks added to the report.
@@ -126,6 +129,9 @@ pub(crate) struct Runner {
     /// The lane being filled this turn, the lanes not yet idle with how
     /// many attempts each had taken at the last look, and when to look.
     pub(super) open_lane: Option<Arc<Lane>>,
+    /// Whether this turn's first async attempt went out (on a task of its
+    /// own: most turns start one, as a chain's do).
+    pub(super) first_out: bool,
     lanes: Vec<(Arc<Lane>, u64)>,
     lane_check: Option<Instant>,
 }
@@ -138,7 +144,7 @@ pub(crate) struct RunnerParts {
     pub(crate) t0: Instant,
     pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     pub(crate) halt: Option<CancellationToken>,
-    pub(crate) halted_by: SkipReason,
+    pub(crate) halted: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The instance's services, for a shutdown's run (a release leaves
     /// the others running).
     pub(crate) services: Option<Arc<super::live::LiveServices>>,
@@ -196,7 +202,7 @@ impl Runner {
             t0: parts.t0,
             snapshots: parts.snapshots,
             halt: parts.halt,
-            halted_by: parts.halted_by,
+            halted_flag: parts.halted,
             services: parts.services,
             releases: parts.releases,
             released_tasks: Vec::new(),
@@ -204,6 +210,7 @@ impl Runner {
             disposing: Vec::new(),
             halted: Vec::new(),
             open_lane: None,
+            first_out: false,
             lanes: Vec::new(),
             lane_check: None,
             ticker: parts
@@ -229,11 +236,18 @@ impl Runner {
             // The mail first: an attempt that ended before a limit counts.
             ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
-            if self.on_time(Instant::now()) {
+            let out_of_time = self.on_time(Instant::now());
+            // Retries it started go out before anything stops them.
+            self.send_lane();
+            if out_of_time {
                 break;
             }
-            if halt.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                self.expire(None, self.halted_by);
+            if self
+                .halted_flag
+                .as_ref()
+                .is_some_and(|h| h.load(Ordering::SeqCst))
+            {
+                self.expire(None, SkipReason::Halted);
                 break;
             }
             let more = self.start_ready();
@@ -252,7 +266,7 @@ impl Runner {
                 () = ctx.done.ready() => {}
                 () = ready(snapshots.as_deref()) => self.serve_snapshots(),
                 () = cancelled(halt.as_ref()) => {
-                    self.expire(None, self.halted_by);
+                    self.expire(None, SkipReason::Deadline);
                     break;
                 }
             }
@@ -418,6 +432,7 @@ impl Runner {
 
     /// Sends the lane filled this turn on its way.
     pub(super) fn send_lane(&mut self) {
+        self.first_out = false;
         let Some(lane) = self.open_lane.take() else {
             return;
         };
@@ -427,30 +442,56 @@ impl Runner {
             .get_or_insert_with(|| Instant::now() + LANE_CHECK);
     }
 
-    /// Gives a lane that took nothing new since the last look (a first poll
-    /// holds its thread) a fresh task for the rest of its queue.
+    /// Gives a lane whose first poll under way has held it for
+    /// [`LANE_CHECK`] (it holds its thread) a fresh task for the rest of its
+    /// queue, once per held poll.
     fn check_lanes(&mut self, now: Instant) {
         if self.lane_check.is_none_or(|at| now < at) {
             return;
         }
         self.lanes.retain(|(lane, _)| !lane.is_idle());
-        for (lane, seen) in &mut self.lanes {
-            let taken = lane.taken();
-            if taken == *seen {
+        for (lane, taken_over) in &mut self.lanes {
+            let current = lane.current();
+            let held = current != 0 && lane.held_for() >= LANE_CHECK;
+            if held && current != *taken_over && lane.has_queue() {
                 lane.spawn(self.ctx.chain.clone());
+                *taken_over = current;
             }
-            *seen = taken;
         }
-        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK);
+        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK / 2);
     }
 
     /// Stops an attempt handed to `lane`; one the lane is polling right now
-    /// holds it, so the rest of its queue gets a fresh task.
-    pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: &Arc<Lane>) {
-        LaneCell::stop(&self.ctx.progress[i].lane, attempt);
-        if lane.current() == super::lane::key(i as u32, attempt) {
-            lane.spawn(self.ctx.chain.clone());
+    /// holds it, so the rest of its queue gets a fresh task. Returns whether
+    /// the lane had begun it.
+    pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
+        let begun = LaneCell::stop(&self.ctx.progress[i].lane, attempt);
+        if let Some(lane) = lane {
+            if lane.current() == super::lane::key(i as u32, attempt) && lane.has_queue() {
+                lane.spawn(self.ctx.chain.clone());
+            }
         }
+        begun
+    }
+
+    /// Hands an async attempt to the turn's lane; returns how to stop it.
+    pub(super) fn hand_out(
+        &mut self,
+        attempt: super::attempt::Attempt,
+        reply: super::attempt::Reply,
+    ) -> Stopper {
+        if !self.first_out {
+            self.first_out = true;
+            Lane::send_alone(attempt, reply);
+            return Stopper::Lane(None);
+        }
+        let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
+        if lane.push(attempt, reply) >= super::lane::LANE_SIZE {
+            self.send_lane();
+            // The turn goes on: its next attempts make a new lane.
+            self.first_out = true;
+        }
+        Stopper::Lane(Some(lane))
     }
 
     /// Acts on every limit reached by `now`; `true` once the deadline passed.

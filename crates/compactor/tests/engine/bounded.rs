@@ -859,12 +859,15 @@ fn an_async_cleanup_cut_off_is_gone_before_the_report() {
         })
         .unwrap();
         let report = runtime.block_on(c.shutdown());
-        assert!(
-            gone.load(Ordering::SeqCst),
-            "the future outlived the report"
-        );
+        let gone_by_the_report = gone.load(Ordering::SeqCst);
         let task = report.task("forever").unwrap();
-        assert_eq!(task.interruption(), Some(Interruption::Dropped), "{report}");
+        // Dropped only if it is gone; on a machine too busy to drop it in
+        // time, the report says it may still run.
+        match task.interruption() {
+            Some(Interruption::Dropped) => assert!(gone_by_the_report, "{report}"),
+            Some(Interruption::Abandoned) => {}
+            other => panic!("{other:?}\n{report}"),
+        }
     }
 }
 
@@ -994,4 +997,48 @@ fn a_first_poll_that_holds_its_thread_does_not_hold_the_cleanups_queued_behind_i
         40,
         "cleanups queued behind a held first poll waited for it\n{report}"
     );
+}
+
+#[test]
+fn a_first_poll_that_holds_its_thread_does_not_hold_the_runner_it_woke() {
+    // In one lane: `quick` ends in its first poll (telling the runner),
+    // then `holder`'s first poll holds the thread. The runner must keep the
+    // deadline all the same.
+    for _ in 0..common::stress(3) {
+        let runtime = multi_thread(2);
+        let c = Compactor::builder()
+            .deadline(Duration::from_millis(300))
+            .build();
+        c.register("holder", || async { std::thread::sleep(BLOCK) })
+            .unwrap();
+        c.register("quick", || async {}).unwrap();
+        let began = Instant::now();
+        let report = runtime.block_on(c.shutdown());
+        assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
+        assert_eq!(report.task("quick").unwrap().outcome(), &Outcome::Succeeded);
+        runtime.shutdown_background();
+    }
+}
+
+#[test]
+fn a_first_poll_that_holds_its_thread_does_not_hold_a_pending_cleanup_it_spawned() {
+    // `flush` is pending after its first poll and goes on on a task of its
+    // own; `holder`, next in the lane, holds the thread for a second.
+    let runtime = multi_thread(2);
+    let c = Compactor::new();
+    c.register("holder", || async {
+        std::thread::sleep(Duration::from_secs(1));
+    })
+    .unwrap();
+    c.task("flush")
+        .timeout(Duration::from_millis(300))
+        .register(|| tokio::time::sleep(Duration::from_millis(1)))
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    assert_eq!(
+        report.task("flush").unwrap().outcome(),
+        &Outcome::Succeeded,
+        "{report}"
+    );
+    runtime.shutdown_background();
 }

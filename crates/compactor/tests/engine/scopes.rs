@@ -212,6 +212,11 @@ fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report(
         let report = runtime.block_on(parent.shutdown());
         let task = report.task("subsys").unwrap();
         assert_eq!(task.outcome(), &Outcome::Cancelled, "{report}");
+        if task.interruption() == Some(compactor::report::Interruption::Abandoned) {
+            // Too busy a machine to see the scope stop in time: the report
+            // says it may still run, which is all it may say.
+            continue;
+        }
         let at_report = ticks.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(
@@ -248,6 +253,12 @@ fn a_scope_its_parent_skipped_runs_nothing_after_the_report() {
         ),
         "{report}"
     );
+    let interruption = report.task("subsys").unwrap().interruption();
+    if interruption == Some(compactor::report::Interruption::Abandoned) {
+        // Too busy a machine to see the scope stop in time: the report says
+        // it may still run, which is all it may say.
+        return;
+    }
     let at_report = ticks.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
