@@ -212,6 +212,8 @@ impl Compactor {
     /// if it had not begun.
     pub(crate) fn halt(&self) {
         self.inner.halted.store(true, Ordering::SeqCst);
+        // Against the run being set up: one side sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(ctx) = self.inner.run.get() {
             ctx.done.nudge();
         }

@@ -175,6 +175,10 @@ impl Attempt {
     /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(self, reply: Reply) {
         let slot = self.slot.clone().lock_owned().await;
+        let cell = &self.ctx.progress[self.index as usize].lane;
+        if !super::lane::LaneCell::begin(cell, self.number) {
+            return reply.send(End::Lost("stopped before it began"), None);
+        }
         let Some(mut running) = self.begin(slot, reply) else {
             return;
         };

@@ -75,8 +75,14 @@ impl LaneCell {
         cell.begun >= attempt
     }
 
-    /// Begins `attempt` (the lane's side), unless the runner stopped it.
-    fn begin(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
+    /// Whether the runner stopped `attempt` (or a later one).
+    fn is_stopped(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
+        attempt <= LaneCell::lock(cell).stopped
+    }
+
+    /// Begins `attempt`, its cleanup held, unless the runner stopped it:
+    /// from here on it counts as an attempt.
+    pub(super) fn begin(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
         let mut cell = LaneCell::lock(cell);
         if attempt <= cell.stopped {
             return false;
@@ -139,20 +145,11 @@ impl Lane {
             .is_empty()
     }
 
-    /// Whether the lane has nothing left to begin.
-    pub(super) fn is_idle(&self) -> bool {
-        self.current() == 0 && !self.has_queue()
-    }
-
     /// An attempt that goes straight to a task of its own (the first of
     /// its turn, which a lane would only delay).
     pub(super) fn send_alone(attempt: Attempt, reply: Reply) {
         let (ctx, number) = (attempt.ctx.clone(), attempt.number);
         let cell = &ctx.progress[attempt.index as usize].lane;
-        if !LaneCell::begin(cell, number) {
-            reply.send(End::Lost("stopped before it began"), None);
-            return;
-        }
         let stopped = LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r));
         drop(stopped);
     }
@@ -173,49 +170,54 @@ impl Lane {
             .pop_front()
     }
 
-    /// Begins the attempts of the queue, each polled once here, yielding
-    /// after each one that ran or woke anything.
+    /// Begins the next attempt of the queue, polled once here, then yields
+    /// (what it woke runs first), to go on with the next.
     fn work(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        while let Some((attempt, reply)) = self.next() {
-            let (index, number) = (attempt.index, attempt.number);
-            let ctx = attempt.ctx.clone();
-            let cell = &ctx.progress[index as usize].lane;
-            if !LaneCell::begin(cell, number) {
-                reply.send(End::Lost("stopped before it began"), None);
-                continue;
+        let Some((attempt, reply)) = self.next() else {
+            return Poll::Ready(());
+        };
+        let (index, number) = (attempt.index, attempt.number);
+        let ctx = attempt.ctx.clone();
+        let cell = &ctx.progress[index as usize].lane;
+        if LaneCell::is_stopped(cell, number) {
+            // Telling the runner wakes it: the lane yields to it.
+            reply.send(End::Lost("stopped before it began"), None);
+            return self.yielded(cx);
+        }
+        let Ok(held) = attempt.slot.clone().try_lock_owned() else {
+            // A stopped attempt still holds the cleanup: this one waits
+            // for it on a task of its own.
+            if let Some((attempt, reply)) =
+                LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r))
+            {
+                drop((attempt, reply));
             }
-            let Ok(held) = attempt.slot.clone().try_lock_owned() else {
-                // A stopped attempt still holds the cleanup: this one waits
-                // for it on a task of its own.
-                if let Some((attempt, reply)) =
-                    LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r))
-                {
-                    drop((attempt, reply));
-                }
-                return self.yielded(cx);
-            };
-            let since = u64::try_from(self.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.since.store(since, Ordering::Release);
-            self.current.store(key(index, number), Ordering::Release);
-            let span = attempt.span.clone();
-            let entered = (!span.is_disabled()).then(|| span.enter());
-            if let Some(mut running) = attempt.begin(held, reply) {
-                match running.poll(cx) {
-                    Poll::Ready(end) => running.finish(end),
-                    Poll::Pending => {
-                        if let Some(stopped) = LaneCell::go_on(cell, number, running, |r| r.spawn())
-                        {
-                            // Its `Drop`s are the user's: contained.
-                            let _ = drop_contained(stopped);
-                        }
+            return self.yielded(cx);
+        };
+        if !LaneCell::begin(cell, number) {
+            drop(held);
+            reply.send(End::Lost("stopped before it began"), None);
+            return self.yielded(cx);
+        }
+        let since = u64::try_from(self.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.since.store(since, Ordering::Release);
+        self.current.store(key(index, number), Ordering::Release);
+        let span = attempt.span.clone();
+        let entered = (!span.is_disabled()).then(|| span.enter());
+        if let Some(mut running) = attempt.begin(held, reply) {
+            match running.poll(cx) {
+                Poll::Ready(end) => running.finish(end),
+                Poll::Pending => {
+                    if let Some(stopped) = LaneCell::go_on(cell, number, running, |r| r.spawn()) {
+                        // Its `Drop`s are the user's: contained.
+                        let _ = drop_contained(stopped);
                     }
                 }
             }
-            drop(entered);
-            self.current.store(0, Ordering::Release);
-            return self.yielded(cx);
         }
-        Poll::Ready(())
+        drop(entered);
+        self.current.store(0, Ordering::Release);
+        self.yielded(cx)
     }
 
     /// After an attempt: the lane's turn ends, so what the attempt woke or

@@ -449,7 +449,8 @@ impl Runner {
         if self.lane_check.is_none_or(|at| now < at) {
             return;
         }
-        self.lanes.retain(|(lane, _)| !lane.is_idle());
+        // Only a lane with attempts waiting needs a take-over.
+        self.lanes.retain(|(lane, _)| lane.has_queue());
         for (lane, taken_over) in &mut self.lanes {
             let current = lane.current();
             let held = current != 0 && lane.held_for() >= LANE_CHECK;

@@ -1042,3 +1042,31 @@ fn a_first_poll_that_holds_its_thread_does_not_hold_a_pending_cleanup_it_spawned
     );
     runtime.shutdown_background();
 }
+
+#[test]
+fn a_lane_that_drops_a_stopped_attempt_does_not_hold_the_runner_it_told() {
+    // `z` goes out alone; the lane holds `a`, `b`, `c`. `a` holds its
+    // thread; `b` times out meanwhile, so a take-over drops it (telling the
+    // runner) and then begins `c`, which holds its thread too.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(300))
+        .build();
+    c.register("c", || async { std::thread::sleep(BLOCK) })
+        .unwrap();
+    c.task("b")
+        .timeout(Duration::from_millis(1))
+        .register(|| async {})
+        .unwrap();
+    c.register("a", || async { std::thread::sleep(BLOCK) })
+        .unwrap();
+    c.register("z", || async {}).unwrap();
+    let began = Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
+    runtime.shutdown_background();
+}
