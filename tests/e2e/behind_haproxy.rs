@@ -44,12 +44,26 @@ impl Drop for Killed {
 
 fn instance(port: u16) -> Killed {
     let port = port.to_string();
-    let mut app = Running::start_path(
-        env!("CARGO_BIN_EXE_readiness").as_ref(),
-        &["--port", &port, "--drain-delay", DRAIN_DELAY_SECS],
-    );
-    app.wait_for("http listening on", STARTUP);
-    Killed(Some(app))
+    // The port, freed by the instance before, can be taken for a moment by
+    // a connection's local end (HAProxy's, the load client's): a start
+    // that cannot listen is tried again, a few times.
+    let mut tries = 0;
+    loop {
+        let mut app = Running::start_path(
+            env!("CARGO_BIN_EXE_readiness").as_ref(),
+            &["--port", &port, "--drain-delay", DRAIN_DELAY_SECS],
+        );
+        let Err(why) = app.try_wait_for("http listening on", STARTUP) else {
+            return Killed(Some(app));
+        };
+        // Its stderr, whole once it has exited.
+        let _ = app.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        let said = app.stderr().join("\n");
+        let busy = why.contains("cannot listen") || said.contains("cannot listen");
+        assert!(busy && tries < 20, "{why}\n{said}");
+        tries += 1;
+    }
 }
 
 /// One request, `GET path`, on `stream` (kept alive) or a new connection

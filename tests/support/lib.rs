@@ -87,6 +87,13 @@ impl Running {
 
     /// Reads lines until one starts with `prefix`; returns the rest of it.
     pub fn wait_for(&mut self, prefix: &str, within: Duration) -> String {
+        self.try_wait_for(prefix, within)
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Like [`wait_for`](Self::wait_for), saying what went wrong instead
+    /// of panicking.
+    pub fn try_wait_for(&mut self, prefix: &str, within: Duration) -> Result<String, String> {
         let until = Instant::now() + within;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -94,17 +101,22 @@ impl Running {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if let Some(rest) = line.strip_prefix(prefix) {
-                        return rest.to_owned();
+                        return Ok(rest.to_owned());
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no line starting `{prefix}` within {within:?}; saw {:#?}",
-                    self.seen
-                ),
-                Err(RecvTimeoutError::Disconnected) => panic!(
-                    "the process closed stdout before `{prefix}`; saw {:#?}",
-                    self.seen
-                ),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "no line starting `{prefix}` within {within:?}; saw {:#?}",
+                        self.seen
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "the process closed stdout before `{prefix}`; saw {:#?} and on stderr {:#?}",
+                        self.seen,
+                        self.stderr()
+                    ));
+                }
             }
         }
     }

@@ -278,7 +278,7 @@ pub use crate::task::cleanup::{CleanupOutput, CleanupResult};
 /// # }
 /// ```
 pub fn inherit_run<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    crate::run::attempt::carried(future)
+    crate::run::membership::carried(future)
 }
 
 /// [`inherit_run`] for a closure run on another thread
@@ -286,7 +286,7 @@ pub fn inherit_run<F: Future>(future: F) -> impl Future<Output = F::Output> {
 /// cleanup): [`shutdown_blocking`](Compactor::shutdown_blocking) or a
 /// `wait()` there gets the report so far at once.
 pub fn inherit_run_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
-    crate::run::attempt::carried_blocking(f)
+    crate::run::membership::carried_blocking(f)
 }
 
 /// The README's examples, compiled as doctests so they stay true.

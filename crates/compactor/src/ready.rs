@@ -26,7 +26,7 @@ fn join_failure(error: JoinError) -> String {
     match error.try_into_panic() {
         Ok(payload) => format!(
             "the task panicked: {}",
-            crate::run::attempt::panic_message(&*payload)
+            crate::run::contain::panic_message(&*payload)
         ),
         Err(_) => "the task was cancelled".to_owned(),
     }
@@ -146,7 +146,7 @@ impl TaskBuilder<'_> {
                 Some(handle) => handle.join().map(drop).map_err(|payload| {
                     format!(
                         "the thread panicked: {}",
-                        crate::run::attempt::panic_message(&*payload)
+                        crate::run::contain::panic_message(&*payload)
                     )
                 }),
                 None => Ok(()),

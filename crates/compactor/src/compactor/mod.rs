@@ -28,8 +28,8 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::registry::{Registry, TaskHandle};
 use crate::report::{ShutdownReason, ShutdownReport};
-use crate::run::attempt::inside_cleanup_of;
 use crate::run::mailbox::Mailbox;
+use crate::run::membership::inside_cleanup_of;
 use crate::run::{Release, RunContext, SnapshotRequest, Ticker};
 use crate::signal::SignalExit;
 

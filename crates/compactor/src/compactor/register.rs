@@ -400,7 +400,7 @@ impl<'a> TaskBuilder<'a> {
 /// the refusal.
 pub(super) fn dropped_refused<T>(error: Error, refused: impl IntoIterator<Item = T>) -> Error {
     for node in refused {
-        if let Err(panic) = crate::run::attempt::drop_contained(node) {
+        if let Err(panic) = crate::run::contain::drop_contained(node) {
             tracing::warn!(%error, %panic, "a refused task's cleanup panicked as it was dropped");
         }
     }

@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{ShutdownReason, ShutdownReport};
-use crate::run::attempt::drop_contained;
+use crate::run::contain::drop_contained;
 use crate::run::{Release, Runner, RunnerParts};
 use crate::task::RESERVED_PREFIX;
 

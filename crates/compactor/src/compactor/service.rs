@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{CleanupError, ShutdownReason};
-use crate::run::attempt::message_of;
+use crate::run::contain::message_of;
 use crate::task::cleanup::{CleanupResult, once_with_token};
 
 /// How a service ended.

@@ -22,7 +22,8 @@ pub(crate) const DRAIN_DELAY_TASK: &str = "compactor::drain-delay";
 const DRAIN_MARGIN: std::time::Duration = std::time::Duration::from_millis(100);
 use crate::plan::Plan;
 use crate::report::{GraphWarning, ShutdownReason, ShutdownReport};
-use crate::run::attempt::{current_chain, drop_contained};
+use crate::run::contain::drop_contained;
+use crate::run::membership::current_chain;
 use crate::run::{Head, RunContext, Runner, RunnerParts, Ticker};
 
 impl Compactor {
@@ -158,7 +159,7 @@ impl Compactor {
         let run = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| started.build())) {
             Ok(run) => run,
             Err(panic) => {
-                let message = crate::run::attempt::message_of(panic);
+                let message = crate::run::contain::message_of(panic);
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
                 self.inner.drain.cancel();
                 self.inner

@@ -11,11 +11,11 @@ use tokio::sync::oneshot;
 
 use crate::compactor::{Compactor, ServiceEnd, Waiting};
 use crate::priority::{Category, Priority};
-use crate::run::attempt::inside_cleanup_of;
+use crate::run::membership::inside_cleanup_of;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::run::attempt::drop_contained;
+use crate::run::contain::drop_contained;
 use crate::task::cleanup::{CleanupResult, once_with_token};
 use crate::{ShutdownReason, ShutdownReport};
 
@@ -29,12 +29,12 @@ impl Compactor {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
-            if crate::run::attempt::containing() {
+            if crate::run::contain::containing() {
                 return;
             }
             if let Some(inner) = owner.upgrade() {
                 let thread = std::thread::current();
-                let message = crate::run::attempt::panic_message(info.payload());
+                let message = crate::run::contain::panic_message(info.payload());
                 let at = info
                     .location()
                     .map(|l| format!(" at {l}"))

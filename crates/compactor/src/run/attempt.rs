@@ -1,11 +1,11 @@
 //! One attempt of a task: the user's code, run where it cannot hold the
-//! runner. An async attempt is a tokio task of its own, a blocking one a
-//! thread of its own; the closure is called, its future polled and both
-//! dropped there, every panic contained. The attempt's end goes to the
-//! runner's mailbox, also when the attempt is dropped unfinished.
+//! runner. An async attempt begins on a lane ([`super::lane`]) and goes on,
+//! if it must, on a tokio task of its own; a blocking one runs on a thread
+//! of its own. The closure is called, its future polled and both dropped
+//! there, every panic contained ([`super::contain`]). The attempt's end goes
+//! to the runner's mailbox, also when the attempt is dropped unfinished.
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -18,69 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::RunContext;
+use super::contain::{drop_contained, message_of};
+use super::membership::{ACTIVE, ACTIVE_BLOCKING};
 use crate::report::{CleanupError, Freed};
 use crate::task::cleanup::{BoxCleanup, CleanupEnd, Start};
-
-/// The instances whose runs the current code is part of: a cleanup's own
-/// instance, and the instances whose cleanups began that run (a scope's
-/// parent). A `shutdown()` of any of them from here gets the report so far.
-pub(crate) type Chain = Arc<[u64]>;
-
-tokio::task_local! {
-    pub(super) static ACTIVE: Chain;
-}
-
-thread_local! {
-    static ACTIVE_BLOCKING: RefCell<Option<Chain>> = const { RefCell::new(None) };
-}
-
-/// The chain of the cleanup running here, if any.
-pub(crate) fn current_chain() -> Option<Chain> {
-    ACTIVE
-        .try_with(Clone::clone)
-        .ok()
-        .or_else(|| ACTIVE_BLOCKING.with(|a| a.borrow().clone()))
-}
-
-/// `future`, part of the run the caller is part of (if any): see
-/// [`crate::inherit_run`].
-pub(crate) fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    let chain = current_chain();
-    async move {
-        match chain {
-            Some(chain) => ACTIVE.scope(chain, future).await,
-            None => future.await,
-        }
-    }
-}
-
-/// `f`, part of the run the caller is part of (if any), on whatever thread
-/// calls it: see [`crate::inherit_run_blocking`].
-pub(crate) fn carried_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
-    let chain = current_chain();
-    move || {
-        /// Puts the thread's previous run back, also if `f` panics.
-        struct Restore(Option<Chain>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                let previous = self.0.take();
-                ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = previous);
-            }
-        }
-        let _restore = Restore(ACTIVE_BLOCKING.with(|a| a.replace(chain)));
-        f()
-    }
-}
-
-/// Whether the caller is part of a run of `instance`.
-pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
-    current_chain().is_some_and(|chain| chain.contains(&instance))
-}
-
-/// Whether the caller is any instance's cleanup.
-pub(crate) fn inside_any_cleanup() -> bool {
-    current_chain().is_some()
-}
 
 /// A task's cleanup, shared by its attempts: a retry takes it once an
 /// abandoned attempt has let go of it.
@@ -381,49 +322,5 @@ fn settle(result: Caught<CleanupEnd>) -> End {
         Ok(Ok(freed)) => End::Ok(freed),
         Ok(Err(error)) => End::Err(error),
         Err(panic) => End::Panicked(message_of(panic)),
-    }
-}
-
-thread_local! {
-    /// Set while the library drops a value the user handed in.
-    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether a panic here is one the library contains (for the panic hook of
-/// `shutdown_on_panic`, which must not take it for the application's).
-pub(crate) fn containing() -> bool {
-    inside_any_cleanup() || DROPPING.with(std::cell::Cell::get)
-}
-
-/// Drops a value the user handed in; a panic in its `Drop` comes back as
-/// its message.
-pub(crate) fn drop_contained<T>(value: T) -> Result<(), String> {
-    let was = DROPPING.with(|d| d.replace(true));
-    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
-    DROPPING.with(|d| d.set(was));
-    dropped.map_err(message_of)
-}
-
-/// A panic's message; the payload is dropped with its own panic contained.
-pub(crate) fn message_of(payload: Box<dyn Any + Send>) -> String {
-    let message = panic_message(payload.as_ref());
-    let was = DROPPING.with(|d| d.replace(true));
-    let dropped = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-    DROPPING.with(|d| d.set(was));
-    if let Err(again) = dropped {
-        // A payload whose drop panics again is left alone rather than dropped.
-        #[allow(clippy::mem_forget)]
-        std::mem::forget(again);
-    }
-    message
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
     }
 }

@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::attempt::{Slot, drop_contained};
+use super::attempt::Slot;
+use super::contain::drop_contained;
 use super::scheduler::{Runner, State};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome, SkipReason};

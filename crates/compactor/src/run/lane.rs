@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use super::attempt::{ACTIVE, Attempt, Chain, End, Reply, drop_contained};
+use super::attempt::{Attempt, End, Reply};
+use super::contain::drop_contained;
+use super::membership::{ACTIVE, Chain};
 
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;

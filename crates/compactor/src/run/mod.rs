@@ -6,18 +6,20 @@
 //! goes away before it ends goes on on the library's own runtime ([`drive`]).
 
 pub(crate) mod attempt;
-mod attempts;
 pub(crate) mod clock;
+pub(crate) mod contain;
 mod finish;
 mod lane;
 pub(crate) mod live;
 pub(crate) mod mailbox;
+pub(crate) mod membership;
 mod observe;
 #[cfg(feature = "process")]
 pub(crate) mod reaper;
 mod record;
 mod releases;
 mod scheduler;
+mod supervise;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::Plan;
 use crate::{Event, ShutdownReport};
 
-pub(crate) use attempt::Chain;
+pub(crate) use membership::Chain;
 pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};

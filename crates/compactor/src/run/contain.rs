@@ -1,0 +1,51 @@
+//! Panic containment: dropping what the user handed in, and reading a
+//! panic's message, with a panic in either contained.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::membership::inside_any_cleanup;
+
+thread_local! {
+    /// Set while the library drops a value the user handed in.
+    static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic here is one the library contains (for the panic hook of
+/// `shutdown_on_panic`, which must not take it for the application's).
+pub(crate) fn containing() -> bool {
+    inside_any_cleanup() || DROPPING.with(std::cell::Cell::get)
+}
+
+/// Drops a value the user handed in; a panic in its `Drop` comes back as
+/// its message.
+pub(crate) fn drop_contained<T>(value: T) -> Result<(), String> {
+    let was = DROPPING.with(|d| d.replace(true));
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    DROPPING.with(|d| d.set(was));
+    dropped.map_err(message_of)
+}
+
+/// A panic's message; the payload is dropped with its own panic contained.
+pub(crate) fn message_of(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(payload.as_ref());
+    let was = DROPPING.with(|d| d.replace(true));
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    DROPPING.with(|d| d.set(was));
+    if let Err(again) = dropped {
+        // A payload whose drop panics again is left alone rather than dropped.
+        #[allow(clippy::mem_forget)]
+        std::mem::forget(again);
+    }
+    message
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,68 @@
+//! Run membership: which instances' runs the code running here is part
+//! of, carried by a task-local for async cleanups and a thread-local for
+//! blocking ones, so a cleanup that asks its own instance (or a parent's)
+//! for the report gets the report so far instead of waiting on itself.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// The instances whose runs the current code is part of: a cleanup's own
+/// instance, and the instances whose cleanups began that run (a scope's
+/// parent). A `shutdown()` of any of them from here gets the report so far.
+pub(crate) type Chain = Arc<[u64]>;
+
+tokio::task_local! {
+    pub(crate) static ACTIVE: Chain;
+}
+
+thread_local! {
+    pub(crate) static ACTIVE_BLOCKING: RefCell<Option<Chain>> = const { RefCell::new(None) };
+}
+
+/// The chain of the cleanup running here, if any.
+pub(crate) fn current_chain() -> Option<Chain> {
+    ACTIVE
+        .try_with(Clone::clone)
+        .ok()
+        .or_else(|| ACTIVE_BLOCKING.with(|a| a.borrow().clone()))
+}
+
+/// `future`, part of the run the caller is part of (if any): see
+/// [`crate::inherit_run`].
+pub(crate) fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let chain = current_chain();
+    async move {
+        match chain {
+            Some(chain) => ACTIVE.scope(chain, future).await,
+            None => future.await,
+        }
+    }
+}
+
+/// `f`, part of the run the caller is part of (if any), on whatever thread
+/// calls it: see [`crate::inherit_run_blocking`].
+pub(crate) fn carried_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    let chain = current_chain();
+    move || {
+        /// Puts the thread's previous run back, also if `f` panics.
+        struct Restore(Option<Chain>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = previous);
+            }
+        }
+        let _restore = Restore(ACTIVE_BLOCKING.with(|a| a.replace(chain)));
+        f()
+    }
+}
+
+/// Whether the caller is part of a run of `instance`.
+pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
+    current_chain().is_some_and(|chain| chain.contains(&instance))
+}
+
+/// Whether the caller is any instance's cleanup.
+pub(crate) fn inside_any_cleanup() -> bool {
+    current_chain().is_some()
+}
