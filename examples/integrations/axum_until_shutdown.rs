@@ -50,8 +50,7 @@ mod support;
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let c = Compactor::global();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    println!("http listening on {}", listener.local_addr()?);
+    let listener = support::listen("http").await?;
     support::shutdown_after_from_args()?;
     c.task("flush-log")
         .register_once(|| async { println!("log flushed") })?;

@@ -69,14 +69,10 @@ mod support;
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let c = Compactor::global();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    println!("http listening on {}", listener.local_addr()?);
-    serve(c, listener, Duration::from_millis(200))?;
+    let listener = support::listen("http").await?;
+    serve(Compactor::global(), listener, Duration::from_millis(200))?;
     support::shutdown_after_from_args()?;
-    let report = c.wait().await;
-    println!("{report}");
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(support::report().await)
 }
 
 #[cfg(test)]

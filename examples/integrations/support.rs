@@ -1,9 +1,29 @@
-//! What the integration examples share: `--shutdown-after SECS`, so each
-//! runs without a terminal (and stops by itself) as well as until Ctrl-C.
+//! What the integration examples share: a listener on 127.0.0.1, the
+//! report at the end, and `--shutdown-after SECS`, so each runs without a
+//! terminal (and stops by itself) as well as until Ctrl-C.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use compactor::Compactor;
+use tokio::net::TcpListener;
+
+/// A listener on a free port of 127.0.0.1, its address printed as
+/// "`what` listening on ...".
+pub(crate) async fn listen(what: &str) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{what} listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Waits for the global instance's report, prints it, and returns the exit
+/// code it calls for.
+#[allow(dead_code, reason = "not every example waits this way")]
+pub(crate) async fn report() -> ExitCode {
+    let report = Compactor::global().wait().await;
+    println!("{report}");
+    ExitCode::from(report.exit_code())
+}
 
 /// Reads `--shutdown-after SECS` from the command line and, if given,
 /// requests the global instance's shutdown that long from now. Call it

@@ -57,14 +57,10 @@ mod support;
 
 #[tokio::main]
 async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let c = Compactor::global();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    println!("grpc listening on {}", listener.local_addr()?);
-    serve(c, listener, Duration::ZERO).await?;
+    let listener = support::listen("grpc").await?;
+    serve(Compactor::global(), listener, Duration::ZERO).await?;
     support::shutdown_after_from_args()?;
-    let report = c.wait().await;
-    println!("{report}");
-    Ok(ExitCode::from(report.exit_code()))
+    Ok(support::report().await)
 }
 
 #[cfg(test)]

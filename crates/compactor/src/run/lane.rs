@@ -21,10 +21,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 use super::attempt::{Attempt, End, Reply};
 use super::contain::drop_contained;
 use super::membership::{ACTIVE, Chain};
+use super::scheduler::{Runner, Stopper};
 
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;
@@ -230,5 +232,74 @@ impl Lane {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// The runner's side of lanes: filling and sending the turn's lane, the
+/// take-over of a held one, and stopping an attempt handed to one.
+impl Runner {
+    /// Sends the lane filled this turn on its way.
+    pub(super) fn send_lane(&mut self) {
+        self.first_out = false;
+        let Some(lane) = self.open_lane.take() else {
+            return;
+        };
+        lane.spawn(self.ctx.chain.clone());
+        self.lanes.push((lane, 0));
+        self.lane_check
+            .get_or_insert_with(|| Instant::now() + LANE_CHECK);
+    }
+
+    /// Gives a lane whose first poll under way has held it for
+    /// [`LANE_CHECK`] (it holds its thread) a fresh task for the rest of its
+    /// queue, once per held poll.
+    pub(super) fn check_lanes(&mut self, now: Instant) {
+        if self.lane_check.is_none_or(|at| now < at) {
+            return;
+        }
+        // Only a lane with attempts waiting needs a take-over.
+        self.lanes.retain(|(lane, _)| lane.has_queue());
+        for (lane, taken_over) in &mut self.lanes {
+            let current = lane.current();
+            let held = current != 0 && lane.held_for() >= LANE_CHECK;
+            if held && current != *taken_over {
+                lane.spawn(self.ctx.chain.clone());
+                *taken_over = current;
+            }
+        }
+        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK / 2);
+    }
+
+    /// Stops an attempt handed to `lane`; one the lane is polling right now
+    /// holds it, so the rest of its queue gets a fresh task. Returns whether
+    /// the lane had begun it.
+    pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
+        let begun = LaneCell::stop(&self.ctx.progress[i].lane, attempt);
+        if let Some(lane) = lane {
+            if lane.current() == key(i as u32, attempt) && lane.has_queue() {
+                lane.spawn(self.ctx.chain.clone());
+            }
+        }
+        begun
+    }
+
+    /// Hands an async attempt to the turn's lane; returns how to stop it.
+    pub(super) fn hand_out(
+        &mut self,
+        attempt: super::attempt::Attempt,
+        reply: super::attempt::Reply,
+    ) -> Stopper {
+        if !self.first_out {
+            self.first_out = true;
+            Lane::send_alone(attempt, reply);
+            return Stopper::Lane(None);
+        }
+        let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
+        if lane.push(attempt, reply) >= LANE_SIZE {
+            self.send_lane();
+            // The turn goes on: its next attempts make a new lane.
+            self.first_out = true;
+        }
+        Stopper::Lane(Some(lane))
     }
 }

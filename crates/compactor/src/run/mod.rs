@@ -19,6 +19,7 @@ pub(crate) mod reaper;
 mod record;
 mod releases;
 mod scheduler;
+mod settle;
 mod supervise;
 
 use std::future::Future;

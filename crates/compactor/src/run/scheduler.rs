@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::Slot;
 use super::clock::{Timers, after, earliest};
-use super::lane::{LANE_CHECK, Lane, LaneCell};
+use super::lane::Lane;
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::{Release, RunContext, SnapshotRequest, Ticker};
@@ -27,11 +27,6 @@ use crate::report::{Interruption, ShutdownReport, SkipReason, TaskReport};
 /// How many tasks one turn may start before the runner looks at its clock
 /// and its mail again.
 const STARTS_PER_TURN: usize = 1024;
-
-/// How long the run waits, at its end, for the stopped attempts' futures to
-/// be gone (a dropped future is normally gone within microseconds): within
-/// the 50 ms past the deadline that the report may take.
-const STOPPED_WITHIN: Duration = Duration::from_millis(20);
 
 pub(super) enum State {
     Waiting,
@@ -110,16 +105,17 @@ pub(crate) struct Runner {
     /// (a scope, when its parent cuts its task off); the setter nudges the
     /// mailbox.
     halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
-    services: Option<Arc<super::live::LiveServices>>,
+    pub(super) services: Option<Arc<super::live::LiveServices>>,
     /// Category releases under way when the run began: waited for, and
     /// their tasks added to the report.
     pub(super) releases: Vec<Release>,
     pub(super) released_tasks: Vec<TaskReport>,
     /// Shows the progress, and when it next does.
-    ticker: Option<(Ticker, Option<Instant>)>,
+    pub(super) ticker: Option<(Ticker, Option<Instant>)>,
     /// Async attempts stopped (task index, attempt) whose future is not yet
     /// known to be gone: their end, sent as the future is dropped, says so.
-    pub(super) stopping: Vec<(u32, u32)>,
+    /// A set: at a deadline every running attempt may be in it.
+    pub(super) stopping: std::collections::HashSet<(u32, u32)>,
     /// Cleanups left to the runner, being dropped on tasks of their own:
     /// (task index, the task dropping it).
     pub(super) disposing: Vec<(u32, tokio::task::JoinHandle<()>)>,
@@ -132,8 +128,8 @@ pub(crate) struct Runner {
     /// Whether this turn's first async attempt went out (on a task of its
     /// own: most turns start one, as a chain's do).
     pub(super) first_out: bool,
-    lanes: Vec<(Arc<Lane>, u64)>,
-    lane_check: Option<Instant>,
+    pub(super) lanes: Vec<(Arc<Lane>, u64)>,
+    pub(super) lane_check: Option<Instant>,
 }
 
 /// What a runner is handed besides its plan.
@@ -206,7 +202,7 @@ impl Runner {
             services: parts.services,
             releases: parts.releases,
             released_tasks: Vec::new(),
-            stopping: Vec::new(),
+            stopping: std::collections::HashSet::new(),
             disposing: Vec::new(),
             halted: Vec::new(),
             open_lane: None,
@@ -220,7 +216,7 @@ impl Runner {
         }
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.finished == self.tasks.len()
     }
 
@@ -296,113 +292,6 @@ impl Runner {
         }
     }
 
-    /// Waits, briefly, for the futures of the attempts it stopped to be
-    /// gone (their code has then stopped), and for the cleanups left to it
-    /// to be dropped. An attempt still there (its code holds its thread, or
-    /// its `Drop` does) is reported abandoned, still running.
-    async fn await_stopped(&mut self) {
-        // From the deadline where the run reached it: the releases waited
-        // for since then have had their share.
-        let now = Instant::now();
-        let until = self.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;
-        let mut ended = Vec::new();
-        loop {
-            self.ctx.done.take(&mut ended);
-            ended.drain(..).for_each(|e| self.on_end(e));
-            self.disposing.retain(|(_, d)| !d.is_finished());
-            self.halted.retain(|(_, scope)| scope.report().is_none());
-            let services = self.services.clone();
-            let settled = services.as_deref().is_none_or(|s| s.alive().is_empty());
-            if self.stopping.is_empty()
-                && self.disposing.is_empty()
-                && self.halted.is_empty()
-                && settled
-                && children_reaped()
-            {
-                return;
-            }
-            let services_gone = async {
-                match services.as_deref() {
-                    Some(services) if !settled => services.settled().await,
-                    _ => std::future::pending().await,
-                }
-            };
-            let disposed = async {
-                match self.disposing.last_mut() {
-                    Some((_, last)) => drop(last.await),
-                    None => std::future::pending().await,
-                }
-            };
-            let halted = async {
-                match self.halted.last() {
-                    Some((_, scope)) => drop(scope.wait().await),
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => break,
-                () = self.ctx.done.ready() => {}
-                () = disposed => {}
-                () = halted => {}
-                () = services_gone => {}
-                () = children_settled(), if !children_reaped() => {}
-            }
-        }
-        self.give_up_stopping();
-    }
-
-    /// Books the attempts still being stopped as abandoned, still running.
-    fn give_up_stopping(&mut self) {
-        let mut ended = Vec::new();
-        self.ctx.done.take(&mut ended);
-        ended.drain(..).for_each(|e| self.on_end(e));
-        for (index, _) in std::mem::take(&mut self.stopping) {
-            self.record.abandoned(index);
-        }
-        for (index, scope) in std::mem::take(&mut self.halted) {
-            if scope.report().is_none() {
-                self.record.abandoned(index);
-            }
-        }
-        for (index, disposing) in std::mem::take(&mut self.disposing) {
-            if !disposing.is_finished() {
-                self.record.abandoned(index);
-            }
-        }
-        let alive = self
-            .services
-            .as_deref()
-            .map(|s| s.alive())
-            .unwrap_or_default();
-        for service in alive {
-            if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
-                self.record.abandoned(index as u32);
-            }
-        }
-    }
-
-    /// The final report, and the spent plan for the caller to drop once the
-    /// report is out.
-    pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
-        self.give_up_stopping();
-        self.head.duration = self.t0.elapsed();
-        self.ctx.end(self.head.duration);
-        if let Some((ticker, _)) = &self.ticker {
-            ticker.tick(&self.ctx, true);
-        }
-        let extra = std::mem::take(&mut self.released_tasks);
-        let report = self.record.into_report(self.head, extra);
-        (report, self.plan)
-    }
-
-    /// Ends the run where it stands, with no runtime to go on: as at the
-    /// deadline.
-    pub(crate) fn end_now(&mut self) {
-        if !self.done() {
-            self.expire(None, SkipReason::Deadline);
-        }
-    }
-
     fn snapshot(&self) -> ShutdownReport {
         let head = Head {
             reason: self.head.reason.clone(),
@@ -428,71 +317,6 @@ impl Runner {
             tick,
             self.lane_check,
         ])
-    }
-
-    /// Sends the lane filled this turn on its way.
-    pub(super) fn send_lane(&mut self) {
-        self.first_out = false;
-        let Some(lane) = self.open_lane.take() else {
-            return;
-        };
-        lane.spawn(self.ctx.chain.clone());
-        self.lanes.push((lane, 0));
-        self.lane_check
-            .get_or_insert_with(|| Instant::now() + LANE_CHECK);
-    }
-
-    /// Gives a lane whose first poll under way has held it for
-    /// [`LANE_CHECK`] (it holds its thread) a fresh task for the rest of its
-    /// queue, once per held poll.
-    fn check_lanes(&mut self, now: Instant) {
-        if self.lane_check.is_none_or(|at| now < at) {
-            return;
-        }
-        // Only a lane with attempts waiting needs a take-over.
-        self.lanes.retain(|(lane, _)| lane.has_queue());
-        for (lane, taken_over) in &mut self.lanes {
-            let current = lane.current();
-            let held = current != 0 && lane.held_for() >= LANE_CHECK;
-            if held && current != *taken_over && lane.has_queue() {
-                lane.spawn(self.ctx.chain.clone());
-                *taken_over = current;
-            }
-        }
-        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK / 2);
-    }
-
-    /// Stops an attempt handed to `lane`; one the lane is polling right now
-    /// holds it, so the rest of its queue gets a fresh task. Returns whether
-    /// the lane had begun it.
-    pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
-        let begun = LaneCell::stop(&self.ctx.progress[i].lane, attempt);
-        if let Some(lane) = lane {
-            if lane.current() == super::lane::key(i as u32, attempt) && lane.has_queue() {
-                lane.spawn(self.ctx.chain.clone());
-            }
-        }
-        begun
-    }
-
-    /// Hands an async attempt to the turn's lane; returns how to stop it.
-    pub(super) fn hand_out(
-        &mut self,
-        attempt: super::attempt::Attempt,
-        reply: super::attempt::Reply,
-    ) -> Stopper {
-        if !self.first_out {
-            self.first_out = true;
-            Lane::send_alone(attempt, reply);
-            return Stopper::Lane(None);
-        }
-        let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
-        if lane.push(attempt, reply) >= super::lane::LANE_SIZE {
-            self.send_lane();
-            // The turn goes on: its next attempts make a new lane.
-            self.first_out = true;
-        }
-        Stopper::Lane(Some(lane))
     }
 
     /// Acts on every limit reached by `now`; `true` once the deadline passed.
@@ -590,23 +414,6 @@ impl Runner {
         task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
         self.attempt(index, 1, now);
     }
-}
-
-/// Whether every child process a cleanup's cut-off killed is reaped.
-fn children_reaped() -> bool {
-    #[cfg(feature = "process")]
-    return super::reaper::is_settled();
-    #[cfg(not(feature = "process"))]
-    true
-}
-
-/// Returns once every killed child process is reaped (see
-/// [`super::reaper`]).
-async fn children_settled() {
-    #[cfg(feature = "process")]
-    super::reaper::settled().await;
-    #[cfg(not(feature = "process"))]
-    std::future::pending::<()>().await;
 }
 
 /// The scope a scope's task shuts down.

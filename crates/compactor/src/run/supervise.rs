@@ -72,10 +72,8 @@ impl Runner {
     /// An attempt's report of its end.
     pub(super) fn on_end(&mut self, ended: Ended) {
         let i = ended.index as usize;
-        let this = (ended.index, ended.attempt);
-        if let Some(at) = self.stopping.iter().position(|s| *s == this) {
+        if self.stopping.remove(&(ended.index, ended.attempt)) {
             // A stopped attempt's future is gone.
-            self.stopping.swap_remove(at);
             return;
         }
         let (grace, due) = match &self.tasks[i].state {
@@ -199,7 +197,7 @@ impl Runner {
             Some(Stopper::Lane(lane)) => {
                 let begun = self.stop_laned(i, attempt, lane.as_ref());
                 // Dropped once its future is gone; see `await_stopped`.
-                self.stopping.push((i as u32, attempt));
+                self.stopping.insert((i as u32, attempt));
                 if !begun {
                     // Never called: not an attempt the report may count.
                     let attempts = &self.ctx.progress[i].attempts;

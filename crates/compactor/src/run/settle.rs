@@ -1,0 +1,148 @@
+//! The run's end and its report: before the report, what the run stopped
+//! is given a moment to be gone (attempts' futures, cleanups it disposes
+//! of, halted scopes, services, killed children), and what is still there
+//! is booked as abandoned, still running: the report claims only what it
+//! knows.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::scheduler::Runner;
+use crate::plan::Plan;
+use crate::report::{ShutdownReport, SkipReason};
+
+/// How long the run waits, at its end, for the stopped attempts' futures to
+/// be gone (a dropped future is normally gone within microseconds): within
+/// the 50 ms past the deadline that the report may take.
+const STOPPED_WITHIN: Duration = Duration::from_millis(20);
+
+impl Runner {
+    /// The final report, and the spent plan for the caller to drop once the
+    /// report is out.
+    pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
+        self.abandon_what_is_left();
+        self.head.duration = self.t0.elapsed();
+        self.ctx.end(self.head.duration);
+        if let Some((ticker, _)) = &self.ticker {
+            ticker.tick(&self.ctx, true);
+        }
+        let extra = std::mem::take(&mut self.released_tasks);
+        let report = self.record.into_report(self.head, extra);
+        (report, self.plan)
+    }
+
+    /// Ends the run where it stands, with no runtime to go on: as at the
+    /// deadline.
+    pub(crate) fn end_now(&mut self) {
+        if !self.done() {
+            self.expire(None, SkipReason::Deadline);
+        }
+    }
+
+    /// Waits, briefly, for the futures of the attempts it stopped to be
+    /// gone (their code has then stopped), and for the cleanups left to it
+    /// to be dropped. An attempt still there (its code holds its thread, or
+    /// its `Drop` does) is reported abandoned, still running.
+    pub(super) async fn await_stopped(&mut self) {
+        // From the deadline where the run reached it: the releases waited
+        // for since then have had their share.
+        let now = Instant::now();
+        let until = self.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;
+        let mut ended = Vec::new();
+        loop {
+            self.ctx.done.take(&mut ended);
+            ended.drain(..).for_each(|e| self.on_end(e));
+            // Awaited from the last: each finished one is let go of once.
+            while self.disposing.last().is_some_and(|(_, d)| d.is_finished()) {
+                self.disposing.pop();
+            }
+            self.halted.retain(|(_, scope)| scope.report().is_none());
+            let services = self.services.clone();
+            let settled = services.as_deref().is_none_or(|s| s.alive().is_empty());
+            if self.stopping.is_empty()
+                && self.disposing.is_empty()
+                && self.halted.is_empty()
+                && settled
+                && children_reaped()
+            {
+                return;
+            }
+            let services_gone = async {
+                match services.as_deref() {
+                    Some(services) if !settled => services.settled().await,
+                    _ => std::future::pending().await,
+                }
+            };
+            let disposed = async {
+                match self.disposing.last_mut() {
+                    Some((_, last)) => drop(last.await),
+                    None => std::future::pending().await,
+                }
+            };
+            let halted = async {
+                match self.halted.last() {
+                    Some((_, scope)) => drop(scope.wait().await),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => break,
+                () = self.ctx.done.ready() => {}
+                () = disposed => {}
+                () = halted => {}
+                () = services_gone => {}
+                () = children_settled(), if !children_reaped() => {}
+            }
+        }
+        self.abandon_what_is_left();
+    }
+
+    /// Books as abandoned, still running, every task whose attempt,
+    /// disposal, scope or service is still there.
+    pub(super) fn abandon_what_is_left(&mut self) {
+        let mut ended = Vec::new();
+        self.ctx.done.take(&mut ended);
+        ended.drain(..).for_each(|e| self.on_end(e));
+        for (index, _) in std::mem::take(&mut self.stopping) {
+            self.record.abandoned(index);
+        }
+        for (index, scope) in std::mem::take(&mut self.halted) {
+            if scope.report().is_none() {
+                self.record.abandoned(index);
+            }
+        }
+        for (index, disposing) in std::mem::take(&mut self.disposing) {
+            if !disposing.is_finished() {
+                self.record.abandoned(index);
+            }
+        }
+        let alive = self
+            .services
+            .as_deref()
+            .map(|s| s.alive())
+            .unwrap_or_default();
+        for service in alive {
+            if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
+                self.record.abandoned(index as u32);
+            }
+        }
+    }
+}
+
+/// Whether every child process a cleanup's cut-off killed is reaped.
+fn children_reaped() -> bool {
+    #[cfg(feature = "process")]
+    return super::reaper::is_settled();
+    #[cfg(not(feature = "process"))]
+    true
+}
+
+/// Returns once every killed child process is reaped (see
+/// [`super::reaper`]).
+async fn children_settled() {
+    #[cfg(feature = "process")]
+    super::reaper::settled().await;
+    #[cfg(not(feature = "process"))]
+    std::future::pending::<()>().await;
+}
