@@ -290,26 +290,37 @@ impl Reply {
         }
     }
 
+    /// Books the end on the parked runner where it can (on a runtime: what
+    /// the end frees is spawned here), else leaves it in the mailbox.
     pub(super) fn send(mut self, end: End, strong: Option<usize>) {
         self.sent = true;
-        self.deliver(end, strong);
+        self.deliver(end, strong, tokio::runtime::Handle::try_current().is_ok());
     }
 
-    fn deliver(&self, end: End, strong: Option<usize>) {
-        let _ = self.ctx.done.send(Ended {
+    /// `here`: booked on the parked runner if it can be. Not for an attempt
+    /// dropped unfinished: its runtime may be going away with the runner.
+    fn deliver(&self, end: End, strong: Option<usize>, here: bool) {
+        let mut ended = Ended {
             index: self.index,
             attempt: self.attempt,
             end,
             strong,
             at: Instant::now(),
-        });
+        };
+        if here {
+            match self.ctx.book_here(ended) {
+                Ok(()) => return,
+                Err(back) => ended = back,
+            }
+        }
+        let _ = self.ctx.done.send(ended);
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.sent {
-            self.deliver(End::Lost(self.lost), None);
+            self.deliver(End::Lost(self.lost), None, false);
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -31,6 +31,11 @@ use super::scheduler::{Runner, Stopper};
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;
 
+/// How many attempts a lane begins in one poll while their ends wake
+/// nothing, and for how long.
+const QUIET_RUN: usize = 32;
+const QUIET_FOR: Duration = Duration::from_micros(50);
+
 /// How often the runner looks for lanes that took nothing new.
 pub(super) const LANE_CHECK: Duration = Duration::from_millis(2);
 
@@ -42,6 +47,28 @@ pub(crate) struct Lane {
     /// When that first poll began, in nanoseconds since the lane was made.
     since: AtomicU64,
     made: std::time::Instant,
+    /// In the runner's list of lanes it looks at for a take-over.
+    watched: AtomicBool,
+}
+
+std::thread_local! {
+    /// The lane whose attempt this thread is running, if any.
+    static WORKING: std::cell::RefCell<Option<Arc<Lane>>> = const { std::cell::RefCell::new(None) };
+    /// Whether the attempt this thread just ran ended in silence (see
+    /// [`quiet`]).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes that an attempt's end was booked where it ended and woke nothing:
+/// its lane may go on without yielding.
+pub(super) fn quiet() {
+    QUIET.with(|q| q.set(true));
+}
+
+/// The lane whose attempt this thread is running, if any: where the tasks
+/// that attempt's end frees begin.
+pub(super) fn current() -> Option<Arc<Lane>> {
+    WORKING.with(|w| w.borrow().clone())
 }
 
 /// A task's attempt as one number: never 0.
@@ -119,6 +146,7 @@ impl Lane {
             current: AtomicU64::new(0),
             since: AtomicU64::new(0),
             made: std::time::Instant::now(),
+            watched: AtomicBool::new(false),
         })
     }
 
@@ -163,7 +191,7 @@ impl Lane {
     pub(super) fn spawn(self: &Arc<Self>, chain: Chain) {
         let lane = self.clone();
         drop(tokio::spawn(ACTIVE.scope(chain, async move {
-            poll_fn(|cx| lane.work(cx)).await;
+            poll_fn(|cx| Lane::work(&lane, cx)).await;
         })));
     }
 
@@ -176,17 +204,49 @@ impl Lane {
 
     /// Begins the next attempt of the queue, polled once here, then yields
     /// (what it woke runs first), to go on with the next.
-    fn work(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    /// Begins attempts of the queue, each polled once here. After one that
+    /// woke or spawned something of the run's (the runner, told of its end;
+    /// its own task, for one still pending), the lane yields, so that runs
+    /// first; after one whose end was booked here in silence, it goes on,
+    /// up to [`QUIET_RUN`] attempts or [`QUIET_FOR`] (a future the attempt
+    /// woke waits no longer than that).
+    fn work(self: &Arc<Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        WORKING.with(|w| *w.borrow_mut() = Some(self.clone()));
+        let first = self.made.elapsed();
+        let mut now = first;
+        let mut begun = 0;
+        let polled = loop {
+            QUIET.with(|q| q.set(false));
+            if !self.work_one(cx, now) {
+                break Poll::Ready(());
+            }
+            begun += 1;
+            if !self.has_queue() {
+                break Poll::Ready(());
+            }
+            now = self.made.elapsed();
+            let quiet = QUIET.with(std::cell::Cell::get);
+            if !quiet || begun >= QUIET_RUN || now - first >= QUIET_FOR {
+                cx.waker().wake_by_ref();
+                break Poll::Pending;
+            }
+        };
+        WORKING.with(|w| *w.borrow_mut() = None);
+        polled
+    }
+
+    /// Begins the next attempt of the queue (`now`: since the lane was
+    /// made), polled once here; `false` when the queue is empty.
+    fn work_one(&self, cx: &mut std::task::Context<'_>, now: Duration) -> bool {
         let Some((attempt, reply)) = self.next() else {
-            return Poll::Ready(());
+            return false;
         };
         let (index, number) = (attempt.index, attempt.number);
         let ctx = attempt.ctx.clone();
         let cell = &ctx.progress[index as usize].lane;
         if LaneCell::is_stopped(cell, number) {
-            // Telling the runner wakes it: the lane yields to it.
             reply.send(End::Lost("stopped before it began"), None);
-            return self.yielded(cx);
+            return true;
         }
         let Ok(held) = attempt.slot.clone().try_lock_owned() else {
             // A stopped attempt still holds the cleanup: this one waits
@@ -196,14 +256,14 @@ impl Lane {
             {
                 drop((attempt, reply));
             }
-            return self.yielded(cx);
+            return true;
         };
         if !LaneCell::begin(cell, number) {
             drop(held);
             reply.send(End::Lost("stopped before it began"), None);
-            return self.yielded(cx);
+            return true;
         }
-        let since = u64::try_from(self.made.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let since = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
         self.since.store(since, Ordering::Release);
         self.current.store(key(index, number), Ordering::Release);
         let span = attempt.span.clone();
@@ -212,6 +272,8 @@ impl Lane {
             match running.poll(cx) {
                 Poll::Ready(end) => running.finish(end),
                 Poll::Pending => {
+                    // Spawned: not quiet.
+                    QUIET.with(|q| q.set(false));
                     if let Some(stopped) = LaneCell::go_on(cell, number, running, |r| r.spawn()) {
                         // Its `Drop`s are the user's: contained.
                         let _ = drop_contained(stopped);
@@ -221,17 +283,7 @@ impl Lane {
         }
         drop(entered);
         self.current.store(0, Ordering::Release);
-        self.yielded(cx)
-    }
-
-    /// After an attempt: the lane's turn ends, so what the attempt woke or
-    /// spawned runs first; the lane goes on after it if attempts are left.
-    fn yielded(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if !self.has_queue() {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        true
     }
 }
 
@@ -245,9 +297,31 @@ impl Runner {
             return;
         };
         lane.spawn(self.ctx.chain.clone());
-        self.lanes.push((lane, 0));
+        self.watch(lane);
+    }
+
+    /// Looks at `lane` for a take-over from now on.
+    fn watch(&mut self, lane: Arc<Lane>) {
+        if !lane.watched.swap(true, Ordering::Relaxed) {
+            self.lanes.push((lane, 0));
+        }
         self.lane_check
             .get_or_insert_with(|| Instant::now() + LANE_CHECK);
+    }
+
+    /// Keeps the lane filled this turn if it is the one running this code
+    /// (it goes on with its queue): watched, not spawned again.
+    pub(super) fn keep_lane(&mut self) {
+        let running = current();
+        match (&self.open_lane, &running) {
+            (Some(open), Some(running)) if Arc::ptr_eq(open, running) => {}
+            _ => return,
+        }
+        if let Some(lane) = self.open_lane.take() {
+            if lane.has_queue() {
+                self.watch(lane);
+            }
+        }
     }
 
     /// Gives a lane whose first poll under way has held it for
@@ -258,7 +332,13 @@ impl Runner {
             return;
         }
         // Only a lane with attempts waiting needs a take-over.
-        self.lanes.retain(|(lane, _)| lane.has_queue());
+        self.lanes.retain(|(lane, _)| {
+            let queued = lane.has_queue();
+            if !queued {
+                lane.watched.store(false, Ordering::Relaxed);
+            }
+            queued
+        });
         for (lane, taken_over) in &mut self.lanes {
             let current = lane.current();
             let held = current != 0 && lane.held_for() >= LANE_CHECK;

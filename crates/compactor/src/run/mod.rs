@@ -24,7 +24,7 @@ mod supervise;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
@@ -114,6 +114,10 @@ pub(crate) struct RunContext {
     /// The thread of the current-thread runtime driving the run, if it is
     /// on one: a caller there that blocks waits on itself.
     driver: std::sync::Mutex<Option<std::thread::ThreadId>>,
+    /// The runner while it waits for something to happen: an attempt that
+    /// ends meanwhile books its end and starts what it freed right where it
+    /// ended (see [`Runner::book_here`]), with no wake-up of the runner.
+    parked: std::sync::Mutex<Option<Box<Runner>>>,
 }
 
 /// How far a task has got.
@@ -154,6 +158,7 @@ impl RunContext {
             over: AtomicBool::new(false),
             ended: AtomicU64::new(0),
             driver: std::sync::Mutex::new(None),
+            parked: std::sync::Mutex::new(None),
         }
     }
 
@@ -221,6 +226,35 @@ impl RunContext {
         );
     }
 
+    /// Leaves the runner here while it waits.
+    fn park(&self, runner: Box<Runner>) {
+        *self.parked.lock().unwrap_or_else(PoisonError::into_inner) = Some(runner);
+    }
+
+    /// Takes the parked runner back (waiting for an attempt booking its end
+    /// on it to finish).
+    fn unpark(&self) -> Option<Box<Runner>> {
+        self.parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// Books an attempt's end on the parked runner, if it is parked and
+    /// free; gives the end back otherwise (it goes to the mailbox).
+    pub(crate) fn book_here(&self, ended: attempt::Ended) -> Result<(), attempt::Ended> {
+        let Ok(mut parked) = self.parked.try_lock() else {
+            return Err(ended);
+        };
+        match parked.as_mut() {
+            Some(runner) => {
+                runner.book_here(ended);
+                Ok(())
+            }
+            None => Err(ended),
+        }
+    }
+
     pub(crate) fn announce(&self, index: u32, attempt: u32) {
         self.emit(|| Event::TaskStarted {
             name: self.names[index as usize].clone(),
@@ -238,23 +272,24 @@ pub(crate) type Finish = Box<dyn FnOnce(ShutdownReport, Plan) + Send>;
 /// own runtime; failing that, it ends where it stands, as at its deadline.
 pub(crate) fn drive(runner: Runner, finish: Finish) -> impl Future<Output = ()> + Send + 'static {
     carry(Carry {
-        runner: Some(runner),
+        ctx: runner.ctx.clone(),
+        runner: Some(Box::new(runner)),
         finish: Some(finish),
         moved: false,
     })
 }
 
 struct Carry {
-    runner: Option<Runner>,
+    ctx: Arc<RunContext>,
+    /// The runner, unless it is parked in `ctx` while it waits.
+    runner: Option<Box<Runner>>,
     finish: Option<Finish>,
     /// Already moved once: a second drop ends the run at once.
     moved: bool,
 }
 
 async fn carry(mut carry: Carry) {
-    if let Some(runner) = carry.runner.as_mut() {
-        runner.run().await;
-    }
+    Runner::run(&mut carry.runner).await;
     carry.complete();
 }
 
@@ -270,6 +305,10 @@ impl Carry {
 impl Drop for Carry {
     fn drop(&mut self) {
         if self.runner.is_none() {
+            // Dropped while the runner waited: it is parked.
+            self.runner = self.ctx.unpark();
+        }
+        if self.runner.is_none() {
             return;
         }
         if !self.moved {
@@ -278,6 +317,7 @@ impl Drop for Carry {
                     "the runtime driving the shutdown went away; it goes on on compactor's own"
                 );
                 let moved = Carry {
+                    ctx: self.ctx.clone(),
                     runner: self.runner.take(),
                     finish: self.finish.take(),
                     moved: true,

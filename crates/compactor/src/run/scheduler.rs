@@ -130,6 +130,26 @@ pub(crate) struct Runner {
     pub(super) first_out: bool,
     pub(super) lanes: Vec<(Arc<Lane>, u64)>,
     pub(super) lane_check: Option<Instant>,
+    /// When the parked runner's alarm is set for: an attempt booking its
+    /// end that brings a limit sooner wakes it.
+    armed: Option<Instant>,
+}
+
+/// How a turn of the runner ended.
+enum Turn {
+    /// The run is over (finished, out of time, or halted).
+    Over,
+    /// Ready tasks are left: go on after a yield.
+    More,
+    /// Nothing to do until something happens.
+    Wait,
+}
+
+/// What woke the parked runner.
+enum Woke {
+    Alarm,
+    Snapshot,
+    Halt,
 }
 
 /// What a runner is handed besides its plan.
@@ -209,6 +229,7 @@ impl Runner {
             first_out: false,
             lanes: Vec::new(),
             lane_check: None,
+            armed: None,
             ticker: parts
                 .ticker
                 .map(|ticker| (after(parts.t0, ticker.every), ticker))
@@ -221,59 +242,125 @@ impl Runner {
     }
 
     /// Runs until every task has finished or the time is up. The state stays
-    /// in `self`, so a run whose runtime went away can go on elsewhere.
-    pub(crate) async fn run(&mut self) {
-        let ctx = self.ctx.clone();
-        let snapshots = self.snapshots.clone();
-        let halt = self.halt.clone();
+    /// in `slot`, so a run whose runtime went away can go on elsewhere; while
+    /// the runner waits, it is parked in the run's context instead, where an
+    /// attempt that ends books itself (see [`Runner::book_here`]).
+    pub(crate) async fn run(slot: &mut Option<Box<Runner>>) {
+        let Some(runner) = slot.as_ref() else {
+            return;
+        };
+        let ctx = runner.ctx.clone();
+        let snapshots = runner.snapshots.clone();
+        let halt = runner.halt.clone();
         let mut sleep: Option<Pin<Box<Sleep>>> = None;
         let mut ended = Vec::new();
         loop {
-            // The mail first: an attempt that ended before a limit counts.
-            ctx.done.take(&mut ended);
-            ended.drain(..).for_each(|e| self.on_end(e));
-            let out_of_time = self.on_time(Instant::now());
-            // Retries it started go out before anything stops them.
-            self.send_lane();
-            if out_of_time {
-                break;
-            }
-            if self
-                .halted_flag
-                .as_ref()
-                .is_some_and(|h| h.load(Ordering::SeqCst))
-            {
-                self.expire(None, SkipReason::Halted);
-                break;
-            }
-            let more = self.start_ready();
-            self.send_lane();
-            if self.done() {
-                break;
-            }
+            let Some(runner) = slot.as_mut() else {
+                return;
+            };
+            let more = match runner.turn(&mut ended) {
+                Turn::Over => break,
+                Turn::More => true,
+                Turn::Wait => false,
+            };
             if more {
                 // Many ready tasks: go on after letting the attempts run.
                 tokio::task::yield_now().await;
                 continue;
             }
-            set_alarm(&mut sleep, self.next_limit());
-            tokio::select! {
-                () = alarm(&mut sleep) => {}
-                () = ctx.done.ready() => {}
-                () = ready(snapshots.as_deref()) => self.serve_snapshots(),
-                () = cancelled(halt.as_ref()) => {
-                    self.expire(None, SkipReason::Deadline);
+            let limit = runner.next_limit();
+            runner.armed = limit;
+            set_alarm(&mut sleep, limit);
+            if let Some(runner) = slot.take() {
+                ctx.park(runner);
+            }
+            let woke = tokio::select! {
+                () = alarm(&mut sleep) => Woke::Alarm,
+                () = ctx.done.ready() => Woke::Alarm,
+                () = ready(snapshots.as_deref()) => Woke::Snapshot,
+                () = cancelled(halt.as_ref()) => Woke::Halt,
+            };
+            *slot = ctx.unpark();
+            let Some(runner) = slot.as_mut() else {
+                return;
+            };
+            runner.armed = None;
+            match woke {
+                Woke::Alarm => {}
+                Woke::Snapshot => runner.serve_snapshots(),
+                Woke::Halt => {
+                    runner.expire(None, SkipReason::Deadline);
                     break;
                 }
             }
         }
-        self.await_releases().await;
-        self.await_stopped().await;
+        let Some(runner) = slot.as_mut() else {
+            return;
+        };
+        runner.await_releases().await;
+        runner.await_stopped().await;
         ctx.stop();
         ctx.done.close();
         if let Some(snapshots) = &snapshots {
             // A request that comes too late waits for the final report.
             snapshots.close();
+        }
+    }
+
+    /// One turn: the mail, the time limits, then the ready tasks.
+    fn turn(&mut self, ended: &mut Vec<super::attempt::Ended>) -> Turn {
+        // The mail first: an attempt that ended before a limit counts.
+        self.ctx.done.take(ended);
+        ended.drain(..).for_each(|e| self.on_end(e));
+        let out_of_time = self.on_time(Instant::now());
+        // Retries it started go out before anything stops them.
+        self.send_lane();
+        if out_of_time {
+            return Turn::Over;
+        }
+        if self.is_halted() {
+            self.expire(None, SkipReason::Halted);
+            return Turn::Over;
+        }
+        let more = self.start_ready();
+        self.send_lane();
+        match (self.done(), more) {
+            (true, _) => Turn::Over,
+            (false, true) => Turn::More,
+            (false, false) => Turn::Wait,
+        }
+    }
+
+    fn is_halted(&self) -> bool {
+        self.halted_flag
+            .as_ref()
+            .is_some_and(|h| h.load(Ordering::SeqCst))
+    }
+
+    /// Books an attempt's end while the runner is parked, where the attempt
+    /// ended, and starts what it freed there (on `lane`, the lane it ended
+    /// on, if it did): a chain goes on with no wake-up of the runner. What
+    /// only the runner does (a limit reached, a halt, the run's end, an
+    /// alarm to set earlier) wakes it.
+    pub(super) fn book_here(&mut self, ended: super::attempt::Ended) {
+        let now = ended.at;
+        self.open_lane = super::lane::current();
+        self.first_out = true;
+        self.on_end(ended);
+        let due = self.next_limit().is_some_and(|at| at <= now)
+            || self.is_halted()
+            || self
+                .halt
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled);
+        let more = !due && self.start_ready();
+        self.keep_lane();
+        self.send_lane();
+        let sooner = earliest([self.next_limit(), self.armed]) != self.armed;
+        if due || more || sooner || self.done() {
+            self.ctx.done.nudge();
+        } else {
+            super::lane::quiet();
         }
     }
 
