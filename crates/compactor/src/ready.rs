@@ -375,13 +375,20 @@ impl Drop for KillOnDrop {
             return;
         };
         let _ = child.start_kill();
+        // The task whose cleanup this is, if a run drops it: told how the
+        // child ended.
+        let owner = crate::run::dropping_task();
+        let pid = child.id();
         match child.try_wait() {
             Ok(Some(status)) => {
-                tracing::warn!(pid = ?child.id(), %status, "child process killed at its cleanup's cut-off");
+                tracing::warn!(?pid, %status, "child process killed at its cleanup's cut-off");
+                if let Some(owner) = owner {
+                    owner.ctx.killing(owner.index, pid, Some(status));
+                }
             }
             // Dying: reaped off the runtime's threads, which the run's end
             // waits for (briefly).
-            Ok(None) => crate::run::reaper::reap(child),
+            Ok(None) => crate::run::reaper::reap(child, owner),
             Err(_) => {}
         }
     }

@@ -443,9 +443,21 @@ mod child_process {
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
+        // How the child ended is in the report.
         assert_eq!(
             report.tasks()[0].interruption(),
-            Some(compactor::report::Interruption::Dropped)
+            Some(compactor::report::Interruption::Killed {
+                pid: Some(pid),
+                code: None,
+                signal: Some(9),
+            })
+        );
+        let table = report.to_string();
+        assert!(
+            table.contains(&format!(
+                "its child process {pid} killed, ended by signal 9"
+            )),
+            "{table}"
         );
         assert!(
             !exists(pid),
@@ -470,10 +482,17 @@ mod child_process {
             .register(std::future::pending::<()>)
             .unwrap();
         let report = c.shutdown().await;
-        assert!(matches!(
-            report.task("child").unwrap().outcome(),
-            Outcome::Skipped(_)
-        ));
+        let task = report.task("child").unwrap();
+        assert!(matches!(task.outcome(), Outcome::Skipped(_)));
+        assert_eq!(
+            task.interruption(),
+            Some(compactor::report::Interruption::Killed {
+                pid: Some(pid),
+                code: None,
+                signal: Some(9),
+            }),
+            "{report}"
+        );
         assert!(
             !exists(pid),
             "a skipped child is killed and reaped by the report"
@@ -512,8 +531,15 @@ mod child_process {
         let report = runtime.block_on(c.shutdown());
         let took = began.elapsed();
         assert!(took < Duration::from_millis(250), "{took:?}\n{report}");
-        let left: Vec<u32> = pids.into_iter().filter(|&p| exists(p)).collect();
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| exists(p)).collect();
         assert!(left.is_empty(), "not reaped by the report: {left:?}");
+        for (i, pid) in pids.into_iter().enumerate() {
+            let how = report.task(&format!("child-{i}")).unwrap().interruption();
+            assert!(
+                matches!(how, Some(compactor::report::Interruption::Killed { pid: Some(p), .. }) if p == pid),
+                "child-{i}: {how:?}\n{report}"
+            );
+        }
         runtime.shutdown_background();
     }
 

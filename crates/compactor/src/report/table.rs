@@ -135,6 +135,18 @@ impl fmt::Display for ShutdownReport {
                 Some(Interruption::Dropped) => "  (dropped)",
                 Some(Interruption::Abandoned) => "  (abandoned, still running)",
                 Some(Interruption::Overran) => "  (returned after its time ran out)",
+                Some(Interruption::Killed { pid, code, signal }) => {
+                    f.write_str("  (dropped; its child process")?;
+                    if let Some(pid) = pid {
+                        write!(f, " {pid}")?;
+                    }
+                    match (signal, code) {
+                        (Some(signal), _) => write!(f, " killed, ended by signal {signal})")?,
+                        (None, Some(code)) => write!(f, " killed, exited with {code})")?,
+                        (None, None) => f.write_str(" killed and reaped)")?,
+                    }
+                    ""
+                }
                 None => "",
             };
             f.write_str(how)?;

@@ -133,6 +133,32 @@ pub enum Interruption {
     /// the thread the time limits are kept on (a current-thread runtime's):
     /// what it returned does not count, and no retry follows.
     Overran,
+    /// Its future was dropped, and the child process it owned was killed
+    /// (`SIGKILL`) and reaped: how that process ended. A child not reaped
+    /// by the report leaves its task [`Abandoned`](Interruption::Abandoned).
+    Killed {
+        /// The child's process id.
+        pid: Option<u32>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+        /// The signal that ended it (9 for the kill), if one did.
+        signal: Option<i32>,
+    },
+}
+
+impl Interruption {
+    /// A killed child's end, from its exit status.
+    pub(crate) fn killed(pid: Option<u32>, status: std::process::ExitStatus) -> Interruption {
+        #[cfg(unix)]
+        let signal = std::os::unix::process::ExitStatusExt::signal(&status);
+        #[cfg(not(unix))]
+        let signal = None;
+        Interruption::Killed {
+            pid,
+            code: status.code(),
+            signal,
+        }
+    }
 }
 
 /// The record of one task in a [`ShutdownReport`](super::ShutdownReport).

@@ -154,9 +154,9 @@ impl Attempt {
         self.ctx.announce(self.index, self.number);
         Some(Running {
             attempt: self,
-            future,
-            slot,
-            reply,
+            future: Some(future),
+            slot: Some(slot),
+            reply: Some(reply),
         })
     }
 
@@ -221,15 +221,31 @@ pub(super) type Held = tokio::sync::OwnedMutexGuard<Option<BoxCleanup>>;
 /// An attempt whose future is being polled.
 pub(super) struct Running {
     attempt: Attempt,
-    future: futures::future::BoxFuture<'static, CleanupEnd>,
-    slot: Held,
-    reply: Reply,
+    /// Taken when it ends; dropped with the task known (see [`Drop`]).
+    future: Option<futures::future::BoxFuture<'static, CleanupEnd>>,
+    /// Taken (let go of) when it ends, as is the reply (sent).
+    slot: Option<Held>,
+    reply: Option<Reply>,
+}
+
+/// A stopped attempt's future is dropped as its task's (a child process it
+/// owned, killed on the way, is booked to the task), its panic contained.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            let (ctx, index) = (&self.attempt.ctx, self.attempt.index);
+            let _ = super::membership::dropping(ctx, index, || drop_contained(future));
+        }
+    }
 }
 
 impl Running {
     /// Polls the future once, its panic contained; the end, once ready.
     pub(super) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Caught<CleanupEnd>> {
-        match catch_unwind(AssertUnwindSafe(|| self.future.as_mut().poll(cx))) {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(Ok(Err(CleanupError::from("polled after its end"))));
+        };
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
             Err(panic) => Poll::Ready(Err(panic)),
@@ -244,20 +260,21 @@ impl Running {
 
     /// Reports the end: the future dropped (its panic contained), then the
     /// cleanup if no attempt follows, then the cleanup let go of.
-    pub(super) fn finish(self, polled: Caught<CleanupEnd>) {
-        let Running {
-            attempt,
-            future,
-            mut slot,
-            reply,
-        } = self;
+    pub(super) fn finish(mut self, polled: Caught<CleanupEnd>) {
         let mut end = settle(polled);
-        if let Err(message) = drop_contained(future) {
+        if let Err(message) = drop_contained(self.future.take()) {
             end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
         }
-        let cleanup = attempt.is_final(&end).then(|| slot.take()).flatten();
+        let mut slot = self.slot.take();
+        let cleanup = match self.attempt.is_final(&end) {
+            true => slot.as_mut().and_then(|held| held.take()),
+            false => None,
+        };
+        // The cleanup let go of before the end is told.
         drop(slot);
-        attempt.end(reply, end, cleanup);
+        if let Some(reply) = self.reply.take() {
+            self.attempt.end(reply, end, cleanup);
+        }
     }
 
     /// Where it goes on: a task of its own (instrumented with the

@@ -66,7 +66,7 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
-        if let Some(disposing) = slot.and_then(dispose) {
+        if let Some(disposing) = slot.and_then(|slot| dispose(slot, &self.ctx, index)) {
             self.disposing.push((index, disposing));
         }
         let name = &self.ctx.names[i];
@@ -158,16 +158,21 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
 /// on a task of its own, whose handle is returned: its `Drop` is user code,
 /// which must not hold the runner (but the report waits for it a little:
 /// what it owns, a child process, goes before the report).
-fn dispose(slot: Slot) -> Option<tokio::task::JoinHandle<()>> {
+fn dispose(
+    slot: Slot,
+    ctx: &std::sync::Arc<super::RunContext>,
+    index: u32,
+) -> Option<tokio::task::JoinHandle<()>> {
     if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
         return None;
     }
     // Held by an attempt (being stopped), or holding the cleanup: taken
     // here once the attempt lets go, and dropped here, so the run knows when
     // it is gone.
+    let ctx = ctx.clone();
     let dropped = async move {
         let cleanup = slot.lock_owned().await.take();
-        let _ = drop_contained(cleanup);
+        let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
     };
     match tokio::runtime::Handle::try_current()
         .ok()

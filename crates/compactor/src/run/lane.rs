@@ -106,11 +106,6 @@ impl LaneCell {
         cell.begun >= attempt
     }
 
-    /// Whether the runner stopped `attempt` (or a later one).
-    fn is_stopped(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
-        attempt <= LaneCell::lock(cell).stopped
-    }
-
     /// Begins `attempt`, its cleanup held, unless the runner stopped it:
     /// from here on it counts as an attempt.
     pub(super) fn begin(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
@@ -244,10 +239,6 @@ impl Lane {
         let (index, number) = (attempt.index, attempt.number);
         let ctx = attempt.ctx.clone();
         let cell = &ctx.progress[index as usize].lane;
-        if LaneCell::is_stopped(cell, number) {
-            reply.send(End::Lost("stopped before it began"), None);
-            return true;
-        }
         let Ok(held) = attempt.slot.clone().try_lock_owned() else {
             // A stopped attempt still holds the cleanup: this one waits
             // for it on a task of its own.

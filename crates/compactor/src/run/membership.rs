@@ -66,3 +66,43 @@ pub(crate) fn inside_cleanup_of(instance: u64) -> bool {
 pub(crate) fn inside_any_cleanup() -> bool {
     current_chain().is_some()
 }
+
+thread_local! {
+    /// The task whose cleanup (or attempt's future) this thread is dropping.
+    static DROPPING: RefCell<Option<Owner>> = const { RefCell::new(None) };
+}
+
+/// A task of a run, as what it owns is dropped: told of a child process
+/// killed on the way (see [`super::RunContext::killing`]).
+#[derive(Clone)]
+#[cfg_attr(not(feature = "process"), allow(dead_code))]
+pub(crate) struct Owner {
+    pub(crate) ctx: Arc<super::RunContext>,
+    pub(crate) index: u32,
+}
+
+/// Runs `f` (which drops what task `index` owned) with that task known to
+/// [`dropping_task`].
+pub(crate) fn dropping<T>(ctx: &Arc<super::RunContext>, index: u32, f: impl FnOnce() -> T) -> T {
+    let owner = Owner {
+        ctx: ctx.clone(),
+        index,
+    };
+    let previous = DROPPING.with(|d| d.replace(Some(owner)));
+    /// Puts the previous owner back, also if `f` panics.
+    struct Restore(Option<Owner>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            DROPPING.with(|d| *d.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+/// The task whose cleanup is being dropped here, if any.
+#[cfg(feature = "process")]
+pub(crate) fn dropping_task() -> Option<Owner> {
+    DROPPING.with(|d| d.borrow().clone())
+}

@@ -34,6 +34,8 @@ use crate::plan::Plan;
 use crate::{Event, ShutdownReport};
 
 pub(crate) use membership::Chain;
+#[cfg(feature = "process")]
+pub(crate) use membership::dropping_task;
 pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};
@@ -118,6 +120,9 @@ pub(crate) struct RunContext {
     /// ends meanwhile books its end and starts what it freed right where it
     /// ended (see [`Runner::book_here`]), with no wake-up of the runner.
     parked: std::sync::Mutex<Option<Box<Runner>>>,
+    /// Child processes killed as tasks' cleanups were dropped: (task index,
+    /// the child's id, how it ended once reaped).
+    killing: std::sync::Mutex<Vec<(u32, Option<u32>, Option<std::process::ExitStatus>)>>,
 }
 
 /// How far a task has got.
@@ -159,6 +164,7 @@ impl RunContext {
             ended: AtomicU64::new(0),
             driver: std::sync::Mutex::new(None),
             parked: std::sync::Mutex::new(None),
+            killing: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -224,6 +230,33 @@ impl RunContext {
             self.events.get().is_some_and(|e| e.receiver_count() > 0),
             Ordering::Relaxed,
         );
+    }
+
+    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    /// Notes a child process of task `index` killed (`status`: `None` until
+    /// it is reaped).
+    pub(crate) fn killing(
+        &self,
+        index: u32,
+        pid: Option<u32>,
+        status: Option<std::process::ExitStatus>,
+    ) {
+        let mut killing = self.killing.lock().unwrap_or_else(PoisonError::into_inner);
+        match killing
+            .iter_mut()
+            .find(|(i, p, _)| *i == index && *p == pid)
+        {
+            Some(entry) => entry.2 = status.or(entry.2),
+            None => killing.push((index, pid, status)),
+        }
+    }
+
+    /// The children killed so far (see [`RunContext::killing`]).
+    pub(crate) fn killed(&self) -> Vec<(u32, Option<u32>, Option<std::process::ExitStatus>)> {
+        self.killing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Leaves the runner here while it waits.

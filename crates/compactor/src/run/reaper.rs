@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::process::Child;
 use tokio::sync::Notify;
 
+use super::membership::Owner;
+
 /// How long the reaper waits for one child's exit before leaving it to
 /// tokio (one in uninterruptible sleep, on a dead network mount).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(1);
@@ -21,9 +23,14 @@ fn reaped() -> &'static Notify {
     REAPED.get_or_init(Notify::new)
 }
 
-/// Reaps `child`, killed, on the reaper's thread.
-pub(crate) fn reap(child: Child) {
-    static QUEUE: OnceLock<Option<mpsc::Sender<Child>>> = OnceLock::new();
+/// A killed child, its id (gone from `Child` once reaped), and the task it
+/// belonged to, if a run's.
+type Dying = (Child, Option<u32>, Option<Owner>);
+
+/// Reaps `child`, killed, on the reaper's thread; `owner` is told how it
+/// ended.
+pub(crate) fn reap(child: Child, owner: Option<Owner>) {
+    static QUEUE: OnceLock<Option<mpsc::Sender<Dying>>> = OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -32,8 +39,14 @@ pub(crate) fn reap(child: Child) {
             .ok()
             .map(|_| tx)
     });
+    let pid = child.id();
+    if let Some(owner) = &owner {
+        owner.ctx.killing(owner.index, pid, None);
+    }
     UNREAPED.fetch_add(1, Ordering::AcqRel);
-    let sent = queue.as_ref().is_some_and(|q| q.send(child).is_ok());
+    let sent = queue
+        .as_ref()
+        .is_some_and(|q| q.send((child, pid, owner)).is_ok());
     if !sent {
         // No reaper: tokio reaps it in time.
         done(None);
@@ -41,18 +54,21 @@ pub(crate) fn reap(child: Child) {
 }
 
 fn done(
-    child: Option<(
-        Child,
+    dying: Option<(
+        Dying,
         Result<Option<std::process::ExitStatus>, std::io::Error>,
     )>,
 ) {
-    if let Some((child, status)) = child {
+    if let Some(((_, pid, owner), status)) = dying {
         match status {
             Ok(Some(status)) => {
-                tracing::warn!(pid = ?child.id(), %status, "child process killed at its cleanup's cut-off");
+                tracing::warn!(?pid, %status, "child process killed at its cleanup's cut-off");
+                if let Some(owner) = owner {
+                    owner.ctx.killing(owner.index, pid, Some(status));
+                }
             }
             _ => {
-                tracing::warn!(pid = ?child.id(), "killed child process not reaped; left to tokio");
+                tracing::warn!(?pid, "killed child process not reaped; left to tokio");
             }
         }
     }
@@ -60,8 +76,8 @@ fn done(
     reaped().notify_waiters();
 }
 
-fn reaper(queue: &mpsc::Receiver<Child>) {
-    let mut dying: Vec<(Child, Instant)> = Vec::new();
+fn reaper(queue: &mpsc::Receiver<Dying>) {
+    let mut dying: Vec<(Dying, Instant)> = Vec::new();
     loop {
         if dying.is_empty() {
             match queue.recv() {
@@ -72,7 +88,7 @@ fn reaper(queue: &mpsc::Receiver<Child>) {
         dying.extend(queue.try_iter().map(|c| (c, Instant::now())));
         let mut i = 0;
         while i < dying.len() {
-            let status = dying[i].0.try_wait();
+            let status = dying[i].0.0.try_wait();
             let late = dying[i].1.elapsed() > GIVE_UP_AFTER;
             if matches!(status, Ok(Some(_)) | Err(_)) || late {
                 let (child, _) = dying.swap_remove(i);

@@ -98,6 +98,15 @@ impl Record {
         entry.leaked = leaked.and_then(NonZeroUsize::new);
     }
 
+    /// A task whose child process was killed and reaped as its cleanup was
+    /// dropped (unless it is known to be still running).
+    pub(crate) fn killed(&mut self, index: u32, how: Interruption) {
+        let entry = &mut self.entries[index as usize];
+        if !matches!(entry.interruption, Some(Interruption::Abandoned)) {
+            entry.interruption = Some(how);
+        }
+    }
+
     /// A task whose stopped attempt, cleanup or scope was not known to be
     /// gone by the report: abandoned, still running, rather than dropped
     /// (or, for one never started, than only skipped).

@@ -322,6 +322,7 @@ impl Runner {
             self.expire(None, SkipReason::Halted);
             return Turn::Over;
         }
+        self.ctx.refresh_listening();
         let more = self.start_ready();
         self.send_lane();
         match (self.done(), more) {
@@ -458,7 +459,6 @@ impl Runner {
     /// Starts ready tasks of the current phase, up to the concurrency limit.
     /// Returns whether ready tasks were left for the next turn.
     fn start_ready(&mut self) -> bool {
-        self.ctx.refresh_listening();
         let limit = self.config.concurrency.get();
         for _ in 0..STARTS_PER_TURN {
             self.advance();

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::scheduler::Runner;
 use crate::plan::Plan;
-use crate::report::{ShutdownReport, SkipReason};
+use crate::report::{Interruption, ShutdownReport, SkipReason};
 
 /// How long the run waits, at its end, for the stopped attempts' futures to
 /// be gone (a dropped future is normally gone within microseconds): within
@@ -125,6 +125,13 @@ impl Runner {
         for service in alive {
             if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
                 self.record.abandoned(index as u32);
+            }
+        }
+        for (index, pid, status) in self.ctx.killed() {
+            match status {
+                Some(status) => self.record.killed(index, Interruption::killed(pid, status)),
+                // Not reaped by now: it may still run.
+                None => self.record.abandoned(index),
             }
         }
     }

@@ -72,7 +72,7 @@ impl Runner {
     /// An attempt's report of its end.
     pub(super) fn on_end(&mut self, ended: Ended) {
         let i = ended.index as usize;
-        if self.stopping.remove(&(ended.index, ended.attempt)) {
+        if !self.stopping.is_empty() && self.stopping.remove(&(ended.index, ended.attempt)) {
             // A stopped attempt's future is gone.
             return;
         }
