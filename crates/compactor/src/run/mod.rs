@@ -122,8 +122,12 @@ pub(crate) struct RunContext {
     parked: std::sync::Mutex<Option<Box<Runner>>>,
     /// Child processes killed as tasks' cleanups were dropped: (task index,
     /// the child's id, how it ended once reaped).
-    killing: std::sync::Mutex<Vec<(u32, Option<u32>, Option<std::process::ExitStatus>)>>,
+    killing: std::sync::Mutex<Vec<Killed>>,
 }
+
+/// A child process killed as a task's cleanup was dropped: the task's
+/// index, the child's id, and how it ended once reaped.
+pub(crate) type Killed = (u32, Option<u32>, Option<std::process::ExitStatus>);
 
 /// How far a task has got.
 #[derive(Default)]
@@ -252,7 +256,7 @@ impl RunContext {
     }
 
     /// The children killed so far (see [`RunContext::killing`]).
-    pub(crate) fn killed(&self) -> Vec<(u32, Option<u32>, Option<std::process::ExitStatus>)> {
+    pub(crate) fn killed(&self) -> Vec<Killed> {
         self.killing
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
