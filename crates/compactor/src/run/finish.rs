@@ -25,13 +25,13 @@ impl Runner {
         let index = i as u32;
         let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
         let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
-        let elapsed = self.record.end(index, outcome.clone(), attempts, at);
-        self.record.interrupted(index, how, leaked);
+        let elapsed = self.books.record.end(index, outcome.clone(), attempts, at);
+        self.books.record.interrupted(index, how, leaked);
         let task = &mut self.tasks[i];
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
         }
-        let halted = &mut self.halted;
+        let halted = &mut self.stopped.scopes;
         task.state = State::Finished;
         task.scope = None;
         // A task that never started lets go of its cleanup now too, not
@@ -67,7 +67,7 @@ impl Runner {
             }
         }
         if let Some(disposing) = slot.and_then(|slot| dispose(slot, &self.ctx, index)) {
-            self.disposing.push((index, disposing));
+            self.stopped.disposing.push((index, disposing));
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -107,7 +107,8 @@ impl Runner {
         for i in 0..self.tasks.len() {
             if in_scope(self, i) && matches!(self.tasks[i].state, State::Waiting) {
                 let step = observed.step(i as u32);
-                self.record
+                self.books
+                    .record
                     .waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
             }
         }

@@ -283,8 +283,8 @@ impl Lane {
 impl Runner {
     /// Sends the lane filled this turn on its way.
     pub(super) fn send_lane(&mut self) {
-        self.first_out = false;
-        let Some(lane) = self.open_lane.take() else {
+        self.lanes.first_out = false;
+        let Some(lane) = self.lanes.open.take() else {
             return;
         };
         lane.spawn(self.ctx.chain.clone());
@@ -294,9 +294,10 @@ impl Runner {
     /// Looks at `lane` for a take-over from now on.
     fn watch(&mut self, lane: Arc<Lane>) {
         if !lane.watched.swap(true, Ordering::Relaxed) {
-            self.lanes.push((lane, 0));
+            self.lanes.watched.push((lane, 0));
         }
-        self.lane_check
+        self.lanes
+            .check
             .get_or_insert_with(|| Instant::now() + LANE_CHECK);
     }
 
@@ -304,11 +305,11 @@ impl Runner {
     /// (it goes on with its queue): watched, not spawned again.
     pub(super) fn keep_lane(&mut self) {
         let running = current();
-        match (&self.open_lane, &running) {
+        match (&self.lanes.open, &running) {
             (Some(open), Some(running)) if Arc::ptr_eq(open, running) => {}
             _ => return,
         }
-        if let Some(lane) = self.open_lane.take() {
+        if let Some(lane) = self.lanes.open.take() {
             if lane.has_queue() {
                 self.watch(lane);
             }
@@ -319,18 +320,18 @@ impl Runner {
     /// [`LANE_CHECK`] (it holds its thread) a fresh task for the rest of its
     /// queue, once per held poll.
     pub(super) fn check_lanes(&mut self, now: Instant) {
-        if self.lane_check.is_none_or(|at| now < at) {
+        if self.lanes.check.is_none_or(|at| now < at) {
             return;
         }
         // Only a lane with attempts waiting needs a take-over.
-        self.lanes.retain(|(lane, _)| {
+        self.lanes.watched.retain(|(lane, _)| {
             let queued = lane.has_queue();
             if !queued {
                 lane.watched.store(false, Ordering::Relaxed);
             }
             queued
         });
-        for (lane, taken_over) in &mut self.lanes {
+        for (lane, taken_over) in &mut self.lanes.watched {
             let current = lane.current();
             let held = current != 0 && lane.held_for() >= LANE_CHECK;
             if held && current != *taken_over {
@@ -338,7 +339,7 @@ impl Runner {
                 *taken_over = current;
             }
         }
-        self.lane_check = (!self.lanes.is_empty()).then(|| now + LANE_CHECK / 2);
+        self.lanes.check = (!self.lanes.watched.is_empty()).then(|| now + LANE_CHECK / 2);
     }
 
     /// Stops an attempt handed to `lane`; one the lane is polling right now
@@ -360,16 +361,16 @@ impl Runner {
         attempt: super::attempt::Attempt,
         reply: super::attempt::Reply,
     ) -> Stopper {
-        if !self.first_out {
-            self.first_out = true;
+        if !self.lanes.first_out {
+            self.lanes.first_out = true;
             Lane::send_alone(attempt, reply);
             return Stopper::Lane(None);
         }
-        let lane = self.open_lane.get_or_insert_with(Lane::new).clone();
+        let lane = self.lanes.open.get_or_insert_with(Lane::new).clone();
         if lane.push(attempt, reply) >= LANE_SIZE {
             self.send_lane();
             // The turn goes on: its next attempts make a new lane.
-            self.first_out = true;
+            self.lanes.first_out = true;
         }
         Stopper::Lane(Some(lane))
     }

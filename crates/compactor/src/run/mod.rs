@@ -94,10 +94,7 @@ pub(crate) struct RunContext {
     pub(crate) chain: Chain,
     /// Where attempts report their end.
     pub(crate) done: mailbox::Mailbox<attempt::Ended>,
-    pub(crate) events: Arc<OnceLock<broadcast::Sender<Event>>>,
-    /// Whether anyone subscribes to the events: asking the channel takes its
-    /// lock, so the runner refreshes this once per turn.
-    listening: AtomicBool,
+    events: Events,
     /// Fires at the deadline; the parent of every attempt's token.
     stop: CancellationToken,
     /// Per task, read from other threads.
@@ -109,9 +106,8 @@ pub(crate) struct RunContext {
     pub(crate) t0: Instant,
     /// The phase the runner is in (an index into `layout.phases`).
     pub(crate) current_phase: AtomicU32,
-    /// Set once the run has ended.
-    pub(crate) over: AtomicBool,
-    /// When it ended, in nanoseconds since its start.
+    /// When it ended, in nanoseconds since its start plus one; zero while
+    /// it goes on.
     ended: AtomicU64,
     /// The thread of the current-thread runtime driving the run, if it is
     /// on one: a caller there that blocks waits on itself.
@@ -123,6 +119,14 @@ pub(crate) struct RunContext {
     /// Child processes killed as tasks' cleanups were dropped: (task index,
     /// the child's id, how it ended once reaped).
     killing: std::sync::Mutex<Vec<Killed>>,
+}
+
+/// The instance's events, as a run sends them.
+struct Events {
+    sender: Arc<OnceLock<broadcast::Sender<Event>>>,
+    /// Whether anyone subscribes: asking the channel takes its lock, so the
+    /// runner refreshes this once per turn.
+    listening: AtomicBool,
 }
 
 /// A child process killed as a task's cleanup was dropped: the task's
@@ -156,15 +160,16 @@ impl RunContext {
         RunContext {
             chain,
             done: mailbox::Mailbox::new(),
-            events,
-            listening: AtomicBool::new(false),
+            events: Events {
+                sender: events,
+                listening: AtomicBool::new(false),
+            },
             stop: CancellationToken::new(),
             progress: names.iter().map(|_| Progress::default()).collect(),
             names,
             layout: Layout::of(plan),
             t0,
             current_phase: AtomicU32::new(0),
-            over: AtomicBool::new(false),
             ended: AtomicU64::new(0),
             driver: std::sync::Mutex::new(None),
             parked: std::sync::Mutex::new(None),
@@ -175,15 +180,15 @@ impl RunContext {
     /// Notes that the run has ended, `after` its start.
     pub(crate) fn end(&self, after: std::time::Duration) {
         let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
-        self.ended.store(nanos, Ordering::Release);
-        self.over.store(true, Ordering::Release);
+        self.ended.store(nanos.saturating_add(1), Ordering::Release);
     }
 
     /// How long the run took, once it has ended.
     pub(crate) fn ended_after(&self) -> Option<std::time::Duration> {
-        self.over
-            .load(Ordering::Acquire)
-            .then(|| std::time::Duration::from_nanos(self.ended.load(Ordering::Acquire)))
+        match self.ended.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(std::time::Duration::from_nanos(nanos - 1)),
+        }
     }
 
     /// Notes where the run is driven: called where it is spawned, and when
@@ -222,16 +227,19 @@ impl RunContext {
     }
 
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
-        if self.listening.load(Ordering::Relaxed) {
-            if let Some(events) = self.events.get() {
+        if self.events.listening.load(Ordering::Relaxed) {
+            if let Some(events) = self.events.sender.get() {
                 let _ = events.send(event());
             }
         }
     }
 
     pub(crate) fn refresh_listening(&self) {
-        self.listening.store(
-            self.events.get().is_some_and(|e| e.receiver_count() > 0),
+        self.events.listening.store(
+            self.events
+                .sender
+                .get()
+                .is_some_and(|e| e.receiver_count() > 0),
             Ordering::Relaxed,
         );
     }

@@ -13,14 +13,14 @@ impl Runner {
     /// they are stopped) and keeps their tasks for the report; requests for
     /// the report so far are answered meanwhile.
     pub(super) async fn await_releases(&mut self) {
-        let snapshots = self.snapshots.clone();
+        let snapshots = self.outside.snapshots.clone();
         let mut halted = false;
-        while let Some(release) = self.releases.first().cloned() {
+        while let Some(release) = self.outside.releases.first().cloned() {
             let mut report = release.report.clone();
             // After a halt, a release answers at once unless its runtime is
             // stuck: then its tasks cannot be reported.
             let limit = match halted {
-                false => self.deadline,
+                false => self.clock.deadline,
                 true => after(Instant::now(), RELEASE_ANSWER),
             };
             let in_time = tokio::select! {
@@ -33,16 +33,16 @@ impl Runner {
             };
             if !in_time && !halted {
                 halted = true;
-                self.releases.iter().for_each(|r| r.halt.cancel());
+                self.outside.releases.iter().for_each(|r| r.halt.cancel());
                 continue;
             }
-            self.releases.remove(0);
+            self.outside.releases.remove(0);
             let report = release.report.borrow().clone();
             match report {
                 Some(report) => {
-                    let shift = release.t0.saturating_duration_since(self.t0);
+                    let shift = release.t0.saturating_duration_since(self.clock.t0);
                     let tasks = report.tasks().iter().map(|t| t.shifted(shift));
-                    self.released_tasks.extend(tasks);
+                    self.books.released_tasks.extend(tasks);
                 }
                 None => tracing::error!(
                     "a category release did not answer its halt; its tasks are not in the report"

@@ -80,22 +80,83 @@ pub(super) enum Failure {
     TimedOut(Interruption),
 }
 
+/// A run's state, in named parts: what it schedules (its tasks, their
+/// phases, what runs), its clock, its books, its lanes, what it stopped
+/// that is not yet gone, and what reaches it from outside.
 pub(crate) struct Runner {
     pub(super) ctx: Arc<RunContext>,
     pub(super) plan: Plan,
     pub(super) config: Arc<Config>,
-    pub(super) head: Head,
-    pub(super) record: Record,
     pub(super) tasks: Vec<TaskRun>,
     pub(super) phases: Vec<Phase>,
+    /// The current phase (an index into `phases`).
     pub(super) current: usize,
-    /// The phase whose budget is counting, and when it runs out.
-    pub(super) budget: Option<(usize, Option<Instant>)>,
+    /// Tasks with an attempt under way or between attempts.
     pub(super) running: usize,
     pub(super) finished: usize,
-    pub(super) timers: Timers,
-    pub(super) deadline: Option<Instant>,
+    pub(super) clock: Clock,
+    pub(super) books: Books,
+    pub(super) lanes: Lanes,
+    pub(super) stopped: Stopped,
+    pub(super) outside: Outside,
+}
+
+/// The run's time limits, and when the runner is next due.
+pub(super) struct Clock {
+    /// When the run began.
     pub(super) t0: Instant,
+    pub(super) deadline: Option<Instant>,
+    /// The phase whose budget is counting, and when it runs out.
+    pub(super) budget: Option<(usize, Option<Instant>)>,
+    /// The attempts' timeouts, graces and backoffs.
+    pub(super) timers: Timers,
+    /// Shows the progress, and when it next does.
+    pub(super) ticker: Option<(Ticker, Option<Instant>)>,
+    /// When the parked runner's alarm is set for: an attempt booking its
+    /// end that brings a limit sooner wakes it.
+    pub(super) armed: Option<Instant>,
+}
+
+/// What the report is made of.
+pub(super) struct Books {
+    pub(super) head: Head,
+    pub(super) record: Record,
+    /// The tasks of the category releases the run waited for.
+    pub(super) released_tasks: Vec<TaskReport>,
+}
+
+/// The lanes attempts are handed to (see [`super::lane`]).
+#[derive(Default)]
+pub(super) struct Lanes {
+    /// The lane being filled this turn.
+    pub(super) open: Option<Arc<Lane>>,
+    /// Whether this turn's first async attempt went out (on a task of its
+    /// own: most turns start one, as a chain's do).
+    pub(super) first_out: bool,
+    /// The lanes not yet idle, with the attempt each was last taken over
+    /// at, looked at for a take-over.
+    pub(super) watched: Vec<(Arc<Lane>, u64)>,
+    /// When to look at them next.
+    pub(super) check: Option<Instant>,
+}
+
+/// What the run stopped and waits for, at its end, to be gone.
+#[derive(Default)]
+pub(super) struct Stopped {
+    /// Async attempts stopped (task index, attempt) whose future is not yet
+    /// known to be gone: their end, sent as the future is dropped, says so.
+    /// A set: at a deadline every running attempt may be in it.
+    pub(super) attempts: std::collections::HashSet<(u32, u32)>,
+    /// Cleanups left to the runner, being dropped on tasks of their own:
+    /// (task index, the task dropping it).
+    pub(super) disposing: Vec<(u32, tokio::task::JoinHandle<()>)>,
+    /// Scopes whose task was cut off or skipped, halted: (task index, the
+    /// scope), until their own report is out.
+    pub(super) scopes: Vec<(u32, crate::Compactor)>,
+}
+
+/// What reaches the run from outside it.
+pub(super) struct Outside {
     /// Requests for the report so far; the whole shutdown serves them.
     pub(super) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     /// Ends the run as its deadline would (a category release, when the
@@ -104,35 +165,11 @@ pub(crate) struct Runner {
     /// Set to end the run at once, its unstarted tasks skipped as halted
     /// (a scope, when its parent cuts its task off); the setter nudges the
     /// mailbox.
-    halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(super) halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(super) services: Option<Arc<super::live::LiveServices>>,
     /// Category releases under way when the run began: waited for, and
     /// their tasks added to the report.
     pub(super) releases: Vec<Release>,
-    pub(super) released_tasks: Vec<TaskReport>,
-    /// Shows the progress, and when it next does.
-    pub(super) ticker: Option<(Ticker, Option<Instant>)>,
-    /// Async attempts stopped (task index, attempt) whose future is not yet
-    /// known to be gone: their end, sent as the future is dropped, says so.
-    /// A set: at a deadline every running attempt may be in it.
-    pub(super) stopping: std::collections::HashSet<(u32, u32)>,
-    /// Cleanups left to the runner, being dropped on tasks of their own:
-    /// (task index, the task dropping it).
-    pub(super) disposing: Vec<(u32, tokio::task::JoinHandle<()>)>,
-    /// Scopes whose task was cut off or skipped, halted: (task index, the
-    /// scope), until their own report is out.
-    pub(super) halted: Vec<(u32, crate::Compactor)>,
-    /// The lane being filled this turn, the lanes not yet idle with how
-    /// many attempts each had taken at the last look, and when to look.
-    pub(super) open_lane: Option<Arc<Lane>>,
-    /// Whether this turn's first async attempt went out (on a task of its
-    /// own: most turns start one, as a chain's do).
-    pub(super) first_out: bool,
-    pub(super) lanes: Vec<(Arc<Lane>, u64)>,
-    pub(super) lane_check: Option<Instant>,
-    /// When the parked runner's alarm is set for: an attempt booking its
-    /// end that brings a limit sooner wakes it.
-    armed: Option<Instant>,
 }
 
 /// How a turn of the runner ended.
@@ -202,38 +239,39 @@ impl Runner {
             })
             .collect();
         Runner {
-            record: Record::new(&plan, &parts.ctx.names, parts.t0),
-            deadline: after(parts.t0, config.deadline),
+            books: Books {
+                record: Record::new(&plan, &parts.ctx.names, parts.t0),
+                head,
+                released_tasks: Vec::new(),
+            },
+            clock: Clock {
+                t0: parts.t0,
+                deadline: after(parts.t0, config.deadline),
+                budget: None,
+                timers: Timers::default(),
+                ticker: parts.ticker.map(|ticker| {
+                    let next = after(parts.t0, ticker.every);
+                    (ticker, next)
+                }),
+                armed: None,
+            },
             ctx: parts.ctx,
             plan,
             config,
-            head,
             tasks,
             phases,
             current: 0,
-            budget: None,
             running: 0,
             finished: 0,
-            timers: Timers::default(),
-            t0: parts.t0,
-            snapshots: parts.snapshots,
-            halt: parts.halt,
-            halted_flag: parts.halted,
-            services: parts.services,
-            releases: parts.releases,
-            released_tasks: Vec::new(),
-            stopping: std::collections::HashSet::new(),
-            disposing: Vec::new(),
-            halted: Vec::new(),
-            open_lane: None,
-            first_out: false,
-            lanes: Vec::new(),
-            lane_check: None,
-            armed: None,
-            ticker: parts
-                .ticker
-                .map(|ticker| (after(parts.t0, ticker.every), ticker))
-                .map(|(next, ticker)| (ticker, next)),
+            lanes: Lanes::default(),
+            stopped: Stopped::default(),
+            outside: Outside {
+                snapshots: parts.snapshots,
+                halt: parts.halt,
+                halted_flag: parts.halted,
+                services: parts.services,
+                releases: parts.releases,
+            },
         }
     }
 
@@ -250,8 +288,8 @@ impl Runner {
             return;
         };
         let ctx = runner.ctx.clone();
-        let snapshots = runner.snapshots.clone();
-        let halt = runner.halt.clone();
+        let snapshots = runner.outside.snapshots.clone();
+        let halt = runner.outside.halt.clone();
         let mut sleep: Option<Pin<Box<Sleep>>> = None;
         let mut ended = Vec::new();
         loop {
@@ -269,7 +307,7 @@ impl Runner {
                 continue;
             }
             let limit = runner.next_limit();
-            runner.armed = limit;
+            runner.clock.armed = limit;
             set_alarm(&mut sleep, limit);
             if let Some(runner) = slot.take() {
                 ctx.park(runner);
@@ -284,7 +322,7 @@ impl Runner {
             let Some(runner) = slot.as_mut() else {
                 return;
             };
-            runner.armed = None;
+            runner.clock.armed = None;
             match woke {
                 Woke::Alarm => {}
                 Woke::Snapshot => runner.serve_snapshots(),
@@ -333,7 +371,8 @@ impl Runner {
     }
 
     fn is_halted(&self) -> bool {
-        self.halted_flag
+        self.outside
+            .halted_flag
             .as_ref()
             .is_some_and(|h| h.load(Ordering::SeqCst))
     }
@@ -345,19 +384,20 @@ impl Runner {
     /// alarm to set earlier) wakes it.
     pub(super) fn book_here(&mut self, ended: super::attempt::Ended) {
         let now = ended.at;
-        self.open_lane = super::lane::current();
-        self.first_out = true;
+        self.lanes.open = super::lane::current();
+        self.lanes.first_out = true;
         self.on_end(ended);
         let due = self.next_limit().is_some_and(|at| at <= now)
             || self.is_halted()
             || self
+                .outside
                 .halt
                 .as_ref()
                 .is_some_and(CancellationToken::is_cancelled);
         let more = !due && self.start_ready();
         self.keep_lane();
         self.send_lane();
-        let sooner = earliest([self.next_limit(), self.armed]) != self.armed;
+        let sooner = earliest([self.next_limit(), self.clock.armed]) != self.clock.armed;
         if due || more || sooner || self.done() {
             self.ctx.done.nudge();
         } else {
@@ -366,7 +406,7 @@ impl Runner {
     }
 
     pub(super) fn serve_snapshots(&mut self) {
-        let Some(snapshots) = self.snapshots.clone() else {
+        let Some(snapshots) = self.outside.snapshots.clone() else {
             return;
         };
         let mut requests = Vec::new();
@@ -382,48 +422,48 @@ impl Runner {
 
     fn snapshot(&self) -> ShutdownReport {
         let head = Head {
-            reason: self.head.reason.clone(),
-            duration: self.t0.elapsed(),
-            warnings: self.head.warnings.clone(),
-            policy: self.head.policy,
+            reason: self.books.head.reason.clone(),
+            duration: self.clock.t0.elapsed(),
+            warnings: self.books.head.warnings.clone(),
+            policy: self.books.head.policy,
         };
         let attempts = |i: u32| {
             self.ctx.progress[i as usize]
                 .attempts
                 .load(Ordering::Relaxed)
         };
-        self.record.snapshot(attempts, Instant::now(), head)
+        self.books.record.snapshot(attempts, Instant::now(), head)
     }
 
     fn next_limit(&self) -> Option<Instant> {
-        let budget = self.budget.and_then(|(_, end)| end);
-        let tick = self.ticker.as_ref().and_then(|(_, next)| *next);
+        let budget = self.clock.budget.and_then(|(_, end)| end);
+        let tick = self.clock.ticker.as_ref().and_then(|(_, next)| *next);
         earliest([
-            self.deadline,
+            self.clock.deadline,
             budget,
-            self.timers.next(),
+            self.clock.timers.next(),
             tick,
-            self.lane_check,
+            self.lanes.check,
         ])
     }
 
     /// Acts on every limit reached by `now`; `true` once the deadline passed.
     fn on_time(&mut self, now: Instant) -> bool {
-        if self.deadline.is_some_and(|d| now >= d) {
+        if self.clock.deadline.is_some_and(|d| now >= d) {
             self.expire(None, SkipReason::Deadline);
             return true;
         }
-        if let Some((phase, Some(end))) = self.budget {
+        if let Some((phase, Some(end))) = self.clock.budget {
             if now >= end {
-                self.budget = Some((phase, None));
+                self.clock.budget = Some((phase, None));
                 self.expire(Some(phase), SkipReason::PhaseBudget);
             }
         }
-        while let Some(timer) = self.timers.pop_due(now) {
+        while let Some(timer) = self.clock.timers.pop_due(now) {
             self.on_timer(timer, now);
         }
         self.check_lanes(now);
-        if let Some((ticker, next)) = &mut self.ticker {
+        if let Some((ticker, next)) = &mut self.clock.ticker {
             if next.is_some_and(|at| now >= at) {
                 *next = after(now, ticker.every);
                 ticker.tick(&self.ctx, false);
@@ -445,14 +485,17 @@ impl Runner {
                 .current_phase
                 .store(self.current as u32, Ordering::Release);
         }
-        if self.budget.is_none_or(|(phase, _)| phase != self.current)
+        if self
+            .clock
+            .budget
+            .is_none_or(|(phase, _)| phase != self.current)
             && self.current < self.phases.len()
         {
             let end = self.phases[self.current]
                 .budget
                 .and_then(|b| after(Instant::now(), b))
-                .filter(|&end| self.deadline.is_none_or(|d| end < d));
-            self.budget = Some((self.current, end));
+                .filter(|&end| self.clock.deadline.is_none_or(|d| end < d));
+            self.clock.budget = Some((self.current, end));
         }
     }
 
@@ -481,7 +524,7 @@ impl Runner {
     fn start(&mut self, index: u32) {
         let i = index as usize;
         let now = Instant::now();
-        self.record.start(index, now);
+        self.books.record.start(index, now);
         self.running += 1;
         let planned = &mut self.plan.tasks[i];
         let cleanup = planned.node.take_cleanup();

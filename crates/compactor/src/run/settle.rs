@@ -22,13 +22,13 @@ impl Runner {
     /// report is out.
     pub(crate) fn into_report(mut self) -> (ShutdownReport, Plan) {
         self.abandon_what_is_left();
-        self.head.duration = self.t0.elapsed();
-        self.ctx.end(self.head.duration);
-        if let Some((ticker, _)) = &self.ticker {
+        self.books.head.duration = self.clock.t0.elapsed();
+        self.ctx.end(self.books.head.duration);
+        if let Some((ticker, _)) = &self.clock.ticker {
             ticker.tick(&self.ctx, true);
         }
-        let extra = std::mem::take(&mut self.released_tasks);
-        let report = self.record.into_report(self.head, extra);
+        let extra = std::mem::take(&mut self.books.released_tasks);
+        let report = self.books.record.into_report(self.books.head, extra);
         (report, self.plan)
     }
 
@@ -48,21 +48,28 @@ impl Runner {
         // From the deadline where the run reached it: the releases waited
         // for since then have had their share.
         let now = Instant::now();
-        let until = self.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;
+        let until = self.clock.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;
         let mut ended = Vec::new();
         loop {
             self.ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
             // Awaited from the last: each finished one is let go of once.
-            while self.disposing.last().is_some_and(|(_, d)| d.is_finished()) {
-                self.disposing.pop();
+            while self
+                .stopped
+                .disposing
+                .last()
+                .is_some_and(|(_, d)| d.is_finished())
+            {
+                self.stopped.disposing.pop();
             }
-            self.halted.retain(|(_, scope)| scope.report().is_none());
-            let services = self.services.clone();
+            self.stopped
+                .scopes
+                .retain(|(_, scope)| scope.report().is_none());
+            let services = self.outside.services.clone();
             let settled = services.as_deref().is_none_or(|s| s.alive().is_empty());
-            if self.stopping.is_empty()
-                && self.disposing.is_empty()
-                && self.halted.is_empty()
+            if self.stopped.attempts.is_empty()
+                && self.stopped.disposing.is_empty()
+                && self.stopped.scopes.is_empty()
                 && settled
                 && children_reaped()
             {
@@ -75,13 +82,13 @@ impl Runner {
                 }
             };
             let disposed = async {
-                match self.disposing.last_mut() {
+                match self.stopped.disposing.last_mut() {
                     Some((_, last)) => drop(last.await),
                     None => std::future::pending().await,
                 }
             };
             let halted = async {
-                match self.halted.last() {
+                match self.stopped.scopes.last() {
                     Some((_, scope)) => drop(scope.wait().await),
                     None => std::future::pending().await,
                 }
@@ -104,34 +111,38 @@ impl Runner {
         let mut ended = Vec::new();
         self.ctx.done.take(&mut ended);
         ended.drain(..).for_each(|e| self.on_end(e));
-        for (index, _) in std::mem::take(&mut self.stopping) {
-            self.record.abandoned(index);
+        for (index, _) in std::mem::take(&mut self.stopped.attempts) {
+            self.books.record.abandoned(index);
         }
-        for (index, scope) in std::mem::take(&mut self.halted) {
+        for (index, scope) in std::mem::take(&mut self.stopped.scopes) {
             if scope.report().is_none() {
-                self.record.abandoned(index);
+                self.books.record.abandoned(index);
             }
         }
-        for (index, disposing) in std::mem::take(&mut self.disposing) {
+        for (index, disposing) in std::mem::take(&mut self.stopped.disposing) {
             if !disposing.is_finished() {
-                self.record.abandoned(index);
+                self.books.record.abandoned(index);
             }
         }
         let alive = self
+            .outside
             .services
             .as_deref()
             .map(|s| s.alive())
             .unwrap_or_default();
         for service in alive {
             if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
-                self.record.abandoned(index as u32);
+                self.books.record.abandoned(index as u32);
             }
         }
         for (index, pid, status) in self.ctx.killed() {
             match status {
-                Some(status) => self.record.killed(index, Interruption::killed(pid, status)),
+                Some(status) => self
+                    .books
+                    .record
+                    .killed(index, Interruption::killed(pid, status)),
                 // Not reaped by now: it may still run.
-                None => self.record.abandoned(index),
+                None => self.books.record.abandoned(index),
             }
         }
     }

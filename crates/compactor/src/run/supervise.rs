@@ -66,13 +66,15 @@ impl Runner {
             token,
             grace: false,
         };
-        self.timers.add(due, index, number, Due::Timeout);
+        self.clock.timers.add(due, index, number, Due::Timeout);
     }
 
     /// An attempt's report of its end.
     pub(super) fn on_end(&mut self, ended: Ended) {
         let i = ended.index as usize;
-        if !self.stopping.is_empty() && self.stopping.remove(&(ended.index, ended.attempt)) {
+        if !self.stopped.attempts.is_empty()
+            && self.stopped.attempts.remove(&(ended.index, ended.attempt))
+        {
             // A stopped attempt's future is gone.
             return;
         }
@@ -96,7 +98,7 @@ impl Runner {
         // retry follows.
         let returned = matches!(ended.end, End::Ok(_) | End::Err(_));
         let overran = Some(Interruption::Overran);
-        if returned && self.deadline.is_some_and(|d| ended.at > d) {
+        if returned && self.clock.deadline.is_some_and(|d| ended.at > d) {
             return self.finish(i, Outcome::Cancelled, overran, None, ended.at);
         }
         if returned && due.is_some_and(|due| ended.at > due) {
@@ -104,7 +106,7 @@ impl Runner {
         }
         match ended.end {
             End::Ok(freed) => {
-                self.record.freed(i as u32, freed);
+                self.books.record.freed(i as u32, freed);
                 self.finish(i, Outcome::Succeeded, None, ended.strong, ended.at);
             }
             End::Released => {
@@ -139,7 +141,9 @@ impl Runner {
                     token.cancel();
                     *grace = true;
                     let end = after(now, self.config.cancel_grace);
-                    self.timers.add(end, timer.index, timer.attempt, Due::Grace);
+                    self.clock
+                        .timers
+                        .add(end, timer.index, timer.attempt, Due::Grace);
                     return;
                 }
                 let how = self.stop(i);
@@ -173,7 +177,7 @@ impl Runner {
                 // the attempt had not begun it, runs at once, halted), and
                 // the report waits for its own.
                 scope.halt();
-                self.halted.push((i as u32, scope));
+                self.stopped.scopes.push((i as u32, scope));
             }
         }
         let State::Running {
@@ -197,7 +201,7 @@ impl Runner {
             Some(Stopper::Lane(lane)) => {
                 let begun = self.stop_laned(i, attempt, lane.as_ref());
                 // Dropped once its future is gone; see `await_stopped`.
-                self.stopping.insert((i as u32, attempt));
+                self.stopped.attempts.insert((i as u32, attempt));
                 if !begun {
                     // Never called: not an attempt the report may count.
                     let attempts = &self.ctx.progress[i].attempts;
@@ -242,7 +246,8 @@ impl Runner {
         });
         self.tasks[i].state = State::Retrying { attempt };
         self.ctx.note_attempt(i, attempt, now, true);
-        self.timers
+        self.clock
+            .timers
             .add(after(now, delay), i as u32, attempt, Due::Retry);
     }
 }
