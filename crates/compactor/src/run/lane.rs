@@ -186,7 +186,11 @@ impl Lane {
     pub(super) fn spawn(self: &Arc<Self>, chain: Chain) {
         let lane = self.clone();
         drop(tokio::spawn(ACTIVE.scope(chain, async move {
-            poll_fn(|cx| Lane::work(&lane, cx)).await;
+            let mut unfinished = Unfinished(Some(lane));
+            if let Some(lane) = &unfinished.0 {
+                poll_fn(|cx| Lane::work(lane, cx)).await;
+            }
+            unfinished.0 = None;
         })));
     }
 
@@ -278,6 +282,21 @@ impl Lane {
     }
 }
 
+/// A lane's task dropped before its queue was done (its runtime shut down,
+/// perhaps before it ever ran): the attempts left are dropped, so each
+/// reports itself lost rather than wait in a queue nobody works.
+struct Unfinished(Option<Arc<Lane>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(lane) = self.0.take() {
+            while let Some(left) = lane.next() {
+                let _ = drop_contained(left);
+            }
+        }
+    }
+}
+
 /// The runner's side of lanes: filling and sending the turn's lane, the
 /// take-over of a held one, and stopping an attempt handed to one.
 impl Runner {
@@ -287,6 +306,7 @@ impl Runner {
         let Some(lane) = self.lanes.open.take() else {
             return;
         };
+        self.lanes.spawned = true;
         lane.spawn(self.ctx.chain.clone());
         self.watch(lane);
     }
@@ -363,6 +383,7 @@ impl Runner {
     ) -> Stopper {
         if !self.lanes.first_out {
             self.lanes.first_out = true;
+            self.lanes.spawned = true;
             Lane::send_alone(attempt, reply);
             return Stopper::Lane(None);
         }

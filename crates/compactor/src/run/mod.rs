@@ -119,6 +119,8 @@ pub(crate) struct RunContext {
     /// Child processes killed as tasks' cleanups were dropped: (task index,
     /// the child's id, how it ended once reaped).
     killing: std::sync::Mutex<Vec<Killed>>,
+    /// Set when the run moves to the library's own runtime.
+    moved: AtomicBool,
 }
 
 /// The instance's events, as a run sends them.
@@ -174,6 +176,7 @@ impl RunContext {
             driver: std::sync::Mutex::new(None),
             parked: std::sync::Mutex::new(None),
             killing: std::sync::Mutex::new(Vec::new()),
+            moved: AtomicBool::new(false),
         }
     }
 
@@ -287,17 +290,31 @@ impl RunContext {
 
     /// Books an attempt's end on the parked runner, if it is parked and
     /// free; gives the end back otherwise (it goes to the mailbox).
+    /// Not once the run has moved to the library's own runtime, from a
+    /// thread of another (the one going away): what the end frees would be
+    /// spawned there.
     pub(crate) fn book_here(&self, ended: attempt::Ended) -> Result<(), attempt::Ended> {
+        if self.moved.load(Ordering::Acquire) && !on_own_runtime() {
+            return Err(ended);
+        }
         let Ok(mut parked) = self.parked.try_lock() else {
             return Err(ended);
         };
-        match parked.as_mut() {
-            Some(runner) => {
-                runner.book_here(ended);
-                Ok(())
-            }
-            None => Err(ended),
+        let Some(runner) = parked.as_mut() else {
+            return Err(ended);
+        };
+        let booked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runner.book_here(ended);
+        }));
+        if let Err(panic) = booked {
+            // A logging layer's (the books come first): the runner looks
+            // at where things stand.
+            let message = contain::message_of(panic);
+            drop(parked);
+            tracing::error!(panic = %message, "booking an attempt's end panicked");
+            self.done.nudge();
         }
+        Ok(())
     }
 
     pub(crate) fn announce(&self, index: u32, attempt: u32) {
@@ -361,6 +378,7 @@ impl Drop for Carry {
                 tracing::warn!(
                     "the runtime driving the shutdown went away; it goes on on compactor's own"
                 );
+                self.ctx.moved.store(true, Ordering::Release);
                 let moved = Carry {
                     ctx: self.ctx.clone(),
                     runner: self.runner.take(),
@@ -378,6 +396,15 @@ impl Drop for Carry {
     }
 }
 
+std::thread_local! {
+    /// Whether this thread is one of the library's own runtime's.
+    static ON_OWN_RUNTIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn on_own_runtime() -> bool {
+    ON_OWN_RUNTIME.with(std::cell::Cell::get)
+}
+
 /// The library's own runtime, for runs with no runtime of the caller's to
 /// go on (a synchronous caller, a runtime that went away): two workers on
 /// threads that live as long as the process and never hold its exit.
@@ -388,6 +415,7 @@ pub(crate) fn own_runtime() -> Option<&'static tokio::runtime::Handle> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("compactor-runtime")
+                .on_thread_start(|| ON_OWN_RUNTIME.with(|on| on.set(true)))
                 .enable_all()
                 .build()
                 .inspect_err(

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
+use super::contain::drop_contained;
 use super::scheduler::{Failure, Runner, State, Stopper};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome};
@@ -98,11 +99,17 @@ impl Runner {
         // retry follows.
         let returned = matches!(ended.end, End::Ok(_) | End::Err(_));
         let overran = Some(Interruption::Overran);
-        if returned && self.clock.deadline.is_some_and(|d| ended.at > d) {
-            return self.finish(i, Outcome::Cancelled, overran, None, ended.at);
-        }
-        if returned && due.is_some_and(|due| ended.at > due) {
-            return self.finish(i, Outcome::TimedOut, overran, None, ended.at);
+        let late = if returned && self.clock.deadline.is_some_and(|d| ended.at > d) {
+            Some(Outcome::Cancelled)
+        } else if returned && due.is_some_and(|due| ended.at > due) {
+            Some(Outcome::TimedOut)
+        } else {
+            None
+        };
+        if let Some(outcome) = late {
+            // What it returned (an error the user made) goes unread.
+            let _ = drop_contained(ended.end);
+            return self.finish(i, outcome, overran, None, ended.at);
         }
         match ended.end {
             End::Ok(freed) => {
@@ -244,6 +251,8 @@ impl Runner {
             delay,
             error: error.to_string(),
         });
+        // The error is the user's: its `Drop` is user code.
+        let _ = drop_contained(error);
         self.tasks[i].state = State::Retrying { attempt };
         self.ctx.note_attempt(i, attempt, now, true);
         self.clock
