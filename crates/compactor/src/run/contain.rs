@@ -49,3 +49,18 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         "panic with a non-string payload".to_owned()
     }
 }
+
+/// Drops a value the user handed in (an error a cleanup returned) off the
+/// runner, on a task of its own: its `Drop` is user code, which may wait on
+/// the run (ask for the report so far), and the runner never waits on it.
+pub(crate) fn let_go<T: Send + 'static>(value: T) {
+    match tokio::runtime::Handle::try_current() {
+        // Part of the run, as the code that returned it was.
+        Ok(runtime) => drop(runtime.spawn(super::membership::carried(async move {
+            let _ = drop_contained(value);
+        }))),
+        Err(_) => {
+            let _ = drop_contained(value);
+        }
+    }
+}

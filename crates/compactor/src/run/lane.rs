@@ -31,11 +31,6 @@ use super::scheduler::{Runner, Stopper};
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;
 
-/// How many attempts a lane begins in one poll while their ends wake
-/// nothing, and for how long.
-const QUIET_RUN: usize = 32;
-const QUIET_FOR: Duration = Duration::from_micros(50);
-
 /// How often the runner looks for lanes that took nothing new.
 pub(super) const LANE_CHECK: Duration = Duration::from_millis(2);
 
@@ -54,15 +49,6 @@ pub(crate) struct Lane {
 std::thread_local! {
     /// The lane whose attempt this thread is running, if any.
     static WORKING: std::cell::RefCell<Option<Arc<Lane>>> = const { std::cell::RefCell::new(None) };
-    /// Whether the attempt this thread just ran ended in silence (see
-    /// [`quiet`]).
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Notes that an attempt's end was booked where it ended and woke nothing:
-/// its lane may go on without yielding.
-pub(super) fn quiet() {
-    QUIET.with(|q| q.set(true));
 }
 
 /// The lane whose attempt this thread is running, if any: where the tasks
@@ -203,35 +189,19 @@ impl Lane {
 
     /// Begins the next attempt of the queue, polled once here, then yields
     /// (what it woke runs first), to go on with the next.
-    /// Begins attempts of the queue, each polled once here. After one that
-    /// woke or spawned something of the run's (the runner, told of its end;
-    /// its own task, for one still pending), the lane yields, so that runs
-    /// first; after one whose end was booked here in silence, it goes on,
-    /// up to [`QUIET_RUN`] attempts or [`QUIET_FOR`] (a future the attempt
-    /// woke waits no longer than that).
+    /// Begins the next attempt of the queue, polled once here, then yields
+    /// (what it woke or spawned, the runner or a task the cleanup's own code
+    /// spawned, runs first: tokio keeps it in this worker's slot, which no
+    /// other worker takes from), to go on with the next.
     fn work(self: &Arc<Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         WORKING.with(|w| *w.borrow_mut() = Some(self.clone()));
-        let first = self.made.elapsed();
-        let mut now = first;
-        let mut begun = 0;
-        let polled = loop {
-            QUIET.with(|q| q.set(false));
-            if !self.work_one(cx, now) {
-                break Poll::Ready(());
-            }
-            begun += 1;
-            if !self.has_queue() {
-                break Poll::Ready(());
-            }
-            now = self.made.elapsed();
-            let quiet = QUIET.with(std::cell::Cell::get);
-            if !quiet || begun >= QUIET_RUN || now - first >= QUIET_FOR {
-                cx.waker().wake_by_ref();
-                break Poll::Pending;
-            }
-        };
+        let begun = self.work_one(cx, self.made.elapsed());
         WORKING.with(|w| *w.borrow_mut() = None);
-        polled
+        if !begun || !self.has_queue() {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Begins the next attempt of the queue (`now`: since the lane was
@@ -267,8 +237,6 @@ impl Lane {
             match running.poll(cx) {
                 Poll::Ready(end) => running.finish(end),
                 Poll::Pending => {
-                    // Spawned: not quiet.
-                    QUIET.with(|q| q.set(false));
                     if let Some(stopped) = LaneCell::go_on(cell, number, running, |r| r.spawn()) {
                         // Its `Drop`s are the user's: contained.
                         let _ = drop_contained(stopped);
@@ -306,7 +274,6 @@ impl Runner {
         let Some(lane) = self.lanes.open.take() else {
             return;
         };
-        self.lanes.spawned = true;
         lane.spawn(self.ctx.chain.clone());
         self.watch(lane);
     }
@@ -383,7 +350,6 @@ impl Runner {
     ) -> Stopper {
         if !self.lanes.first_out {
             self.lanes.first_out = true;
-            self.lanes.spawned = true;
             Lane::send_alone(attempt, reply);
             return Stopper::Lane(None);
         }

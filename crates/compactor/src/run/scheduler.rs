@@ -138,9 +138,6 @@ pub(super) struct Lanes {
     pub(super) watched: Vec<(Arc<Lane>, u64)>,
     /// When to look at them next.
     pub(super) check: Option<Instant>,
-    /// Whether a lane or an attempt's task was spawned since this was last
-    /// cleared: one spawned in a booking runs before its lane goes on.
-    pub(super) spawned: bool,
 }
 
 /// What the run stopped and waits for, at its end, to be gone.
@@ -389,7 +386,6 @@ impl Runner {
         let now = ended.at;
         self.lanes.open = super::lane::current();
         self.lanes.first_out = true;
-        self.lanes.spawned = false;
         self.on_end(ended);
         let due = self.next_limit().is_some_and(|at| at <= now)
             || self.is_halted()
@@ -404,10 +400,6 @@ impl Runner {
         let sooner = earliest([self.next_limit(), self.clock.armed]) != self.clock.armed;
         if due || more || sooner || self.done() {
             self.ctx.done.nudge();
-        } else if !self.lanes.spawned {
-            // Nothing to run first (a spawn lands in this worker's slot
-            // that no other worker takes from): the lane may go on.
-            super::lane::quiet();
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
-use super::contain::drop_contained;
+use super::contain::let_go;
 use super::scheduler::{Failure, Runner, State, Stopper};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome};
@@ -108,7 +108,7 @@ impl Runner {
         };
         if let Some(outcome) = late {
             // What it returned (an error the user made) goes unread.
-            let _ = drop_contained(ended.end);
+            let_go(ended.end);
             return self.finish(i, outcome, overran, None, ended.at);
         }
         match ended.end {
@@ -251,8 +251,7 @@ impl Runner {
             delay,
             error: error.to_string(),
         });
-        // The error is the user's: its `Drop` is user code.
-        let _ = drop_contained(error);
+        let_go(error);
         self.tasks[i].state = State::Retrying { attempt };
         self.ctx.note_attempt(i, attempt, now, true);
         self.clock

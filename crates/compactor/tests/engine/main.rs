@@ -6,6 +6,7 @@
 mod common;
 
 mod batches;
+mod booked_in_place;
 mod bounded;
 mod categories;
 mod drain;
