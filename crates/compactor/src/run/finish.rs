@@ -66,8 +66,8 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
-        if let Some(disposing) = slot.and_then(|slot| dispose(slot, &self.ctx, index)) {
-            self.stopped.disposing.push((index, disposing));
+        if let Some(slot) = slot.filter(holds_a_cleanup) {
+            self.stopped.undisposed.push((index, slot));
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -155,33 +155,68 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
     }
 }
 
-/// Lets go of a finished task's cleanup. A cleanup still there is dropped
-/// on a task of its own, whose handle is returned: its `Drop` is user code,
-/// which must not hold the runner (but the report waits for it a little:
-/// what it owns, a child process, goes before the report).
-fn dispose(
-    slot: Slot,
-    ctx: &std::sync::Arc<super::RunContext>,
-    index: u32,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if slot.try_lock().is_ok_and(|cleanup| cleanup.is_none()) {
-        return None;
+/// Whether a finished task's slot may still hold its cleanup (held by a
+/// stopped attempt, or never taken): to be let go of off the runner.
+fn holds_a_cleanup(slot: &Slot) -> bool {
+    !slot.try_lock().is_ok_and(|cleanup| cleanup.is_none())
+}
+
+impl Runner {
+    /// Lets go of the cleanups the tasks finished since the last call left
+    /// to the runner: those free now in one task of their own, each one
+    /// still held by a stopped attempt in a task that takes it once the
+    /// attempt lets go. Their `Drop`s are user code, run with the task known
+    /// (a child process killed on the way is booked to it). At a deadline
+    /// that skips 100,000 tasks this is one task, not 100,000.
+    pub(super) fn dispose(&mut self) {
+        if self.stopped.undisposed.is_empty() {
+            return;
+        }
+        let mut free = Vec::new();
+        for (index, slot) in std::mem::take(&mut self.stopped.undisposed) {
+            match slot.clone().try_lock_owned() {
+                Ok(mut held) => free.push((index, held.take())),
+                Err(_) => {
+                    let ctx = self.ctx.clone();
+                    let dropped = async move {
+                        let cleanup = slot.lock_owned().await.take();
+                        let _ =
+                            super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+                    };
+                    if let Some(handle) = spawn_or_run(dropped) {
+                        self.stopped.disposing.push((vec![index], handle));
+                    }
+                }
+            }
+        }
+        if free.is_empty() {
+            return;
+        }
+        let indices = free.iter().map(|(index, _)| *index).collect();
+        let ctx = self.ctx.clone();
+        let dropped = async move {
+            for (index, cleanup) in free {
+                let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+            }
+        };
+        if let Some(handle) = spawn_or_run(dropped) {
+            self.stopped.disposing.push((indices, handle));
+        }
     }
-    // Held by an attempt (being stopped), or holding the cleanup: taken
-    // here once the attempt lets go, and dropped here, so the run knows when
-    // it is gone.
-    let ctx = ctx.clone();
-    let dropped = async move {
-        let cleanup = slot.lock_owned().await.take();
-        let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
-    };
+}
+
+/// Spawns `future` on the current runtime, or the library's own; with
+/// neither, runs it here.
+fn spawn_or_run(
+    future: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
     match tokio::runtime::Handle::try_current()
         .ok()
         .or(super::own_runtime().cloned())
     {
-        Some(runtime) => Some(runtime.spawn(dropped)),
+        Some(runtime) => Some(runtime.spawn(future)),
         None => {
-            futures::executor::block_on(dropped);
+            futures::executor::block_on(future);
             None
         }
     }

@@ -149,7 +149,10 @@ pub(super) struct Stopped {
     pub(super) attempts: std::collections::HashSet<(u32, u32)>,
     /// Cleanups left to the runner, being dropped on tasks of their own:
     /// (task index, the task dropping it).
-    pub(super) disposing: Vec<(u32, tokio::task::JoinHandle<()>)>,
+    pub(super) disposing: Vec<(Vec<u32>, tokio::task::JoinHandle<()>)>,
+    /// Finished tasks' slots that may still hold their cleanup, to let go
+    /// of at the end of the turn (see [`Runner::dispose`]).
+    pub(super) undisposed: Vec<(u32, super::attempt::Slot)>,
     /// Scopes whose task was cut off or skipped, halted: (task index, the
     /// scope), until their own report is out.
     pub(super) scopes: Vec<(u32, crate::Compactor)>,
@@ -347,6 +350,12 @@ impl Runner {
 
     /// One turn: the mail, the time limits, then the ready tasks.
     fn turn(&mut self, ended: &mut Vec<super::attempt::Ended>) -> Turn {
+        let turn = self.turn_inner(ended);
+        self.dispose();
+        turn
+    }
+
+    fn turn_inner(&mut self, ended: &mut Vec<super::attempt::Ended>) -> Turn {
         // The mail first: an attempt that ended before a limit counts.
         self.ctx.done.take(ended);
         ended.drain(..).for_each(|e| self.on_end(e));
@@ -397,6 +406,7 @@ impl Runner {
         let more = !due && self.start_ready();
         self.keep_lane();
         self.send_lane();
+        self.dispose();
         let sooner = earliest([self.next_limit(), self.clock.armed]) != self.clock.armed;
         if due || more || sooner || self.done() {
             self.ctx.done.nudge();

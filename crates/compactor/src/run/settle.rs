@@ -53,6 +53,7 @@ impl Runner {
         loop {
             self.ctx.done.take(&mut ended);
             ended.drain(..).for_each(|e| self.on_end(e));
+            self.dispose();
             // Awaited from the last: each finished one is let go of once.
             while self
                 .stopped
@@ -119,9 +120,12 @@ impl Runner {
                 self.books.record.abandoned(index);
             }
         }
-        for (index, disposing) in std::mem::take(&mut self.stopped.disposing) {
+        self.dispose();
+        for (indices, disposing) in std::mem::take(&mut self.stopped.disposing) {
             if !disposing.is_finished() {
-                self.books.record.abandoned(index);
+                indices
+                    .into_iter()
+                    .for_each(|i| self.books.record.abandoned(i));
             }
         }
         let alive = self
