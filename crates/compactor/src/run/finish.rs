@@ -2,6 +2,10 @@
 //! cleanup let go of off the runner; and the tasks a time limit ends.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use tokio::time::Instant;
 
@@ -163,45 +167,83 @@ fn holds_a_cleanup(slot: &Slot) -> bool {
 
 impl Runner {
     /// Lets go of the cleanups the tasks finished since the last call left
-    /// to the runner: those free now in one task of their own, each one
-    /// still held by a stopped attempt in a task that takes it once the
-    /// attempt lets go. Their `Drop`s are user code, run with the task known
-    /// (a child process killed on the way is booked to it). At a deadline
-    /// that skips 100,000 tasks this is one task, not 100,000.
+    /// to the runner, in one task of the run's: those free now at once,
+    /// those still held by a stopped attempt as each attempt lets go. Their
+    /// `Drop`s are user code, run with the task known (a child process killed
+    /// on the way is booked to it). At a deadline that stops or skips
+    /// 100,000 tasks this is one task, not 100,000.
     pub(super) fn dispose(&mut self) {
         if self.stopped.undisposed.is_empty() {
             return;
         }
         let mut free = Vec::new();
+        let mut held = Vec::new();
         for (index, slot) in std::mem::take(&mut self.stopped.undisposed) {
             match slot.clone().try_lock_owned() {
-                Ok(mut held) => free.push((index, held.take())),
-                Err(_) => {
-                    let ctx = self.ctx.clone();
-                    let dropped = async move {
-                        let cleanup = slot.lock_owned().await.take();
-                        let _ =
-                            super::membership::dropping(&ctx, index, || drop_contained(cleanup));
-                    };
-                    if let Some(handle) = spawn_or_run(dropped) {
-                        self.stopped.disposing.push((vec![index], handle));
-                    }
-                }
+                Ok(mut cleanup) => free.push((index, cleanup.take())),
+                Err(_) => held.push((index, slot)),
             }
         }
-        if free.is_empty() {
-            return;
-        }
-        let indices = free.iter().map(|(index, _)| *index).collect();
         let ctx = self.ctx.clone();
-        let dropped = async move {
-            for (index, cleanup) in free {
-                let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+        let gone = Arc::new(Mutex::new(Vec::new()));
+        let indices = free
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(held.iter().map(|(i, _)| *i))
+            .collect();
+        let dropped = {
+            let gone = gone.clone();
+            async move {
+                let gone_now = |index: u32| {
+                    gone.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(index);
+                };
+                for (index, cleanup) in free {
+                    let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+                    gone_now(index);
+                }
+                // Each taken as the attempt holding it lets go, in any order.
+                let mut waiting: FuturesUnordered<_> = held
+                    .into_iter()
+                    .map(|(index, slot)| async move { (index, slot.lock_owned().await.take()) })
+                    .collect();
+                while let Some((index, cleanup)) = waiting.next().await {
+                    let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+                    gone_now(index);
+                }
             }
         };
         if let Some(handle) = spawn_or_run(dropped) {
-            self.stopped.disposing.push((indices, handle));
+            self.stopped.disposing.push(Disposal {
+                indices,
+                gone,
+                handle,
+            });
         }
+    }
+}
+
+/// Cleanups being let go of on a task of the run's: which, which are gone.
+pub(super) struct Disposal {
+    pub(super) indices: Vec<u32>,
+    pub(super) gone: Arc<Mutex<Vec<u32>>>,
+    pub(super) handle: tokio::task::JoinHandle<()>,
+}
+
+impl Disposal {
+    /// The tasks whose cleanup is not yet gone.
+    pub(super) fn left(&self) -> Vec<u32> {
+        if self.handle.is_finished() {
+            return Vec::new();
+        }
+        let gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: std::collections::HashSet<u32> = gone.iter().copied().collect();
+        self.indices
+            .iter()
+            .copied()
+            .filter(|i| !gone.contains(i))
+            .collect()
     }
 }
 

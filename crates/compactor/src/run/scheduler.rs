@@ -149,7 +149,7 @@ pub(super) struct Stopped {
     pub(super) attempts: std::collections::HashSet<(u32, u32)>,
     /// Cleanups left to the runner, being dropped on tasks of their own:
     /// (task index, the task dropping it).
-    pub(super) disposing: Vec<(Vec<u32>, tokio::task::JoinHandle<()>)>,
+    pub(super) disposing: Vec<super::finish::Disposal>,
     /// Finished tasks' slots that may still hold their cleanup, to let go
     /// of at the end of the turn (see [`Runner::dispose`]).
     pub(super) undisposed: Vec<(u32, super::attempt::Slot)>,

@@ -59,7 +59,7 @@ impl Runner {
                 .stopped
                 .disposing
                 .last()
-                .is_some_and(|(_, d)| d.is_finished())
+                .is_some_and(|d| d.handle.is_finished())
             {
                 self.stopped.disposing.pop();
             }
@@ -84,7 +84,7 @@ impl Runner {
             };
             let disposed = async {
                 match self.stopped.disposing.last_mut() {
-                    Some((_, last)) => drop(last.await),
+                    Some(last) => drop((&mut last.handle).await),
                     None => std::future::pending().await,
                 }
             };
@@ -121,11 +121,9 @@ impl Runner {
             }
         }
         self.dispose();
-        for (indices, disposing) in std::mem::take(&mut self.stopped.disposing) {
-            if !disposing.is_finished() {
-                indices
-                    .into_iter()
-                    .for_each(|i| self.books.record.abandoned(i));
+        for disposal in std::mem::take(&mut self.stopped.disposing) {
+            for index in disposal.left() {
+                self.books.record.abandoned(index);
             }
         }
         let alive = self

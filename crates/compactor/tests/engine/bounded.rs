@@ -1070,3 +1070,68 @@ fn a_lane_that_drops_a_stopped_attempt_does_not_hold_the_runner_it_told() {
     assert!(began.elapsed() < WELL_BEFORE_THE_BLOCK, "{report}");
     runtime.shutdown_background();
 }
+
+/// Skipped at the deadline, many cleanups are let go of together: the one
+/// whose `Drop` holds its thread is reported abandoned, still running; one
+/// reported without it was dropped by the report; the report keeps its
+/// deadline.
+#[test]
+fn skipped_cleanups_let_go_of_together_are_each_reported_as_they_are() {
+    struct Holds(bool, Arc<AtomicBool>);
+    impl Drop for Holds {
+        fn drop(&mut self) {
+            if self.0 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+    let runtime = multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(150))
+        .build();
+    let dropped: Vec<Arc<AtomicBool>> = (0..50).map(|_| Arc::default()).collect();
+    for (i, flag) in dropped.iter().enumerate() {
+        let holds = Holds(i == 25, flag.clone());
+        c.register(format!("skipped-{i}"), move || {
+            let _ = &holds;
+            async {}
+        })
+        .unwrap();
+    }
+    c.task("first")
+        .priority(Priority::Critical)
+        .register(std::future::pending::<()>)
+        .unwrap();
+    let began = std::time::Instant::now();
+    let report = runtime.block_on(c.shutdown());
+    // Read as the report came out.
+    let gone: Vec<bool> = dropped.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+    assert!(
+        began.elapsed() < Duration::from_millis(300),
+        "{:?}\n{report}",
+        began.elapsed()
+    );
+    let mut reported_gone = 0;
+    for (i, gone) in gone.into_iter().enumerate() {
+        let task = report.task(&format!("skipped-{i}")).unwrap();
+        assert!(matches!(task.outcome(), Outcome::Skipped(_)), "{report}");
+        let abandoned = task.interruption() == Some(Interruption::Abandoned);
+        assert!(
+            abandoned || gone,
+            "skipped-{i} reported gone, not dropped\n{report}"
+        );
+        reported_gone += usize::from(!abandoned);
+    }
+    let holder = report.task("skipped-25").unwrap();
+    assert_eq!(
+        holder.interruption(),
+        Some(Interruption::Abandoned),
+        "{report}"
+    );
+    assert!(
+        reported_gone > 0,
+        "each cleanup is reported as it is\n{report}"
+    );
+    runtime.shutdown_background();
+}
