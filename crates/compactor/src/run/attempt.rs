@@ -117,7 +117,7 @@ impl Attempt {
     async fn run_async(self, reply: Reply) {
         let slot = self.slot.clone().lock_owned().await;
         let cell = &self.ctx.progress[self.index as usize].lane;
-        if !super::lane::LaneCell::begin(cell, self.number) {
+        if !cell.begin(self.number) {
             return reply.send(End::Lost("stopped before it began"), None);
         }
         let Some(mut running) = self.begin(slot, reply) else {

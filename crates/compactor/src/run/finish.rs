@@ -70,8 +70,10 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
-        if let Some(slot) = slot.filter(holds_a_cleanup) {
-            self.stopped.undisposed.push((index, slot));
+        if let Some(mut slot) = slot {
+            if holds_a_cleanup(&mut slot) {
+                self.stopped.undisposed.push((index, slot));
+            }
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -161,7 +163,12 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
 
 /// Whether a finished task's slot may still hold its cleanup (held by a
 /// stopped attempt, or never taken): to be let go of off the runner.
-fn holds_a_cleanup(slot: &Slot) -> bool {
+fn holds_a_cleanup(slot: &mut Slot) -> bool {
+    // The runner's is the only handle once the attempts are gone (the
+    // common case): read without locking.
+    if let Some(cleanup) = Arc::get_mut(slot) {
+        return cleanup.get_mut().is_some();
+    }
     !slot.try_lock().is_ok_and(|cleanup| cleanup.is_none())
 }
 

@@ -10,12 +10,13 @@
 //! task, for one still pending), which tokio runs next on the same worker,
 //! never waits behind the next first poll. A first poll that holds its
 //! thread holds its lane, so the runner gives the rest of the lane's queue a
-//! fresh task once that poll is older than [`LANE_CHECK`], or at once when
+//! fresh task once that poll is seen under way at two of its looks
+//! [`LANE_CHECK`] apart, or at once when
 //! the held attempt is stopped; the held one is reported as its end comes.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -31,17 +32,15 @@ use super::scheduler::{Runner, Stopper};
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;
 
-/// How often the runner looks for lanes that took nothing new.
-pub(super) const LANE_CHECK: Duration = Duration::from_millis(2);
+/// How often the runner looks at the lanes with attempts waiting: a first
+/// poll under way at two looks in a row holds its thread.
+pub(super) const LANE_CHECK: Duration = Duration::from_millis(1);
 
 /// A queue of attempts to begin, and the one being begun.
 pub(crate) struct Lane {
     queue: Mutex<VecDeque<(Attempt, Reply)>>,
     /// The attempt in its first poll here (see [`key`]), or 0.
     current: AtomicU64,
-    /// When that first poll began, in nanoseconds since the lane was made.
-    since: AtomicU64,
-    made: std::time::Instant,
     /// In the runner's list of lanes it looks at for a take-over.
     watched: AtomicBool,
 }
@@ -65,57 +64,61 @@ pub(super) fn key(index: u32, attempt: u32) -> u64 {
 /// Per task, between its lane and the runner: where an attempt that went
 /// on on a task of its own can be aborted, whether the runner stopped one
 /// before that, and which attempt its lane has begun.
+///
+/// `stopped` and `begun` are `SeqCst`: the runner writes `stopped` then
+/// reads `begun`, a lane writes `begun` then reads `stopped`, so at least
+/// one of them sees the other's write. The abort handle is set and used
+/// under its lock, after `stopped` is read or written.
 #[derive(Default)]
 pub(crate) struct LaneCell {
-    /// The latest attempt the runner stopped while it had no task of its
-    /// own: that one and every earlier one are dropped, never gone on with.
-    stopped: u32,
+    /// The latest attempt the runner stopped: that one and every earlier
+    /// one are dropped, never begun or gone on with.
+    stopped: AtomicU32,
     /// The latest attempt its lane began (called the closure of).
-    begun: u32,
-    abort: Option<(u32, AbortHandle)>,
+    begun: AtomicU32,
+    abort: Mutex<Option<(u32, AbortHandle)>>,
 }
 
 impl LaneCell {
-    fn lock(cell: &Mutex<LaneCell>) -> std::sync::MutexGuard<'_, LaneCell> {
-        cell.lock().unwrap_or_else(PoisonError::into_inner)
+    fn abort(&self) -> std::sync::MutexGuard<'_, Option<(u32, AbortHandle)>> {
+        self.abort.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stops `attempt` (the runner's side): aborted if it has a task of its
-    /// own, else marked so its lane drops it rather than go on with it.
+    /// own, and marked so its lane drops it rather than go on with it.
     /// Returns whether its lane had begun it.
-    pub(super) fn stop(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
-        let mut cell = LaneCell::lock(cell);
-        match &cell.abort {
-            Some((number, abort)) if *number == attempt => abort.abort(),
-            _ => cell.stopped = cell.stopped.max(attempt),
+    pub(super) fn stop(&self, attempt: u32) -> bool {
+        self.stopped.fetch_max(attempt, Ordering::SeqCst);
+        if let Some((number, abort)) = &*self.abort() {
+            if *number == attempt {
+                abort.abort();
+            }
         }
-        cell.begun >= attempt
+        self.begun.load(Ordering::SeqCst) >= attempt
+    }
+
+    fn is_stopped(&self, attempt: u32) -> bool {
+        attempt <= self.stopped.load(Ordering::SeqCst)
     }
 
     /// Begins `attempt`, its cleanup held, unless the runner stopped it:
     /// from here on it counts as an attempt.
-    pub(super) fn begin(cell: &Mutex<LaneCell>, attempt: u32) -> bool {
-        let mut cell = LaneCell::lock(cell);
-        if attempt <= cell.stopped {
+    pub(super) fn begin(&self, attempt: u32) -> bool {
+        if self.is_stopped(attempt) {
             return false;
         }
-        cell.begun = attempt;
-        true
+        self.begun.store(attempt, Ordering::SeqCst);
+        !self.is_stopped(attempt)
     }
 
     /// `attempt` goes on on a task of its own: spawned by `go`, unless the
     /// runner stopped it meanwhile (then it comes back, to drop).
-    fn go_on<T>(
-        cell: &Mutex<LaneCell>,
-        attempt: u32,
-        it: T,
-        go: impl FnOnce(T) -> AbortHandle,
-    ) -> Option<T> {
-        let mut cell = LaneCell::lock(cell);
-        if attempt <= cell.stopped {
+    fn go_on<T>(&self, attempt: u32, it: T, go: impl FnOnce(T) -> AbortHandle) -> Option<T> {
+        let mut abort = self.abort();
+        if self.is_stopped(attempt) {
             return Some(it);
         }
-        cell.abort = Some((attempt, go(it)));
+        *abort = Some((attempt, go(it)));
         None
     }
 }
@@ -125,8 +128,6 @@ impl Lane {
         Arc::new(Lane {
             queue: Mutex::new(VecDeque::new()),
             current: AtomicU64::new(0),
-            since: AtomicU64::new(0),
-            made: std::time::Instant::now(),
             watched: AtomicBool::new(false),
         })
     }
@@ -143,12 +144,6 @@ impl Lane {
         self.current.load(Ordering::Acquire)
     }
 
-    /// How long the first poll under way here has held the lane.
-    pub(super) fn held_for(&self) -> Duration {
-        let since = Duration::from_nanos(self.since.load(Ordering::Acquire));
-        self.made.elapsed().saturating_sub(since)
-    }
-
     /// Whether attempts wait in the queue.
     pub(super) fn has_queue(&self) -> bool {
         !self
@@ -163,7 +158,7 @@ impl Lane {
     pub(super) fn send_alone(attempt: Attempt, reply: Reply) {
         let (ctx, number) = (attempt.ctx.clone(), attempt.number);
         let cell = &ctx.progress[attempt.index as usize].lane;
-        let stopped = LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r));
+        let stopped = cell.go_on(number, (attempt, reply), |(a, r)| a.spawn_async(r));
         drop(stopped);
     }
 
@@ -195,7 +190,7 @@ impl Lane {
     /// other worker takes from), to go on with the next.
     fn work(self: &Arc<Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         WORKING.with(|w| *w.borrow_mut() = Some(self.clone()));
-        let begun = self.work_one(cx, self.made.elapsed());
+        let begun = self.work_one(cx);
         WORKING.with(|w| *w.borrow_mut() = None);
         if !begun || !self.has_queue() {
             return Poll::Ready(());
@@ -204,9 +199,9 @@ impl Lane {
         Poll::Pending
     }
 
-    /// Begins the next attempt of the queue (`now`: since the lane was
-    /// made), polled once here; `false` when the queue is empty.
-    fn work_one(&self, cx: &mut std::task::Context<'_>, now: Duration) -> bool {
+    /// Begins the next attempt of the queue, polled once here; `false` when
+    /// the queue is empty.
+    fn work_one(&self, cx: &mut std::task::Context<'_>) -> bool {
         let Some((attempt, reply)) = self.next() else {
             return false;
         };
@@ -217,19 +212,17 @@ impl Lane {
             // A stopped attempt still holds the cleanup: this one waits
             // for it on a task of its own.
             if let Some((attempt, reply)) =
-                LaneCell::go_on(cell, number, (attempt, reply), |(a, r)| a.spawn_async(r))
+                cell.go_on(number, (attempt, reply), |(a, r)| a.spawn_async(r))
             {
                 drop((attempt, reply));
             }
             return true;
         };
-        if !LaneCell::begin(cell, number) {
+        if !cell.begin(number) {
             drop(held);
             reply.send(End::Lost("stopped before it began"), None);
             return true;
         }
-        let since = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        self.since.store(since, Ordering::Release);
         self.current.store(key(index, number), Ordering::Release);
         let span = attempt.span.clone();
         let entered = (!span.is_disabled()).then(|| span.enter());
@@ -237,7 +230,7 @@ impl Lane {
             match running.poll(cx) {
                 Poll::Ready(end) => running.finish(end),
                 Poll::Pending => {
-                    if let Some(stopped) = LaneCell::go_on(cell, number, running, |r| r.spawn()) {
+                    if let Some(stopped) = cell.go_on(number, running, |r| r.spawn()) {
                         // Its `Drop`s are the user's: contained.
                         let _ = drop_contained(stopped);
                     }
@@ -281,7 +274,7 @@ impl Runner {
     /// Looks at `lane` for a take-over from now on.
     fn watch(&mut self, lane: Arc<Lane>) {
         if !lane.watched.swap(true, Ordering::Relaxed) {
-            self.lanes.watched.push((lane, 0));
+            self.lanes.watched.push((lane, 0, 0));
         }
         self.lanes
             .check
@@ -303,37 +296,38 @@ impl Runner {
         }
     }
 
-    /// Gives a lane whose first poll under way has held it for
-    /// [`LANE_CHECK`] (it holds its thread) a fresh task for the rest of its
-    /// queue, once per held poll.
+    /// Gives a lane whose first poll under way was under way at the last
+    /// look too, [`LANE_CHECK`] ago at least (it holds its thread), a fresh
+    /// task for the rest of its queue, once per held poll.
     pub(super) fn check_lanes(&mut self, now: Instant) {
         if self.lanes.check.is_none_or(|at| now < at) {
             return;
         }
         // Only a lane with attempts waiting needs a take-over.
-        self.lanes.watched.retain(|(lane, _)| {
+        self.lanes.watched.retain(|(lane, ..)| {
             let queued = lane.has_queue();
             if !queued {
                 lane.watched.store(false, Ordering::Relaxed);
             }
             queued
         });
-        for (lane, taken_over) in &mut self.lanes.watched {
+        for (lane, seen, taken_over) in &mut self.lanes.watched {
             let current = lane.current();
-            let held = current != 0 && lane.held_for() >= LANE_CHECK;
+            let held = current != 0 && current == *seen;
             if held && current != *taken_over {
                 lane.spawn(self.ctx.chain.clone());
                 *taken_over = current;
             }
+            *seen = current;
         }
-        self.lanes.check = (!self.lanes.watched.is_empty()).then(|| now + LANE_CHECK / 2);
+        self.lanes.check = (!self.lanes.watched.is_empty()).then(|| now + LANE_CHECK);
     }
 
     /// Stops an attempt handed to `lane`; one the lane is polling right now
     /// holds it, so the rest of its queue gets a fresh task. Returns whether
     /// the lane had begun it.
     pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
-        let begun = LaneCell::stop(&self.ctx.progress[i].lane, attempt);
+        let begun = self.ctx.progress[i].lane.stop(attempt);
         if let Some(lane) = lane {
             if lane.current() == key(i as u32, attempt) && lane.has_queue() {
                 lane.spawn(self.ctx.chain.clone());

@@ -147,7 +147,7 @@ pub(crate) struct Progress {
     /// plus one; zero before the first.
     pub(crate) attempt_began: AtomicU64,
     /// Between its attempt's lane and the runner (see [`lane::LaneCell`]).
-    pub(crate) lane: std::sync::Mutex<lane::LaneCell>,
+    pub(crate) lane: lane::LaneCell,
 }
 
 impl RunContext {

@@ -133,9 +133,10 @@ pub(super) struct Lanes {
     /// Whether this turn's first async attempt went out (on a task of its
     /// own: most turns start one, as a chain's do).
     pub(super) first_out: bool,
-    /// The lanes not yet idle, with the attempt each was last taken over
-    /// at, looked at for a take-over.
-    pub(super) watched: Vec<(Arc<Lane>, u64)>,
+    /// The lanes not yet idle, looked at for a take-over: with the first
+    /// poll under way at the last look, and the one it was last taken over
+    /// at (see [`super::lane::key`]).
+    pub(super) watched: Vec<(Arc<Lane>, u64, u64)>,
     /// When to look at them next.
     pub(super) check: Option<Instant>,
 }
