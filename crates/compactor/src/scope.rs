@@ -65,7 +65,8 @@ impl TaskBuilder<'_> {
                 ..(*parent.config).clone()
             }),
         };
-        let child = Compactor::from_parts(config, false, SignalExit::Return, None);
+        let registry = crate::registry::Registry::small();
+        let child = Compactor::from_parts(config, registry, false, SignalExit::Return, None);
         let deadline = parent.config.deadline;
         let builder = match self.has_timeout() {
             true => self,

@@ -229,6 +229,7 @@ impl Compactor {
     /// an instance that may listen for signals from its first registration.
     pub(crate) fn from_parts(
         config: Arc<Config>,
+        registry: Registry,
         auto_listen: bool,
         exit: SignalExit,
         hooks: Option<&'static ProcessHooks>,
@@ -247,7 +248,7 @@ impl Compactor {
             inner: Arc::new(Instance {
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 config,
-                registry: Arc::new(Registry::new()),
+                registry: Arc::new(registry),
                 token: CancellationToken::new(),
                 drain: CancellationToken::new(),
                 halted: Arc::default(),

@@ -15,7 +15,13 @@ static GLOBAL: OnceLock<Compactor> = OnceLock::new();
 fn built(config: Config, global: bool) -> Compactor {
     let auto_listen = config.auto_listen.unwrap_or(global);
     let exit = config.signal_exit;
-    Compactor::from_parts(Arc::new(config), auto_listen, exit, Some(&HOOKS))
+    Compactor::from_parts(
+        Arc::new(config),
+        crate::registry::Registry::new(),
+        auto_listen,
+        exit,
+        Some(&HOOKS),
+    )
 }
 
 impl Compactor {

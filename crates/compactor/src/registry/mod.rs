@@ -93,7 +93,17 @@ const PRUNE_AT_LEAST: usize = 1024;
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        let tasks = DashMap::with_hasher(NameHash::random());
+        Registry::with_tasks(DashMap::with_hasher(NameHash::random()))
+    }
+
+    /// A registry for a few tasks (a scope's): two shards, the fewest a
+    /// `DashMap` takes, where an application's has one per core or more
+    /// (each an aligned allocation: most of a small scope's set-up).
+    pub(crate) fn small() -> Self {
+        Registry::with_tasks(DashMap::with_hasher_and_shard_amount(NameHash::random(), 2))
+    }
+
+    fn with_tasks(tasks: DashMap<HashedName, Slot, NameHash>) -> Self {
         Registry {
             tasks,
             closed: AtomicBool::new(false),
