@@ -105,10 +105,9 @@ async fn main() -> ExitCode {
         eprintln!("quickstart: {e}");
         return ExitCode::FAILURE;
     }
-    let stop = compactor.shutdown_token();
     let report_json = options.report_json.clone();
     let code = compactor
-        .run_until_shutdown(async move {
+        .run_until_shutdown(|stop| async move {
             match options.shutdown_after {
                 Some(after) => {
                     println!("running for {after:?}");

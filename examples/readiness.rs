@@ -171,8 +171,9 @@ async fn main() -> ExitCode {
     }
 
     println!("http listening on {addr}");
-    let stop = compactor.shutdown_token();
-    let code = compactor.run_until_shutdown(stop.cancelled_owned()).await;
+    let code = compactor
+        .run_until_shutdown(|stop| stop.cancelled_owned())
+        .await;
     if let Some(report) = compactor.report() {
         println!("{report}");
         if let Some(path) = &report_json {

@@ -93,9 +93,8 @@ async fn main() -> Result<ExitCode, compactor::Error> {
         .request_with(move |reply| to_compact.send(Request::Compact(reply)))?;
 
     // The service: fills the worker's cache until the shutdown begins.
-    let stop_token = c.shutdown_token();
     let code = c
-        .run_until_shutdown(async move {
+        .run_until_shutdown(|stop_token| async move {
             let mut n = 0u32;
             let until = tokio::time::sleep(run_for);
             tokio::pin!(until);

@@ -30,9 +30,8 @@ fn app() -> Router {
 /// Serves `app` on `listener` until the shutdown's drain, then runs the
 /// cleanups of `c`, prints the report, and returns the exit code.
 async fn run(c: &Compactor, listener: TcpListener, app: Router) -> ExitCode {
-    let stop = c.drain_token();
     let code = c
-        .run_until_shutdown(async move {
+        .run_until_shutdown(|stop| async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await

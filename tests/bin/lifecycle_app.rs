@@ -394,7 +394,7 @@ fn main() -> ExitCode {
                 }
             }
         };
-        let code = c.run_until_shutdown(service).await;
+        let code = c.run_until_shutdown(|_| service).await;
         let report = c.report().expect("the run is over");
         print_report(&report);
         println!("accepted {}", accepted.load(Ordering::SeqCst));

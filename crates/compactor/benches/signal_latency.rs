@@ -51,7 +51,7 @@ fn main() {
         let at = first
             .recv_timeout(Duration::from_secs(5))
             .expect("the cleanup started");
-        runtime.block_on(c.wait());
+        let _ = runtime.block_on(c.wait());
         drop(c);
         // The first rounds warm up threads and caches.
         if round >= 20 {

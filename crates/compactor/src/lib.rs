@@ -86,7 +86,7 @@
 //!                 }
 //!             }
 //!         })?;
-//!     Ok(c.run_until_shutdown(c.shutdown_token().cancelled_owned()).await)
+//!     Ok(c.run_until_shutdown(|stop| stop.cancelled_owned()).await)
 //! }
 //! ```
 //!

@@ -148,7 +148,7 @@ async fn a_one_shot_cleanup_with_retries_is_refused_and_nothing_is_lost() {
         }
     );
     assert_eq!(c.pending(), 1);
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     let e = c
         .task("late")
         .retries(2)

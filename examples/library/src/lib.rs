@@ -213,7 +213,7 @@ mod tests {
         );
         assert_eq!(file.read(), "early\n");
         assert_eq!(app.pending(), 0);
-        app.finish().await;
+        let _ = app.finish().await;
     }
 
     #[tokio::test]
@@ -229,7 +229,7 @@ mod tests {
             .priority(Priority::High)
             .register_once(move || async move { log.write("http: drained") })
             .unwrap();
-        app.finish().await;
+        let _ = app.finish().await;
         assert_eq!(file.read(), "http: drained\n");
     }
 
@@ -245,7 +245,7 @@ mod tests {
             assert_plan_fits(&app, Duration::from_millis(2_900));
         });
         assert!(too_short.is_err(), "2 s and the exit grace fit in 2.9 s");
-        app.finish().await;
+        let _ = app.finish().await;
     }
 
     #[tokio::test]
@@ -270,6 +270,6 @@ mod tests {
         app.trigger();
         let refused = Spool::create(&file.0, app.task("spool"));
         assert!(matches!(refused, Err(Error::Register(_))), "{refused:?}");
-        app.finish().await;
+        let _ = app.finish().await;
     }
 }

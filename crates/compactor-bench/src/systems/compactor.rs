@@ -123,7 +123,7 @@ impl System for Compactor {
         let at = first
             .recv_timeout(Duration::from_secs(10))
             .expect("the cleanup started");
-        rt.block_on(c.wait());
+        let _ = rt.block_on(c.wait());
         Some(at - sent)
     }
 

@@ -53,16 +53,23 @@ impl Compactor {
     /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
     /// signal n, 1 if the service failed or a cleanup did not succeed.
     ///
+    /// `service` is handed the token it must stop on: cancelled when the
+    /// shutdown's [drain delay](crate::Builder::drain_delay) is over (at once
+    /// without one), the same as [`drain_token`](Self::drain_token). A
+    /// server passes it to its own graceful shutdown (axum's
+    /// `with_graceful_shutdown(stop.cancelled_owned())`); a `main` with
+    /// nothing to serve, whose work is all registered cleanups, waits on it
+    /// (`|stop| async move { stop.cancelled().await }`).
+    ///
     /// The service is part of the shutdown: it keeps running after the
-    /// shutdown began, so it can drain (select on
-    /// [`shutdown_token`](Self::shutdown_token) to stop taking work, e.g.
-    /// axum's `with_graceful_shutdown(token.cancelled_owned())`), and a
+    /// shutdown began, so it can drain, and a
     /// task of the graph, `compactor::service` (priority
     /// [`Critical`](crate::Priority::Critical), the instance's
     /// [default timeout](crate::Builder::default_timeout)), waits for it to
     /// end: the other cleanups (closing the pool the server uses) run after
-    /// it has drained. Its end is the task's outcome. Cut off by that
-    /// timeout or the deadline, the service is dropped at once and the task
+    /// it has drained. Its end is the task's outcome. A service that does not
+    /// stop on its token holds the cleanups until that timeout; cut off by it
+    /// or the deadline, the service is dropped at once and the task
     /// reported timed out or cancelled, so the report is not clean. A
     /// service that ends by itself starts the shutdown
     /// ([`ShutdownReason::ServiceEnded`], or [`ShutdownReason::ServiceFailed`]
@@ -86,11 +93,11 @@ impl Compactor {
     /// #[tokio::main]
     /// async fn main() -> ExitCode {
     ///     let compactor = compactor::Compactor::global();
-    ///     // The shutdown's start, or the end of its drain delay if one is set.
-    ///     let stop = compactor.drain_token();
-    ///     compactor.run_until_shutdown(async move {
-    ///         stop.cancelled().await; // serve until then
-    ///     }).await
+    ///     compactor
+    ///         .run_until_shutdown(|stop| async move {
+    ///             stop.cancelled().await; // serve until then
+    ///         })
+    ///         .await
     /// }
     /// ```
     ///
@@ -99,8 +106,9 @@ impl Compactor {
     /// Not cancel safe in the sense that dropping it drops the service; a
     /// shutdown it started goes on. Dropped before any shutdown, it
     /// withdraws the service's drain task.
-    pub async fn run_until_shutdown<F>(&self, service: F) -> std::process::ExitCode
+    pub async fn run_until_shutdown<S, F>(&self, service: S) -> std::process::ExitCode
     where
+        S: FnOnce(CancellationToken) -> F,
         F: Future,
         F::Output: CleanupResult,
     {
@@ -158,7 +166,10 @@ impl Compactor {
                 (None, None, None)
             }
         };
-        // A panicking service is a service that ended: the cleanup still runs.
+        // A panicking service is a service that ended: the cleanup still
+        // runs. (Its closure too: called here, inside the catch.)
+        let stop = self.drain_token();
+        let service = async move { service(stop).await };
         let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
         let end_of = |result| {
             let end = ServiceEnd::of(result);

@@ -98,8 +98,30 @@ struct ReportData {
 /// println!("{report}");
 /// # }
 /// ```
+///
+/// A `main` that waits for the report returns it, or its
+/// [`exit_code`](ShutdownReport::exit_code): an unclean run then never
+/// exits 0 by accident (the report is `#[must_use]`, and a
+/// [`Termination`](std::process::Termination)).
+///
+/// ```no_run
+/// #[tokio::main]
+/// async fn main() -> compactor::ShutdownReport {
+///     let c = compactor::Compactor::global();
+///     c.register("flush", || async {}).unwrap();
+///     c.wait().await // exits with 0, 128 + n after signal n, or 1
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the report says whether the shutdown was clean: return it (or its `exit_code()`) from `main`"]
 pub struct ShutdownReport(Arc<ReportData>);
+
+/// The process exits with [`ShutdownReport::exit_code`].
+impl std::process::Termination for ShutdownReport {
+    fn report(self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.exit_code())
+    }
+}
 
 impl ShutdownReport {
     pub(crate) fn new(

@@ -391,7 +391,7 @@ async fn run_until_shutdown_runs_the_cleanup_when_the_service_panics() {
     })
     .unwrap();
     let code = c
-        .run_until_shutdown(async {
+        .run_until_shutdown(|_| async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if true {
                 panic!("service broke");
@@ -462,7 +462,7 @@ async fn every_refusal_after_shutdown_began_is_shutting_down() {
     let c = Compactor::new();
     let other = Compactor::new();
     let foreign = other.register("elsewhere", || async {}).unwrap();
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     let refusals = [
         c.register("   ", || async {}),
         c.task("zero").timeout(Duration::ZERO).register(|| async {}),

@@ -12,7 +12,7 @@ use compactor::{Compactor, Event, Outcome, ShutdownReason, Signal};
 async fn a_service_that_ends_starts_the_shutdown_and_exits_zero() {
     let c = Compactor::builder().auto_listen(false).build();
     c.register("db", || async {}).unwrap();
-    let code = c.run_until_shutdown(async {}).await;
+    let code = c.run_until_shutdown(|_| async {}).await;
     assert_eq!(code, ExitCode::from(0));
     let report = c.report().unwrap();
     assert_eq!(report.reason(), &ShutdownReason::ServiceEnded);
@@ -24,7 +24,7 @@ async fn a_failed_service_exits_one_with_its_error() {
     let c = Compactor::new();
     c.register("db", || async {}).unwrap();
     let code = c
-        .run_until_shutdown(async { Err::<(), _>("bind: address in use") })
+        .run_until_shutdown(|_| async { Err::<(), _>("bind: address in use") })
         .await;
     assert_eq!(code, ExitCode::from(1));
     assert_eq!(
@@ -46,8 +46,7 @@ async fn the_service_drains_inside_the_shutdown_before_the_other_cleanups() {
         );
     })
     .unwrap();
-    let stop = c.shutdown_token();
-    let service = async move {
+    let service = |stop: tokio_util::sync::CancellationToken| async move {
         stop.cancelled().await;
         tokio::time::sleep(Duration::from_millis(20)).await; // in-flight requests
         drained.store(true, Ordering::SeqCst);
@@ -96,7 +95,7 @@ async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
         }
     }
     let began = tokio::time::Instant::now();
-    let service = async move {
+    let service = |_stop| async move {
         let _dropped = Dropped(when);
         std::future::pending::<()>().await; // ignores the token
     };
@@ -125,7 +124,7 @@ async fn the_reason_is_in_the_started_event() {
     let c = Compactor::new();
     let mut events = c.subscribe();
     c.request_shutdown("lost the database");
-    c.wait().await;
+    let _ = c.wait().await;
     match events.recv().await.unwrap() {
         Event::ShutdownStarted { reason, tasks, .. } => {
             assert_eq!(
@@ -180,7 +179,7 @@ async fn a_service_after_the_shutdown_began_is_never_polled() {
     let polled = Arc::new(AtomicBool::new(false));
     let flag = polled.clone();
     let code = c
-        .run_until_shutdown(async move { flag.store(true, Ordering::SeqCst) })
+        .run_until_shutdown(|_| async move { flag.store(true, Ordering::SeqCst) })
         .await;
     assert_eq!(code, ExitCode::from(0));
     assert!(!polled.load(Ordering::SeqCst));
@@ -190,10 +189,55 @@ async fn a_service_after_the_shutdown_began_is_never_polled() {
 async fn a_dropped_run_until_shutdown_withdraws_its_drain() {
     let c = Compactor::new();
     c.register_once("db-pool", || async {}).unwrap();
-    let running = c.run_until_shutdown(std::future::pending::<()>());
+    let running = c.run_until_shutdown(|_| std::future::pending::<()>());
     // Polled for a while, then dropped before any shutdown.
     let _ = tokio::time::timeout(Duration::from_millis(10), running).await;
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
     assert!(report.task("compactor::service").is_none(), "{report}");
+}
+
+#[tokio::test]
+async fn the_main_with_nothing_to_serve_stops_on_its_token_not_at_the_timeout() {
+    // `main` whose work is all registered cleanups: the service is handed
+    // the token it stops on, so a SIGTERM (here a trigger) is never held
+    // for the service's timeout.
+    let c = Compactor::builder()
+        .auto_listen(false)
+        .default_timeout(Duration::from_secs(30))
+        .build();
+    c.register("db", || async {}).unwrap();
+    let trigger = c.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        trigger.trigger();
+    });
+    let began = std::time::Instant::now();
+    let code = c
+        .run_until_shutdown(|stop| async move { stop.cancelled().await })
+        .await;
+    assert_eq!(code, ExitCode::from(0));
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "held for {:?}",
+        began.elapsed()
+    );
+    let report = c.report().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[tokio::test]
+async fn a_report_returned_from_main_exits_with_its_code() {
+    use std::process::Termination;
+    let clean = Compactor::new();
+    clean.register("db", || async {}).unwrap();
+    let report = clean.shutdown().await;
+    assert_eq!(report.report(), ExitCode::from(0));
+    let failed = Compactor::new();
+    failed
+        .register("db", || async { Err::<(), _>("refused") })
+        .unwrap();
+    let report = failed.shutdown().await;
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.report(), ExitCode::from(1));
 }

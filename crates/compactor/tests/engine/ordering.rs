@@ -161,7 +161,7 @@ async fn sequential_mode_runs_one_at_a_time_latest_first() {
         c.register(name, logged(&log, name, Duration::from_millis(1)))
             .unwrap();
     }
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     assert_eq!(
         log.entries(),
         [
@@ -195,7 +195,7 @@ async fn sequential_mode_keeps_dependencies_over_lifo() {
         .depends_on_name("pool")
         .register(logged(&log, "metrics", Duration::ZERO))
         .unwrap();
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     let starts: Vec<String> = log
         .entries()
         .into_iter()
@@ -304,7 +304,7 @@ async fn a_name_can_be_reused_after_unregister() {
         "the old handle must not remove the new task"
     );
     assert!(new.is_pending());
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     assert_eq!(log.entries(), ["start:new", "end:new"]);
 }
 

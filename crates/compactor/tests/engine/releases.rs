@@ -98,7 +98,8 @@ async fn an_unknown_name_or_an_outside_dependent_releases_nothing() {
     assert_eq!(c.pending(), 2, "nothing was released");
     assert!(log.entries().is_empty());
     // Both together are fine, in their order.
-    c.release(Selection::Names(vec!["db".into(), "http".into()]))
+    let _ = c
+        .release(Selection::Names(vec!["db".into(), "http".into()]))
         .await
         .unwrap();
     assert_eq!(log.entries(), ["http", "db"]);
@@ -134,7 +135,7 @@ async fn a_category_selection_is_shutdown_category_and_a_shutdown_ends_releases(
     assert_eq!(report.reason(), &ShutdownReason::Category(Category::File));
     assert_eq!(report.tasks().len(), 1);
     c.register("late", || async {}).unwrap();
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     assert_eq!(
         c.release(Selection::Names(vec!["late".into()]))
             .await

@@ -248,7 +248,7 @@ async fn skipped_tasks_get_one_finished_event_too() {
         .depends_on(&last)
         .register(std::future::pending::<()>)
         .unwrap();
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     let mut finished = Vec::new();
     while let Ok(event) = rx.try_recv() {
         if let Event::TaskFinished { name, outcome, .. } = event {

@@ -20,7 +20,7 @@ async fn a_failed_cleanup_fails_the_test() {
     let c = testing::instance();
     c.register("flush", || async { Err::<(), _>("disk full") })
         .unwrap();
-    c.finish().await;
+    let _ = c.finish().await;
 }
 
 #[tokio::test]
@@ -29,7 +29,7 @@ async fn a_leak_fails_the_test() {
     let c = testing::instance();
     let pool = Arc::new(());
     c.task("pool").register_weak(&pool, |_p| async {}).unwrap();
-    c.finish().await; // `pool` is still held here
+    let _ = c.finish().await; // `pool` is still held here
     drop(pool);
 }
 
