@@ -486,27 +486,8 @@ fn a_scope_cut_off_while_its_chain_books_itself_runs_nothing_after_the_report() 
             .timeout(Duration::from_millis(100))
             .scope()
             .unwrap();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let mut previous: Option<TaskHandle> = None;
-        for i in 0..20_000 {
-            let mut task = scope.task(format!("link-{i}"));
-            if let Some(p) = &previous {
-                task = task.depends_on(p);
-            }
-            let ran = ran.clone();
-            previous = Some(
-                task.register(move || {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    // About 50 µs each: the chain takes about a second.
-                    let until = Instant::now() + Duration::from_micros(50);
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
-                    async {}
-                })
-                .unwrap(),
-            );
-        }
+        // About 50 µs each: the chain takes about a second.
+        let ran = spinning_chain(&scope, 20_000, Duration::from_micros(50));
         let began = Instant::now();
         let report = runtime
             .block_on(async { tokio::time::timeout(SOON, c.shutdown()).await })
@@ -590,6 +571,33 @@ fn a_run_begun_by_a_cleanup_keeps_its_deadline_though_the_next_first_poll_holds_
     assert!(late.is_empty(), "{}", late.join("\n"));
 }
 
+/// A chain of `links` cleanups on `c`, each spinning for `each` in its
+/// first poll (they end there, so each end is booked on its lane); counts
+/// the cleanups called.
+fn spinning_chain(c: &Compactor, links: usize, each: Duration) -> Arc<AtomicUsize> {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut previous: Option<TaskHandle> = None;
+    for i in 0..links {
+        let mut task = c.task(format!("link-{i}"));
+        if let Some(p) = &previous {
+            task = task.depends_on(p);
+        }
+        let ran = ran.clone();
+        previous = Some(
+            task.register(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                let until = Instant::now() + each;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                async {}
+            })
+            .unwrap(),
+        );
+    }
+    ran
+}
+
 fn runtime_of(flavor: &str) -> tokio::runtime::Runtime {
     match flavor {
         "current-thread" => tokio::runtime::Builder::new_current_thread()
@@ -613,26 +621,7 @@ fn a_chain_that_books_itself_stops_at_the_deadline_and_runs_nothing_after_the_re
         let runtime = runtime_of(flavor);
         let deadline = Duration::from_millis(150);
         let c = Compactor::builder().deadline(deadline).build();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let mut previous: Option<TaskHandle> = None;
-        for i in 0..LINKS {
-            let mut task = c.task(format!("link-{i}"));
-            if let Some(p) = &previous {
-                task = task.depends_on(p);
-            }
-            let ran = ran.clone();
-            previous = Some(
-                task.register(move || {
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    let until = Instant::now() + Duration::from_micros(200);
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
-                    async {}
-                })
-                .unwrap(),
-            );
-        }
+        let ran = spinning_chain(&c, LINKS, Duration::from_micros(200));
         let began = Instant::now();
         let report = runtime
             .block_on(async { tokio::time::timeout(SOON, c.shutdown()).await })
