@@ -375,11 +375,10 @@ impl Drop for KillOnDrop {
             return;
         };
         let _ = child.start_kill();
-        // The task whose cleanup this is, if a run drops it: told how the
-        // child ended.
-        let owner = crate::run::dropping_task();
         let pid = child.id();
-        match child.try_wait() {
+        let status = child.try_wait();
+        // Told to the task whose cleanup this is, if a run drops it.
+        crate::run::tell_dropping_task(Box::new(move |owner| match status {
             Ok(Some(status)) => {
                 tracing::warn!(?pid, %status, "child process killed at its cleanup's cut-off");
                 if let Some(owner) = owner {
@@ -390,7 +389,7 @@ impl Drop for KillOnDrop {
             // waits for (briefly).
             Ok(None) => crate::run::reaper::reap(child, owner),
             Err(_) => {}
-        }
+        }));
     }
 }
 

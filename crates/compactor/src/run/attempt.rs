@@ -262,7 +262,11 @@ impl Running {
     /// cleanup if no attempt follows, then the cleanup let go of.
     pub(super) fn finish(mut self, polled: Caught<CleanupEnd>) {
         let mut end = settle(polled);
-        if let Err(message) = drop_contained(self.future.take()) {
+        let (ctx, index) = (&self.attempt.ctx, self.attempt.index);
+        let future = self.future.take();
+        // As its task's (a child process it kills on the way is booked).
+        let dropped = super::membership::dropping(ctx, index, || drop_contained(future));
+        if let Err(message) = dropped {
             end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
         }
         let mut slot = self.slot.take();

@@ -174,60 +174,59 @@ fn holds_a_cleanup(slot: &mut Slot) -> bool {
 
 impl Runner {
     /// Lets go of the cleanups the tasks finished since the last call left
-    /// to the runner, in one task of the run's: those free now at once,
-    /// those still held by a stopped attempt as each attempt lets go. Their
+    /// to the runner, on tasks of the run's: those free now at once, those
+    /// still held by a stopped attempt as each attempt lets go. Their
     /// `Drop`s are user code, run with the task known (a child process killed
-    /// on the way is booked to it). At a deadline that stops or skips
-    /// 100,000 tasks this is one task, not 100,000.
+    /// on the way is booked to it). Up to [`DISPOSAL_TASKS`] at a time each
+    /// get a task of their own, so one `Drop` that holds its thread holds no
+    /// other; more are shared out among that many tasks (at a deadline that
+    /// skips 100,000 tasks: 64 tasks, not 100,000), where a `Drop` that
+    /// holds its thread holds those after it in its share (reported
+    /// abandoned, not known to be gone).
     pub(super) fn dispose(&mut self) {
-        if self.stopped.undisposed.is_empty() {
+        let undisposed = std::mem::take(&mut self.stopped.undisposed);
+        if undisposed.is_empty() {
             return;
         }
-        let mut free = Vec::new();
-        let mut held = Vec::new();
-        for (index, slot) in std::mem::take(&mut self.stopped.undisposed) {
-            match slot.clone().try_lock_owned() {
-                Ok(mut cleanup) => free.push((index, cleanup.take())),
-                Err(_) => held.push((index, slot)),
+        let share = undisposed.len().div_ceil(DISPOSAL_TASKS);
+        let mut undisposed = undisposed.into_iter().peekable();
+        while undisposed.peek().is_some() {
+            let batch: Vec<(u32, Slot)> = undisposed.by_ref().take(share).collect();
+            let indices = batch.iter().map(|(i, _)| *i).collect();
+            let gone = Arc::new(Mutex::new(Vec::new()));
+            let dropped = let_go_of(self.ctx.clone(), batch, gone.clone());
+            if let Some(handle) = spawn_or_run(dropped) {
+                self.stopped.disposing.push(Disposal {
+                    indices,
+                    gone,
+                    handle,
+                });
             }
         }
-        let ctx = self.ctx.clone();
-        let gone = Arc::new(Mutex::new(Vec::new()));
-        let indices = free
-            .iter()
-            .map(|(i, _)| *i)
-            .chain(held.iter().map(|(i, _)| *i))
-            .collect();
-        let dropped = {
-            let gone = gone.clone();
-            async move {
-                let gone_now = |index: u32| {
-                    gone.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(index);
-                };
-                for (index, cleanup) in free {
-                    let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
-                    gone_now(index);
-                }
-                // Each taken as the attempt holding it lets go, in any order.
-                let mut waiting: FuturesUnordered<_> = held
-                    .into_iter()
-                    .map(|(index, slot)| async move { (index, slot.lock_owned().await.take()) })
-                    .collect();
-                while let Some((index, cleanup)) = waiting.next().await {
-                    let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
-                    gone_now(index);
-                }
-            }
-        };
-        if let Some(handle) = spawn_or_run(dropped) {
-            self.stopped.disposing.push(Disposal {
-                indices,
-                gone,
-                handle,
-            });
-        }
+    }
+}
+
+/// How many tasks one disposal uses at most (see [`Runner::dispose`]).
+const DISPOSAL_TASKS: usize = 64;
+
+/// Drops the cleanups in `batch`, each as its slot is free (a stopped
+/// attempt lets go of it), noting each task in `gone` once its cleanup is.
+async fn let_go_of(
+    ctx: Arc<super::RunContext>,
+    batch: Vec<(u32, Slot)>,
+    gone: Arc<Mutex<Vec<u32>>>,
+) {
+    // Each taken as the attempt holding it lets go, in any order; the free
+    // ones at once.
+    let mut waiting: FuturesUnordered<_> = batch
+        .into_iter()
+        .map(|(index, slot)| async move { (index, slot.lock_owned().await.take()) })
+        .collect();
+    while let Some((index, cleanup)) = waiting.next().await {
+        let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+        gone.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(index);
     }
 }
 
@@ -239,12 +238,13 @@ pub(super) struct Disposal {
 }
 
 impl Disposal {
-    /// The tasks whose cleanup is not yet gone.
+    /// The tasks whose cleanup is not known to be gone (a disposal whose
+    /// task was cancelled with its runtime did not drop them all).
     pub(super) fn left(&self) -> Vec<u32> {
-        if self.handle.is_finished() {
+        let gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        if gone.len() == self.indices.len() {
             return Vec::new();
         }
-        let gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
         let gone: std::collections::HashSet<u32> = gone.iter().copied().collect();
         self.indices
             .iter()

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -65,18 +65,26 @@ pub(super) fn key(index: u32, attempt: u32) -> u64 {
 /// on on a task of its own can be aborted, whether the runner stopped one
 /// before that, and which attempt its lane has begun.
 ///
-/// `stopped` and `begun` are `SeqCst`: the runner writes `stopped` then
-/// reads `begun`, a lane writes `begun` then reads `stopped`, so at least
-/// one of them sees the other's write. The abort handle is set and used
-/// under its lock, after `stopped` is read or written.
+/// The runner's stop and the lane's begin of one attempt race: `stopped`
+/// and `begun` are one word, changed by one atomic step each, so exactly
+/// one of them comes first (a begun attempt is stopped as running; a
+/// stopped one is never begun). The abort handle is set and used under its
+/// lock, after `stopped` is read or written.
 #[derive(Default)]
 pub(crate) struct LaneCell {
-    /// The latest attempt the runner stopped: that one and every earlier
-    /// one are dropped, never begun or gone on with.
-    stopped: AtomicU32,
-    /// The latest attempt its lane began (called the closure of).
-    begun: AtomicU32,
+    /// `begun << 32 | stopped`: the latest attempt its lane began (called
+    /// the closure of), and the latest the runner stopped (that one and
+    /// every earlier one are dropped, never begun or gone on with).
+    state: AtomicU64,
     abort: Mutex<Option<(u32, AbortHandle)>>,
+}
+
+fn begun_of(state: u64) -> u32 {
+    (state >> 32) as u32
+}
+
+fn stopped_of(state: u64) -> u32 {
+    state as u32
 }
 
 impl LaneCell {
@@ -85,30 +93,41 @@ impl LaneCell {
     }
 
     /// Stops `attempt` (the runner's side): aborted if it has a task of its
-    /// own, and marked so its lane drops it rather than go on with it.
-    /// Returns whether its lane had begun it.
+    /// own, and marked so its lane drops it rather than begin or go on with
+    /// it. Returns whether its lane had begun it.
     pub(super) fn stop(&self, attempt: u32) -> bool {
-        self.stopped.fetch_max(attempt, Ordering::SeqCst);
+        let stop = |state: u64| {
+            let stopped = stopped_of(state).max(attempt);
+            Some(state & !u64::from(u32::MAX) | u64::from(stopped))
+        };
+        let before = match self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, stop)
+        {
+            Ok(state) | Err(state) => state,
+        };
         if let Some((number, abort)) = &*self.abort() {
             if *number == attempt {
                 abort.abort();
             }
         }
-        self.begun.load(Ordering::SeqCst) >= attempt
+        begun_of(before) >= attempt
     }
 
     fn is_stopped(&self, attempt: u32) -> bool {
-        attempt <= self.stopped.load(Ordering::SeqCst)
+        attempt <= stopped_of(self.state.load(Ordering::Acquire))
     }
 
     /// Begins `attempt`, its cleanup held, unless the runner stopped it:
     /// from here on it counts as an attempt.
     pub(super) fn begin(&self, attempt: u32) -> bool {
-        if self.is_stopped(attempt) {
-            return false;
-        }
-        self.begun.store(attempt, Ordering::SeqCst);
-        !self.is_stopped(attempt)
+        let begin = |state: u64| {
+            (stopped_of(state) < attempt)
+                .then(|| u64::from(attempt) << 32 | u64::from(stopped_of(state)))
+        };
+        self.state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, begin)
+            .is_ok()
     }
 
     /// `attempt` goes on on a task of its own: spawned by `go`, unless the

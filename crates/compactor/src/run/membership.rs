@@ -68,9 +68,14 @@ pub(crate) fn inside_any_cleanup() -> bool {
 }
 
 thread_local! {
-    /// The task whose cleanup (or attempt's future) this thread is dropping.
-    static DROPPING: RefCell<Option<Owner>> = const { RefCell::new(None) };
+    /// While a task's cleanup (or attempt's future) is dropped here: what
+    /// its `Drop`s left to be told to that task (see [`dropping`]).
+    static DROPPING: RefCell<Option<Vec<ToTell>>> = const { RefCell::new(None) };
 }
+
+/// Something a cleanup's `Drop` has to tell the task it belonged to (a
+/// child process it killed), once the task is known.
+pub(crate) type ToTell = Box<dyn FnOnce(Option<Owner>) + Send>;
 
 /// A task of a run, as what it owns is dropped: told of a child process
 /// killed on the way (see [`super::RunContext::killing`]).
@@ -81,28 +86,53 @@ pub(crate) struct Owner {
     pub(crate) index: u32,
 }
 
-/// Runs `f` (which drops what task `index` owned) with that task known to
-/// [`dropping_task`].
+/// Runs `f` (which drops what task `index` owned); what its `Drop`s left to
+/// tell (see [`tell_dropping_task`]) is told to that task after. Nothing is
+/// cloned unless something was left.
 pub(crate) fn dropping<T>(ctx: &Arc<super::RunContext>, index: u32, f: impl FnOnce() -> T) -> T {
-    let owner = Owner {
-        ctx: ctx.clone(),
-        index,
-    };
-    let previous = DROPPING.with(|d| d.replace(Some(owner)));
-    /// Puts the previous owner back, also if `f` panics.
-    struct Restore(Option<Owner>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            DROPPING.with(|d| *d.borrow_mut() = previous);
+    /// Puts the previous collection back, also if `f` panics; hands over
+    /// what this one collected.
+    struct Restore(Option<Option<Vec<ToTell>>>);
+    impl Restore {
+        fn collected(mut self) -> Vec<ToTell> {
+            let previous = self.0.take().flatten();
+            DROPPING.with(|d| d.replace(previous)).unwrap_or_default()
         }
     }
-    let _restore = Restore(previous);
-    f()
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(previous) = self.0.take() {
+                DROPPING.with(|d| *d.borrow_mut() = previous);
+            }
+        }
+    }
+    let restore = Restore(Some(DROPPING.with(|d| d.replace(Some(Vec::new())))));
+    let out = f();
+    let told = restore.collected();
+    if !told.is_empty() {
+        let owner = Owner {
+            ctx: ctx.clone(),
+            index,
+        };
+        for tell in told {
+            tell(Some(owner.clone()));
+        }
+    }
+    out
 }
 
-/// The task whose cleanup is being dropped here, if any.
+/// Leaves `tell` for the task whose cleanup is being dropped here, if one
+/// is; else tells it at once that there is none.
 #[cfg(feature = "process")]
-pub(crate) fn dropping_task() -> Option<Owner> {
-    DROPPING.with(|d| d.borrow().clone())
+pub(crate) fn tell_dropping_task(tell: ToTell) {
+    let left = DROPPING.with(|d| match d.borrow_mut().as_mut() {
+        Some(told) => {
+            told.push(tell);
+            None
+        }
+        None => Some(tell),
+    });
+    if let Some(tell) = left {
+        tell(None);
+    }
 }

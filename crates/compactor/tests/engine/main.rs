@@ -10,6 +10,7 @@ mod booked_in_place;
 mod bounded;
 mod categories;
 mod drain;
+mod edges;
 mod errors;
 mod inspect;
 mod lifecycle;
