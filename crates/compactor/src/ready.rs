@@ -232,7 +232,7 @@ impl TaskBuilder<'_> {
         grace: Duration,
     ) -> Result<TaskHandle, Error> {
         let arm = Armed::default();
-        let child = KillOnDrop(Some(child), arm.clone());
+        let child = KillOnDrop::new(child, arm.clone());
         let signals: Vec<i32> = self
             .compactor()
             .inner
@@ -369,8 +369,18 @@ fn terminate(_child: &tokio::process::Child) {}
 struct KillOnDrop(Option<tokio::process::Child>, Armed);
 
 #[cfg(feature = "process")]
+impl KillOnDrop {
+    fn new(child: tokio::process::Child, armed: Armed) -> KillOnDrop {
+        // Counted: a run's drops of cleanups look for what it tells.
+        crate::run::killer_made();
+        KillOnDrop(Some(child), armed)
+    }
+}
+
+#[cfg(feature = "process")]
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        crate::run::killer_gone();
         let (Some(mut child), true) = (self.0.take(), self.1.load(Ordering::Acquire)) else {
             return;
         };

@@ -90,6 +90,11 @@ pub(crate) struct Owner {
 /// tell (see [`tell_dropping_task`]) is told to that task after. Nothing is
 /// cloned unless something was left.
 pub(crate) fn dropping<T>(ctx: &Arc<super::RunContext>, index: u32, f: impl FnOnce() -> T) -> T {
+    // Only a child process's guard has anything to tell: none alive, no
+    // bookkeeping (the common case, on every attempt's end).
+    if KILLERS.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        return f();
+    }
     /// Puts the previous collection back, also if `f` panics; hands over
     /// what this one collected.
     struct Restore(Option<Option<Vec<ToTell>>>);
@@ -119,6 +124,23 @@ pub(crate) fn dropping<T>(ctx: &Arc<super::RunContext>, index: u32, f: impl FnOn
         }
     }
     out
+}
+
+/// How many guards that may leave something to tell (a child process's,
+/// which kills it when dropped) are alive.
+static KILLERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A guard that may leave something to tell when dropped is made; its
+/// `Drop` calls [`killer_gone`] first.
+#[cfg(feature = "process")]
+pub(crate) fn killer_made() {
+    KILLERS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+}
+
+/// A guard counted by [`killer_made`] is being dropped.
+#[cfg(feature = "process")]
+pub(crate) fn killer_gone() {
+    KILLERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 /// Leaves `tell` for the task whose cleanup is being dropped here, if one

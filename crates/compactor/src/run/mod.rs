@@ -35,7 +35,7 @@ use crate::{Event, ShutdownReport};
 
 pub(crate) use membership::Chain;
 #[cfg(feature = "process")]
-pub(crate) use membership::tell_dropping_task;
+pub(crate) use membership::{killer_gone, killer_made, tell_dropping_task};
 pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
 pub(crate) use scheduler::{Runner, RunnerParts};
