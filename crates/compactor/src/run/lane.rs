@@ -38,6 +38,8 @@ pub(super) const LANE_CHECK: Duration = Duration::from_millis(1);
 
 /// A queue of attempts to begin, and the one being begun.
 pub(crate) struct Lane {
+    /// The run its attempts are of (one handle for all of them).
+    ctx: Arc<super::RunContext>,
     queue: Mutex<VecDeque<(Attempt, Reply)>>,
     /// The attempt in its first poll here (see [`key`]), or 0.
     current: AtomicU64,
@@ -143,8 +145,9 @@ impl LaneCell {
 }
 
 impl Lane {
-    pub(super) fn new() -> Arc<Lane> {
+    pub(super) fn new(ctx: Arc<super::RunContext>) -> Arc<Lane> {
         Arc::new(Lane {
+            ctx,
             queue: Mutex::new(VecDeque::new()),
             current: AtomicU64::new(0),
             watched: AtomicBool::new(false),
@@ -225,8 +228,7 @@ impl Lane {
             return false;
         };
         let (index, number) = (attempt.index, attempt.number);
-        let ctx = attempt.ctx.clone();
-        let cell = &ctx.progress[index as usize].lane;
+        let cell = &self.ctx.progress[index as usize].lane;
         let Ok(held) = attempt.slot.clone().try_lock_owned() else {
             // A stopped attempt still holds the cleanup: this one waits
             // for it on a task of its own.
@@ -366,7 +368,12 @@ impl Runner {
             Lane::send_alone(attempt, reply);
             return Stopper::Lane(None);
         }
-        let lane = self.lanes.open.get_or_insert_with(Lane::new).clone();
+        let ctx = &self.ctx;
+        let lane = self
+            .lanes
+            .open
+            .get_or_insert_with(|| Lane::new(ctx.clone()))
+            .clone();
         if lane.push(attempt, reply) >= LANE_SIZE {
             self.send_lane();
             // The turn goes on: its next attempts make a new lane.
