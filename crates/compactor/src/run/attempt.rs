@@ -62,22 +62,23 @@ pub(crate) struct Attempt {
     /// No retry follows a failure: the attempt drops the cleanup when done.
     pub(crate) last: bool,
     pub(crate) span: tracing::Span,
+    /// Whether its end was told; dropped untold, it tells the runner it was
+    /// lost, and why (see [`Drop`]): an attempt dropped before it ever ran
+    /// (its runtime shut down) still reports.
+    pub(crate) told: bool,
+    pub(crate) lost: &'static str,
 }
 
-impl Attempt {
-    /// The guard that reports this async attempt's end, made before the
-    /// attempt is handed out, so an attempt dropped before it ever ran (its
-    /// runtime shut down) still reports.
-    pub(super) fn reply(&self) -> Reply {
-        Reply::new(self, "the runtime running the cleanup shut down")
-    }
+/// Why an async attempt dropped before its end was lost.
+pub(crate) const RUNTIME_GONE: &str = "the runtime running the cleanup shut down";
 
+impl Attempt {
     /// Runs an async attempt on a task of its own, from waiting for its
     /// cleanup on; the handle stops it.
-    pub(super) fn spawn_async(self, reply: Reply) -> AbortHandle {
+    pub(super) fn spawn_async(self) -> AbortHandle {
         let chain = self.ctx.chain.clone();
         let span = self.span.clone();
-        tokio::spawn(ACTIVE.scope(chain, self.run_async(reply)).instrument(span)).abort_handle()
+        tokio::spawn(ACTIVE.scope(chain, self.run_async()).instrument(span)).abort_handle()
     }
 
     /// Runs a blocking attempt on a thread of its own: a thread nobody joins,
@@ -90,14 +91,14 @@ impl Attempt {
     /// be, a test's) does not skip time while blocking work runs, as it does
     /// not for its own blocking tasks. Elsewhere the attempt costs its one
     /// thread.
-    pub(crate) fn spawn_blocking(self) -> mpsc::Sender<()> {
-        let reply = Reply::new(&self, "no thread could be started for the blocking cleanup");
+    pub(crate) fn spawn_blocking(mut self) -> mpsc::Sender<()> {
+        self.lost = "no thread could be started for the blocking cleanup";
         let (ended, stand_in) = mpsc::channel::<()>();
         let thread_ended = ended.clone();
         let started = std::thread::Builder::new()
             .name("compactor-blocking".to_owned())
             .spawn(move || {
-                self.run_blocking(reply);
+                self.run_blocking();
                 let _ = thread_ended.send(());
             });
         let pausable = tokio::runtime::Handle::try_current()
@@ -114,13 +115,13 @@ impl Attempt {
 
     /// Holds the cleanup for the whole attempt, so the next attempt starts
     /// only once this one's future is gone (dropped, if it was stopped).
-    async fn run_async(self, reply: Reply) {
+    async fn run_async(mut self) {
         let slot = self.slot.clone().lock_owned().await;
         let cell = &self.ctx.progress[self.index as usize].lane;
         if !cell.begin(self.number) {
-            return reply.send(End::Lost("stopped before it began"), None);
+            return self.send(End::Lost("stopped before it began"), None);
         }
-        let Some(mut running) = self.begin(slot, reply) else {
+        let Some(mut running) = self.begin(slot) else {
             return;
         };
         let polled = poll_fn(|cx| running.poll(cx)).await;
@@ -129,48 +130,48 @@ impl Attempt {
 
     /// Calls the closure for its future, with the cleanup held; `None` when
     /// the attempt ended there (stopped before it began, released, a panic).
-    pub(super) fn begin(self, mut slot: Held, reply: Reply) -> Option<Running> {
+    pub(super) fn begin(mut self, mut slot: Held) -> Option<Running> {
         if !self.is_current() {
-            reply.send(End::Lost("stopped before it began"), None);
+            self.send(End::Lost("stopped before it began"), None);
             return None;
         }
         let Some(cleanup) = slot.as_mut() else {
-            reply.send(End::Lost("the cleanup was already dropped"), None);
+            self.send(End::Lost("the cleanup was already dropped"), None);
             return None;
         };
         let future = match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref()))) {
             Ok(Start::Async(future)) => future,
             Ok(Start::Released) => {
-                self.end(reply, End::Released, slot.take());
+                self.end(End::Released, slot.take());
                 return None;
             }
             Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
             Err(panic) => {
                 let end = End::Panicked(message_of(panic));
-                self.end(reply, end, slot.take());
+                self.end(end, slot.take());
                 return None;
             }
         };
         self.ctx.announce(self.index, self.number);
         Some(Running {
-            attempt: self,
             future: Some(future),
             slot: Some(slot),
-            reply: Some(reply),
+            attempt: self,
         })
     }
 
-    fn run_blocking(self, reply: Reply) {
+    fn run_blocking(mut self) {
         // A retry after an abandoned attempt waits here for it to return.
-        let mut slot = self.slot.blocking_lock();
+        let shared = self.slot.clone();
+        let mut slot = shared.blocking_lock();
         if !self.is_current() {
-            return reply.send(End::Lost("stopped before it began"), None);
+            return self.send(End::Lost("stopped before it began"), None);
         }
         let Some(cleanup) = slot.as_mut() else {
-            return reply.send(End::Lost("the cleanup was already dropped"), None);
+            return self.send(End::Lost("the cleanup was already dropped"), None);
         };
         if cleanup.released() {
-            return self.end(reply, End::Released, slot.take());
+            return self.end(End::Released, slot.take());
         }
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = Some(self.ctx.chain.clone()));
         self.ctx.announce(self.index, self.number);
@@ -180,7 +181,7 @@ impl Attempt {
         let end = settle(ran);
         let cleanup = self.is_final(&end).then(|| slot.take()).flatten();
         drop(slot);
-        self.end(reply, end, cleanup);
+        self.end(end, cleanup);
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = None);
     }
 
@@ -206,12 +207,48 @@ impl Attempt {
 
     /// Reports the end; a cleanup that no attempt will call again is
     /// dropped here first (its `Drop` is user code too).
-    fn end(&self, reply: Reply, mut end: End, cleanup: Option<BoxCleanup>) {
+    fn end(&mut self, mut end: End, cleanup: Option<BoxCleanup>) {
         let strong = cleanup.as_ref().and_then(|c| c.strong_count());
         if let (Err(message), false) = (drop_contained(cleanup), matches!(end, End::Panicked(_))) {
             end = End::Panicked(format!("{message} (while dropping the cleanup)"));
         }
-        reply.send(end, strong);
+        self.send(end, strong);
+    }
+
+    /// Tells the runner the attempt's end: booked on the parked runner where
+    /// it can be (on a runtime: what the end frees is spawned here), else
+    /// left in the mailbox.
+    pub(super) fn send(&mut self, end: End, strong: Option<usize>) {
+        self.told = true;
+        self.deliver(end, strong, tokio::runtime::Handle::try_current().is_ok());
+    }
+
+    /// `here`: booked on the parked runner if it can be. Not for an attempt
+    /// dropped unfinished: its runtime may be going away with the runner.
+    fn deliver(&self, end: End, strong: Option<usize>, here: bool) {
+        let mut ended = Ended {
+            index: self.index,
+            attempt: self.number,
+            end,
+            strong,
+            at: Instant::now(),
+        };
+        if here {
+            match self.ctx.book_here(ended) {
+                Ok(()) => return,
+                Err(back) => ended = back,
+            }
+        }
+        let _ = self.ctx.done.send(ended);
+    }
+}
+
+/// An attempt dropped before its end was told: lost, and why.
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.told {
+            self.deliver(End::Lost(self.lost), None, false);
+        }
     }
 }
 
@@ -220,12 +257,13 @@ pub(super) type Held = tokio::sync::OwnedMutexGuard<Option<BoxCleanup>>;
 
 /// An attempt whose future is being polled.
 pub(super) struct Running {
-    attempt: Attempt,
     /// Taken when it ends; dropped with the task known (see [`Drop`]).
     future: Option<futures::future::BoxFuture<'static, CleanupEnd>>,
-    /// Taken (let go of) when it ends, as is the reply (sent).
+    /// Taken (let go of) when it ends.
     slot: Option<Held>,
-    reply: Option<Reply>,
+    /// Last: dropped untold, it tells the runner once the future and the
+    /// cleanup are let go of.
+    attempt: Attempt,
 }
 
 /// A stopped attempt's future is dropped as its task's (a child process it
@@ -276,9 +314,7 @@ impl Running {
         };
         // The cleanup let go of before the end is told.
         drop(slot);
-        if let Some(reply) = self.reply.take() {
-            self.attempt.end(reply, end, cleanup);
-        }
+        self.attempt.end(end, cleanup);
     }
 
     /// Where it goes on: a task of its own (instrumented with the
@@ -287,62 +323,6 @@ impl Running {
         let chain = self.attempt.ctx.chain.clone();
         let span = self.attempt.span.clone();
         tokio::spawn(ACTIVE.scope(chain, self.run()).instrument(span)).abort_handle()
-    }
-}
-
-/// Sends an attempt's end to the runner, or, if dropped unsent, that it
-/// was lost.
-pub(super) struct Reply {
-    ctx: Arc<RunContext>,
-    index: u32,
-    attempt: u32,
-    lost: &'static str,
-    sent: bool,
-}
-
-impl Reply {
-    pub(super) fn new(attempt: &Attempt, lost: &'static str) -> Reply {
-        Reply {
-            ctx: attempt.ctx.clone(),
-            index: attempt.index,
-            attempt: attempt.number,
-            lost,
-            sent: false,
-        }
-    }
-
-    /// Books the end on the parked runner where it can (on a runtime: what
-    /// the end frees is spawned here), else leaves it in the mailbox.
-    pub(super) fn send(mut self, end: End, strong: Option<usize>) {
-        self.sent = true;
-        self.deliver(end, strong, tokio::runtime::Handle::try_current().is_ok());
-    }
-
-    /// `here`: booked on the parked runner if it can be. Not for an attempt
-    /// dropped unfinished: its runtime may be going away with the runner.
-    fn deliver(&self, end: End, strong: Option<usize>, here: bool) {
-        let mut ended = Ended {
-            index: self.index,
-            attempt: self.attempt,
-            end,
-            strong,
-            at: Instant::now(),
-        };
-        if here {
-            match self.ctx.book_here(ended) {
-                Ok(()) => return,
-                Err(back) => ended = back,
-            }
-        }
-        let _ = self.ctx.done.send(ended);
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.deliver(End::Lost(self.lost), None, false);
-        }
     }
 }
 

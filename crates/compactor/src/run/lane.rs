@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::attempt::{Attempt, End, Reply};
+use super::attempt::{Attempt, End};
 use super::contain::drop_contained;
 use super::membership::{ACTIVE, Chain};
 use super::scheduler::{Runner, Stopper};
@@ -40,7 +40,7 @@ pub(super) const LANE_CHECK: Duration = Duration::from_millis(1);
 pub(crate) struct Lane {
     /// The run its attempts are of (one handle for all of them).
     ctx: Arc<super::RunContext>,
-    queue: Mutex<VecDeque<(Attempt, Reply)>>,
+    queue: Mutex<VecDeque<Attempt>>,
     /// The attempt in its first poll here (see [`key`]), or 0.
     current: AtomicU64,
     /// In the runner's list of lanes it looks at for a take-over.
@@ -155,9 +155,9 @@ impl Lane {
     }
 
     /// Adds an attempt to begin; returns how many are queued.
-    pub(super) fn push(&self, attempt: Attempt, reply: Reply) -> usize {
+    pub(super) fn push(&self, attempt: Attempt) -> usize {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.push_back((attempt, reply));
+        queue.push_back(attempt);
         queue.len()
     }
 
@@ -177,10 +177,10 @@ impl Lane {
 
     /// An attempt that goes straight to a task of its own (the first of
     /// its turn, which a lane would only delay).
-    pub(super) fn send_alone(attempt: Attempt, reply: Reply) {
+    pub(super) fn send_alone(attempt: Attempt) {
         let (ctx, number) = (attempt.ctx.clone(), attempt.number);
         let cell = &ctx.progress[attempt.index as usize].lane;
-        let stopped = cell.go_on(number, (attempt, reply), |(a, r)| a.spawn_async(r));
+        let stopped = cell.go_on(number, attempt, Attempt::spawn_async);
         drop(stopped);
     }
 
@@ -197,7 +197,7 @@ impl Lane {
         })));
     }
 
-    fn next(&self) -> Option<(Attempt, Reply)> {
+    fn next(&self) -> Option<Attempt> {
         self.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -224,7 +224,7 @@ impl Lane {
     /// Begins the next attempt of the queue, polled once here; `false` when
     /// the queue is empty.
     fn work_one(&self, cx: &mut std::task::Context<'_>) -> bool {
-        let Some((attempt, reply)) = self.next() else {
+        let Some(mut attempt) = self.next() else {
             return false;
         };
         let (index, number) = (attempt.index, attempt.number);
@@ -232,22 +232,20 @@ impl Lane {
         let Ok(held) = attempt.slot.clone().try_lock_owned() else {
             // A stopped attempt still holds the cleanup: this one waits
             // for it on a task of its own.
-            if let Some((attempt, reply)) =
-                cell.go_on(number, (attempt, reply), |(a, r)| a.spawn_async(r))
-            {
-                drop((attempt, reply));
+            if let Some(stopped) = cell.go_on(number, attempt, Attempt::spawn_async) {
+                drop(stopped);
             }
             return true;
         };
         if !cell.begin(number) {
             drop(held);
-            reply.send(End::Lost("stopped before it began"), None);
+            attempt.send(End::Lost("stopped before it began"), None);
             return true;
         }
         self.current.store(key(index, number), Ordering::Release);
         let span = attempt.span.clone();
         let entered = (!span.is_disabled()).then(|| span.enter());
-        if let Some(mut running) = attempt.begin(held, reply) {
+        if let Some(mut running) = attempt.begin(held) {
             match running.poll(cx) {
                 Poll::Ready(end) => running.finish(end),
                 Poll::Pending => {
@@ -358,14 +356,10 @@ impl Runner {
     }
 
     /// Hands an async attempt to the turn's lane; returns how to stop it.
-    pub(super) fn hand_out(
-        &mut self,
-        attempt: super::attempt::Attempt,
-        reply: super::attempt::Reply,
-    ) -> Stopper {
+    pub(super) fn hand_out(&mut self, attempt: Attempt) -> Stopper {
         if !self.lanes.first_out {
             self.lanes.first_out = true;
-            Lane::send_alone(attempt, reply);
+            Lane::send_alone(attempt);
             return Stopper::Lane(None);
         }
         let ctx = &self.ctx;
@@ -374,7 +368,7 @@ impl Runner {
             .open
             .get_or_insert_with(|| Lane::new(ctx.clone()))
             .clone();
-        if lane.push(attempt, reply) >= LANE_SIZE {
+        if lane.push(attempt) >= LANE_SIZE {
             self.send_lane();
             // The turn goes on: its next attempts make a new lane.
             self.lanes.first_out = true;

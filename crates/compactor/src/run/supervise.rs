@@ -50,14 +50,13 @@ impl Runner {
                 true => tracing::Span::none(),
                 false => tracing::info_span!(parent: &task.span, "attempt", number),
             },
+            told: false,
+            lost: super::attempt::RUNTIME_GONE,
         };
         let blocking = task.blocking;
         let stop = match blocking {
             true => Stopper::Thread(attempt.spawn_blocking()),
-            false => {
-                let reply = attempt.reply();
-                self.hand_out(attempt, reply)
-            }
+            false => self.hand_out(attempt),
         };
         let due = after(now, timeout);
         self.tasks[i].state = State::Running {
