@@ -97,6 +97,8 @@ pub(crate) struct RunContext {
     events: Events,
     /// Fires at the deadline; the parent of every attempt's token.
     stop: CancellationToken,
+    /// Set as `stop` fires.
+    stopped: AtomicBool,
     /// Per task, read from other threads.
     pub(crate) progress: Box<[Progress]>,
     pub(crate) names: Arc<[Arc<str>]>,
@@ -167,6 +169,7 @@ impl RunContext {
                 listening: AtomicBool::new(false),
             },
             stop: CancellationToken::new(),
+            stopped: AtomicBool::new(false),
             progress: names.iter().map(|_| Progress::default()).collect(),
             names,
             layout: Layout::of(plan),
@@ -222,11 +225,14 @@ impl RunContext {
 
     /// Cancels every attempt's token, those made later too.
     pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.stop.cancel();
     }
 
+    /// Whether the run has stopped its attempts: read on every attempt's
+    /// begin, so a flag, not the token (whose state is behind its lock).
     pub(crate) fn is_stopped(&self) -> bool {
-        self.stop.is_cancelled()
+        self.stopped.load(Ordering::Acquire)
     }
 
     pub(crate) fn emit(&self, event: impl FnOnce() -> Event) {
