@@ -59,15 +59,14 @@ impl Registry {
         self.close();
         // Each shard's table is taken under its write lock, after the flag
         // is set (see the module docs): names and nodes move out as they are.
-        let mut drained: Vec<Drained> = self
+        let drained: Vec<Drained> = self
             .tasks
             .shards()
             .iter()
             .flat_map(|shard| std::mem::take(&mut *shard.write()))
             .filter_map(drained)
             .collect();
-        drained.sort_unstable_by_key(|d| d.id);
-        drained
+        in_id_order(drained)
     }
 
     /// A copy of every pending task without its cleanup, in registration
@@ -143,5 +142,63 @@ impl Registry {
         // Each shard's run is sorted already: the stable sort merges them.
         copies.sort_by_key(|d| d.id);
         copies
+    }
+}
+
+/// `drained` in id (registration) order. Ids are given one after another,
+/// so they are dense but for unregistered tasks: where they span at most
+/// four times their count, each is put straight at its place (linear: a
+/// sort of 100,000 was a tenth of a flat shutdown's instructions); else
+/// sorted.
+fn in_id_order<N>(mut drained: Vec<Drained<N>>) -> Vec<Drained<N>> {
+    let (Some(min), Some(max)) = (
+        drained.iter().map(|d| d.id).min(),
+        drained.iter().map(|d| d.id).max(),
+    ) else {
+        return drained;
+    };
+    let span = usize::try_from(max - min).unwrap_or(usize::MAX);
+    if span / 4 > drained.len() {
+        drained.sort_unstable_by_key(|d| d.id);
+        return drained;
+    }
+    let mut places: Vec<Option<Drained<N>>> =
+        std::iter::repeat_with(|| None).take(span + 1).collect();
+    for d in drained {
+        let at = (d.id - min) as usize;
+        places[at] = Some(d);
+    }
+    places.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(drained: &[Drained<()>]) -> Vec<u64> {
+        drained.iter().map(|d| d.id).collect()
+    }
+
+    fn of(ids: &[u64]) -> Vec<Drained<()>> {
+        ids.iter()
+            .map(|&id| Drained {
+                id,
+                name: Arc::from(format!("t{id}")),
+                node: (),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn dense_and_sparse_ids_come_out_in_order_with_their_names() {
+        // Dense, with gaps (unregistered tasks), in hash order.
+        let dense = in_id_order(of(&[7, 3, 9, 4, 12, 5, 10]));
+        assert_eq!(ids(&dense), [3, 4, 5, 7, 9, 10, 12]);
+        assert!(dense.iter().all(|d| *d.name == *format!("t{}", d.id)));
+        // Sparse: sorted instead.
+        let sparse = in_id_order(of(&[1_000_000, 2, 500]));
+        assert_eq!(ids(&sparse), [2, 500, 1_000_000]);
+        assert!(in_id_order(of(&[])).is_empty());
+        assert_eq!(ids(&in_id_order(of(&[u64::MAX, 1]))), [1, u64::MAX]);
     }
 }

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub(crate) struct Lane {
     /// The run its attempts are of (one handle for all of them).
     ctx: Arc<super::RunContext>,
     queue: Mutex<VecDeque<Attempt>>,
+    /// The queue's length, kept beside it for reading without the lock.
+    queued: AtomicUsize,
     /// The attempt in its first poll here (see [`key`]), or 0.
     current: AtomicU64,
     /// In the runner's list of lanes it looks at for a take-over.
@@ -149,6 +151,7 @@ impl Lane {
         Arc::new(Lane {
             ctx,
             queue: Mutex::new(VecDeque::new()),
+            queued: AtomicUsize::new(0),
             current: AtomicU64::new(0),
             watched: AtomicBool::new(false),
         })
@@ -158,6 +161,7 @@ impl Lane {
     pub(super) fn push(&self, attempt: Attempt) -> usize {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.push_back(attempt);
+        self.queued.store(queue.len(), Ordering::Release);
         queue.len()
     }
 
@@ -168,11 +172,7 @@ impl Lane {
 
     /// Whether attempts wait in the queue.
     pub(super) fn has_queue(&self) -> bool {
-        !self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_empty()
+        self.queued.load(Ordering::Acquire) > 0
     }
 
     /// An attempt that goes straight to a task of its own (the first of
@@ -198,14 +198,12 @@ impl Lane {
     }
 
     fn next(&self) -> Option<Attempt> {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = queue.pop_front();
+        self.queued.store(queue.len(), Ordering::Release);
+        next
     }
 
-    /// Begins the next attempt of the queue, polled once here, then yields
-    /// (what it woke runs first), to go on with the next.
     /// Begins the next attempt of the queue, polled once here, then yields
     /// (what it woke or spawned, the runner or a task the cleanup's own code
     /// spawned, runs first: tokio keeps it in this worker's slot, which no
