@@ -164,13 +164,35 @@ fn report(tasks: Vec<TaskReport>, head: Head, complete: bool) -> ShutdownReport 
     )
 }
 
-/// The started entries in `order`, then the others in plan order.
-fn ordered(entries: Vec<TaskReport>, order: &[u32]) -> Vec<TaskReport> {
-    let mut slots: Vec<Option<TaskReport>> = entries.into_iter().map(Some).collect();
-    let mut tasks = Vec::with_capacity(slots.len());
-    tasks.extend(order.iter().filter_map(|&i| slots[i as usize].take()));
-    tasks.extend(slots.into_iter().flatten());
-    tasks
+/// The started entries in `order`, then the others in plan order: put in
+/// place by following the permutation's cycles (one swap per entry, no
+/// second table of 100,000 entries to allocate and fill).
+fn ordered(mut entries: Vec<TaskReport>, order: &[u32]) -> Vec<TaskReport> {
+    let n = entries.len();
+    // `from[p]`: the entry that goes to position `p`.
+    let mut from: Vec<u32> = Vec::with_capacity(n);
+    let mut started = vec![false; n];
+    for &i in order {
+        if !std::mem::replace(&mut started[i as usize], true) {
+            from.push(i);
+        }
+    }
+    from.extend((0..n as u32).filter(|&i| !started[i as usize]));
+    let mut placed = started;
+    placed.fill(false);
+    for start in 0..n {
+        let mut at = start;
+        while !placed[at] {
+            placed[at] = true;
+            let next = from[at] as usize;
+            if next == start {
+                break;
+            }
+            entries.swap(at, next);
+            at = next;
+        }
+    }
+    entries
 }
 
 /// A report in which every task of `names` is still pending: for a run that
@@ -200,4 +222,34 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
         policy,
     };
     report(tasks, head, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> TaskReport {
+        let mut entry = pending_report(&[Arc::from(name)], SignalExit::Return).tasks()[0].clone();
+        entry.name = Arc::from(name);
+        entry
+    }
+
+    #[test]
+    fn started_entries_come_in_start_order_then_the_others_in_plan_order() {
+        let names = ["a", "b", "c", "d", "e", "f"];
+        let entries: Vec<TaskReport> = names.iter().map(|n| entry(n)).collect();
+        let order = [4, 1, 5, 1];
+        let got: Vec<String> = ordered(entries, &order)
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect();
+        assert_eq!(got, ["e", "b", "f", "a", "c", "d"]);
+        let reversed: Vec<TaskReport> = names.iter().map(|n| entry(n)).collect();
+        let got: Vec<String> = ordered(reversed, &[5, 4, 3, 2, 1, 0])
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect();
+        assert_eq!(got, ["f", "e", "d", "c", "b", "a"]);
+        assert!(ordered(Vec::new(), &[]).is_empty());
+    }
 }

@@ -183,7 +183,7 @@ pub(super) struct Stopped {
     /// Async attempts stopped (task index, attempt) whose future is not yet
     /// known to be gone: their end, sent as the future is dropped, says so.
     /// A set: at a deadline every running attempt may be in it.
-    pub(super) attempts: std::collections::HashSet<(u32, u32)>,
+    pub(super) attempts: std::collections::HashSet<(u32, u32), PairHash>,
     /// Cleanups left to the runner, being dropped on tasks of their own:
     /// (task index, the task dropping it).
     pub(super) disposing: Vec<super::finish::Disposal>,
@@ -193,6 +193,27 @@ pub(super) struct Stopped {
     /// Scopes whose task was cut off or skipped, halted: (task index, the
     /// scope), until their own report is out.
     pub(super) scopes: Vec<(u32, crate::Compactor)>,
+}
+
+/// A hasher for the run's own pairs of numbers (task, attempt): a multiply
+/// and a rotate each, where the default is keyed against untrusted keys.
+pub(super) type PairHash = std::hash::BuildHasherDefault<Mix>;
+
+#[derive(Default)]
+pub(super) struct Mix(u64);
+
+impl std::hash::Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.write_u32(u32::from(b)));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(29) ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 /// What reaches the run from outside it.
