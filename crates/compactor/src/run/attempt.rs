@@ -23,10 +23,6 @@ use super::membership::{ACTIVE, ACTIVE_BLOCKING};
 use crate::report::{CleanupError, Freed};
 use crate::task::cleanup::{BoxCleanup, CleanupEnd, Start};
 
-/// A task's cleanup, shared by its attempts: a retry takes it once an
-/// abandoned attempt has let go of it.
-pub(crate) type Slot = Arc<tokio::sync::Mutex<Option<BoxCleanup>>>;
-
 /// How an attempt ended.
 #[derive(Debug)]
 pub(crate) enum End {
@@ -57,7 +53,6 @@ pub(crate) struct Attempt {
     pub(crate) ctx: Arc<RunContext>,
     pub(crate) index: u32,
     pub(crate) number: u32,
-    pub(crate) slot: Slot,
     pub(crate) token: Option<CancellationToken>,
     /// No retry follows a failure: the attempt drops the cleanup when done.
     pub(crate) last: bool,
@@ -116,62 +111,70 @@ impl Attempt {
     /// Holds the cleanup for the whole attempt, so the next attempt starts
     /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(mut self) {
-        let slot = self.slot.clone().lock_owned().await;
+        let held = self.ctx.slots.take(self.index).await;
         let cell = &self.ctx.progress[self.index as usize].lane;
         if !cell.begin(self.number) {
+            self.ctx.slots.put_back(self.index, held);
             return self.send(End::Lost("stopped before it began"), None);
         }
-        let Some(mut running) = self.begin(slot) else {
+        let Some(mut running) = self.begin(held) else {
             return;
         };
         let polled = poll_fn(|cx| running.poll(cx)).await;
         running.finish(polled);
     }
 
-    /// Calls the closure for its future, with the cleanup held; `None` when
-    /// the attempt ended there (stopped before it began, released, a panic).
-    pub(super) fn begin(mut self, mut slot: Held) -> Option<Running> {
+    /// Calls the closure for its future, with the cleanup `held` (taken out
+    /// of its place, put back when the attempt is done); `None` when the
+    /// attempt ended there (stopped before it began, released, a panic).
+    pub(super) fn begin(mut self, mut held: Held) -> Option<Running> {
         if !self.is_current() {
+            self.ctx.slots.put_back(self.index, held);
             self.send(End::Lost("stopped before it began"), None);
             return None;
         }
-        let Some(cleanup) = slot.as_mut() else {
+        let Some(cleanup) = held.as_mut() else {
+            self.ctx.slots.put_back(self.index, None);
             self.send(End::Lost("the cleanup was already dropped"), None);
             return None;
         };
         let future = match catch_unwind(AssertUnwindSafe(|| cleanup.start(self.token.as_ref()))) {
             Ok(Start::Async(future)) => future,
             Ok(Start::Released) => {
-                self.end(End::Released, slot.take());
+                self.ctx.slots.put_back(self.index, None);
+                self.end(End::Released, held);
                 return None;
             }
             Ok(Start::Blocking) => unreachable!("blocking cleanups run on a thread"),
             Err(panic) => {
                 let end = End::Panicked(message_of(panic));
-                self.end(end, slot.take());
+                self.ctx.slots.put_back(self.index, None);
+                self.end(end, held);
                 return None;
             }
         };
         self.ctx.announce(self.index, self.number);
         Some(Running {
             future: Some(future),
-            slot: Some(slot),
+            held: Some(held),
             attempt: self,
         })
     }
 
     fn run_blocking(mut self) {
         // A retry after an abandoned attempt waits here for it to return.
-        let shared = self.slot.clone();
-        let mut slot = shared.blocking_lock();
+        let mut held = self.ctx.slots.take_blocking(self.index);
         if !self.is_current() {
+            self.ctx.slots.put_back(self.index, held);
             return self.send(End::Lost("stopped before it began"), None);
         }
-        let Some(cleanup) = slot.as_mut() else {
+        let Some(cleanup) = held.as_mut() else {
+            self.ctx.slots.put_back(self.index, None);
             return self.send(End::Lost("the cleanup was already dropped"), None);
         };
         if cleanup.released() {
-            return self.end(End::Released, slot.take());
+            self.ctx.slots.put_back(self.index, None);
+            return self.end(End::Released, held);
         }
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = Some(self.ctx.chain.clone()));
         self.ctx.announce(self.index, self.number);
@@ -179,8 +182,17 @@ impl Attempt {
             cleanup.run_blocking(self.token.as_ref())
         }));
         let end = settle(ran);
-        let cleanup = self.is_final(&end).then(|| slot.take()).flatten();
-        drop(slot);
+        // The cleanup put back for the next attempt, or let go of.
+        let cleanup = match self.is_final(&end) {
+            true => held,
+            false => {
+                self.ctx.slots.put_back(self.index, held);
+                None
+            }
+        };
+        if cleanup.is_some() {
+            self.ctx.slots.put_back(self.index, None);
+        }
         self.end(end, cleanup);
         ACTIVE_BLOCKING.with(|a| *a.borrow_mut() = None);
     }
@@ -252,15 +264,16 @@ impl Drop for Attempt {
     }
 }
 
-/// A task's cleanup, held by the attempt that runs it.
-pub(super) type Held = tokio::sync::OwnedMutexGuard<Option<BoxCleanup>>;
+/// A task's cleanup, out of its place with the attempt that runs it (`None`:
+/// gone already).
+pub(super) type Held = Option<BoxCleanup>;
 
 /// An attempt whose future is being polled.
 pub(super) struct Running {
     /// Taken when it ends; dropped with the task known (see [`Drop`]).
     future: Option<futures::future::BoxFuture<'static, CleanupEnd>>,
-    /// Taken (let go of) when it ends.
-    slot: Option<Held>,
+    /// Put back (or let go of) when it ends.
+    held: Option<Held>,
     /// Last: dropped untold, it tells the runner once the future and the
     /// cleanup are let go of.
     attempt: Attempt,
@@ -270,9 +283,14 @@ pub(super) struct Running {
 /// owned, killed on the way, is booked to the task), its panic contained.
 impl Drop for Running {
     fn drop(&mut self) {
+        let (ctx, index) = (&self.attempt.ctx, self.attempt.index);
         if let Some(future) = self.future.take() {
-            let (ctx, index) = (&self.attempt.ctx, self.attempt.index);
             let _ = super::membership::dropping(ctx, index, || drop_contained(future));
+        }
+        // Stopped: the cleanup goes back for what comes next (a retry, or
+        // the runner's disposal).
+        if let Some(held) = self.held.take() {
+            ctx.slots.put_back(index, held);
         }
     }
 }
@@ -307,13 +325,20 @@ impl Running {
         if let Err(message) = dropped {
             end = End::Panicked(format!("{message} (while dropping the cleanup's future)"));
         }
-        let mut slot = self.slot.take();
+        let held = self.held.take().flatten();
+        let (ctx, index) = (&self.attempt.ctx, self.attempt.index);
+        // Put back for the next attempt, or let go of (here, before the end
+        // is told).
         let cleanup = match self.attempt.is_final(&end) {
-            true => slot.as_mut().and_then(|held| held.take()),
-            false => None,
+            true => {
+                ctx.slots.put_back(index, None);
+                held
+            }
+            false => {
+                ctx.slots.put_back(index, held);
+                None
+            }
         };
-        // The cleanup let go of before the end is told.
-        drop(slot);
         self.attempt.end(end, cleanup);
     }
 

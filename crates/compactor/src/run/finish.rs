@@ -9,7 +9,6 @@ use futures::stream::FuturesUnordered;
 
 use tokio::time::Instant;
 
-use super::attempt::Slot;
 use super::contain::drop_contained;
 use super::scheduler::{Runner, State};
 use crate::event::Event;
@@ -35,29 +34,36 @@ impl Runner {
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
         }
-        let halted = &mut self.stopped.scopes;
+        let started = !matches!(task.state, State::Waiting);
         task.state = State::Finished;
         task.scope = None;
         // A task that never started lets go of its cleanup now too, not
         // after the report: what it owns (a service, a child process) goes
         // with it while the run still waits for the tasks after it.
-        let slot = task.slot.take().or_else(|| {
-            let node = &mut self.plan.tasks[i].node;
-            let unstarted = node
+        let unstarted = match started {
+            true => None,
+            false => self.plan.tasks[i]
+                .node
                 .cleanup
                 .get_mut()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()?;
-            if let Some(scope) = super::scheduler::scope_of(&*unstarted) {
-                // A scope never started: halted, its shutdown runs nothing
-                // (its services stop), and the report waits for it.
-                scope.halt();
-                halted.push((index, scope));
+                .take(),
+        };
+        let to_dispose = match unstarted {
+            Some(unstarted) => {
+                if let Some(scope) = super::scheduler::scope_of(&*unstarted) {
+                    // A scope never started: halted, its shutdown runs
+                    // nothing (its services stop), and the report waits for
+                    // it.
+                    scope.halt();
+                    self.stopped.scopes.push((index, scope));
+                }
+                self.ctx.slots.fill(index, unstarted);
+                true
             }
-            Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(
-                unstarted,
-            ))))
-        });
+            None => started && self.ctx.slots.holds(index),
+        };
+        let task = &mut self.tasks[i];
         let span = std::mem::replace(&mut task.span, tracing::Span::none());
         self.ctx.progress[i].finished.store(true, Ordering::Release);
         self.finished += 1;
@@ -70,10 +76,8 @@ impl Runner {
                 self.phases[phase].ready.push(d);
             }
         }
-        if let Some(mut slot) = slot {
-            if holds_a_cleanup(&mut slot) {
-                self.stopped.undisposed.push((index, slot));
-            }
+        if to_dispose {
+            self.stopped.undisposed.push(index);
         }
         let name = &self.ctx.names[i];
         log_end(name, &outcome, attempts, leaked);
@@ -161,17 +165,6 @@ fn log_end(name: &str, outcome: &Outcome, attempts: u32, leaked: Option<usize>) 
     }
 }
 
-/// Whether a finished task's slot may still hold its cleanup (held by a
-/// stopped attempt, or never taken): to be let go of off the runner.
-fn holds_a_cleanup(slot: &mut Slot) -> bool {
-    // The runner's is the only handle once the attempts are gone (the
-    // common case): read without locking.
-    if let Some(cleanup) = Arc::get_mut(slot) {
-        return cleanup.get_mut().is_some();
-    }
-    !slot.try_lock().is_ok_and(|cleanup| cleanup.is_none())
-}
-
 impl Runner {
     /// Lets go of the cleanups the tasks finished since the last call left
     /// to the runner, on tasks of the run's: those free now at once, those
@@ -191,8 +184,8 @@ impl Runner {
         let share = undisposed.len().div_ceil(DISPOSAL_TASKS);
         let mut undisposed = undisposed.into_iter().peekable();
         while undisposed.peek().is_some() {
-            let batch: Vec<(u32, Slot)> = undisposed.by_ref().take(share).collect();
-            let indices = batch.iter().map(|(i, _)| *i).collect();
+            let batch: Vec<u32> = undisposed.by_ref().take(share).collect();
+            let indices = batch.clone();
             let gone = Arc::new(Mutex::new(Vec::new()));
             let dropped = let_go_of(self.ctx.clone(), batch, gone.clone());
             if let Some(handle) = spawn_or_run(dropped) {
@@ -209,18 +202,18 @@ impl Runner {
 /// How many tasks one disposal uses at most (see [`Runner::dispose`]).
 const DISPOSAL_TASKS: usize = 64;
 
-/// Drops the cleanups in `batch`, each as its slot is free (a stopped
-/// attempt lets go of it), noting each task in `gone` once its cleanup is.
-async fn let_go_of(
-    ctx: Arc<super::RunContext>,
-    batch: Vec<(u32, Slot)>,
-    gone: Arc<Mutex<Vec<u32>>>,
-) {
+/// Drops the cleanups of the tasks in `batch`, each once no attempt has it
+/// out (a stopped attempt lets go of it), noting each task in `gone` once
+/// its cleanup is.
+async fn let_go_of(ctx: Arc<super::RunContext>, batch: Vec<u32>, gone: Arc<Mutex<Vec<u32>>>) {
     // Each taken as the attempt holding it lets go, in any order; the free
     // ones at once.
     let mut waiting: FuturesUnordered<_> = batch
         .into_iter()
-        .map(|(index, slot)| async move { (index, slot.lock_owned().await.take()) })
+        .map(|index| {
+            let ctx = &ctx;
+            async move { (index, ctx.slots.take(index).await) }
+        })
         .collect();
     while let Some((index, cleanup)) = waiting.next().await {
         let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));

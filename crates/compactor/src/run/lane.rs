@@ -227,8 +227,8 @@ impl Lane {
         };
         let (index, number) = (attempt.index, attempt.number);
         let cell = &self.ctx.progress[index as usize].lane;
-        let Ok(held) = attempt.slot.clone().try_lock_owned() else {
-            // A stopped attempt still holds the cleanup: this one waits
+        let Some(held) = self.ctx.slots.try_take(index) else {
+            // A stopped attempt still has the cleanup out: this one waits
             // for it on a task of its own.
             if let Some(stopped) = cell.go_on(number, attempt, Attempt::spawn_async) {
                 drop(stopped);
@@ -236,7 +236,7 @@ impl Lane {
             return true;
         };
         if !cell.begin(number) {
-            drop(held);
+            self.ctx.slots.put_back(index, held);
             attempt.send(End::Lost("stopped before it began"), None);
             return true;
         }

@@ -20,6 +20,7 @@ mod record;
 mod releases;
 mod scheduler;
 mod settle;
+mod slot;
 mod supervise;
 
 use std::future::Future;
@@ -101,6 +102,8 @@ pub(crate) struct RunContext {
     stopped: AtomicBool,
     /// Per task, read from other threads.
     pub(crate) progress: Box<[Progress]>,
+    /// Per task, its cleanup between its attempts.
+    pub(crate) slots: slot::Slots,
     pub(crate) names: Arc<[Arc<str>]>,
     /// The plan's shape, for what a task waits for.
     pub(crate) layout: Layout,
@@ -171,6 +174,7 @@ impl RunContext {
             stop: CancellationToken::new(),
             stopped: AtomicBool::new(false),
             progress: names.iter().map(|_| Progress::default()).collect(),
+            slots: slot::Slots::new(names.len()),
             names,
             layout: Layout::of(plan),
             t0,

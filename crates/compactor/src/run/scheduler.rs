@@ -14,7 +14,6 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::Slot;
 use super::clock::{Timers, after, earliest};
 use super::lane::Lane;
 use super::mailbox::Mailbox;
@@ -63,7 +62,6 @@ pub(super) enum Stopper {
 /// A task's place in the run.
 pub(super) struct TaskRun {
     pub(super) state: State,
-    pub(super) slot: Option<Slot>,
     pub(super) blocking: bool,
     pub(super) observes_token: bool,
     pub(super) span: tracing::Span,
@@ -187,9 +185,9 @@ pub(super) struct Stopped {
     /// Cleanups left to the runner, being dropped on tasks of their own:
     /// (task index, the task dropping it).
     pub(super) disposing: Vec<super::finish::Disposal>,
-    /// Finished tasks' slots that may still hold their cleanup, to let go
+    /// Finished tasks whose cleanup may still be there, to let go
     /// of at the end of the turn (see [`Runner::dispose`]).
-    pub(super) undisposed: Vec<(u32, super::attempt::Slot)>,
+    pub(super) undisposed: Vec<u32>,
     /// Scopes whose task was cut off or skipped, halted: (task index, the
     /// scope), until their own report is out.
     pub(super) scopes: Vec<(u32, crate::Compactor)>,
@@ -292,7 +290,6 @@ impl Runner {
             .iter()
             .map(|_| TaskRun {
                 state: State::Waiting,
-                slot: None,
                 blocking: false,
                 observes_token: false,
                 span: tracing::Span::none(),
@@ -610,7 +607,7 @@ impl Runner {
             outcome = tracing::field::Empty,
             elapsed_ms = tracing::field::Empty,
         );
-        task.slot = Some(Arc::new(tokio::sync::Mutex::new(Some(cleanup))));
+        self.ctx.slots.fill(index, cleanup);
         self.attempt(index, 1, now);
     }
 }

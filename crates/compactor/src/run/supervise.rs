@@ -32,16 +32,12 @@ impl Runner {
         let last = self.is_last(i, number);
         let timeout = self.timeout(i);
         let task = &mut self.tasks[i];
-        let Some(slot) = task.slot.clone() else {
-            return;
-        };
         self.ctx.note_attempt(i, number, now, false);
         let token = task.observes_token.then(|| self.ctx.attempt_token());
         let attempt = Attempt {
             ctx: self.ctx.clone(),
             index,
             number,
-            slot,
             token: token.clone(),
             last,
             // A span per attempt: a field recorded again would be shown
