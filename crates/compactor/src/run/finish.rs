@@ -217,6 +217,9 @@ async fn let_go_of(ctx: Arc<super::RunContext>, batch: Vec<u32>, gone: Arc<Mutex
         .collect();
     while let Some((index, cleanup)) = waiting.next().await {
         let _ = super::membership::dropping(&ctx, index, || drop_contained(cleanup));
+        // Gone: an attempt still waiting for it (a blocking retry behind an
+        // abandoned one) finds it so and ends.
+        ctx.slots.put_back(index, None);
         gone.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(index);

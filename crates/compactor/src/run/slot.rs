@@ -64,18 +64,24 @@ impl Slots {
 
     /// Takes the task's cleanup out, once no attempt has it.
     pub(crate) async fn take(&self, task: u32) -> Option<BoxCleanup> {
+        /// Counts a waiter for as long as it waits, also one dropped
+        /// waiting (an aborted attempt).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let taken = self.try_take(task);
-            if let Some(cleanup) = taken {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.waiting);
+            if let Some(cleanup) = self.try_take(task) {
                 return cleanup;
             }
             returned.await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

@@ -21,6 +21,7 @@ mod releases;
 mod report;
 mod scopes;
 mod services;
+mod slots;
 mod testing;
 mod timing;
 mod workers;
