@@ -10,7 +10,8 @@ use futures::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::contain::drop_contained;
-use super::scheduler::{Runner, State};
+use super::scheduler::Runner;
+use super::state::State;
 use crate::event::Event;
 use crate::report::{Interruption, Outcome, SkipReason};
 

@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use super::attempt::{Attempt, End};
 use super::contain::drop_contained;
 use super::membership::{ACTIVE, Chain};
-use super::scheduler::{Runner, Stopper};
+use super::scheduler::Runner;
+use super::state::Stopper;
 
 /// How many attempts one lane takes.
 pub(super) const LANE_SIZE: usize = 64;

@@ -21,6 +21,7 @@ mod releases;
 mod scheduler;
 mod settle;
 mod slot;
+mod state;
 mod supervise;
 
 use std::future::Future;

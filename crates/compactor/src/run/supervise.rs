@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::attempt::{Attempt, End, Ended};
 use super::clock::{Due, Timer, after};
 use super::contain::let_go;
-use super::scheduler::{Failure, Runner, State, Stopper};
+use super::scheduler::Runner;
+use super::state::{Failure, State, Stopper};
 use crate::event::Event;
 use crate::report::{Interruption, Outcome};
 
