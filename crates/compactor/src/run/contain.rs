@@ -54,13 +54,26 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// runner, on a task of its own: its `Drop` is user code, which may wait on
 /// the run (ask for the report so far), and the runner never waits on it.
 pub(crate) fn let_go<T: Send + 'static>(value: T) {
-    match tokio::runtime::Handle::try_current() {
-        // Part of the run, as the code that returned it was.
-        Ok(runtime) => drop(runtime.spawn(super::membership::carried(async move {
-            let _ = drop_contained(value);
-        }))),
-        Err(_) => {
-            let _ = drop_contained(value);
+    // Part of the run, as the code that returned it was.
+    let dropped = super::membership::carried(async move {
+        let _ = drop_contained(value);
+    });
+    drop(spawn_or_run(dropped));
+}
+
+/// Spawns `future` on the current runtime, or the library's own; with
+/// neither, runs it here.
+pub(crate) fn spawn_or_run(
+    future: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match tokio::runtime::Handle::try_current()
+        .ok()
+        .or(super::own_runtime().cloned())
+    {
+        Some(runtime) => Some(runtime.spawn(future)),
+        None => {
+            futures::executor::block_on(future);
+            None
         }
     }
 }

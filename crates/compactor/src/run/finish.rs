@@ -9,7 +9,7 @@ use futures::stream::FuturesUnordered;
 
 use tokio::time::Instant;
 
-use super::contain::drop_contained;
+use super::contain::{drop_contained, spawn_or_run};
 use super::scheduler::Runner;
 use super::state::State;
 use crate::event::Event;
@@ -248,22 +248,5 @@ impl Disposal {
             .copied()
             .filter(|i| !gone.contains(i))
             .collect()
-    }
-}
-
-/// Spawns `future` on the current runtime, or the library's own; with
-/// neither, runs it here.
-fn spawn_or_run(
-    future: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Option<tokio::task::JoinHandle<()>> {
-    match tokio::runtime::Handle::try_current()
-        .ok()
-        .or(super::own_runtime().cloned())
-    {
-        Some(runtime) => Some(runtime.spawn(future)),
-        None => {
-            futures::executor::block_on(future);
-            None
-        }
     }
 }

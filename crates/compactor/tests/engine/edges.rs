@@ -66,6 +66,21 @@ fn quick_and_holder(
     (ran, holder, handles)
 }
 
+/// Shuts `c` down on `runtime` (a hang fails) and reads when the quick
+/// cleanups ran.
+fn shut_down(
+    runtime: &tokio::runtime::Runtime,
+    c: &Compactor,
+    ran: &Mutex<Vec<Instant>>,
+) -> (compactor::ShutdownReport, Vec<Instant>) {
+    let report = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), c.shutdown())
+            .await
+            .expect("hang")
+    });
+    (report, ran.lock().unwrap().clone())
+}
+
 /// A first poll that holds its thread, with 40 attempts queued behind it
 /// in its lane: they are taken over within a few ms (two looks 1 ms
 /// apart), not after the hold.
@@ -77,12 +92,7 @@ fn take_over_latency_direct() {
     // Goes out alone; the holder heads the lane.
     c.register("alone", || async {}).unwrap();
     let began = Instant::now();
-    let report = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), c.shutdown())
-            .await
-            .expect("hang")
-    });
-    let ran = ran.lock().unwrap().clone();
+    let (report, ran) = shut_down(&runtime, &c, &ran);
     assert_eq!(ran.len(), 40, "{report}");
     let last = ran.iter().max().unwrap().duration_since(began);
     assert!(
@@ -115,12 +125,7 @@ fn take_over_latency_booked_in_place() {
         })
         .unwrap();
         c.register("alone", || async {}).unwrap();
-        let report = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), c.shutdown())
-                .await
-                .expect("hang")
-        });
-        let ran = ran.lock().unwrap().clone();
+        let (report, ran) = shut_down(&runtime, &c, &ran);
         let from = gate_ended.lock().unwrap().unwrap();
         assert_eq!(ran.len(), 40, "{report}");
         let last = ran.iter().max().unwrap().duration_since(from);

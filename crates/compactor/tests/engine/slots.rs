@@ -91,6 +91,27 @@ async fn eventually(what: impl Fn() -> bool, within: Duration) -> bool {
     true
 }
 
+/// Registers `slow-fsync`: a blocking cleanup with a 30 ms timeout and
+/// `retries` retries, whose first attempt holds its thread for 300 ms
+/// (past every attempt's timeout). Returns its calls and its drops.
+fn slow_fsync(c: &Compactor, retries: u32) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (guard, drops, _) = guard();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    c.task("slow-fsync")
+        .timeout(Duration::from_millis(30))
+        .retries(retries)
+        .backoff(Backoff::fixed(Duration::from_millis(5)))
+        .register_blocking(move || {
+            let _ = &guard;
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+        .unwrap();
+    (calls, drops)
+}
+
 /// A blocking retry that waits (on its own thread) behind an abandoned
 /// attempt ends once the disposal has dropped the cleanup: the place is put
 /// back empty, the retry finds the cleanup gone, and its thread ends.
@@ -99,21 +120,7 @@ async fn a_blocking_retry_behind_an_abandoned_attempt_ends_once_the_cleanup_is_d
     let _one = one_at_a_time();
     let before = blocking_threads_down_to(0, Duration::from_secs(2));
     let c = Compactor::new();
-    let (guard, drops, _) = guard();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    c.task("slow-fsync")
-        .timeout(Duration::from_millis(30))
-        .retries(1)
-        .backoff(Backoff::fixed(Duration::from_millis(5)))
-        .register_blocking(move || {
-            let _ = &guard;
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                // Attempt 1 holds its thread past both attempts' timeouts.
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-        .unwrap();
+    let (calls, drops) = slow_fsync(&c, 1);
     let report = tokio::time::timeout(LIMIT, c.shutdown())
         .await
         .expect("the report");
@@ -151,20 +158,7 @@ async fn a_blocking_retry_cut_off_by_the_deadline_ends_once_the_cleanup_is_dispo
     let c = Compactor::builder()
         .deadline(Duration::from_millis(120))
         .build();
-    let (guard, drops, _) = guard();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    c.task("slow-fsync")
-        .timeout(Duration::from_millis(30))
-        .retries(3)
-        .backoff(Backoff::fixed(Duration::from_millis(5)))
-        .register_blocking(move || {
-            let _ = &guard;
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-        .unwrap();
+    let (_, drops) = slow_fsync(&c, 3);
     let began = Instant::now();
     let report = tokio::time::timeout(LIMIT, c.shutdown())
         .await
