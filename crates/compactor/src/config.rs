@@ -18,16 +18,17 @@ pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) phase_budgets: Vec<(Priority, Duration)>,
-    pub(crate) event_capacity: usize,
     pub(crate) signals: Vec<Signal>,
     pub(crate) signal_exit: SignalExit,
     /// `None`: on for the global instance, off for the others.
     pub(crate) auto_listen: Option<bool>,
     pub(crate) exit_grace: Duration,
     pub(crate) progress_every: Duration,
-    pub(crate) terminal_progress: bool,
     pub(crate) progress_signal: Option<Signal>,
-    pub(crate) systemd_notify: bool,
+    /// Whether a panic outside a cleanup starts the shutdown.
+    pub(crate) shutdown_on_panic: bool,
+    /// A refused setting: every registration is refused with it.
+    pub(crate) refused: Option<Error>,
     pub(crate) drain_delay: Duration,
     pub(crate) before_exit: Option<BeforeExit>,
 }
@@ -41,15 +42,14 @@ impl Default for Config {
             cancel_grace: Duration::from_millis(500),
             backoff: Backoff::default(),
             phase_budgets: Vec::new(),
-            event_capacity: 4096,
             signals: vec![Signal::Interrupt, Signal::Terminate],
             signal_exit: SignalExit::WithSignalCode,
             auto_listen: None,
             exit_grace: Duration::from_secs(1),
             progress_every: Duration::from_secs(5),
-            terminal_progress: true,
             progress_signal: None,
-            systemd_notify: true,
+            shutdown_on_panic: false,
+            refused: None,
             drain_delay: Duration::ZERO,
             before_exit: None,
         }
@@ -75,18 +75,31 @@ impl Config {
 /// | [`cancel_grace`](Self::cancel_grace) | 500 ms |
 /// | [`backoff`](Self::backoff) | 100 ms doubling to 2 s, with jitter |
 /// | [`phase_budget`](Self::phase_budget) | none |
-/// | [`event_capacity`](Self::event_capacity) | 4096 events |
 /// | [`signals`](Self::signals) | `SIGINT`, `SIGTERM` |
 /// | [`signal_exit`](Self::signal_exit) | exit with 128 + the signal number |
 /// | [`auto_listen`](Self::auto_listen) | on for the global instance, off for others |
 /// | [`exit_grace`](Self::exit_grace) | 1 s |
 /// | [`before_exit`](Self::before_exit) | none |
 /// | [`progress_every`](Self::progress_every) | 5 s |
-/// | [`terminal_progress`](Self::terminal_progress) | on (drawn only on a terminal, for an instance that listens for signals) |
 /// | [`progress_signal`](Self::progress_signal) | none |
-/// | [`systemd_notify`](Self::systemd_notify) | on (where `NOTIFY_SOCKET` is set) |
 /// | [`drain_delay`](Self::drain_delay) | none |
+/// | [`shutdown_on_panic`](Self::shutdown_on_panic) | off |
 ///
+/// A setting that is refused (a zero deadline, a drain delay longer than
+/// the deadline) does not panic: [`build`](Self::build) logs it and makes
+/// an instance that refuses every registration with the
+/// [`Error::InvalidConfig`] naming it, and
+/// [`init_global`](crate::Compactor::init_global) returns that error.
+///
+/// Every instance that listens for signals speaks systemd's notification
+/// protocol where systemd gives it a socket (`NOTIFY_SOCKET` is set, and
+/// `SYSTEMD_EXEC_PID`, if set, is this process): `STOPPING=1` as its
+/// shutdown begins, a `STATUS=` line with its progress every second, and
+/// `EXTEND_TIMEOUT_USEC=` for 5 s more as it begins (past the drain delay)
+/// and whenever tasks have finished since the last one (never past the
+/// deadline + the exit grace), so a `TimeoutStopSec=` shorter than the
+/// deadline does not kill a shutdown that is getting somewhere. Over the
+/// datagram socket directly, abstract namespace included; no libsystemd.///
 /// # Examples
 ///
 /// ```
@@ -136,23 +149,19 @@ impl Builder {
         self
     }
 
-    /// At most `limit` cleanups run at once. Where a choice remains among
-    /// ready tasks, the latest registered goes first.
+    /// At most `limit` cleanups run at once; 1 runs them one at a time, the
+    /// latest registered first (the order of `Drop`), dependencies and
+    /// phases still respected. Where a choice remains among ready tasks, the
+    /// latest registered goes first.
     pub fn concurrency_limit(mut self, limit: usize) -> Self {
         match NonZeroUsize::new(limit) {
             Some(limit) => self.config.concurrency = limit,
             None => self.check(Some(Error::InvalidConfig {
                 option: "concurrency_limit",
-                problem: "must be at least 1 (use `sequential()` for one at a time)".to_owned(),
+                problem: "must be at least 1 (1 runs one cleanup at a time, the latest registered first)".to_owned(),
             })),
         }
         self
-    }
-
-    /// One cleanup at a time, the latest registered first (the order of
-    /// `Drop`), dependencies and phases still respected.
-    pub fn sequential(self) -> Self {
-        self.concurrency_limit(1)
     }
 
     /// How long a timed-out cleanup that observes its cancellation token (see
@@ -182,26 +191,6 @@ impl Builder {
         self.config.phase_budgets.push((priority, budget));
         self
     }
-
-    /// How many events the broadcast channel holds for a slow subscriber:
-    /// from 1 to [`MAX_EVENT_CAPACITY`](Self::MAX_EVENT_CAPACITY) (the
-    /// channel allocates them all when the first subscriber comes).
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        if !(1..=Self::MAX_EVENT_CAPACITY).contains(&capacity) {
-            self.check(Some(Error::InvalidConfig {
-                option: "event_capacity",
-                problem: format!(
-                    "must be from 1 to {} (got {capacity})",
-                    Self::MAX_EVENT_CAPACITY
-                ),
-            }));
-        }
-        self.config.event_capacity = capacity.clamp(1, Self::MAX_EVENT_CAPACITY);
-        self
-    }
-
-    /// The largest [`event_capacity`](Self::event_capacity): 2^20 events.
-    pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
     /// The signals that start a shutdown once the instance
     /// [listens](crate::Compactor::listen_for_signals). Default: `SIGINT` and `SIGTERM`;
@@ -266,9 +255,16 @@ impl Builder {
 
     /// How often a running shutdown logs its progress at INFO (target
     /// `compactor::progress`): what still runs, what waits on what, and how
-    /// much of the deadline is left (see [`Progress`](crate::Progress)).
+    /// much of the deadline is left (see [`Progress`](crate::inspect::Progress)).
     /// The first line comes after `every`; a shutdown that ends sooner logs
-    /// none. `Duration::MAX` turns the lines off; less than 100 ms is refused.
+    /// none. Less than 100 ms is refused.
+    ///
+    /// An instance that listens for signals (the application's, so
+    /// libraries' and tests' instances stay quiet) also draws one updating
+    /// progress line on stderr where stderr is a terminal (from 1 s into
+    /// the run, four times a second, cleared when it ends), and, after a
+    /// signal starts the run, says how to force an exit. `Duration::MAX`
+    /// turns progress off: no lines, no terminal line.
     pub fn progress_every(mut self, every: Duration) -> Self {
         if every < Self::MIN_PROGRESS_EVERY {
             self.check(Some(Error::InvalidConfig {
@@ -286,17 +282,6 @@ impl Builder {
     /// The shortest [`progress_every`](Self::progress_every): 100 ms.
     pub const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-    /// Whether a shutdown draws one updating progress line on stderr (from
-    /// 1 s into the run, four times a second, cleared when it ends), and,
-    /// after a signal starts it, says how to force an exit. Drawn only where
-    /// stderr is a terminal, and only by an instance that listens for
-    /// signals (the application's), so libraries' and tests' instances stay
-    /// quiet. On by default.
-    pub fn terminal_progress(mut self, on: bool) -> Self {
-        self.config.terminal_progress = on;
-        self
-    }
-
     /// A signal (typically [`Signal::User1`]) that prints, to stderr and
     /// without starting a shutdown, the live [progress](crate::Compactor::progress)
     /// of the shutdown under way, or, before one, the [plan](crate::Compactor::plan)
@@ -311,28 +296,12 @@ impl Builder {
         self
     }
 
-    /// Whether an instance that listens for signals tells systemd about its
-    /// shutdown, where systemd gives the process a notification socket
-    /// (`NOTIFY_SOCKET` is set, and `SYSTEMD_EXEC_PID`, if set, is this
-    /// process): `STOPPING=1` as it begins, a `STATUS=` line with its
-    /// progress every second, and `EXTEND_TIMEOUT_USEC=` for 5 s more as it
-    /// begins (past the [drain delay](Self::drain_delay)) and whenever tasks have finished since the last one (never
-    /// past the deadline + the [exit grace](Self::exit_grace)), so a
-    /// `TimeoutStopSec=` shorter than the deadline does not kill a shutdown
-    /// that is getting somewhere. The protocol is spoken over the datagram
-    /// socket directly, abstract namespace included; no libsystemd. On by
-    /// default.
-    pub fn systemd_notify(mut self, on: bool) -> Self {
-        self.config.systemd_notify = on;
-        self
-    }
-
     /// Time for load balancers to stop sending traffic before anything
     /// closes: when the shutdown begins, [readiness](crate::Compactor::readiness)
     /// turns "not ready" at once, and every cleanup waits `delay` (the task
     /// `compactor::drain-delay`, a phase of its own before all others, shown
     /// in the plan and the report), while requests keep being served.
-    /// Services' drains and [`drain_token`](crate::Compactor::drain_token)
+    /// Services' drains and [`Readiness::drained`](crate::Readiness::drained)
     /// come after it. Take what the load balancer needs to notice:
     /// `inter × fall` of HAProxy's health check, or Kubernetes' endpoint
     /// propagation (a few seconds). The delay counts against the deadline,
@@ -344,6 +313,18 @@ impl Builder {
     /// delay without end would run no cleanup.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.config.drain_delay = delay;
+        self
+    }
+
+    /// Whether a panic on any thread (outside a cleanup, whose panics are
+    /// reported instead) starts the shutdown, with
+    /// [`ShutdownReason::Panic`](crate::report::ShutdownReason::Panic),
+    /// once, after the previous panic hook has printed the panic: the
+    /// equivalent of an uncaught-exception handler. The hook is installed
+    /// when the instance is built, and does nothing once the instance is
+    /// gone. Off by default.
+    pub fn shutdown_on_panic(mut self, on: bool) -> Self {
+        self.config.shutdown_on_panic = on;
         self
     }
 

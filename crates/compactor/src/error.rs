@@ -44,9 +44,9 @@ pub enum Error {
     /// A one-shot cleanup (`register_once`, a service) was given retries: a
     /// retry calls the cleanup again, which a `FnOnce` cannot be.
     #[error(
-        "task `{task}` is a one-shot cleanup (`FnOnce`) but was given retries; register it with `register` (a `FnMut`, called again on each retry) or drop `.retries(..)`"
+        "task `{task}` has a one-shot cleanup (`cleanup::once`, or a one-shot ready-made one) but was given retries; give it a cleanup that can be called again (a `FnMut` closure, called on each retry) or drop `.retries(..)`"
     )]
-    RetriesNeedFnMut {
+    RetriesNeedRepeatable {
         /// The task given retries.
         task: String,
     },

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Outcome, ShutdownReason, ShutdownReport};
+use crate::report::ShutdownReason;
+use crate::{Outcome, ShutdownReport};
 
 /// A state change of a shutdown, broadcast to every
 /// [`subscribe`](crate::Compactor::subscribe)r.

@@ -224,21 +224,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+pub mod cleanup;
 mod compactor;
 mod config;
 mod error;
 mod event;
 pub mod inspect;
-pub mod inventory;
 mod plan;
 mod priority;
 mod process;
-mod ready;
 mod registry;
 pub mod report;
 mod run;
 mod scope;
-mod signal;
+pub mod signal;
 mod task;
 pub mod testing;
 
@@ -247,47 +246,9 @@ pub use crate::compactor::{Compactor, Readiness, Selection, TaskBuilder, TaskDef
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;
-pub use crate::inspect::{Progress, ShutdownPlan};
 pub use crate::priority::{Category, Priority};
 pub use crate::registry::TaskHandle;
-pub use crate::report::{Freed, Outcome, ShutdownReason, ShutdownReport, TaskReport};
-pub use crate::signal::{Signal, SignalExit};
-pub use crate::task::cleanup::{CleanupOutput, CleanupResult};
-
-/// Keeps `future` part of the shutdown run the calling code belongs to, on
-/// whatever task it is spawned. A task a cleanup spawns with `tokio::spawn`
-/// does not inherit that run: a [`shutdown()`](Compactor::shutdown) or
-/// [`wait()`](Compactor::wait) there would wait for the run, which waits for
-/// the cleanup, until the cleanup's timeout. Spawned as
-/// `tokio::spawn(compactor::inherit_run(work))`, the work gets the report
-/// so far at once, as the cleanup itself would. Outside a run, `future` is
-/// returned as it is.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), compactor::Error> {
-/// let c = compactor::Compactor::new();
-/// let inner = c.clone();
-/// c.register_once("reentrant", move || async move {
-///     let work = compactor::inherit_run(async move { inner.shutdown().await });
-///     let so_far = tokio::spawn(work).await.expect("the work ran");
-///     assert!(!so_far.is_complete());
-/// })?;
-/// assert!(c.shutdown().await.is_clean());
-/// # Ok(())
-/// # }
-/// ```
-pub fn inherit_run<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    crate::run::membership::carried(future)
-}
-
-/// [`inherit_run`] for a closure run on another thread
-/// (`std::thread::spawn(compactor::inherit_run_blocking(work))` from a
-/// cleanup): [`shutdown_blocking`](Compactor::shutdown_blocking) or a
-/// `wait()` there gets the report so far at once.
-pub fn inherit_run_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
-    crate::run::membership::carried_blocking(f)
-}
+pub use crate::report::{Outcome, ShutdownReport, TaskReport};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::task::cleanup::{Cleanup, Start};
-use crate::{Compactor, Error, SignalExit, TaskBuilder};
+use crate::signal::SignalExit;
+use crate::{Compactor, Error, TaskBuilder};
 
-impl Compactor {
-    /// A child instance for the resources of one owner; shorthand for
-    /// `self.task(name).scope()`, which also takes a priority and dependencies.
+impl TaskBuilder<'_> {
+    /// Registers a scope: a child instance for the resources of one owner (a
+    /// connection, a child process, a test), whose whole shutdown is this
+    /// task. It shares this instance's settings, but never listens for
+    /// signals.
     ///
-    /// The scope's whole shutdown is the task `name` of this instance: when
-    /// this instance shuts down, the scope's cleanups run there, in their own
-    /// order. The scope can also be shut down on its own (the owner went
+    /// When this instance shuts down, the scope's cleanups run there, in
+    /// their own order. The scope can also be shut down on its own (the owner went
     /// away), after which it leaves this instance. Scopes nest. A scope that
     /// every holder dropped without shutting it down is still shut down by
     /// its parent.
@@ -25,28 +27,17 @@ impl Compactor {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), compactor::Error> {
     /// let app = compactor::Compactor::new();
-    /// let conn = app.scope("conn-42")?;
+    /// let conn = app.task("conn-42").scope()?;
     /// conn.register("flush-session", || async {})?;
     /// conn.register("close-socket", || async {})?;
     /// // The connection ends: its cleanups run now, and it leaves `app`.
     /// assert!(conn.shutdown().await.is_clean());
-    /// assert_eq!(app.pending(), 0);
+    /// assert_eq!(app.plan().tasks().len(), 0);
     /// # Ok(())
     /// # }
     /// ```
     ///
-    /// # Errors
-    ///
-    /// As [`TaskBuilder::register`].
-    pub fn scope(&self, name: impl Into<Arc<str>>) -> Result<Compactor, Error> {
-        self.task(name).scope()
-    }
-}
-
-impl TaskBuilder<'_> {
-    /// Registers a [scope](Compactor::scope): a child instance whose
-    /// shutdown is this task. It shares this instance's settings, but never
-    /// listens for signals. Without a [`timeout`](Self::timeout), the task
+    /// Without a [`timeout`](Self::timeout), the task
     /// gets the scope's whole [deadline](crate::Builder::deadline).
     ///
     /// The task succeeds if the scope's report is clean and fails, naming how

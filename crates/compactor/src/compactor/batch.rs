@@ -1,16 +1,17 @@
 //! Batches: many task definitions registered at once, all or none.
 
-use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
 use crate::registry::{NewTask, Registry, TaskHandle};
-use crate::task::cleanup::{AsyncFn, BlockingFn, BoxCleanup, CleanupResult, once};
+use crate::cleanup::IntoCleanup;
+use crate::cleanup::kind::Prepared;
+use crate::task::cleanup::BoxCleanup;
 
 /// A task defined for [`Compactor::register_batch`], not registered yet:
-/// made by [`TaskBuilder::define`] and its siblings, with every option of
+/// made by [`TaskBuilder::define`], with every option of
 /// the builder. An option that was refused (a zero timeout, a handle of
 /// another instance) refuses the whole batch.
 #[must_use = "a definition is only registered by `register_batch`"]
@@ -20,44 +21,35 @@ pub struct TaskDef {
     /// registry's key): compared only. Held weakly, so the address cannot
     /// be another registry's while the definition lives.
     registry: Weak<Registry>,
+    /// A ready-made cleanup's guard, armed once the batch is registered.
+    armed: Option<crate::cleanup::Armed>,
 }
 
 impl TaskBuilder<'_> {
-    /// Defines an async cleanup for a [batch](Compactor::register_batch),
-    /// as [`register`](Self::register) would register it.
-    pub fn define<F, Fut>(self, cleanup: F) -> TaskDef
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
-        self.defined(Box::new(AsyncFn(cleanup)))
-    }
-
-    /// Defines a one-shot async cleanup for a batch, as
-    /// [`register_once`](Self::register_once) would register it.
-    pub fn define_once<F, Fut>(self, cleanup: F) -> TaskDef
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
-        let refused = self.refuse_retries().err();
-        let mut def = self.defined(once(cleanup));
+    /// Defines a task for a [batch](Compactor::register_batch), as
+    /// [`register`](Self::register) would register it: any kind of
+    /// [cleanup](crate::cleanup), with every option of the builder.
+    pub fn define<M>(self, cleanup: impl IntoCleanup<M>) -> TaskDef {
+        let Prepared {
+            cleanup,
+            repeatable,
+            category,
+            armed,
+        } = cleanup.into_cleanup(self.compactor());
+        let refused = match repeatable {
+            true => None,
+            false => self.refuse_retries().err(),
+        };
+        let builder = match category {
+            Some(category) if !self.has_category() => self.category(category),
+            _ => self,
+        };
+        let mut def = builder.defined(cleanup);
+        def.armed = armed;
         if let Some(error) = refused {
             def.defined = Err(error);
         }
         def
-    }
-
-    /// Defines a synchronous cleanup for a batch, as
-    /// [`register_blocking`](Self::register_blocking) would register it.
-    pub fn define_blocking<F, R>(self, cleanup: F) -> TaskDef
-    where
-        F: FnMut() -> R + Send + 'static,
-        R: CleanupResult,
-    {
-        self.defined(Box::new(BlockingFn(cleanup)))
     }
 
     fn defined(self, cleanup: BoxCleanup) -> TaskDef {
@@ -67,6 +59,7 @@ impl TaskBuilder<'_> {
                 .checked()
                 .map(|(name, spec, deps)| registry.new_task(name, spec, deps, cleanup)),
             registry: Arc::downgrade(registry),
+            armed: None,
         }
     }
 }
@@ -86,7 +79,7 @@ impl Compactor {
     /// # async fn main() -> Result<(), compactor::Error> {
     /// let c = compactor::Compactor::new();
     /// let handles = c.register_batch((0..3).map(|i| {
-    ///     c.task(format!("conn-{i}")).define_once(|| async { /* close it */ })
+    ///     c.task(format!("conn-{i}")).define(compactor::cleanup::once(|| async { /* close it */ }))
     /// }))?;
     /// assert_eq!(handles.len(), 3);
     /// # Ok(())
@@ -110,7 +103,9 @@ impl Compactor {
             let error = dropped_refused(error, items);
             dropped_refused(error, rest)
         };
+        let mut guards = Vec::new();
         while let Some(def) = tasks.next() {
+            guards.extend(def.armed);
             let item = match def.defined {
                 Ok(item) => item,
                 Err(error) => return Err(refuse(error, items, tasks)),
@@ -129,6 +124,7 @@ impl Compactor {
             .insert_batch(items)
             .map_err(|(error, refused)| dropped_refused(error, refused))?;
         self.registered();
+        guards.into_iter().for_each(|armed| crate::cleanup::arm(Some(armed)));
         Ok(handles)
     }
 }

@@ -33,6 +33,10 @@ use crate::run::membership::inside_cleanup_of;
 use crate::run::{Release, RunContext, SnapshotRequest, Ticker};
 use crate::signal::SignalExit;
 
+/// How many events the broadcast channel holds for a slow subscriber (the
+/// channel allocates them all when the first subscriber comes).
+const EVENT_CAPACITY: usize = 4096;
+
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 /// Runs a process's cleanup, once, in order and on time.
@@ -110,9 +114,6 @@ pub(crate) struct Instance {
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     pub(crate) scope: OnceLock<TaskHandle>,
-    /// Background work of `spawn`, and whether its task is registered.
-    pub(crate) tracker: OnceLock<tokio_util::task::TaskTracker>,
-    pub(crate) tracker_registered: AtomicBool,
 }
 
 /// What the process layer does for an instance that listens for signals.
@@ -262,22 +263,12 @@ impl Compactor {
                 releases: Mutex::new(Vec::new()),
                 signals,
                 scope: OnceLock::new(),
-                tracker: OnceLock::new(),
-                tracker_registered: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Removes the weak registrations whose value has been dropped (they would
-    /// only be reported as released) and returns how many. Registration does
-    /// this by itself from time to time, so an instance that gets one weak
-    /// registration per request stays bounded; call it to prune at once.
-    pub fn prune_released(&self) -> usize {
-        self.inner.registry.prune_released()
-    }
-
     /// How many tasks are registered and waiting for shutdown.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.inner.registry.len()
     }
 
@@ -300,7 +291,7 @@ impl Compactor {
     }
 
     /// Whether shutdown has begun.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.inner.started.load(Ordering::Acquire)
     }
 
@@ -311,21 +302,14 @@ impl Compactor {
         self.inner.token.child_token()
     }
 
-    /// A token cancelled when the shutdown's [drain delay](Builder::drain_delay)
-    /// is over, at once without one: what a server's own graceful shutdown
-    /// should wait for (`axum::serve(..).with_graceful_shutdown(c.drain_token().cancelled_owned())`),
-    /// so it keeps serving while load balancers take it out. [Services](TaskBuilder::service)
-    /// get theirs when their drain begins, which is after the delay too.
-    pub fn drain_token(&self) -> CancellationToken {
-        self.inner.drain.child_token()
-    }
-
-    /// The instance's readiness, for a health endpoint: ready until the
-    /// shutdown begins, then not (before the [drain delay](Builder::drain_delay),
-    /// so load balancers stop sending traffic while requests are still served).
+    /// The instance's readiness, for a health endpoint and for a server
+    /// that drains behind a load balancer: ready until the shutdown begins,
+    /// then not, before the [drain delay](Builder::drain_delay), so load
+    /// balancers stop sending traffic while requests are still served.
     pub fn readiness(&self) -> Readiness {
         Readiness {
             shutdown: self.shutdown_token(),
+            drain: self.inner.drain.clone(),
         }
     }
 
@@ -334,7 +318,7 @@ impl Compactor {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner
             .events
-            .get_or_init(|| broadcast::channel(self.inner.config.event_capacity).0)
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
             .subscribe()
     }
 
@@ -344,13 +328,6 @@ impl Compactor {
     /// of one, in a runtime on a thread of its own.
     pub fn trigger(&self) {
         self.begin(ShutdownReason::Manual);
-    }
-
-    /// Starts the shutdown for a reason of the application's own (a lost
-    /// database, a failed health check), shown in the report and the events.
-    /// Does nothing if shutdown has begun already.
-    pub fn request_shutdown(&self, why: impl Into<String>) {
-        self.begin(ShutdownReason::Requested(why.into()));
     }
 
     /// Runs the shutdown, or joins the run already under way, and returns its
@@ -394,7 +371,7 @@ impl Compactor {
     }
 
     /// The final report, if the shutdown has finished.
-    pub fn report(&self) -> Option<ShutdownReport> {
+    pub(crate) fn report(&self) -> Option<ShutdownReport> {
         self.inner.outcome.report()
     }
 
@@ -411,9 +388,10 @@ impl Compactor {
     }
 }
 
-/// Whether an instance takes traffic: ready until its shutdown begins. From
-/// [`Compactor::readiness`]; cheap to clone, and it does not keep the
-/// instance alive.
+/// Whether an instance takes traffic: ready until its shutdown begins, and
+/// when load balancers have had the [drain delay](Builder::drain_delay) to
+/// notice. From [`Compactor::readiness`]; cheap to clone, and it does not
+/// keep the instance alive.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -422,13 +400,14 @@ impl Compactor {
 /// let readiness = c.readiness();
 /// assert_eq!(readiness.status_code(), 200);
 /// c.trigger();
-/// readiness.not_ready().await;
+/// readiness.drained().cancelled().await;
 /// assert_eq!(readiness.status_code(), 503);
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Readiness {
     shutdown: CancellationToken,
+    drain: CancellationToken,
 }
 
 impl Readiness {
@@ -442,8 +421,14 @@ impl Readiness {
         if self.is_ready() { 200 } else { 503 }
     }
 
-    /// Waits until the instance is no longer ready.
-    pub async fn not_ready(&self) {
-        self.shutdown.cancelled().await;
+    /// A token cancelled once the shutdown's [drain delay](Builder::drain_delay)
+    /// is over (at once without one): what a server that is not a
+    /// [service](TaskBuilder::service) stops on, so it keeps serving while
+    /// load balancers take it out:
+    /// `axum::serve(..).with_graceful_shutdown(readiness.drained().cancelled_owned())`.
+    /// The closure of [`run_until_shutdown`](Compactor::run_until_shutdown)
+    /// and every service are handed theirs, which come after the delay too.
+    pub fn drained(&self) -> CancellationToken {
+        self.drain.child_token()
     }
 }

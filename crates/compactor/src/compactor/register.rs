@@ -1,21 +1,17 @@
 //! Registration: the task builder, which checks a task's options and puts
 //! it in the registry.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 use super::Compactor;
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::priority::{Category, Priority};
 use crate::registry::TaskHandle;
-use crate::task::cleanup::{
-    AsyncFn, BlockingFn, BoxCleanup, CancellableFn, CleanupResult, WeakBlockingFn, WeakFn, once,
-    once_blocking,
-};
+use crate::cleanup::kind::{Prepared, WeakOutput};
+use crate::cleanup::{Blocking, IntoCleanup};
+use crate::task::cleanup::BoxCleanup;
 use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
 impl Compactor {
@@ -25,42 +21,18 @@ impl Compactor {
         TaskBuilder::new(self, name.into())
     }
 
-    /// Registers an async cleanup with the default options: shorthand for
+    /// Registers a cleanup with the default options: shorthand for
     /// `self.task(name).register(cleanup)`.
     ///
     /// # Errors
     ///
     /// See [`TaskBuilder::register`].
-    pub fn register<F, Fut>(
+    pub fn register<M>(
         &self,
         name: impl Into<Arc<str>>,
-        cleanup: F,
-    ) -> Result<TaskHandle, Error>
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
+        cleanup: impl IntoCleanup<M>,
+    ) -> Result<TaskHandle, Error> {
         self.task(name).register(cleanup)
-    }
-
-    /// Registers a one-shot async cleanup with the default options:
-    /// shorthand for `self.task(name).register_once(cleanup)`.
-    ///
-    /// # Errors
-    ///
-    /// See [`TaskBuilder::register_once`].
-    pub fn register_once<F, Fut>(
-        &self,
-        name: impl Into<Arc<str>>,
-        cleanup: F,
-    ) -> Result<TaskHandle, Error>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
-        self.task(name).register_once(cleanup)
     }
 }
 
@@ -187,69 +159,54 @@ impl<'a> TaskBuilder<'a> {
         self
     }
 
-    /// Registers an async cleanup. It may be called again for each retry.
+    /// Registers a cleanup: an async closure (`|| async { .. }`, called
+    /// again for each retry), or any other kind of [`compactor::cleanup`](crate::cleanup)
+    /// ([`once`](crate::cleanup::once), [`cancellable`](crate::cleanup::cancellable),
+    /// [`blocking`](crate::cleanup::blocking), the ready-made ones).
     ///
     /// # Errors
     ///
     /// See [`Error`]: on any error nothing is registered and `cleanup` is
-    /// dropped without being called.
-    pub fn register<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
-        self.finish(Box::new(AsyncFn(cleanup)))
+    /// dropped without being called. A one-shot cleanup with
+    /// [`retries`](Self::retries) is [`Error::RetriesNeedRepeatable`].
+    pub fn register<M>(self, cleanup: impl IntoCleanup<M>) -> Result<TaskHandle, Error> {
+        let Prepared {
+            cleanup,
+            repeatable,
+            category,
+            armed,
+        } = cleanup.into_cleanup(self.compactor);
+        if !repeatable {
+            if let Err(error) = self.refuse_retries() {
+                return Err(dropped_refused(error, [cleanup]));
+            }
+        }
+        let builder = match category {
+            Some(category) if !self.has_category() => self.category(category),
+            _ => self,
+        };
+        let handle = builder.finish(cleanup)?;
+        crate::cleanup::arm(armed);
+        Ok(handle)
     }
 
-    /// Registers a one-shot async cleanup: a `FnOnce` that owns what it
-    /// cleans up, moved in (no `Clone`, no `Option`, no lock). Use it for
-    /// the common case; [`register`](Self::register) takes a `FnMut`, which
-    /// a task with [`retries`](Self::retries) needs, since each retry calls
-    /// the cleanup again.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), compactor::Error> {
-    /// # let c = compactor::Compactor::new();
-    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(8);
-    /// c.task("queue").register_once(move || async move {
-    ///     drop(tx); // moved in, used once
-    /// })?;
-    /// # c.shutdown().await;
-    /// # assert!(rx.recv().await.is_none());
-    /// # Ok(())
-    /// # }
-    /// ```
+    /// Registers a synchronous cleanup: shorthand for
+    /// `self.register(cleanup::blocking(cleanup))`, run on a thread of its
+    /// own so it never stalls the async workers. It may be a `FnMut`, a
+    /// [`once`](crate::cleanup::once) or a [`cancellable`](crate::cleanup::cancellable).
+    /// A blocking call cannot be interrupted: on timeout it is abandoned (it
+    /// goes on in its thread, which nothing waits for: not the runtime's
+    /// drop, not the process's exit) and a retry waits for it to return
+    /// first.
     ///
     /// # Errors
     ///
-    /// [`Error::RetriesNeedFnMut`] if the task was given retries, and those
-    /// of [`register`](Self::register).
-    pub fn register_once<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
+    /// As [`register`](Self::register).
+    pub fn register_blocking<C, M>(self, cleanup: C) -> Result<TaskHandle, Error>
     where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
+        Blocking<C>: IntoCleanup<M>,
     {
-        self.refuse_retries()?;
-        self.finish(once(cleanup))
-    }
-
-    /// A one-shot synchronous cleanup: [`register_blocking`](Self::register_blocking)
-    /// for a `FnOnce`, as [`register_once`](Self::register_once) is for
-    /// [`register`](Self::register).
-    ///
-    /// # Errors
-    ///
-    /// As [`register_once`](Self::register_once).
-    pub fn register_blocking_once<F, R>(self, cleanup: F) -> Result<TaskHandle, Error>
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: CleanupResult,
-    {
-        self.refuse_retries()?;
-        self.finish(once_blocking(cleanup))
+        self.register(crate::cleanup::blocking(cleanup))
     }
 
     /// A one-shot cleanup has no retries; a shutdown that began refuses
@@ -257,85 +214,43 @@ impl<'a> TaskBuilder<'a> {
     pub(crate) fn refuse_retries(&self) -> Result<(), Error> {
         match self.spec.retries {
             0 => Ok(()),
-            _ if self.compactor.is_shutting_down() => Err(Error::ShuttingDown),
-            _ => Err(Error::RetriesNeedFnMut {
+            _ if self.compactor.inner.registry.is_closed() => Err(Error::ShuttingDown),
+            _ => Err(Error::RetriesNeedRepeatable {
                 task: self.name.to_string(),
             }),
         }
     }
 
-    /// Registers an async cleanup that receives a [`CancellationToken`],
-    /// cancelled when the attempt times out or the shutdown deadline passes.
-    /// A cleanup that returns soon after the token fires is reported as having
-    /// stopped cooperatively; one that does not is dropped after the instance's
-    /// [`cancel_grace`](crate::Builder::cancel_grace).
-    pub fn register_cancellable<F, Fut>(self, cleanup: F) -> Result<TaskHandle, Error>
-    where
-        F: FnMut(CancellationToken) -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
-    {
-        self.finish(Box::new(CancellableFn(cleanup)))
-    }
-
-    /// Registers a synchronous cleanup, run on a thread of its own so it
-    /// never stalls the async workers. A blocking call cannot be interrupted:
-    /// on timeout it is abandoned (it goes on in its thread, which nothing
-    /// waits for: not the runtime's drop, not the process's exit) and a retry
-    /// waits for it to return first.
-    pub fn register_blocking<F, R>(self, cleanup: F) -> Result<TaskHandle, Error>
-    where
-        F: FnMut() -> R + Send + 'static,
-        R: CleanupResult,
-    {
-        self.finish(Box::new(BlockingFn(cleanup)))
-    }
-
     /// Registers a cleanup that holds only a [`Weak`](std::sync::Weak) reference to `value`, so
     /// registration never keeps the resource alive. At shutdown the cleanup is
     /// called with the value if it is still alive; if it was dropped, the task
-    /// is [`Outcome::Released`](crate::Outcome::Released) and not called. A
-    /// value still alive after its cleanup is flagged as a possible leak
+    /// is [`Outcome::Released`](crate::Outcome::Released) and not called. The
+    /// cleanup may be async (it returns a future) or synchronous (it returns
+    /// what a cleanup returns, and is called on a thread of its own, as
+    /// [`register_blocking`](Self::register_blocking)'s). A value still alive after its cleanup
+    /// is flagged as a possible leak
     /// ([`TaskReport::leaked`](crate::TaskReport::leaked)), which counts
     /// every strong reference, the caller's own binding too: drop yours
     /// before the shutdown (a `main` that keeps the `Arc` to the end would
     /// see its own), or, for a value only the cleanup needs, move it into a
-    /// [`register_once`](Self::register_once) instead.
-    pub fn register_weak<T, F, Fut>(self, value: &Arc<T>, cleanup: F) -> Result<TaskHandle, Error>
+    /// [`once`](crate::cleanup::once) cleanup instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub fn register_weak<T, F, O, M>(self, value: &Arc<T>, cleanup: F) -> Result<TaskHandle, Error>
     where
         T: Send + Sync + 'static,
-        F: FnMut(Arc<T>) -> Fut + Send + 'static,
-        Fut: Future + Send + 'static,
-        Fut::Output: CleanupResult,
+        F: FnMut(Arc<T>) -> O + Send + 'static,
+        O: WeakOutput<M>,
     {
-        self.finish(Box::new(WeakFn {
-            value: Arc::downgrade(value),
-            f: cleanup,
-        }))
-    }
-
-    /// [`register_weak`](Self::register_weak) for a synchronous cleanup: it
-    /// holds only a `Weak`, and is called on a thread of its own with the
-    /// value if it is still alive at shutdown.
-    pub fn register_blocking_weak<T, F, R>(
-        self,
-        value: &Arc<T>,
-        cleanup: F,
-    ) -> Result<TaskHandle, Error>
-    where
-        T: Send + Sync + 'static,
-        F: FnMut(Arc<T>) -> R + Send + 'static,
-        R: CleanupResult,
-    {
-        self.finish(Box::new(WeakBlockingFn {
-            value: Arc::downgrade(value),
-            f: cleanup,
-            held: None,
-        }))
+        self.finish(O::weak(Arc::downgrade(value), cleanup).cleanup)
     }
 
     pub(crate) fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
-        self.check(false)?;
+        if let Err(error) = self.check(false) {
+            return Err(dropped_refused(error, [cleanup]));
+        }
         self.finish_checked(cleanup)
     }
 
@@ -351,7 +266,7 @@ impl<'a> TaskBuilder<'a> {
         if self.compactor.inner.registry.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        if let Some(error) = &self.error {
+        if let Some(error) = self.error.as_ref().or(self.compactor.inner.config.refused.as_ref()) {
             return Err(error.clone());
         }
         if self.name.trim().is_empty() {
@@ -376,9 +291,10 @@ impl<'a> TaskBuilder<'a> {
 
     fn finish_checked(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
         if self.spec.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(Error::ZeroTimeout {
+            let error = Error::ZeroTimeout {
                 task: self.name.to_string(),
-            });
+            };
+            return Err(dropped_refused(error, [cleanup]));
         }
         let compactor = self.compactor;
         let inner = &compactor.inner;

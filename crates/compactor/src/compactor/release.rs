@@ -31,30 +31,15 @@ pub enum Selection {
     Tasks(Vec<TaskHandle>),
     /// Several, by name.
     Names(Vec<String>),
-    /// Every pending task of a category, as
-    /// [`shutdown_category`](Compactor::shutdown_category) runs it.
+    /// Every pending task of a category. Their dependencies on tasks of
+    /// other categories are dropped; the library's own tasks stay for the
+    /// shutdown.
     Category(Category),
 }
 
 impl Compactor {
-    /// Releases one category now: its pending tasks leave the instance and
-    /// run, in the order their dependencies among themselves and their
-    /// priorities give, with the instance's timeouts and deadline. Their
-    /// dependencies on tasks of other categories are dropped; the library's
-    /// own tasks (`compactor::service`, `compactor::spawned`) stay for the
-    /// shutdown. The report's
-    /// reason is [`ShutdownReason::Category`]. Once shutdown has begun, the
-    /// tasks belong to that run and the report is empty.
-    ///
-    /// Only `TaskStarted`, `TaskRetrying`, `TaskFinished` (and leak) events
-    /// are sent for it; `ShutdownStarted` and `ShutdownFinished` are kept for
-    /// the instance's own shutdown.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: the release runs on a task of its own and goes on if
-    /// this future is dropped.
-    pub async fn shutdown_category(&self, category: &crate::priority::Category) -> ShutdownReport {
+    /// Releases one category: see [`Selection::Category`].
+    async fn release_category(&self, category: &crate::priority::Category) -> ShutdownReport {
         let reason = ShutdownReason::Category(category.clone());
         self.run_release(reason, |name, node| {
             // The library's own tasks (a service's drain) belong to the
@@ -64,19 +49,28 @@ impl Compactor {
         .await
     }
 
-    /// Runs now the pending tasks of `selection`, as
-    /// [`shutdown_category`](Self::shutdown_category) runs a category: in
-    /// the order their dependencies among themselves and their priorities
-    /// give, with their timeouts and retries, and a report of their own
-    /// (reason [`ShutdownReason::Release`]). A shutdown that begins
-    /// meanwhile waits for it and reports its tasks too.
+    /// Runs now the pending tasks of `selection`: they leave the instance
+    /// and run in the order their dependencies among themselves and their
+    /// priorities give, with their timeouts and retries and the instance's
+    /// deadline, and a report of their own (reason [`ShutdownReason::Release`],
+    /// or [`ShutdownReason::Category`] for a category). A shutdown that
+    /// begins meanwhile waits for it and reports its tasks too.
+    ///
+    /// Only `TaskStarted`, `TaskRetrying`, `TaskFinished` (and leak) events
+    /// are sent for it; `ShutdownStarted` and `ShutdownFinished` are kept for
+    /// the instance's own shutdown.
     ///
     /// The rule for the tasks around it: a chosen task's dependencies on
     /// tasks not chosen are dropped (they are not run); a task not chosen
     /// that depends on a chosen one (it would have to run first) refuses
     /// the release, with an error naming it: release it too, or unregister
-    /// it. [`Selection::Category`] is `shutdown_category`'s rule instead:
-    /// such dependencies are dropped.
+    /// it. [`Selection::Category`] drops such dependencies instead, and
+    /// leaves the library's own tasks (a service's drain) for the shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the release runs on a task of its own and goes on if
+    /// this future is dropped.
     ///
     /// # Errors
     ///
@@ -89,7 +83,7 @@ impl Compactor {
             return Err(Error::ShuttingDown);
         }
         let chosen: Vec<(Arc<str>, Option<NonZeroU64>)> = match selection {
-            Selection::Category(category) => return Ok(self.shutdown_category(&category).await),
+            Selection::Category(category) => return Ok(self.release_category(&category).await),
             Selection::Task(handle) => vec![(handle.name.clone(), Some(handle.id))],
             Selection::Tasks(handles) => handles
                 .into_iter()

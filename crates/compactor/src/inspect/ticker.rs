@@ -24,7 +24,9 @@ const LINE_WIDTH: usize = 79;
 /// Whether this process's stderr is a terminal to draw on (with the
 /// escapes of a VT terminal: not on Windows' console).
 pub(crate) fn on_terminal(config: &Config, listening: bool) -> bool {
-    cfg!(unix) && config.terminal_progress && listening && std::io::stderr().is_terminal()
+    cfg!(unix)
+        && !crate::run::clock::is_no_limit(config.progress_every)
+        && listening && std::io::stderr().is_terminal()
 }
 
 /// The ticker of a shutdown's run of instance `owner`, or `None` when

@@ -15,13 +15,18 @@ static GLOBAL: OnceLock<Compactor> = OnceLock::new();
 fn built(config: Config, global: bool) -> Compactor {
     let auto_listen = config.auto_listen.unwrap_or(global);
     let exit = config.signal_exit;
-    Compactor::from_parts(
+    let on_panic = config.shutdown_on_panic;
+    let compactor = Compactor::from_parts(
         Arc::new(config),
         crate::registry::Registry::new(),
         auto_listen,
         exit,
         Some(&HOOKS),
-    )
+    );
+    if on_panic {
+        compactor.shutdown_on_panic();
+    }
+    compactor
 }
 
 impl Compactor {
@@ -93,25 +98,21 @@ impl Compactor {
 }
 
 impl Builder {
-    /// Builds the instance.
-    ///
-    /// # Panics
-    ///
-    /// If a setting was invalid (a zero deadline, timeout or limit), with the
-    /// message of the [`Error`]. Use [`try_build`](Self::try_build) to handle it.
+    /// Builds the instance. It never panics: a refused setting is logged,
+    /// and the instance refuses every registration with the
+    /// [`Error::InvalidConfig`] naming it (its other settings are the
+    /// defaults), so the first `register(..)?` reports it.
     pub fn build(self) -> Compactor {
-        match self.try_build() {
-            Ok(c) => c,
-            Err(e) => panic!("{e}"),
+        match self.into_config() {
+            Ok(config) => built(config, false),
+            Err(error) => {
+                tracing::error!(%error, "the instance refuses every registration");
+                let config = Config {
+                    refused: Some(error),
+                    ..Config::default()
+                };
+                built(config, false)
+            }
         }
-    }
-
-    /// Builds the instance, or says which setting is invalid.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] naming the first invalid setting.
-    pub fn try_build(self) -> Result<Compactor, Error> {
-        Ok(built(self.into_config()?, false))
     }
 }

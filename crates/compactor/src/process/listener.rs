@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use signal_hook::iterator::{Handle, Signals};
 
 use super::exit::end_process;
-use crate::Signal;
+use crate::signal::Signal;
 use crate::compactor::{Compactor, Instance};
-use crate::{Error, ShutdownReason};
+use crate::Error;
+use crate::report::ShutdownReason;
 
 struct Listener {
     /// Adds signals to those the thread receives.

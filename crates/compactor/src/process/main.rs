@@ -17,14 +17,12 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::run::contain::drop_contained;
 use crate::task::cleanup::{CleanupResult, once_with_token};
-use crate::{ShutdownReason, ShutdownReport};
+use crate::ShutdownReport;
+use crate::report::ShutdownReason;
 
 impl Compactor {
-    /// Installs a panic hook: a panic on any thread (outside a cleanup, whose
-    /// panics are reported instead) starts the shutdown with
-    /// [`ShutdownReason::Panic`], once, after the previous hook has printed
-    /// the panic. The equivalent of an uncaught-exception handler.
-    pub fn shutdown_on_panic(&self) {
+    /// Installs the panic hook of [`Builder::shutdown_on_panic`](crate::Builder::shutdown_on_panic).
+    pub(crate) fn shutdown_on_panic(&self) {
         let owner = Arc::downgrade(&self.inner);
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -168,7 +166,7 @@ impl Compactor {
         };
         // A panicking service is a service that ended: the cleanup still
         // runs. (Its closure too: called here, inside the catch.)
-        let stop = self.drain_token();
+        let stop = self.inner.drain.child_token();
         let service = async move { service(stop).await };
         let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
         let end_of = |result| {

@@ -14,7 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::exit::end_process;
-use crate::Signal;
+use crate::signal::Signal;
 use crate::compactor::{AfterRun, Outcome};
 use crate::compactor::{Compactor, Instance};
 use crate::config::BeforeExit;

@@ -28,7 +28,7 @@ pub(crate) fn current_chain() -> Option<Chain> {
 }
 
 /// `future`, part of the run the caller is part of (if any): see
-/// [`crate::inherit_run`].
+/// [`crate::cleanup::inherit_run`].
 pub(crate) fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
     let chain = current_chain();
     async move {
@@ -40,7 +40,7 @@ pub(crate) fn carried<F: Future>(future: F) -> impl Future<Output = F::Output> {
 }
 
 /// `f`, part of the run the caller is part of (if any), on whatever thread
-/// calls it: see [`crate::inherit_run_blocking`].
+/// calls it: see [`crate::cleanup::inherit_run_blocking`].
 pub(crate) fn carried_blocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
     let chain = current_chain();
     move || {

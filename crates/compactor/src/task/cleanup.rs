@@ -9,16 +9,21 @@ use futures::future::BoxFuture;
 use crate::report::{CleanupError, Freed};
 use tokio_util::sync::CancellationToken;
 
-/// What a cleanup may return: `()` for "done", or a `Result` whose error is
-/// reported as [`Outcome::Failed`](crate::Outcome::Failed) (and retried, if
-/// the task has retries).
+/// What a cleanup may return: `()` for "done", what it [`Freed`]
+/// (`Freed`, or `Option<Freed>` when it may not say), or a `Result` of any
+/// of these whose error is reported as [`Outcome::Failed`](crate::Outcome::Failed)
+/// (and retried, if the task has retries).
 ///
-/// Implemented for `()` and for `Result<T, E>` with any `E: Display` (the
-/// `T` is dropped), which covers `std::io::Error`, `Box<dyn Error + Send +
-/// Sync>`, `anyhow::Error` and string errors, without a `map_err`. The
-/// error is kept with its causes ([`CleanupError`]): an `io::Error`'s and a
-/// boxed error's through `source()`, anyhow's and eyre's as their
-/// alternate format (`{:#}`) writes the chain.
+/// The `Result`'s error may be any `E: Display`, which covers
+/// `std::io::Error`, `Box<dyn Error + Send + Sync>`, `anyhow::Error` and
+/// string errors, without a `map_err`. The error is kept with its causes
+/// ([`CleanupError`]): an `io::Error`'s and a boxed error's through
+/// `source()`, anyhow's and eyre's as their alternate format (`{:#}`)
+/// writes the chain.
+#[diagnostic::on_unimplemented(
+    message = "a cleanup may not return `{Self}`",
+    note = "return `()`, `Freed`, `Option<Freed>`, or a `Result` of one of them whose error is `Display`"
+)]
 pub trait CleanupResult: Send + 'static {
     /// What it freed, if it says; or the error with its causes.
     fn into_outcome(self) -> Result<Option<Freed>, CleanupError>;
@@ -29,31 +34,6 @@ pub trait CleanupResult: Send + 'static {
         Self: Sized,
     {
         self.into_outcome().map(drop)
-    }
-}
-
-/// What a cleanup's success may carry: nothing (`()`), or what it
-/// [`Freed`] (`Freed`, or `Option<Freed>` when it may not say).
-pub trait CleanupOutput: Send + 'static {
-    /// What was freed, if this says.
-    fn freed(self) -> Option<Freed>;
-}
-
-impl CleanupOutput for () {
-    fn freed(self) -> Option<Freed> {
-        None
-    }
-}
-
-impl CleanupOutput for Freed {
-    fn freed(self) -> Option<Freed> {
-        Some(self)
-    }
-}
-
-impl CleanupOutput for Option<Freed> {
-    fn freed(self) -> Option<Freed> {
-        self
     }
 }
 
@@ -69,9 +49,16 @@ impl CleanupResult for Freed {
     }
 }
 
-impl<T: CleanupOutput, E: Display + Send + 'static> CleanupResult for Result<T, E> {
+impl CleanupResult for Option<Freed> {
     fn into_outcome(self) -> Result<Option<Freed>, CleanupError> {
-        self.map(CleanupOutput::freed).map_err(CleanupError::new)
+        Ok(self)
+    }
+}
+
+impl<T: CleanupResult, E: Display + Send + 'static> CleanupResult for Result<T, E> {
+    fn into_outcome(self) -> Result<Option<Freed>, CleanupError> {
+        self.map_err(CleanupError::new)
+            .and_then(CleanupResult::into_outcome)
     }
 }
 
@@ -207,6 +194,20 @@ where
     }))
 }
 
+/// [`once`] for a synchronous cleanup that observes its token, as a
+/// [`BlockingCancellableFn`].
+pub(crate) fn once_blocking_with_token<F, R>(f: F) -> BoxCleanup
+where
+    F: FnOnce(CancellationToken) -> R + Send + 'static,
+    R: CleanupResult,
+{
+    let mut f = Some(f);
+    Box::new(BlockingCancellableFn(move |token| match f.take() {
+        Some(f) => f(token).into_outcome(),
+        None => Err(CleanupError::from(CALLED_ONCE)),
+    }))
+}
+
 pub(crate) struct CancellableFn<F>(pub(crate) F);
 
 impl<F, Fut> Cleanup for CancellableFn<F>
@@ -241,6 +242,32 @@ where
 
     fn run_blocking(&mut self, _token: Option<&CancellationToken>) -> CleanupEnd {
         (self.0)().into_outcome()
+    }
+}
+
+/// A synchronous cleanup handed its attempt's token: it may look at it
+/// (`is_cancelled`) to stop within the grace once its time is up.
+pub(crate) struct BlockingCancellableFn<F>(pub(crate) F);
+
+impl<F, R> Cleanup for BlockingCancellableFn<F>
+where
+    F: FnMut(CancellationToken) -> R + Send + 'static,
+    R: CleanupResult,
+{
+    fn start(&mut self, _token: Option<&CancellationToken>) -> Start {
+        Start::Blocking
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn observes_token(&self) -> bool {
+        true
+    }
+
+    fn run_blocking(&mut self, token: Option<&CancellationToken>) -> CleanupEnd {
+        (self.0)(token.cloned().unwrap_or_default()).into_outcome()
     }
 }
 

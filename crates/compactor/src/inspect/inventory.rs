@@ -11,6 +11,8 @@ use crate::{Category, Compactor};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     tasks: usize,
+    /// This instance's pending tasks' names.
+    names: Vec<String>,
     by_category: BTreeMap<Category, usize>,
     scopes: BTreeMap<String, Inventory>,
 }
@@ -36,6 +38,46 @@ impl Inventory {
     pub fn total(&self) -> usize {
         self.tasks - self.scopes.len() + self.scopes.values().map(Inventory::total).sum::<usize>()
     }
+
+    /// Checks that each expected category or task name has a pending
+    /// cleanup (here or in a scope), and returns those that do not, logging
+    /// a warning for each. Take the inventory once the service has started,
+    /// to catch a resource kind whose cleanup was forgotten.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use compactor::inspect::Coverage;
+    /// use compactor::{Category, Compactor};
+    ///
+    /// let c = Compactor::new();
+    /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();
+    /// let missing = c.inventory().validate_coverage([Coverage::from(Category::Database), Category::File.into(), "http".into()]);
+    /// assert_eq!(missing, [Coverage::Category(Category::File), Coverage::Task("http".into())]);
+    /// ```
+    pub fn validate_coverage<T: Into<Coverage>>(
+        &self,
+        expected: impl IntoIterator<Item = T>,
+    ) -> Vec<Coverage> {
+        let missing: Vec<Coverage> = expected
+            .into_iter()
+            .map(Into::into)
+            .filter(|want| !self.covers(want))
+            .collect();
+        for want in &missing {
+            tracing::warn!(missing = %want, "no pending cleanup covers an expected resource");
+        }
+        missing
+    }
+
+    /// Whether a pending task here or in a scope below covers `want`.
+    fn covers(&self, want: &Coverage) -> bool {
+        let here = match want {
+            Coverage::Category(c) => self.by_category.contains_key(c),
+            Coverage::Task(name) => self.names.contains(name),
+        };
+        here || self.scopes.values().any(|scope| scope.covers(want))
+    }
 }
 
 impl fmt::Display for Inventory {
@@ -58,7 +100,7 @@ impl fmt::Display for Inventory {
 }
 
 /// Something expected to have a cleanup: any task of a category, or a task
-/// by name. See [`Compactor::validate_coverage`].
+/// by name. See [`Inventory::validate_coverage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Coverage {
@@ -105,7 +147,7 @@ impl Compactor {
     ///
     /// let c = Compactor::new();
     /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();
-    /// let conn = c.scope("conn-1").unwrap();
+    /// let conn = c.task("conn-1").scope().unwrap();
     /// conn.task("socket").category(Category::Network).register(|| async {}).unwrap();
     ///
     /// let inventory = c.inventory();
@@ -119,62 +161,12 @@ impl Compactor {
             .registry
             .for_each_pending(|name, category, scope| {
                 inventory.tasks += 1;
+                inventory.names.push(name.to_owned());
                 *inventory.by_category.entry(category.clone()).or_insert(0) += 1;
                 if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
                     inventory.scopes.insert(name.to_owned(), scope.inventory());
                 }
             });
         inventory
-    }
-
-    /// Checks that each expected category or task name has a pending cleanup
-    /// (here or in a scope), and returns those that do not, logging a
-    /// warning for each. Call it once the service has started, to catch a
-    /// resource kind whose cleanup was forgotten.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use compactor::inventory::Coverage;
-    /// use compactor::{Category, Compactor};
-    ///
-    /// let c = Compactor::new();
-    /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();
-    /// let missing = c.validate_coverage([Coverage::from(Category::Database), Category::File.into(), "http".into()]);
-    /// assert_eq!(missing, [Coverage::Category(Category::File), Coverage::Task("http".into())]);
-    /// ```
-    pub fn validate_coverage<T: Into<Coverage>>(
-        &self,
-        expected: impl IntoIterator<Item = T>,
-    ) -> Vec<Coverage> {
-        let mut names = Vec::new();
-        let mut categories = Vec::new();
-        self.collect(&mut names, &mut categories);
-        let missing: Vec<Coverage> = expected
-            .into_iter()
-            .map(Into::into)
-            .filter(|want| match want {
-                Coverage::Category(c) => !categories.contains(c),
-                Coverage::Task(name) => !names.contains(name),
-            })
-            .collect();
-        for want in &missing {
-            tracing::warn!(missing = %want, "no pending cleanup covers an expected resource");
-        }
-        missing
-    }
-
-    fn collect(&self, names: &mut Vec<String>, categories: &mut Vec<Category>) {
-        self.inner
-            .registry
-            .for_each_pending(|name, category, scope| {
-                names.push(name.to_owned());
-                if !categories.contains(category) {
-                    categories.push(category.clone());
-                }
-                if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
-                    scope.collect(names, categories);
-                }
-            });
     }
 }
