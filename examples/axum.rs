@@ -16,6 +16,7 @@
 //! file in a fresh temporary directory, removed at exit), `--report-json
 //! FILE`. Stop it with Ctrl-C or `kill -TERM`: it exits with 130 or 143.
 
+use compactor::cleanup::{child_process, once, temp_dir};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -117,7 +118,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             std::fs::create_dir_all(&scratch)?;
             c.task("scratch-dir")
                 .priority(Priority::Low)
-                .temp_dir(scratch.clone())?;
+                .register(temp_dir(scratch.clone()))?;
             scratch.join("shop.db")
         }
     };
@@ -133,7 +134,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let db_task = c
         .task("db")
         .category(Category::Database)
-        .register_blocking_once(move || {
+        .register_blocking(once(move || {
             // The last handle: the connection closes, WAL checkpointed.
             let conn = match Arc::try_unwrap(closing) {
                 Ok(conn) => conn.into_inner().unwrap_or_else(|e| e.into_inner()),
@@ -143,7 +144,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .map_err(|(_, e)| format!("closing the database: {e}"))?;
             println!("db: closed");
             Ok(())
-        })?;
+        }))?;
 
     // 2. The write-behind buffer: flushed every 20 ms, and once more at
     //    shutdown, after the server has drained (no write is acknowledged
@@ -169,7 +170,7 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         .task("flush-writes")
         .category(Category::File)
         .depends_on(&db_task) // uses the database: flushed before it closes
-        .register_once(move || async move {
+        .register(once(move || async move {
             stop_flusher.cancel();
             let _ = flusher.await;
             let flushed =
@@ -177,13 +178,13 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             // The flush's handle on the database went with its thread.
             println!("flush: {flushed} buffered write(s) flushed");
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-        })?;
+        }))?;
 
     // 3. A child process beside the service (a sidecar): SIGTERM, 2 s, SIGKILL.
     let sidecar = tokio::process::Command::new("sleep").arg("3600").spawn()?;
     c.task("sidecar")
         .priority(Priority::High)
-        .child_process(sidecar, Duration::from_secs(2))?;
+        .register(child_process(sidecar, Duration::from_secs(2)))?;
 
     // 4. The server: a service of the instance. It drains at its turn (its
     //    dependencies: the buffer it writes to), before the flush.

@@ -10,6 +10,7 @@
 //! cargo run --example inspect -- --dot      # the graph in Graphviz DOT instead of Mermaid
 //! ```
 
+use compactor::cleanup::cancellable;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,7 +46,9 @@ fn register(c: &Compactor) -> Result<(), compactor::Error> {
         .priority(Priority::High)
         .depends_on(&pool)
         .timeout(Duration::from_secs(3))
-        .register_cancellable(|_stop| tokio::time::sleep(Duration::from_millis(400)))?;
+        .register(cancellable(|_stop| {
+            tokio::time::sleep(Duration::from_millis(400))
+        }))?;
     c.task("logs")
         .priority(Priority::Low)
         .timeout(Duration::from_secs(1))
@@ -65,7 +68,6 @@ async fn main() -> ExitCode {
     };
     let c = Compactor::builder()
         .deadline(Duration::from_secs(25))
-        .terminal_progress(false)
         .build();
     if let Err(e) = register(&c) {
         eprintln!("inspect: {e}");

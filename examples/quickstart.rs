@@ -16,6 +16,7 @@
 //! `RUST_LOG=debug` for more detail. With `--shutdown-after`, the service
 //! ends by itself and the process exits 0 when every cleanup succeeded.
 
+use compactor::cleanup::temp_dir;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +107,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let report_json = options.report_json.clone();
-    let code = compactor
+    let report = compactor
         .run_until_shutdown(|stop| async move {
             match options.shutdown_after {
                 Some(after) => {
@@ -120,16 +121,8 @@ async fn main() -> ExitCode {
             }
         })
         .await;
-    if let Some(report) = compactor.report() {
-        println!("{report}");
-        if let Some(path) = &report_json {
-            let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-            if let Err(e) = std::fs::write(path, json) {
-                eprintln!("could not write the report to {}: {e}", path.display());
-            }
-        }
-    }
-    code
+    support::print_report(&report, report_json.as_deref());
+    ExitCode::from(report.exit_code())
 }
 
 /// Starts the three parts of the service, each registering its cleanup.
@@ -144,7 +137,7 @@ async fn start(compactor: &Compactor, options: &Options) -> Result<(), Box<dyn s
             compactor
                 .task("data-dir")
                 .priority(Priority::Low)
-                .temp_dir(options.data_dir.clone())?,
+                .register(temp_dir(options.data_dir.clone()))?,
         ),
         false => None,
     };

@@ -112,9 +112,9 @@ async fn main() -> ExitCode {
     let addr = listener.local_addr().expect("a bound address");
     let readiness = compactor.readiness();
     tokio::spawn({
-        let readiness = readiness.clone();
+        let shutdown = compactor.shutdown_token();
         async move {
-            readiness.not_ready().await;
+            shutdown.cancelled().await;
             println!("readiness: failing /healthz for {drain_delay:?}");
         }
     });
@@ -171,17 +171,9 @@ async fn main() -> ExitCode {
     }
 
     println!("http listening on {addr}");
-    let code = compactor
+    let report = compactor
         .run_until_shutdown(|stop| stop.cancelled_owned())
         .await;
-    if let Some(report) = compactor.report() {
-        println!("{report}");
-        if let Some(path) = &report_json {
-            let json = serde_json::to_string_pretty(&report).expect("a report serializes");
-            if let Err(e) = std::fs::write(path, json) {
-                eprintln!("could not write the report to {}: {e}", path.display());
-            }
-        }
-    }
-    code
+    support::print_report(&report, report_json.as_deref());
+    ExitCode::from(report.exit_code())
 }

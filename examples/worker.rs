@@ -9,11 +9,12 @@
 //! cargo run --example worker -- --run-for 5         # or stop it with Ctrl-C
 //! ```
 
+use compactor::cleanup::{request_with, thread};
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use compactor::{Category, Compactor, Freed};
+use compactor::{Category, Compactor, report::Freed};
 use tokio::sync::oneshot;
 
 /// What the worker is asked.
@@ -74,26 +75,30 @@ async fn main() -> Result<ExitCode, compactor::Error> {
     };
     let c = Compactor::global();
     let (requests, inbox) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || worker(inbox));
+    let worker_thread = std::thread::spawn(move || worker(inbox));
 
     // Compacted, then stopped, then joined: each the step before the next.
-    let joined = c.task("join-worker").thread(thread)?;
+    let joined = c.task("join-worker").register(thread(worker_thread))?;
     let to_stop = requests.clone();
     let stop = c
         .task("stop-worker")
         .category(Category::Task)
         .depends_on(&joined)
         .timeout(Duration::from_secs(2))
-        .request_with(move |reply| to_stop.send(Request::Stop(reply)))?;
+        .register(request_with(move |reply| {
+            to_stop.send(Request::Stop(reply))
+        }))?;
     let to_compact = requests.clone();
     c.task("compact-cache")
         .category(Category::Memory)
         .depends_on(&stop)
         .timeout(Duration::from_millis(500))
-        .request_with(move |reply| to_compact.send(Request::Compact(reply)))?;
+        .register(request_with(move |reply| {
+            to_compact.send(Request::Compact(reply))
+        }))?;
 
     // The service: fills the worker's cache until the shutdown begins.
-    let code = c
+    let report = c
         .run_until_shutdown(|stop_token| async move {
             let mut n = 0u32;
             let until = tokio::time::sleep(run_for);
@@ -110,8 +115,6 @@ async fn main() -> Result<ExitCode, compactor::Error> {
             }
         })
         .await;
-    if let Some(report) = c.report() {
-        println!("{report}");
-    }
-    Ok(code)
+    println!("{report}");
+    Ok(ExitCode::from(report.exit_code()))
 }

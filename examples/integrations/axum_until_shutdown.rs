@@ -9,12 +9,12 @@
 //! cargo run -p examples-integrations --example axum_until_shutdown -- --shutdown-after 3
 //! ```
 
-use std::process::ExitCode;
+use compactor::cleanup::once;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use compactor::Compactor;
+use compactor::{Compactor, ShutdownReport};
 use tokio::net::TcpListener;
 
 fn app() -> Router {
@@ -28,31 +28,29 @@ fn app() -> Router {
 }
 
 /// Serves `app` on `listener` until the shutdown's drain, then runs the
-/// cleanups of `c`, prints the report, and returns the exit code.
-async fn run(c: &Compactor, listener: TcpListener, app: Router) -> ExitCode {
-    let code = c
+/// cleanups of `c`, prints the report, and returns it.
+async fn run(c: &Compactor, listener: TcpListener, app: Router) -> ShutdownReport {
+    let report = c
         .run_until_shutdown(|stop| async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
         })
         .await;
-    if let Some(report) = c.report() {
-        println!("{report}");
-    }
-    code
+    println!("{report}");
+    report
 }
 
 #[path = "support.rs"]
 mod support;
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> Result<ShutdownReport, Box<dyn std::error::Error>> {
     let c = Compactor::global();
     let listener = support::listen("http").await?;
     support::shutdown_after_from_args()?;
     c.task("flush-log")
-        .register_once(|| async { println!("log flushed") })?;
+        .register(once(|| async { println!("log flushed") }))?;
     Ok(run(c, listener, app()).await)
 }
 
@@ -80,7 +78,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         c.task("after-the-server")
-            .register_once(|| async {})
+            .register(once(|| async {}))
             .unwrap();
         let server = tokio::spawn({
             let c = c.clone();
@@ -88,7 +86,7 @@ mod tests {
         });
         let in_flight = tokio::spawn(get(addr));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        c.request_shutdown("test");
+        c.trigger();
         // Inside the drain delay the load balancer may still send traffic:
         // a new connection is served.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,8 +95,8 @@ mod tests {
         let answer = in_flight.await.unwrap().unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.ends_with("hello\n"), "{answer}");
-        assert_eq!(server.await.unwrap(), ExitCode::SUCCESS);
-        let report = c.report().expect("the report");
+        let report = server.await.unwrap();
+        assert_eq!(report.exit_code(), 0);
         assert!(report.is_clean(), "{report}");
         let drained = report.task("compactor::service").unwrap();
         let after = report.task("after-the-server").unwrap();

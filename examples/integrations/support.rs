@@ -45,7 +45,7 @@ pub(crate) fn shutdown_after_from_args() -> Result<(), String> {
     };
     tokio::spawn(async move {
         tokio::time::sleep(after).await;
-        Compactor::global().request_shutdown("--shutdown-after");
+        Compactor::global().trigger();
     });
     Ok(())
 }

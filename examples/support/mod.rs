@@ -1,4 +1,4 @@
-//! What the examples share: the logging set-up.
+//! What the examples share: the logging set-up and the report.
 
 /// Logs to stderr, filtered by `RUST_LOG` (targets and levels, as in
 /// `info,compactor=debug`; default `info`), in colour only on a terminal.
@@ -13,4 +13,16 @@ pub(crate) fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     tracing_subscriber::registry().with(fmt).with(filter).init();
+}
+
+/// Prints the report's table, and writes it as JSON to `json` if given.
+#[allow(dead_code)] // Not every example writes its report.
+pub(crate) fn print_report(report: &compactor::ShutdownReport, json: Option<&std::path::Path>) {
+    println!("{report}");
+    if let Some(path) = json {
+        let json = serde_json::to_string_pretty(report).expect("a report serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("could not write the report to {}: {e}", path.display());
+        }
+    }
 }

@@ -13,7 +13,7 @@
 //! | `--stuck-blocking` | adds a blocking cleanup `stuck-fsync` that never returns |
 //! | `--deadline-ms MS` | the shutdown deadline (default 20 s) |
 //! | `--register-slowly N` | the service registers `slow-0`..`slow-N` one every 5 ms |
-//! | `--panic-after-ms MS` | `shutdown_on_panic`, then a thread panics after MS |
+//! | `--panic-after-ms MS` | `Builder::shutdown_on_panic(true)`, then a thread panics after MS |
 //! | `--service-ms MS` | the service ends by itself after MS |
 //! | `--exit zero` | `SignalExit::ZeroIfClean` |
 //! | `--also-hup` | `SIGHUP` starts a shutdown too |
@@ -23,7 +23,6 @@
 //! | `--library` | a second instance (a library's own) listens too; its cleanup prints `cleanup library` |
 //! | `--library-slow-ms MS` | with `--library`: the library's instance keeps the default exit policy and its cleanup takes MS, then prints `library done` |
 //!
-//! | `--no-notify` | `Builder::systemd_notify(false)` |
 //! | `--progress-signal` | `Builder::progress_signal(Signal::User1)` |
 //! | `--hang-workers` | adds `stuck-0` and `stuck-1`, which block both runtime workers forever |
 //! | `--before-exit` | `Builder::before_exit` prints `before exit CODE` |
@@ -48,7 +47,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use compactor::{Compactor, Priority, Signal, SignalExit};
+use compactor::{
+    Compactor, Priority,
+    signal::{Signal, SignalExit},
+};
 
 #[derive(Default)]
 struct Flags {
@@ -70,7 +72,6 @@ struct Flags {
     library: bool,
     library_slow_ms: Option<u64>,
     progress_signal: bool,
-    no_notify: bool,
     drain_delay_ms: u64,
 }
 
@@ -100,7 +101,6 @@ fn flags() -> Flags {
             "--linger-ms" => flags.linger_ms = value().parse().unwrap(),
             "--no-auto-listen" => flags.no_auto_listen = true,
             "--progress-signal" => flags.progress_signal = true,
-            "--no-notify" => flags.no_notify = true,
             "--drain-delay-ms" => flags.drain_delay_ms = value().parse().unwrap(),
             "--library" => flags.library = true,
             "--library-slow-ms" => flags.library_slow_ms = Some(value().parse().unwrap()),
@@ -188,8 +188,8 @@ fn main() -> ExitCode {
     if flags.also_hup {
         builder = builder.signals([Signal::Interrupt, Signal::Terminate, Signal::Hangup]);
     }
-    if flags.no_notify {
-        builder = builder.systemd_notify(false);
+    if flags.panic_after.is_some() {
+        builder = builder.shutdown_on_panic(true);
     }
     if flags.drain_delay_ms > 0 {
         builder = builder.drain_delay(Duration::from_millis(flags.drain_delay_ms));
@@ -352,7 +352,6 @@ fn main() -> ExitCode {
             library
         });
         if let Some(ms) = flags.panic_after {
-            c.shutdown_on_panic();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(ms));
                 panic!("worker thread failed");
@@ -394,13 +393,12 @@ fn main() -> ExitCode {
                 }
             }
         };
-        let code = c.run_until_shutdown(|_| service).await;
-        let report = c.report().expect("the run is over");
+        let report = c.run_until_shutdown(|_| service).await;
         print_report(&report);
         println!("accepted {}", accepted.load(Ordering::SeqCst));
         println!("reason {}", report.reason());
         std::thread::sleep(Duration::from_millis(flags.linger_ms));
-        code
+        ExitCode::from(report.exit_code())
     })
 }
 

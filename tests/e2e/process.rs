@@ -434,20 +434,6 @@ fn under_systemd_the_first_extension_covers_the_drain_delay() {
 }
 
 #[test]
-fn systemd_notifications_can_be_turned_off() {
-    let dir = scratch_dir("no-notify");
-    let (socket, address) = notify_socket(&dir, false);
-    let app = with_env(
-        &[("NOTIFY_SOCKET", &address)],
-        &["--no-notify", "--slow-cache-ms", "1500"],
-    );
-    app.signal("TERM");
-    let (code, out) = app.finish(RUN);
-    assert_eq!(code, Some(143), "{out:#?}");
-    assert_silent(&socket, "a notification although turned off");
-}
-
-#[test]
 fn a_notify_socket_that_leads_nowhere_changes_nothing() {
     let app = with_env(
         &[("NOTIFY_SOCKET", "/nonexistent/compactor-notify.sock")],

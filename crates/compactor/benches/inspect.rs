@@ -20,10 +20,7 @@ fn registered(
     n: usize,
     cleanup: impl Fn() -> tokio::sync::futures::Notified<'static> + Clone + Send + Sync + 'static,
 ) -> Compactor {
-    let c = Compactor::builder()
-        .auto_listen(false)
-        .terminal_progress(false)
-        .build();
+    let c = Compactor::builder().auto_listen(false).build();
     let mut previous = None;
     for i in 0..n {
         let priority = [Priority::High, Priority::Normal, Priority::Low][i % 3];

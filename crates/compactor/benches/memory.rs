@@ -56,7 +56,7 @@ fn scope_churn() {
     let churn = |from: usize, to: usize| {
         runtime.block_on(async {
             for i in from..to {
-                let scope = parent.scope(format!("conn-{i}")).unwrap();
+                let scope = parent.task(format!("conn-{i}")).scope().unwrap();
                 for task in ["socket", "session", "buffer"] {
                     scope.register(task, || async {}).unwrap();
                 }
@@ -86,5 +86,5 @@ fn scope_churn() {
     for (n, bytes) in rows {
         println!("| {n} | {bytes} bytes |");
     }
-    assert_eq!(parent.pending(), 0);
+    assert_eq!(parent.inventory().tasks(), 0);
 }

@@ -11,6 +11,7 @@
 //!
 //! Alone, it prints the time per scope. Figures in `docs/benchmarks.md`.
 
+use compactor::cleanup::once;
 use std::time::Instant;
 
 use compactor::Compactor;
@@ -30,10 +31,10 @@ fn main() {
     let began = Instant::now();
     runtime.block_on(async {
         for i in 0..n {
-            let conn = c.scope(format!("conn-{i}")).expect("a scope");
-            conn.register_once("flush", || async {})
+            let conn = c.task(format!("conn-{i}")).scope().expect("a scope");
+            conn.register("flush", once(|| async {}))
                 .expect("registered");
-            conn.register_once("close", || async {})
+            conn.register("close", once(|| async {}))
                 .expect("registered");
             assert!(conn.shutdown().await.is_clean());
         }

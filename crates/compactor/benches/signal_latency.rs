@@ -10,7 +10,10 @@ fn main() {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    use compactor::{Compactor, Signal, SignalExit};
+    use compactor::{
+        Compactor,
+        signal::{Signal, SignalExit},
+    };
 
     if std::env::args().any(|a| a == "--list") {
         return;

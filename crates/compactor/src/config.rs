@@ -158,7 +158,9 @@ impl Builder {
             Some(limit) => self.config.concurrency = limit,
             None => self.check(Some(Error::InvalidConfig {
                 option: "concurrency_limit",
-                problem: "must be at least 1 (1 runs one cleanup at a time, the latest registered first)".to_owned(),
+                problem:
+                    "must be at least 1 (1 runs one cleanup at a time, the latest registered first)"
+                        .to_owned(),
             })),
         }
         self

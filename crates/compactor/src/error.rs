@@ -41,7 +41,7 @@ pub enum Error {
         path: Vec<String>,
     },
 
-    /// A one-shot cleanup (`register_once`, a service) was given retries: a
+    /// A one-shot cleanup (`cleanup::once`, a service) was given retries: a
     /// retry calls the cleanup again, which a `FnOnce` cannot be.
     #[error(
         "task `{task}` has a one-shot cleanup (`cleanup::once`, or a one-shot ready-made one) but was given retries; give it a cleanup that can be called again (a `FnMut` closure, called on each retry) or drop `.retries(..)`"

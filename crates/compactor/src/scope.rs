@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::task::cleanup::{Cleanup, Start};
 use crate::signal::SignalExit;
+use crate::task::cleanup::{Cleanup, Start};
 use crate::{Compactor, Error, TaskBuilder};
 
 impl TaskBuilder<'_> {

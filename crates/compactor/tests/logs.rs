@@ -102,7 +102,8 @@ fn progress_lines_can_be_turned_off_and_a_zero_interval_is_refused() {
     assert!(captured.lines("compactor::progress").is_empty());
     let error = Compactor::builder()
         .progress_every(Duration::ZERO)
-        .try_build()
+        .build()
+        .register("probe", || async {})
         .unwrap_err();
     assert!(error.to_string().contains("progress_every"), "{error}");
 }

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use compactor::{Compactor, Outcome, ShutdownReason};
+use compactor::{Compactor, Outcome, report::ShutdownReason};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_starts_the_shutdown_but_a_cleanup_panic_does_not() {
-    let hooked = Compactor::new();
+    let hooked = Compactor::builder().shutdown_on_panic(true).build();
     hooked.register("db", || async {}).unwrap();
-    hooked.shutdown_on_panic();
 
     // A cleanup of another instance panics: reported there, not escalated.
     let other = Compactor::new();
@@ -19,7 +18,7 @@ async fn a_panic_starts_the_shutdown_but_a_cleanup_panic_does_not() {
     let report = other.shutdown().await;
     assert!(matches!(report.tasks()[0].outcome(), Outcome::Panicked(_)));
     assert!(
-        !hooked.is_shutting_down(),
+        !hooked.shutdown_token().is_cancelled(),
         "a cleanup's panic must not start another shutdown"
     );
 

@@ -2,6 +2,9 @@
 //! threads, a file on disk, a directory, a child process, a secret.
 //! (`cargo test --workspace` builds the crate with `process` and `zeroize`.)
 
+use compactor::cleanup::{
+    cancel_token, child_process, flush_file, join_handle, join_set, once, secret, temp_dir, thread,
+};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,7 @@ async fn a_task_that_stops_on_the_token_is_joined() {
     let stop = c.shutdown_token();
     let worker = tokio::spawn(async move { stop.cancelled().await });
     c.task("worker")
-        .join_handle(worker, Duration::from_secs(5))
+        .register(join_handle(worker, Duration::from_secs(5)))
         .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
@@ -46,7 +49,7 @@ async fn a_task_that_ignores_the_token_is_aborted_after_the_grace() {
     let c = Compactor::new();
     let (stubborn, ticks) = ticking();
     c.task("stubborn")
-        .join_handle(stubborn, Duration::from_millis(50))
+        .register(join_handle(stubborn, Duration::from_millis(50)))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
@@ -67,7 +70,7 @@ async fn a_task_that_returns_an_error_fails_the_cleanup_with_it() {
     let c = Compactor::new();
     let worker = tokio::spawn(async { Err::<(), _>("queue closed uncleanly") });
     c.task("worker")
-        .join_handle(worker, Duration::from_secs(5))
+        .register(join_handle(worker, Duration::from_secs(5)))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
@@ -83,7 +86,7 @@ async fn a_task_cut_off_by_the_cleanups_timeout_is_aborted_not_detached() {
     // The task's timeout (100 ms) ends the cleanup before its grace (10 s).
     c.task("stubborn")
         .timeout(Duration::from_millis(100))
-        .join_handle(stubborn, Duration::from_secs(10))
+        .register(join_handle(stubborn, Duration::from_secs(10)))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
@@ -104,7 +107,7 @@ async fn a_refused_join_handle_leaves_the_task_as_it_was() {
     let (worker, ticks) = ticking();
     let e = c
         .task("worker")
-        .join_handle(worker, Duration::from_secs(1))
+        .register(join_handle(worker, Duration::from_secs(1)))
         .unwrap_err();
     assert_eq!(e, Error::DuplicateName("worker".into()));
     let before = ticks.load(Ordering::SeqCst);
@@ -118,13 +121,16 @@ async fn a_one_shot_cleanup_owns_what_it_cleans_up() {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
     let flushed = Arc::new(AtomicUsize::new(0));
     let seen = flushed.clone();
-    c.register_once("queue", move || async move {
-        tx.send(7).await.unwrap();
-        drop(tx);
-    })
+    c.register(
+        "queue",
+        once(move || async move {
+            tx.send(7).await.unwrap();
+            drop(tx);
+        }),
+    )
     .unwrap();
     c.task("sync-flush")
-        .register_blocking_once(move || seen.store(1, Ordering::SeqCst))
+        .register_blocking(once(move || seen.store(1, Ordering::SeqCst)))
         .unwrap();
     assert!(c.shutdown().await.is_clean());
     assert_eq!(rx.recv().await, Some(7));
@@ -139,20 +145,20 @@ async fn a_one_shot_cleanup_with_retries_is_refused_and_nothing_is_lost() {
     let e = c
         .task("once")
         .retries(2)
-        .register_once(|| async {})
+        .register(once(|| async {}))
         .unwrap_err();
     assert_eq!(
         e,
-        Error::RetriesNeedFnMut {
+        Error::RetriesNeedRepeatable {
             task: "once".into()
         }
     );
-    assert_eq!(c.pending(), 1);
+    assert_eq!(c.inventory().tasks(), 1);
     let _ = c.shutdown().await;
     let e = c
         .task("late")
         .retries(2)
-        .register_once(|| async {})
+        .register(once(|| async {}))
         .unwrap_err();
     assert_eq!(
         e,
@@ -172,7 +178,7 @@ async fn a_join_set_is_drained_then_aborted() {
     }
     set.spawn(std::future::pending::<()>());
     c.task("workers")
-        .join_set(set, Duration::from_millis(50))
+        .register(join_set(set, Duration::from_millis(50)))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
@@ -190,19 +196,19 @@ async fn a_thread_is_joined_off_the_async_threads() {
     // runtime, sent once the shutdown began: a join on the runtime's thread
     // would keep that task from running until the wait gave up.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
+    let io_thread = std::thread::spawn(move || {
         if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
             flag.store(1, Ordering::SeqCst);
         }
     });
-    c.task("io-thread").thread(thread).unwrap();
+    c.task("io-thread").register(thread(io_thread)).unwrap();
     let began = c.shutdown_token();
     tokio::spawn(async move {
         began.cancelled().await;
         let _ = tx.send(());
     });
     let panicking = std::thread::spawn(|| panic!("thread bug"));
-    c.task("bad-thread").thread(panicking).unwrap();
+    c.task("bad-thread").register(thread(panicking)).unwrap();
     let report = c.shutdown().await;
     assert_eq!(
         report.task("io-thread").unwrap().outcome(),
@@ -230,7 +236,7 @@ async fn a_buffered_file_is_flushed_and_synced_to_disk() {
         "still in the buffer"
     );
     let c = Compactor::new();
-    c.task("log").flush_file(writer.clone()).unwrap();
+    c.task("log").register(flush_file(writer.clone())).unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "buffered line\n");
@@ -244,9 +250,9 @@ async fn a_temporary_directory_is_removed() {
     std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
     std::fs::write(dir.join("nested/deeper/data.bin"), [1, 2, 3]).unwrap();
     let c = Compactor::new();
-    c.task("scratch").temp_dir(&dir).unwrap();
+    c.task("scratch").register(temp_dir(&dir)).unwrap();
     c.task("already-gone")
-        .temp_dir(dir.join("never-created"))
+        .register(temp_dir(dir.join("never-created")))
         .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
@@ -259,7 +265,7 @@ async fn a_token_is_cancelled_as_a_step_of_the_graph() {
     let workers = tokio_util::sync::CancellationToken::new();
     let stop_workers = c
         .task("stop-workers")
-        .cancel_token(workers.clone())
+        .register(cancel_token(workers.clone()))
         .unwrap();
     let seen = Arc::new(Mutex::new(None));
     let (token, slot) = (workers.clone(), seen.clone());
@@ -280,51 +286,10 @@ async fn a_token_is_cancelled_as_a_step_of_the_graph() {
 async fn a_secret_is_wiped() {
     let key = Arc::new(Mutex::new([0x5au8; 32]));
     let c = Compactor::new();
-    c.task("api-key").secret(key.clone()).unwrap();
+    c.task("api-key").register(secret(key.clone())).unwrap();
     let report = c.shutdown().await;
     assert_eq!(*key.lock().unwrap(), [0u8; 32]);
     assert_eq!(report.tasks()[0].category(), &Category::Memory);
-}
-
-#[tokio::test(start_paused = true)]
-async fn spawned_work_is_awaited_at_shutdown() {
-    let c = Compactor::new();
-    let finished = Arc::new(AtomicUsize::new(0));
-    for _ in 0..3 {
-        let (stop, finished) = (c.shutdown_token(), finished.clone());
-        c.spawn(async move {
-            stop.cancelled().await;
-            tokio::time::sleep(Duration::from_millis(10)).await; // wind down
-            finished.fetch_add(1, Ordering::SeqCst);
-        })
-        .unwrap();
-    }
-    let report = c.shutdown().await;
-    assert_eq!(
-        report.task("compactor::spawned").unwrap().outcome(),
-        &Outcome::Succeeded
-    );
-    assert_eq!(finished.load(Ordering::SeqCst), 3);
-    assert!(matches!(c.spawn(async {}), Err(Error::ShuttingDown)));
-}
-
-#[test]
-fn spawning_outside_a_runtime_is_an_error_not_a_panic() {
-    let c = Compactor::new();
-    let refused = c.spawn(async {});
-    assert!(
-        matches!(&refused, Err(Error::NoRuntime { task }) if task == "compactor::spawned"),
-        "{refused:?}"
-    );
-    assert_eq!(c.pending(), 0, "nothing registered for it");
-    // Inside one, it works as ever.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _entered = runtime.enter();
-    assert!(c.spawn(async {}).is_ok());
-    assert_eq!(c.pending(), 1);
 }
 
 #[cfg(unix)]
@@ -346,7 +311,7 @@ mod child_process {
         let pid = child.id().unwrap();
         let c = Compactor::new();
         c.task("sleeper")
-            .child_process(child, Duration::from_secs(5))
+            .register(child_process(child, Duration::from_secs(5)))
             .unwrap();
         let report = c.shutdown().await;
         assert!(report.is_clean(), "{report}");
@@ -370,7 +335,7 @@ mod child_process {
         let pid = child.id().unwrap();
         let c = Compactor::new();
         c.task("stubborn")
-            .child_process(child, Duration::from_millis(200))
+            .register(child_process(child, Duration::from_millis(200)))
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(
@@ -400,7 +365,7 @@ mod child_process {
         let child = shell("trap 'exit 3' TERM; echo ready; while :; do sleep 1; done").await;
         let c = Compactor::new();
         c.task("worker")
-            .child_process(child, Duration::from_secs(5))
+            .register(child_process(child, Duration::from_secs(5)))
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(
@@ -421,7 +386,7 @@ mod child_process {
         }
         let c = Compactor::new();
         c.task("batch")
-            .child_process(child, Duration::from_secs(5))
+            .register(child_process(child, Duration::from_secs(5)))
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(
@@ -439,7 +404,7 @@ mod child_process {
         let c = Compactor::new();
         c.task("stubborn")
             .timeout(Duration::from_millis(300))
-            .child_process(child, Duration::from_secs(10))
+            .register(child_process(child, Duration::from_secs(10)))
             .unwrap();
         let report = c.shutdown().await;
         assert_eq!(report.tasks()[0].outcome(), &Outcome::TimedOut);
@@ -473,7 +438,7 @@ mod child_process {
             .deadline(Duration::from_millis(200))
             .build();
         c.task("child")
-            .child_process(child, Duration::from_secs(10))
+            .register(child_process(child, Duration::from_secs(10)))
             .unwrap();
         // Runs first and holds the run past its deadline: the child's
         // cleanup is skipped.
@@ -518,7 +483,7 @@ mod child_process {
                     .unwrap();
                 pids.push(child.id().unwrap());
                 c.task(format!("child-{i}"))
-                    .child_process(child, Duration::from_secs(10))
+                    .register(child_process(child, Duration::from_secs(10)))
                     .unwrap();
             }
         });
@@ -555,7 +520,7 @@ mod child_process {
         let _ = child.wait().await;
         let c = Compactor::new();
         c.task("sleeper")
-            .child_process(child, Duration::from_secs(5))
+            .register(child_process(child, Duration::from_secs(5)))
             .unwrap();
         let report = c.shutdown().await;
         assert!(report.is_clean(), "{report}");

@@ -1,7 +1,7 @@
 //! Signal numbers shared between listening instances: a binary of its own,
 //! since listening installs the process's signal handling.
 
-use compactor::{Compactor, Signal};
+use compactor::{Compactor, signal::Signal};
 
 #[test]
 fn one_signal_cannot_both_show_progress_and_start_a_shutdown() {
@@ -40,7 +40,8 @@ fn a_progress_signal_that_is_also_a_shutdown_signal_is_refused() {
     let error = Compactor::builder()
         .signals([Signal::Terminate])
         .progress_signal(Signal::Terminate)
-        .try_build()
+        .build()
+        .register("probe", || async {})
         .unwrap_err()
         .to_string();
     assert!(

@@ -212,7 +212,7 @@ mod tests {
             ["flush", "sync"]
         );
         assert_eq!(file.read(), "early\n");
-        assert_eq!(app.pending(), 0);
+        assert_eq!(app.inventory().tasks(), 0);
         let _ = app.finish().await;
     }
 
@@ -227,7 +227,9 @@ mod tests {
         let log = Arc::clone(&spool);
         app.task("http")
             .priority(Priority::High)
-            .register_once(move || async move { log.write("http: drained") })
+            .register(compactor::cleanup::once(move || async move {
+                log.write("http: drained")
+            }))
             .unwrap();
         let _ = app.finish().await;
         assert_eq!(file.read(), "http: drained\n");

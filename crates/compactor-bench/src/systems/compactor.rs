@@ -1,7 +1,7 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use compactor::{Priority, Signal, SignalExit};
+use compactor::{Priority, signal::{Signal, SignalExit}};
 use tokio::runtime::Runtime;
 
 use super::{System, contended, measure_heap, names};
@@ -78,16 +78,16 @@ impl System for Compactor {
         let start = Instant::now();
         rt.block_on(async {
             for i in 0..n {
-                let conn = c.scope(format!("conn-{i}")).expect("a scope");
-                conn.register_once("flush", || async { ran() })
+                let conn = c.task(format!("conn-{i}")).scope().expect("a scope");
+                conn.register("flush", once(|| async { ran() }))
                     .expect("registered");
-                conn.register_once("close", || async { ran() })
+                conn.register("close", once(|| async { ran() }))
                     .expect("registered");
                 assert!(conn.shutdown().await.is_clean());
             }
         });
         let elapsed = start.elapsed();
-        assert_eq!(c.pending(), 0, "closed scopes leave nothing behind");
+        assert_eq!(c.inventory().tasks(), 0, "closed scopes leave nothing behind");
         Some(elapsed)
     }
 

@@ -4,10 +4,10 @@ use std::sync::{Arc, Weak};
 
 use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
-use crate::error::Error;
-use crate::registry::{NewTask, Registry, TaskHandle};
 use crate::cleanup::IntoCleanup;
 use crate::cleanup::kind::Prepared;
+use crate::error::Error;
+use crate::registry::{NewTask, Registry, TaskHandle};
 use crate::task::cleanup::BoxCleanup;
 
 /// A task defined for [`Compactor::register_batch`], not registered yet:
@@ -124,7 +124,9 @@ impl Compactor {
             .insert_batch(items)
             .map_err(|(error, refused)| dropped_refused(error, refused))?;
         self.registered();
-        guards.into_iter().for_each(|armed| crate::cleanup::arm(Some(armed)));
+        guards
+            .into_iter()
+            .for_each(|armed| crate::cleanup::arm(Some(armed)));
         Ok(handles)
     }
 }

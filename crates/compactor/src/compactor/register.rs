@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::Compactor;
 use crate::backoff::Backoff;
+use crate::cleanup::kind::{Prepared, WeakOutput};
+use crate::cleanup::{Blocking, IntoCleanup};
 use crate::error::Error;
 use crate::priority::{Category, Priority};
 use crate::registry::TaskHandle;
-use crate::cleanup::kind::{Prepared, WeakOutput};
-use crate::cleanup::{Blocking, IntoCleanup};
 use crate::task::cleanup::BoxCleanup;
 use crate::task::{Dep, RESERVED_PREFIX, Spec};
 
@@ -266,7 +266,11 @@ impl<'a> TaskBuilder<'a> {
         if self.compactor.inner.registry.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        if let Some(error) = self.error.as_ref().or(self.compactor.inner.config.refused.as_ref()) {
+        if let Some(error) = self
+            .error
+            .as_ref()
+            .or(self.compactor.inner.config.refused.as_ref())
+        {
             return Err(error.clone());
         }
         if self.name.trim().is_empty() {

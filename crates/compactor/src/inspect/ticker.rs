@@ -26,7 +26,8 @@ const LINE_WIDTH: usize = 79;
 pub(crate) fn on_terminal(config: &Config, listening: bool) -> bool {
     cfg!(unix)
         && !crate::run::clock::is_no_limit(config.progress_every)
-        && listening && std::io::stderr().is_terminal()
+        && listening
+        && std::io::stderr().is_terminal()
 }
 
 /// The ticker of a shutdown's run of instance `owner`, or `None` when

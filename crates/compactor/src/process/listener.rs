@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use signal_hook::iterator::{Handle, Signals};
 
 use super::exit::end_process;
-use crate::signal::Signal;
-use crate::compactor::{Compactor, Instance};
 use crate::Error;
+use crate::compactor::{Compactor, Instance};
 use crate::report::ShutdownReason;
+use crate::signal::Signal;
 
 struct Listener {
     /// Adds signals to those the thread receives.

@@ -14,11 +14,11 @@ use crate::priority::{Category, Priority};
 use crate::run::membership::inside_cleanup_of;
 use tokio_util::sync::CancellationToken;
 
+use crate::ShutdownReport;
 use crate::error::Error;
+use crate::report::ShutdownReason;
 use crate::run::contain::drop_contained;
 use crate::task::cleanup::{CleanupResult, once_with_token};
-use crate::ShutdownReport;
-use crate::report::ShutdownReason;
 
 impl Compactor {
     /// Installs the panic hook of [`Builder::shutdown_on_panic`](crate::Builder::shutdown_on_panic).
@@ -47,13 +47,16 @@ impl Compactor {
     }
 
     /// Runs `service` until it ends or shutdown begins (a signal, a panic,
-    /// a request), runs the cleanup, and returns the exit code for `main`
+    /// a request), runs the cleanup, and returns the report: the one way to
+    /// write `main`. `main` returns it, so the exit code follows it
     /// ([`ShutdownReport::exit_code`]): 0 after a clean run, 128 + n after
-    /// signal n, 1 if the service failed or a cleanup did not succeed.
+    /// signal n, 1 if the service failed or a cleanup did not succeed; an
+    /// unclean run never exits 0 by accident. A `main` that decides
+    /// otherwise returns its own code.
     ///
     /// `service` is handed the token it must stop on: cancelled when the
     /// shutdown's [drain delay](crate::Builder::drain_delay) is over (at once
-    /// without one), the same as [`drain_token`](Self::drain_token). A
+    /// without one), the same as [`Readiness::drained`](crate::Readiness::drained). A
     /// server passes it to its own graceful shutdown (axum's
     /// `with_graceful_shutdown(stop.cancelled_owned())`); a `main` with
     /// nothing to serve, whose work is all registered cleanups, waits on it
@@ -73,8 +76,7 @@ impl Compactor {
     /// ([`ShutdownReason::ServiceEnded`], or [`ShutdownReason::ServiceFailed`]
     /// if it returned an error). The service's own code must not wait for
     /// the report (`wait()`, `shutdown()`), which waits for the service's
-    /// drain: start the shutdown there with [`trigger`](Self::trigger) or
-    /// [`request_shutdown`](Self::request_shutdown).
+    /// drain: start the shutdown there with [`trigger`](Self::trigger).
     ///
     /// Listens for signals (unless [`Builder::auto_listen`](crate::Builder::auto_listen) was turned off),
     /// and, while it runs, takes the exit over from the signal handling: the
@@ -86,10 +88,8 @@ impl Compactor {
     /// # Examples
     ///
     /// ```no_run
-    /// use std::process::ExitCode;
-    ///
     /// #[tokio::main]
-    /// async fn main() -> ExitCode {
+    /// async fn main() -> compactor::ShutdownReport {
     ///     let compactor = compactor::Compactor::global();
     ///     compactor
     ///         .run_until_shutdown(|stop| async move {
@@ -104,7 +104,7 @@ impl Compactor {
     /// Not cancel safe in the sense that dropping it drops the service; a
     /// shutdown it started goes on. Dropped before any shutdown, it
     /// withdraws the service's drain task.
-    pub async fn run_until_shutdown<S, F>(&self, service: S) -> std::process::ExitCode
+    pub async fn run_until_shutdown<S, F>(&self, service: S) -> ShutdownReport
     where
         S: FnOnce(CancellationToken) -> F,
         F: Future,
@@ -156,8 +156,7 @@ impl Compactor {
             Ok(handle) => (Some(ended), Some(cut_off), Some(Withdraw(handle))),
             Err(Error::ShuttingDown) => {
                 // Begun before the service started: it does not start.
-                let report = self.wait().await;
-                return std::process::ExitCode::from(report.exit_code());
+                return self.wait().await;
             }
             Err(error) => {
                 tracing::error!(%error, "the service's drain could not be registered; it is dropped when the report is in");
@@ -217,7 +216,7 @@ impl Compactor {
             }
         };
         let _ = drop_contained(service);
-        std::process::ExitCode::from(report.exit_code())
+        report
     }
 
     /// Runs the shutdown from synchronous code and blocks until the report

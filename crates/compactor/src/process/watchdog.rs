@@ -14,10 +14,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::exit::end_process;
-use crate::signal::Signal;
 use crate::compactor::{AfterRun, Outcome};
 use crate::compactor::{Compactor, Instance};
 use crate::config::BeforeExit;
+use crate::signal::Signal;
 
 /// How often the watchdog looks while it watches runs.
 const LOOK_EVERY: Duration = Duration::from_millis(20);

@@ -16,18 +16,17 @@ pub enum ShutdownReason {
     Manual,
     /// A process signal (see [`Compactor::listen_for_signals`](crate::Compactor::listen_for_signals)).
     Signal(Signal),
-    /// A panic, with the hook of [`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic):
+    /// A panic, with the hook of [`Builder::shutdown_on_panic`](crate::Builder::shutdown_on_panic),
+    /// or of the service of [`run_until_shutdown`](crate::Compactor::run_until_shutdown):
     /// the thread and the panic message.
     Panic(String),
-    /// The application asked for it, with [`Compactor::request_shutdown`](crate::Compactor::request_shutdown).
-    Requested(String),
     /// The service given to [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)
     /// ended by itself.
     ServiceEnded,
     /// That service ended with an error (its text).
     ServiceFailed(String),
     /// Not a shutdown: one category released early with
-    /// [`Compactor::shutdown_category`](crate::Compactor::shutdown_category).
+    /// [`Compactor::release`](crate::Compactor::release).
     Category(Category),
     /// Not a shutdown: chosen tasks (how many) released early with
     /// [`Compactor::release`](crate::Compactor::release).
@@ -40,7 +39,6 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::Manual => f.write_str("manual"),
             ShutdownReason::Signal(signal) => write!(f, "{signal}"),
             ShutdownReason::Panic(message) => write!(f, "panic: {message}"),
-            ShutdownReason::Requested(why) => write!(f, "requested: {why}"),
             ShutdownReason::ServiceEnded => f.write_str("service ended"),
             ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
             ShutdownReason::Category(category) => write!(f, "category {category}"),

@@ -1,5 +1,6 @@
 //! Batches: many tasks registered at once, all or none.
 
+use compactor::cleanup::{blocking, once};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,7 +29,7 @@ async fn a_batch_registers_every_task_with_its_options() {
                 .depends_on_name("pool")
                 .define(counted(&ran)),
             c.task("flush")
-                .define_blocking(|| Ok::<(), std::io::Error>(())),
+                .define(blocking(|| Ok::<(), std::io::Error>(()))),
         ])
         .unwrap();
     let names: Vec<&str> = handles.iter().map(|h| h.name()).collect();
@@ -48,9 +49,9 @@ async fn one_bad_definition_refuses_the_whole_batch_and_loses_nothing() {
     let batch = |bad: compactor::TaskDef| {
         let called = called.clone();
         vec![
-            c.task("a").define_once(move || async move {
+            c.task("a").define(once(move || async move {
                 called.fetch_add(1, Ordering::SeqCst);
-            }),
+            })),
             bad,
         ]
     };
@@ -87,7 +88,7 @@ async fn one_bad_definition_refuses_the_whole_batch_and_loses_nothing() {
         .unwrap_err();
     assert!(matches!(e, Error::Cycle { .. }), "{e}");
     // Nothing of any refused batch is registered, the earlier task kept.
-    assert_eq!(c.pending(), 1);
+    assert_eq!(c.inventory().tasks(), 1);
     let report = c.shutdown().await;
     assert_eq!(report.tasks().len(), 1);
     assert_eq!(called.load(Ordering::SeqCst), 0, "no refused closure ran");
@@ -126,7 +127,7 @@ fn a_batch_racing_the_shutdown_lands_whole_or_not_at_all() {
             })
         };
         // Shut down once some batches are in, while more are coming.
-        while c.pending() < 50 * (round % 5 + 1) {
+        while c.inventory().tasks() < 50 * (round % 5 + 1) {
             std::thread::yield_now();
         }
         let report = runtime.block_on(c.shutdown());
@@ -142,7 +143,7 @@ fn a_foreign_definition_is_refused() {
         .register_batch([other.task("theirs").define(|| async {})])
         .unwrap_err();
     assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.inventory().tasks(), 0);
 }
 
 #[tokio::test]
@@ -162,7 +163,11 @@ async fn a_large_batch_keeps_its_order_and_a_late_duplicate_takes_all_of_it_back
     for late in ["taken", "conn-17"] {
         let e = c.register_batch(with_late(late)).unwrap_err();
         assert_eq!(e, Error::DuplicateName(late.into()));
-        assert_eq!(c.pending(), 1, "nothing of the refused batch stays");
+        assert_eq!(
+            c.inventory().tasks(),
+            1,
+            "nothing of the refused batch stays"
+        );
     }
     let handles = c.register_batch(with_late("last")).unwrap();
     assert_eq!(handles.len(), 5_001);
@@ -212,10 +217,10 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
                 assert!(won_singly.is_empty(), "round {round}");
             }
             // None of it: each name is there once, registered singly.
-            Err(Error::DuplicateName(_)) => assert_eq!(c.pending(), won_singly.len()),
+            Err(Error::DuplicateName(_)) => assert_eq!(c.inventory().tasks(), won_singly.len()),
             Err(other) => panic!("{other}"),
         }
-        assert!(c.pending() <= names.len());
+        assert!(c.inventory().tasks() <= names.len());
     }
 }
 
@@ -235,7 +240,7 @@ fn refuse_owning<T: Send + 'static>(
             true => task.depends_on_name("taken"),
             false => task,
         };
-        task.define_once(move || async move { drop(owned) })
+        task.define(once(move || async move { drop(owned) }))
     });
     let refused = c.register_batch(defs.chain([c.task("taken").define(|| async {})]));
     assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
@@ -268,7 +273,7 @@ fn a_refused_batch_drops_its_cleanups_outside_its_locks() {
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the refused batches returned: no cleanup was dropped under the batch lock");
     batcher.join().unwrap();
-    assert_eq!(c.pending(), 1);
+    assert_eq!(c.inventory().tasks(), 1);
 }
 
 #[test]
@@ -281,7 +286,7 @@ fn a_definition_of_an_instance_that_is_gone_is_refused_by_another() {
         let c = Compactor::new();
         let e = c.register_batch([def]).unwrap_err();
         assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
-        assert_eq!(c.pending(), 0);
+        assert_eq!(c.inventory().tasks(), 0);
     }
 }
 
@@ -312,14 +317,17 @@ async fn a_release_racing_batches_takes_each_batch_whole_or_not_at_all() {
     };
     let mut released = 0;
     for _ in 0..common::stress(300) {
-        let report = c.shutdown_category(&Category::Network).await;
+        let report = c
+            .release(compactor::Selection::Category(Category::Network))
+            .await
+            .expect("a category release");
         let n = report.tasks().len();
         assert_eq!(n % BATCH, 0, "a release took part of a batch: {n} tasks");
         released += n;
     }
     stop.store(true, Ordering::SeqCst);
     let accepted = batcher.join().unwrap();
-    assert_eq!(released + c.pending(), accepted * BATCH);
+    assert_eq!(released + c.inventory().tasks(), accepted * BATCH);
 }
 
 #[test]
@@ -346,11 +354,11 @@ fn a_refused_registration_whose_cleanups_panic_as_they_drop_still_returns_its_er
         other.task("theirs").define(|| async {}),
     ] {
         let owned = PanicsOnDrop;
-        let first = c.task("p").define_once(move || async move { drop(owned) });
+        let first = c.task("p").define(once(move || async move { drop(owned) }));
         assert!(c.register_batch([first, bad]).is_err());
     }
     let owned = PanicsOnDrop;
-    let refused = c.register_once("taken", move || async move { drop(owned) });
+    let refused = c.register("taken", once(move || async move { drop(owned) }));
     assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
-    assert_eq!(c.pending(), 1);
+    assert_eq!(c.inventory().tasks(), 1);
 }

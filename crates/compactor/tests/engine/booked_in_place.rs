@@ -6,6 +6,8 @@
 //! Real time throughout: a paused clock skips to the next limit when idle,
 //! which hides a runner that was not woken.
 
+use compactor::cleanup::once;
+use futures::FutureExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -115,7 +117,9 @@ fn a_cleanup_freed_into_a_fresh_lane_does_not_wait_behind_the_thread_its_lane_th
         }
         c.task("holds-its-thread")
             .timeout(Duration::from_millis(200))
-            .register_once(|| async { std::thread::sleep(Duration::from_secs(4)) })
+            .register(once(|| async {
+                std::thread::sleep(Duration::from_secs(4));
+            }))
             .unwrap();
         let mut frees = c.task("frees");
         for handle in &freed {
@@ -176,10 +180,10 @@ fn a_cleanup_freed_by_an_end_on_a_runtime_going_away_runs_on_compactors_own() {
     c.task("holds-its-thread")
         .depends_on(&after)
         .timeout(Duration::from_secs(10))
-        .register_once(move || {
+        .register(once(move || {
             holder_began.store(true, Ordering::SeqCst);
             async { std::thread::sleep(Duration::from_millis(500)) }
-        })
+        }))
         .unwrap();
     let short_lived = multi_thread(2);
     short_lived.block_on(async {
@@ -227,7 +231,9 @@ fn a_chain_of_10_000_with_a_link_that_holds_its_thread_goes_on_and_reports_on_ti
         }
         let ran = ran.clone();
         let handle = match i == HOLDER {
-            true => task.register_once(|| async { std::thread::sleep(Duration::from_secs(6)) }),
+            true => task.register(once(|| async {
+                std::thread::sleep(Duration::from_secs(6));
+            })),
             false => task.register(move || {
                 ran.fetch_add(1, Ordering::SeqCst);
                 async {}
@@ -406,7 +412,7 @@ fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
                 .default_timeout(LONG)
                 .build();
             for s in 0..10 {
-                let scope = c.scope(format!("scope-{s}")).unwrap();
+                let scope = c.task(format!("scope-{s}")).scope().unwrap();
                 chain(&scope, 50, "link");
             }
             chain(&c, 50, "outer");
@@ -538,7 +544,9 @@ fn a_run_begun_by_a_cleanup_keeps_its_deadline_though_the_next_first_poll_holds_
         other.register("quick", || async {}).unwrap();
         c.task("holds-its-thread")
             .timeout(Duration::from_millis(200))
-            .register_once(|| async { std::thread::sleep(Duration::from_secs(3)) })
+            .register(once(|| async {
+                std::thread::sleep(Duration::from_secs(3));
+            }))
             .unwrap();
         let triggered = Arc::new(std::sync::Mutex::new(None::<Instant>));
         let (to_trigger, at) = (other.clone(), triggered.clone());
@@ -723,7 +731,7 @@ impl Drop for CallsBack {
     fn drop(&mut self) {
         for c in [&self.own, &self.parent] {
             let _ = c.progress();
-            let _ = c.report();
+            let _ = c.wait().now_or_never();
             assert!(c.register("late", || async {}).is_err());
             let so_far = c.shutdown_blocking();
             assert!(!so_far.tasks().is_empty());
@@ -742,7 +750,7 @@ fn drops_that_call_back_into_their_instance_and_its_parent_while_the_chain_books
         let parent = Compactor::builder()
             .deadline(Duration::from_secs(10))
             .build();
-        let scope = parent.scope("scope").unwrap();
+        let scope = parent.task("scope").scope().unwrap();
         let mut previous: Option<TaskHandle> = None;
         for i in 0..20 {
             let mut task = scope.task(format!("link-{i}"));
@@ -755,13 +763,13 @@ fn drops_that_call_back_into_their_instance_and_its_parent_while_the_chain_books
             };
             let (own, up) = (scope.clone(), parent.clone());
             previous = Some(
-                task.register_once(move || {
+                task.register(once(move || {
                     let _ = &closure_guard;
                     let future_guard = CallsBack { own, parent: up };
                     async move {
                         let _ = &future_guard;
                     }
-                })
+                }))
                 .unwrap(),
             );
         }
@@ -769,7 +777,7 @@ fn drops_that_call_back_into_their_instance_and_its_parent_while_the_chain_books
             .block_on(async { tokio::time::timeout(SOON, parent.shutdown()).await })
             .unwrap_or_else(|_| panic!("{flavor}: no report in {SOON:?}"));
         assert!(report.is_clean(), "{flavor}\n{report}");
-        let scope_report = scope.report().expect("the scope's report");
+        let scope_report = scope.wait().now_or_never().expect("the scope's report");
         assert!(scope_report.is_clean(), "{flavor}\n{scope_report}");
         runtime.shutdown_background();
     }

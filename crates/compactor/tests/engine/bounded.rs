@@ -7,6 +7,8 @@
 //! hundred milliseconds): they fail when the run waits for the block, not
 //! when the machine is slow.
 
+use compactor::cleanup::{cancellable, join_handle, once};
+use futures::FutureExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -165,20 +167,20 @@ async fn duration_max_means_no_limit_everywhere() {
         let _ = rx.await;
     });
     c.task("joined")
-        .join_handle(waiting, Duration::MAX)
+        .register(join_handle(waiting, Duration::MAX))
         .unwrap();
     c.task("slow")
         .timeout(Duration::MAX)
         .register(|| tokio::time::sleep(Duration::from_secs(3600)))
         .unwrap();
     c.task("cancellable")
-        .register_cancellable(|_token| async {})
+        .register(cancellable(|_token| async {}))
         .unwrap();
     c.task("sender")
-        .register_once(|| async move {
+        .register(once(|| async move {
             tokio::time::sleep(Duration::from_secs(1800)).await;
             let _ = tx.send(());
-        })
+        }))
         .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
@@ -195,9 +197,10 @@ fn a_drain_delay_without_end_is_refused_in_the_shared_wording() {
         let built = Compactor::builder()
             .deadline(deadline)
             .drain_delay(Duration::MAX)
-            .try_build();
+            .build()
+            .register("probe", || async {});
         let Err(Error::InvalidConfig { option, problem }) = built else {
-            panic!("drain_delay(Duration::MAX) built: {built:?}");
+            panic!("drain_delay(Duration::MAX) was taken: {built:?}");
         };
         assert_eq!(option, "drain_delay");
         assert!(
@@ -209,8 +212,9 @@ fn a_drain_delay_without_end_is_refused_in_the_shared_wording() {
     let c = Compactor::builder()
         .deadline(Duration::MAX)
         .drain_delay(Duration::from_secs(3600))
-        .try_build();
-    assert!(c.is_ok(), "{c:?}");
+        .build();
+    let probe = c.register("probe", || async {});
+    assert!(probe.is_ok(), "{probe:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,34 +251,28 @@ async fn every_retry_count_is_honoured() {
 #[test]
 fn settings_out_of_range_are_refused_with_the_option_named() {
     let refused = [
-        Compactor::builder().deadline(Duration::ZERO).try_build(),
-        Compactor::builder()
-            .default_timeout(Duration::ZERO)
-            .try_build(),
-        Compactor::builder().concurrency_limit(0).try_build(),
-        Compactor::builder().event_capacity(0).try_build(),
-        Compactor::builder().event_capacity(usize::MAX).try_build(),
-        Compactor::builder()
-            .phase_budget(Priority::High, Duration::ZERO)
-            .try_build(),
+        Compactor::builder().deadline(Duration::ZERO),
+        Compactor::builder().default_timeout(Duration::ZERO),
+        Compactor::builder().concurrency_limit(0),
+        Compactor::builder().phase_budget(Priority::High, Duration::ZERO),
     ];
     let options = [
         "deadline",
         "default_timeout",
         "concurrency_limit",
-        "event_capacity",
-        "event_capacity",
         "phase_budget",
     ];
-    for (built, option) in refused.into_iter().zip(options) {
-        match built {
+    for (builder, option) in refused.into_iter().zip(options) {
+        // Built without a panic; every registration refused, naming it.
+        let c = builder.build();
+        let registered = c.register("probe", || async {});
+        match registered {
             Err(Error::InvalidConfig { option: named, .. }) => assert_eq!(named, option),
             other => panic!("{option}: {other:?}"),
         }
     }
     let c = Compactor::builder()
         .concurrency_limit(usize::MAX)
-        .event_capacity(compactor::Builder::MAX_EVENT_CAPACITY)
         .cancel_grace(Duration::ZERO)
         .build();
     drop(c.subscribe());
@@ -337,7 +335,7 @@ fn a_run_whose_runtime_went_away_is_completed_and_waited_for_elsewhere() {
         &Outcome::Succeeded
     );
     assert!(ran.load(Ordering::SeqCst));
-    assert!(c.report().is_some());
+    assert!(c.wait().now_or_never().is_some());
 }
 
 #[tokio::test]
@@ -398,11 +396,11 @@ async fn run_until_shutdown_runs_the_cleanup_when_the_service_panics() {
             }
         })
         .await;
-    assert_eq!(code, std::process::ExitCode::from(101));
+    assert_eq!(code.exit_code(), 101);
     assert!(ran.load(Ordering::SeqCst));
-    let report = c.report().unwrap();
+    let report = c.wait().now_or_never().expect("the run is over");
     assert!(
-        matches!(report.reason(), compactor::ShutdownReason::Panic(m) if m.contains("service broke"))
+        matches!(report.reason(), compactor::report::ShutdownReason::Panic(m) if m.contains("service broke"))
     );
 }
 
@@ -423,7 +421,12 @@ async fn the_shutdown_waits_for_a_category_release_in_flight() {
         .unwrap();
     c.register("db", || async {}).unwrap();
     let releasing = c.clone();
-    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    let release = tokio::spawn(async move {
+        releasing
+            .release(compactor::Selection::Category(Category::Memory))
+            .await
+            .expect("a category release")
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
     let report = c.shutdown().await;
     assert!(done.load(Ordering::SeqCst), "{report}");
@@ -446,7 +449,12 @@ async fn the_deadline_stops_a_category_release_in_flight() {
         .register(|| tokio::time::sleep(Duration::from_secs(30)))
         .unwrap();
     let releasing = c.clone();
-    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    let release = tokio::spawn(async move {
+        releasing
+            .release(compactor::Selection::Category(Category::Memory))
+            .await
+            .expect("a category release")
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
     let report = c.shutdown().await;
     assert_eq!(
@@ -477,7 +485,7 @@ async fn every_refusal_after_shutdown_began_is_shutting_down() {
 #[tokio::test(start_paused = true)]
 async fn a_scope_cleanup_that_calls_its_parents_shutdown_gets_the_report_so_far() {
     let app = Compactor::new();
-    let conn = app.scope("conn").unwrap();
+    let conn = app.task("conn").scope().unwrap();
     let parent = app.clone();
     let seen = Arc::new(std::sync::Mutex::new(None));
     let slot = seen.clone();
@@ -505,13 +513,12 @@ async fn a_scope_cleanup_that_calls_its_parents_shutdown_gets_the_report_so_far(
 #[tokio::test]
 async fn the_library_takes_no_name_from_the_users_namespace() {
     let c = Compactor::new();
-    c.register("spawned", || async {}).unwrap();
-    let work = c
-        .spawn(async {})
+    c.register("service", || async {}).unwrap();
+    c.task("main")
+        .service(|stop| async move { stop.cancelled().await })
         .expect("the library's task has a name of its own");
-    work.await.unwrap();
     assert!(matches!(
-        c.register("compactor::spawned", || async {}),
+        c.register("compactor::service", || async {}),
         Err(Error::ReservedName(_))
     ));
     let report = c.shutdown().await;
@@ -642,10 +649,10 @@ async fn a_cancellable_cleanup_that_stops_on_its_token_is_retried() {
         .timeout(Duration::from_millis(100))
         .retries(2)
         .backoff(Backoff::fixed(Duration::from_millis(10)))
-        .register_cancellable(move |token| {
+        .register(cancellable(move |token| {
             counter.fetch_add(1, Ordering::SeqCst);
             async move { token.cancelled().await }
-        })
+        }))
         .unwrap();
     let report = c.shutdown().await;
     let task = report.task("drain").unwrap();
@@ -735,7 +742,12 @@ async fn a_release_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_i
         })
         .unwrap();
     let releasing = c.clone();
-    let release = tokio::spawn(async move { releasing.shutdown_category(&Category::Memory).await });
+    let release = tokio::spawn(async move {
+        releasing
+            .release(compactor::Selection::Category(Category::Memory))
+            .await
+            .expect("a category release")
+    });
     tokio::time::sleep(Duration::from_millis(10)).await;
     let report = c.shutdown().await;
     assert_eq!(report.duration(), Duration::from_millis(990), "{report}");
@@ -750,7 +762,6 @@ async fn every_duration_setting_works_at_its_smallest() {
         .default_timeout(tiny)
         .cancel_grace(tiny)
         .backoff(Backoff::fixed(tiny))
-        .event_capacity(1)
         .concurrency_limit(1)
         .build();
     let mut events = c.subscribe();
@@ -760,21 +771,21 @@ async fn every_duration_setting_works_at_its_smallest() {
         .unwrap();
     c.task("cancellable")
         .timeout(tiny)
-        .register_cancellable(|token| async move { token.cancelled().await })
+        .register(cancellable(|token| async move { token.cancelled().await }))
         .unwrap();
     let report = c.shutdown().await;
     let slow = report.task("slow").unwrap();
     assert_eq!((slow.outcome(), slow.attempts()), (&Outcome::TimedOut, 2));
     let cancellable = report.task("cancellable").unwrap();
     assert_eq!(cancellable.outcome(), &Outcome::TimedOut);
-    // A one-event channel keeps the last event, and says how many it lost.
+    // The run's events, the last one its end.
+    let mut last = None;
+    while let Ok(event) = events.try_recv() {
+        last = Some(event);
+    }
     assert!(matches!(
-        events.try_recv(),
-        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
-    ));
-    assert!(matches!(
-        events.try_recv(),
-        Ok(compactor::Event::ShutdownFinished { .. })
+        last,
+        Some(compactor::Event::ShutdownFinished { .. })
     ));
 
     let c = Compactor::builder()
@@ -814,10 +825,10 @@ fn a_blocking_cleanup_costs_one_thread_not_one_of_the_runtimes_too() {
     let (began, running) = std::sync::mpsc::channel();
     let (release, released) = std::sync::mpsc::channel::<()>();
     c.task("block")
-        .register_blocking_once(move || {
+        .register_blocking(once(move || {
             let _ = began.send(());
             let _ = released.recv();
-        })
+        }))
         .unwrap();
     let run = runtime.spawn({
         let c = c.clone();
@@ -853,10 +864,13 @@ fn an_async_cleanup_cut_off_is_gone_before_the_report() {
             .build();
         let gone = Arc::new(AtomicBool::new(false));
         let guard = gone.clone();
-        c.register_once("forever", move || async move {
-            let _seen = Seen(guard);
-            std::future::pending::<()>().await;
-        })
+        c.register(
+            "forever",
+            once(move || async move {
+                let _seen = Seen(guard);
+                std::future::pending::<()>().await;
+            }),
+        )
         .unwrap();
         let report = runtime.block_on(c.shutdown());
         let gone_by_the_report = gone.load(Ordering::SeqCst);
@@ -940,10 +954,10 @@ fn a_skipped_cleanup_whose_drop_is_slow_is_reported_still_running() {
         .build();
     let owned = SlowDrop;
     c.task("slow-drop")
-        .register_once(move || {
+        .register(once(move || {
             let _owned = owned;
             async {}
-        })
+        }))
         .unwrap();
     c.task("holder")
         .priority(Priority::Critical)
@@ -985,10 +999,10 @@ fn a_first_poll_that_holds_its_thread_does_not_hold_the_cleanups_queued_behind_i
     let release = released.clone();
     c.task("holder")
         .timeout(Duration::from_secs(10))
-        .register_once(move || async move {
+        .register(once(move || async move {
             std::thread::sleep(Duration::from_millis(1500));
             release.store(true, Ordering::SeqCst);
-        })
+        }))
         .unwrap();
     let report = runtime.block_on(c.shutdown());
     assert!(report.is_clean(), "{report}");

@@ -2,13 +2,14 @@
 //! early, coverage checks, and the leak event.
 
 use crate::common;
+use compactor::cleanup::once;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Log, logged};
-use compactor::inventory::Coverage;
-use compactor::{Category, Compactor, Event, Outcome, Priority, ShutdownReason};
+use compactor::inspect::Coverage;
+use compactor::{Category, Compactor, Event, Outcome, Priority, report::ShutdownReason};
 
 #[tokio::test(start_paused = true)]
 async fn the_report_sums_outcomes_and_time_by_category() {
@@ -94,12 +95,12 @@ async fn coverage_names_what_has_no_cleanup_here_or_in_a_scope() {
         .category(Category::Database)
         .register(|| async {})
         .unwrap();
-    let job = c.scope("job").unwrap();
+    let job = c.task("job").scope().unwrap();
     job.task("child")
         .category(Category::Process)
         .register(|| async {})
         .unwrap();
-    let missing = c.validate_coverage([
+    let missing = c.inventory().validate_coverage([
         Coverage::from(Category::Database),
         Category::Process.into(),
         Category::Timer.into(),
@@ -136,7 +137,10 @@ async fn one_category_can_be_released_early_in_dependency_order() {
         .register(logged(&log, "http"))
         .unwrap();
 
-    let early = c.shutdown_category(&Category::Database).await;
+    let early = c
+        .release(compactor::Selection::Category(Category::Database))
+        .await
+        .expect("a category release");
     assert_eq!(
         early.reason(),
         &ShutdownReason::Category(Category::Database)
@@ -145,7 +149,11 @@ async fn one_category_can_be_released_early_in_dependency_order() {
     assert_eq!(names, ["tx", "pool"]);
     assert!(early.is_clean() && early.warnings().is_empty(), "{early}");
     assert_eq!(log.entries(), ["tx", "pool"]);
-    assert_eq!(c.pending(), 1, "the released tasks left the instance");
+    assert_eq!(
+        c.inventory().tasks(),
+        1,
+        "the released tasks left the instance"
+    );
 
     // The rest runs as usual; its dependency on the released pool is gone.
     let report = c.shutdown().await;
@@ -161,7 +169,10 @@ async fn a_category_released_after_shutdown_began_is_empty() {
         .register(|| async {})
         .unwrap();
     c.trigger();
-    let early = c.shutdown_category(&Category::Database).await;
+    let early = c
+        .release(compactor::Selection::Category(Category::Database))
+        .await
+        .expect("a category release");
     assert!(early.tasks().is_empty());
     assert_eq!(c.wait().await.tasks().len(), 1);
 }
@@ -195,35 +206,35 @@ async fn a_leak_is_an_event_with_its_strong_count() {
 
 #[tokio::test(start_paused = true)]
 async fn what_cleanups_freed_is_summed_per_task_category_and_in_all() {
-    use compactor::Freed;
+    use compactor::report::Freed;
     let c = Compactor::new();
     for i in 0..12u64 {
         c.task(format!("socket-{i}"))
             .category(Category::Network)
-            .register_once(|| async { Freed::resources(1) })
+            .register(once(|| async { Freed::resources(1) }))
             .unwrap();
     }
     c.task("mappings")
         .category(Category::Memory)
-        .register_blocking_once(|| {
+        .register_blocking(once(|| {
             Ok::<_, std::io::Error>(Freed {
                 resources: 3,
                 bytes: 48 << 20,
             })
-        })
+        }))
         .unwrap();
     c.task("says-nothing")
         .category(Category::Memory)
-        .register_once(|| async {})
+        .register(once(|| async {}))
         .unwrap();
     c.task("broken")
         .category(Category::Memory)
-        .register_once(|| async { Err::<Freed, _>("unmap failed") })
+        .register(once(|| async { Err::<Freed, _>("unmap failed") }))
         .unwrap();
     // A scope's task carries what the scope's tasks freed.
-    let conn = c.scope("conn-1").unwrap();
+    let conn = c.task("conn-1").scope().unwrap();
     conn.task("buffer")
-        .register_once(|| async { Freed::bytes(4096) })
+        .register(once(|| async { Freed::bytes(4096) }))
         .unwrap();
     let report = c.shutdown().await;
 

@@ -15,7 +15,7 @@ async fn readiness_turns_at_once_and_every_cleanup_waits_out_the_delay() {
         .deadline(S(25))
         .build();
     let readiness = c.readiness();
-    let drain = c.drain_token();
+    let drain = c.readiness().drained();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let served_after_begin = Arc::new(AtomicBool::new(false));
     let served = served_after_begin.clone();
@@ -108,7 +108,7 @@ fn the_plan_shows_the_delay_first_and_counts_it() {
 #[tokio::test(start_paused = true)]
 async fn without_a_delay_the_drain_token_fires_with_the_shutdown() {
     let c = Compactor::new();
-    let drain = c.drain_token();
+    let drain = c.readiness().drained();
     c.trigger();
     assert!(drain.is_cancelled());
     let report = c.wait().await;
@@ -120,7 +120,8 @@ fn a_delay_that_leaves_no_time_is_refused() {
     let error = Compactor::builder()
         .deadline(S(10))
         .drain_delay(S(10))
-        .try_build()
+        .build()
+        .register("probe", || async {})
         .unwrap_err()
         .to_string();
     assert!(
@@ -158,7 +159,7 @@ async fn a_scope_has_no_drain_delay_of_its_own() {
         .drain_delay(S(6))
         .deadline(S(25))
         .build();
-    let scope = c.scope("connection").unwrap();
+    let scope = c.task("connection").scope().unwrap();
     scope.register("buffer", || async {}).unwrap();
     let t0 = tokio::time::Instant::now();
     let report = scope.shutdown().await;

@@ -3,6 +3,8 @@
 //! killed children booked to their own task, and `run_until_shutdown`'s
 //! closure.
 
+use compactor::cleanup::{child_process, once};
+use futures::FutureExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,11 +158,11 @@ async fn run_until_shutdown_closure_panics() {
     )
     .await
     .expect("hang");
-    assert_eq!(code, std::process::ExitCode::from(101));
+    assert_eq!(code.exit_code(), 101);
     assert!(ran.load(Ordering::SeqCst));
     assert!(matches!(
-        c.report().unwrap().reason(),
-        compactor::ShutdownReason::Panic(m) if m.contains("closure broke")
+        c.wait().now_or_never().expect("the run is over").reason(),
+        compactor::report::ShutdownReason::Panic(m) if m.contains("closure broke")
     ));
 }
 
@@ -181,7 +183,7 @@ async fn run_until_shutdown_non_send_future() {
     )
     .await
     .expect("hang");
-    assert_eq!(code, std::process::ExitCode::from(0));
+    assert_eq!(code.exit_code(), 0);
 }
 
 /// A retry after an attempt stopped while its first poll held the thread,
@@ -264,11 +266,11 @@ async fn two_children_each_booked_to_its_task() {
     let c = Compactor::new();
     c.task("a")
         .timeout(Duration::from_millis(200))
-        .child_process(a, Duration::from_secs(10))
+        .register(child_process(a, Duration::from_secs(10)))
         .unwrap();
     c.task("b")
         .timeout(Duration::from_millis(250))
-        .child_process(b, Duration::from_secs(10))
+        .register(child_process(b, Duration::from_secs(10)))
         .unwrap();
     let report = tokio::time::timeout(Duration::from_secs(10), c.shutdown())
         .await
@@ -295,12 +297,12 @@ async fn scope_child_cut_off_by_parent_deadline() {
     let other = stubborn_child().await;
     let other_pid = other.id().unwrap();
     c.task("other")
-        .child_process(other, Duration::from_secs(10))
+        .register(child_process(other, Duration::from_secs(10)))
         .unwrap();
-    let scope = c.scope("conn").unwrap();
+    let scope = c.task("conn").scope().unwrap();
     scope
         .task("proc")
-        .child_process(child, Duration::from_secs(10))
+        .register(child_process(child, Duration::from_secs(10)))
         .unwrap();
     let report = tokio::time::timeout(Duration::from_secs(10), c.shutdown())
         .await
@@ -339,13 +341,13 @@ fn child_killed_behind_an_unrelated_slow_drop() {
             .build();
         let owned = SlowDrop;
         c.task("slow-drop")
-            .register_once(move || {
+            .register(once(move || {
                 let _owned = owned;
                 async {}
-            })
+            }))
             .unwrap();
         c.task("proc")
-            .child_process(child, Duration::from_secs(10))
+            .register(child_process(child, Duration::from_secs(10)))
             .unwrap();
         c.task("holder")
             .priority(Priority::Critical)

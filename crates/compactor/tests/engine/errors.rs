@@ -176,10 +176,11 @@ async fn registration_after_shutdown_began_is_refused_and_never_runs() {
 
 #[test]
 fn invalid_settings_are_named() {
-    let option = |builder: compactor::Builder| match builder.try_build() {
+    let option = |builder: compactor::Builder| match builder.build().register("probe", || async {})
+    {
         Err(Error::InvalidConfig { option, .. }) => option,
         Err(other) => panic!("{other:?}"),
-        Ok(_) => panic!("built"),
+        Ok(_) => panic!("registered"),
     };
     assert_eq!(
         option(Compactor::builder().deadline(Duration::ZERO)),
@@ -193,14 +194,11 @@ fn invalid_settings_are_named() {
         option(Compactor::builder().default_timeout(Duration::ZERO)),
         "default_timeout"
     );
-    assert_eq!(
-        option(Compactor::builder().event_capacity(0)),
-        "event_capacity"
-    );
     // The message says which option and what to give instead.
     let e = Compactor::builder()
         .deadline(Duration::ZERO)
-        .try_build()
+        .build()
+        .register("probe", || async {})
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -273,7 +271,7 @@ fn spawning_cleanup(c: &Compactor, inherit: bool) {
             async move {
                 let work = async move { inner.shutdown().await };
                 let so_far = match inherit {
-                    true => tokio::spawn(compactor::inherit_run(work)).await,
+                    true => tokio::spawn(compactor::cleanup::inherit_run(work)).await,
                     false => tokio::spawn(work).await,
                 };
                 assert!(!so_far.unwrap().is_complete());
@@ -315,7 +313,7 @@ fn a_thread_a_blocking_cleanup_starts_with_inherit_run_blocking_gets_the_report_
         .timeout(Duration::from_secs(20))
         .register_blocking(move || {
             let inner = inner.clone();
-            let report = std::thread::spawn(compactor::inherit_run_blocking(move || {
+            let report = std::thread::spawn(compactor::cleanup::inherit_run_blocking(move || {
                 inner.shutdown_blocking()
             }))
             .join()
@@ -345,8 +343,8 @@ fn the_public_handles_cross_threads_and_catch_unwind() {
     handle::<compactor::ShutdownReport>();
     handle::<compactor::TaskReport>();
     handle::<compactor::Outcome>();
-    handle::<compactor::ShutdownPlan>();
-    handle::<compactor::Progress>();
+    handle::<compactor::inspect::ShutdownPlan>();
+    handle::<compactor::inspect::Progress>();
     handle::<compactor::Error>();
     handle::<compactor::Event>();
     handle::<compactor::testing::TestCompactor>();

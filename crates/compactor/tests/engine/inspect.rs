@@ -1,5 +1,6 @@
 //! The plan of a shutdown before it runs, and its progress while it runs.
 
+use compactor::cleanup::cancellable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -34,7 +35,11 @@ fn the_plan_shows_phases_raised_priorities_and_edges_and_runs_nothing() {
 
     let plan = c.plan();
     assert!(!ran.load(Ordering::SeqCst));
-    assert_eq!(c.pending(), 3, "planning takes nothing out of the registry");
+    assert_eq!(
+        c.inventory().tasks(),
+        3,
+        "planning takes nothing out of the registry"
+    );
     let phases: Vec<Priority> = plan.phases().iter().map(|p| p.priority()).collect();
     assert_eq!(phases, [Priority::High, Priority::Normal, Priority::Low]);
     let names: Vec<&str> = plan.tasks().map(|t| t.name()).collect();
@@ -102,7 +107,7 @@ fn retries_backoff_and_the_cancel_grace_add_up_per_task() {
     // One attempt of 2 s plus the 300 ms grace of a cancellable cleanup.
     c.task("consumer")
         .timeout(S(2))
-        .register_cancellable(|_token| async {})
+        .register(cancellable(|_token| async {}))
         .unwrap();
     // The delays stop doubling at their cap: 1 + 2 + 2 + 2 s.
     c.task("capped")
@@ -174,7 +179,10 @@ fn a_concurrency_limit_and_a_phase_budget_bound_a_phase() {
     assert_eq!(plan.phases()[1].worst_case(), S(3));
     assert_eq!(plan.worst_case(), MS(5500));
 
-    let one = Compactor::builder().sequential().deadline(S(3600)).build();
+    let one = Compactor::builder()
+        .concurrency_limit(1)
+        .deadline(S(3600))
+        .build();
     for name in ["a", "b", "c"] {
         one.task(name).timeout(S(1)).register(|| async {}).unwrap();
     }
@@ -512,7 +520,7 @@ async fn progress_serializes() {
     assert!(c.wait().await.is_clean());
 }
 
-fn first_running(p: &compactor::Progress) -> compactor::inspect::RunningTask<'_> {
+fn first_running(p: &compactor::inspect::Progress) -> compactor::inspect::RunningTask<'_> {
     p.running().next().expect("a running task")
 }
 

@@ -1,20 +1,22 @@
 //! The process-lifecycle entry points, in process: `run_until_shutdown`,
 //! `request_shutdown`, exit codes. (Real signals: the root `tests/` suites.)
 
+use compactor::cleanup::once;
+use futures::FutureExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use compactor::{Compactor, Event, Outcome, ShutdownReason, Signal};
+use compactor::{Compactor, Event, Outcome, report::ShutdownReason, signal::Signal};
 
 #[tokio::test]
 async fn a_service_that_ends_starts_the_shutdown_and_exits_zero() {
     let c = Compactor::builder().auto_listen(false).build();
     c.register("db", || async {}).unwrap();
     let code = c.run_until_shutdown(|_| async {}).await;
-    assert_eq!(code, ExitCode::from(0));
-    let report = c.report().unwrap();
+    assert_eq!(code.exit_code(), 0);
+    let report = c.wait().now_or_never().expect("the run is over");
     assert_eq!(report.reason(), &ShutdownReason::ServiceEnded);
     assert_eq!(report.exit_code(), 0);
 }
@@ -26,9 +28,9 @@ async fn a_failed_service_exits_one_with_its_error() {
     let code = c
         .run_until_shutdown(|_| async { Err::<(), _>("bind: address in use") })
         .await;
-    assert_eq!(code, ExitCode::from(1));
+    assert_eq!(code.exit_code(), 1);
     assert_eq!(
-        c.report().unwrap().reason(),
+        c.wait().now_or_never().expect("the run is over").reason(),
         &ShutdownReason::ServiceFailed("bind: address in use".into())
     );
 }
@@ -39,12 +41,15 @@ async fn the_service_drains_inside_the_shutdown_before_the_other_cleanups() {
     let drained = Arc::new(AtomicBool::new(false));
     let seen = drained.clone();
     // The pool the service uses: closed only once the service has drained.
-    c.register_once("db-pool", move || async move {
-        assert!(
-            seen.load(Ordering::SeqCst),
-            "the pool closed before the drain"
-        );
-    })
+    c.register(
+        "db-pool",
+        once(move || async move {
+            assert!(
+                seen.load(Ordering::SeqCst),
+                "the pool closed before the drain"
+            );
+        }),
+    )
     .unwrap();
     let service = |stop: tokio_util::sync::CancellationToken| async move {
         stop.cancelled().await;
@@ -54,16 +59,13 @@ async fn the_service_drains_inside_the_shutdown_before_the_other_cleanups() {
     let trigger = c.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(10)).await;
-        trigger.request_shutdown("maintenance window");
+        trigger.trigger();
     });
     let code = c.run_until_shutdown(service).await;
-    let report = c.report().unwrap();
+    let report = c.wait().now_or_never().expect("the run is over");
     assert!(report.is_clean(), "{report}");
-    assert_eq!(code, ExitCode::from(0));
-    assert_eq!(
-        report.reason(),
-        &ShutdownReason::Requested("maintenance window".into())
-    );
+    assert_eq!(code.exit_code(), 0);
+    assert_eq!(report.reason(), &ShutdownReason::Manual);
     let service = report.task("compactor::service").unwrap();
     assert_eq!(service.duration(), Duration::from_millis(20));
     assert_eq!(
@@ -80,12 +82,15 @@ async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
     let dropped_at = Arc::new(std::sync::Mutex::new(None));
     let when = dropped_at.clone();
     let service_gone = dropped_at.clone();
-    c.register_once("db-pool", move || async move {
-        assert!(
-            service_gone.lock().unwrap().is_some(),
-            "the pool closed while the service still ran"
-        );
-    })
+    c.register(
+        "db-pool",
+        once(move || async move {
+            assert!(
+                service_gone.lock().unwrap().is_some(),
+                "the pool closed while the service still ran"
+            );
+        }),
+    )
     .unwrap();
     /// Notes when the service is dropped.
     struct Dropped(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
@@ -102,8 +107,8 @@ async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
     let trigger = c.clone();
     tokio::spawn(async move { trigger.trigger() });
     let code = c.run_until_shutdown(service).await;
-    let report = c.report().unwrap();
-    assert_eq!(code, ExitCode::from(1), "{report}");
+    let report = c.wait().now_or_never().expect("the run is over");
+    assert_eq!(code.exit_code(), 1, "{report}");
     let service = report.task("compactor::service").unwrap();
     assert_eq!(service.outcome(), &Outcome::TimedOut, "{report}");
     // The other cleanups still ran, after the cut-off.
@@ -123,14 +128,11 @@ async fn a_service_that_never_drains_is_cut_off_dropped_and_reported() {
 async fn the_reason_is_in_the_started_event() {
     let c = Compactor::new();
     let mut events = c.subscribe();
-    c.request_shutdown("lost the database");
+    c.trigger();
     let _ = c.wait().await;
     match events.recv().await.unwrap() {
         Event::ShutdownStarted { reason, tasks, .. } => {
-            assert_eq!(
-                reason,
-                ShutdownReason::Requested("lost the database".into())
-            );
+            assert_eq!(reason, ShutdownReason::Manual);
             assert_eq!(tasks, 0);
         }
         other => panic!("{other:?}"),
@@ -181,14 +183,14 @@ async fn a_service_after_the_shutdown_began_is_never_polled() {
     let code = c
         .run_until_shutdown(|_| async move { flag.store(true, Ordering::SeqCst) })
         .await;
-    assert_eq!(code, ExitCode::from(0));
+    assert_eq!(code.exit_code(), 0);
     assert!(!polled.load(Ordering::SeqCst));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_run_until_shutdown_withdraws_its_drain() {
     let c = Compactor::new();
-    c.register_once("db-pool", || async {}).unwrap();
+    c.register("db-pool", once(|| async {})).unwrap();
     let running = c.run_until_shutdown(|_| std::future::pending::<()>());
     // Polled for a while, then dropped before any shutdown.
     let _ = tokio::time::timeout(Duration::from_millis(10), running).await;
@@ -216,13 +218,13 @@ async fn the_main_with_nothing_to_serve_stops_on_its_token_not_at_the_timeout() 
     let code = c
         .run_until_shutdown(|stop| async move { stop.cancelled().await })
         .await;
-    assert_eq!(code, ExitCode::from(0));
+    assert_eq!(code.exit_code(), 0);
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "held for {:?}",
         began.elapsed()
     );
-    let report = c.report().unwrap();
+    let report = c.wait().now_or_never().expect("the run is over");
     assert!(report.is_clean(), "{report}");
 }
 

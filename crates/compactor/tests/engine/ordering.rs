@@ -155,7 +155,7 @@ async fn independent_tasks_of_a_phase_run_concurrently() {
 
 #[tokio::test(start_paused = true)]
 async fn sequential_mode_runs_one_at_a_time_latest_first() {
-    let c = Compactor::builder().sequential().build();
+    let c = Compactor::builder().concurrency_limit(1).build();
     let log = Log::default();
     for name in ["one", "two", "three", "four"] {
         c.register(name, logged(&log, name, Duration::from_millis(1)))
@@ -179,7 +179,7 @@ async fn sequential_mode_runs_one_at_a_time_latest_first() {
 
 #[tokio::test(start_paused = true)]
 async fn sequential_mode_keeps_dependencies_over_lifo() {
-    let c = Compactor::builder().sequential().build();
+    let c = Compactor::builder().concurrency_limit(1).build();
     let log = Log::default();
     let pool = c
         .register("pool", logged(&log, "pool", Duration::ZERO))
@@ -393,7 +393,7 @@ async fn the_worked_example_of_the_design_doc() {
 /// by the ids ever given out nor lose the order.
 #[tokio::test]
 async fn long_registration_churn_keeps_order_and_dependencies() {
-    let c = Compactor::builder().sequential().build();
+    let c = Compactor::builder().concurrency_limit(1).build();
     let log = Log::default();
     // `first` must run before `third`, against LIFO order (`third` is
     // registered last); `second` before `first`, by handle across the churn.

@@ -1,10 +1,12 @@
 //! The report, the events, the shutdown token, and running once.
 
+use compactor::cleanup::once;
+use futures::FutureExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use compactor::{Category, Compactor, Event, Outcome, Priority, ShutdownReason};
+use compactor::{Category, Compactor, Event, Outcome, Priority, report::ShutdownReason};
 
 #[tokio::test(start_paused = true)]
 async fn every_caller_gets_the_same_single_run() {
@@ -29,7 +31,7 @@ async fn every_caller_gets_the_same_single_run() {
     for other in [&b, &c2, &later, &waited] {
         assert_eq!(&a, other);
     }
-    assert_eq!(c.report(), Some(a));
+    assert_eq!(c.wait().now_or_never(), Some(a));
 }
 
 #[tokio::test(start_paused = true)]
@@ -282,7 +284,7 @@ async fn the_token_fires_when_the_run_begins() {
     c.trigger();
     // Fired before `trigger` returns, while the cleanup is still running.
     assert!(token.is_cancelled() && c.shutdown_token().is_cancelled());
-    assert!(c.is_shutting_down());
+    assert!(c.shutdown_token().is_cancelled());
     gate.notify_one();
     assert!(c.wait().await.is_clean());
 }
@@ -291,7 +293,7 @@ async fn the_token_fires_when_the_run_begins() {
 async fn cancelling_the_handed_out_token_does_not_start_a_shutdown() {
     let c = Compactor::new();
     c.shutdown_token().cancel();
-    assert!(!c.is_shutting_down());
+    assert!(!c.shutdown_token().is_cancelled());
     assert!(!c.shutdown_token().is_cancelled());
 }
 
@@ -358,7 +360,7 @@ async fn a_weak_blocking_cleanup_runs_off_the_runtime_and_never_keeps_the_value(
     // Dropped before the shutdown: released, never called.
     let gone = Arc::new(File);
     c.task("gone")
-        .register_blocking_weak(&gone, noted(&threads))
+        .register_weak(&gone, noted(&threads))
         .unwrap();
     assert_eq!(
         Arc::strong_count(&gone),
@@ -378,13 +380,13 @@ async fn a_weak_blocking_cleanup_runs_off_the_runtime_and_never_keeps_the_value(
         .unwrap();
     c.task("open")
         .depends_on(&pool_task)
-        .register_blocking_weak(&open, noted(&threads))
+        .register_weak(&open, noted(&threads))
         .unwrap();
     drop(open);
     // Still held by someone else after its cleanup: a possible leak.
     let held = Arc::new(File);
     c.task("held")
-        .register_blocking_weak(&held, noted(&threads))
+        .register_weak(&held, noted(&threads))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(report.task("gone").unwrap().outcome(), &Outcome::Released);
@@ -433,12 +435,15 @@ impl std::fmt::Display for WithContext {
 #[tokio::test(start_paused = true)]
 async fn a_failure_keeps_its_causes() {
     let c = Compactor::new();
-    c.register_once("wal", || async {
-        let full = std::io::Error::other("disk full (ENOSPC)");
-        Err::<(), Box<dyn std::error::Error + Send + Sync>>(Box::new(Flushing(full)))
-    })
+    c.register(
+        "wal",
+        once(|| async {
+            let full = std::io::Error::other("disk full (ENOSPC)");
+            Err::<(), Box<dyn std::error::Error + Send + Sync>>(Box::new(Flushing(full)))
+        }),
+    )
     .unwrap();
-    c.register_once("pool", || async { Err::<(), _>(WithContext) })
+    c.register("pool", once(|| async { Err::<(), _>(WithContext) }))
         .unwrap();
     let report = c.shutdown().await;
     let Outcome::Failed(wal) = report.task("wal").unwrap().outcome() else {

@@ -2,6 +2,7 @@
 //! registrations.
 
 use crate::common;
+use futures::FutureExt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,13 @@ async fn a_scope_shut_down_on_its_own_runs_its_cleanups_and_leaves_its_parent() 
     let app = Compactor::new();
     let log = Log::default();
     app.register("db", logged(&log, "db")).unwrap();
-    let conn = app.scope("conn-1").unwrap();
+    let conn = app.task("conn-1").scope().unwrap();
     conn.register("socket", logged(&log, "socket")).unwrap();
-    assert_eq!(app.pending(), 2);
+    assert_eq!(app.inventory().tasks(), 2);
 
     assert!(conn.shutdown().await.is_clean());
     assert_eq!(log.entries(), ["socket"]);
-    assert_eq!(app.pending(), 1, "the scope left its parent");
+    assert_eq!(app.inventory().tasks(), 1, "the scope left its parent");
 
     let report = app.shutdown().await;
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
@@ -55,7 +56,14 @@ async fn the_parent_runs_a_scope_as_one_task_with_its_priority_and_dependencies(
     let scope = report.task("conn-1").unwrap();
     assert_eq!(scope.effective_priority(), Priority::Critical);
     // The scope's own report is complete too.
-    assert_eq!(conn.report().unwrap().tasks().len(), 2);
+    assert_eq!(
+        conn.wait()
+            .now_or_never()
+            .expect("the run is over")
+            .tasks()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -64,8 +72,8 @@ async fn scopes_nest() {
     // `process-7`, `kill` (registered last) runs before the scope `stdin`.
     let app = Compactor::builder().concurrency_limit(1).build();
     let log = Log::default();
-    let process = app.scope("process-7").unwrap();
-    let stdin = process.scope("stdin").unwrap();
+    let process = app.task("process-7").scope().unwrap();
+    let stdin = process.task("stdin").scope().unwrap();
     stdin
         .register("close-pipe", logged(&log, "close-pipe"))
         .unwrap();
@@ -83,7 +91,7 @@ async fn a_scope_dropped_without_shutdown_is_still_cleaned_up_by_its_parent() {
     let app = Compactor::new();
     let log = Log::default();
     {
-        let conn = app.scope("conn-9").unwrap();
+        let conn = app.task("conn-9").scope().unwrap();
         conn.register("flush", logged(&log, "flush")).unwrap();
     }
     assert!(log.entries().is_empty());
@@ -94,7 +102,7 @@ async fn a_scope_dropped_without_shutdown_is_still_cleaned_up_by_its_parent() {
 #[tokio::test]
 async fn a_failing_scope_fails_its_task_in_the_parent() {
     let app = Compactor::new();
-    let job = app.scope("job").unwrap();
+    let job = app.task("job").scope().unwrap();
     job.register("ok", || async {}).unwrap();
     job.register("broken", || async { Err::<(), _>("disk full") })
         .unwrap();
@@ -103,7 +111,7 @@ async fn a_failing_scope_fails_its_task_in_the_parent() {
         matches!(report.task("job").unwrap().outcome(), Outcome::Failed(_)),
         "{report}"
     );
-    let own = job.report().expect("the scope's run is over");
+    let own = job.wait().now_or_never().expect("the scope's run is over");
     assert_eq!(own.task("ok").unwrap().outcome(), &Outcome::Succeeded);
     assert_eq!(
         own.task("broken").unwrap().outcome(),
@@ -117,7 +125,7 @@ async fn a_scope_gets_the_whole_deadline_not_the_default_timeout() {
         .default_timeout(Duration::from_millis(50))
         .deadline(Duration::from_secs(5))
         .build();
-    let job = app.scope("job").unwrap();
+    let job = app.task("job").scope().unwrap();
     job.task("a")
         .register(|| tokio::time::sleep(Duration::from_millis(30)))
         .unwrap();
@@ -138,12 +146,12 @@ async fn a_scope_gets_the_whole_deadline_not_the_default_timeout() {
 async fn scope_churn_leaves_nothing_behind_in_the_parent() {
     let app = Compactor::new();
     for i in 0..10_000 {
-        let conn = app.scope(format!("conn-{i}")).unwrap();
+        let conn = app.task(format!("conn-{i}")).scope().unwrap();
         conn.register("socket", || async {}).unwrap();
         conn.register("session", || async {}).unwrap();
         assert!(conn.shutdown().await.is_clean());
     }
-    assert_eq!(app.pending(), 0);
+    assert_eq!(app.inventory().tasks(), 0);
     assert!(app.shutdown().await.tasks().is_empty());
 }
 
@@ -162,14 +170,17 @@ async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
         // The request ends: its value is dropped, the registration lingers.
     }
     assert!(
-        app.pending() <= 1 + 1024,
+        app.inventory().tasks() <= 1 + 1024,
         "pruned along the way: {} pending",
-        app.pending()
+        app.inventory().tasks()
     );
-    app.prune_released();
-    assert_eq!(app.pending(), 1);
     let report = app.shutdown().await;
     assert_eq!(report.tasks()[0].name(), "kept");
+    assert!(
+        report.tasks()[1..]
+            .iter()
+            .all(|t| t.outcome() == &Outcome::Released)
+    );
 }
 
 /// A service of `scope` that ignores its token and counts its ticks, every
@@ -203,7 +214,7 @@ fn a_scope_cut_off_by_its_parents_deadline_has_stopped_everything_by_the_report(
         let parent = Compactor::builder()
             .deadline(Duration::from_millis(200))
             .build();
-        let scope = parent.scope("subsys").unwrap();
+        let scope = parent.task("subsys").scope().unwrap();
         // A service that ignores its token, and a cleanup that never ends.
         let ticks = ticking_service(&runtime, &scope);
         scope
@@ -237,7 +248,7 @@ fn a_scope_its_parent_skipped_runs_nothing_after_the_report() {
     let parent = Compactor::builder()
         .deadline(Duration::from_millis(200))
         .build();
-    let scope = parent.scope("subsys").unwrap();
+    let scope = parent.task("subsys").scope().unwrap();
     let ticks = ticking_service(&runtime, &scope);
     // Holds the run past its deadline: the scope never starts.
     parent

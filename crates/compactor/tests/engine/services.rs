@@ -1,10 +1,11 @@
 //! Services: long-running futures whose drain is a task of the shutdown.
 
+use compactor::cleanup::once;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use compactor::{Compactor, Error, Outcome, Priority, ShutdownReason};
+use compactor::{Compactor, Error, Outcome, Priority, report::ShutdownReason};
 use tokio::time::Instant;
 
 /// Notes when it is dropped.
@@ -23,9 +24,12 @@ async fn a_service_is_stopped_at_its_turn_and_drains_before_what_it_uses() {
     let drained = Arc::new(AtomicBool::new(false));
     let seen = drained.clone();
     let pool = c
-        .register_once("db-pool", move || async move {
-            assert!(seen.load(Ordering::SeqCst), "closed before the drain");
-        })
+        .register(
+            "db-pool",
+            once(move || async move {
+                assert!(seen.load(Ordering::SeqCst), "closed before the drain");
+            }),
+        )
         .unwrap();
     // Runs first: the service keeps serving meanwhile.
     c.task("fail-readiness")
@@ -87,7 +91,7 @@ async fn a_service_cut_off_by_its_timeout_is_aborted_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn a_service_that_fails_before_any_shutdown_starts_it() {
     let c = Compactor::new();
-    c.register_once("db-pool", || async {}).unwrap();
+    c.register("db-pool", once(|| async {})).unwrap();
     c.task("http")
         .service(|_stop| async {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -142,7 +146,7 @@ async fn a_service_that_may_fail_leaves_the_process_running() {
         .service(|_stop| async { Err::<(), _>("cache warm-up failed") })
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!c.is_shutting_down());
+    assert!(!c.shutdown_token().is_cancelled());
     let report = c.shutdown().await;
     assert_eq!(
         report.task("optional").unwrap().outcome(),
@@ -163,7 +167,11 @@ async fn a_refused_service_never_starts() {
     assert_eq!(e, Error::DuplicateName("http".into()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!started.load(Ordering::SeqCst));
-    assert_eq!(c.pending(), 1, "nothing registered before is lost");
+    assert_eq!(
+        c.inventory().tasks(),
+        1,
+        "nothing registered before is lost"
+    );
     let e = c
         .task("retried")
         .retries(1)
@@ -171,7 +179,7 @@ async fn a_refused_service_never_starts() {
         .unwrap_err();
     assert_eq!(
         e,
-        Error::RetriesNeedFnMut {
+        Error::RetriesNeedRepeatable {
             task: "retried".into()
         }
     );
@@ -188,5 +196,5 @@ fn a_service_outside_a_runtime_is_refused_with_a_clear_error() {
         }
     );
     assert!(e.to_string().contains("needs a tokio runtime"), "{e}");
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.inventory().tasks(), 0);
 }

@@ -309,7 +309,7 @@ async fn released_panicked_and_skipped_tasks_with_retries() {
     c.task("weak-blocking")
         .priority(compactor::Priority::Critical)
         .retries(2)
-        .register_blocking_weak(&value_b, move |_v: Arc<u32>| {
+        .register_weak(&value_b, move |_v: Arc<u32>| {
             let _ = &g2;
         })
         .unwrap();

@@ -2,6 +2,7 @@
 //! paused time where tokio's time is all there is (deterministic, no real
 //! waiting); blocking cleanups on real threads, with bounds of seconds.
 
+use compactor::cleanup::cancellable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -123,15 +124,15 @@ async fn a_cancellable_cleanup_gets_its_token_before_it_is_dropped() {
     let c = Compactor::builder().cancel_grace(50 * MS).build();
     c.task("polite")
         .timeout(100 * MS)
-        .register_cancellable(|token| async move {
+        .register(cancellable(|token| async move {
             token.cancelled().await;
             // A little tidying up after the token fires, within the grace.
             tokio::time::sleep(10 * MS).await;
-        })
+        }))
         .unwrap();
     c.task("stubborn")
         .timeout(100 * MS)
-        .register_cancellable(|_token| std::future::pending::<()>())
+        .register(cancellable(|_token| std::future::pending::<()>()))
         .unwrap();
     let started = Instant::now();
     let report = c.shutdown().await;

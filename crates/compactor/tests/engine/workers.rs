@@ -2,9 +2,10 @@
 //! threads: the reply is the outcome; a worker gone, a request dropped, a
 //! worker that never replies each end the task saying so.
 
+use compactor::cleanup::{request, request_with};
 use std::time::Duration;
 
-use compactor::{Compactor, Freed, Outcome};
+use compactor::{Compactor, Outcome, report::Freed};
 use tokio::sync::{mpsc, oneshot};
 
 enum Request {
@@ -46,12 +47,16 @@ async fn a_worker_thread_compacts_then_stops_on_request() {
     let stop = c
         .task("stop-worker")
         .timeout(Duration::from_secs(5))
-        .request_with(move |reply| to_stop.send(Request::Stop(reply)))
+        .register(request_with(move |reply| {
+            to_stop.send(Request::Stop(reply))
+        }))
         .unwrap();
     c.task("compact")
         .depends_on(&stop) // compacted before it stops
         .timeout(Duration::from_millis(500))
-        .request_with(move |reply| worker.send(Request::Compact(reply)))
+        .register(request_with(move |reply| {
+            worker.send(Request::Compact(reply))
+        }))
         .unwrap();
     let report = c.shutdown().await;
     assert!(report.is_clean(), "{report}");
@@ -77,7 +82,9 @@ async fn a_tokio_worker_replies_and_its_error_reaches_the_outcome() {
         }
     });
     let c = Compactor::new();
-    c.task("compact").request(tx, Request::Compact).unwrap();
+    c.task("compact")
+        .register(request(tx, Request::Compact))
+        .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
         report.task("compact").unwrap().outcome(),
@@ -94,9 +101,13 @@ async fn a_worker_that_has_gone_away_is_reported_so_not_as_a_hang() {
     // Let the std worker end.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let c = Compactor::new();
-    c.task("tokio").request(tx, Request::Compact).unwrap();
+    c.task("tokio")
+        .register(request(tx, Request::Compact))
+        .unwrap();
     c.task("std")
-        .request_with(move |reply| std_tx.send(Request::Compact(reply)))
+        .register(request_with(move |reply| {
+            std_tx.send(Request::Compact(reply))
+        }))
         .unwrap();
     let report = c.shutdown().await;
     for name in ["tokio", "std"] {
@@ -127,10 +138,12 @@ async fn a_dropped_request_and_a_silent_worker_are_told_apart() {
         }
     });
     let c = Compactor::new();
-    c.task("dropper").request(drops, Request::Compact).unwrap();
+    c.task("dropper")
+        .register(request(drops, Request::Compact))
+        .unwrap();
     c.task("silent")
         .timeout(Duration::from_millis(200))
-        .request(silent, Request::Compact)
+        .register(request(silent, Request::Compact))
         .unwrap();
     let report = c.shutdown().await;
     assert_eq!(
