@@ -208,7 +208,8 @@ async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         })?;
 
     println!("http listening on {addr}");
-    let report = c.wait().await;
+    // What runs beside the services: nothing but the wait for the signal.
+    let report = c.run_until_shutdown(|stop| stop.cancelled_owned()).await;
     println!("{report}");
     if let Some(path) = &options.report_json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -87,18 +87,22 @@ async fn main() -> ExitCode {
         if fits { "fits" } else { "does NOT fit" },
     );
 
-    c.trigger();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let report = loop {
-        tokio::select! {
-            report = c.wait() => break report,
-            _ = tick.tick() => {
+    // The progress, four times a second, while the shutdown runs.
+    let progress = tokio::spawn({
+        let c = c.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
                 if let Some(progress) = c.progress() {
                     println!("{progress}");
                 }
             }
         }
-    };
+    });
+    c.trigger();
+    let report = c.run_until_shutdown(|stop| stop.cancelled_owned()).await;
+    progress.abort();
     println!("\n{report}");
     ExitCode::from(report.exit_code())
 }

@@ -1,6 +1,6 @@
 //! An axum server as the future `run_until_shutdown` is given: its drain is
 //! the task `compactor::service`, which every other cleanup waits for, and
-//! it stops on `drain_token()`, after the drain delay where one is set
+//! it stops on `readiness().drained()`, after the drain delay where one is set
 //! (`docs/integrations.md`). `examples/axum.rs` is the same server as a
 //! service of its own, with SQLite and a child process.
 //!

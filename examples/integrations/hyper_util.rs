@@ -12,7 +12,6 @@
 //! report came: `cargo test -p examples-integrations`.
 
 use std::convert::Infallible;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use compactor::{Compactor, TaskHandle};
@@ -68,11 +67,11 @@ fn serve(
 mod support;
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> Result<compactor::ShutdownReport, Box<dyn std::error::Error>> {
     let listener = support::listen("http").await?;
     serve(Compactor::global(), listener, Duration::from_millis(200))?;
     support::shutdown_after_from_args()?;
-    Ok(support::report().await)
+    Ok(support::run().await)
 }
 
 #[cfg(test)]

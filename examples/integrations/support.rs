@@ -1,11 +1,10 @@
-//! What the integration examples share: a listener on 127.0.0.1, the
-//! report at the end, and `--shutdown-after SECS`, so each runs without a
+//! What the integration examples share: a listener on 127.0.0.1, `main`'s
+//! end, and `--shutdown-after SECS`, so each runs without a
 //! terminal (and stops by itself) as well as until Ctrl-C.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
-use compactor::Compactor;
+use compactor::{Compactor, ShutdownReport};
 use tokio::net::TcpListener;
 
 /// A listener on a free port of 127.0.0.1, its address printed as
@@ -16,13 +15,14 @@ pub(crate) async fn listen(what: &str) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Waits for the global instance's report, prints it, and returns the exit
-/// code it calls for.
-#[allow(dead_code, reason = "not every example waits this way")]
-pub(crate) async fn report() -> ExitCode {
-    let report = Compactor::global().wait().await;
+/// Runs the global instance until its shutdown (its services do the
+/// serving), prints the report and returns it, for `main` to return.
+#[allow(dead_code, reason = "not every example ends this way")]
+pub(crate) async fn run() -> ShutdownReport {
+    let c = Compactor::global();
+    let report = c.run_until_shutdown(|stop| stop.cancelled_owned()).await;
     println!("{report}");
-    ExitCode::from(report.exit_code())
+    report
 }
 
 /// Reads `--shutdown-after SECS` from the command line and, if given,

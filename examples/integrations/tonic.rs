@@ -14,7 +14,6 @@
 //! shuts down and checks the server drained and stopped accepting calls:
 //! `cargo test -p examples-integrations`.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use compactor::{Compactor, TaskHandle};
@@ -56,11 +55,11 @@ async fn serve(
 mod support;
 
 #[tokio::main]
-async fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn main() -> Result<compactor::ShutdownReport, Box<dyn std::error::Error>> {
     let listener = support::listen("grpc").await?;
     serve(Compactor::global(), listener, Duration::ZERO).await?;
     support::shutdown_after_from_args()?;
-    Ok(support::report().await)
+    Ok(support::run().await)
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ impl Builder {
     }
 
     /// How long a timed-out cleanup that observes its cancellation token (see
-    /// [`TaskBuilder::register_cancellable`](crate::TaskBuilder::register_cancellable))
+    /// [`cleanup::cancellable`](crate::cleanup::cancellable))
     /// may take to stop before it is dropped. Zero drops it at once;
     /// `Duration::MAX` waits for it (within the deadline).
     pub fn cancel_grace(mut self, grace: Duration) -> Self {

@@ -11,7 +11,7 @@ use crate::{Outcome, ShutdownReport};
 /// `TaskRetrying` between attempts, and exactly one `TaskFinished`, also for
 /// tasks that never started. `ShutdownStarted` comes first and
 /// `ShutdownFinished` last. A subscriber that falls more than the channel's
-/// capacity behind (see [`Builder::event_capacity`](crate::Builder::event_capacity))
+/// capacity (4096 events) behind
 /// misses the oldest events and is told so by `RecvError::Lagged`; the
 /// shutdown itself never waits for subscribers.
 #[derive(Debug, Clone)]

@@ -46,17 +46,48 @@
 //!   gets the same [`ShutdownReport`], which accounts for every registered
 //!   task exactly once.
 //!
-//! # In a process
+//! # Cleanups
+//!
+//! A cleanup is an async closure (called again for each retry), or any
+//! kind of [`cleanup`]: [`once`](cleanup::once) for a `FnOnce` that owns what
+//! it cleans up, [`cancellable`](cleanup::cancellable) for one handed a
+//! token cancelled when its time is up, [`blocking`](cleanup::blocking) for
+//! synchronous code, and ready-made ones for tokio tasks, join sets,
+//! threads, files, temporary directories, child processes, secrets and
+//! requests to workers. Every registration takes every kind, with every
+//! option.
+//!
+//! # `main`
+//!
+//! One way to write it: register the cleanups, then hand what runs beside
+//! them to [`run_until_shutdown`](Compactor::run_until_shutdown), which gives
+//! it the token it must stop on and returns the [`ShutdownReport`]; `main`
+//! returns the report, so the exit code follows it (an unclean run never
+//! exits 0 by accident):
+//!
+//! ```no_run
+//! use compactor::{Compactor, ShutdownReport};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<ShutdownReport, compactor::Error> {
+//!     let c = Compactor::global();
+//!     c.register("db-pool", || async { /* pool.close().await */ })?;
+//!     Ok(c.run_until_shutdown(|stop| async move {
+//!         stop.cancelled().await; // serve until then
+//!     })
+//!     .await)
+//! }
+//! ```
 //!
 //! [`Compactor::global`] listens for `SIGINT` and `SIGTERM` from its first
-//! registration: the first signal runs the shutdown and the process exits with
-//! 128 + the signal number (130, 143), by an exit code that works as PID 1; a
-//! second signal, or a run past its deadline + [exit
-//! grace](Builder::exit_grace), exits at once. Where `main` waits for the
-//! report ([`wait`](Compactor::wait), [`shutdown`](Compactor::shutdown),
-//! [`run_until_shutdown`](Compactor::run_until_shutdown)), it gets the report
-//! first and decides the exit itself; see [`SignalExit`] for the policies,
-//! [`Compactor::shutdown_on_panic`] and [`Compactor::shutdown_blocking`].
+//! registration: the first signal runs the shutdown and `main` gets the
+//! report (exit code 128 + the signal number: 130, 143), by an exit code
+//! that works as PID 1; a second signal, or a run past its deadline + [exit
+//! grace](Builder::exit_grace), exits at once. A process that does not wait
+//! for the report exits by itself after a signal-started run; see
+//! [`signal::SignalExit`] for the policies,
+//! [`Builder::shutdown_on_panic`] and [`Compactor::shutdown_blocking`] for
+//! code without a runtime.
 //!
 //! # A server that drains inside the shutdown
 //!
@@ -68,13 +99,13 @@
 //! does the same for `main`'s own future:
 //!
 //! ```no_run
-//! use std::process::ExitCode;
-//! use compactor::Compactor;
+//! use compactor::cleanup::once;
+//! use compactor::{Compactor, ShutdownReport};
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<ExitCode, compactor::Error> {
+//! async fn main() -> Result<ShutdownReport, compactor::Error> {
 //!     let c = Compactor::global();
-//!     let pool = c.register_once("db-pool", || async { /* pool.close().await */ })?;
+//!     let pool = c.register("db-pool", once(|| async { /* pool.close().await */ }))?;
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
 //!     c.task("http")
 //!         .depends_on(&pool) // the pool closes after the server has drained
@@ -91,21 +122,24 @@
 //! ```
 //!
 //! With axum, `axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned())`
-//! inside the service is all it takes; `docs/integrations.md` has axum,
-//! hyper-util and tonic. Behind a load balancer, a
-//! [drain delay](Builder::drain_delay) turns [`Compactor::readiness`] to
-//! 503 at once and holds every drain back until the balancer has noticed.
+//! inside the service, or as `main`'s own, is all it takes;
+//! `docs/integrations.md` has axum, hyper-util and tonic. Behind a load
+//! balancer, a [drain delay](Builder::drain_delay) turns
+//! [`Compactor::readiness`] to 503 at once and holds every drain back (and
+//! the tokens the services and `main` stop on) until the balancer has
+//! noticed.
 //!
 //! # The token
 //!
 //! [`Compactor::shutdown_token`] is a `CancellationToken` cancelled the moment
 //! shutdown begins: select on it to stop taking new work. Cancelling it
-//! yourself starts nothing; [`trigger`](Compactor::trigger) and
-//! [`request_shutdown`](Compactor::request_shutdown) do.
+//! yourself starts nothing; [`trigger`](Compactor::trigger) does. Services
+//! and `main`'s future are handed their own token, cancelled when they are
+//! to drain.
 //!
 //! # Scopes, releases and batches
 //!
-//! A [scope](Compactor::scope) is a child instance for one owner (a
+//! A [scope](TaskBuilder::scope) is a child instance for one owner (a
 //! connection, a job): it shuts down on its own when the owner ends, or with
 //! its parent, as one task of the parent's graph. [`Compactor::release`] runs
 //! the cleanups of chosen tasks now ([`Selection`]: one task, a list, a
@@ -116,7 +150,7 @@
 //! # Seeing the shutdown
 //!
 //! [`Compactor::plan`] shows what a shutdown would do, running nothing: the
-//! phases, the graph, and the [worst case](ShutdownPlan::worst_case) against
+//! phases, the graph, and the [worst case](inspect::ShutdownPlan::worst_case) against
 //! a supervisor's grace period (table, Mermaid, DOT).
 //! [`Compactor::progress`] shows a run as it stands; a long run logs it at
 //! INFO every few seconds, and on a terminal as one updating line.
@@ -124,8 +158,9 @@
 //! spans cover the run and each cleanup; the [`ShutdownReport`] is a table
 //! and, with `serde`, JSON. A [progress signal](Builder::progress_signal)
 //! (`SIGUSR1`) prints the plan or the progress to stderr, and under systemd
-//! the shutdown is reported over `NOTIFY_SOCKET`
-//! ([`Builder::systemd_notify`]).
+//! the shutdown is reported over `NOTIFY_SOCKET`. [`Compactor::inventory`]
+//! counts what is registered, by category and scope, and checks that every
+//! expected kind of resource has a cleanup.
 //!
 //! # Tests
 //!
@@ -186,7 +221,7 @@
 //!     pub fn open(task: TaskBuilder<'_>) -> Result<Cache, compactor::Error> {
 //!         let scope = task.scope()?;
 //!         scope.task("persist").register_blocking(|| { /* write to disk */ })?;
-//!         scope.task("evict").register_once(|| async { /* free memory */ })?;
+//!         scope.task("evict").register(compactor::cleanup::once(|| async { /* free memory */ }))?;
 //!         Ok(Cache { scope })
 //!     }
 //!
@@ -218,8 +253,8 @@
 //! | feature | default | what it enables |
 //! |---|---|---|
 //! | `serde` | no | `Serialize` for `ShutdownReport`, `ShutdownPlan`, `Progress` and what they hold (JSON logs, dashboards) |
-//! | `process` | no | `TaskBuilder::child_process`: `SIGTERM`, grace, `SIGKILL`, reap (adds `rustix` on Unix) |
-//! | `zeroize` | no | `TaskBuilder::secret`: wipe a secret at shutdown (adds `zeroize`) |
+//! | `process` | no | `cleanup::child_process`: `SIGTERM`, grace, `SIGKILL`, reap (adds `rustix` on Unix) |
+//! | `zeroize` | no | `cleanup::secret`: wipe a secret at shutdown (adds `zeroize`) |
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

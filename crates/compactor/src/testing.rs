@@ -113,11 +113,11 @@ fn check(report: &ShutdownReport) {
 /// systemd's `TimeoutStopSec`, 90 s by default). The message names the
 /// tasks on the critical path, with their worst cases, and what to change.
 ///
-/// The worst case is that of [`ShutdownPlan::worst_case`](crate::ShutdownPlan::worst_case):
+/// The worst case is that of [`ShutdownPlan::worst_case`](crate::inspect::ShutdownPlan::worst_case):
 /// at most the deadline. Where the tasks' own limits add up to more than the
 /// deadline, the run still fits, but the deadline would cut cleanups short:
 /// the message says so when the check fails, and
-/// [`ShutdownPlan::worst_case_without_deadline`](crate::ShutdownPlan::worst_case_without_deadline)
+/// [`ShutdownPlan::worst_case_without_deadline`](crate::inspect::ShutdownPlan::worst_case_without_deadline)
 /// tells it in any case.
 ///
 /// ```

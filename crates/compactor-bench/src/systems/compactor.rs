@@ -1,7 +1,11 @@
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use compactor::{Priority, signal::{Signal, SignalExit}};
+use compactor::cleanup::once;
+use compactor::{
+    Priority,
+    signal::{Signal, SignalExit},
+};
 use tokio::runtime::Runtime;
 
 use super::{System, contended, measure_heap, names};
@@ -87,7 +91,11 @@ impl System for Compactor {
             }
         });
         let elapsed = start.elapsed();
-        assert_eq!(c.inventory().tasks(), 0, "closed scopes leave nothing behind");
+        assert_eq!(
+            c.inventory().tasks(),
+            0,
+            "closed scopes leave nothing behind"
+        );
         Some(elapsed)
     }
 

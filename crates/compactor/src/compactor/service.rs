@@ -109,8 +109,7 @@ impl TaskBuilder<'_> {
     /// not wait for the report (`wait()`, `shutdown()`): the report waits
     /// for the service's drain, which would wait for that code until its
     /// timeout. Start the shutdown from there with
-    /// [`trigger`](Compactor::trigger) or
-    /// [`request_shutdown`](Compactor::request_shutdown) instead.
+    /// [`trigger`](Compactor::trigger) instead.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -118,7 +117,7 @@ impl TaskBuilder<'_> {
     /// use compactor::Compactor;
     ///
     /// let c = Compactor::new();
-    /// let pool = c.register_once("db-pool", || async { /* close the pool */ })?;
+    /// let pool = c.register("db-pool", compactor::cleanup::once(|| async { /* close the pool */ }))?;
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     /// c.task("http")
     ///     .depends_on(&pool) // the server uses the pool: drained before it closes
@@ -139,7 +138,7 @@ impl TaskBuilder<'_> {
     /// # Errors
     ///
     /// [`Error::NoRuntime`] outside a tokio runtime, and those of
-    /// [`register_once`](Self::register_once); a refused service is never
+    /// [`register`](Self::register) for a one-shot cleanup; a refused service is never
     /// started.
     pub fn service<F, Fut>(self, service: F) -> Result<TaskHandle, Error>
     where

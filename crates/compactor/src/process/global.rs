@@ -62,7 +62,7 @@ impl Compactor {
     /// [signals](Builder::signals) (`SIGINT` and `SIGTERM` by default; Ctrl-C
     /// on Windows). Idempotent.
     ///
-    /// - The first signal starts the shutdown ([`ShutdownReason::Signal`](crate::ShutdownReason::Signal)).
+    /// - The first signal starts the shutdown ([`ShutdownReason::Signal`](crate::report::ShutdownReason::Signal)).
     /// - When it has finished, the process exits as set by
     ///   [`Builder::signal_exit`] (by default with 128 + the signal number),
     ///   unless the application waits for the report ([`wait`](Self::wait),

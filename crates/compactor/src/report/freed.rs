@@ -12,12 +12,12 @@ use std::ops::{Add, AddAssign};
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), compactor::Error> {
-/// use compactor::{Category, Compactor, Freed};
+/// use compactor::{Category, Compactor, report::Freed};
 ///
 /// let c = Compactor::new();
 /// c.task("buffers")
 ///     .category(Category::Memory)
-///     .register_once(|| async { Freed { resources: 3, bytes: 48 << 20 } })?;
+///     .register(compactor::cleanup::once(|| async { Freed { resources: 3, bytes: 48 << 20 } }))?;
 /// let report = c.shutdown().await;
 /// assert_eq!(report.freed(), Freed { resources: 3, bytes: 48 << 20 });
 /// # Ok(())

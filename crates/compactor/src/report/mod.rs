@@ -116,9 +116,14 @@ struct ReportData {
 #[must_use = "the report says whether the shutdown was clean: return it (or its `exit_code()`) from `main`"]
 pub struct ShutdownReport(Arc<ReportData>);
 
-/// The process exits with [`ShutdownReport::exit_code`].
+/// The process exits with [`ShutdownReport::exit_code`]; a report that is
+/// not [clean](ShutdownReport::is_clean) is written to stderr first, as
+/// `main`'s `Err` is, so the reason of the exit code is never lost.
 impl std::process::Termination for ShutdownReport {
     fn report(self) -> std::process::ExitCode {
+        if !self.is_clean() {
+            eprintln!("{self}");
+        }
         std::process::ExitCode::from(self.exit_code())
     }
 }
@@ -150,7 +155,7 @@ impl ShutdownReport {
     /// | started by | exit code |
     /// |---|---|
     /// | a signal | 128 + its number (130 for `SIGINT`, 143 for `SIGTERM`); 0 after a clean run with [`SignalExit::ZeroIfClean`] |
-    /// | a panic ([`Compactor::shutdown_on_panic`](crate::Compactor::shutdown_on_panic)) | 101, as a panicking `main` |
+    /// | a panic ([`Builder::shutdown_on_panic`](crate::Builder::shutdown_on_panic)) | 101, as a panicking `main` |
     /// | a failed service ([`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)) | 1 |
     /// | anything else | 0 if the report [is clean](Self::is_clean), 1 otherwise |
     pub fn exit_code(&self) -> u8 {

@@ -175,11 +175,13 @@ async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
         app.inventory().tasks()
     );
     let report = app.shutdown().await;
-    assert_eq!(report.tasks()[0].name(), "kept");
+    assert_eq!(report.task("kept").unwrap().outcome(), &Outcome::Succeeded);
+    assert!(report.tasks().len() <= 1 + 1024, "{report}");
     assert!(
-        report.tasks()[1..]
+        report
+            .tasks()
             .iter()
-            .all(|t| t.outcome() == &Outcome::Released)
+            .all(|t| t.name() == "kept" || t.outcome() == &Outcome::Released)
     );
 }
 
