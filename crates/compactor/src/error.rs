@@ -61,7 +61,7 @@ pub enum Error {
         task: String,
     },
 
-    /// A task chosen for a release is not pending.
+    /// A task chosen for an early run is not pending.
     #[error(
         "task `{task}` is not pending (unknown, unregistered, replaced or already run); nothing was released"
     )]
@@ -70,14 +70,14 @@ pub enum Error {
         task: String,
     },
 
-    /// Tasks outside a release depend on tasks in it, so would have to run
+    /// Tasks outside an early run depend on tasks in it, so would have to run
     /// before them.
     #[error(
         "tasks {} depend on tasks of the release and would have to run first; release them too, or unregister them; nothing was released",
         dependents.join(", ")
     )]
-    ReleaseHasDependents {
-        /// The tasks that depend on the release's tasks.
+    EarlyRunHasDependents {
+        /// The tasks that depend on the early run's tasks.
         dependents: Vec<String>,
     },
 

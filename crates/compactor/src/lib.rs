@@ -137,11 +137,11 @@
 //! and `main`'s future are handed their own token, cancelled when they are
 //! to drain.
 //!
-//! # Scopes, releases and batches
+//! # Scopes, early runs and batches
 //!
 //! A [scope](TaskBuilder::scope) is a child instance for one owner (a
 //! connection, a job): it shuts down on its own when the owner ends, or with
-//! its parent, as one task of the parent's graph. [`Compactor::release`] runs
+//! its parent, as one task of the parent's graph. [`Compactor::run_early`] runs
 //! the cleanups of chosen tasks now ([`Selection`]: one task, a list, a
 //! category), with the shutdown's rules and a report of their own.
 //! [`Compactor::register_batch`] registers many [`TaskDef`]s at once, all or

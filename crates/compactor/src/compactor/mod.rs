@@ -9,16 +9,16 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod batch;
+mod early;
 mod inspect;
 mod outcome;
 mod register;
-mod release;
 mod service;
 mod shutdown;
 
 pub use batch::TaskDef;
+pub use early::Selection;
 pub use register::TaskBuilder;
-pub use release::Selection;
 
 pub(crate) use outcome::{AfterRun, Outcome, Waiting};
 pub(crate) use service::ServiceEnd;
@@ -30,7 +30,7 @@ use crate::registry::{Registry, TaskHandle};
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::mailbox::Mailbox;
 use crate::run::membership::inside_cleanup_of;
-use crate::run::{Release, RunContext, SnapshotRequest, Ticker};
+use crate::run::{EarlyRun, RunContext, SnapshotRequest, Ticker};
 use crate::signal::SignalExit;
 
 /// How many events the broadcast channel holds for a slow subscriber (the
@@ -107,8 +107,8 @@ pub(crate) struct Instance {
     pub(super) snapshots: Arc<Mailbox<SnapshotRequest>>,
     /// The run's shared state, for the line a forced exit prints.
     pub(super) run: OnceLock<Arc<RunContext>>,
-    /// Category releases under way, by number: the shutdown waits for them.
-    pub(super) releases: Mutex<Vec<(u64, Release)>>,
+    /// Early runs under way, by number: the shutdown waits for them.
+    pub(super) early_runs: Mutex<Vec<(u64, EarlyRun)>>,
     /// How the instance stands to the process's signals.
     pub(crate) signals: Signals,
     /// For a scope: its task in the parent, withdrawn once the scope has
@@ -260,7 +260,7 @@ impl Compactor {
                 waiters: AtomicUsize::new(0),
                 snapshots: Arc::new(Mailbox::new()),
                 run: OnceLock::new(),
-                releases: Mutex::new(Vec::new()),
+                early_runs: Mutex::new(Vec::new()),
                 signals,
                 scope: OnceLock::new(),
             }),

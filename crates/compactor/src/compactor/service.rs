@@ -171,7 +171,7 @@ impl TaskBuilder<'_> {
             }
             let serving = AssertUnwindSafe(async move { service(token).await });
             let end = ServiceEnd::of(serving.catch_unwind().await);
-            // Ended by a category release, or by its drain: not a failure
+            // Ended by a category's early run, or by its drain: not a failure
             // that should start a shutdown.
             if starts_shutdown && !stop_seen.is_cancelled() {
                 if let Some(reason) = end.reason(&name) {

@@ -88,7 +88,7 @@ impl Compactor {
     }
 
     /// What a runner of this instance is handed; a shutdown adds its
-    /// snapshots, releases and ticker, a release its halt.
+    /// snapshots, early runs and ticker, an early run its halt.
     pub(super) fn runner_parts(
         &self,
         ctx: Arc<RunContext>,
@@ -109,7 +109,7 @@ impl Compactor {
             halt: None,
             halted: Some(self.inner.halted.clone()),
             services: Some(self.inner.services.clone()),
-            releases: Vec::new(),
+            early_runs: Vec::new(),
             ticker: None,
         }
     }
@@ -239,8 +239,8 @@ impl Started {
                 tracing::warn!(%warning, "dependency graph");
             }
         }
-        let releases = compactor
-            .releases()
+        let early_runs = compactor
+            .early_runs()
             .iter()
             .map(|(_, r)| r.clone())
             .collect();
@@ -248,7 +248,7 @@ impl Started {
         let ticker = compactor.ticker(plan.tasks.len());
         let parts = RunnerParts {
             snapshots,
-            releases,
+            early_runs,
             ticker,
             ..compactor.runner_parts(ctx.clone(), reason, t0)
         };

@@ -1,5 +1,5 @@
 //! Batches: many tasks inserted all or none, between two batches of which
-//! a shutdown, a release or a plan may come, never inside one.
+//! a shutdown, an early run or a plan may come, never inside one.
 
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
@@ -127,7 +127,7 @@ impl Registry {
         }
     }
 
-    /// [`take_where`](Self::take_where) between batches: a release takes
+    /// [`take_where`](Self::take_where) between batches: an early run takes
     /// all of a batch or none of it.
     pub(crate) fn take_chosen(&self, pick: impl FnMut(&str, &Node) -> bool) -> Vec<Drained> {
         let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);

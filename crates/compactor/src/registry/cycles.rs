@@ -15,7 +15,7 @@ pub(crate) const CYCLE_SEARCH: usize = 64;
 
 impl Registry {
     /// Drops the name references held by removed tasks.
-    pub(super) fn release_references<'n>(&self, removed: impl IntoIterator<Item = &'n Node>) {
+    pub(super) fn forget_references<'n>(&self, removed: impl IntoIterator<Item = &'n Node>) {
         let mut by_name = removed
             .into_iter()
             .flat_map(|node| node.deps.iter())

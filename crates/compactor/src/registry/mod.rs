@@ -10,7 +10,7 @@
 //! Here: the registry and a single registration. Beside it: [`node`] (what a
 //! pending task is), [`names`] (the key's hash), [`cycles`] (name references
 //! and the cycle search), [`batch`] (all-or-none insertion), [`take`] (tasks
-//! leaving: releases, prunes, the drain, a plan's copy), [`handle`].
+//! leaving: early runs, prunes, the drain, a plan's copy), [`handle`].
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -269,7 +269,7 @@ impl Registry {
         else {
             return None;
         };
-        self.release_references([&*node]);
+        self.forget_references([&*node]);
         Some(node)
     }
 

@@ -1,4 +1,4 @@
-//! Tasks leaving the registry: those a release or a prune chooses, every
+//! Tasks leaving the registry: those an early run or a prune chooses, every
 //! one when shutdown begins, and a copy of every one for a plan.
 
 use std::sync::atomic::Ordering;
@@ -31,7 +31,7 @@ impl Registry {
             false
         });
         taken.sort_unstable_by_key(|d| d.id);
-        self.release_references(taken.iter().map(|d| &*d.node));
+        self.forget_references(taken.iter().map(|d| &*d.node));
         taken
     }
 

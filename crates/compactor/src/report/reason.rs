@@ -26,11 +26,11 @@ pub enum ShutdownReason {
     /// That service ended with an error (its text).
     ServiceFailed(String),
     /// Not a shutdown: one category released early with
-    /// [`Compactor::release`](crate::Compactor::release).
+    /// [`Compactor::run_early`](crate::Compactor::run_early).
     Category(Category),
     /// Not a shutdown: chosen tasks (how many) released early with
-    /// [`Compactor::release`](crate::Compactor::release).
-    Release(usize),
+    /// [`Compactor::run_early`](crate::Compactor::run_early).
+    Early(usize),
 }
 
 impl fmt::Display for ShutdownReason {
@@ -42,7 +42,7 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::ServiceEnded => f.write_str("service ended"),
             ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
             ShutdownReason::Category(category) => write!(f, "category {category}"),
-            ShutdownReason::Release(tasks) => write!(f, "release of {tasks} task(s)"),
+            ShutdownReason::Early(tasks) => write!(f, "early run of {tasks} task(s)"),
         }
     }
 }

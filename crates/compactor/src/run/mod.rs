@@ -8,6 +8,7 @@
 pub(crate) mod attempt;
 pub(crate) mod clock;
 pub(crate) mod contain;
+mod early;
 mod finish;
 mod lane;
 pub(crate) mod live;
@@ -17,7 +18,6 @@ mod observe;
 #[cfg(feature = "process")]
 pub(crate) mod reaper;
 mod record;
-mod releases;
 mod scheduler;
 mod settle;
 mod slot;
@@ -82,9 +82,9 @@ impl Ticker {
 /// A request for the report so far, from code inside the run.
 pub(crate) type SnapshotRequest = oneshot::Sender<ShutdownReport>;
 
-/// A category release under way, as the instance's shutdown waits for it.
+/// An early run under way, as the instance's shutdown waits for it.
 #[derive(Clone)]
-pub(crate) struct Release {
+pub(crate) struct EarlyRun {
     pub(crate) halt: CancellationToken,
     pub(crate) report: watch::Receiver<Option<ShutdownReport>>,
     pub(crate) t0: Instant,

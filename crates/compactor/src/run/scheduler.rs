@@ -16,7 +16,7 @@ use super::clock::{Timers, after, earliest};
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::state::{Books, Clock, Lanes, Outside, Phase, Ready, State, Stopped, TaskRun};
-use super::{Release, RunContext, SnapshotRequest, Ticker};
+use super::{EarlyRun, RunContext, SnapshotRequest, Ticker};
 use crate::config::Config;
 use crate::plan::Plan;
 use crate::report::{ShutdownReport, SkipReason};
@@ -76,10 +76,10 @@ pub(crate) struct RunnerParts {
     pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     pub(crate) halt: Option<CancellationToken>,
     pub(crate) halted: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// The instance's services, for a shutdown's run (a release leaves
+    /// The instance's services, for a shutdown's run (an early run leaves
     /// the others running).
     pub(crate) services: Option<Arc<super::live::LiveServices>>,
-    pub(crate) releases: Vec<Release>,
+    pub(crate) early_runs: Vec<EarlyRun>,
     pub(crate) ticker: Option<Ticker>,
 }
 
@@ -147,7 +147,7 @@ impl Runner {
                 halt: parts.halt,
                 halted_flag: parts.halted,
                 services: parts.services,
-                releases: parts.releases,
+                early_runs: parts.early_runs,
             },
         }
     }
@@ -212,7 +212,7 @@ impl Runner {
         let Some(runner) = slot.as_mut() else {
             return;
         };
-        runner.await_releases().await;
+        runner.await_early_runs().await;
         runner.await_stopped().await;
         ctx.stop();
         ctx.done.close();

@@ -45,7 +45,7 @@ impl Runner {
     /// to be dropped. An attempt still there (its code holds its thread, or
     /// its `Drop` does) is reported abandoned, still running.
     pub(super) async fn await_stopped(&mut self) {
-        // From the deadline where the run reached it: the releases waited
+        // From the deadline where the run reached it: the early runs waited
         // for since then have had their share.
         let now = Instant::now();
         let until = self.clock.deadline.map_or(now, |d| d.min(now)) + STOPPED_WITHIN;

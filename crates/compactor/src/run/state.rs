@@ -13,7 +13,7 @@ use super::clock::Timers;
 use super::lane::Lane;
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
-use super::{Release, SnapshotRequest, Ticker};
+use super::{EarlyRun, SnapshotRequest, Ticker};
 use crate::report::{Interruption, TaskReport};
 
 pub(super) enum State {
@@ -119,7 +119,7 @@ pub(super) struct Clock {
 pub(super) struct Books {
     pub(super) head: Head,
     pub(super) record: Record,
-    /// The tasks of the category releases the run waited for.
+    /// The tasks of the early runs the run waited for.
     pub(super) released_tasks: Vec<TaskReport>,
 }
 
@@ -182,7 +182,7 @@ impl std::hash::Hasher for Mix {
 pub(super) struct Outside {
     /// Requests for the report so far; the whole shutdown serves them.
     pub(super) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
-    /// Ends the run as its deadline would (a category release, when the
+    /// Ends the run as its deadline would (a category's early run, when the
     /// instance's shutdown runs out of time).
     pub(super) halt: Option<CancellationToken>,
     /// Set to end the run at once, its unstarted tasks skipped as halted
@@ -190,7 +190,7 @@ pub(super) struct Outside {
     /// mailbox.
     pub(super) halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(super) services: Option<Arc<super::live::LiveServices>>,
-    /// Category releases under way when the run began: waited for, and
+    /// Early runs under way when the run began: waited for, and
     /// their tasks added to the report.
-    pub(super) releases: Vec<Release>,
+    pub(super) early_runs: Vec<EarlyRun>,
 }

@@ -291,7 +291,7 @@ fn a_definition_of_an_instance_that_is_gone_is_refused_by_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_racing_batches_takes_each_batch_whole_or_not_at_all() {
+async fn an_early_run_racing_batches_takes_each_batch_whole_or_not_at_all() {
     use compactor::Category;
     // Large enough that a batch's shards go in over a while. A release that
     // passes between two of a batch's shards is a rare interleaving: this
@@ -318,7 +318,7 @@ async fn a_release_racing_batches_takes_each_batch_whole_or_not_at_all() {
     let mut released = 0;
     for _ in 0..common::stress(300) {
         let report = c
-            .release(compactor::Selection::Category(Category::Network))
+            .run_early(compactor::Selection::Category(Category::Network))
             .await
             .expect("a category release");
         let n = report.tasks().len();

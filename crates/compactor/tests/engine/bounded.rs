@@ -405,7 +405,7 @@ async fn run_until_shutdown_runs_the_cleanup_when_the_service_panics() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_shutdown_waits_for_a_category_release_in_flight() {
+async fn the_shutdown_waits_for_an_early_run_in_flight() {
     let c = Compactor::new();
     let done = Arc::new(AtomicBool::new(false));
     let flag = done.clone();
@@ -423,7 +423,7 @@ async fn the_shutdown_waits_for_a_category_release_in_flight() {
     let releasing = c.clone();
     let release = tokio::spawn(async move {
         releasing
-            .release(compactor::Selection::Category(Category::Memory))
+            .run_early(compactor::Selection::Category(Category::Memory))
             .await
             .expect("a category release")
     });
@@ -439,7 +439,7 @@ async fn the_shutdown_waits_for_a_category_release_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_deadline_stops_a_category_release_in_flight() {
+async fn the_deadline_stops_an_early_run_in_flight() {
     let c = Compactor::builder()
         .deadline(Duration::from_secs(1))
         .build();
@@ -451,7 +451,7 @@ async fn the_deadline_stops_a_category_release_in_flight() {
     let releasing = c.clone();
     let release = tokio::spawn(async move {
         releasing
-            .release(compactor::Selection::Category(Category::Memory))
+            .run_early(compactor::Selection::Category(Category::Memory))
             .await
             .expect("a category release")
     });
@@ -727,7 +727,7 @@ fn an_async_retry_never_overlaps_the_attempt_it_replaces() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_release_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_it_at_once() {
+async fn an_early_run_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_it_at_once() {
     let c = Compactor::new();
     let asked = Arc::new(std::sync::Mutex::new(None));
     let (inner, slot) = (c.clone(), asked.clone());
@@ -744,7 +744,7 @@ async fn a_release_cleanup_asking_for_the_report_while_the_shutdown_waits_gets_i
     let releasing = c.clone();
     let release = tokio::spawn(async move {
         releasing
-            .release(compactor::Selection::Category(Category::Memory))
+            .run_early(compactor::Selection::Category(Category::Memory))
             .await
             .expect("a category release")
     });

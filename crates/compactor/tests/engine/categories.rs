@@ -138,7 +138,7 @@ async fn one_category_can_be_released_early_in_dependency_order() {
         .unwrap();
 
     let early = c
-        .release(compactor::Selection::Category(Category::Database))
+        .run_early(compactor::Selection::Category(Category::Database))
         .await
         .expect("a category release");
     assert_eq!(
@@ -170,7 +170,7 @@ async fn a_category_released_after_shutdown_began_is_refused() {
         .unwrap();
     c.trigger();
     let early = c
-        .release(compactor::Selection::Category(Category::Database))
+        .run_early(compactor::Selection::Category(Category::Database))
         .await;
     assert_eq!(early.unwrap_err(), compactor::Error::ShuttingDown);
     assert_eq!(c.wait().await.tasks().len(), 1);

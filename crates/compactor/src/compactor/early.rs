@@ -16,12 +16,12 @@ use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{ShutdownReason, ShutdownReport};
 use crate::run::contain::drop_contained;
-use crate::run::{Release, Runner, RunnerParts};
+use crate::run::{EarlyRun, Runner, RunnerParts};
 use crate::task::RESERVED_PREFIX;
 
-static NEXT_RELEASE: AtomicU64 = AtomicU64::new(1);
+static NEXT_EARLY_RUN: AtomicU64 = AtomicU64::new(1);
 
-/// Which pending tasks [`Compactor::release`] runs now.
+/// Which pending tasks [`Compactor::run_early`] runs now.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Selection {
@@ -38,10 +38,10 @@ pub enum Selection {
 }
 
 impl Compactor {
-    /// Releases one category: see [`Selection::Category`].
-    async fn release_category(&self, category: &crate::priority::Category) -> ShutdownReport {
+    /// Runs one category early: see [`Selection::Category`].
+    async fn run_category_early(&self, category: &crate::priority::Category) -> ShutdownReport {
         let reason = ShutdownReason::Category(category.clone());
-        self.run_release(reason, |name, node| {
+        self.run_early_tasks(reason, |name, node| {
             // The library's own tasks (a service's drain) belong to the
             // shutdown.
             node.spec.category == *category && !name.starts_with(RESERVED_PREFIX)
@@ -52,7 +52,7 @@ impl Compactor {
     /// Runs now the pending tasks of `selection`: they leave the instance
     /// and run in the order their dependencies among themselves and their
     /// priorities give, with their timeouts and retries and the instance's
-    /// deadline, and a report of their own (reason [`ShutdownReason::Release`],
+    /// deadline, and a report of their own (reason [`ShutdownReason::Early`],
     /// or [`ShutdownReason::Category`] for a category). A shutdown that
     /// begins meanwhile waits for it and reports its tasks too.
     ///
@@ -63,27 +63,27 @@ impl Compactor {
     /// The rule for the tasks around it: a chosen task's dependencies on
     /// tasks not chosen are dropped (they are not run); a task not chosen
     /// that depends on a chosen one (it would have to run first) refuses
-    /// the release, with an error naming it: release it too, or unregister
+    /// the early run, with an error naming it: run it early too, or unregister
     /// it. [`Selection::Category`] drops such dependencies instead, and
     /// leaves the library's own tasks (a service's drain) for the shutdown.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the release runs on a task of its own and goes on if
+    /// Cancel safe: the early run runs on a task of its own and goes on if
     /// this future is dropped.
     ///
     /// # Errors
     ///
     /// [`Error::NotPending`] for a chosen task that is not pending (unknown,
-    /// unregistered, replaced, already run), [`Error::ReleaseHasDependents`]
+    /// unregistered, replaced, already run), [`Error::EarlyRunHasDependents`]
     /// as above, [`Error::ShuttingDown`] once shutdown has begun; nothing
     /// is released then.
-    pub async fn release(&self, selection: Selection) -> Result<ShutdownReport, Error> {
+    pub async fn run_early(&self, selection: Selection) -> Result<ShutdownReport, Error> {
         if self.is_shutting_down() {
             return Err(Error::ShuttingDown);
         }
         let chosen: Vec<(Arc<str>, Option<NonZeroU64>)> = match selection {
-            Selection::Category(category) => return Ok(self.release_category(&category).await),
+            Selection::Category(category) => return Ok(self.run_category_early(&category).await),
             Selection::Task(handle) => vec![(handle.name.clone(), Some(handle.id))],
             Selection::Tasks(handles) => handles
                 .into_iter()
@@ -107,17 +107,17 @@ impl Compactor {
         }
         let dependents = registry.dependents_of(&ids);
         if !dependents.is_empty() {
-            return Err(Error::ReleaseHasDependents { dependents });
+            return Err(Error::EarlyRunHasDependents { dependents });
         }
-        let reason = ShutdownReason::Release(ids.len());
+        let reason = ShutdownReason::Early(ids.len());
         Ok(self
-            .run_release(reason, |name, _| ids.contains_key(name))
+            .run_early_tasks(reason, |name, _| ids.contains_key(name))
             .await)
     }
 
     /// Takes the tasks `pick` chooses and runs them now, on a task of its
     /// own; the report when they are done.
-    async fn run_release(
+    async fn run_early_tasks(
         &self,
         reason: ShutdownReason,
         pick: impl FnMut(&str, &crate::registry::Node) -> bool,
@@ -125,16 +125,16 @@ impl Compactor {
         let t0 = Instant::now();
         let (publish, mut report) = watch::channel(None);
         let halt = CancellationToken::new();
-        let number = NEXT_RELEASE.fetch_add(1, Ordering::Relaxed);
+        let number = NEXT_EARLY_RUN.fetch_add(1, Ordering::Relaxed);
         let nodes = {
             // Taken and listed under one lock, which the shutdown's start
-            // takes after closing the registry: it sees every release that
+            // takes after closing the registry: it sees every early run that
             // took tasks.
-            let mut releases = self.releases();
+            let mut early_runs = self.early_runs();
             let nodes = self.inner.registry.take_chosen(pick);
-            releases.push((
+            early_runs.push((
                 number,
-                Release {
+                EarlyRun {
                     halt: halt.clone(),
                     report: report.clone(),
                     t0,
@@ -154,23 +154,23 @@ impl Compactor {
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
             publish.send_replace(Some(report));
             if let Some(inner) = owner.upgrade() {
-                let mut releases = inner
-                    .releases
+                let mut early_runs = inner
+                    .early_runs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                releases.retain(|(n, _)| *n != number);
+                early_runs.retain(|(n, _)| *n != number);
             }
             let _ = drop_contained(spent);
         });
         crate::run::spawn_run(crate::run::drive(Runner::new(plan, parts), finish), false);
         let released = report.wait_for(Option::is_some).await;
         let report = released.map(|r| r.clone()).ok().flatten();
-        report.expect("a release always publishes its report")
+        report.expect("an early run always publishes its report")
     }
 
-    pub(super) fn releases(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Release)>> {
+    pub(super) fn early_runs(&self) -> std::sync::MutexGuard<'_, Vec<(u64, EarlyRun)>> {
         self.inner
-            .releases
+            .early_runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -1,4 +1,4 @@
-//! Category releases under way when the shutdown began: the shutdown waits
+//! Early runs under way when the shutdown began: the shutdown waits
 //! for them (until its deadline, when it stops them) and reports their tasks.
 
 use std::time::Duration;
@@ -9,19 +9,19 @@ use super::clock::after;
 use super::scheduler::{Runner, ready};
 
 impl Runner {
-    /// Waits for the category releases under way (until the deadline, when
+    /// Waits for the early runs under way (until the deadline, when
     /// they are stopped) and keeps their tasks for the report; requests for
     /// the report so far are answered meanwhile.
-    pub(super) async fn await_releases(&mut self) {
+    pub(super) async fn await_early_runs(&mut self) {
         let snapshots = self.outside.snapshots.clone();
         let mut halted = false;
-        while let Some(release) = self.outside.releases.first().cloned() {
-            let mut report = release.report.clone();
-            // After a halt, a release answers at once unless its runtime is
+        while let Some(early) = self.outside.early_runs.first().cloned() {
+            let mut report = early.report.clone();
+            // After a halt, an early run answers at once unless its runtime is
             // stuck: then its tasks cannot be reported.
             let limit = match halted {
                 false => self.clock.deadline,
-                true => after(Instant::now(), RELEASE_ANSWER),
+                true => after(Instant::now(), EARLY_RUN_ANSWER),
             };
             let in_time = tokio::select! {
                 finished = report.wait_for(Option::is_some) => finished.is_ok(),
@@ -33,27 +33,27 @@ impl Runner {
             };
             if !in_time && !halted {
                 halted = true;
-                self.outside.releases.iter().for_each(|r| r.halt.cancel());
+                self.outside.early_runs.iter().for_each(|r| r.halt.cancel());
                 continue;
             }
-            self.outside.releases.remove(0);
-            let report = release.report.borrow().clone();
+            self.outside.early_runs.remove(0);
+            let report = early.report.borrow().clone();
             match report {
                 Some(report) => {
-                    let shift = release.t0.saturating_duration_since(self.clock.t0);
+                    let shift = early.t0.saturating_duration_since(self.clock.t0);
                     let tasks = report.tasks().iter().map(|t| t.shifted(shift));
                     self.books.released_tasks.extend(tasks);
                 }
                 None => tracing::error!(
-                    "a category release did not answer its halt; its tasks are not in the report"
+                    "a category's early run did not answer its halt; its tasks are not in the report"
                 ),
             }
         }
     }
 }
 
-/// How long a halted category release has to hand its report over.
-const RELEASE_ANSWER: Duration = Duration::from_millis(100);
+/// How long a halted early run has to hand its report over.
+const EARLY_RUN_ANSWER: Duration = Duration::from_millis(100);
 
 async fn until(at: Option<Instant>) {
     match at {

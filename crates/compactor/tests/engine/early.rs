@@ -1,4 +1,4 @@
-//! Releases: chosen tasks run now, while the process goes on.
+//! Early runs: chosen tasks run now, while the process goes on.
 
 use crate::common;
 
@@ -24,8 +24,8 @@ async fn one_task_is_released_by_its_handle_and_the_rest_stays() {
     let log = Log::default();
     let conn = c.register("conn-7", logged(&log, "conn-7")).unwrap();
     c.register("pool", logged(&log, "pool")).unwrap();
-    let report = c.release(Selection::Task(conn.clone())).await.unwrap();
-    assert_eq!(report.reason(), &ShutdownReason::Release(1));
+    let report = c.run_early(Selection::Task(conn.clone())).await.unwrap();
+    assert_eq!(report.reason(), &ShutdownReason::Early(1));
     assert_eq!(report.tasks().len(), 1);
     assert_eq!(report.tasks()[0].outcome(), &Outcome::Succeeded);
     assert_eq!(log.entries(), ["conn-7"]);
@@ -33,7 +33,7 @@ async fn one_task_is_released_by_its_handle_and_the_rest_stays() {
     assert_eq!(c.inventory().tasks(), 1);
     // Released once: a second release of it is refused.
     assert_eq!(
-        c.release(Selection::Task(conn)).await.unwrap_err(),
+        c.run_early(Selection::Task(conn)).await.unwrap_err(),
         Error::NotPending {
             task: "conn-7".into()
         }
@@ -56,7 +56,7 @@ async fn chosen_tasks_run_in_their_order_with_retries_and_timeouts() {
         .register(std::future::pending::<()>)
         .unwrap();
     let report = c
-        .release(Selection::Tasks(vec![db, cache, slow]))
+        .run_early(Selection::Tasks(vec![db, cache, slow]))
         .await
         .unwrap();
     assert_eq!(log.entries(), ["cache", "db"]);
@@ -65,7 +65,7 @@ async fn chosen_tasks_run_in_their_order_with_retries_and_timeouts() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_unknown_name_or_an_outside_dependent_releases_nothing() {
+async fn an_unknown_name_or_an_outside_dependent_runs_nothing_early() {
     let c = Compactor::new();
     let log = Log::default();
     c.register("db", logged(&log, "db")).unwrap();
@@ -74,7 +74,7 @@ async fn an_unknown_name_or_an_outside_dependent_releases_nothing() {
         .register(logged(&log, "http"))
         .unwrap();
     let e = c
-        .release(Selection::Names(vec!["db".into(), "nope".into()]))
+        .run_early(Selection::Names(vec!["db".into(), "nope".into()]))
         .await
         .unwrap_err();
     assert_eq!(
@@ -85,12 +85,12 @@ async fn an_unknown_name_or_an_outside_dependent_releases_nothing() {
     );
     // `http` depends on `db`: it would have to run first.
     let e = c
-        .release(Selection::Names(vec!["db".into()]))
+        .run_early(Selection::Names(vec!["db".into()]))
         .await
         .unwrap_err();
     assert_eq!(
         e,
-        Error::ReleaseHasDependents {
+        Error::EarlyRunHasDependents {
             dependents: vec!["http".into()]
         }
     );
@@ -99,14 +99,14 @@ async fn an_unknown_name_or_an_outside_dependent_releases_nothing() {
     assert!(log.entries().is_empty());
     // Both together are fine, in their order.
     let _ = c
-        .release(Selection::Names(vec!["db".into(), "http".into()]))
+        .run_early(Selection::Names(vec!["db".into(), "http".into()]))
         .await
         .unwrap();
     assert_eq!(log.entries(), ["http", "db"]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_chosen_tasks_dependency_outside_the_release_is_dropped_not_run() {
+async fn a_chosen_tasks_dependency_outside_the_early_run_is_dropped_not_run() {
     let c = Compactor::new();
     let log = Log::default();
     let pool = c.register("pool", logged(&log, "pool")).unwrap();
@@ -115,21 +115,21 @@ async fn a_chosen_tasks_dependency_outside_the_release_is_dropped_not_run() {
         .depends_on(&pool)
         .register(logged(&log, "worker"))
         .unwrap();
-    let report = c.release(Selection::Task(worker)).await.unwrap();
+    let report = c.run_early(Selection::Task(worker)).await.unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(log.entries(), ["worker"]);
     assert!(pool.is_pending());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_category_selection_is_shutdown_category_and_a_shutdown_ends_releases() {
+async fn a_category_selection_runs_early_and_a_shutdown_ends_early_runs() {
     let c = Compactor::new();
     c.task("f")
         .category(Category::File)
         .register(|| async {})
         .unwrap();
     let report = c
-        .release(Selection::Category(Category::File))
+        .run_early(Selection::Category(Category::File))
         .await
         .unwrap();
     assert_eq!(report.reason(), &ShutdownReason::Category(Category::File));
@@ -137,7 +137,7 @@ async fn a_category_selection_is_shutdown_category_and_a_shutdown_ends_releases(
     c.register("late", || async {}).unwrap();
     let _ = c.shutdown().await;
     assert_eq!(
-        c.release(Selection::Names(vec!["late".into()]))
+        c.run_early(Selection::Names(vec!["late".into()]))
             .await
             .unwrap_err(),
         Error::ShuttingDown
