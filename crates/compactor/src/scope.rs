@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::signal::SignalExit;
 use crate::task::cleanup::{Cleanup, Start};
 use crate::{Compactor, Error, TaskBuilder};
 
@@ -47,18 +46,8 @@ impl TaskBuilder<'_> {
     ///
     /// As [`register`](Self::register).
     pub fn scope(self) -> Result<Compactor, Error> {
-        let parent = &self.compactor().inner;
-        // A scope is not behind a load balancer: no drain delay of its own.
-        let config = match parent.config.drain_delay.is_zero() {
-            true => parent.config.clone(),
-            false => Arc::new(crate::config::Config {
-                drain_delay: std::time::Duration::ZERO,
-                ..(*parent.config).clone()
-            }),
-        };
-        let registry = crate::registry::Registry::small();
-        let child = Compactor::from_parts(config, registry, false, SignalExit::Return, None);
-        let deadline = parent.config.deadline;
+        let child = self.compactor().new_scope();
+        let deadline = child.config().deadline;
         let builder = match self.has_timeout() {
             true => self,
             false => self.timeout(deadline),
@@ -68,7 +57,7 @@ impl TaskBuilder<'_> {
             child: child.clone(),
             name,
         }))?;
-        let _ = child.inner.scope.set(handle);
+        child.scoped_as(handle);
         Ok(child)
     }
 }

@@ -135,7 +135,7 @@ fn check(report: &ShutdownReport) {
 pub fn assert_plan_fits(compactor: &Compactor, grace: Duration) {
     let plan = compactor.plan();
     // Past the run, the process may take up to the exit grace to end.
-    let exit_grace = compactor.inner.config.exit_grace;
+    let exit_grace = compactor.config().exit_grace;
     let needs = plan.worst_case().saturating_add(exit_grace);
     if needs <= grace {
         return;

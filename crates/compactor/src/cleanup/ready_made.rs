@@ -264,7 +264,7 @@ pub fn child_process(child: tokio::process::Child, grace: Duration) -> ReadyMade
     let armed = Armed::default();
     let child = KillOnDrop::new(child, armed.clone());
     ReadyMade(Box::new(move |on: &Compactor| {
-        let signals: Vec<i32> = on.inner.config.signals.iter().map(|s| s.number()).collect();
+        let signals: Vec<i32> = on.config().signals.iter().map(|s| s.number()).collect();
         let cleanup = super::once(move || async move {
             let mut guard = child;
             let child = guard.0.as_mut().expect("held until dropped");

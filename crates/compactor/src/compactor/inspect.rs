@@ -33,10 +33,7 @@ impl Compactor {
     /// # }
     /// ```
     pub fn plan(&self) -> ShutdownPlan {
-        ShutdownPlan::new(
-            self.plan_of(self.inner.registry.snapshot()),
-            &self.inner.config,
-        )
+        ShutdownPlan::new(self.plan_of(self.inner.registry.snapshot()), self.config())
     }
 
     /// How far the shutdown has got: `None` before it begins, live while it
@@ -44,7 +41,7 @@ impl Compactor {
     /// so it answers even while every runtime worker is blocked; cheap
     /// enough to call every 100 ms.
     pub fn progress(&self) -> Option<Progress> {
-        let ctx = self.inner.current_run()?;
-        Some(Progress::of(ctx, self.inner.config.deadline))
+        let ctx = self.current_run()?;
+        Some(Progress::of(ctx, self.config().deadline))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 mod batch;
 mod early;
 mod inspect;
-mod outcome;
+mod published;
 mod register;
 mod service;
 mod shutdown;
@@ -20,7 +20,7 @@ pub use batch::TaskDef;
 pub use early::Selection;
 pub use register::TaskBuilder;
 
-pub(crate) use outcome::{AfterRun, Outcome, Waiting};
+pub(crate) use published::{AfterRun, Published, Waiting};
 pub(crate) use service::ServiceEnd;
 
 use crate::config::{Builder, Config};
@@ -69,7 +69,7 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 /// ```
 #[derive(Clone)]
 pub struct Compactor {
-    pub(crate) inner: Arc<Instance>,
+    inner: Arc<Instance>,
 }
 
 // As tokio's handles are: every panic in user code is contained where it
@@ -80,7 +80,7 @@ impl std::panic::UnwindSafe for Instance {}
 impl std::panic::RefUnwindSafe for Instance {}
 
 /// One instance's state, shared by every clone of its [`Compactor`].
-pub(crate) struct Instance {
+struct Instance {
     pub(crate) id: u64,
     pub(crate) config: Arc<Config>,
     pub(crate) registry: Arc<Registry>,
@@ -99,7 +99,7 @@ pub(crate) struct Instance {
     pub(super) started: AtomicBool,
     /// Where the run's report goes out; kept apart from the instance, which
     /// may be dropped as soon as callers have the report.
-    pub(crate) outcome: Outcome,
+    pub(crate) published: Published,
     /// Callers waiting for the report right now (see [`Waiting`]).
     pub(crate) waiters: AtomicUsize,
     /// Requests for the report so far, from cleanups that call `shutdown()`
@@ -147,20 +147,103 @@ pub(crate) struct Signals {
 }
 
 impl Instance {
-    /// The run under way or done, if any.
-    pub(crate) fn current_run(&self) -> Option<&Arc<RunContext>> {
-        self.run.get()
+    fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// An instance as the process layer holds it: without keeping it alive.
+#[derive(Clone)]
+pub(crate) struct WeakCompactor(Weak<Instance>);
+
+impl WeakCompactor {
+    /// The instance, if a handle on it is still alive.
+    pub(crate) fn upgrade(&self) -> Option<Compactor> {
+        self.0.upgrade().map(|inner| Compactor { inner })
     }
 
-    pub(crate) fn token(&self) -> &CancellationToken {
-        &self.token
+    /// Whether a handle on the instance is still alive.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+/// What the rest of the crate reads of an instance: the engine's state
+/// stays behind these.
+impl Compactor {
+    /// A handle that does not keep the instance alive.
+    pub(crate) fn downgrade(&self) -> WeakCompactor {
+        WeakCompactor(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether `other` is a handle on this same instance.
+    pub(crate) fn is(&self, other: &Compactor) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The instance's number, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// How the instance stands to the process's signals.
+    pub(crate) fn signals(&self) -> &Signals {
+        &self.inner.signals
+    }
+
+    /// Cancelled the moment shutdown begins.
+    pub(crate) fn begun(&self) -> &CancellationToken {
+        self.inner.token()
+    }
+
+    /// The token of what drains once the drain delay is over.
+    pub(crate) fn drain_token(&self) -> CancellationToken {
+        self.inner.drain.child_token()
+    }
+
+    /// The run under way or done, if any.
+    pub(crate) fn current_run(&self) -> Option<&Arc<RunContext>> {
+        self.inner.run.get()
+    }
+
+    /// Counts the caller as waiting for the report while this lives.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        Waiting::new(&self.inner)
+    }
+
+    /// A scope's instance: this one's settings, but no drain delay of its
+    /// own (a scope is not behind a load balancer), a registry sized for a
+    /// few tasks, and no signals.
+    pub(crate) fn new_scope(&self) -> Compactor {
+        let parent = &self.inner.config;
+        let config = match parent.drain_delay.is_zero() {
+            true => parent.clone(),
+            false => Arc::new(Config {
+                drain_delay: std::time::Duration::ZERO,
+                ..(**parent).clone()
+            }),
+        };
+        let registry = Registry::small();
+        Compactor::from_parts(config, registry, false, SignalExit::Return, None)
+    }
+
+    /// Makes this scope's instance the scope of task `handle` in its parent.
+    pub(crate) fn scoped_as(&self, handle: TaskHandle) {
+        let _ = self.inner.scope.set(handle);
     }
 
     /// The cleanups running right now, and what the first few waiting ones
     /// wait on: for the line a forced exit prints.
     pub(crate) fn still_running(&self) -> String {
-        self.run
-            .get()
+        self.current_run()
             .map_or_else(|| "none".to_owned(), |ctx| ctx.still_running())
     }
 }
@@ -256,7 +339,7 @@ impl Compactor {
                 services: Arc::default(),
                 events: Arc::new(OnceLock::new()),
                 started: AtomicBool::new(false),
-                outcome: Outcome::new(),
+                published: Published::new(),
                 waiters: AtomicUsize::new(0),
                 snapshots: Arc::new(Mailbox::new()),
                 run: OnceLock::new(),
@@ -280,14 +363,14 @@ impl Compactor {
     /// Whether the library ends the process once the run is over: after a
     /// signal-started run, as the exit policy says, when nobody waits.
     pub(crate) fn exits_after_run(&self) -> bool {
-        self.inner.outcome.after_run() == Some(AfterRun::Library)
+        self.inner.published.after_run() == Some(AfterRun::Library)
     }
 
     /// Where the outcome of the run is published: its report, and who ends
     /// the process after it (see [`Outcome::after_run`]). They outlive the
     /// instance, which may go as its report goes out.
-    pub(crate) fn outcome(&self) -> Outcome {
-        self.inner.outcome.clone()
+    pub(crate) fn published(&self) -> Published {
+        self.inner.published.clone()
     }
 
     /// Whether shutdown has begun.
@@ -362,7 +445,7 @@ impl Compactor {
                 return report;
             }
         }
-        let mut rx = self.inner.outcome.report.subscribe();
+        let mut rx = self.inner.published.report.subscribe();
         let report = rx
             .wait_for(Option::is_some)
             .await
@@ -372,7 +455,7 @@ impl Compactor {
 
     /// The final report, if the shutdown has finished.
     pub(crate) fn report(&self) -> Option<ShutdownReport> {
-        self.inner.outcome.report()
+        self.inner.published.report()
     }
 
     async fn snapshot(&self) -> Option<ShutdownReport> {

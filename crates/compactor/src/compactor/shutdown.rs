@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::Compactor;
-use super::outcome::publish;
+use super::published::publish;
 use crate::event::Event;
 use crate::priority::{Category, Priority};
 use crate::registry::{Drained, TaskNode};
@@ -163,7 +163,7 @@ impl Compactor {
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
                 self.inner.drain.cancel();
                 self.inner
-                    .outcome
+                    .published
                     .report
                     .send_replace(Some(self.stalled_report()));
                 return;

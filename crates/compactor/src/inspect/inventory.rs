@@ -157,16 +157,14 @@ impl Compactor {
     /// ```
     pub fn inventory(&self) -> Inventory {
         let mut inventory = Inventory::default();
-        self.inner
-            .registry
-            .for_each_pending(|name, category, scope| {
-                inventory.tasks += 1;
-                inventory.names.push(name.to_owned());
-                *inventory.by_category.entry(category.clone()).or_insert(0) += 1;
-                if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
-                    inventory.scopes.insert(name.to_owned(), scope.inventory());
-                }
-            });
+        self.registry().for_each_pending(|name, category, scope| {
+            inventory.tasks += 1;
+            inventory.names.push(name.to_owned());
+            *inventory.by_category.entry(category.clone()).or_insert(0) += 1;
+            if let Some(scope) = scope.as_ref().and_then(|s| s.downcast_ref::<Compactor>()) {
+                inventory.scopes.insert(name.to_owned(), scope.inventory());
+            }
+        });
         inventory
     }
 }

@@ -74,7 +74,7 @@ impl Edges {
 
 /// A task of the plan: its node, as drained from the registry, and where it
 /// runs.
-pub(crate) struct PlannedTask<N = Box<Node>> {
+pub(crate) struct Step<N = Box<Node>> {
     pub(crate) node: N,
     /// Its own priority raised to that of any task it must precede.
     pub(crate) effective: Priority,
@@ -82,7 +82,7 @@ pub(crate) struct PlannedTask<N = Box<Node>> {
     pub(crate) phase: u32,
 }
 
-impl<N: TaskNode> PlannedTask<N> {
+impl<N: TaskNode> Step<N> {
     pub(crate) fn spec(&self) -> &Spec {
         self.node.spec()
     }
@@ -94,7 +94,7 @@ pub(crate) struct Plan<N = Box<Node>> {
     /// The name of each task; apart, so the run can share them with other
     /// threads without copying.
     pub(crate) names: Vec<Arc<str>>,
-    pub(crate) tasks: Vec<PlannedTask<N>>,
+    pub(crate) tasks: Vec<Step<N>>,
     /// `precedes.of(t)`: the tasks `t` depends on, which start only after `t`.
     /// Shared with the run's progress, which reads what each task waits for.
     pub(crate) precedes: Arc<Edges>,
@@ -128,11 +128,11 @@ impl<N: TaskNode> Plan<N> {
         let mut warnings = Vec::new();
         let edges = resolve(&nodes, whole, &mut warnings);
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
-        let mut tasks: Vec<PlannedTask<N>> = nodes
+        let mut tasks: Vec<Step<N>> = nodes
             .into_iter()
             .map(|Drained { name, node, .. }| {
                 names.push(name);
-                PlannedTask {
+                Step {
                     effective: node.spec().priority,
                     node,
                     phase: 0,
@@ -253,7 +253,7 @@ fn resolve<N: TaskNode>(
 /// Raises each task's effective priority to that of the tasks it must
 /// precede (Kahn's order, dependencies first), breaking any cycle on the way.
 fn raise_priorities<N>(
-    tasks: &mut [PlannedTask<N>],
+    tasks: &mut [Step<N>],
     names: &[Arc<str>],
     precedes: &mut Edges,
     mut preceded_by: Edges,
@@ -314,7 +314,7 @@ fn distinct_descending(priorities: impl Iterator<Item = Priority>) -> Vec<Priori
 /// registration order within the phase (so "latest registered first" still
 /// compares indices). The runner then walks each phase through adjacent
 /// memory instead of striding across all tasks.
-fn phase_order<N>(tasks: &[PlannedTask<N>], phases: usize) -> Vec<u32> {
+fn phase_order<N>(tasks: &[Step<N>], phases: usize) -> Vec<u32> {
     // A counting sort: phases are few.
     let mut starts = vec![0u32; phases + 1];
     for t in tasks {
@@ -349,7 +349,7 @@ fn renumber(edges: &Edges, new_index: &[u32]) -> Edges {
 /// Moves `tasks[i]` and `names[i]` to position `new_index[i]`, in place:
 /// each swap puts one task where it belongs, following the permutation's
 /// cycles, so no second vector of either is allocated.
-fn permute<N>(tasks: &mut [PlannedTask<N>], names: &mut [Arc<str>], new_index: &[u32]) {
+fn permute<N>(tasks: &mut [Step<N>], names: &mut [Arc<str>], new_index: &[u32]) {
     let mut to = new_index.to_vec();
     for at in 0..to.len() {
         loop {

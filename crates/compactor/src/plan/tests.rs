@@ -199,10 +199,10 @@ fn effective_priorities_are_the_highest_among_the_tasks_each_must_precede() {
         edges.extend(deps.into_iter().map(|d| (t, d)));
     }
     let own = |i: u32| Priority::Custom((i as i32 * 37) % 11);
-    let mut tasks: Vec<PlannedTask> = nodes(&vec!["t"; n as usize], &[])
+    let mut tasks: Vec<Step> = nodes(&vec!["t"; n as usize], &[])
         .into_iter()
         .enumerate()
-        .map(|(i, d)| PlannedTask {
+        .map(|(i, d)| Step {
             effective: own(i as u32),
             node: d.node,
             phase: 0,

@@ -17,13 +17,13 @@
 //! every runtime worker is blocked by a cleanup. A run a signal starts goes
 //! on the library's own runtime, which a signal finds alive and idle.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use signal_hook::iterator::{Handle, Signals};
 
 use super::exit::end_process;
 use crate::Error;
-use crate::compactor::{Compactor, Instance};
+use crate::compactor::{Compactor, WeakCompactor};
 use crate::report::ShutdownReason;
 use crate::signal::Signal;
 
@@ -43,7 +43,7 @@ struct Listener {
 
 struct Entry {
     id: u64,
-    owner: Weak<Instance>,
+    owner: WeakCompactor,
     signals: Vec<i32>,
     /// Its progress signal (see `Builder::progress_signal`).
     progress: Option<i32>,
@@ -57,9 +57,14 @@ fn listener() -> MutexGuard<'static, Option<Listener>> {
     LISTENER.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Makes `inner` an instance that listens for its configured signals.
-pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
-    let numbers: Vec<i32> = inner.config.signals.iter().map(|s| s.number()).collect();
+/// Makes `compactor` an instance that listens for its configured signals.
+pub(crate) fn join(compactor: &Compactor) -> Result<(), Error> {
+    let numbers: Vec<i32> = compactor
+        .config()
+        .signals
+        .iter()
+        .map(|s| s.number())
+        .collect();
     let problem = |e: std::io::Error| Error::Signals {
         problem: e.to_string(),
     };
@@ -81,7 +86,7 @@ pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
         });
     }
     let listener = guard.as_mut().expect("set above");
-    let progress = inner.config.progress_signal.map(Signal::number);
+    let progress = compactor.config().progress_signal.map(Signal::number);
     if let Some(problem) = listener.conflict(&numbers, progress) {
         return Err(Error::Signals { problem });
     }
@@ -98,8 +103,8 @@ pub(crate) fn join(inner: &Arc<Instance>) -> Result<(), Error> {
         listener.registered.push(number);
     }
     listener.instances.push(Entry {
-        id: inner.id,
-        owner: Arc::downgrade(inner),
+        id: compactor.id(),
+        owner: compactor.downgrade(),
         signals: numbers,
         progress,
         seen: 0,
@@ -183,7 +188,7 @@ impl Listener {
     /// signal cannot listen beside the others: one number cannot both
     /// start a shutdown and only show progress.
     fn conflict(&self, shutdown: &[i32], progress: Option<i32>) -> Option<String> {
-        let alive = || self.instances.iter().filter(|e| e.owner.strong_count() > 0);
+        let alive = || self.instances.iter().filter(|e| e.owner.is_alive());
         if let Some(p) = progress {
             if alive().any(|e| e.signals.contains(&p)) {
                 return Some(format!(
@@ -208,16 +213,15 @@ impl Listener {
     /// watchdog takes the table's lock under its own, and an instance's last
     /// drop takes it to leave).
     fn begin_all(&mut self, signal: Signal) -> Vec<(Compactor, bool)> {
-        self.instances.retain(|e| e.owner.strong_count() > 0);
+        self.instances.retain(|e| e.owner.is_alive());
         let mut reached = Vec::new();
         for entry in &self.instances {
             if !entry.signals.contains(&signal.number()) {
                 continue;
             }
-            let Some(inner) = entry.owner.upgrade() else {
+            let Some(compactor) = entry.owner.upgrade() else {
                 continue;
             };
-            let compactor = Compactor { inner };
             // A panic (in a tracing layer, say) must not end the early start.
             let began = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 begin(&compactor, signal)
@@ -235,7 +239,7 @@ fn begin(compactor: &Compactor, signal: Signal) -> bool {
     if compactor.is_shutting_down() {
         return false;
     }
-    let config = &compactor.inner.config;
+    let config = &compactor.config();
     let again = match signal {
         Signal::Interrupt => "press Ctrl-C again".to_owned(),
         other => format!("send {other} again"),
@@ -273,19 +277,14 @@ fn arrived(signal: Signal) {
         let Some(listener) = guard.as_mut() else {
             return;
         };
-        listener.instances.retain(|e| e.owner.strong_count() > 0);
+        listener.instances.retain(|e| e.owner.is_alive());
         let reached: Vec<(Compactor, u32)> = listener
             .instances
             .iter_mut()
             .filter(|e| e.signals.contains(&signal.number()))
             .filter_map(|e| {
                 e.seen += 1;
-                Some((
-                    Compactor {
-                        inner: e.owner.upgrade()?,
-                    },
-                    e.seen,
-                ))
+                Some((e.owner.upgrade()?, e.seen))
             })
             .collect();
         let taken = listener.early > 0;
@@ -311,9 +310,7 @@ fn arrived(signal: Signal) {
         end_process(code, Some(why), None, std::time::Duration::ZERO);
     }
     for (compactor, seen) in reached {
-        let began = begun
-            .iter()
-            .any(|(b, began)| *began && Arc::ptr_eq(&b.inner, &compactor.inner));
+        let began = begun.iter().any(|(b, began)| *began && b.is(&compactor));
         if !began {
             act(&compactor, signal, seen);
         }
@@ -334,7 +331,7 @@ fn show_progress(signal: Signal) -> bool {
             .instances
             .iter()
             .filter(|e| e.progress == Some(number))
-            .filter_map(|e| e.owner.upgrade().map(|inner| Compactor { inner }))
+            .filter_map(|e| e.owner.upgrade())
             .collect();
         let shutdown = listener
             .instances
@@ -347,12 +344,11 @@ fn show_progress(signal: Signal) -> bool {
         // while, and a blocked stderr must not hold the signals.
         // Held weakly: behind a blocked stderr, the text must not keep the
         // instance alive (nor drop it, the last owner, on the writer).
-        let instance = Arc::downgrade(&compactor.inner);
+        let instance = compactor.downgrade();
         let text = move || {
-            let Some(inner) = instance.upgrade() else {
+            let Some(compactor) = instance.upgrade() else {
                 return format!("{signal}: the instance has gone");
             };
-            let compactor = Compactor { inner };
             match compactor.progress() {
                 Some(progress) => format!("{signal}: {progress:#}"),
                 None => format!("{signal}: {}", compactor.plan()),
@@ -366,7 +362,7 @@ fn show_progress(signal: Signal) -> bool {
 /// What a delivery does to an instance whose run it did not begin; `seen`:
 /// its deliveries so far, this one included.
 fn act(compactor: &Compactor, signal: Signal, seen: u32) {
-    let inner = &compactor.inner;
+    let config = compactor.config();
     let code = signal.exit_code();
     let first = seen == 1;
     if compactor.report().is_some() {
@@ -379,8 +375,8 @@ fn act(compactor: &Compactor, signal: Signal, seen: u32) {
         end_process(
             code,
             Some(why),
-            inner.config.before_exit.as_ref(),
-            inner.config.exit_grace,
+            config.before_exit.as_ref(),
+            config.exit_grace,
         );
     }
     if first {
@@ -394,17 +390,17 @@ fn act(compactor: &Compactor, signal: Signal, seen: u32) {
 
 /// Ends the process at once, naming the cleanups still running.
 pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
-    let inner = &compactor.inner;
+    let config = compactor.config();
     let code = signal.exit_code();
     let why = format!(
         "{signal} again during shutdown; exiting now with code {code}; still running: {}",
-        inner.still_running()
+        compactor.still_running()
     );
     end_process(
         code,
         Some(why),
-        inner.config.before_exit.as_ref(),
-        inner.config.exit_grace,
+        config.before_exit.as_ref(),
+        config.exit_grace,
     )
 }
 

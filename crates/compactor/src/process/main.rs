@@ -3,13 +3,12 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 
 use futures::FutureExt;
 
 use tokio::sync::oneshot;
 
-use crate::compactor::{Compactor, ServiceEnd, Waiting};
+use crate::compactor::{Compactor, ServiceEnd};
 use crate::priority::{Category, Priority};
 use crate::run::membership::inside_cleanup_of;
 use tokio_util::sync::CancellationToken;
@@ -23,14 +22,14 @@ use crate::task::cleanup::{CleanupResult, once_with_token};
 impl Compactor {
     /// Installs the panic hook of [`Builder::shutdown_on_panic`](crate::Builder::shutdown_on_panic).
     pub(crate) fn shutdown_on_panic(&self) {
-        let owner = Arc::downgrade(&self.inner);
+        let owner = self.downgrade();
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             previous(info);
             if crate::run::contain::containing() {
                 return;
             }
-            if let Some(inner) = owner.upgrade() {
+            if let Some(compactor) = owner.upgrade() {
                 let thread = std::thread::current();
                 let message = crate::run::contain::panic_message(info.payload());
                 let at = info
@@ -41,7 +40,7 @@ impl Compactor {
                     "thread '{}' panicked{at}: {message}",
                     thread.name().unwrap_or("<unnamed>")
                 );
-                Compactor { inner }.begin(ShutdownReason::Panic(reason));
+                compactor.begin(ShutdownReason::Panic(reason));
             }
         }));
     }
@@ -111,8 +110,8 @@ impl Compactor {
         F::Output: CleanupResult,
     {
         // The application ends the process (with the code returned here).
-        let _waiting = Waiting::new(&self.inner);
-        if self.inner.config.auto_listen != Some(false) {
+        let _waiting = self.waiting();
+        if self.config().auto_listen != Some(false) {
             if let Err(error) = self.listen_for_signals() {
                 tracing::warn!(%error, "running without signal handling");
             }
@@ -165,7 +164,7 @@ impl Compactor {
         };
         // A panicking service is a service that ended: the cleanup still
         // runs. (Its closure too: called here, inside the catch.)
-        let stop = self.inner.drain.child_token();
+        let stop = self.drain_token();
         let service = async move { service(stop).await };
         let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
         let end_of = |result| {
@@ -188,7 +187,7 @@ impl Compactor {
                     let _ = ended.send(end);
                 }
             }
-            () = self.inner.token().cancelled() => {}
+            () = self.begun().cancelled() => {}
         }
         // The service goes on while it drains: until it ends, or its drain
         // is cut off, or the report is in.
@@ -235,7 +234,7 @@ impl Compactor {
     /// [complete](ShutdownReport::is_complete) and says so in an error log;
     /// use `shutdown().await` there.
     pub fn shutdown_blocking(&self) -> ShutdownReport {
-        if !inside_cleanup_of(self.inner.id) {
+        if !inside_cleanup_of(self.id()) {
             if let Some(started) = self.start(ShutdownReason::Manual) {
                 self.drive(started, true);
             }
@@ -248,7 +247,6 @@ impl Compactor {
             Ok(_)
                 if self.report().is_none()
                     && self
-                        .inner
                         .current_run()
                         .is_some_and(|ctx| ctx.driven_by_this_thread()) =>
             {

@@ -35,7 +35,7 @@ pub(crate) static HOOKS: ProcessHooks = ProcessHooks {
 
 /// Makes the instance one that listens for its signals (once).
 fn listen(compactor: &Compactor) -> Result<(), Error> {
-    let signals = &compactor.inner.signals;
+    let signals = &compactor.signals();
     let _ = signals.hooks.set(&HOOKS);
     if signals.armed.swap(true, Ordering::AcqRel) {
         return Ok(());
@@ -65,7 +65,7 @@ fn leave(_instance: u64) {
 
 #[cfg(unix)]
 fn join(compactor: &Compactor) -> Result<(), Error> {
-    listener::join(&compactor.inner)
+    listener::join(compactor)
 }
 
 /// Ctrl-C through tokio where there are no Unix signals.
@@ -79,7 +79,7 @@ fn join(compactor: &Compactor) -> Result<(), Error> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Signals {
         problem: "listening for Ctrl-C needs a tokio runtime; call it from inside one".to_owned(),
     })?;
-    let owner = Arc::downgrade(&compactor.inner);
+    let owner = compactor.downgrade();
     runtime.spawn(async move {
         let mut received = 0u32;
         while tokio::signal::ctrl_c().await.is_ok() {
@@ -88,8 +88,8 @@ fn join(compactor: &Compactor) -> Result<(), Error> {
             received += 1;
             let code = Signal::Interrupt.exit_code();
             let (hook, grace) = (
-                compactor.inner.config.before_exit.as_ref(),
-                compactor.inner.config.exit_grace,
+                compactor.config().before_exit.as_ref(),
+                compactor.config().exit_grace,
             );
             if compactor.report().is_some() {
                 exit::end_process(code, None, hook, grace);

@@ -87,7 +87,7 @@ fn extension(left: Duration) -> String {
 /// Tells systemd the shutdown of `compactor` begins, and returns the
 /// ticker that keeps it informed; `None` outside systemd.
 pub(crate) fn run_begins(compactor: &Compactor, tasks: usize) -> Option<Ticker> {
-    let config = &compactor.inner.config;
+    let config = &compactor.config();
     let notifier = Notifier::from_env()?;
     let (deadline, grace) = (config.deadline, config.exit_grace);
     // Nothing finishes during the drain delay: the first extension covers it.

@@ -10,12 +10,12 @@
 //! - when the application took the exit over (it waited for the report) and
 //!   has not ended the process within the exit grace, with the report's code.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::exit::end_process;
-use crate::compactor::{AfterRun, Outcome};
-use crate::compactor::{Compactor, Instance};
+use crate::compactor::{AfterRun, Published};
+use crate::compactor::{Compactor, WeakCompactor};
 use crate::config::BeforeExit;
 use crate::signal::Signal;
 
@@ -24,10 +24,10 @@ const LOOK_EVERY: Duration = Duration::from_millis(20);
 
 /// A run being watched.
 struct Watched {
-    owner: Weak<Instance>,
+    owner: WeakCompactor,
     /// The run's report and who ends the process, which outlive the
     /// instance (it may go as its report goes out).
-    outcome: Outcome,
+    published: Published,
     signal: Signal,
     /// When the run must have finished (`None`: no limit).
     limit: Option<Instant>,
@@ -68,13 +68,13 @@ pub(crate) fn start() -> std::io::Result<()> {
 pub(crate) fn watch<'a>(compactors: impl IntoIterator<Item = &'a Compactor>, signal: Signal) {
     let mut list = watched();
     for compactor in compactors {
-        let config = &compactor.inner.config;
+        let config = compactor.config();
         let limit = Instant::now()
             .checked_add(config.deadline)
             .and_then(|end| end.checked_add(config.exit_grace));
         list.push(Watched {
-            owner: std::sync::Arc::downgrade(&compactor.inner),
-            outcome: compactor.outcome(),
+            owner: compactor.downgrade(),
+            published: compactor.published(),
             signal,
             limit,
             grace: config.exit_grace,
@@ -132,7 +132,7 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
     if watched.after.is_some() {
         return true;
     }
-    match (watched.outcome.report(), watched.outcome.after_run()) {
+    match (watched.published.report(), watched.published.after_run()) {
         (Some(_), Some(AfterRun::Nobody)) => return false,
         (Some(report), Some(AfterRun::Library)) => {
             watched.after = Some(After::Library(report.exit_code()));
@@ -147,9 +147,9 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
             let (signal, grace) = (watched.signal, watched.grace);
             let code = signal.exit_code();
             let (deadline, running) = match watched.owner.upgrade() {
-                Some(inner) => (
-                    format!("{:?}", inner.config.deadline),
-                    inner.still_running(),
+                Some(compactor) => (
+                    format!("{:?}", compactor.config().deadline),
+                    compactor.still_running(),
                 ),
                 None => ("?".to_owned(), "none".to_owned()),
             };

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 use dashmap::SharedValue;
 
 use super::names::HashedName;
-use super::node::{Drained, Node, Slot};
+use super::node::{Drained, Node, Stored};
 use super::{NewTask, Refused, Registry, TaskHandle};
 use crate::error::Error;
 
@@ -76,13 +76,13 @@ impl Registry {
         refused: &mut Vec<Box<Node>>,
     ) -> Result<Vec<TaskHandle>, Error> {
         let shards = self.tasks.shards();
-        let mut per_shard: Vec<Vec<(HashedName, Slot)>> =
+        let mut per_shard: Vec<Vec<(HashedName, Stored)>> =
             shards.iter().map(|_| Vec::new()).collect();
         let mut handles = Vec::with_capacity(items.size_hint().0);
         let mut weak = 0;
         for (task, id) in items {
             weak += usize::from(task.weak);
-            let slot = Slot {
+            let slot = Stored {
                 id: id.get(),
                 node: Some(task.node),
             };

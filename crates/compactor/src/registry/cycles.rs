@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard, PoisonError};
 
 use super::Registry;
-use super::node::{Node, Slot};
+use super::node::{Node, Stored};
 use crate::task::Dep;
 
 /// How many tasks the cycle search of one registration visits at most.
@@ -79,7 +79,7 @@ impl Registry {
                 return None;
             }
             let next: Vec<Dep> = match self.tasks.get(&*current).as_deref() {
-                Some(Slot {
+                Some(Stored {
                     node: Some(node), ..
                 }) => node.deps.to_vec(),
                 _ => continue,

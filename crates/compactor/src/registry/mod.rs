@@ -28,7 +28,7 @@ mod node;
 mod take;
 
 pub use handle::TaskHandle;
-use node::Slot;
+use node::Stored;
 pub(crate) use node::{Drained, Node, NodeCopy, TaskNode};
 
 use crate::error::Error;
@@ -38,7 +38,7 @@ use crate::task::{Dep, Spec};
 use names::{HashedName, NameHash};
 
 pub(crate) struct Registry {
-    tasks: DashMap<HashedName, Slot, NameHash>,
+    tasks: DashMap<HashedName, Stored, NameHash>,
     closed: AtomicBool,
     next_id: AtomicU64,
     /// How many names are referenced by name-dependencies of pending tasks.
@@ -103,7 +103,7 @@ impl Registry {
         Registry::with_tasks(DashMap::with_hasher_and_shard_amount(NameHash::random(), 2))
     }
 
-    fn with_tasks(tasks: DashMap<HashedName, Slot, NameHash>) -> Self {
+    fn with_tasks(tasks: DashMap<HashedName, Stored, NameHash>) -> Self {
         Registry {
             tasks,
             closed: AtomicBool::new(false),
@@ -229,7 +229,7 @@ impl Registry {
                 if self.closed.load(Ordering::SeqCst) {
                     return Err((Error::ShuttingDown, node));
                 }
-                e.insert(Slot {
+                e.insert(Stored {
                     id: id.get(),
                     node: Some(node),
                 });
@@ -262,7 +262,7 @@ impl Registry {
         });
         let Some((
             _,
-            Slot {
+            Stored {
                 node: Some(node), ..
             },
         )) = removed

@@ -132,15 +132,15 @@ impl Node {
 /// sparse after it grows, and empty entries then cost little); its id sits
 /// beside it, so the drain puts tasks in registration order without
 /// reaching into every node.
-pub(super) struct Slot {
+pub(super) struct Stored {
     pub(super) id: u64,
     /// `None` only transiently, while [`Registry::take_where`](super::Registry::take_where) takes it out.
     pub(super) node: Option<Box<Node>>,
 }
 
 /// A table entry as drained: `None` for a slot being taken out.
-pub(super) fn drained((name, slot): (HashedName, SharedValue<Slot>)) -> Option<Drained> {
-    let Slot { id, node } = slot.into_inner();
+pub(super) fn drained((name, slot): (HashedName, SharedValue<Stored>)) -> Option<Drained> {
+    let Stored { id, node } = slot.into_inner();
     node.map(|node| Drained {
         id,
         name: name.into_name(),

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError};
 
 use super::Registry;
 use super::names::HashedName;
-use super::node::{CopiedDeps, Drained, Node, NodeCopy, Slot, drained};
+use super::node::{CopiedDeps, Drained, Node, NodeCopy, Stored, drained};
 use crate::task::Dep;
 
 impl Registry {
@@ -90,7 +90,7 @@ impl Registry {
         let mut shard_entries = Vec::new();
         let mut shard = None;
         let copy =
-            |entries: &mut Vec<dashmap::mapref::multiple::RefMulti<'_, HashedName, Slot>>,
+            |entries: &mut Vec<dashmap::mapref::multiple::RefMulti<'_, HashedName, Stored>>,
              copies: &mut Vec<Drained<NodeCopy>>| {
                 entries.sort_unstable_by_key(|e| e.value().id);
                 // Reached first (the name's count and the node's

@@ -112,7 +112,7 @@ impl Attempt {
     /// only once this one's future is gone (dropped, if it was stopped).
     async fn run_async(mut self) {
         let held = self.ctx.slots.take(self.index).await;
-        let cell = &self.ctx.progress[self.index as usize].lane;
+        let cell = &self.ctx.headway[self.index as usize].lane;
         if !cell.begin(self.number) {
             self.ctx.slots.put_back(self.index, held);
             return self.send(End::Lost("stopped before it began"), None);
@@ -201,7 +201,7 @@ impl Attempt {
     /// the cleanup while the runner moved on (a timeout, the deadline) does
     /// not call it.
     fn is_current(&self) -> bool {
-        let progress = &self.ctx.progress[self.index as usize];
+        let progress = &self.ctx.headway[self.index as usize];
         progress.attempts.load(Ordering::Acquire) == self.number
             && !progress.finished.load(Ordering::Acquire)
             && !self.ctx.is_stopped()

@@ -27,7 +27,7 @@ impl Runner {
         at: Instant,
     ) {
         let index = i as u32;
-        let attempts = self.ctx.progress[i].attempts.load(Ordering::Relaxed);
+        let attempts = self.ctx.headway[i].attempts.load(Ordering::Relaxed);
         let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
         let elapsed = self.books.record.end(index, outcome.clone(), attempts, at);
         self.books.record.interrupted(index, how, leaked);
@@ -66,7 +66,7 @@ impl Runner {
         };
         let task = &mut self.tasks[i];
         let span = std::mem::replace(&mut task.span, tracing::Span::none());
-        self.ctx.progress[i].finished.store(true, Ordering::Release);
+        self.ctx.headway[i].finished.store(true, Ordering::Release);
         self.finished += 1;
         self.phases[self.plan.tasks[i].phase as usize].unfinished -= 1;
         for d in self.plan.precedes.of(index) {

@@ -180,7 +180,7 @@ impl Lane {
     /// its turn, which a lane would only delay).
     pub(super) fn send_alone(attempt: Attempt) {
         let (ctx, number) = (attempt.ctx.clone(), attempt.number);
-        let cell = &ctx.progress[attempt.index as usize].lane;
+        let cell = &ctx.headway[attempt.index as usize].lane;
         let stopped = cell.go_on(number, attempt, Attempt::spawn_async);
         drop(stopped);
     }
@@ -227,7 +227,7 @@ impl Lane {
             return false;
         };
         let (index, number) = (attempt.index, attempt.number);
-        let cell = &self.ctx.progress[index as usize].lane;
+        let cell = &self.ctx.headway[index as usize].lane;
         let Some(held) = self.ctx.slots.try_take(index) else {
             // A stopped attempt still has the cleanup out: this one waits
             // for it on a task of its own.
@@ -345,7 +345,7 @@ impl Runner {
     /// holds it, so the rest of its queue gets a fresh task. Returns whether
     /// the lane had begun it.
     pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
-        let begun = self.ctx.progress[i].lane.stop(attempt);
+        let begun = self.ctx.headway[i].lane.stop(attempt);
         if let Some(lane) = lane {
             if lane.current() == key(i as u32, attempt) && lane.has_queue() {
                 lane.spawn(self.ctx.chain.clone());

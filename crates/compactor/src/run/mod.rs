@@ -102,7 +102,7 @@ pub(crate) struct RunContext {
     /// Set as `stop` fires.
     stopped: AtomicBool,
     /// Per task, read from other threads.
-    pub(crate) progress: Box<[Progress]>,
+    pub(crate) headway: Box<[Headway]>,
     /// Per task, its cleanup between its attempts.
     pub(crate) slots: slot::Slots,
     pub(crate) names: Arc<[Arc<str>]>,
@@ -143,7 +143,7 @@ pub(crate) type Killed = (u32, Option<u32>, Option<std::process::ExitStatus>);
 
 /// How far a task has got.
 #[derive(Default)]
-pub(crate) struct Progress {
+pub(crate) struct Headway {
     /// Attempts begun so far.
     pub(crate) attempts: AtomicU32,
     pub(crate) finished: AtomicBool,
@@ -174,7 +174,7 @@ impl RunContext {
             },
             stop: CancellationToken::new(),
             stopped: AtomicBool::new(false),
-            progress: names.iter().map(|_| Progress::default()).collect(),
+            headway: names.iter().map(|_| Headway::default()).collect(),
             slots: slot::Slots::new(names.len()),
             names,
             layout: Layout::of(plan),

@@ -90,7 +90,7 @@ impl Standing {
 impl RunContext {
     /// Where task `i` stands at `now`.
     pub(crate) fn standing(&self, i: u32, now: Instant) -> Standing {
-        let p = &self.progress[i as usize];
+        let p = &self.headway[i as usize];
         if p.finished.load(Ordering::Acquire) {
             return Standing::Finished;
         }
@@ -111,7 +111,7 @@ impl RunContext {
     /// Notes that attempt `number` of task `i` begins at `at`, or, with
     /// `backing_off`, that the task waits out its backoff after it.
     pub(crate) fn note_attempt(&self, i: usize, number: u32, at: Instant, backing_off: bool) {
-        let p = &self.progress[i];
+        let p = &self.headway[i];
         if backing_off {
             p.backing_off.store(true, Ordering::Release);
             return;

@@ -310,7 +310,7 @@ impl Runner {
             policy: self.books.head.policy,
         };
         let attempts = |i: u32| {
-            self.ctx.progress[i as usize]
+            self.ctx.headway[i as usize]
                 .attempts
                 .load(Ordering::Relaxed)
         };

@@ -114,7 +114,7 @@ impl Runner {
             }
             End::Released => {
                 // The closure was not called this time.
-                let attempts = &self.ctx.progress[i].attempts;
+                let attempts = &self.ctx.headway[i].attempts;
                 attempts.store(ended.attempt - 1, Ordering::Relaxed);
                 self.finish(i, Outcome::Released, None, None, ended.at);
             }
@@ -207,7 +207,7 @@ impl Runner {
                 self.stopped.attempts.insert((i as u32, attempt));
                 if !begun {
                     // Never called: not an attempt the report may count.
-                    let attempts = &self.ctx.progress[i].attempts;
+                    let attempts = &self.ctx.headway[i].attempts;
                     attempts.store(attempt - 1, Ordering::Relaxed);
                 }
                 Interruption::Dropped

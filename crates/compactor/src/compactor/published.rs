@@ -1,4 +1,4 @@
-//! A run's outcome as it goes out: the report to every waiter, and, after a
+//! A run as it is published: the report to every waiter, and, after a
 //! signal-started run, the record of who ends the process (which the
 //! process layer acts on). Apart from the instance, which may go as its
 //! report goes out.
@@ -16,7 +16,7 @@ use crate::signal::SignalExit;
 
 /// The end of the whole shutdown: after a signal-started run, who ends the
 /// process, recorded once; then the report out to every waiter.
-pub(crate) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: ShutdownReport) {
+pub(super) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: ShutdownReport) {
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     tracing::Span::current().record("clean", report.is_clean());
     if let Some(task) = instance.scope.get() {
@@ -32,11 +32,11 @@ pub(crate) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: Shutdow
             _ => AfterRun::Application,
         };
         instance
-            .outcome
+            .published
             .after_run
             .store(decision as u8, Ordering::Release);
     }
-    let outcome = instance.outcome.clone();
+    let outcome = instance.published.clone();
     let hooks = instance.signals.hooks.get().copied();
     // The instance may go as soon as callers have the report.
     drop(instance);
@@ -65,14 +65,14 @@ pub(crate) enum AfterRun {
 
 /// A run's published outcome, held apart from the instance.
 #[derive(Clone)]
-pub(crate) struct Outcome {
+pub(crate) struct Published {
     pub(crate) report: Arc<watch::Sender<Option<ShutdownReport>>>,
     after_run: Arc<AtomicU8>,
 }
 
-impl Outcome {
-    pub(crate) fn new() -> Outcome {
-        Outcome {
+impl Published {
+    pub(crate) fn new() -> Published {
+        Published {
             report: Arc::new(watch::Sender::new(None)),
             after_run: Arc::new(AtomicU8::new(0)),
         }
@@ -98,7 +98,7 @@ impl Outcome {
 pub(crate) struct Waiting<'a>(&'a Instance);
 
 impl<'a> Waiting<'a> {
-    pub(crate) fn new(instance: &'a Instance) -> Waiting<'a> {
+    pub(super) fn new(instance: &'a Instance) -> Waiting<'a> {
         instance.waiters.fetch_add(1, Ordering::AcqRel);
         Waiting(instance)
     }
