@@ -99,7 +99,8 @@ impl Config {
 /// and whenever tasks have finished since the last one (never past the
 /// deadline + the exit grace), so a `TimeoutStopSec=` shorter than the
 /// deadline does not kill a shutdown that is getting somewhere. Over the
-/// datagram socket directly, abstract namespace included; no libsystemd.///
+/// datagram socket directly, abstract namespace included; no libsystemd.
+///
 /// # Examples
 ///
 /// ```

@@ -292,6 +292,64 @@ async fn a_secret_is_wiped() {
     assert_eq!(report.tasks()[0].category(), &Category::Memory);
 }
 
+#[tokio::test]
+async fn a_join_set_or_a_thread_with_retries_is_refused_not_reported_clean() {
+    // One-shot: a retry would find the set or thread gone and report a
+    // failure as a success.
+    let c = Compactor::new();
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(async {});
+    let set = c
+        .task("set")
+        .retries(1)
+        .register(join_set(set, Duration::from_secs(1)));
+    assert_eq!(
+        set.unwrap_err(),
+        Error::RetriesNeedRepeatable { task: "set".into() }
+    );
+    let worker = std::thread::spawn(|| ());
+    let joined = c.task("thread").retries(1).register(thread(worker));
+    assert_eq!(
+        joined.unwrap_err(),
+        Error::RetriesNeedRepeatable {
+            task: "thread".into()
+        }
+    );
+    assert!(c.shutdown().await.tasks().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_set_leaves_its_tasks_running() {
+    let c = Compactor::new();
+    c.register("dup", || async {}).unwrap();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let mut set = tokio::task::JoinSet::new();
+    let flag = finished.clone();
+    set.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        flag.store(1, Ordering::SeqCst);
+    });
+    assert!(matches!(
+        c.register("dup", join_set(set, Duration::from_secs(1))),
+        Err(Error::DuplicateName(_))
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "detached, not aborted");
+    // An accepted one whose cleanup never runs aborts them.
+    let mut set = tokio::task::JoinSet::new();
+    let flag = finished.clone();
+    set.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        flag.store(2, Ordering::SeqCst);
+    });
+    let handle = c
+        .register("set", join_set(set, Duration::from_secs(1)))
+        .unwrap();
+    assert!(handle.unregister());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "aborted with its task");
+}
+
 #[cfg(unix)]
 mod child_process {
     use super::*;

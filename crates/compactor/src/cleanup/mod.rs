@@ -132,10 +132,13 @@ pub fn once<F>(cleanup: F) -> Once<F> {
 }
 
 /// A cleanup handed a [`CancellationToken`] for each attempt, cancelled
-/// when the attempt's timeout or the deadline passes. One that stops soon
-/// after (within the instance's
-/// [`cancel_grace`](crate::Builder::cancel_grace)) is reported as stopped
-/// in time; one that does not is dropped, or, if synchronous, abandoned.
+/// when the attempt's timeout passes. One that stops soon after (within
+/// the instance's [`cancel_grace`](crate::Builder::cancel_grace)) is
+/// reported as stopped in time; one that does not is dropped, or, if
+/// synchronous, abandoned. At the deadline (or the end of a phase's
+/// budget) the token is cancelled too, but there is no grace: the report
+/// is due, so the cleanup is dropped or abandoned at once, as every
+/// running one.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -172,12 +175,24 @@ pub fn blocking<F>(cleanup: F) -> Blocking<F> {
     Blocking(cleanup)
 }
 
-/// What tells the kinds of cleanup apart, and what a registration takes
-/// from one: not for use outside the crate.
-pub(crate) mod kind {
+/// The kinds of cleanup, which tell [`IntoCleanup`]'s impls apart. Name
+/// one to return a cleanup from a function:
+///
+/// ```
+/// use compactor::cleanup::{IntoCleanup, kind, once};
+///
+/// fn close(pool: Vec<u8>) -> impl IntoCleanup<kind::AsyncOnce> {
+///     once(move || async move { drop(pool) })
+/// }
+/// # let c = compactor::Compactor::new();
+/// # c.register("pool", close(Vec::new())).unwrap();
+/// ```
+pub mod kind {
+
     use super::*;
 
     /// A cleanup as a task holds it, with what its registration needs.
+    #[doc(hidden)]
     pub struct Prepared {
         pub(crate) cleanup: BoxCleanup,
         /// Whether it can be called again (for a retry).
@@ -201,28 +216,38 @@ pub(crate) mod kind {
     }
 
     /// An async `FnMut`.
-    pub struct Async;
+    #[derive(Debug)]
+    pub enum Async {}
     /// An async `FnOnce`.
-    pub struct AsyncOnce;
+    #[derive(Debug)]
+    pub enum AsyncOnce {}
     /// An async `FnMut` handed its token.
-    pub struct AsyncToken;
+    #[derive(Debug)]
+    pub enum AsyncToken {}
     /// An async `FnOnce` handed its token.
-    pub struct AsyncOnceToken;
+    #[derive(Debug)]
+    pub enum AsyncOnceToken {}
     /// A synchronous `FnMut`.
-    pub struct Sync;
+    #[derive(Debug)]
+    pub enum Sync {}
     /// A synchronous `FnOnce`.
-    pub struct SyncOnce;
+    #[derive(Debug)]
+    pub enum SyncOnce {}
     /// A synchronous `FnMut` handed its token.
-    pub struct SyncToken;
+    #[derive(Debug)]
+    pub enum SyncToken {}
     /// A synchronous `FnOnce` handed its token.
-    pub struct SyncOnceToken;
+    #[derive(Debug)]
+    pub enum SyncOnceToken {}
     /// A ready-made cleanup.
-    pub struct Ready;
+    #[derive(Debug)]
+    pub enum Ready {}
 
     /// What a weak registration's closure returns: a future, or (for a
     /// synchronous one) what a cleanup returns.
     pub trait WeakOutput<M>: Sized {
         /// The cleanup that holds `value` weakly and calls `f` with it.
+        #[doc(hidden)]
         fn weak<T, F>(value: std::sync::Weak<T>, f: F) -> Prepared
         where
             T: Send + std::marker::Sync + 'static,

@@ -30,16 +30,6 @@ fn join_failure(error: JoinError) -> String {
     }
 }
 
-/// Holds a resource a cleanup consumes, so retries find it gone rather than
-/// calling twice.
-fn held<T>(value: T) -> Arc<Mutex<Option<T>>> {
-    Arc::new(Mutex::new(Some(value)))
-}
-
-fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
-}
-
 /// Set once a registration was accepted: from then on, the resource's
 /// guard stops it if the cleanup lets go of it unfinished (cut off by its
 /// timeout or the deadline, never run, unregistered). A refused
@@ -137,48 +127,62 @@ pub fn join_handle<T: CleanupResult>(handle: JoinHandle<T>, grace: Duration) -> 
 
 /// A `JoinSet`: waits up to `grace` for all its tasks, then aborts the
 /// rest. Fails naming how many were aborted or panicked. A `grace` of
-/// `Duration::MAX` waits for as long as the cleanup's timeout allows.
-/// Category [`Category::Task`].
+/// `Duration::MAX` waits for as long as the cleanup's timeout allows. If the
+/// cleanup is cut off or never runs, the set's tasks are aborted; a refused
+/// registration detaches them, running as they were. Category
+/// [`Category::Task`]; one-shot.
 pub fn join_set<T: Send + 'static>(set: JoinSet<T>, grace: Duration) -> ReadyMade {
-    let slot = held(set);
-    let cleanup = move || {
-        let set = take(&slot);
-        async move {
-            let Some(mut set) = set else { return Ok(()) };
-            let mut panicked = 0;
-            let drained = tokio::time::timeout(grace, async {
-                while let Some(result) = set.join_next().await {
-                    panicked += usize::from(result.is_err_and(|e| e.is_panic()));
-                }
-            })
-            .await;
-            let aborted = set.len();
-            set.shutdown().await;
-            match (drained.is_ok(), panicked) {
-                (true, 0) => Ok(()),
-                _ => Err(format!(
-                    "{aborted} task(s) aborted after {grace:?}, {panicked} panicked"
-                )),
+    let armed = Armed::default();
+    let held = AbortSetOnDrop(Some(set), armed.clone());
+    let cleanup = super::once(move || async move {
+        let mut held = held;
+        let set = held.0.as_mut().expect("held until dropped");
+        let mut panicked = 0;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(result) = set.join_next().await {
+                panicked += usize::from(result.is_err_and(|e| e.is_panic()));
+            }
+        })
+        .await;
+        let aborted = set.len();
+        set.shutdown().await;
+        match (drained.is_ok(), panicked) {
+            (true, 0) => Ok(()),
+            _ => Err(format!(
+                "{aborted} task(s) aborted after {grace:?}, {panicked} panicked"
+            )),
+        }
+    });
+    ReadyMade::new(Category::Task, Some(armed), cleanup)
+}
+
+/// A `JoinSet`, whose tasks are aborted if this is dropped armed (the
+/// cleanup cut off or never run), and detached, left running, if it is
+/// dropped unarmed (a refused registration).
+struct AbortSetOnDrop<T: 'static>(Option<JoinSet<T>>, Armed);
+
+impl<T: 'static> Drop for AbortSetOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(mut set) = self.0.take() {
+            if !self.1.load(Ordering::Acquire) {
+                set.detach_all();
             }
         }
-    };
-    ReadyMade::new(Category::Task, None, cleanup)
+    }
 }
 
 /// A thread: joined on a blocking thread, within the task's timeout (past
 /// it, the thread is abandoned, as any blocking cleanup). Fails if the
-/// thread panicked. Category [`Category::Task`].
+/// thread panicked. Category [`Category::Task`]; one-shot.
 pub fn thread<T: Send + 'static>(handle: std::thread::JoinHandle<T>) -> ReadyMade {
-    let slot = held(handle);
-    let cleanup = super::blocking(move || match take(&slot) {
-        Some(handle) => handle.join().map(drop).map_err(|payload| {
+    let cleanup = super::blocking(super::once(move || {
+        handle.join().map(drop).map_err(|payload| {
             format!(
                 "the thread panicked: {}",
                 crate::run::contain::panic_message(&*payload)
             )
-        }),
-        None => Ok(()),
-    });
+        })
+    }));
     ReadyMade::new(Category::Task, None, cleanup)
 }
 

@@ -36,29 +36,27 @@ impl TaskBuilder<'_> {
             category,
             armed,
         } = cleanup.into_cleanup(self.compactor());
-        let refused = match repeatable {
-            true => None,
-            false => self.refuse_retries().err(),
-        };
         let builder = match category {
             Some(category) if !self.has_category() => self.category(category),
             _ => self,
         };
-        let mut def = builder.defined(cleanup);
+        let mut def = builder.defined(cleanup, repeatable);
         def.armed = armed;
-        if let Some(error) = refused {
-            def.defined = Err(error);
-        }
         def
     }
 
-    fn defined(self, cleanup: BoxCleanup) -> TaskDef {
+    /// The definition, or its refusal (the cleanup dropped, a panic in
+    /// its `Drop` contained, as a refused registration drops it).
+    fn defined(self, cleanup: BoxCleanup, repeatable: bool) -> TaskDef {
         let registry = &self.compactor().inner.registry;
+        let weak = Arc::downgrade(registry);
+        let defined = match self.checked(repeatable) {
+            Ok((name, spec, deps)) => Ok(registry.new_task(name, spec, deps, cleanup)),
+            Err(error) => Err(dropped_refused(error, [cleanup])),
+        };
         TaskDef {
-            defined: self
-                .checked()
-                .map(|(name, spec, deps)| registry.new_task(name, spec, deps, cleanup)),
-            registry: Arc::downgrade(registry),
+            defined,
+            registry: weak,
             armed: None,
         }
     }

@@ -176,10 +176,8 @@ impl<'a> TaskBuilder<'a> {
             category,
             armed,
         } = cleanup.into_cleanup(self.compactor);
-        if !repeatable {
-            if let Err(error) = self.refuse_retries() {
-                return Err(dropped_refused(error, [cleanup]));
-            }
+        if let Err(error) = self.refusal(repeatable) {
+            return Err(dropped_refused(error, [cleanup]));
         }
         let builder = match category {
             Some(category) if !self.has_category() => self.category(category),
@@ -283,14 +281,26 @@ impl<'a> TaskBuilder<'a> {
     }
 
     /// The task as the registry takes it, or why it is refused.
-    pub(super) fn checked(self) -> Result<(Arc<str>, Spec, Vec<Dep>), Error> {
+    pub(super) fn checked(self, repeatable: bool) -> Result<(Arc<str>, Spec, Vec<Dep>), Error> {
+        self.refusal(repeatable)?;
+        Ok((self.name, self.spec, self.deps))
+    }
+
+    /// Why the task would be refused, if it would: the instance's own
+    /// refusals first (shutting down, a refused setting), then the task's
+    /// (its name, a zero timeout, retries for a cleanup that cannot be
+    /// called again).
+    pub(super) fn refusal(&self, repeatable: bool) -> Result<(), Error> {
         self.check(false)?;
         if self.spec.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::ZeroTimeout {
                 task: self.name.to_string(),
             });
         }
-        Ok((self.name, self.spec, self.deps))
+        match repeatable {
+            true => Ok(()),
+            false => self.refuse_retries(),
+        }
     }
 
     fn finish_checked(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {

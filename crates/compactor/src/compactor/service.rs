@@ -186,7 +186,7 @@ impl TaskBuilder<'_> {
             true => self,
             false => self.category(Category::Task),
         };
-        builder.refuse_retries()?;
+        builder.refusal(false)?;
         let handle = builder.finish(once_with_token(
             move |out_of_time: CancellationToken| async move {
                 let mut running = running;

@@ -158,8 +158,12 @@ impl Compactor {
                 return self.wait().await;
             }
             Err(error) => {
-                tracing::error!(%error, "the service's drain could not be registered; it is dropped when the report is in");
-                (None, None, None)
+                // Not started: a service whose drain the shutdown would not
+                // wait for could run behind the report. The run says why.
+                tracing::error!(%error, "the service is not started");
+                let why = format!("the service was not started: {error}");
+                self.begin(ShutdownReason::ServiceFailed(why));
+                return self.wait().await;
             }
         };
         // A panicking service is a service that ended: the cleanup still

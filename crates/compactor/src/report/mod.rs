@@ -117,11 +117,16 @@ struct ReportData {
 pub struct ShutdownReport(Arc<ReportData>);
 
 /// The process exits with [`ShutdownReport::exit_code`]; a report that is
-/// not [clean](ShutdownReport::is_clean) is written to stderr first, as
-/// `main`'s `Err` is, so the reason of the exit code is never lost.
+/// not [clean](ShutdownReport::is_clean), or whose run a failure started
+/// (a failed service, a panic), is written to stderr first, as `main`'s
+/// `Err` is, so the reason of the exit code is never lost.
 impl std::process::Termination for ShutdownReport {
     fn report(self) -> std::process::ExitCode {
-        if !self.is_clean() {
+        let failure = matches!(
+            self.reason(),
+            ShutdownReason::ServiceFailed(_) | ShutdownReason::Panic(_)
+        );
+        if !self.is_clean() || failure {
             eprintln!("{self}");
         }
         std::process::ExitCode::from(self.exit_code())

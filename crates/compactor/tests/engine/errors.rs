@@ -212,6 +212,70 @@ fn invalid_settings_are_named() {
     assert!(c.inventory().tasks() == 0);
 }
 
+/// A cleanup whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a cleanup's Drop panicked");
+    }
+}
+
+fn dropping_panics() -> impl compactor::cleanup::IntoCleanup<compactor::cleanup::kind::AsyncOnce> {
+    let held = PanicsOnDrop;
+    compactor::cleanup::once(move || async move { drop(held) })
+}
+
+#[tokio::test]
+async fn a_refused_definition_drops_its_cleanup_without_the_panic_reaching_the_caller() {
+    let bad = Compactor::builder().deadline(Duration::ZERO).build();
+    let c = Compactor::new();
+    c.register("taken", || async {}).unwrap();
+    let defs = [
+        c.task("zero")
+            .timeout(Duration::ZERO)
+            .define(dropping_panics()),
+        c.task("retried").retries(1).define(dropping_panics()),
+        c.task(" ").define(dropping_panics()),
+        bad.task("bad").define(dropping_panics()),
+    ];
+    for def in defs {
+        assert!(c.register_batch([def]).is_err());
+    }
+    let _ = c.shutdown().await;
+    let late = c.task("late").define(dropping_panics());
+    assert_eq!(c.register_batch([late]).unwrap_err(), Error::ShuttingDown);
+}
+
+#[tokio::test]
+async fn a_refused_setting_comes_before_the_tasks_own_refusals() {
+    let c = Compactor::builder().deadline(Duration::ZERO).build();
+    let refused = c
+        .task("once")
+        .retries(1)
+        .register(compactor::cleanup::once(|| async {}));
+    assert!(
+        matches!(&refused, Err(Error::InvalidConfig { option, .. }) if *option == "deadline"),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn main_on_an_instance_with_a_refused_setting_runs_nothing_and_exits_1() {
+    let c = Compactor::builder().deadline(Duration::ZERO).build();
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let report = c
+        .run_until_shutdown(|_stop| async move { flag.store(true, Ordering::SeqCst) })
+        .await;
+    assert!(!ran.load(Ordering::SeqCst), "the service ran");
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let compactor::report::ShutdownReason::ServiceFailed(why) = report.reason() else {
+        panic!("{report}");
+    };
+    assert!(why.contains("deadline"), "{why}");
+}
+
 #[tokio::test]
 async fn shutdown_from_inside_a_cleanup_returns_the_report_so_far() {
     let c = Compactor::new();
