@@ -183,7 +183,8 @@ impl<'a> TaskBuilder<'a> {
             Some(category) if !self.has_category() => self.category(category),
             _ => self,
         };
-        let handle = builder.finish(cleanup)?;
+        // Checked above, whatever the category.
+        let handle = builder.finish_checked(cleanup)?;
         crate::cleanup::arm(armed);
         Ok(handle)
     }
