@@ -21,7 +21,7 @@ pub use early::Selection;
 pub use register::TaskBuilder;
 
 pub(crate) use published::{AfterRun, Published, Waiting};
-pub(crate) use service::ServiceEnd;
+pub(crate) use service::{ServiceEnd, link};
 
 use crate::config::{Builder, Config};
 use crate::error::Error;

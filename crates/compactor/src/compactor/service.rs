@@ -1,22 +1,24 @@
 //! Services: long-running futures (a server, a queue consumer) that are part
 //! of the shutdown. A service runs on a task of its own from the moment it
-//! is registered; its drain is a task of the graph, with the priority,
-//! dependencies and timeout of any other, and a report entry.
+//! is registered (`main`'s, given to `run_until_shutdown`, on `main`'s own);
+//! its drain is a task of the graph, with the priority, dependencies and
+//! timeout of any other, and a report entry. Both kinds are linked to their
+//! drain task the same way ([`link`]).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt as _;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{Compactor, Instance, TaskBuilder};
+use super::{Compactor, TaskBuilder};
 use crate::error::Error;
 use crate::priority::Category;
 use crate::registry::TaskHandle;
 use crate::report::{CleanupError, ShutdownReason};
-use crate::run::contain::message_of;
+use crate::run::contain::{drop_contained, message_of};
 use crate::task::cleanup::{CleanupResult, once_with_token};
 
 /// How a service ended.
@@ -49,27 +51,136 @@ impl ServiceEnd {
         }
     }
 
-    /// The reason a shutdown this end starts gives, if it starts one.
-    pub(crate) fn reason(&self, service: &str) -> Option<ShutdownReason> {
+    /// The reason a shutdown this end starts gives: `service`'s, or, for
+    /// `main`'s (`None`), the service's.
+    pub(crate) fn reason(&self, service: Option<&str>) -> ShutdownReason {
+        let who = match service {
+            Some(name) => format!("service `{name}`"),
+            None => "the service".to_owned(),
+        };
         match self {
-            ServiceEnd::Ok => None,
-            ServiceEnd::Failed(error) => Some(ShutdownReason::ServiceFailed(format!(
-                "service `{service}`: {error}"
-            ))),
-            ServiceEnd::Panicked(message) => Some(ShutdownReason::Panic(format!(
-                "service `{service}` panicked: {message}"
-            ))),
+            ServiceEnd::Ok => ShutdownReason::ServiceEnded,
+            ServiceEnd::Failed(error) => ShutdownReason::ServiceFailed(match service {
+                Some(_) => format!("{who}: {error}"),
+                None => error.to_string(),
+            }),
+            ServiceEnd::Panicked(message) => {
+                ShutdownReason::Panic(format!("{who} panicked: {message}"))
+            }
         }
     }
 }
 
-/// The service's task, aborted if the drain is cut off (its timeout, the
-/// deadline), never runs, or its instance goes: never left detached.
-struct Running(JoinHandle<ServiceEnd>);
+/// Links a service to its drain task: the service's side ([`Serving`]) and
+/// the drain's ([`Drain`]). `stop`, if given, is cancelled as the drain
+/// begins (a service's own token; `main`'s stops on the instance's drain
+/// token instead).
+pub(crate) fn link(stop: Option<CancellationToken>) -> (Serving, Drain) {
+    let (ended, drained) = oneshot::channel();
+    let (cut, cut_off) = oneshot::channel();
+    let serving = Serving { ended, cut_off };
+    let drain = Drain {
+        stop,
+        ended: drained,
+        cut: CutOff(Some(cut)),
+    };
+    (serving, drain)
+}
 
-impl Drop for Running {
+/// A service's side of its link: where it says it ended, and where it
+/// hears it is cut off.
+pub(crate) struct Serving {
+    ended: oneshot::Sender<ServiceEnd>,
+    cut_off: oneshot::Receiver<oneshot::Sender<()>>,
+}
+
+impl Serving {
+    /// Runs the future `service` makes (the closure called inside the
+    /// catch: a panic there is a service that ended) until it ends, tells
+    /// `ended` and then the drain how; or until the drain cuts it off
+    /// (out of time, or the drain task dropped unrun): then the future is
+    /// dropped at once, and the drain told it is gone.
+    pub(crate) async fn serve<S, F>(self, service: S, ended: impl FnOnce(&ServiceEnd))
+    where
+        S: FnOnce() -> F,
+        F: Future,
+        F::Output: CleanupResult,
+    {
+        let Serving {
+            ended: tell,
+            cut_off,
+        } = self;
+        let mut serving = Box::pin(AssertUnwindSafe(async move { service().await }).catch_unwind());
+        tokio::select! {
+            result = &mut serving => {
+                let _ = drop_contained(serving);
+                let end = ServiceEnd::of(result);
+                ended(&end);
+                let _ = tell.send(end);
+            }
+            cut = cut_off => {
+                let _ = drop_contained(serving);
+                if let Ok(dropped) = cut {
+                    let _ = dropped.send(());
+                }
+            }
+        }
+    }
+}
+
+/// The drain task's side of a service's link.
+pub(crate) struct Drain {
+    stop: Option<CancellationToken>,
+    ended: oneshot::Receiver<ServiceEnd>,
+    cut: CutOff,
+}
+
+impl Drain {
+    /// The drain task's cleanup: the service told to stop, and its end
+    /// waited for; out of time, it is cut off, and this waits until it is
+    /// gone (within the cancel grace), so what runs after the drain never
+    /// runs beside the service.
+    pub(crate) async fn drained(self, out_of_time: CancellationToken) -> Result<(), CleanupError> {
+        let Drain {
+            stop,
+            ended,
+            mut cut,
+        } = self;
+        if let Some(stop) = stop {
+            stop.cancel();
+        }
+        tokio::select! {
+            end = ended => {
+                cut.0 = None;
+                match end {
+                    Ok(end) => end.into_outcome(),
+                    Err(_) => Err(
+                        "the service was dropped before it drained (its runtime shut down)".into(),
+                    ),
+                }
+            }
+            () = out_of_time.cancelled() => {
+                let (dropped, gone) = oneshot::channel();
+                if let Some(cut) = cut.0.take() {
+                    let _ = cut.send(dropped);
+                }
+                let _ = gone.await;
+                Err("did not drain in time; dropped".into())
+            }
+        }
+    }
+}
+
+/// Cuts the service off if the drain goes without its end (dropped unrun,
+/// or past its grace): a service is never left running without a drain.
+struct CutOff(Option<oneshot::Sender<oneshot::Sender<()>>>);
+
+impl Drop for CutOff {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(cut) = self.0.take() {
+            let (dropped, _) = oneshot::channel();
+            let _ = cut.send(dropped);
+        }
     }
 }
 
@@ -156,73 +267,47 @@ impl TaskBuilder<'_> {
         };
         let name: Arc<str> = Arc::from(self.name());
         let starts_shutdown = self.service_failure_starts_shutdown;
-        let owner = Arc::downgrade(&self.compactor().inner);
+        let owner = self.compactor().downgrade();
         let stop = CancellationToken::new();
         let (token, stop_seen) = (stop.clone(), stop.clone());
+        let (serving, drain) = link(Some(stop));
         // Called only once registered: a refused service never runs, not
         // even the part of its closure before its first `.await`.
-        let (go, registered) = tokio::sync::oneshot::channel::<()>();
+        let (go, registered) = oneshot::channel::<()>();
         let alive =
             crate::run::live::LiveServices::enter(&self.compactor().inner.services, name.clone());
-        let running = Running(runtime.spawn(async move {
+        drop(runtime.spawn(async move {
             let _alive = alive;
             if registered.await.is_err() {
-                return ServiceEnd::Ok;
+                return;
             }
-            let serving = AssertUnwindSafe(async move { service(token).await });
-            let end = ServiceEnd::of(serving.catch_unwind().await);
-            // Ended by a category's early run, or by its drain: not a failure
-            // that should start a shutdown.
-            if starts_shutdown && !stop_seen.is_cancelled() {
-                if let Some(reason) = end.reason(&name) {
-                    if let Some(inner) = owner.upgrade() {
-                        begin_unless_begun(inner, reason);
+            let ended = |end: &ServiceEnd| {
+                // Ended by its drain or an early run: not a failure that
+                // should start a shutdown.
+                let failed = !matches!(end, ServiceEnd::Ok);
+                if failed && starts_shutdown && !stop_seen.is_cancelled() {
+                    if let Some(compactor) = owner.upgrade() {
+                        begin_unless_begun(&compactor, end.reason(Some(&name)));
                     }
                 }
-            }
-            end
+            };
+            serving.serve(move || service(token), ended).await;
         }));
         let builder = match self.has_category() {
             true => self,
             false => self.category(Category::Task),
         };
         builder.refusal(false)?;
-        let handle = builder.finish(once_with_token(
-            move |out_of_time: CancellationToken| async move {
-                let mut running = running;
-                stop.cancel();
-                let ended = tokio::select! {
-                    ended = &mut running.0 => ended,
-                    () = out_of_time.cancelled() => {
-                        // Out of time: aborted, and waited for (within the
-                        // cancel grace), so what runs after it never runs
-                        // beside it.
-                        running.0.abort();
-                        let _ = (&mut running.0).await;
-                        return Err("did not drain in time; aborted".into());
-                    }
-                };
-                match ended {
-                    Ok(end) => end.into_outcome(),
-                    Err(error) if error.is_panic() => Err(format!(
-                        "the service panicked: {}",
-                        message_of(error.into_panic())
-                    )
-                    .into()),
-                    Err(_) => {
-                        Err("the service's task was cancelled (its runtime shut down)".into())
-                    }
-                }
-            },
-        ))?;
+        let handle = builder.finish(once_with_token(move |out_of_time: CancellationToken| {
+            drain.drained(out_of_time)
+        }))?;
         let _ = go.send(());
         Ok(handle)
     }
 }
 
 /// Starts the shutdown for a failed service, unless one has begun.
-fn begin_unless_begun(inner: Arc<Instance>, reason: ShutdownReason) {
-    let compactor = Compactor { inner };
+fn begin_unless_begun(compactor: &Compactor, reason: ShutdownReason) {
     if !compactor.is_shutting_down() {
         tracing::error!(%reason, "a service failed: starting the shutdown");
         compactor.begin(reason);

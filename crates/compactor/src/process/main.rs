@@ -2,13 +2,8 @@
 //! synchronous code, start a shutdown on a panic.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 
-use futures::FutureExt;
-
-use tokio::sync::oneshot;
-
-use crate::compactor::{Compactor, ServiceEnd};
+use crate::compactor::{Compactor, ServiceEnd, link};
 use crate::priority::{Category, Priority};
 use crate::run::membership::inside_cleanup_of;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use crate::ShutdownReport;
 use crate::error::Error;
 use crate::report::ShutdownReason;
-use crate::run::contain::drop_contained;
 use crate::task::cleanup::{CleanupResult, once_with_token};
 
 impl Compactor {
@@ -119,44 +113,18 @@ impl Compactor {
         // The service's drain is a task of the graph, first of all: the
         // other cleanups wait for the service to end (within the instance's
         // default timeout).
-        let (ended, drained) = oneshot::channel::<ServiceEnd>();
-        let (cut, cut_off) = oneshot::channel::<oneshot::Sender<()>>();
-        let cut = CutOff(Some(cut));
-        let drain = self
+        let (serving, drain) = link(None);
+        let registered = self
             .task(SERVICE)
             .priority(Priority::Critical)
             .category(Category::Task)
-            .finish_internal(once_with_token(
-                move |out_of_time: CancellationToken| async move {
-                    let mut cut = cut;
-                    tokio::select! {
-                        end = drained => {
-                            cut.0 = None;
-                            match end {
-                                Ok(end) => end.into_outcome(),
-                                Err(_) => Err("the service was dropped before it drained".into()),
-                            }
-                        }
-                        () = out_of_time.cancelled() => {
-                            // Out of time: the service is dropped, and this
-                            // waits for that (within the cancel grace), so
-                            // what runs after it never runs beside it.
-                            let (dropped, done) = oneshot::channel();
-                            if let Some(cut) = cut.0.take() {
-                                let _ = cut.send(dropped);
-                            }
-                            let _ = done.await;
-                            Err("did not drain in time; dropped".into())
-                        }
-                    }
-                },
-            ));
-        let (mut ended, mut cut_off, _withdraw) = match drain {
-            Ok(handle) => (Some(ended), Some(cut_off), Some(Withdraw(handle))),
-            Err(Error::ShuttingDown) => {
-                // Begun before the service started: it does not start.
-                return self.wait().await;
-            }
+            .finish_internal(once_with_token(move |out_of_time: CancellationToken| {
+                drain.drained(out_of_time)
+            }));
+        let _withdraw = match registered {
+            Ok(handle) => Withdraw(handle),
+            // Begun before the service started: it does not start.
+            Err(Error::ShuttingDown) => return self.wait().await,
             Err(error) => {
                 // Not started: a service whose drain the shutdown would not
                 // wait for could run behind the report. The run says why.
@@ -166,60 +134,22 @@ impl Compactor {
                 return self.wait().await;
             }
         };
-        // A panicking service is a service that ended: the cleanup still
-        // runs. (Its closure too: called here, inside the catch.)
+        // Served here, on `main`'s task: it need not be `Send`. It goes on
+        // while it drains, until it ends or its drain cuts it off; one that
+        // ends by itself starts the shutdown.
         let stop = self.drain_token();
-        let service = async move { service(stop).await };
-        let mut service = Some(Box::pin(AssertUnwindSafe(service).catch_unwind()));
-        let end_of = |result| {
-            let end = ServiceEnd::of(result);
-            let reason = match &end {
-                ServiceEnd::Ok => ShutdownReason::ServiceEnded,
-                ServiceEnd::Failed(error) => ShutdownReason::ServiceFailed(error.to_string()),
-                ServiceEnd::Panicked(message) => {
-                    ShutdownReason::Panic(format!("the service panicked: {message}"))
-                }
-            };
-            (end, reason)
+        let ended = |end: &ServiceEnd| {
+            if !self.begun().is_cancelled() {
+                self.begin(end.reason(None));
+            }
         };
         tokio::select! {
-            result = service.as_mut().expect("polled until it ends") => {
-                let _ = drop_contained(service.take());
-                let (end, reason) = end_of(result);
-                self.begin(reason);
-                if let Some(ended) = ended.take() {
-                    let _ = ended.send(end);
-                }
-            }
-            () = self.begun().cancelled() => {}
+            () = serving.serve(move || service(stop), ended) => {}
+            // The report without the drain's end (a drain dropped unrun
+            // cuts the service off, so this is only a safeguard).
+            _ = self.wait() => {}
         }
-        // The service goes on while it drains: until it ends, or its drain
-        // is cut off, or the report is in.
-        let waiting = self.wait();
-        tokio::pin!(waiting);
-        let report = loop {
-            tokio::select! {
-                report = &mut waiting => break report,
-                result = async { service.as_mut().expect("only while running").await }, if service.is_some() => {
-                    let _ = drop_contained(service.take());
-                    let (end, _) = end_of(result);
-                    if let Some(ended) = ended.take() {
-                        let _ = ended.send(end);
-                    }
-                }
-                dropped = async { cut_off.as_mut().expect("only while armed").await }, if cut_off.is_some() => {
-                    cut_off = None;
-                    // Cut off: the service is dropped now, not when the
-                    // report is in.
-                    let _ = drop_contained(service.take());
-                    if let Ok(dropped) = dropped {
-                        let _ = dropped.send(());
-                    }
-                }
-            }
-        };
-        let _ = drop_contained(service);
-        report
+        self.wait().await
     }
 
     /// Runs the shutdown from synchronous code and blocks until the report
@@ -266,20 +196,6 @@ impl Compactor {
 
 /// The name of `run_until_shutdown`'s task for its service.
 const SERVICE: &str = "compactor::service";
-
-/// Tells `run_until_shutdown` that the service's drain was cut off (out of
-/// time), or dropped armed (never run, or dropped past its grace); the
-/// sender it hands over is told once the service is gone.
-struct CutOff(Option<oneshot::Sender<oneshot::Sender<()>>>);
-
-impl Drop for CutOff {
-    fn drop(&mut self) {
-        if let Some(cut) = self.0.take() {
-            let (dropped, _) = oneshot::channel();
-            let _ = cut.send(dropped);
-        }
-    }
-}
 
 /// Withdraws the service's drain if `run_until_shutdown` is dropped before
 /// any shutdown: a service nobody polls any more has nothing to drain.
