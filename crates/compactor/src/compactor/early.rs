@@ -155,6 +155,7 @@ impl Compactor {
             publish.send_replace(Some(report));
             if let Some(inner) = owner.upgrade() {
                 let mut early_runs = inner
+                    .running
                     .early_runs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
@@ -170,6 +171,7 @@ impl Compactor {
 
     pub(super) fn early_runs(&self) -> std::sync::MutexGuard<'_, Vec<(u64, EarlyRun)>> {
         self.inner
+            .running
             .early_runs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

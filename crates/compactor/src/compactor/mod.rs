@@ -79,41 +79,61 @@ pub struct Compactor {
 impl std::panic::UnwindSafe for Instance {}
 impl std::panic::RefUnwindSafe for Instance {}
 
-/// One instance's state, shared by every clone of its [`Compactor`].
+/// One instance's state, shared by every clone of its [`Compactor`], by
+/// concern.
 struct Instance {
-    pub(crate) id: u64,
-    pub(crate) config: Arc<Config>,
-    pub(crate) registry: Arc<Registry>,
+    id: u64,
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    /// Where the instance is in its shutdown.
+    gates: Gates,
+    /// What its run shares with it.
+    running: Running,
+    /// What goes out of it: the report, the events.
+    out: Out,
+    /// How the instance stands to the process's signals.
+    signals: Signals,
+    /// For a scope: its task in the parent, withdrawn once the scope has
+    /// shut down on its own.
+    scope: OnceLock<TaskHandle>,
+}
+
+/// Where an instance is in its shutdown.
+struct Gates {
+    /// Set as the shutdown begins (registration closes with it).
+    started: AtomicBool,
     /// Cancelled the moment shutdown begins.
     token: CancellationToken,
     /// Cancelled once the drain delay is over (at the start without one).
-    pub(crate) drain: CancellationToken,
+    drain: CancellationToken,
     /// Set to end the instance's run at once: a scope whose task its
     /// parent cut off or skipped runs nothing more (see [`Compactor::halt`]).
-    pub(crate) halted: Arc<AtomicBool>,
-    /// Its services still alive, which its run's end waits for.
-    pub(crate) services: Arc<crate::run::live::LiveServices>,
-    /// Created by the first `subscribe()`: an instance nobody listens to
-    /// allocates no channel and sends no events.
-    pub(super) events: Arc<OnceLock<broadcast::Sender<Event>>>,
-    pub(super) started: AtomicBool,
-    /// Where the run's report goes out; kept apart from the instance, which
-    /// may be dropped as soon as callers have the report.
-    pub(crate) published: Published,
-    /// Callers waiting for the report right now (see [`Waiting`]).
-    pub(crate) waiters: AtomicUsize,
+    halted: Arc<AtomicBool>,
+}
+
+/// What an instance's run shares with it.
+struct Running {
+    /// The run's shared state, for the line a forced exit prints.
+    run: OnceLock<Arc<RunContext>>,
     /// Requests for the report so far, from cleanups that call `shutdown()`
     /// on their own instance; served by the run.
-    pub(super) snapshots: Arc<Mailbox<SnapshotRequest>>,
-    /// The run's shared state, for the line a forced exit prints.
-    pub(super) run: OnceLock<Arc<RunContext>>,
+    snapshots: Arc<Mailbox<SnapshotRequest>>,
     /// Early runs under way, by number: the shutdown waits for them.
-    pub(super) early_runs: Mutex<Vec<(u64, EarlyRun)>>,
-    /// How the instance stands to the process's signals.
-    pub(crate) signals: Signals,
-    /// For a scope: its task in the parent, withdrawn once the scope has
-    /// shut down on its own.
-    pub(crate) scope: OnceLock<TaskHandle>,
+    early_runs: Mutex<Vec<(u64, EarlyRun)>>,
+    /// Its services still alive, which its run's end waits for.
+    services: Arc<crate::run::live::LiveServices>,
+}
+
+/// What goes out of an instance.
+struct Out {
+    /// Where the run's report goes out; kept apart from the instance, which
+    /// may be dropped as soon as callers have the report.
+    published: Published,
+    /// Callers waiting for the report right now (see [`Waiting`]).
+    waiters: AtomicUsize,
+    /// Created by the first `subscribe()`: an instance nobody listens to
+    /// allocates no channel and sends no events.
+    events: Arc<OnceLock<broadcast::Sender<Event>>>,
 }
 
 /// What the process layer does for an instance that listens for signals.
@@ -148,7 +168,7 @@ pub(crate) struct Signals {
 
 impl Instance {
     fn token(&self) -> &CancellationToken {
-        &self.token
+        &self.gates.token
     }
 }
 
@@ -206,12 +226,12 @@ impl Compactor {
 
     /// The token of what drains once the drain delay is over.
     pub(crate) fn drain_token(&self) -> CancellationToken {
-        self.inner.drain.child_token()
+        self.inner.gates.drain.child_token()
     }
 
     /// The run under way or done, if any.
     pub(crate) fn current_run(&self) -> Option<&Arc<RunContext>> {
-        self.inner.run.get()
+        self.inner.running.run.get()
     }
 
     /// Counts the caller as waiting for the report while this lives.
@@ -257,7 +277,7 @@ impl Drop for Instance {
             }
         }
         let pending = self.registry.len();
-        if pending > 0 && !*self.started.get_mut() {
+        if pending > 0 && !*self.gates.started.get_mut() {
             tracing::warn!(
                 instance = self.id,
                 pending,
@@ -295,10 +315,10 @@ impl Compactor {
     /// scope whose task its parent cut off or skipped. Begins the shutdown
     /// if it had not begun.
     pub(crate) fn halt(&self) {
-        self.inner.halted.store(true, Ordering::SeqCst);
+        self.inner.gates.halted.store(true, Ordering::SeqCst);
         // Against the run being set up: one side sees the other.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if let Some(ctx) = self.inner.run.get() {
+        if let Some(ctx) = self.inner.running.run.get() {
             ctx.done.nudge();
         }
         self.trigger();
@@ -333,17 +353,23 @@ impl Compactor {
                 id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
                 config,
                 registry: Arc::new(registry),
-                token: CancellationToken::new(),
-                drain: CancellationToken::new(),
-                halted: Arc::default(),
-                services: Arc::default(),
-                events: Arc::new(OnceLock::new()),
-                started: AtomicBool::new(false),
-                published: Published::new(),
-                waiters: AtomicUsize::new(0),
-                snapshots: Arc::new(Mailbox::new()),
-                run: OnceLock::new(),
-                early_runs: Mutex::new(Vec::new()),
+                gates: Gates {
+                    started: AtomicBool::new(false),
+                    token: CancellationToken::new(),
+                    drain: CancellationToken::new(),
+                    halted: Arc::default(),
+                },
+                running: Running {
+                    run: OnceLock::new(),
+                    snapshots: Arc::new(Mailbox::new()),
+                    early_runs: Mutex::new(Vec::new()),
+                    services: Arc::default(),
+                },
+                out: Out {
+                    published: Published::new(),
+                    waiters: AtomicUsize::new(0),
+                    events: Arc::new(OnceLock::new()),
+                },
                 signals,
                 scope: OnceLock::new(),
             }),
@@ -363,26 +389,26 @@ impl Compactor {
     /// Whether the library ends the process once the run is over: after a
     /// signal-started run, as the exit policy says, when nobody waits.
     pub(crate) fn exits_after_run(&self) -> bool {
-        self.inner.published.after_run() == Some(AfterRun::Library)
+        self.inner.out.published.after_run() == Some(AfterRun::Library)
     }
 
     /// Where the outcome of the run is published: its report, and who ends
     /// the process after it (see [`Outcome::after_run`]). They outlive the
     /// instance, which may go as its report goes out.
     pub(crate) fn published(&self) -> Published {
-        self.inner.published.clone()
+        self.inner.out.published.clone()
     }
 
     /// Whether shutdown has begun.
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.inner.started.load(Ordering::Acquire)
+        self.inner.gates.started.load(Ordering::Acquire)
     }
 
     /// A token cancelled the moment shutdown begins: services select on it to
     /// stop taking new work. Cancelling the returned token yourself does not
     /// start a shutdown (use [`trigger`](Self::trigger)).
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.inner.token.child_token()
+        self.inner.gates.token.child_token()
     }
 
     /// The instance's readiness, for a health endpoint and for a server
@@ -392,7 +418,7 @@ impl Compactor {
     pub fn readiness(&self) -> Readiness {
         Readiness {
             shutdown: self.shutdown_token(),
-            drain: self.inner.drain.clone(),
+            drain: self.inner.gates.drain.clone(),
         }
     }
 
@@ -400,6 +426,7 @@ impl Compactor {
     /// Subscribe before it begins to see it all.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner
+            .out
             .events
             .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
             .subscribe()
@@ -445,7 +472,7 @@ impl Compactor {
                 return report;
             }
         }
-        let mut rx = self.inner.published.report.subscribe();
+        let mut rx = self.inner.out.published.report.subscribe();
         let report = rx
             .wait_for(Option::is_some)
             .await
@@ -455,7 +482,7 @@ impl Compactor {
 
     /// The final report, if the shutdown has finished.
     pub(crate) fn report(&self) -> Option<ShutdownReport> {
-        self.inner.published.report()
+        self.inner.out.published.report()
     }
 
     async fn snapshot(&self) -> Option<ShutdownReport> {
@@ -466,7 +493,7 @@ impl Compactor {
         if !self.is_shutting_down() {
             return None;
         }
-        self.inner.snapshots.send(reply).ok()?;
+        self.inner.running.snapshots.send(reply).ok()?;
         answer.await.ok()
     }
 }

@@ -25,18 +25,19 @@ pub(super) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: Shutdow
     }
     if instance.signals.started_run.load(Ordering::Acquire) {
         // Decided once, here, while the waiters still wait.
-        let waiters = instance.waiters.load(Ordering::Acquire);
+        let waiters = instance.out.waiters.load(Ordering::Acquire);
         let decision = match (instance.signals.exit, waiters) {
             (SignalExit::Return, _) => AfterRun::Nobody,
             (_, 0) => AfterRun::Library,
             _ => AfterRun::Application,
         };
         instance
+            .out
             .published
             .after_run
             .store(decision as u8, Ordering::Release);
     }
-    let outcome = instance.published.clone();
+    let outcome = instance.out.published.clone();
     let hooks = instance.signals.hooks.get().copied();
     // The instance may go as soon as callers have the report.
     drop(instance);
@@ -99,13 +100,13 @@ pub(crate) struct Waiting<'a>(&'a Instance);
 
 impl<'a> Waiting<'a> {
     pub(super) fn new(instance: &'a Instance) -> Waiting<'a> {
-        instance.waiters.fetch_add(1, Ordering::AcqRel);
+        instance.out.waiters.fetch_add(1, Ordering::AcqRel);
         Waiting(instance)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiters.fetch_sub(1, Ordering::AcqRel);
+        self.0.out.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 }

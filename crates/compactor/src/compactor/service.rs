@@ -274,8 +274,10 @@ impl TaskBuilder<'_> {
         // Called only once registered: a refused service never runs, not
         // even the part of its closure before its first `.await`.
         let (go, registered) = oneshot::channel::<()>();
-        let alive =
-            crate::run::live::LiveServices::enter(&self.compactor().inner.services, name.clone());
+        let alive = crate::run::live::LiveServices::enter(
+            &self.compactor().inner.running.services,
+            name.clone(),
+        );
         drop(runtime.spawn(async move {
             let _alive = alive;
             if registered.await.is_err() {

@@ -36,7 +36,7 @@ impl Compactor {
         if delay.is_zero() {
             return Plan::new(tasks);
         }
-        let drain = self.inner.drain.clone();
+        let drain = self.inner.gates.drain.clone();
         let cleanup = crate::task::cleanup::once(move || async move {
             // Ends the drain token however the task ends (cut off too).
             let _ends = drain.drop_guard();
@@ -81,7 +81,7 @@ impl Compactor {
         chain.push(self.inner.id);
         Arc::new(RunContext::new(
             chain.into(),
-            self.inner.events.clone(),
+            self.inner.out.events.clone(),
             plan,
             t0,
         ))
@@ -107,8 +107,8 @@ impl Compactor {
             t0,
             snapshots: None,
             halt: None,
-            halted: Some(self.inner.halted.clone()),
-            services: Some(self.inner.services.clone()),
+            halted: Some(self.inner.gates.halted.clone()),
+            services: Some(self.inner.running.services.clone()),
             early_runs: Vec::new(),
             ticker: None,
         }
@@ -144,6 +144,7 @@ impl Compactor {
     pub(crate) fn stalled_report(&self) -> ShutdownReport {
         let names = self
             .inner
+            .running
             .run
             .get()
             .map(|ctx| ctx.names.clone())
@@ -161,15 +162,16 @@ impl Compactor {
             Err(panic) => {
                 let message = crate::run::contain::message_of(panic);
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
-                self.inner.drain.cancel();
+                self.inner.gates.drain.cancel();
                 self.inner
+                    .out
                     .published
                     .report
                     .send_replace(Some(self.stalled_report()));
                 return;
             }
         };
-        if let Some(ctx) = self.inner.run.get() {
+        if let Some(ctx) = self.inner.running.run.get() {
             ctx.driven_here(own);
         }
         crate::run::spawn_run(run, own);
@@ -179,7 +181,7 @@ impl Compactor {
     /// returns what the run needs, or `None` if it had begun already.
     pub(crate) fn start(&self, reason: ShutdownReason) -> Option<Started> {
         let inner = &self.inner;
-        if inner.started.swap(true, Ordering::AcqRel) {
+        if inner.gates.started.swap(true, Ordering::AcqRel) {
             return None;
         }
         let t0 = Instant::now();
@@ -187,9 +189,9 @@ impl Compactor {
             inner.signals.started_run.store(true, Ordering::Release);
         }
         inner.registry.close();
-        inner.token.cancel();
+        inner.gates.token.cancel();
         if inner.config.drain_delay.is_zero() {
-            inner.drain.cancel();
+            inner.gates.drain.cancel();
         }
         Some(Started {
             compactor: self.clone(),
@@ -225,7 +227,7 @@ impl Started {
         );
         let mut plan = compactor.plan_of(compactor.inner.registry.drain());
         let ctx = compactor.run_context(&mut plan, t0);
-        let _ = compactor.inner.run.set(ctx.clone());
+        let _ = compactor.inner.running.run.set(ctx.clone());
         ctx.refresh_listening();
         ctx.emit(|| Event::ShutdownStarted {
             reason: reason.clone(),
@@ -244,7 +246,7 @@ impl Started {
             .iter()
             .map(|(_, r)| r.clone())
             .collect();
-        let snapshots = Some(compactor.inner.snapshots.clone());
+        let snapshots = Some(compactor.inner.running.snapshots.clone());
         let ticker = compactor.ticker(plan.tasks.len());
         let parts = RunnerParts {
             snapshots,
@@ -258,7 +260,7 @@ impl Started {
         let finish = Box::new(move |report: ShutdownReport, spent: Plan| {
             let _entered = finish_span.enter();
             // However the run ended, nothing waits on the delay any more.
-            inner.drain.cancel();
+            inner.gates.drain.cancel();
             publish(inner, &ctx, report);
             let _ = drop_contained(spent);
         });
