@@ -13,7 +13,7 @@ use super::Compactor;
 use super::published::publish;
 use crate::event::Event;
 use crate::priority::{Category, Priority};
-use crate::registry::{Drained, TaskNode};
+use crate::registry::{Taken, TaskNode};
 use crate::task::Spec;
 
 /// The name of the drain delay's task.
@@ -31,7 +31,7 @@ impl Compactor {
     /// task first, where one is set: `compactor::drain-delay`, a phase of
     /// its own before every other, which waits out the delay and then ends
     /// the drain token.
-    pub(crate) fn plan_of<N: TaskNode>(&self, mut tasks: Vec<Drained<N>>) -> Plan<N> {
+    pub(crate) fn plan_of<N: TaskNode>(&self, mut tasks: Vec<Taken<N>>) -> Plan<N> {
         let delay = self.inner.config.drain_delay;
         if delay.is_zero() {
             return Plan::new(tasks);
@@ -65,7 +65,7 @@ impl Compactor {
         // Id 0: before every registration (ids start at 1).
         tasks.insert(
             0,
-            Drained {
+            Taken {
                 id: 0,
                 name: std::sync::Arc::from(DRAIN_DELAY_TASK),
                 node: N::own(spec, cleanup),
@@ -225,7 +225,7 @@ impl Started {
             tasks = tracing::field::Empty,
             clean = tracing::field::Empty,
         );
-        let mut plan = compactor.plan_of(compactor.inner.registry.drain());
+        let mut plan = compactor.plan_of(compactor.inner.registry.take_all());
         let ctx = compactor.run_context(&mut plan, t0);
         let _ = compactor.inner.running.run.set(ctx.clone());
         ctx.refresh_listening();

@@ -1,4 +1,4 @@
-//! Turns the drained tasks into a schedule: resolved dependency edges,
+//! Turns the tasks the shutdown took into a schedule: resolved dependency edges,
 //! effective priorities and phases. Linear in tasks plus edges, iterative
 //! throughout (a 100,000-deep chain is fine).
 
@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::priority::Priority;
-use crate::registry::{Drained, Node, TaskNode};
+use crate::registry::{Node, Taken, TaskNode};
 use crate::report::GraphWarning;
 use crate::task::Spec;
 
@@ -72,7 +72,7 @@ impl Edges {
     }
 }
 
-/// A task of the plan: its node, as drained from the registry, and where it
+/// A task of the plan: its node, as taken from the registry, and where it
 /// runs.
 pub(crate) struct Step<N = Box<Node>> {
     pub(crate) node: N,
@@ -108,13 +108,13 @@ pub(crate) struct Plan<N = Box<Node>> {
 
 impl<N: TaskNode> Plan<N> {
     /// The plan of a whole shutdown; `nodes` must be in registration order.
-    pub(crate) fn new(nodes: Vec<Drained<N>>) -> Plan<N> {
+    pub(crate) fn new(nodes: Vec<Taken<N>>) -> Plan<N> {
         Plan::build(nodes, true)
     }
 
     /// The plan of some of the tasks: dependencies on the others are dropped
     /// without a warning.
-    pub(crate) fn partial(nodes: Vec<Drained<N>>) -> Plan<N> {
+    pub(crate) fn partial(nodes: Vec<Taken<N>>) -> Plan<N> {
         Plan::build(nodes, false)
     }
 
@@ -123,14 +123,14 @@ impl<N: TaskNode> Plan<N> {
         self.waiting.get(i).copied().unwrap_or(0)
     }
 
-    fn build(nodes: Vec<Drained<N>>, whole: bool) -> Plan<N> {
+    fn build(nodes: Vec<Taken<N>>, whole: bool) -> Plan<N> {
         let n = nodes.len();
         let mut warnings = Vec::new();
         let edges = resolve(&nodes, whole, &mut warnings);
         let mut names: Vec<Arc<str>> = Vec::with_capacity(n);
         let mut tasks: Vec<Step<N>> = nodes
             .into_iter()
-            .map(|Drained { name, node, .. }| {
+            .map(|Taken { name, node, .. }| {
                 names.push(name);
                 Step {
                     effective: node.spec().priority,
@@ -192,7 +192,7 @@ impl<N: TaskNode> Plan<N> {
 /// The dependency edges `(task, dependency)` by task index, sorted, with a
 /// warning for each unknown name (in a whole shutdown).
 fn resolve<N: TaskNode>(
-    nodes: &[Drained<N>],
+    nodes: &[Taken<N>],
     whole: bool,
     warnings: &mut Vec<GraphWarning>,
 ) -> Vec<(u32, u32)> {
@@ -215,7 +215,7 @@ fn resolve<N: TaskNode>(
                 .map(|(i, d)| (&*d.name, i as u32))
                 .collect()
         });
-    for (i, Drained { name, node, .. }) in nodes.iter().enumerate() {
+    for (i, Taken { name, node, .. }) in nodes.iter().enumerate() {
         let start = edges.len();
         for dep in node.deps() {
             let target = match dep.id {

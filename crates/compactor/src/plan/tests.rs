@@ -5,7 +5,7 @@ use super::*;
 use crate::task::Dep;
 
 /// Nodes named `names`, in that registration order, with by-name dependencies.
-fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
+fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Taken> {
     names
         .iter()
         .enumerate()
@@ -23,7 +23,7 @@ fn nodes(names: &[&str], deps: &[(&str, &str)]) -> Vec<Drained> {
                 deps: deps.into_boxed_slice(),
                 spec: Spec::default(),
             };
-            Drained {
+            Taken {
                 id: i as u64 + 1,
                 name: Arc::from(name),
                 node: Box::new(node),
@@ -138,8 +138,8 @@ fn tasks_are_renumbered_phase_by_phase_in_registration_order() {
 }
 
 /// Registers `count` tasks, task `i` at `priority(i)` and, if `chained`,
-/// depending on task `i - 1` by handle; returns the drain.
-fn drained(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) -> Vec<Drained> {
+/// depending on task `i - 1` by handle; returns what the shutdown takes.
+fn taken(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) -> Vec<Taken> {
     let registry = crate::registry::Registry::new();
     let mut last: Option<(Arc<str>, NonZeroU64)> = None;
     for i in 0..count {
@@ -161,7 +161,7 @@ fn drained(count: usize, priority: impl Fn(usize) -> Priority, chained: bool) ->
         };
         last = Some((name, id));
     }
-    registry.drain()
+    registry.take_all()
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn tasks_before_a_critical_one_rise_to_its_phase() {
         5 => Priority::Critical,
         _ => Priority::Low,
     };
-    let plan = Plan::new(drained(12, one_critical, true));
+    let plan = Plan::new(taken(12, one_critical, true));
     // t6 .. t11 depend on t5, so run before it: they rise to its phase,
     // ahead of t0 .. t4, which stay in theirs.
     let effective: Vec<(String, Priority)> = plan

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 use dashmap::SharedValue;
 
 use super::names::HashedName;
-use super::node::{Drained, Node, Stored};
+use super::node::{Node, Stored, Taken};
 use super::{NewTask, Refused, Registry, TaskHandle};
 use crate::error::Error;
 
@@ -129,7 +129,7 @@ impl Registry {
 
     /// [`take_where`](Self::take_where) between batches: an early run takes
     /// all of a batch or none of it.
-    pub(crate) fn take_chosen(&self, pick: impl FnMut(&str, &Node) -> bool) -> Vec<Drained> {
+    pub(crate) fn take_chosen(&self, pick: impl FnMut(&str, &Node) -> bool) -> Vec<Taken> {
         let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
         self.take_where(pick)
     }

@@ -2,15 +2,15 @@
 //!
 //! Registration is lock-free across shards: each name lives in one shard of a
 //! [`DashMap`], and the `closed` flag is read under that shard's write lock.
-//! [`Registry::drain`] sets the flag first and then takes every shard's lock in
-//! turn, so a registration either lands in its shard before the drain reaches
+//! [`Registry::take_all`] sets the flag first and then takes every shard's lock in
+//! turn, so a registration either lands in its shard before the take reaches
 //! it (and runs) or sees the flag (and is refused). Nothing is lost and nothing
 //! runs twice.
 //!
 //! Here: the registry and a single registration. Beside it: [`node`] (what a
 //! pending task is), [`names`] (the key's hash), [`cycles`] (name references
 //! and the cycle search), [`batch`] (all-or-none insertion), [`take`] (tasks
-//! leaving: early runs, prunes, the drain, a plan's copy), [`handle`].
+//! leaving: early runs, prunes, the shutdown's take, a plan's copy), [`handle`].
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -29,7 +29,7 @@ mod take;
 
 pub use handle::TaskHandle;
 use node::Stored;
-pub(crate) use node::{Drained, Node, NodeCopy, TaskNode};
+pub(crate) use node::{Node, NodeCopy, Taken, TaskNode};
 
 use crate::error::Error;
 use crate::priority::Category;

@@ -13,8 +13,8 @@ use crate::task::{CleanupKind, Dep, Spec};
 /// A pending task.
 pub(crate) struct Node {
     /// In a mutex only so the map is `Sync`; it is never contended: the
-    /// cleanup is reached through `&mut` when drained. `None` once the run
-    /// that drained the node has taken it.
+    /// cleanup is reached through `&mut` when taken. `None` once the run
+    /// that taken the node has taken it.
     pub(crate) cleanup: Mutex<Option<BoxCleanup>>,
     pub(crate) deps: Box<[Dep]>,
     pub(crate) spec: Spec,
@@ -22,7 +22,7 @@ pub(crate) struct Node {
 
 /// A task taken out of the registry: for a run, with its node; for a plan
 /// that runs nothing, with a [`NodeCopy`].
-pub(crate) struct Drained<N = Box<Node>> {
+pub(crate) struct Taken<N = Box<Node>> {
     pub(crate) id: u64,
     pub(crate) name: Arc<str>,
     pub(crate) node: N,
@@ -109,7 +109,7 @@ impl Node {
         })
     }
 
-    /// Takes the cleanup out, for the run that drained the node.
+    /// Takes the cleanup out, for the run that taken the node.
     pub(crate) fn take_cleanup(&mut self) -> BoxCleanup {
         self.cleanup
             .get_mut()
@@ -130,7 +130,7 @@ impl Node {
 
 /// A map entry. The node is boxed so an entry stays small (a hash table is
 /// sparse after it grows, and empty entries then cost little); its id sits
-/// beside it, so the drain puts tasks in registration order without
+/// beside it, so the shutdown's take puts tasks in registration order without
 /// reaching into every node.
 pub(super) struct Stored {
     pub(super) id: u64,
@@ -138,10 +138,10 @@ pub(super) struct Stored {
     pub(super) node: Option<Box<Node>>,
 }
 
-/// A table entry as drained: `None` for a slot being taken out.
-pub(super) fn drained((name, slot): (HashedName, SharedValue<Stored>)) -> Option<Drained> {
+/// A table entry as taken: `None` for a slot being taken out.
+pub(super) fn taken((name, slot): (HashedName, SharedValue<Stored>)) -> Option<Taken> {
     let Stored { id, node } = slot.into_inner();
-    node.map(|node| Drained {
+    node.map(|node| Taken {
         id,
         name: name.into_name(),
         node,

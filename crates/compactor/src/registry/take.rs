@@ -6,13 +6,13 @@ use std::sync::{Arc, PoisonError};
 
 use super::Registry;
 use super::names::HashedName;
-use super::node::{CopiedDeps, Drained, Node, NodeCopy, Stored, drained};
+use super::node::{CopiedDeps, Node, NodeCopy, Stored, Taken, taken};
 use crate::task::Dep;
 
 impl Registry {
     /// Takes the pending tasks `pick` chooses out of the registry, in
     /// registration order; none once shutdown has begun.
-    pub(crate) fn take_where(&self, mut pick: impl FnMut(&str, &Node) -> bool) -> Vec<Drained> {
+    pub(crate) fn take_where(&self, mut pick: impl FnMut(&str, &Node) -> bool) -> Vec<Taken> {
         let mut taken = Vec::new();
         self.tasks.retain(|name, slot| {
             // Read under the shard lock: once closed, everything belongs to the run.
@@ -23,7 +23,7 @@ impl Registry {
             if self.closed.load(Ordering::SeqCst) || !picked {
                 return true;
             }
-            taken.extend(slot.node.take().map(|node| Drained {
+            taken.extend(slot.node.take().map(|node| Taken {
                 id: slot.id,
                 name: name.name().clone(),
                 node,
@@ -55,18 +55,18 @@ impl Registry {
 
     /// Closes the registry and takes every pending task, in registration
     /// order.
-    pub(crate) fn drain(&self) -> Vec<Drained> {
+    pub(crate) fn take_all(&self) -> Vec<Taken> {
         self.close();
         // Each shard's table is taken under its write lock, after the flag
         // is set (see the module docs): names and nodes move out as they are.
-        let drained: Vec<Drained> = self
+        let taken: Vec<Taken> = self
             .tasks
             .shards()
             .iter()
             .flat_map(|shard| std::mem::take(&mut *shard.write()))
-            .filter_map(drained)
+            .filter_map(taken)
             .collect();
-        in_id_order(drained)
+        in_id_order(taken)
     }
 
     /// A copy of every pending task without its cleanup, in registration
@@ -77,13 +77,13 @@ impl Registry {
     /// for 100,000 tasks). Each shard's names and nodes are first reached in
     /// a short loop, so the processor waits for many of their cache misses
     /// at once, and only then copied (a seventh less for `plan()`).
-    pub(crate) fn snapshot(&self) -> Vec<Drained<NodeCopy>> {
+    pub(crate) fn snapshot(&self) -> Vec<Taken<NodeCopy>> {
         // A dependency by handle resolves by id: its name is not read, and
         // one shared placeholder spares touching every dependency's own.
         let unread: Arc<str> = Arc::from("");
         // A batch is all or none: not half of it in a plan.
         let _no_batch_under_way = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut copies: Vec<Drained<NodeCopy>> = Vec::with_capacity(self.tasks.len());
+        let mut copies: Vec<Taken<NodeCopy>> = Vec::with_capacity(self.tasks.len());
         // The map's iterator goes shard by shard, each under its read lock
         // for as long as an entry of it is held: one shard's entries are
         // gathered, copied in id order and let go before the next's.
@@ -91,7 +91,7 @@ impl Registry {
         let mut shard = None;
         let copy =
             |entries: &mut Vec<dashmap::mapref::multiple::RefMulti<'_, HashedName, Stored>>,
-             copies: &mut Vec<Drained<NodeCopy>>| {
+             copies: &mut Vec<Taken<NodeCopy>>| {
                 entries.sort_unstable_by_key(|e| e.value().id);
                 // Reached first (the name's count and the node's
                 // dependencies are read), then copied.
@@ -119,7 +119,7 @@ impl Registry {
                             CopiedDeps::Many(copied.into_boxed_slice())
                         }
                     };
-                    Drained {
+                    Taken {
                         id,
                         name,
                         node: NodeCopy {
@@ -145,26 +145,26 @@ impl Registry {
     }
 }
 
-/// `drained` in id (registration) order. Ids are given one after another,
+/// `taken` in id (registration) order. Ids are given one after another,
 /// so they are dense but for unregistered tasks: where they span at most
 /// four times their count, each is put straight at its place (linear: a
 /// sort of 100,000 was a tenth of a flat shutdown's instructions); else
 /// sorted.
-fn in_id_order<N>(mut drained: Vec<Drained<N>>) -> Vec<Drained<N>> {
+fn in_id_order<N>(mut taken: Vec<Taken<N>>) -> Vec<Taken<N>> {
     let (Some(min), Some(max)) = (
-        drained.iter().map(|d| d.id).min(),
-        drained.iter().map(|d| d.id).max(),
+        taken.iter().map(|d| d.id).min(),
+        taken.iter().map(|d| d.id).max(),
     ) else {
-        return drained;
+        return taken;
     };
     let span = usize::try_from(max - min).unwrap_or(usize::MAX);
-    if span / 4 > drained.len() {
-        drained.sort_unstable_by_key(|d| d.id);
-        return drained;
+    if span / 4 > taken.len() {
+        taken.sort_unstable_by_key(|d| d.id);
+        return taken;
     }
-    let mut places: Vec<Option<Drained<N>>> =
+    let mut places: Vec<Option<Taken<N>>> =
         std::iter::repeat_with(|| None).take(span + 1).collect();
-    for d in drained {
+    for d in taken {
         let at = (d.id - min) as usize;
         places[at] = Some(d);
     }
@@ -175,13 +175,13 @@ fn in_id_order<N>(mut drained: Vec<Drained<N>>) -> Vec<Drained<N>> {
 mod tests {
     use super::*;
 
-    fn ids(drained: &[Drained<()>]) -> Vec<u64> {
-        drained.iter().map(|d| d.id).collect()
+    fn ids(taken: &[Taken<()>]) -> Vec<u64> {
+        taken.iter().map(|d| d.id).collect()
     }
 
-    fn of(ids: &[u64]) -> Vec<Drained<()>> {
+    fn of(ids: &[u64]) -> Vec<Taken<()>> {
         ids.iter()
-            .map(|&id| Drained {
+            .map(|&id| Taken {
                 id,
                 name: Arc::from(format!("t{id}")),
                 node: (),
