@@ -94,7 +94,7 @@
 //! A long-running future (an HTTP server, a queue consumer) runs as a
 //! [service](TaskBuilder::service): it gets the shutdown token, and its
 //! drain is a task of the graph, with a priority, dependencies, a timeout and
-//! a line in the report. Cut off by its timeout it is aborted, not detached;
+//! a line in the report. Cut off by its timeout it is dropped, not detached;
 //! one that fails before any shutdown starts it. [`run_until_shutdown`](Compactor::run_until_shutdown)
 //! does the same for `main`'s own future:
 //!

@@ -13,6 +13,7 @@ use futures::FutureExt as _;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
 use crate::error::Error;
 use crate::priority::Category;
@@ -112,17 +113,20 @@ impl Serving {
         } = self;
         let mut serving = Box::pin(AssertUnwindSafe(async move { service().await }).catch_unwind());
         tokio::select! {
-            result = &mut serving => {
-                let _ = drop_contained(serving);
-                let end = ServiceEnd::of(result);
-                ended(&end);
-                let _ = tell.send(end);
-            }
+            // A cut-off first: a service cut off (or whose drain went
+            // unrun) before its first poll never runs.
+            biased;
             cut = cut_off => {
                 let _ = drop_contained(serving);
                 if let Ok(dropped) = cut {
                     let _ = dropped.send(());
                 }
+            }
+            result = &mut serving => {
+                let _ = drop_contained(serving);
+                let end = ServiceEnd::of(result);
+                ended(&end);
+                let _ = tell.send(end);
             }
         }
     }
@@ -155,7 +159,7 @@ impl Drain {
                 match end {
                     Ok(end) => end.into_outcome(),
                     Err(_) => Err(
-                        "the service was dropped before it drained (its runtime shut down)".into(),
+                        "the service was dropped before it drained (its future, or the runtime that ran it, went away)".into(),
                     ),
                 }
             }
@@ -205,8 +209,9 @@ impl TaskBuilder<'_> {
     /// token handed to `service` is cancelled and the task waits for the
     /// service to end, within its timeout. The service's end is the task's
     /// outcome: an `Err` fails it, a panic is `Panicked`. Cut off by the
-    /// timeout or the deadline, the service is aborted, not left running,
-    /// and the task is reported timed out or cancelled, never clean.
+    /// timeout or the deadline, the service is dropped at its next poll, not
+    /// left running, and the task is reported timed out or cancelled, never
+    /// clean (abandoned, still running, if its code holds its thread).
     ///
     /// "The pool closes after the server has drained" is one `depends_on`:
     /// the server uses the pool, so it is stopped before it.
@@ -266,23 +271,31 @@ impl TaskBuilder<'_> {
             });
         };
         let name: Arc<str> = Arc::from(self.name());
+        let compactor = self.compactor();
         let starts_shutdown = self.service_failure_starts_shutdown;
-        let owner = self.compactor().downgrade();
         let stop = CancellationToken::new();
         let (token, stop_seen) = (stop.clone(), stop.clone());
         let (serving, drain) = link(Some(stop));
-        // Called only once registered: a refused service never runs, not
-        // even the part of its closure before its first `.await`.
-        let (go, registered) = oneshot::channel::<()>();
-        let alive = crate::run::live::LiveServices::enter(
-            &self.compactor().inner.running.services,
-            name.clone(),
-        );
+        let builder = match self.has_category() {
+            true => self,
+            false => self.category(Category::Task),
+        };
+        // Registered first: a refused service never runs, not even the part
+        // of its closure before its first `.await`, and its closure is
+        // dropped here, a panic in its `Drop` contained.
+        let registered = builder.refusal(false).and_then(|()| {
+            builder.finish(once_with_token(move |out_of_time: CancellationToken| {
+                drain.drained(out_of_time)
+            }))
+        });
+        let handle = match registered {
+            Ok(handle) => handle,
+            Err(error) => return Err(dropped_refused(error, [service])),
+        };
+        let alive = compactor.alive_service(name.clone());
+        let owner = compactor.downgrade();
         drop(runtime.spawn(async move {
             let _alive = alive;
-            if registered.await.is_err() {
-                return;
-            }
             let ended = |end: &ServiceEnd| {
                 // Ended by its drain or an early run: not a failure that
                 // should start a shutdown.
@@ -295,16 +308,16 @@ impl TaskBuilder<'_> {
             };
             serving.serve(move || service(token), ended).await;
         }));
-        let builder = match self.has_category() {
-            true => self,
-            false => self.category(Category::Task),
-        };
-        builder.refusal(false)?;
-        let handle = builder.finish(once_with_token(move |out_of_time: CancellationToken| {
-            drain.drained(out_of_time)
-        }))?;
-        let _ = go.send(());
         Ok(handle)
+    }
+}
+
+impl Compactor {
+    /// Counts a service of this instance as alive while the guard lives:
+    /// the run's end waits for it, and reports it abandoned if it outlives
+    /// its drain (its code holding its thread).
+    pub(crate) fn alive_service(&self, name: Arc<str>) -> crate::run::live::Alive {
+        crate::run::live::LiveServices::enter(&self.inner.running.services, name)
     }
 }
 

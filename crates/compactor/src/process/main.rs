@@ -63,8 +63,10 @@ impl Compactor {
     /// end: the other cleanups (closing the pool the server uses) run after
     /// it has drained. Its end is the task's outcome. A service that does not
     /// stop on its token holds the cleanups until that timeout; cut off by it
-    /// or the deadline, the service is dropped at once and the task
-    /// reported timed out or cancelled, so the report is not clean. A
+    /// or the deadline, the service is dropped at its next poll and the task
+    /// reported timed out or cancelled, so the report is not clean (one
+    /// whose code holds the thread past its cut-off is reported abandoned,
+    /// still running). A
     /// service that ends by itself starts the shutdown
     /// ([`ShutdownReason::ServiceEnded`], or [`ShutdownReason::ServiceFailed`]
     /// if it returned an error). The service's own code must not wait for
@@ -75,8 +77,11 @@ impl Compactor {
     /// and, while it runs, takes the exit over from the signal handling: the
     /// process ends when `main` returns the code (within
     /// [`Builder::exit_grace`](crate::Builder::exit_grace) after a signal-started run). A service that
-    /// panics is a service that ended: the cleanup runs, with
-    /// [`ShutdownReason::Panic`], and the code is 101.
+    /// panics before any shutdown is a service that ended: the cleanup
+    /// runs, with [`ShutdownReason::Panic`], and the code is 101 (one that
+    /// panics while it drains fails its task: code 1). One service per
+    /// instance: a second `run_until_shutdown` on the same instance while
+    /// one runs starts nothing and ends the run, reporting why (code 1).
     ///
     /// # Examples
     ///
@@ -138,13 +143,20 @@ impl Compactor {
         // while it drains, until it ends or its drain cuts it off; one that
         // ends by itself starts the shutdown.
         let stop = self.drain_token();
+        // Counted as alive while served: if its code holds the thread past
+        // its drain, the report says it is abandoned, still running.
+        let alive = self.alive_service(SERVICE.into());
         let ended = |end: &ServiceEnd| {
             if !self.begun().is_cancelled() {
                 self.begin(end.reason(None));
             }
         };
+        let served = async move {
+            let _alive = alive;
+            serving.serve(move || service(stop), ended).await;
+        };
         tokio::select! {
-            () = serving.serve(move || service(stop), ended) => {}
+            () = served => {}
             // The report without the drain's end (a drain dropped unrun
             // cuts the service off, so this is only a safeguard).
             _ = self.wait() => {}
@@ -166,7 +178,10 @@ impl Compactor {
     /// waited for from that runtime's own thread, which the run needs. It
     /// then returns at once with a report that is not
     /// [complete](ShutdownReport::is_complete) and says so in an error log;
-    /// use `shutdown().await` there.
+    /// use `shutdown().await` there. And [services](crate::TaskBuilder::service)
+    /// running on the current-thread runtime whose thread this blocks cannot
+    /// drain: their tasks wait out their timeouts and are reported
+    /// abandoned; use `shutdown().await` there too.
     pub fn shutdown_blocking(&self) -> ShutdownReport {
         if !inside_cleanup_of(self.id()) {
             if let Some(started) = self.start(ShutdownReason::Manual) {

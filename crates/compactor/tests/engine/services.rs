@@ -198,3 +198,88 @@ fn a_service_outside_a_runtime_is_refused_with_a_clear_error() {
     assert!(e.to_string().contains("needs a tokio runtime"), "{e}");
     assert_eq!(c.inventory().tasks(), 0);
 }
+
+#[test]
+fn a_service_unregistered_before_its_first_poll_never_runs() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for _ in 0..100 {
+            let c = Compactor::new();
+            let ran = Arc::new(AtomicBool::new(false));
+            let flag = ran.clone();
+            let handle = c
+                .task("svc")
+                .service(move |_stop| async move {
+                    flag.store(true, Ordering::SeqCst);
+                    Err::<(), _>(std::io::Error::other("failed at once"))
+                })
+                .unwrap();
+            assert!(handle.unregister());
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            assert!(!ran.load(Ordering::SeqCst), "an unregistered service ran");
+            let report = c.shutdown().await;
+            assert!(report.tasks().is_empty(), "{report}");
+            assert_eq!(report.reason(), &ShutdownReason::Manual, "{report}");
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_refused_service_is_dropped_before_the_refusal_returns() {
+    let c = Compactor::new();
+    c.register("http", || async {}).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = c.task("http").service(move |stop| async move {
+        let _listener = listener;
+        stop.cancelled().await;
+    });
+    assert!(
+        matches!(refused, Err(Error::DuplicateName(_))),
+        "{refused:?}"
+    );
+    // The listener the closure held is closed already: its port is free.
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the refused service's listener is gone");
+}
+
+#[test]
+fn mains_service_holding_its_thread_past_its_cut_off_is_reported_abandoned() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Compactor::builder()
+        .default_timeout(Duration::from_millis(200))
+        .cancel_grace(Duration::from_millis(100))
+        .build();
+    let seen = runtime.spawn({
+        let c = c.clone();
+        async move { c.wait().await }
+    });
+    let trigger = c.clone();
+    runtime.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.trigger();
+    });
+    let report = runtime.block_on(c.run_until_shutdown(|stop| async move {
+        stop.cancelled().await;
+        std::thread::sleep(Duration::from_millis(800)); // holds the thread
+    }));
+    let seen = runtime.block_on(seen).unwrap();
+    for report in [&seen, &report] {
+        let service = report.task("compactor::service").unwrap();
+        assert_eq!(service.outcome(), &Outcome::TimedOut, "{report}");
+        assert_eq!(
+            service.interruption(),
+            Some(compactor::report::Interruption::Abandoned),
+            "{report}"
+        );
+    }
+}
