@@ -6,11 +6,9 @@
 //! go yet (its code holds its thread) waits for it, as does the runner's
 //! disposal of a task's cleanup.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
-
-use tokio::sync::Notify;
 
 use crate::task::cleanup::BoxCleanup;
 
@@ -20,22 +18,20 @@ struct Place {
     cleanup: Option<BoxCleanup>,
     /// An attempt (or the disposal) has it out.
     out: bool,
+    /// Those waiting to take it out, woken as it is put back: only this
+    /// place's (a retry, the disposal), so a hundred thousand disposals
+    /// at a deadline each wake once, not each on every return.
+    waiters: Vec<Waker>,
 }
 
 pub(crate) struct Slots {
     places: Box<[Mutex<Place>]>,
-    /// Woken as a cleanup is put back, for those waiting to take one.
-    returned: Notify,
-    /// How many wait: putting back wakes only when someone does.
-    waiting: AtomicUsize,
 }
 
 impl Slots {
     pub(crate) fn new(tasks: usize) -> Slots {
         Slots {
             places: (0..tasks).map(|_| Mutex::default()).collect(),
-            returned: Notify::new(),
-            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -62,27 +58,21 @@ impl Slots {
         Some(place.cleanup.take())
     }
 
-    /// Takes the task's cleanup out, once no attempt has it.
+    /// Takes the task's cleanup out, once no attempt has it. A waiter
+    /// dropped while it waits leaves only a waker that wakes nobody.
     pub(crate) async fn take(&self, task: u32) -> Option<BoxCleanup> {
-        /// Counts a waiter for as long as it waits, also one dropped
-        /// waiting (an aborted attempt).
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
+        std::future::poll_fn(|cx| {
+            let mut place = self.place(task);
+            if !place.out {
+                place.out = true;
+                return Poll::Ready(place.cleanup.take());
             }
-        }
-        loop {
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            let _waiting = Waiting(&self.waiting);
-            if let Some(cleanup) = self.try_take(task) {
-                return cleanup;
+            if !place.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                place.waiters.push(cx.waker().clone());
             }
-            returned.await;
-        }
+            Poll::Pending
+        })
+        .await
     }
 
     /// [`take`](Self::take), on a thread that may block (a blocking
@@ -98,14 +88,13 @@ impl Slots {
 
     /// Puts the cleanup an attempt had out back (`None`: it is gone).
     pub(crate) fn put_back(&self, task: u32, cleanup: Option<BoxCleanup>) {
-        {
+        let waiters = {
             let mut place = self.place(task);
             place.cleanup = cleanup;
             place.out = false;
-        }
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.returned.notify_waiters();
-        }
+            std::mem::take(&mut place.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// Whether the task's cleanup may still be there: out with an attempt,
