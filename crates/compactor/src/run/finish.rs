@@ -124,13 +124,17 @@ impl Runner {
             }
         }
         drop(observed);
-        // The running tasks first, then those that never started.
+        // The running tasks first, then those that never started. Their
+        // tasks are aborted once all are marked (see `Stopped::aborting`).
+        self.stopped.expiring = true;
         for i in 0..self.tasks.len() {
             if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
                 let how = self.stop(i);
                 self.finish(i, Outcome::Cancelled, Some(how), None, now);
             }
         }
+        self.stopped.expiring = false;
+        self.abort_stopped();
         for i in 0..self.tasks.len() {
             if in_scope(self, i) {
                 self.finish(i, Outcome::Skipped(reason), None, None, now);

@@ -97,10 +97,11 @@ impl LaneCell {
         self.abort.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stops `attempt` (the runner's side): aborted if it has a task of its
-    /// own, and marked so its lane drops it rather than begin or go on with
-    /// it. Returns whether its lane had begun it.
-    pub(super) fn stop(&self, attempt: u32) -> bool {
+    /// Stops `attempt` (the runner's side): marked so its lane drops it
+    /// rather than begin or go on with it, and, if it has a task of its
+    /// own, the task's abort handle handed to `aborting`. Returns whether
+    /// its lane had begun it.
+    pub(super) fn stop(&self, attempt: u32, aborting: &mut Vec<AbortHandle>) -> bool {
         let stop = |state: u64| {
             let stopped = stopped_of(state).max(attempt);
             Some(state & !u64::from(u32::MAX) | u64::from(stopped))
@@ -111,10 +112,8 @@ impl LaneCell {
         {
             Ok(state) | Err(state) => state,
         };
-        if let Some((number, abort)) = &*self.abort() {
-            if *number == attempt {
-                abort.abort();
-            }
+        if let Some((_, abort)) = self.abort().take_if(|(number, _)| *number == attempt) {
+            aborting.push(abort);
         }
         begun_of(before) >= attempt
     }
@@ -345,13 +344,25 @@ impl Runner {
     /// holds it, so the rest of its queue gets a fresh task. Returns whether
     /// the lane had begun it.
     pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
-        let begun = self.ctx.headway[i].lane.stop(attempt);
+        let begun = self.ctx.headway[i]
+            .lane
+            .stop(attempt, &mut self.stopped.aborting);
         if let Some(lane) = lane {
             if lane.current() == key(i as u32, attempt) && lane.has_queue() {
                 lane.spawn(self.ctx.chain.clone());
             }
         }
+        // At a deadline, all at once when all are marked (see
+        // `Stopped::aborting`).
+        if !self.stopped.expiring {
+            self.abort_stopped();
+        }
         begun
+    }
+
+    /// Aborts the tasks of the attempts stopped so far.
+    pub(super) fn abort_stopped(&mut self) {
+        self.stopped.aborting.drain(..).for_each(|a| a.abort());
     }
 
     /// Hands an async attempt to the turn's lane; returns how to stop it.
