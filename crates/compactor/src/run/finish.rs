@@ -113,17 +113,22 @@ impl Runner {
             !matches!(runner.tasks[i].state, State::Finished)
                 && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
         };
-        // What each unstarted task waited for, read before anything ends.
-        let observed = self.ctx.observe();
-        for i in 0..self.tasks.len() {
-            if in_scope(self, i) && matches!(self.tasks[i].state, State::Waiting) {
-                let step = observed.step(i as u32);
-                self.books
-                    .record
-                    .waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
+        // What each unstarted task waited for, read before anything ends
+        // (a look at the whole run: only if one is unstarted).
+        let unstarted = |runner: &Runner, i: usize| {
+            in_scope(runner, i) && matches!(runner.tasks[i].state, State::Waiting)
+        };
+        if (0..self.tasks.len()).any(|i| unstarted(self, i)) {
+            let observed = self.ctx.observe();
+            for i in 0..self.tasks.len() {
+                if unstarted(self, i) {
+                    let step = observed.step(i as u32);
+                    self.books
+                        .record
+                        .waited_for(i as u32, step.map(|s| self.ctx.names[s as usize].clone()));
+                }
             }
         }
-        drop(observed);
         // The running tasks first, then those that never started. Their
         // tasks are aborted once all are marked (see `Stopped::aborting`).
         self.stopped.expiring = true;
