@@ -250,11 +250,7 @@ async fn a_refused_service_is_dropped_before_the_refusal_returns() {
 
 #[test]
 fn mains_service_holding_its_thread_past_its_cut_off_is_reported_abandoned() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = crate::common::multi_thread(2);
     let c = Compactor::builder()
         .default_timeout(Duration::from_millis(200))
         .cancel_grace(Duration::from_millis(100))
