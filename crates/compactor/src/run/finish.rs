@@ -129,17 +129,20 @@ impl Runner {
                 }
             }
         }
-        // The running tasks first, then those that never started. Their
-        // tasks are aborted once all are marked (see `Stopped::aborting`).
-        self.stopped.expiring = true;
-        for i in 0..self.tasks.len() {
-            if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
-                let how = self.stop(i);
-                self.finish(i, Outcome::Cancelled, Some(how), None, now);
-            }
-        }
-        self.stopped.expiring = false;
+        // The running tasks first, then those that never started. All are
+        // marked stopped, then their tasks aborted (see `Stopped::aborting`),
+        // and only then booked, which runs code not ours (a tracing layer):
+        // a panic there finds every attempt aborted already.
+        let stopped: Vec<(usize, Interruption)> = (0..self.tasks.len())
+            .filter(|&i| in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting))
+            .collect::<Vec<usize>>()
+            .into_iter()
+            .map(|i| (i, self.stop(i)))
+            .collect();
         self.abort_stopped();
+        for (i, how) in stopped {
+            self.finish(i, Outcome::Cancelled, Some(how), None, now);
+        }
         for i in 0..self.tasks.len() {
             if in_scope(self, i) {
                 self.finish(i, Outcome::Skipped(reason), None, None, now);

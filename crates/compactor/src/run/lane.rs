@@ -341,8 +341,10 @@ impl Runner {
     }
 
     /// Stops an attempt handed to `lane`; one the lane is polling right now
-    /// holds it, so the rest of its queue gets a fresh task. Returns whether
-    /// the lane had begun it.
+    /// holds it, so the rest of its queue gets a fresh task. Its task, if it
+    /// has one, is left in `stopped.aborting` for the caller to abort
+    /// ([`abort_stopped`](Self::abort_stopped)). Returns whether the lane
+    /// had begun it.
     pub(super) fn stop_laned(&mut self, i: usize, attempt: u32, lane: Option<&Arc<Lane>>) -> bool {
         let begun = self.ctx.headway[i]
             .lane
@@ -351,11 +353,6 @@ impl Runner {
             if lane.current() == key(i as u32, attempt) && lane.has_queue() {
                 lane.spawn(self.ctx.chain.clone());
             }
-        }
-        // At a deadline, all at once when all are marked (see
-        // `Stopped::aborting`).
-        if !self.stopped.expiring {
-            self.abort_stopped();
         }
         begun
     }

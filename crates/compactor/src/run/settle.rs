@@ -45,6 +45,8 @@ impl Runner {
     /// to be dropped. An attempt still there (its code holds its thread, or
     /// its `Drop` does) is reported abandoned, still running.
     pub(super) async fn await_stopped(&mut self) {
+        // Any stopped attempt not aborted yet (a panic cut its stop short).
+        self.abort_stopped();
         // From the deadline where the run reached it: the early runs waited
         // for since then have had their share.
         let now = Instant::now();

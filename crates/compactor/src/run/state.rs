@@ -156,13 +156,12 @@ pub(super) struct Stopped {
     /// scope), until their own report is out.
     pub(super) scopes: Vec<(u32, crate::Compactor)>,
     /// The tasks of attempts just stopped, to abort. At a deadline they
-    /// are aborted once all are marked stopped: aborting as it goes, the
-    /// runner met, at each next task's state, the workers dropping the ones
-    /// before (100,000 attempts stopped at a deadline: the report 54-67 ms
-    /// late against 71-96 ms, in turns, one noisy sitting).
+    /// are aborted once all are marked stopped, before any is booked:
+    /// aborting as it went, the runner met, at each next task's state, the
+    /// workers dropping the ones before (100,000 attempts stopped at a
+    /// deadline: the report 54 ms late against 84, in turns, one noisy
+    /// sitting).
     pub(super) aborting: Vec<tokio::task::AbortHandle>,
-    /// Whether a deadline's stop is under way (aborts wait for its end).
-    pub(super) expiring: bool,
 }
 
 /// A hasher for the run's own pairs of numbers (task, attempt): a multiply

@@ -150,6 +150,7 @@ impl Runner {
                     return;
                 }
                 let how = self.stop(i);
+                self.abort_stopped();
                 self.failed(i, timer.attempt, Failure::TimedOut(how));
             }
             (
@@ -161,6 +162,7 @@ impl Runner {
                 Due::Grace,
             ) if *attempt == timer.attempt => {
                 let how = self.stop(i);
+                self.abort_stopped();
                 self.failed(i, timer.attempt, Failure::TimedOut(how));
             }
             (State::Retrying { attempt }, Due::Retry) if *attempt == timer.attempt => {
