@@ -143,3 +143,30 @@ fn a_retried_cleanup_records_its_attempts_once_and_each_attempt_in_a_span() {
         );
     }
 }
+
+#[test]
+fn what_a_service_logs_names_its_task() {
+    let _one = serial();
+    let (captured, _guard) = capture(tracing::Level::INFO);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let c = Compactor::new();
+        c.task("http")
+            .service(|stop| async move {
+                tracing::info!("serving");
+                stop.cancelled().await;
+                tracing::info!("drained");
+            })
+            .unwrap();
+        tokio::task::yield_now().await;
+        assert!(c.shutdown().await.is_clean());
+    });
+    for what in ["serving", "drained"] {
+        let lines = captured.lines(what);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("service{task=http}"), "{lines:?}");
+    }
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use futures::FutureExt as _;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
@@ -221,6 +222,9 @@ impl TaskBuilder<'_> {
     /// one that ends cleanly just leaves its task nothing to wait for.
     /// Category [`Category::Task`] unless set; no retries.
     ///
+    /// The service runs inside a span `service` whose field `task` is its
+    /// task's name, so what it logs says which service it is.
+    ///
     /// The service's own code (a request handler, an admin endpoint) must
     /// not wait for the report (`wait()`, `shutdown()`): the report waits
     /// for the service's drain, which would wait for that code until its
@@ -306,7 +310,11 @@ impl TaskBuilder<'_> {
                     }
                 }
             };
-            serving.serve(move || service(token), ended).await;
+            let span = tracing::info_span!("service", task = %name);
+            serving
+                .serve(move || service(token), ended)
+                .instrument(span)
+                .await;
         }));
         Ok(handle)
     }
