@@ -74,8 +74,18 @@ impl ReadyMade {
     /// `cleanup` as a task of `category` (unless the builder sets one),
     /// whose guard `armed` is armed once it is registered.
     fn new<M>(category: Category, armed: Option<Armed>, cleanup: impl IntoCleanup<M>) -> Self {
+        ReadyMade::made_for(category, armed, move |_| cleanup)
+    }
+
+    /// [`new`](Self::new), for a cleanup made for the instance that
+    /// registers it (one that reads its settings).
+    fn made_for<M, C: IntoCleanup<M>>(
+        category: Category,
+        armed: Option<Armed>,
+        make: impl FnOnce(&Compactor) -> C + Send + 'static,
+    ) -> Self {
         ReadyMade(Box::new(move |on| {
-            let mut prepared = cleanup.into_cleanup(on);
+            let mut prepared = make(on).into_cleanup(on);
             prepared.category = Some(category);
             prepared.armed = armed;
             prepared
@@ -267,9 +277,9 @@ where
 pub fn child_process(child: tokio::process::Child, grace: Duration) -> ReadyMade {
     let armed = Armed::default();
     let child = KillOnDrop::new(child, armed.clone());
-    ReadyMade(Box::new(move |on: &Compactor| {
+    ReadyMade::made_for(Category::Process, Some(armed), move |on: &Compactor| {
         let signals: Vec<i32> = on.config().signals.iter().map(|s| s.number()).collect();
-        let cleanup = super::once(move || async move {
+        super::once(move || async move {
             let mut guard = child;
             let child = guard.0.as_mut().expect("held until dropped");
             if let Ok(Some(status)) = child.try_wait() {
@@ -289,12 +299,8 @@ pub fn child_process(child: tokio::process::Child, grace: Duration) -> ReadyMade
             };
             guard.0 = None;
             ended
-        });
-        let mut prepared = cleanup.into_cleanup(on);
-        prepared.category = Some(Category::Process);
-        prepared.armed = Some(armed);
-        prepared
-    }))
+        })
+    })
 }
 
 /// A request to a worker that owns its state, over its tokio channel:

@@ -184,7 +184,7 @@ impl<'a> TaskBuilder<'a> {
             _ => self,
         };
         // Checked above, whatever the category.
-        let handle = builder.finish_checked(cleanup)?;
+        let handle = builder.insert(cleanup)?;
         crate::cleanup::arm(armed);
         Ok(handle)
     }
@@ -206,18 +206,6 @@ impl<'a> TaskBuilder<'a> {
         Blocking<C>: IntoCleanup<M>,
     {
         self.register(crate::cleanup::blocking(cleanup))
-    }
-
-    /// A one-shot cleanup has no retries; a shutdown that began refuses
-    /// everything first, as [`Error::ShuttingDown`].
-    pub(crate) fn refuse_retries(&self) -> Result<(), Error> {
-        match self.spec.retries {
-            0 => Ok(()),
-            _ if self.compactor.inner.registry.is_closed() => Err(Error::ShuttingDown),
-            _ => Err(Error::RetriesNeedRepeatable {
-                task: self.name.to_string(),
-            }),
-        }
     }
 
     /// Registers a cleanup that holds only a [`Weak`](std::sync::Weak) reference to `value`, so
@@ -246,18 +234,21 @@ impl<'a> TaskBuilder<'a> {
         self.finish(O::weak(Arc::downgrade(value), cleanup).cleanup)
     }
 
+    /// Registers a repeatable cleanup, or says why it is refused.
     pub(crate) fn finish(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
-        if let Err(error) = self.check(false) {
+        if let Err(error) = self.refusal(true) {
             return Err(dropped_refused(error, [cleanup]));
         }
-        self.finish_checked(cleanup)
+        self.insert(cleanup)
     }
 
     /// Registers one of the library's own tasks, whose name is in
     /// [`RESERVED_PREFIX`].
     pub(crate) fn finish_internal(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
-        self.check(true)?;
-        self.finish_checked(cleanup)
+        if let Err(error) = self.check(true) {
+            return Err(dropped_refused(error, [cleanup]));
+        }
+        self.insert(cleanup)
     }
 
     fn check(&self, internal: bool) -> Result<(), Error> {
@@ -298,19 +289,17 @@ impl<'a> TaskBuilder<'a> {
                 task: self.name.to_string(),
             });
         }
-        match repeatable {
-            true => Ok(()),
-            false => self.refuse_retries(),
+        match (repeatable, self.spec.retries) {
+            (true, _) | (false, 0) => Ok(()),
+            (false, _) => Err(Error::RetriesNeedRepeatable {
+                task: self.name.to_string(),
+            }),
         }
     }
 
-    fn finish_checked(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
-        if self.spec.timeout.is_some_and(|t| t.is_zero()) {
-            let error = Error::ZeroTimeout {
-                task: self.name.to_string(),
-            };
-            return Err(dropped_refused(error, [cleanup]));
-        }
+    /// Puts a task its [`refusal`](Self::refusal) let through in the
+    /// registry (which still refuses a name twice, or a cycle).
+    pub(super) fn insert(self, cleanup: BoxCleanup) -> Result<TaskHandle, Error> {
         let compactor = self.compactor;
         let inner = &compactor.inner;
         let (id, name) = inner

@@ -288,7 +288,7 @@ impl TaskBuilder<'_> {
         // of its closure before its first `.await`, and its closure is
         // dropped here, a panic in its `Drop` contained.
         let registered = builder.refusal(false).and_then(|()| {
-            builder.finish(once_with_token(move |out_of_time: CancellationToken| {
+            builder.insert(once_with_token(move |out_of_time: CancellationToken| {
                 drain.drained(out_of_time)
             }))
         });

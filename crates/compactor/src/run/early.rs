@@ -42,7 +42,7 @@ impl Runner {
                 Some(report) => {
                     let shift = early.t0.saturating_duration_since(self.clock.t0);
                     let tasks = report.tasks().iter().map(|t| t.shifted(shift));
-                    self.books.released_tasks.extend(tasks);
+                    self.books.early_run_tasks.extend(tasks);
                 }
                 None => tracing::error!(
                     "a category's early run did not answer its halt; its tasks are not in the report"

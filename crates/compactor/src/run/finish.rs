@@ -133,12 +133,12 @@ impl Runner {
         // marked stopped, then their tasks aborted (see `Stopped::aborting`),
         // and only then booked, which runs code not ours (a tracing layer):
         // a panic there finds every attempt aborted already.
-        let stopped: Vec<(usize, Interruption)> = (0..self.tasks.len())
-            .filter(|&i| in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting))
-            .collect::<Vec<usize>>()
-            .into_iter()
-            .map(|i| (i, self.stop(i)))
-            .collect();
+        let mut stopped = Vec::new();
+        for i in 0..self.tasks.len() {
+            if in_scope(self, i) && !matches!(self.tasks[i].state, State::Waiting) {
+                stopped.push((i, self.stop(i)));
+            }
+        }
         self.abort_stopped();
         for (i, how) in stopped {
             self.finish(i, Outcome::Cancelled, Some(how), None, now);

@@ -119,7 +119,7 @@ impl Runner {
             books: Books {
                 record: Record::new(&plan, &parts.ctx.names, parts.t0),
                 head,
-                released_tasks: Vec::new(),
+                early_run_tasks: Vec::new(),
             },
             clock: Clock {
                 t0: parts.t0,

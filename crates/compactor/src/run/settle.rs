@@ -27,7 +27,7 @@ impl Runner {
         if let Some((ticker, _)) = &self.clock.ticker {
             ticker.tick(&self.ctx, true);
         }
-        let extra = std::mem::take(&mut self.books.released_tasks);
+        let extra = std::mem::take(&mut self.books.early_run_tasks);
         let report = self.books.record.into_report(self.books.head, extra);
         (report, self.plan)
     }

@@ -120,7 +120,7 @@ pub(super) struct Books {
     pub(super) head: Head,
     pub(super) record: Record,
     /// The tasks of the early runs the run waited for.
-    pub(super) released_tasks: Vec<TaskReport>,
+    pub(super) early_run_tasks: Vec<TaskReport>,
 }
 
 /// The lanes attempts are handed to (see [`super::lane`]).

@@ -22,27 +22,55 @@ const LONG: Duration = Duration::from_secs(30);
 /// How long a test may take (two cores, shared).
 const SOON: Duration = Duration::from_secs(5);
 
-/// An error whose `Drop` panics: the output of a cleanup, as the user hands
-/// it back (a `Box<dyn Error>` is kept as it is, so it is dropped where the
-/// run lets go of it).
-#[derive(Debug)]
-struct PanicsWhenDropped;
+/// An error that runs `on_drop` when dropped: the output of a cleanup, as
+/// the user hands it back (a `Box<dyn Error>` is kept as it is, so it is
+/// dropped where the run lets go of it).
+struct DropsWith(Box<dyn Fn() + Send + Sync>);
 
-impl std::fmt::Display for PanicsWhenDropped {
+impl std::fmt::Debug for DropsWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DropsWith")
+    }
+}
+
+impl std::fmt::Display for DropsWith {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("flaky")
     }
 }
 
-impl std::error::Error for PanicsWhenDropped {}
+impl std::error::Error for DropsWith {}
 
-impl Drop for PanicsWhenDropped {
+impl Drop for DropsWith {
     fn drop(&mut self) {
-        panic!("error dropped");
+        (self.0)();
     }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Registers `flaky`, with one retry after 1 ms: its first attempt fails
+/// with an error that runs `on_drop` when dropped, its second succeeds.
+/// Returns how many times it was called.
+fn flaky(c: &Compactor, on_drop: impl Fn() + Clone + Send + Sync + 'static) -> Arc<AtomicUsize> {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    c.task("flaky")
+        .retries(1)
+        .backoff(Backoff::fixed(Duration::from_millis(1)))
+        .register(move || {
+            let call = counted.fetch_add(1, Ordering::SeqCst);
+            let on_drop = on_drop.clone();
+            async move {
+                match call {
+                    0 => Err::<(), BoxError>(Box::new(DropsWith(Box::new(on_drop)))),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .unwrap();
+    calls
+}
 
 /// A failed attempt whose error panics when dropped: the retry still comes
 /// after its backoff and the report is published (the runner lets go of
@@ -53,21 +81,7 @@ async fn a_panic_in_a_failed_attempts_error_drop_does_not_stall_the_retry() {
         .deadline(Duration::MAX)
         .default_timeout(Duration::MAX)
         .build();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    c.task("flaky")
-        .retries(1)
-        .backoff(Backoff::fixed(Duration::from_millis(1)))
-        .register(move || {
-            let call = counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                match call {
-                    0 => Err::<(), BoxError>(Box::new(PanicsWhenDropped)),
-                    _ => Ok(()),
-                }
-            }
-        })
-        .unwrap();
+    let calls = flaky(&c, || panic!("error dropped"));
     let report = tokio::time::timeout(SOON, c.shutdown()).await;
     let report = report.unwrap_or_else(|_| {
         panic!(
@@ -783,25 +797,6 @@ fn drops_that_call_back_into_their_instance_and_its_parent_while_the_chain_books
     }
 }
 
-/// An error that asks its instance for the report when dropped.
-#[derive(Debug)]
-struct AsksWhenDropped(Compactor);
-
-impl std::fmt::Display for AsksWhenDropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("asks")
-    }
-}
-
-impl std::error::Error for AsksWhenDropped {}
-
-impl Drop for AsksWhenDropped {
-    fn drop(&mut self) {
-        let _ = self.0.progress();
-        let _ = self.0.shutdown_blocking();
-    }
-}
-
 /// A failed attempt's error whose `Drop` calls `shutdown_blocking` on its
 /// own instance (documented for a `Drop`: "called from inside the run it
 /// returns the report as it stands"): the runner lets go of the error on a
@@ -814,21 +809,11 @@ fn an_errors_drop_that_calls_shutdown_blocking_on_its_instance_does_not_wedge_th
         .deadline(Duration::from_secs(2))
         .build();
     let me = c.clone();
-    let calls = Arc::new(AtomicUsize::new(0));
-    c.task("flaky")
-        .retries(1)
-        .backoff(Backoff::fixed(Duration::from_millis(1)))
-        .register(move || {
-            let call = calls.fetch_add(1, Ordering::SeqCst);
-            let me = me.clone();
-            async move {
-                match call {
-                    0 => Err::<(), BoxError>(Box::new(AsksWhenDropped(me))),
-                    _ => Ok(()),
-                }
-            }
-        })
-        .unwrap();
+    // The error asks its instance for the report as it is dropped.
+    flaky(&c, move || {
+        let _ = me.progress();
+        let _ = me.shutdown_blocking();
+    });
     let report = runtime.block_on(async { tokio::time::timeout(SOON, c.shutdown()).await });
     // Its threads may be wedged for good: not waited for.
     runtime.shutdown_background();

@@ -942,23 +942,11 @@ fn an_attempt_past_its_timeout_with_retries_left_is_timed_out_not_lost() {
 
 #[test]
 fn a_skipped_cleanup_whose_drop_is_slow_is_reported_still_running() {
-    struct SlowDrop;
-    impl Drop for SlowDrop {
-        fn drop(&mut self) {
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
     let runtime = multi_thread(2);
     let c = Compactor::builder()
         .deadline(Duration::from_millis(100))
         .build();
-    let owned = SlowDrop;
-    c.task("slow-drop")
-        .register(once(move || {
-            let _owned = owned;
-            async {}
-        }))
-        .unwrap();
+    common::register_slow_drop(&c, Duration::from_millis(300));
     c.task("holder")
         .priority(Priority::Critical)
         .register(std::future::pending::<()>)

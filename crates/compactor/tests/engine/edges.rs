@@ -3,7 +3,7 @@
 //! killed children booked to their own task, and `run_until_shutdown`'s
 //! closure.
 
-use compactor::cleanup::{child_process, once};
+use compactor::cleanup::child_process;
 use futures::FutureExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -326,12 +326,6 @@ async fn scope_child_cut_off_by_parent_deadline() {
 /// the child is killed and reaped by the report, not behind that `Drop`.
 #[test]
 fn child_killed_behind_an_unrelated_slow_drop() {
-    struct SlowDrop;
-    impl Drop for SlowDrop {
-        fn drop(&mut self) {
-            std::thread::sleep(Duration::from_millis(600));
-        }
-    }
     let runtime = multi_thread(2);
     let (report, pid) = runtime.block_on(async {
         let child = stubborn_child().await;
@@ -339,13 +333,7 @@ fn child_killed_behind_an_unrelated_slow_drop() {
         let c = Compactor::builder()
             .deadline(Duration::from_millis(150))
             .build();
-        let owned = SlowDrop;
-        c.task("slow-drop")
-            .register(once(move || {
-                let _owned = owned;
-                async {}
-            }))
-            .unwrap();
+        crate::common::register_slow_drop(&c, Duration::from_millis(600));
         c.task("proc")
             .register(child_process(child, Duration::from_secs(10)))
             .unwrap();

@@ -58,3 +58,21 @@ pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
         .build()
         .expect("a runtime")
 }
+
+/// Registers `slow-drop`, a one-shot cleanup whose captured value takes
+/// `drop_takes` to drop (its `Drop` holds the thread).
+pub fn register_slow_drop(c: &compactor::Compactor, drop_takes: std::time::Duration) {
+    struct SlowDrop(std::time::Duration);
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(self.0);
+        }
+    }
+    let owned = SlowDrop(drop_takes);
+    c.task("slow-drop")
+        .register(compactor::cleanup::once(move || {
+            let _owned = owned;
+            async {}
+        }))
+        .unwrap();
+}
