@@ -286,41 +286,23 @@ fn a_chain_of_10_000_with_a_link_that_holds_its_thread_goes_on_and_reports_on_ti
 fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
     type Shape = fn() -> Compactor;
     fn chain(c: &Compactor, n: usize, name: &str) {
-        let mut previous: Option<TaskHandle> = None;
-        for i in 0..n {
-            let mut task = c.task(format!("{name}-{i}"));
-            if let Some(p) = &previous {
-                task = task.depends_on(p);
-            }
-            previous = Some(task.register(|| async {}).unwrap());
-        }
+        chain_of(c, n, name, |task, _| task.register(|| async {}));
     }
     let shapes: Vec<(&str, Shape)> = vec![
         ("chain", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
+            let c = long().build();
             chain(&c, 2_000, "link");
             c
         }),
         ("concurrency limit 1", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .concurrency_limit(1)
-                .build();
+            let c = long().concurrency_limit(1).build();
             for i in 0..300 {
                 c.register(format!("t-{i}"), || async {}).unwrap();
             }
             c
         }),
         ("concurrency limit 3, pending", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .concurrency_limit(3)
-                .build();
+            let c = long().concurrency_limit(3).build();
             for i in 0..60 {
                 c.register(format!("t-{i}"), || {
                     tokio::time::sleep(Duration::from_micros(200))
@@ -330,9 +312,7 @@ fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
             c
         }),
         ("phases with budgets", || {
-            let mut b = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG);
+            let mut b = long();
             for p in [
                 Priority::Critical,
                 Priority::High,
@@ -361,9 +341,7 @@ fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
             c
         }),
         ("retries after a backoff", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
+            let c = long()
                 .backoff(Backoff::fixed(Duration::from_millis(2)))
                 .build();
             for i in 0..50 {
@@ -384,47 +362,22 @@ fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
             c
         }),
         ("a chain of pending cleanups", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
-            let mut previous: Option<TaskHandle> = None;
-            for i in 0..100 {
-                let mut task = c.task(format!("pending-{i}"));
-                if let Some(p) = &previous {
-                    task = task.depends_on(p);
-                }
-                previous = Some(
-                    task.register(|| tokio::time::sleep(Duration::from_micros(100)))
-                        .unwrap(),
-                );
-            }
+            let c = long().build();
+            chain_of(&c, 100, "pending", |task, _| {
+                task.register(|| tokio::time::sleep(Duration::from_micros(100)))
+            });
             c
         }),
         ("blocking and async mixed", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
-            let mut previous: Option<TaskHandle> = None;
-            for i in 0..100 {
-                let mut task = c.task(format!("mixed-{i}"));
-                if let Some(p) = &previous {
-                    task = task.depends_on(p);
-                }
-                let handle = match i % 3 {
-                    0 => task.register_blocking(|| {}),
-                    _ => task.register(|| async {}),
-                };
-                previous = Some(handle.unwrap());
-            }
+            let c = long().build();
+            chain_of(&c, 100, "mixed", |task, i| match i % 3 {
+                0 => task.register_blocking(|| {}),
+                _ => task.register(|| async {}),
+            });
             c
         }),
         ("scopes", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
+            let c = long().build();
             for s in 0..10 {
                 let scope = c.task(format!("scope-{s}")).scope().unwrap();
                 chain(&scope, 50, "link");
@@ -433,40 +386,23 @@ fn ends_booked_while_the_runner_is_parked_never_leave_it_waiting_for_a_limit() {
             c
         }),
         ("cleanups asking for the report so far", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
-            let mut previous: Option<TaskHandle> = None;
-            for i in 0..50 {
-                let mut task = c.task(format!("asks-{i}"));
-                if let Some(p) = &previous {
-                    task = task.depends_on(p);
-                }
+            let c = long().build();
+            chain_of(&c, 50, "asks", |task, _| {
                 let me = c.clone();
-                previous = Some(
-                    task.register(move || {
-                        let me = me.clone();
-                        async move {
-                            let so_far = me.shutdown().await;
-                            assert!(!so_far.is_complete());
-                        }
-                    })
-                    .unwrap(),
-                );
-            }
+                task.register(move || {
+                    let me = me.clone();
+                    async move {
+                        let so_far = me.shutdown().await;
+                        assert!(!so_far.is_complete());
+                    }
+                })
+            });
             c
         }),
     ];
     for (name, shape) in shapes {
         for flavor in ["current-thread", "multi-thread"] {
-            let runtime = match flavor {
-                "current-thread" => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap(),
-                _ => multi_thread(2),
-            };
+            let runtime = runtime_of(flavor);
             for _ in 0..3 {
                 let c = shape();
                 let began = Instant::now();
@@ -598,26 +534,44 @@ fn a_run_begun_by_a_cleanup_keeps_its_deadline_though_the_next_first_poll_holds_
 /// the cleanups called.
 fn spinning_chain(c: &Compactor, links: usize, each: Duration) -> Arc<AtomicUsize> {
     let ran = Arc::new(AtomicUsize::new(0));
+    chain_of(c, links, "link", |task, _| {
+        let ran = ran.clone();
+        task.register(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+            let until = Instant::now() + each;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            async {}
+        })
+    });
+    ran
+}
+
+/// An instance whose run may take long: what runs here ends on its own.
+fn long() -> compactor::Builder {
+    Compactor::builder()
+        .deadline(LONG * 2)
+        .default_timeout(LONG)
+}
+
+/// `n` tasks `{name}-0`, `{name}-1`, ... each depending on the one before
+/// (so the last registered runs first), each registered by `register`
+/// (given its builder and its number).
+fn chain_of(
+    c: &Compactor,
+    n: usize,
+    name: &str,
+    mut register: impl FnMut(compactor::TaskBuilder<'_>, usize) -> Result<TaskHandle, compactor::Error>,
+) {
     let mut previous: Option<TaskHandle> = None;
-    for i in 0..links {
-        let mut task = c.task(format!("link-{i}"));
+    for i in 0..n {
+        let mut task = c.task(format!("{name}-{i}"));
         if let Some(p) = &previous {
             task = task.depends_on(p);
         }
-        let ran = ran.clone();
-        previous = Some(
-            task.register(move || {
-                ran.fetch_add(1, Ordering::SeqCst);
-                let until = Instant::now() + each;
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
-                async {}
-            })
-            .unwrap(),
-        );
+        previous = Some(register(task, i).unwrap());
     }
-    ran
 }
 
 fn runtime_of(flavor: &str) -> tokio::runtime::Runtime {
@@ -675,10 +629,7 @@ fn limits_brought_sooner_by_an_end_booked_while_parked_are_kept() {
     type Shape = fn() -> (Compactor, &'static str, Outcome);
     let shapes: Vec<(&str, Shape)> = vec![
         ("a freed cleanup's timeout", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
-                .build();
+            let c = long().build();
             let hangs = c
                 .task("hangs")
                 .timeout(Duration::from_millis(50))
@@ -695,9 +646,7 @@ fn limits_brought_sooner_by_an_end_booked_while_parked_are_kept() {
             (c, "hangs", Outcome::TimedOut)
         }),
         ("a phase's budget, the phase reached by a booking", || {
-            let c = Compactor::builder()
-                .deadline(LONG * 2)
-                .default_timeout(LONG)
+            let c = long()
                 .phase_budget(Priority::Normal, Duration::from_millis(50))
                 .build();
             c.register("hangs", std::future::pending::<()>).unwrap();
