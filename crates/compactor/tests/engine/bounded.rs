@@ -284,13 +284,7 @@ fn a_runtime_without_timers_still_gets_its_report() {
         .build()
         .unwrap();
     let c = Compactor::new();
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    c.register("flush", move || {
-        flag.store(true, Ordering::SeqCst);
-        async {}
-    })
-    .unwrap();
+    let ran = crate::common::register_flush(&c);
     let report = runtime.block_on(c.shutdown());
     assert!(report.is_clean(), "{report}");
     assert!(ran.load(Ordering::SeqCst));
@@ -381,13 +375,7 @@ async fn shutdown_blocking_inside_a_cleanup_returns_the_report_so_far() {
 #[tokio::test(start_paused = true)]
 async fn run_until_shutdown_runs_the_cleanup_when_the_service_panics() {
     let c = Compactor::builder().auto_listen(false).build();
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    c.register("flush", move || {
-        flag.store(true, Ordering::SeqCst);
-        async {}
-    })
-    .unwrap();
+    let ran = crate::common::register_flush(&c);
     let code = c
         .run_until_shutdown(|_| async {
             tokio::time::sleep(Duration::from_millis(5)).await;

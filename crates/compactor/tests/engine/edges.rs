@@ -5,7 +5,7 @@
 
 use compactor::cleanup::child_process;
 use futures::FutureExt;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,13 +144,7 @@ fn take_over_latency_booked_in_place() {
 #[tokio::test]
 async fn run_until_shutdown_closure_panics() {
     let c = Compactor::builder().auto_listen(false).build();
-    let ran = Arc::new(AtomicBool::new(false));
-    let flag = ran.clone();
-    c.register("flush", move || {
-        flag.store(true, Ordering::SeqCst);
-        async {}
-    })
-    .unwrap();
+    let ran = crate::common::register_flush(&c);
     #[allow(unreachable_code)]
     let code = tokio::time::timeout(
         Duration::from_secs(10),

@@ -76,3 +76,15 @@ pub fn register_slow_drop(c: &compactor::Compactor, drop_takes: std::time::Durat
         }))
         .unwrap();
 }
+
+/// Registers `flush`, which notes that it ran in the flag returned.
+pub fn register_flush(c: &compactor::Compactor) -> Arc<std::sync::atomic::AtomicBool> {
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    c.register("flush", move || {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        async {}
+    })
+    .unwrap();
+    ran
+}
