@@ -86,5 +86,5 @@ fn scope_churn() {
     for (n, bytes) in rows {
         println!("| {n} | {bytes} bytes |");
     }
-    assert_eq!(parent.inventory().tasks(), 0);
+    assert_eq!(parent.plan().inventory().tasks(), 0);
 }

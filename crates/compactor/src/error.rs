@@ -51,6 +51,16 @@ pub enum Error {
         task: String,
     },
 
+    /// A one-shot service (`TaskBuilder::service`) was given a supervision
+    /// with restarts: a restart calls the service's closure again.
+    #[error(
+        "service `{task}` runs once but its supervision has restarts; register it with `restartable` (a closure called again for each restart), or drop `.restarts(..)`"
+    )]
+    RestartsNeedRestartable {
+        /// The service.
+        task: String,
+    },
+
     /// A service was registered, or work spawned, outside a tokio runtime,
     /// which it needs to run on.
     #[error(

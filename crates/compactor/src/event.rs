@@ -45,6 +45,19 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// A [restartable](crate::TaskBuilder::restartable) service failed
+    /// before any shutdown and is restarted after `delay`.
+    #[non_exhaustive]
+    ServiceRestarting {
+        /// The service's path (`scope/name`).
+        name: Arc<str>,
+        /// Which restart this is (1 for the first).
+        restart: u32,
+        /// The backoff before it.
+        delay: Duration,
+        /// How it failed.
+        error: String,
+    },
     /// A weakly registered value was still alive after its cleanup: someone
     /// else holds it, possibly a leak. Comes before the task's `TaskFinished`.
     #[non_exhaustive]

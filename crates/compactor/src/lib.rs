@@ -272,12 +272,13 @@ mod registry;
 pub mod report;
 mod run;
 mod scope;
+pub mod service;
 pub mod signal;
 mod task;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::compactor::{Compactor, Readiness, Selection, TaskBuilder, TaskDef};
+pub use crate::compactor::{Compactor, Selection, TaskBuilder, TaskDef};
 pub use crate::config::Builder;
 pub use crate::error::Error;
 pub use crate::event::Event;

@@ -40,7 +40,11 @@ impl TaskBuilder<'_> {
     /// gets the scope's whole [deadline](crate::Builder::deadline).
     ///
     /// The task succeeds if the scope's report is clean and fails, naming how
-    /// many of its tasks did not succeed, otherwise.
+    /// many of its tasks did not succeed, otherwise; the failure carries
+    /// the scope's report ([`CleanupError::scope`](crate::report::CleanupError::scope)),
+    /// so the parent's [`failures`](crate::ShutdownReport::failures) name
+    /// each one inside by its path. A [`supervise`](Self::supervise) given
+    /// here is the default of the services registered in the scope.
     ///
     /// # Errors
     ///
@@ -53,10 +57,14 @@ impl TaskBuilder<'_> {
             false => self.timeout(deadline),
         };
         let name: Arc<str> = Arc::from(builder.name());
+        let parent = builder.compactor();
+        let place = (builder.spec_priority(), builder.spec_category());
+        let supervision = builder.supervision;
         let handle = builder.finish(Box::new(ScopeCleanup {
             child: child.clone(),
-            name,
+            name: name.clone(),
         }))?;
+        child.place_under(parent, &name, place, supervision);
         child.scoped_as(handle);
         Ok(child)
     }
@@ -73,19 +81,10 @@ impl Cleanup for ScopeCleanup {
         let (child, name) = (self.child.clone(), self.name.clone());
         Start::Async(Box::pin(async move {
             let report = child.shutdown().await;
-            let failed = report
-                .tasks()
-                .iter()
-                .filter(|t| !t.outcome().is_clean())
-                .count();
-            match failed {
+            match report.is_clean() {
                 // What its tasks freed, as the scope's.
-                0 if report.is_clean() => Ok(Some(report.freed()).filter(|f| !f.is_nothing())),
-                _ => Err(format!(
-                    "scope `{name}`: {failed} of {} tasks did not succeed",
-                    report.tasks().len()
-                )
-                .into()),
+                true => Ok(Some(report.freed()).filter(|f| !f.is_nothing())),
+                false => Err(crate::compactor::scope_failure(&name, &report)),
             }
         }))
     }

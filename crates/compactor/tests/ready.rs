@@ -153,7 +153,7 @@ async fn a_one_shot_cleanup_with_retries_is_refused_and_nothing_is_lost() {
             task: "once".into()
         }
     );
-    assert_eq!(c.inventory().tasks(), 1);
+    assert_eq!(c.plan().inventory().tasks(), 1);
     let _ = c.shutdown().await;
     let e = c
         .task("late")

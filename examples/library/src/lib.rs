@@ -212,7 +212,7 @@ mod tests {
             ["flush", "sync"]
         );
         assert_eq!(file.read(), "early\n");
-        assert_eq!(app.inventory().tasks(), 0);
+        assert_eq!(app.plan().inventory().tasks(), 0);
         let _ = app.finish().await;
     }
 

@@ -92,7 +92,7 @@ impl System for Compactor {
         });
         let elapsed = start.elapsed();
         assert_eq!(
-            c.inventory().tasks(),
+            c.plan().inventory().tasks(),
             0,
             "closed scopes leave nothing behind"
         );

@@ -33,7 +33,8 @@ impl Compactor {
     /// # }
     /// ```
     pub fn plan(&self) -> ShutdownPlan {
-        ShutdownPlan::new(self.plan_of(self.inner.registry.snapshot()), self.config())
+        let plan = ShutdownPlan::new(self.plan_of(self.inner.registry.snapshot()), self.config());
+        plan.with_inventory(self.inventory())
     }
 
     /// How far the shutdown has got: `None` before it begins, live while it

@@ -2,7 +2,7 @@
 //! that begin a shutdown and wait for its report.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{broadcast, oneshot};
@@ -15,6 +15,7 @@ mod published;
 mod register;
 mod service;
 mod shutdown;
+mod tree;
 
 pub use batch::TaskDef;
 pub use early::Selection;
@@ -22,6 +23,7 @@ pub use register::TaskBuilder;
 
 pub(crate) use published::{AfterRun, Published, Waiting};
 pub(crate) use service::{ServiceEnd, link};
+pub(crate) use tree::scope_failure;
 
 use crate::config::{Builder, Config};
 use crate::error::Error;
@@ -96,6 +98,8 @@ struct Instance {
     /// For a scope: its task in the parent, withdrawn once the scope has
     /// shut down on its own.
     scope: OnceLock<TaskHandle>,
+    /// Its place among its parent and scopes, and its services' count.
+    tree: tree::Tree,
 }
 
 /// Where an instance is in its shutdown.
@@ -108,7 +112,7 @@ struct Gates {
     drain: CancellationToken,
     /// Set to end the instance's run at once: a scope whose task its
     /// parent cut off or skipped runs nothing more (see [`Compactor::halt`]).
-    halted: Arc<AtomicBool>,
+    halted: Arc<AtomicU8>,
 }
 
 /// What an instance's run shares with it.
@@ -234,6 +238,11 @@ impl Compactor {
         self.inner.running.run.get()
     }
 
+    /// Where the instance's events go out (once someone subscribes).
+    pub(crate) fn events(&self) -> Arc<OnceLock<broadcast::Sender<Event>>> {
+        self.inner.out.events.clone()
+    }
+
     /// Counts the caller as waiting for the report while this lives.
     pub(crate) fn waiting(&self) -> Waiting<'_> {
         Waiting::new(&self.inner)
@@ -314,8 +323,13 @@ impl Compactor {
     /// would (its unstarted tasks skipped with `SkipReason::Halted`): for a
     /// scope whose task its parent cut off or skipped. Begins the shutdown
     /// if it had not begun.
-    pub(crate) fn halt(&self) {
-        self.inner.gates.halted.store(true, Ordering::SeqCst);
+    pub(crate) fn halt(&self, why: crate::report::SkipReason) {
+        let _ = self.inner.gates.halted.compare_exchange(
+            0,
+            crate::run::halt_code(why),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
         // Against the run being set up: one side sees the other.
         std::sync::atomic::fence(Ordering::SeqCst);
         if let Some(ctx) = self.inner.running.run.get() {
@@ -372,6 +386,7 @@ impl Compactor {
                 },
                 signals,
                 scope: OnceLock::new(),
+                tree: tree::Tree::default(),
             }),
         }
     }
@@ -438,6 +453,41 @@ impl Compactor {
     /// of one, in a runtime on a thread of its own.
     pub fn trigger(&self) {
         self.begin(ShutdownReason::Manual);
+    }
+
+    /// Ends this instance now, the way a second signal does, except that
+    /// the process goes on: if no shutdown has begun, one begins
+    /// ([`ShutdownReason::Aborted`]); running cleanups are cancelled (an
+    /// async one dropped, a blocking one abandoned), tasks not started are
+    /// skipped ([`SkipReason::Aborted`](crate::report::SkipReason::Aborted)),
+    /// services are cut off, and the report is published at once and
+    /// returned. On a scope, everything in it, its scopes too: nothing in it
+    /// runs after the report, which the scope's task in its parent carries
+    /// if the parent's shutdown was running it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// use compactor::{Compactor, Outcome};
+    ///
+    /// let app = Compactor::new();
+    /// let conn = app.task("conn-7").scope()?;
+    /// conn.register("flush", || async {})?;
+    /// let report = conn.abort().await;
+    /// assert!(matches!(report.tasks()[0].outcome(), Outcome::Skipped(_)));
+    /// assert_eq!(app.plan().tasks().len(), 0); // it left its parent
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe once polled: the abort is done at the first poll, and
+    /// dropping the future then does not undo it.
+    pub async fn abort(&self) -> ShutdownReport {
+        self.begin(ShutdownReason::Aborted);
+        self.halt(crate::report::SkipReason::Aborted);
+        self.wait().await
     }
 
     /// Runs the shutdown, or joins the run already under way, and returns its

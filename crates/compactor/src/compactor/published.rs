@@ -20,8 +20,14 @@ pub(super) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: Shutdow
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     tracing::Span::current().record("clean", report.is_clean());
     if let Some(task) = instance.scope.get() {
-        // Shut down on its own: the parent has nothing left to do for it.
-        task.unregister();
+        // Shut down on its own: the parent has nothing left to do for it,
+        // but to report what a failure shut down.
+        if task.unregister() {
+            super::Compactor {
+                inner: instance.clone(),
+            }
+            .leave_report(&report);
+        }
     }
     if instance.signals.started_run.load(Ordering::Acquire) {
         // Decided once, here, while the waiters still wait.

@@ -62,8 +62,8 @@ pub struct TaskBuilder<'a> {
     spec: Spec,
     deps: Vec<Dep>,
     error: Option<Error>,
-    /// For a service: whether its failure starts the shutdown.
-    pub(super) service_failure_starts_shutdown: bool,
+    /// For a service, its supervision; for a scope, its services' default.
+    pub(crate) supervision: Option<crate::service::Supervision>,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -74,7 +74,7 @@ impl<'a> TaskBuilder<'a> {
             spec: Spec::default(),
             deps: Vec::new(),
             error: None,
-            service_failure_starts_shutdown: true,
+            supervision: None,
         }
     }
 
@@ -92,6 +92,23 @@ impl<'a> TaskBuilder<'a> {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The delay between a service's restarts: its backoff, or the instance's.
+    pub(crate) fn restart_backoff(&self) -> Backoff {
+        self.spec
+            .backoff
+            .as_deref()
+            .copied()
+            .unwrap_or(self.compactor.config().backoff)
+    }
+
+    pub(crate) fn spec_priority(&self) -> Priority {
+        self.spec.priority
+    }
+
+    pub(crate) fn spec_category(&self) -> Category {
+        self.spec.category.clone()
     }
 
     /// The shutdown phase (default [`Priority::Normal`]).
@@ -311,6 +328,7 @@ impl<'a> TaskBuilder<'a> {
             registry: Arc::downgrade(&inner.registry),
             name,
             id,
+            service: None,
         })
     }
 }

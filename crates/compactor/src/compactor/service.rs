@@ -5,22 +5,28 @@
 //! timeout of any other, and a report entry. Both kinds are linked to their
 //! drain task the same way ([`link`]).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::FutureExt as _;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::register::dropped_refused;
 use super::{Compactor, TaskBuilder};
+use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::event::Event;
 use crate::priority::Category;
 use crate::registry::TaskHandle;
-use crate::report::{CleanupError, ShutdownReason};
+use crate::report::{CleanupError, Outcome, ShutdownReason};
 use crate::run::contain::{drop_contained, message_of};
+use crate::service::{ServiceContext, Supervision};
 use crate::task::cleanup::{CleanupResult, once_with_token};
 
 /// How a service ended.
@@ -50,6 +56,24 @@ impl ServiceEnd {
             ServiceEnd::Ok => Ok(()),
             ServiceEnd::Failed(error) => Err(error),
             ServiceEnd::Panicked(message) => std::panic::resume_unwind(Box::new(message)),
+        }
+    }
+
+    /// As the service's state says how it ended.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            ServiceEnd::Ok => Outcome::Succeeded,
+            ServiceEnd::Failed(error) => Outcome::Failed(error.clone()),
+            ServiceEnd::Panicked(message) => Outcome::Panicked(message.clone()),
+        }
+    }
+
+    /// What went wrong, for a log line or an event.
+    fn text(&self) -> String {
+        match self {
+            ServiceEnd::Ok => "ended".to_owned(),
+            ServiceEnd::Failed(error) => error.to_string(),
+            ServiceEnd::Panicked(message) => format!("panicked: {message}"),
         }
     }
 
@@ -190,40 +214,42 @@ impl Drop for CutOff {
 }
 
 impl TaskBuilder<'_> {
-    /// Whether a [service](Self::service) that ends with an error or a
-    /// panic before any shutdown starts the shutdown (reason
-    /// [`ShutdownReason::ServiceFailed`] or [`ShutdownReason::Panic`]).
-    /// Default: it does, as a process whose server died should stop. The
-    /// library starts the run, not the process's end: that comes when
-    /// `main` returns, so `main` should be waiting for the report
-    /// ([`wait`](Compactor::wait), or
-    /// [`run_until_shutdown`](Compactor::run_until_shutdown)). Only services
-    /// read it.
-    pub fn shutdown_on_failure(mut self, starts: bool) -> Self {
-        self.service_failure_starts_shutdown = starts;
+    /// How a [service](Self::service) is supervised: what its failure ends,
+    /// whether it is restarted first, and whether it counts for "the whole
+    /// ends when its parts do" (see [`Supervision`]). Given to a
+    /// [scope](Self::scope): the default of the services registered in it.
+    /// Default: [`Supervision::end_all`] (set on a scope above, that
+    /// scope's). Other tasks do not read it.
+    pub fn supervise(mut self, supervision: Supervision) -> Self {
+        self.supervision = Some(supervision);
         self
     }
 
     /// Starts `service` now on a task of its own (on the current tokio
     /// runtime) and makes its drain a task of the shutdown: when the task's
     /// turn comes (its priority and dependencies, like any other), the
-    /// token handed to `service` is cancelled and the task waits for the
-    /// service to end, within its timeout. The service's end is the task's
-    /// outcome: an `Err` fails it, a panic is `Panicked`. Cut off by the
-    /// timeout or the deadline, the service is dropped at its next poll, not
-    /// left running, and the task is reported timed out or cancelled, never
-    /// clean (abandoned, still running, if its code holds its thread).
+    /// service's [context](ServiceContext) is cancelled and the task waits
+    /// for the service to end, within its timeout. The service's end is the
+    /// task's outcome: an `Err` fails it, a panic is `Panicked`. Cut off by the
+    /// timeout, the deadline or an [abort](Compactor::abort), the service is
+    /// dropped at its next poll, not left running, and the task is reported
+    /// timed out or cancelled, never clean (abandoned, still running, if its
+    /// code holds its thread).
     ///
     /// "The pool closes after the server has drained" is one `depends_on`:
     /// the server uses the pool, so it is stopped before it.
     ///
-    /// A service that ends by itself before any shutdown with an error or a
-    /// panic starts the shutdown (see [`shutdown_on_failure`](Self::shutdown_on_failure));
-    /// one that ends cleanly just leaves its task nothing to wait for.
+    /// Before any shutdown, its [supervision](Self::supervise) decides what
+    /// its end does: by default a failure (an `Err`, a panic) shuts the
+    /// whole tree down, and the end of the last service shuts its instance
+    /// down (see [`compactor::service`](crate::service)). A service runs
+    /// once: for restarts, register it with [`restartable`](Self::restartable).
     /// Category [`Category::Task`] unless set; no retries.
     ///
-    /// The service runs inside a span `service` whose field `task` is its
-    /// task's name, so what it logs says which service it is.
+    /// The service is handed its name (its path, `scope/name`) with its
+    /// token, and runs inside a span `service` whose field `task` is that
+    /// path, so what it logs says which service it is.
+    /// [`TaskHandle::service`] says how it stands.
     ///
     /// The service's own code (a request handler, an admin endpoint) must
     /// not wait for the report (`wait()`, `shutdown()`): the report waits
@@ -257,12 +283,69 @@ impl TaskBuilder<'_> {
     ///
     /// # Errors
     ///
-    /// [`Error::NoRuntime`] outside a tokio runtime, and those of
-    /// [`register`](Self::register) for a one-shot cleanup; a refused service is never
-    /// started.
+    /// [`Error::NoRuntime`] outside a tokio runtime,
+    /// [`Error::RestartsNeedRestartable`] for a supervision with restarts,
+    /// and those of [`register`](Self::register) for a one-shot cleanup; a
+    /// refused service is never started.
     pub fn service<F, Fut>(self, service: F) -> Result<TaskHandle, Error>
     where
-        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        F: FnOnce(ServiceContext) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        let mut once = Some(service);
+        self.start_service(false, move |context| match once.take() {
+            Some(service) => service(context),
+            None => unreachable!("a one-shot service is never restarted"),
+        })
+    }
+
+    /// A [service](Self::service) that can be restarted: `service` is
+    /// called again for each restart that its [supervision](Self::supervise)'s
+    /// [restarts](Supervision::restarts) allow, after the task's
+    /// [backoff](Self::backoff) (an [`Event::ServiceRestarting`](crate::Event::ServiceRestarting)
+    /// each time); past that budget, the failure ends what the supervision
+    /// says, its error saying how many restarts it had. Never restarted
+    /// once the shutdown has begun; a failure while it waits to be
+    /// restarted is its end then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// use std::time::Duration;
+    /// use compactor::{Compactor, service::Supervision};
+    ///
+    /// let c = Compactor::new();
+    /// let worker = c
+    ///     .task("worker")
+    ///     .supervise(Supervision::end_all().restarts(2, Duration::from_secs(60)))
+    ///     .restartable(|ctx| async move {
+    ///         Err::<(), _>(format!("lost the queue (run {})", ctx.restarts() + 1))
+    ///     })?;
+    /// // Two restarts, then the failure ends the instance.
+    /// let report = c.wait().await;
+    /// assert_eq!(worker.service().unwrap().restarts(), 2);
+    /// assert!(report.reason().to_string().contains("after 2 restarts"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`service`](Self::service).
+    pub fn restartable<F, Fut>(self, service: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut(ServiceContext) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: CleanupResult,
+    {
+        self.start_service(true, service)
+    }
+
+    /// Registers a service's drain, then starts the service, supervised.
+    fn start_service<F, Fut>(self, restartable: bool, mut service: F) -> Result<TaskHandle, Error>
+    where
+        F: FnMut(ServiceContext) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
         Fut::Output: CleanupResult,
     {
@@ -274,9 +357,18 @@ impl TaskBuilder<'_> {
                 task: self.name().to_owned(),
             });
         };
-        let name: Arc<str> = Arc::from(self.name());
         let compactor = self.compactor();
-        let starts_shutdown = self.service_failure_starts_shutdown;
+        let supervision = self.supervision.unwrap_or_else(|| compactor.supervision());
+        if supervision.restarts.is_some() && !restartable {
+            return Err(dropped_refused(
+                Error::RestartsNeedRestartable {
+                    task: self.name().to_owned(),
+                },
+                [service],
+            ));
+        }
+        let path = compactor.path_of(self.name());
+        let backoff = self.restart_backoff();
         let stop = CancellationToken::new();
         let (token, stop_seen) = (stop.clone(), stop.clone());
         let (serving, drain) = link(Some(stop));
@@ -292,31 +384,167 @@ impl TaskBuilder<'_> {
                 drain.drained(out_of_time)
             }))
         });
-        let handle = match registered {
+        let mut handle = match registered {
             Ok(handle) => handle,
             Err(error) => return Err(dropped_refused(error, [service])),
         };
-        let alive = compactor.alive_service(name.clone());
+        let state = crate::service::StateCell::new();
+        handle.service = Some(state.clone());
+        let tracking = Tracking {
+            state,
+            counted: (!supervision.background).then(|| compactor.service_began()),
+        };
+        let alive = compactor.alive_service(path.clone());
         let owner = compactor.downgrade();
-        drop(runtime.spawn(async move {
-            let _alive = alive;
-            let ended = |end: &ServiceEnd| {
-                // Ended by its drain or an early run: not a failure that
-                // should start a shutdown.
-                let failed = !matches!(end, ServiceEnd::Ok);
-                if failed && starts_shutdown && !stop_seen.is_cancelled() {
-                    if let Some(compactor) = owner.upgrade() {
-                        begin_unless_begun(&compactor, end.reason(Some(&name)));
-                    }
+        let shutting_down = compactor.begun().clone();
+        let events = compactor.events();
+        let span = tracing::info_span!("service", task = %path);
+        drop(
+            runtime.spawn(
+                async move {
+                    let _alive = alive;
+                    let tracking = tracking;
+                    let ended = |end: &ServiceEnd| {
+                        // Ended by its drain, or an early run: not a failure that
+                        // ends anything.
+                        let by_itself = !stop_seen.is_cancelled();
+                        if by_itself && !matches!(end, ServiceEnd::Ok) {
+                            if let Some(compactor) = owner.upgrade() {
+                                compactor.escalate(supervision.ends, end.reason(Some(&path)));
+                            }
+                        }
+                        tracking.finish(end, by_itself);
+                    };
+                    let tracking = &tracking;
+                    let supervised = Supervised {
+                        context: ServiceContext {
+                            token,
+                            name: path.clone(),
+                            restarts: 0,
+                        },
+                        budget: supervision.restarts,
+                        backoff,
+                        shutting_down,
+                        events,
+                        state: tracking.state.clone(),
+                    };
+                    serving
+                        .serve(move || supervised.run(move |ctx| service(ctx)), ended)
+                        .await;
                 }
-            };
-            let span = tracing::info_span!("service", task = %name);
-            serving
-                .serve(move || service(token), ended)
-                .instrument(span)
-                .await;
-        }));
+                .instrument(span),
+            ),
+        );
         Ok(handle)
+    }
+}
+
+/// A service's state and its place in the counts, kept up to date from
+/// its task: dropped unfinished (cut off), it ended `Cancelled`.
+struct Tracking {
+    state: Arc<crate::service::StateCell>,
+    counted: Option<super::tree::Counted>,
+}
+
+impl Tracking {
+    fn finish(&self, end: &ServiceEnd, by_itself: bool) {
+        self.state.update(|s| s.ended = Some(end.outcome()));
+        if let Some(counted) = &self.counted {
+            counted.ended(by_itself);
+        }
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        self.state.update(|s| {
+            s.ended.get_or_insert(crate::Outcome::Cancelled);
+        });
+    }
+}
+
+/// A service's runs, restarts between them.
+struct Supervised {
+    context: ServiceContext,
+    budget: Option<(u32, Duration)>,
+    backoff: Backoff,
+    shutting_down: CancellationToken,
+    events: Arc<OnceLock<broadcast::Sender<Event>>>,
+    state: Arc<crate::service::StateCell>,
+}
+
+impl Supervised {
+    /// Runs the service until it ends with no restart left: its end, a
+    /// last panic raised again (without the panic hook) for the link to
+    /// report.
+    async fn run<F, Fut>(mut self, mut service: F) -> Result<(), CleanupError>
+    where
+        F: FnMut(ServiceContext) -> Fut,
+        Fut: Future,
+        Fut::Output: CleanupResult,
+    {
+        let mut restarts_at: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let context = self.context.clone();
+            let ran = AssertUnwindSafe(async { service(context).await })
+                .catch_unwind()
+                .await;
+            let end = ServiceEnd::of(ran);
+            let failed = !matches!(end, ServiceEnd::Ok);
+            let restarts = self.context.restarts.saturating_add(1);
+            let delay = self.backoff.next_delay(restarts);
+            // The budget as it stands when the restart would happen.
+            let at = Instant::now() + delay.min(Duration::from_secs(86_400 * 365));
+            let restart = failed
+                && !self.context.is_cancelled()
+                && !self.shutting_down.is_cancelled()
+                && self.budget.is_some_and(|(at_most, within)| {
+                    while restarts_at
+                        .front()
+                        .is_some_and(|then| at.saturating_duration_since(*then) >= within)
+                    {
+                        restarts_at.pop_front();
+                    }
+                    (restarts_at.len() as u64) < u64::from(at_most)
+                });
+            if !restart {
+                return self.given_up(end);
+            }
+            tracing::warn!(restart = restarts, ?delay, error = %end.text(), "service failed; restarting");
+            if let Some(events) = self.events.get() {
+                let _ = events.send(Event::ServiceRestarting {
+                    name: self.context.name.clone(),
+                    restart: restarts,
+                    delay,
+                    error: end.text(),
+                });
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // Stopped while it waits: this failure is its end.
+                () = self.context.token.cancelled() => return self.given_up(end),
+                () = self.shutting_down.cancelled() => return self.given_up(end),
+            }
+            restarts_at.push_back(Instant::now());
+            self.context.restarts = restarts;
+            self.state.update(|s| s.restarts = restarts);
+        }
+    }
+
+    /// The end of a service with no restart left, its restarts named.
+    fn given_up(&self, end: ServiceEnd) -> Result<(), CleanupError> {
+        let restarts = self.context.restarts;
+        let end = match (end, restarts) {
+            (end, 0) => end,
+            (ServiceEnd::Failed(error), n) => {
+                ServiceEnd::Failed(error.within(format!("after {n} restarts")))
+            }
+            (ServiceEnd::Panicked(message), n) => {
+                ServiceEnd::Panicked(format!("after {n} restarts: {message}"))
+            }
+            (end, _) => end,
+        };
+        end.into_outcome()
     }
 }
 
@@ -326,13 +554,5 @@ impl Compactor {
     /// its drain (its code holding its thread).
     pub(crate) fn alive_service(&self, name: Arc<str>) -> crate::run::live::Alive {
         crate::run::live::LiveServices::enter(&self.inner.running.services, name)
-    }
-}
-
-/// Starts the shutdown for a failed service, unless one has begun.
-fn begin_unless_begun(compactor: &Compactor, reason: ShutdownReason) {
-    if !compactor.is_shutting_down() {
-        tracing::error!(%reason, "a service failed: starting the shutdown");
-        compactor.begin(reason);
     }
 }

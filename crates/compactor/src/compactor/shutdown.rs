@@ -110,6 +110,7 @@ impl Compactor {
             halted: Some(self.inner.gates.halted.clone()),
             services: Some(self.inner.running.services.clone()),
             early_runs: Vec::new(),
+            earlier: Vec::new(),
             ticker: None,
         }
     }
@@ -251,6 +252,7 @@ impl Started {
         let parts = RunnerParts {
             snapshots,
             early_runs,
+            earlier: compactor.left_reports(),
             ticker,
             ..compactor.runner_parts(ctx.clone(), reason, t0)
         };

@@ -7,7 +7,7 @@ use std::fmt;
 use crate::{Category, Compactor};
 
 /// The pending tasks of an instance, by category and by scope. Made by
-/// [`Compactor::inventory`].
+/// [`ShutdownPlan::inventory`](super::ShutdownPlan::inventory).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     tasks: usize,
@@ -52,7 +52,7 @@ impl Inventory {
     ///
     /// let c = Compactor::new();
     /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();
-    /// let missing = c.inventory().validate_coverage([Coverage::from(Category::Database), Category::File.into(), "http".into()]);
+    /// let missing = c.plan().inventory().validate_coverage([Coverage::from(Category::Database), Category::File.into(), "http".into()]);
     /// assert_eq!(missing, [Coverage::Category(Category::File), Coverage::Task("http".into())]);
     /// ```
     pub fn validate_coverage<T: Into<Coverage>>(
@@ -138,24 +138,9 @@ impl fmt::Display for Coverage {
 }
 
 impl Compactor {
-    /// The pending tasks, by category and by scope (recursively).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use compactor::{Category, Compactor};
-    ///
-    /// let c = Compactor::new();
-    /// c.task("pool").category(Category::Database).register(|| async {}).unwrap();
-    /// let conn = c.task("conn-1").scope().unwrap();
-    /// conn.task("socket").category(Category::Network).register(|| async {}).unwrap();
-    ///
-    /// let inventory = c.inventory();
-    /// assert_eq!(inventory.by_category()[&Category::Database], 1);
-    /// assert_eq!(inventory.scopes()["conn-1"].by_category()[&Category::Network], 1);
-    /// assert_eq!(inventory.total(), 2);
-    /// ```
-    pub fn inventory(&self) -> Inventory {
+    /// The pending tasks, by category and by scope (recursively): see
+    /// [`ShutdownPlan::inventory`](super::ShutdownPlan::inventory).
+    pub(crate) fn inventory(&self) -> Inventory {
         let mut inventory = Inventory::default();
         self.registry().for_each_pending(|name, category, scope| {
             inventory.tasks += 1;

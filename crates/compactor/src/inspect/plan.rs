@@ -57,6 +57,7 @@ pub struct ShutdownPlan {
     worst_case: Duration,
     unbounded: Duration,
     critical_path: Vec<u32>,
+    inventory: super::Inventory,
 }
 
 /// What the plan knows of one task, its name and edges apart.
@@ -263,7 +264,20 @@ impl ShutdownPlan {
             worst_case: unbounded.min(config.deadline),
             unbounded,
             critical_path,
+            inventory: super::Inventory::default(),
         }
+    }
+
+    pub(crate) fn with_inventory(mut self, inventory: super::Inventory) -> ShutdownPlan {
+        self.inventory = inventory;
+        self
+    }
+
+    /// The pending tasks by category and by scope, scopes' own tasks
+    /// included (recursively), and the check that every expected kind of
+    /// resource has a cleanup ([`Inventory::validate_coverage`](super::Inventory::validate_coverage)).
+    pub fn inventory(&self) -> &super::Inventory {
+        &self.inventory
     }
 
     /// The phases, in the order they run.

@@ -104,7 +104,7 @@ impl Compactor {
     /// withdraws the service's drain task.
     pub async fn run_until_shutdown<S, F>(&self, service: S) -> ShutdownReport
     where
-        S: FnOnce(CancellationToken) -> F,
+        S: FnOnce(crate::service::ServiceContext) -> F,
         F: Future,
         F::Output: CleanupResult,
     {
@@ -142,16 +142,23 @@ impl Compactor {
         // Served here, on `main`'s task: it need not be `Send`. It goes on
         // while it drains, until it ends or its drain cuts it off; one that
         // ends by itself starts the shutdown.
-        let stop = self.drain_token();
+        let stop = crate::service::ServiceContext {
+            token: self.drain_token(),
+            name: SERVICE.into(),
+            restarts: 0,
+        };
         // Counted as alive while served: if its code holds the thread past
-        // its drain, the report says it is abandoned, still running.
+        // its drain, the report says it is abandoned, still running. And
+        // counted as a service: the whole ends when its parts do.
         let alive = self.alive_service(SERVICE.into());
+        let counted = self.service_began();
         let ended = |end: &ServiceEnd| {
             if !self.begun().is_cancelled() {
                 self.begin(end.reason(None));
             }
+            counted.ended(false);
         };
-        let served = async move {
+        let served = async {
             let _alive = alive;
             serving.serve(move || service(stop), ended).await;
         };

@@ -41,6 +41,7 @@ impl Registry {
             registry: registry.clone(),
             name,
             id,
+            service: None,
         };
         let unrelated =
             self.referenced.load(Ordering::Acquire) == 0 && items.iter().all(|t| !t.has_deps);

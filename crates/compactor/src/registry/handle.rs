@@ -15,6 +15,8 @@ pub struct TaskHandle {
     pub(crate) registry: Weak<Registry>,
     pub(crate) name: Arc<str>,
     pub(crate) id: NonZeroU64,
+    /// For a service: how it stands.
+    pub(crate) service: Option<Arc<crate::service::StateCell>>,
 }
 
 impl TaskHandle {
@@ -42,6 +44,13 @@ impl TaskHandle {
         self.registry
             .upgrade()
             .is_some_and(|registry| registry.unregister(&self.name, self.id))
+    }
+
+    /// For a service's task: how the service stands (running, restarts,
+    /// how it ended); `None` for any other task. The task itself stays
+    /// [pending](Self::is_pending) until its drain runs.
+    pub fn service(&self) -> Option<crate::service::ServiceState> {
+        self.service.as_ref().map(|state| state.get())
     }
 
     /// Whether the task is still registered and shutdown has not begun.

@@ -20,6 +20,8 @@ pub struct CleanupError {
     text: Arc<str>,
     chain: Arc<[String]>,
     error: Option<Arc<dyn Error + Send + Sync>>,
+    /// For a scope's task: the scope's report.
+    scope: Option<super::ShutdownReport>,
 }
 
 // Read-only once made: a panic cannot leave it half changed.
@@ -59,6 +61,7 @@ impl CleanupError {
             text: Arc::from(chain.join(": ")),
             chain: Arc::from(chain),
             error: Some(error),
+            scope: None,
         }
     }
 
@@ -71,6 +74,29 @@ impl CleanupError {
     /// without sources.
     pub fn chain(&self) -> impl Iterator<Item = &str> {
         self.chain.iter().map(String::as_str)
+    }
+
+    /// For the task of a scope that did not end clean: the scope's own
+    /// report, whose failures [`ShutdownReport::failures`](super::ShutdownReport::failures)
+    /// lists with their paths.
+    pub fn scope(&self) -> Option<&super::ShutdownReport> {
+        self.scope.as_ref()
+    }
+
+    pub(crate) fn with_scope(mut self, report: super::ShutdownReport) -> CleanupError {
+        self.scope = Some(report);
+        self
+    }
+
+    /// This error as the cause of `outer`: the chain gains `outer` first.
+    pub(crate) fn within(self, outer: String) -> CleanupError {
+        let mut chain = vec![outer];
+        chain.extend(self.chain.iter().cloned());
+        CleanupError {
+            text: Arc::from(chain.join(": ")),
+            chain: Arc::from(chain),
+            ..self
+        }
     }
 
     /// The error itself, where it was one that carries its sources (an
@@ -86,6 +112,7 @@ impl From<String> for CleanupError {
             chain: Arc::from([text.clone()]),
             text: Arc::from(text),
             error: None,
+            scope: None,
         }
     }
 }

@@ -22,6 +22,39 @@ pub(crate) use task::optional_millis;
 use crate::priority::Category;
 use crate::signal::SignalExit;
 
+/// A task that did not end clean, with its path in the tree: from
+/// [`ShutdownReport::failures`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Failure {
+    path: String,
+    outcome: Outcome,
+    interruption: Option<Interruption>,
+}
+
+impl Failure {
+    /// The scopes' names and the task's, `/`-separated (`subsys/nested`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// How the task ended; a failure keeps its causes ([`CleanupError::chain`]).
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// How it was stopped, if it was.
+    pub fn interruption(&self) -> Option<Interruption> {
+        self.interruption
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.outcome)
+    }
+}
+
 /// The outcomes and time of one category of tasks in a [`ShutdownReport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -270,6 +303,48 @@ impl ShutdownReport {
         self.tasks().iter().filter_map(TaskReport::freed).sum()
     }
 
+    /// Every task that did not end clean, anywhere in the tree: a scope's
+    /// task stands for the failures inside it (see [`CleanupError::scope`]),
+    /// each named by its path (`subsys/nested`), outermost scope first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), compactor::Error> {
+    /// let app = compactor::Compactor::new();
+    /// let subsys = app.task("subsys").scope()?;
+    /// subsys.register("flush", || async { Err::<(), _>("disk full") })?;
+    /// let report = app.shutdown().await;
+    /// let failures = report.failures();
+    /// assert_eq!(failures[0].path(), "subsys/flush");
+    /// assert_eq!(failures[0].outcome().to_string(), "failed: disk full");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn failures(&self) -> Vec<Failure> {
+        fn collect(report: &ShutdownReport, prefix: &str, out: &mut Vec<Failure>) {
+            for t in report.tasks().iter().filter(|t| !t.outcome.is_clean()) {
+                let path = format!("{prefix}{}", t.name);
+                if let Outcome::Failed(error) = &t.outcome {
+                    if let Some(scope) = error.scope() {
+                        let before = out.len();
+                        collect(scope, &format!("{path}/"), out);
+                        if out.len() > before {
+                            continue;
+                        }
+                    }
+                }
+                out.push(Failure {
+                    path,
+                    outcome: t.outcome.clone(),
+                    interruption: t.interruption,
+                });
+            }
+        }
+        let mut out = Vec::new();
+        collect(self, "", &mut out);
+        out
+    }
+
     /// How many tasks ended with an outcome of this kind (the payload of
     /// `Failed`, `Panicked` and `Skipped` is ignored).
     pub fn count(&self, outcome: &Outcome) -> usize {
@@ -286,7 +361,7 @@ impl ShutdownReport {
 impl serde::Serialize for ShutdownReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("ShutdownReport", 9)?;
+        let mut s = serializer.serialize_struct("ShutdownReport", 10)?;
         s.serialize_field("reason", &self.0.reason)?;
         s.serialize_field("complete", &self.0.complete)?;
         s.serialize_field("clean", &self.is_clean())?;
@@ -294,6 +369,7 @@ impl serde::Serialize for ShutdownReport {
         s.serialize_field("duration_ms", &(self.0.duration.as_secs_f64() * 1e3))?;
         s.serialize_field("warnings", &self.0.warnings)?;
         s.serialize_field("tasks", &self.0.tasks)?;
+        s.serialize_field("failures", &self.failures())?;
         s.serialize_field("by_category", &self.by_category())?;
         s.serialize_field("freed", &self.freed())?;
         s.end()

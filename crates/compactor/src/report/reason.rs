@@ -23,8 +23,14 @@ pub enum ShutdownReason {
     /// The service given to [`Compactor::run_until_shutdown`](crate::Compactor::run_until_shutdown)
     /// ended by itself.
     ServiceEnded,
-    /// That service ended with an error (its text).
+    /// A service ended with an error: `service `path`: ` and its text
+    /// (`main`'s: the text alone). See [`Supervision`](crate::service::Supervision).
     ServiceFailed(String),
+    /// Every service had ended: the whole ends when its parts do (see
+    /// [`compactor::service`](crate::service)).
+    ServicesEnded,
+    /// [`Compactor::abort`](crate::Compactor::abort) before any shutdown.
+    Aborted,
     /// Not a shutdown: one category released early with
     /// [`Compactor::run_early`](crate::Compactor::run_early).
     Category(Category),
@@ -41,6 +47,8 @@ impl fmt::Display for ShutdownReason {
             ShutdownReason::Panic(message) => write!(f, "panic: {message}"),
             ShutdownReason::ServiceEnded => f.write_str("service ended"),
             ShutdownReason::ServiceFailed(error) => write!(f, "service failed: {error}"),
+            ShutdownReason::ServicesEnded => f.write_str("every service ended"),
+            ShutdownReason::Aborted => f.write_str("aborted"),
             ShutdownReason::Category(category) => write!(f, "category {category}"),
             ShutdownReason::Early(tasks) => write!(f, "early run of {tasks} task(s)"),
         }

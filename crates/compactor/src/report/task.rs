@@ -103,6 +103,8 @@ pub enum SkipReason {
     PhaseBudget,
     /// Its instance is a scope whose task its parent cut off or skipped.
     Halted,
+    /// Its instance was [aborted](crate::Compactor::abort).
+    Aborted,
 }
 
 impl fmt::Display for SkipReason {
@@ -111,6 +113,7 @@ impl fmt::Display for SkipReason {
             SkipReason::Deadline => "shutdown deadline passed",
             SkipReason::PhaseBudget => "phase budget ran out",
             SkipReason::Halted => "its scope was cut off by its parent",
+            SkipReason::Aborted => "aborted",
         })
     }
 }

@@ -56,7 +56,7 @@ impl Runner {
                     // A scope never started: halted, its shutdown runs
                     // nothing (its services stop), and the report waits for
                     // it.
-                    scope.halt();
+                    scope.halt(crate::report::SkipReason::Halted);
                     self.stopped.scopes.push((index, scope));
                 }
                 self.ctx.slots.fill(index, unstarted);
@@ -151,6 +151,9 @@ impl Runner {
         match phase {
             Some(p) => {
                 tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
+            }
+            None if reason == SkipReason::Aborted => {
+                tracing::warn!("the instance was aborted; its unfinished tasks were stopped");
             }
             None if reason == SkipReason::Halted => {
                 tracing::warn!(

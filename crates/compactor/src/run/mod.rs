@@ -40,7 +40,7 @@ pub(crate) use membership::Chain;
 pub(crate) use membership::{killer_gone, killer_made, tell_dropping_task};
 pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
-pub(crate) use scheduler::{Runner, RunnerParts};
+pub(crate) use scheduler::{Runner, RunnerParts, halt_code};
 
 /// Called by the runner every `every` while the run goes on, and once
 /// with `over` set when it has ended: how the run's progress is shown.

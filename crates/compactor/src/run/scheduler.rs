@@ -75,11 +75,13 @@ pub(crate) struct RunnerParts {
     pub(crate) t0: Instant,
     pub(crate) snapshots: Option<Arc<Mailbox<SnapshotRequest>>>,
     pub(crate) halt: Option<CancellationToken>,
-    pub(crate) halted: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(crate) halted: Option<Arc<std::sync::atomic::AtomicU8>>,
     /// The instance's services, for a shutdown's run (an early run leaves
     /// the others running).
     pub(crate) services: Option<Arc<super::live::LiveServices>>,
     pub(crate) early_runs: Vec<EarlyRun>,
+    /// Tasks run before, reported in this run (scopes a failure shut down).
+    pub(crate) earlier: Vec<crate::report::TaskReport>,
     pub(crate) ticker: Option<Ticker>,
 }
 
@@ -119,7 +121,7 @@ impl Runner {
             books: Books {
                 record: Record::new(&plan, &parts.ctx.names, parts.t0),
                 head,
-                early_run_tasks: Vec::new(),
+                early_run_tasks: parts.earlier,
             },
             clock: Clock {
                 t0: parts.t0,
@@ -239,8 +241,8 @@ impl Runner {
         if out_of_time {
             return Turn::Over;
         }
-        if self.is_halted() {
-            self.expire(None, SkipReason::Halted);
+        if let Some(why) = self.halted() {
+            self.expire(None, why);
             return Turn::Over;
         }
         self.ctx.refresh_listening();
@@ -253,11 +255,10 @@ impl Runner {
         }
     }
 
-    fn is_halted(&self) -> bool {
-        self.outside
-            .halted_flag
-            .as_ref()
-            .is_some_and(|h| h.load(Ordering::SeqCst))
+    /// Why the run was ended at once, if it was.
+    fn halted(&self) -> Option<SkipReason> {
+        let code = self.outside.halted_flag.as_ref()?.load(Ordering::SeqCst);
+        halt_reason(code)
     }
 
     /// Books an attempt's end while the runner is parked, where the attempt
@@ -271,7 +272,7 @@ impl Runner {
         self.lanes.first_out = true;
         self.on_end(ended);
         let due = self.next_limit().is_some_and(|at| at <= now)
-            || self.is_halted()
+            || self.halted().is_some()
             || self
                 .outside
                 .halt
@@ -465,5 +466,21 @@ async fn cancelled(token: Option<&CancellationToken>) {
     match token {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A halt's reason as the instance's flag holds it (0: not halted).
+pub(crate) fn halt_code(why: SkipReason) -> u8 {
+    match why {
+        SkipReason::Aborted => 2,
+        _ => 1,
+    }
+}
+
+fn halt_reason(code: u8) -> Option<SkipReason> {
+    match code {
+        0 => None,
+        2 => Some(SkipReason::Aborted),
+        _ => Some(SkipReason::Halted),
     }
 }

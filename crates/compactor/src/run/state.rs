@@ -195,7 +195,7 @@ pub(super) struct Outside {
     /// Set to end the run at once, its unstarted tasks skipped as halted
     /// (a scope, when its parent cuts its task off); the setter nudges the
     /// mailbox.
-    pub(super) halted_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(super) halted_flag: Option<Arc<std::sync::atomic::AtomicU8>>,
     pub(super) services: Option<Arc<super::live::LiveServices>>,
     /// Early runs under way when the run began: waited for, and
     /// their tasks added to the report.

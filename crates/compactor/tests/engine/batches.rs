@@ -88,7 +88,7 @@ async fn one_bad_definition_refuses_the_whole_batch_and_loses_nothing() {
         .unwrap_err();
     assert!(matches!(e, Error::Cycle { .. }), "{e}");
     // Nothing of any refused batch is registered, the earlier task kept.
-    assert_eq!(c.inventory().tasks(), 1);
+    assert_eq!(c.plan().inventory().tasks(), 1);
     let report = c.shutdown().await;
     assert_eq!(report.tasks().len(), 1);
     assert_eq!(called.load(Ordering::SeqCst), 0, "no refused closure ran");
@@ -127,7 +127,7 @@ fn a_batch_racing_the_shutdown_lands_whole_or_not_at_all() {
             })
         };
         // Shut down once some batches are in, while more are coming.
-        while c.inventory().tasks() < 50 * (round % 5 + 1) {
+        while c.plan().inventory().tasks() < 50 * (round % 5 + 1) {
             std::thread::yield_now();
         }
         let report = runtime.block_on(c.shutdown());
@@ -143,7 +143,7 @@ fn a_foreign_definition_is_refused() {
         .register_batch([other.task("theirs").define(|| async {})])
         .unwrap_err();
     assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
-    assert_eq!(c.inventory().tasks(), 0);
+    assert_eq!(c.plan().inventory().tasks(), 0);
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn a_large_batch_keeps_its_order_and_a_late_duplicate_takes_all_of_it_back
         let e = c.register_batch(with_late(late)).unwrap_err();
         assert_eq!(e, Error::DuplicateName(late.into()));
         assert_eq!(
-            c.inventory().tasks(),
+            c.plan().inventory().tasks(),
             1,
             "nothing of the refused batch stays"
         );
@@ -217,10 +217,12 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
                 assert!(won_singly.is_empty(), "round {round}");
             }
             // None of it: each name is there once, registered singly.
-            Err(Error::DuplicateName(_)) => assert_eq!(c.inventory().tasks(), won_singly.len()),
+            Err(Error::DuplicateName(_)) => {
+                assert_eq!(c.plan().inventory().tasks(), won_singly.len())
+            }
             Err(other) => panic!("{other}"),
         }
-        assert!(c.inventory().tasks() <= names.len());
+        assert!(c.plan().inventory().tasks() <= names.len());
     }
 }
 
@@ -273,7 +275,7 @@ fn a_refused_batch_drops_its_cleanups_outside_its_locks() {
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("the refused batches returned: no cleanup was dropped under the batch lock");
     batcher.join().unwrap();
-    assert_eq!(c.inventory().tasks(), 1);
+    assert_eq!(c.plan().inventory().tasks(), 1);
 }
 
 #[test]
@@ -286,7 +288,7 @@ fn a_definition_of_an_instance_that_is_gone_is_refused_by_another() {
         let c = Compactor::new();
         let e = c.register_batch([def]).unwrap_err();
         assert!(matches!(e, Error::ForeignHandle { .. }), "{e}");
-        assert_eq!(c.inventory().tasks(), 0);
+        assert_eq!(c.plan().inventory().tasks(), 0);
     }
 }
 
@@ -327,7 +329,7 @@ async fn an_early_run_racing_batches_takes_each_batch_whole_or_not_at_all() {
     }
     stop.store(true, Ordering::SeqCst);
     let accepted = batcher.join().unwrap();
-    assert_eq!(released + c.inventory().tasks(), accepted * BATCH);
+    assert_eq!(released + c.plan().inventory().tasks(), accepted * BATCH);
 }
 
 #[test]
@@ -360,5 +362,5 @@ fn a_refused_registration_whose_cleanups_panic_as_they_drop_still_returns_its_er
     let owned = PanicsOnDrop;
     let refused = c.register("taken", once(move || async move { drop(owned) }));
     assert_eq!(refused.unwrap_err(), Error::DuplicateName("taken".into()));
-    assert_eq!(c.inventory().tasks(), 1);
+    assert_eq!(c.plan().inventory().tasks(), 1);
 }

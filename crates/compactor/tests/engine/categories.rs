@@ -71,7 +71,7 @@ async fn the_inventory_counts_pending_tasks_by_category_and_scope() {
         .register(|| async {})
         .unwrap();
 
-    let inventory = c.inventory();
+    let inventory = c.plan().inventory().clone();
     assert_eq!(inventory.tasks(), 3);
     assert_eq!(inventory.total(), 4);
     assert_eq!(inventory.by_category()[&Category::Database], 1);
@@ -100,7 +100,7 @@ async fn coverage_names_what_has_no_cleanup_here_or_in_a_scope() {
         .category(Category::Process)
         .register(|| async {})
         .unwrap();
-    let missing = c.inventory().validate_coverage([
+    let missing = c.plan().inventory().validate_coverage([
         Coverage::from(Category::Database),
         Category::Process.into(),
         Category::Timer.into(),
@@ -150,7 +150,7 @@ async fn one_category_can_be_released_early_in_dependency_order() {
     assert!(early.is_clean() && early.warnings().is_empty(), "{early}");
     assert_eq!(log.entries(), ["tx", "pool"]);
     assert_eq!(
-        c.inventory().tasks(),
+        c.plan().inventory().tasks(),
         1,
         "the released tasks left the instance"
     );

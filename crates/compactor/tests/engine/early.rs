@@ -30,7 +30,7 @@ async fn one_task_is_released_by_its_handle_and_the_rest_stays() {
     assert_eq!(report.tasks()[0].outcome(), &Outcome::Succeeded);
     assert_eq!(log.entries(), ["conn-7"]);
     assert!(!conn.is_pending());
-    assert_eq!(c.inventory().tasks(), 1);
+    assert_eq!(c.plan().inventory().tasks(), 1);
     // Released once: a second release of it is refused.
     assert_eq!(
         c.run_early(Selection::Task(conn)).await.unwrap_err(),
@@ -61,7 +61,7 @@ async fn chosen_tasks_run_in_their_order_with_retries_and_timeouts() {
         .unwrap();
     assert_eq!(log.entries(), ["cache", "db"]);
     assert_eq!(report.task("slow").unwrap().outcome(), &Outcome::TimedOut);
-    assert_eq!(c.inventory().tasks(), 0);
+    assert_eq!(c.plan().inventory().tasks(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,7 +95,7 @@ async fn an_unknown_name_or_an_outside_dependent_runs_nothing_early() {
         }
     );
     assert!(e.to_string().contains("release them too"), "{e}");
-    assert_eq!(c.inventory().tasks(), 2, "nothing was released");
+    assert_eq!(c.plan().inventory().tasks(), 2, "nothing was released");
     assert!(log.entries().is_empty());
     // Both together are fine, in their order.
     let _ = c

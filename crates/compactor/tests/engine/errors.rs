@@ -209,7 +209,7 @@ fn invalid_settings_are_named() {
     let c = built.expect("build() does not panic");
     let message = c.register("probe", || async {}).unwrap_err().to_string();
     assert!(message.contains("concurrency_limit"), "{message}");
-    assert!(c.inventory().tasks() == 0);
+    assert!(c.plan().inventory().tasks() == 0);
 }
 
 /// A cleanup whose `Drop` panics.
@@ -406,7 +406,8 @@ fn the_public_handles_cross_threads_and_catch_unwind() {
     handle::<compactor::Compactor>();
     handle::<compactor::TaskHandle>();
     handle::<compactor::Builder>();
-    handle::<compactor::Readiness>();
+    handle::<compactor::service::Readiness>();
+    handle::<compactor::service::ServiceContext>();
     handle::<compactor::ShutdownReport>();
     handle::<compactor::TaskReport>();
     handle::<compactor::Outcome>();

@@ -36,7 +36,7 @@ fn the_plan_shows_phases_raised_priorities_and_edges_and_runs_nothing() {
     let plan = c.plan();
     assert!(!ran.load(Ordering::SeqCst));
     assert_eq!(
-        c.inventory().tasks(),
+        c.plan().inventory().tasks(),
         3,
         "planning takes nothing out of the registry"
     );

@@ -51,7 +51,7 @@ async fn the_service_drains_inside_the_shutdown_before_the_other_cleanups() {
         }),
     )
     .unwrap();
-    let service = |stop: tokio_util::sync::CancellationToken| async move {
+    let service = |stop: compactor::service::ServiceContext| async move {
         stop.cancelled().await;
         tokio::time::sleep(Duration::from_millis(20)).await; // in-flight requests
         drained.store(true, Ordering::SeqCst);

@@ -24,4 +24,5 @@ mod services;
 mod slots;
 mod testing;
 mod timing;
+mod tree;
 mod workers;

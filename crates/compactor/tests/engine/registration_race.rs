@@ -87,7 +87,7 @@ fn registrations_racing_shutdown_lose_nothing_and_run_nothing_twice() {
             1 => 3,
             r => THREADS * BEFORE * ((r - 1) % 6) / 12,
         };
-        while c.inventory().tasks() < threshold {
+        while c.plan().inventory().tasks() < threshold {
             thread::yield_now();
         }
         {

@@ -17,11 +17,15 @@ async fn a_scope_shut_down_on_its_own_runs_its_cleanups_and_leaves_its_parent() 
     app.register("db", logged(&log, "db")).unwrap();
     let conn = app.task("conn-1").scope().unwrap();
     conn.register("socket", logged(&log, "socket")).unwrap();
-    assert_eq!(app.inventory().tasks(), 2);
+    assert_eq!(app.plan().inventory().tasks(), 2);
 
     assert!(conn.shutdown().await.is_clean());
     assert_eq!(log.entries(), ["socket"]);
-    assert_eq!(app.inventory().tasks(), 1, "the scope left its parent");
+    assert_eq!(
+        app.plan().inventory().tasks(),
+        1,
+        "the scope left its parent"
+    );
 
     let report = app.shutdown().await;
     let names: Vec<&str> = report.tasks().iter().map(|t| t.name()).collect();
@@ -151,7 +155,7 @@ async fn scope_churn_leaves_nothing_behind_in_the_parent() {
         conn.register("session", || async {}).unwrap();
         assert!(conn.shutdown().await.is_clean());
     }
-    assert_eq!(app.inventory().tasks(), 0);
+    assert_eq!(app.plan().inventory().tasks(), 0);
     assert!(app.shutdown().await.tasks().is_empty());
 }
 
@@ -170,9 +174,9 @@ async fn released_weak_registrations_are_pruned_as_the_instance_runs() {
         // The request ends: its value is dropped, the registration lingers.
     }
     assert!(
-        app.inventory().tasks() <= 1 + 1024,
+        app.plan().inventory().tasks() <= 1 + 1024,
         "pruned along the way: {} pending",
-        app.inventory().tasks()
+        app.plan().inventory().tasks()
     );
     let report = app.shutdown().await;
     assert_eq!(report.task("kept").unwrap().outcome(), &Outcome::Succeeded);

@@ -142,7 +142,8 @@ async fn a_service_that_panics_starts_the_shutdown_and_is_reported_panicked() {
 async fn a_service_that_may_fail_leaves_the_process_running() {
     let c = Compactor::new();
     c.task("optional")
-        .shutdown_on_failure(false)
+        // Not counted either: its end does not end the whole.
+        .supervise(compactor::service::Supervision::carry_on().background(true))
         .service(|_stop| async { Err::<(), _>("cache warm-up failed") })
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -168,7 +169,7 @@ async fn a_refused_service_never_starts() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!started.load(Ordering::SeqCst));
     assert_eq!(
-        c.inventory().tasks(),
+        c.plan().inventory().tasks(),
         1,
         "nothing registered before is lost"
     );
@@ -196,7 +197,7 @@ fn a_service_outside_a_runtime_is_refused_with_a_clear_error() {
         }
     );
     assert!(e.to_string().contains("needs a tokio runtime"), "{e}");
-    assert_eq!(c.inventory().tasks(), 0);
+    assert_eq!(c.plan().inventory().tasks(), 0);
 }
 
 #[test]

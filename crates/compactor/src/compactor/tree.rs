@@ -1,0 +1,239 @@
+//! Instances as a tree: a scope knows its parent and its path; services
+//! are counted here and in every instance above, so the whole ends when
+//! its parts do; a failure travels up to what its supervision says it
+//! ends; and a scope that a failure shut down leaves its report with its
+//! parent, for the parent's report.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use super::{Compactor, WeakCompactor};
+use crate::priority::{Category, Priority};
+use crate::report::{CleanupError, Outcome, ShutdownReason, ShutdownReport, TaskReport};
+use crate::service::{Ends, Supervision};
+
+/// How many reports of scopes that shut down by themselves an instance keeps for
+/// its own report; past that, the rest are counted in the log only.
+const LEFT_REPORTS: usize = 64;
+
+/// An instance's place in its tree.
+#[derive(Default)]
+pub(super) struct Tree {
+    /// For a scope: its parent, its task's name and spec there.
+    parent: OnceLock<Parent>,
+    /// The supervision of the services registered here, if set here.
+    supervision: OnceLock<Supervision>,
+    /// Services counted for "the whole ends when its parts do", alive here
+    /// and in the scopes below.
+    services: AtomicUsize,
+    /// Whether one has ever been counted.
+    served: AtomicBool,
+    /// Reports of scopes below that a failure shut down, as tasks of this
+    /// instance's report.
+    left: Mutex<Vec<TaskReport>>,
+}
+
+struct Parent {
+    of: WeakCompactor,
+    path: Arc<str>,
+    priority: Priority,
+    category: Category,
+}
+
+impl Compactor {
+    /// Makes this new instance a scope of `parent`, as its task `name`.
+    pub(crate) fn place_under(
+        &self,
+        parent: &Compactor,
+        name: &str,
+        spec: (Priority, Category),
+        supervision: Option<Supervision>,
+    ) {
+        let path = parent.path_of(name);
+        let _ = self.inner.tree.parent.set(Parent {
+            of: parent.downgrade(),
+            path,
+            priority: spec.0,
+            category: spec.1,
+        });
+        if let Some(supervision) =
+            supervision.or_else(|| parent.inner.tree.supervision.get().copied())
+        {
+            let _ = self.inner.tree.supervision.set(supervision);
+        }
+    }
+
+    /// The path of this instance's task `name`: the scopes' names above it
+    /// first (`subsys/nested`).
+    pub(crate) fn path_of(&self, name: &str) -> Arc<str> {
+        match self.inner.tree.parent.get() {
+            Some(parent) => Arc::from(format!("{}/{name}", parent.path)),
+            None => Arc::from(name),
+        }
+    }
+
+    /// The supervision of a service registered here without its own.
+    pub(crate) fn supervision(&self) -> Supervision {
+        self.inner
+            .tree
+            .supervision
+            .get()
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn parent(&self) -> Option<Compactor> {
+        self.inner.tree.parent.get().and_then(|p| p.of.upgrade())
+    }
+
+    /// This instance and those above it, nearest first.
+    fn lineage(&self) -> impl Iterator<Item = Compactor> {
+        std::iter::successors(Some(self.clone()), Compactor::parent)
+    }
+
+    /// Counts a service of this instance here and above, until the
+    /// count's [`ended`](Counted::ended).
+    pub(crate) fn service_began(&self) -> Counted {
+        let lineage: Vec<WeakCompactor> = self.lineage().map(|i| i.downgrade()).collect();
+        for instance in self.lineage() {
+            instance.inner.tree.served.store(true, Ordering::Release);
+            instance.inner.tree.services.fetch_add(1, Ordering::AcqRel);
+        }
+        Counted {
+            lineage,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts what a service's failure ends, as its supervision says.
+    pub(crate) fn escalate(&self, ends: Ends, reason: ShutdownReason) {
+        let target = match ends {
+            Ends::Nothing => return,
+            Ends::Scope => self.clone(),
+            Ends::All => self.lineage().last().unwrap_or_else(|| self.clone()),
+        };
+        target.begin_unless_begun(reason);
+    }
+
+    fn begin_unless_begun(&self, reason: ShutdownReason) {
+        if !self.is_shutting_down() {
+            match &reason {
+                ShutdownReason::ServicesEnded => {
+                    tracing::info!(%reason, "every service has ended: starting the shutdown");
+                }
+                _ => tracing::error!(%reason, "a service failed: starting the shutdown"),
+            }
+            self.begin(reason);
+        }
+    }
+
+    /// For a scope that shut down by itself (a failure, or its services'
+    /// end), not clean: its report goes to its parent, as its task there
+    /// (no caller holds it).
+    pub(super) fn leave_report(&self, report: &ShutdownReport) {
+        let by_itself = matches!(
+            report.reason(),
+            ShutdownReason::ServiceFailed(_)
+                | ShutdownReason::Panic(_)
+                | ShutdownReason::ServicesEnded
+        );
+        let kept = by_itself && !report.is_clean();
+        let Some(place) = self.inner.tree.parent.get().filter(|_| kept) else {
+            return;
+        };
+        let Some(parent) = place.of.upgrade() else {
+            return;
+        };
+        let name = place.path.rsplit('/').next().unwrap_or(&place.path);
+        let entry = TaskReport {
+            name: Arc::from(name),
+            outcome: Outcome::Failed(scope_failure(name, report)),
+            attempts: 1,
+            priority: place.priority,
+            effective_priority: place.priority,
+            category: place.category.clone(),
+            started_at: None,
+            duration: report.duration(),
+            interruption: None,
+            leaked: None,
+            freed: None,
+            waited_for: None,
+        };
+        let mut left = parent
+            .inner
+            .tree
+            .left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if left.len() < LEFT_REPORTS {
+            left.push(entry);
+        } else {
+            tracing::warn!(scope = %place.path, "a failed scope's report is not kept for its parent's: too many");
+        }
+    }
+
+    /// The reports scopes below left, for this instance's run.
+    pub(super) fn left_reports(&self) -> Vec<TaskReport> {
+        std::mem::take(
+            &mut *self
+                .inner
+                .tree
+                .left
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+}
+
+/// A service's place in the counts of its instance and those above.
+pub(crate) struct Counted {
+    lineage: Vec<WeakCompactor>,
+    done: AtomicBool,
+}
+
+impl Counted {
+    /// Takes the service off the counts (once); where it was the last, and
+    /// it ended `by_itself` (not stopped by a shutdown), that instance
+    /// shuts down: the whole ends when its parts do.
+    pub(crate) fn ended(&self, by_itself: bool) {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for instance in self.lineage.iter().filter_map(WeakCompactor::upgrade) {
+            let tree = &instance.inner.tree;
+            let last = tree.services.fetch_sub(1, Ordering::AcqRel) == 1;
+            if last && by_itself {
+                instance.begin_unless_begun(ShutdownReason::ServicesEnded);
+            }
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.ended(false);
+    }
+}
+
+/// A scope's task's error when its report is not clean: how many of its
+/// tasks did not succeed, with the scope's report inside.
+pub(crate) fn scope_failure(name: &str, report: &ShutdownReport) -> CleanupError {
+    let failed = report
+        .tasks()
+        .iter()
+        .filter(|t| !t.outcome().is_clean())
+        .count();
+    let text = match report.reason() {
+        reason @ (ShutdownReason::ServiceFailed(_)
+        | ShutdownReason::Panic(_)
+        | ShutdownReason::ServicesEnded) => format!(
+            "scope `{name}` shut down ({reason}): {failed} of {} tasks did not succeed",
+            report.tasks().len()
+        ),
+        _ => format!(
+            "scope `{name}`: {failed} of {} tasks did not succeed",
+            report.tasks().len()
+        ),
+    };
+    CleanupError::from(text).with_scope(report.clone())
+}
