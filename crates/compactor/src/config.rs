@@ -304,7 +304,7 @@ impl Builder {
     /// turns "not ready" at once, and every cleanup waits `delay` (the task
     /// `compactor::drain-delay`, a phase of its own before all others, shown
     /// in the plan and the report), while requests keep being served.
-    /// Services' drains and [`Readiness::drained`](crate::Readiness::drained)
+    /// Services' drains and [`Readiness::drained`](crate::service::Readiness::drained)
     /// come after it. Take what the load balancer needs to notice:
     /// `inter × fall` of HAProxy's health check, or Kubernetes' endpoint
     /// propagation (a few seconds). The delay counts against the deadline,

@@ -158,7 +158,7 @@
 //! spans cover the run and each cleanup; the [`ShutdownReport`] is a table
 //! and, with `serde`, JSON. A [progress signal](Builder::progress_signal)
 //! (`SIGUSR1`) prints the plan or the progress to stderr, and under systemd
-//! the shutdown is reported over `NOTIFY_SOCKET`. [`Compactor::inventory`]
+//! the shutdown is reported over `NOTIFY_SOCKET`. [`ShutdownPlan::inventory`](inspect::ShutdownPlan::inventory)
 //! counts what is registered, by category and scope, and checks that every
 //! expected kind of resource has a cleanup.
 //!

@@ -343,7 +343,7 @@ impl TaskBuilder<'_> {
     }
 
     /// Registers a service's drain, then starts the service, supervised.
-    fn start_service<F, Fut>(self, restartable: bool, mut service: F) -> Result<TaskHandle, Error>
+    fn start_service<F, Fut>(self, restartable: bool, service: F) -> Result<TaskHandle, Error>
     where
         F: FnMut(ServiceContext) -> Fut + Send + 'static,
         Fut: Future + Send + 'static,
@@ -428,9 +428,7 @@ impl TaskBuilder<'_> {
                         events,
                         state: tracking.state.clone(),
                     };
-                    serving
-                        .serve(move || supervised.run(move |ctx| service(ctx)), ended)
-                        .await;
+                    serving.serve(move || supervised.run(service), ended).await;
                 }
                 .instrument(span),
             ),

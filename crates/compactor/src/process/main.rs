@@ -49,7 +49,7 @@ impl Compactor {
     ///
     /// `service` is handed the token it must stop on: cancelled when the
     /// shutdown's [drain delay](crate::Builder::drain_delay) is over (at once
-    /// without one), the same as [`Readiness::drained`](crate::Readiness::drained). A
+    /// without one), the same as [`Readiness::drained`](crate::service::Readiness::drained). A
     /// server passes it to its own graceful shutdown (axum's
     /// `with_graceful_shutdown(stop.cancelled_owned())`); a `main` with
     /// nothing to serve, whose work is all registered cleanups, waits on it

@@ -218,7 +218,7 @@ fn a_batch_and_single_registrations_of_the_same_names_never_both_land() {
             }
             // None of it: each name is there once, registered singly.
             Err(Error::DuplicateName(_)) => {
-                assert_eq!(c.plan().inventory().tasks(), won_singly.len())
+                assert_eq!(c.plan().inventory().tasks(), won_singly.len());
             }
             Err(other) => panic!("{other}"),
         }

@@ -285,7 +285,7 @@ async fn an_aborted_scope_stops_everything_in_it_and_leaves() {
     conn.task("reader")
         .service(move |_ctx| async move {
             let _gone = gone;
-            std::future::pending::<()>().await
+            std::future::pending::<()>().await;
         })
         .unwrap();
     let inner = conn.task("inner").scope().unwrap();
