@@ -367,6 +367,26 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_millis(flags.linger_ms));
             return ExitCode::from(report.exit_code());
         }
+        if flags.mode == "restarts" {
+            // A worker in a scope that panics on every run: restarted
+            // twice, then its failure ends the process.
+            let jobs = c.task("jobs").scope().unwrap();
+            jobs.task("worker")
+                .backoff(compactor::Backoff::fixed(Duration::from_millis(50)))
+                .supervise(
+                    compactor::service::Supervision::end_all().restarts(2, Duration::from_secs(60)),
+                )
+                .restartable(|ctx| async move {
+                    println!("worker run {}", ctx.restarts() + 1);
+                    if !ctx.is_cancelled() {
+                        panic!("worker {} lost its queue", ctx.name());
+                    }
+                })
+                .unwrap();
+            let report = c.run_until_shutdown(|stop| stop.cancelled_owned()).await;
+            print_report(&report);
+            return ExitCode::from(report.exit_code());
+        }
         let accepted = Arc::new(AtomicUsize::new(0));
         let service = {
             let accepted = accepted.clone();

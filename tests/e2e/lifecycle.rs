@@ -171,6 +171,34 @@ fn a_service_that_ends_by_itself_runs_the_cleanup_and_exits_zero() {
 }
 
 #[test]
+fn a_service_that_keeps_panicking_is_restarted_then_ends_the_process() {
+    let app = app(&["--mode", "restarts"]);
+    let (code, out) = app.finish(RUN);
+    // A panic started the shutdown: the exit code a panicking `main` has.
+    assert_eq!(code, Some(101), "{out:#?}");
+    let runs: Vec<&String> = out.iter().filter(|l| l.starts_with("worker run")).collect();
+    assert_eq!(
+        runs,
+        ["worker run 1", "worker run 2", "worker run 3"],
+        "{out:#?}"
+    );
+    let report = report_json(&out);
+    let reason = report["reason"]["panic"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(
+            "service `jobs/worker` panicked: after 2 restarts: worker jobs/worker lost its queue"
+        ),
+        "{report}"
+    );
+    assert_eq!(report["failures"][0]["path"], "jobs/worker", "{report}");
+    assert_eq!(
+        report["failures"][0]["outcome"]["kind"], "panicked",
+        "{report}"
+    );
+    assert_eq!(report["exit_code"], 101, "{report}");
+}
+
+#[test]
 fn run_until_shutdown_returns_143_after_sigterm_and_main_prints_the_report() {
     let app = app(&["--mode", "run"]);
     app.signal("TERM");

@@ -504,3 +504,80 @@ async fn a_scope_s_supervision_is_its_services_default_and_names_are_paths() {
     let report = app.shutdown().await;
     assert_eq!(report.failures()[0].path(), "outer/inner/svc");
 }
+
+/// Registers a random tree under `at` (its path `prefix`): cleanups that
+/// succeed, fail or panic, services that fail with their failure carried,
+/// and scopes below, to `depth`. Returns the paths expected to fail.
+fn random_tree(
+    at: &Compactor,
+    prefix: &str,
+    depth: usize,
+    rng: &mut crate::ordering_properties::Rng,
+) -> Vec<String> {
+    let mut failing = Vec::new();
+    for i in 0..rng.below(4) {
+        let name = format!("t{i}");
+        let path = format!("{prefix}{name}");
+        match rng.below(3) {
+            0 => drop(at.register(name, || async {}).unwrap()),
+            1 => {
+                failing.push(path);
+                at.register(name, || async { Err::<(), _>("broke") })
+                    .unwrap();
+            }
+            _ => {
+                failing.push(path);
+                at.register(name, || async { panic!("burst") as () })
+                    .unwrap();
+            }
+        }
+    }
+    if rng.below(3) == 0 {
+        failing.push(format!("{prefix}svc"));
+        at.task("svc")
+            .supervise(Supervision::carry_on())
+            .service(|_ctx| async { Err::<(), _>("svc down") })
+            .unwrap();
+    }
+    if depth > 0 {
+        for i in 0..rng.below(3) {
+            let name = format!("s{i}");
+            let scope = at.task(name.as_str()).scope().unwrap();
+            failing.extend(random_tree(
+                &scope,
+                &format!("{prefix}{name}/"),
+                depth - 1,
+                rng,
+            ));
+        }
+    }
+    failing
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_trees_report_every_failure_once_with_its_path() {
+    for number in 0..200u64 {
+        let mut rng = crate::ordering_properties::Rng(number);
+        let app = Compactor::new();
+        // Keeps the root up while scopes whose services end close themselves.
+        app.task("keeper")
+            .service(|ctx| async move { ctx.cancelled().await })
+            .unwrap();
+        let mut expected = random_tree(&app, "", 3, &mut rng);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let report = app.shutdown().await;
+        let mut got: Vec<String> = report
+            .failures()
+            .iter()
+            .map(|f| f.path().to_owned())
+            .collect();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "tree {number}:\n{report}");
+        assert_eq!(report.is_clean(), expected.is_empty(), "tree {number}");
+        assert!(
+            report.reason() == &ShutdownReason::Manual,
+            "tree {number}: only the keeper's end may end the root: {report}"
+        );
+    }
+}
