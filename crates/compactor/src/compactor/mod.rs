@@ -15,6 +15,7 @@ mod published;
 mod register;
 mod service;
 mod shutdown;
+mod supervision;
 mod tree;
 
 pub use batch::TaskDef;
