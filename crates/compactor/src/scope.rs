@@ -41,7 +41,7 @@ impl TaskBuilder<'_> {
     ///
     /// The task succeeds if the scope's report is clean and fails, naming how
     /// many of its tasks did not succeed, otherwise; the failure carries
-    /// the scope's report ([`CleanupError::scope`](crate::report::CleanupError::scope)),
+    /// the scope's report ([`TaskReport::scope`](crate::TaskReport::scope)),
     /// so the parent's [`failures`](crate::ShutdownReport::failures) name
     /// each one inside by its path. A [`supervise`](Self::supervise) given
     /// here is the default of the services registered in the scope.
@@ -50,6 +50,9 @@ impl TaskBuilder<'_> {
     ///
     /// As [`register`](Self::register).
     pub fn scope(self) -> Result<Compactor, Error> {
+        if let Some(error) = self.restarts_refusal(true) {
+            return Err(error);
+        }
         let child = self.compactor().new_scope();
         let deadline = child.config().deadline;
         let builder = match self.has_timeout() {

@@ -5,7 +5,8 @@
 //! A service is registered with [`TaskBuilder::service`](crate::TaskBuilder::service)
 //! (runs once) or [`TaskBuilder::restartable`](crate::TaskBuilder::restartable)
 //! (its closure called again for each restart). The rules, by default:
-//! - a service that fails (an `Err`, a panic) before any shutdown ends the
+//! - a service that fails (an `Err`, a panic) before any shutdown of its
+//!   instance or of one above it ends the
 //!   whole tree: the root instance shuts down, its reason naming the
 //!   service by its path (`subsys/nested`);
 //! - once at least one service has run and every service has ended, by
@@ -37,8 +38,9 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
-    /// Completes when the service must stop (its drain began, or its
-    /// instance was aborted).
+    /// Completes when the service must stop: its drain began, or its task
+    /// was let go of unrun (skipped, aborted, unregistered), so work it
+    /// handed its token to stops with it.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.token.cancelled()
     }
@@ -114,7 +116,8 @@ impl Supervision {
     /// [`ShutdownReason::ServiceFailed`](crate::report::ShutdownReason::ServiceFailed)
     /// (or [`Panic`](crate::report::ShutdownReason::Panic)) naming the
     /// service's path and its error. The default, as a process whose
-    /// service died should stop.
+    /// service died should stop. If the instances above are gone (every
+    /// handle dropped), the topmost one still there shuts down.
     pub const fn end_all() -> Self {
         Supervision {
             ends: Ends::All,
@@ -148,8 +151,15 @@ impl Supervision {
     /// [backoff](crate::TaskBuilder::backoff); past that budget, the
     /// failure ends what this policy says. Never once the shutdown has
     /// begun. Only a [restartable](crate::TaskBuilder::restartable) service
-    /// can be restarted: a one-shot one given restarts is refused.
-    /// Restarts happen before the shutdown, so they do not lengthen it.
+    /// can be restarted: a one-shot one given restarts is refused (given on
+    /// a scope, the default's restarts apply to its restartable services
+    /// only). `within` is the span counted in: [`Duration::MAX`] for a
+    /// budget over the service's whole life; zero is refused
+    /// ([`Error::InvalidConfig`](crate::Error::InvalidConfig)). A failure
+    /// once the shutdown of its instance or of one above it has begun is
+    /// never restarted, so restarts do not lengthen a shutdown.
+    /// Each restart is an [`Event::ServiceRestarting`](crate::Event::ServiceRestarting)
+    /// to the subscribers of the service's own instance.
     pub const fn restarts(mut self, at_most: u32, within: Duration) -> Self {
         self.restarts = Some((at_most, within));
         self
@@ -181,7 +191,8 @@ impl ServiceState {
     /// or [`Outcome::Panicked`] by itself, [`Outcome::Cancelled`] if it
     /// was dropped (cut off by its drain's timeout, the deadline, or an
     /// abort). A service that stopped on its token ends `Succeeded` (or
-    /// with its error).
+    /// with its error). A service whose task was unregistered is cut off
+    /// too: `Cancelled`.
     pub fn ended(&self) -> Option<&Outcome> {
         self.ended.as_ref()
     }

@@ -466,6 +466,10 @@ impl Compactor {
     /// runs after the report, which the scope's task in its parent carries
     /// if the parent's shutdown was running it.
     ///
+    /// Called from one of this instance's own cleanups, the abort stops
+    /// that cleanup too: its future is dropped at this call's `.await`, so
+    /// the report goes to the instance's other waiters, not to it.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), compactor::Error> {

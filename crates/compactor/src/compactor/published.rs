@@ -21,13 +21,11 @@ pub(super) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: Shutdow
     tracing::Span::current().record("clean", report.is_clean());
     if let Some(task) = instance.scope.get() {
         // Shut down on its own: the parent has nothing left to do for it,
-        // but to report what a failure shut down.
-        if task.unregister() {
-            super::Compactor {
-                inner: instance.clone(),
-            }
-            .leave_report(&report);
+        // but to report what shut down by itself.
+        super::Compactor {
+            inner: instance.clone(),
         }
+        .leave_parent(task, &report);
     }
     if instance.signals.started_run.load(Ordering::Acquire) {
         // Decided once, here, while the waiters still wait.

@@ -94,6 +94,32 @@ impl<'a> TaskBuilder<'a> {
         &self.name
     }
 
+    /// Why a service (`restartable` or not) with this builder's
+    /// supervision, or a scope giving it to its services, is refused:
+    /// restarts asked of a one-shot service, or a zero window.
+    pub(crate) fn restarts_refusal(&self, restartable: bool) -> Option<Error> {
+        let own = self.supervision.and_then(|s| s.restarts);
+        let effective = own.or_else(|| {
+            let inherited = self.compactor.supervision().restarts;
+            inherited.filter(|_| restartable)
+        });
+        if own.is_some() && !restartable {
+            return Some(Error::RestartsNeedRestartable {
+                task: self.name.to_string(),
+            });
+        }
+        match effective {
+            Some((_, within)) if within.is_zero() => Some(Error::InvalidConfig {
+                option: "Supervision::restarts",
+                problem: format!(
+                    "was given a zero window for `{}`; give the span the restarts are counted in (Duration::MAX for a budget over the service's whole life)",
+                    self.name
+                ),
+            }),
+            _ => None,
+        }
+    }
+
     /// The delay between a service's restarts: its backoff, or the instance's.
     pub(crate) fn restart_backoff(&self) -> Backoff {
         self.spec

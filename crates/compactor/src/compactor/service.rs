@@ -94,7 +94,9 @@ pub(crate) fn link(stop: Option<CancellationToken>) -> (Serving, Drain) {
     let (cut, cut_off) = oneshot::channel();
     let serving = Serving { ended, cut_off };
     let drain = Drain {
-        stop,
+        // A drain dropped unrun (skipped, aborted, unregistered) still
+        // stops the service's token, and what its code handed it to.
+        stop: stop.map(CancellationToken::drop_guard),
         ended: drained,
         cut: CutOff(Some(cut)),
     };
@@ -147,7 +149,7 @@ impl Serving {
 
 /// The drain task's side of a service's link.
 pub(crate) struct Drain {
-    stop: Option<CancellationToken>,
+    stop: Option<tokio_util::sync::DropGuard>,
     ended: oneshot::Receiver<ServiceEnd>,
     cut: CutOff,
 }
@@ -163,9 +165,8 @@ impl Drain {
             ended,
             mut cut,
         } = self;
-        if let Some(stop) = stop {
-            stop.cancel();
-        }
+        // Told to stop: the guard cancels its token.
+        drop(stop);
         tokio::select! {
             end = ended => {
                 cut.0 = None;

@@ -44,7 +44,7 @@ impl TaskBuilder<'_> {
     /// service's [context](ServiceContext) is cancelled and the task waits
     /// for the service to end, within its timeout. The service's end is the
     /// task's outcome: an `Err` fails it, a panic is `Panicked`. Cut off by the
-    /// timeout, the deadline or an [abort](Compactor::abort), the service is
+    /// timeout, the deadline or an [abort](crate::Compactor::abort), the service is
     /// dropped at its next poll, not left running, and the task is reported
     /// timed out or cancelled, never clean (abandoned, still running, if its
     /// code holds its thread).
@@ -52,7 +52,8 @@ impl TaskBuilder<'_> {
     /// "The pool closes after the server has drained" is one `depends_on`:
     /// the server uses the pool, so it is stopped before it.
     ///
-    /// Before any shutdown, its [supervision](Self::supervise) decides what
+    /// Before any shutdown of its instance or of one above it, its
+    /// [supervision](Self::supervise) decides what
     /// its end does: by default a failure (an `Err`, a panic) shuts the
     /// whole tree down, and the end of the last service shuts its instance
     /// down (see [`compactor::service`](crate::service)). A service runs
@@ -68,7 +69,7 @@ impl TaskBuilder<'_> {
     /// not wait for the report (`wait()`, `shutdown()`): the report waits
     /// for the service's drain, which would wait for that code until its
     /// timeout. Start the shutdown from there with
-    /// [`trigger`](Compactor::trigger) instead.
+    /// [`trigger`](crate::Compactor::trigger) instead.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -171,14 +172,13 @@ impl TaskBuilder<'_> {
             });
         };
         let compactor = self.compactor();
-        let supervision = self.supervision.unwrap_or_else(|| compactor.supervision());
-        if supervision.restarts.is_some() && !restartable {
-            return Err(dropped_refused(
-                Error::RestartsNeedRestartable {
-                    task: self.name().to_owned(),
-                },
-                [service],
-            ));
+        let mut supervision = self.supervision.unwrap_or_else(|| compactor.supervision());
+        if let Some(error) = self.restarts_refusal(restartable) {
+            return Err(dropped_refused(error, [service]));
+        }
+        if !restartable {
+            // A scope's default restarts are for the services that can be.
+            supervision.restarts = None;
         }
         let path = compactor.path_of(self.name());
         let backoff = self.restart_backoff();
@@ -209,7 +209,10 @@ impl TaskBuilder<'_> {
         };
         let alive = compactor.alive_service(path.clone());
         let owner = compactor.downgrade();
-        let shutting_down = compactor.begun().clone();
+        let stops = Stops {
+            own: stop_seen,
+            begun: compactor.lineage_begun(),
+        };
         let events = compactor.events();
         let span = tracing::info_span!("service", task = %path);
         drop(
@@ -218,9 +221,10 @@ impl TaskBuilder<'_> {
                     let _alive = alive;
                     let tracking = tracking;
                     let ended = |end: &ServiceEnd| {
-                        // Ended by its drain, or an early run: not a failure that
-                        // ends anything.
-                        let by_itself = !stop_seen.is_cancelled();
+                        // Ended once its drain, an early run or a shutdown of
+                        // its instance or one above began: not a failure
+                        // that ends anything.
+                        let by_itself = !stops.any();
                         if by_itself && !matches!(end, ServiceEnd::Ok) {
                             if let Some(compactor) = owner.upgrade() {
                                 compactor.escalate(supervision.ends, end.reason(Some(&path)));
@@ -237,7 +241,7 @@ impl TaskBuilder<'_> {
                         },
                         budget: supervision.restarts,
                         backoff,
-                        shutting_down,
+                        stops: &stops,
                         events,
                         state: tracking.state.clone(),
                     };
@@ -274,17 +278,35 @@ impl Drop for Tracking {
     }
 }
 
+/// What ends a service's time of its own: its drain (or an early run),
+/// and the shutdown of its instance or of any instance above it.
+struct Stops {
+    own: CancellationToken,
+    begun: Vec<CancellationToken>,
+}
+
+impl Stops {
+    fn any(&self) -> bool {
+        self.own.is_cancelled() || self.begun.iter().any(CancellationToken::is_cancelled)
+    }
+
+    async fn cancelled(&self) {
+        let all = std::iter::once(&self.own).chain(&self.begun);
+        futures::future::select_all(all.map(|t| Box::pin(t.cancelled()))).await;
+    }
+}
+
 /// A service's runs, restarts between them.
-struct Supervised {
+struct Supervised<'a> {
     context: ServiceContext,
     budget: Option<(u32, Duration)>,
     backoff: Backoff,
-    shutting_down: CancellationToken,
+    stops: &'a Stops,
     events: Arc<OnceLock<broadcast::Sender<Event>>>,
     state: Arc<crate::service::StateCell>,
 }
 
-impl Supervised {
+impl Supervised<'_> {
     /// Runs the service until it ends with no restart left: its end, a
     /// last panic raised again (without the panic hook) for the link to
     /// report.
@@ -307,8 +329,7 @@ impl Supervised {
             // The budget as it stands when the restart would happen.
             let at = Instant::now() + delay.min(Duration::from_secs(86_400 * 365));
             let restart = failed
-                && !self.context.is_cancelled()
-                && !self.shutting_down.is_cancelled()
+                && !self.stops.any()
                 && self.budget.is_some_and(|(at_most, within)| {
                     while restarts_at
                         .front()
@@ -333,8 +354,7 @@ impl Supervised {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 // Stopped while it waits: this failure is its end.
-                () = self.context.token.cancelled() => return self.given_up(end),
-                () = self.shutting_down.cancelled() => return self.given_up(end),
+                () = self.stops.cancelled() => return self.given_up(end),
             }
             restarts_at.push_back(Instant::now());
             self.context.restarts = restarts;

@@ -26,8 +26,8 @@ pub(super) struct Tree {
     /// Services counted for "the whole ends when its parts do", alive here
     /// and in the scopes below.
     services: AtomicUsize,
-    /// Whether one has ever been counted.
-    served: AtomicBool,
+    /// Whether one of them ended by itself (not stopped by a shutdown).
+    one_ended: AtomicBool,
     /// Reports of scopes below that a failure shut down, as tasks of this
     /// instance's report.
     left: Mutex<Vec<TaskReport>>,
@@ -35,6 +35,8 @@ pub(super) struct Tree {
 
 struct Parent {
     of: WeakCompactor,
+    /// The scope's task's name there, and its path from the root.
+    name: Arc<str>,
     path: Arc<str>,
     priority: Priority,
     category: Category,
@@ -52,6 +54,7 @@ impl Compactor {
         let path = parent.path_of(name);
         let _ = self.inner.tree.parent.set(Parent {
             of: parent.downgrade(),
+            name: Arc::from(name),
             path,
             priority: spec.0,
             category: spec.1,
@@ -96,7 +99,6 @@ impl Compactor {
     pub(crate) fn service_began(&self) -> Counted {
         let lineage: Vec<WeakCompactor> = self.lineage().map(|i| i.downgrade()).collect();
         for instance in self.lineage() {
-            instance.inner.tree.served.store(true, Ordering::Release);
             instance.inner.tree.services.fetch_add(1, Ordering::AcqRel);
         }
         Counted {
@@ -127,10 +129,20 @@ impl Compactor {
         }
     }
 
-    /// For a scope that shut down by itself (a failure, or its services'
-    /// end), not clean: its report goes to its parent, as its task there
-    /// (no caller holds it).
-    pub(super) fn leave_report(&self, report: &ShutdownReport) {
+    /// Tokens cancelled as this instance's shutdown, or that of an instance
+    /// above it, begins: a service's end after any of them is the
+    /// shutdown's doing, not its own.
+    pub(crate) fn lineage_begun(&self) -> Vec<tokio_util::sync::CancellationToken> {
+        self.lineage().map(|i| i.begun().clone()).collect()
+    }
+
+    /// A scope that shut down on its own leaves its parent: its task there
+    /// is withdrawn. If it shut down by itself (a failure, or its services'
+    /// end) and is not clean, no caller holds its report: it goes to the
+    /// parent, as that task, for the parent's report. Withdrawn and left
+    /// under the lock of the parent's list, which the parent's run takes
+    /// after closing its registry: the report is in one or the other.
+    pub(super) fn leave_parent(&self, task: &crate::registry::TaskHandle, report: &ShutdownReport) {
         let by_itself = matches!(
             report.reason(),
             ShutdownReason::ServiceFailed(_)
@@ -138,16 +150,28 @@ impl Compactor {
                 | ShutdownReason::ServicesEnded
         );
         let kept = by_itself && !report.is_clean();
-        let Some(place) = self.inner.tree.parent.get().filter(|_| kept) else {
+        let place = self.inner.tree.parent.get().filter(|_| kept);
+        let Some((place, parent)) = place.and_then(|p| Some((p, p.of.upgrade()?))) else {
+            task.unregister();
             return;
         };
-        let Some(parent) = place.of.upgrade() else {
+        let mut left = parent
+            .inner
+            .tree
+            .left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !task.unregister() {
+            // The parent's run has the task: it reports the scope itself.
             return;
-        };
-        let name = place.path.rsplit('/').next().unwrap_or(&place.path);
-        let entry = TaskReport {
-            name: Arc::from(name),
-            outcome: Outcome::Failed(scope_failure(name, report)),
+        }
+        if left.len() >= LEFT_REPORTS {
+            tracing::warn!(scope = %place.path, "a failed scope's report is not kept for its parent's: too many");
+            return;
+        }
+        left.push(TaskReport {
+            name: place.name.clone(),
+            outcome: Outcome::Failed(scope_failure(&place.name, report)),
             attempts: 1,
             priority: place.priority,
             effective_priority: place.priority,
@@ -158,18 +182,8 @@ impl Compactor {
             leaked: None,
             freed: None,
             waited_for: None,
-        };
-        let mut left = parent
-            .inner
-            .tree
-            .left
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if left.len() < LEFT_REPORTS {
-            left.push(entry);
-        } else {
-            tracing::warn!(scope = %place.path, "a failed scope's report is not kept for its parent's: too many");
-        }
+            scope: Some(report.clone()),
+        });
     }
 
     /// The reports scopes below left, for this instance's run.
@@ -192,17 +206,21 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    /// Takes the service off the counts (once); where it was the last, and
-    /// it ended `by_itself` (not stopped by a shutdown), that instance
-    /// shuts down: the whole ends when its parts do.
+    /// Takes the service off the counts (once). Where it was the last,
+    /// and one of them ended by itself (not stopped by a shutdown: `by_itself`
+    /// for this one), that instance shuts down: the whole ends when its
+    /// parts do.
     pub(crate) fn ended(&self, by_itself: bool) {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
         for instance in self.lineage.iter().filter_map(WeakCompactor::upgrade) {
             let tree = &instance.inner.tree;
+            if by_itself {
+                tree.one_ended.store(true, Ordering::Release);
+            }
             let last = tree.services.fetch_sub(1, Ordering::AcqRel) == 1;
-            if last && by_itself {
+            if last && tree.one_ended.load(Ordering::Acquire) {
                 instance.begin_unless_begun(ShutdownReason::ServicesEnded);
             }
         }

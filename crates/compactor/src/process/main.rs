@@ -144,7 +144,7 @@ impl Compactor {
         // ends by itself starts the shutdown.
         let stop = crate::service::ServiceContext {
             token: self.drain_token(),
-            name: SERVICE.into(),
+            name: self.path_of(SERVICE),
             restarts: 0,
         };
         // Counted as alive while served: if its code holds the thread past

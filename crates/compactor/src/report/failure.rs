@@ -77,9 +77,8 @@ impl CleanupError {
     }
 
     /// For the task of a scope that did not end clean: the scope's own
-    /// report, whose failures [`ShutdownReport::failures`](super::ShutdownReport::failures)
-    /// lists with their paths.
-    pub fn scope(&self) -> Option<&super::ShutdownReport> {
+    /// report, which the task's record takes.
+    pub(crate) fn scope(&self) -> Option<&super::ShutdownReport> {
         self.scope.as_ref()
     }
 

@@ -304,7 +304,7 @@ impl ShutdownReport {
     }
 
     /// Every task that did not end clean, anywhere in the tree: a scope's
-    /// task stands for the failures inside it (see [`CleanupError::scope`]),
+    /// task stands for the failures inside it (see [`TaskReport::scope`]),
     /// each named by its path (`subsys/nested`), outermost scope first.
     ///
     /// ```
@@ -324,13 +324,11 @@ impl ShutdownReport {
         fn collect(report: &ShutdownReport, prefix: &str, out: &mut Vec<Failure>) {
             for t in report.tasks().iter().filter(|t| !t.outcome.is_clean()) {
                 let path = format!("{prefix}{}", t.name);
-                if let Outcome::Failed(error) = &t.outcome {
-                    if let Some(scope) = error.scope() {
-                        let before = out.len();
-                        collect(scope, &format!("{path}/"), out);
-                        if out.len() > before {
-                            continue;
-                        }
+                if let Some(scope) = t.scope() {
+                    let before = out.len();
+                    collect(scope, &format!("{path}/"), out);
+                    if out.len() > before {
+                        continue;
                     }
                 }
                 out.push(Failure {

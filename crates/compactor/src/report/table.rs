@@ -161,17 +161,15 @@ impl fmt::Display for ShutdownReport {
                 )?;
             }
             writeln!(f)?;
-            if let Outcome::Failed(e) = &t.outcome {
-                for failure in e.scope().map(ShutdownReport::failures).unwrap_or_default() {
-                    let path = format!("{}/{}", t.name, failure.path());
-                    let outcome = failure.outcome().to_string();
-                    writeln!(
-                        f,
-                        "       {}  {}",
-                        shown(&path, 2 * NAME_WIDTH),
-                        shown(&outcome, MESSAGE_WIDTH)
-                    )?;
-                }
+            for failure in t.scope().map(ShutdownReport::failures).unwrap_or_default() {
+                let path = format!("{}/{}", t.name, failure.path());
+                let outcome = failure.outcome().to_string();
+                writeln!(
+                    f,
+                    "       {}  {}",
+                    shown(&path, 2 * NAME_WIDTH),
+                    shown(&outcome, MESSAGE_WIDTH)
+                )?;
             }
         }
         let categories = self.by_category();

@@ -188,6 +188,9 @@ pub struct TaskReport {
     pub(crate) leaked: Option<NonZeroUsize>,
     pub(crate) freed: Option<Freed>,
     pub(crate) waited_for: Option<Arc<str>>,
+    /// For a scope's task that did not end clean: the scope's report.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub(crate) scope: Option<super::ShutdownReport>,
 }
 
 impl TaskReport {
@@ -261,6 +264,15 @@ impl TaskReport {
     /// returned `()`, failed, or never ran.
     pub fn freed(&self) -> Option<Freed> {
         self.freed
+    }
+
+    /// For a scope's task that did not end clean (failed, timed out,
+    /// cancelled): the scope's own report, whose failures
+    /// [`ShutdownReport::failures`](super::ShutdownReport::failures) lists
+    /// with their paths. `None` for any other task, or a scope whose report
+    /// was not out by this one.
+    pub fn scope(&self) -> Option<&super::ShutdownReport> {
+        self.scope.as_ref()
     }
 
     /// For a task skipped because the deadline or its phase budget ran out:

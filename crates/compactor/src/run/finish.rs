@@ -56,7 +56,7 @@ impl Runner {
                     // A scope never started: halted, its shutdown runs
                     // nothing (its services stop), and the report waits for
                     // it.
-                    scope.halt(crate::report::SkipReason::Halted);
+                    scope.halt(self.halted().unwrap_or(crate::report::SkipReason::Halted));
                     self.stopped.scopes.push((index, scope));
                 }
                 self.ctx.slots.fill(index, unstarted);

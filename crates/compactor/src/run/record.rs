@@ -41,6 +41,7 @@ impl Record {
                 leaked: None,
                 freed: None,
                 waited_for: None,
+                scope: None,
             })
             .collect();
         Record {
@@ -71,6 +72,9 @@ impl Record {
         let started = self.started_at(index);
         let entry = &mut self.entries[index as usize];
         let duration = started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s));
+        if let Outcome::Failed(error) = &outcome {
+            entry.scope = error.scope().cloned();
+        }
         entry.outcome = outcome;
         entry.attempts = attempts;
         entry.duration = duration;
@@ -110,6 +114,11 @@ impl Record {
     /// A task whose stopped attempt, cleanup or scope was not known to be
     /// gone by the report: abandoned, still running, rather than dropped
     /// (or, for one never started, than only skipped).
+    /// The report of a scope whose task was cut off, once it is out.
+    pub(crate) fn scope_report(&mut self, index: u32, report: crate::report::ShutdownReport) {
+        self.entries[index as usize].scope = Some(report);
+    }
+
     pub(crate) fn abandoned(&mut self, index: u32) {
         let entry = &mut self.entries[index as usize];
         if matches!(entry.interruption, None | Some(Interruption::Dropped)) {
@@ -213,6 +222,7 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
             leaked: None,
             freed: None,
             waited_for: None,
+            scope: None,
         })
         .collect();
     let head = Head {

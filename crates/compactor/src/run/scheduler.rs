@@ -256,7 +256,7 @@ impl Runner {
     }
 
     /// Why the run was ended at once, if it was.
-    fn halted(&self) -> Option<SkipReason> {
+    pub(super) fn halted(&self) -> Option<SkipReason> {
         let code = self.outside.halted_flag.as_ref()?.load(Ordering::SeqCst);
         halt_reason(code)
     }

@@ -65,9 +65,16 @@ impl Runner {
             {
                 self.stopped.disposing.pop();
             }
+            let record = &mut self.books.record;
             self.stopped
                 .scopes
-                .retain(|(_, scope)| scope.report().is_none());
+                .retain(|(index, scope)| match scope.report() {
+                    Some(report) => {
+                        record.scope_report(*index, report);
+                        false
+                    }
+                    None => true,
+                });
             let services = self.outside.services.clone();
             let settled = services.as_deref().is_none_or(|s| s.alive().is_empty());
             if self.stopped.attempts.is_empty()

@@ -181,7 +181,7 @@ impl Runner {
                 // Cut off: the scope runs nothing more (its shutdown, if
                 // the attempt had not begun it, runs at once, halted), and
                 // the report waits for its own.
-                scope.halt(crate::report::SkipReason::Halted);
+                scope.halt(self.halted().unwrap_or(crate::report::SkipReason::Halted));
                 self.stopped.scopes.push((i as u32, scope));
             }
         }

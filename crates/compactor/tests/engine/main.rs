@@ -25,4 +25,5 @@ mod slots;
 mod testing;
 mod timing;
 mod tree;
+mod tree_edges;
 mod workers;
