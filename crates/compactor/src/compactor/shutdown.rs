@@ -103,6 +103,7 @@ impl Compactor {
                 duration: std::time::Duration::ZERO,
                 warnings: Vec::new(),
                 policy: self.inner.signals.exit,
+                runtime_tasks: None,
             },
             t0,
             snapshots: None,

@@ -110,6 +110,7 @@ struct ReportData {
     duration: Duration,
     warnings: Vec<GraphWarning>,
     tasks: Vec<TaskReport>,
+    runtime_tasks: Option<usize>,
 }
 
 /// What a shutdown did: every registered task exactly once, in the order the
@@ -174,6 +175,7 @@ impl ShutdownReport {
         warnings: Vec<GraphWarning>,
         tasks: Vec<TaskReport>,
         policy: SignalExit,
+        runtime_tasks: Option<usize>,
     ) -> Self {
         let clean = complete && tasks.iter().all(|t| t.outcome.is_clean());
         let exit_code = exit_code(&reason, clean, policy);
@@ -184,6 +186,7 @@ impl ShutdownReport {
             duration,
             warnings,
             tasks,
+            runtime_tasks,
         }))
     }
 
@@ -274,6 +277,26 @@ impl ShutdownReport {
         &self.0.warnings
     }
 
+    /// What outlived the run, as far as it knows: how many tokio tasks
+    /// were alive on the runtime that made the report, as it was made
+    /// (tokio's count: the application's own tasks, and the run's when the
+    /// run had a task of its own; `None` for a report made outside a
+    /// runtime). Compare it with the count before the shutdown to see work
+    /// nobody tracked.
+    pub fn runtime_tasks(&self) -> Option<usize> {
+        self.0.runtime_tasks
+    }
+
+    /// The tasks left running when the report was made: blocking cleanups
+    /// abandoned on their threads, and async ones whose code held its
+    /// thread past its cut-off ([`Interruption::Abandoned`]).
+    pub fn abandoned(&self) -> impl Iterator<Item = &TaskReport> {
+        self.0
+            .tasks
+            .iter()
+            .filter(|t| t.interruption == Some(Interruption::Abandoned))
+    }
+
     /// Weak registrations whose value outlived its cleanup.
     pub fn leaks(&self) -> impl Iterator<Item = &TaskReport> {
         self.0.tasks.iter().filter(|t| t.leaked.is_some())
@@ -359,7 +382,7 @@ impl ShutdownReport {
 impl serde::Serialize for ShutdownReport {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut s = serializer.serialize_struct("ShutdownReport", 10)?;
+        let mut s = serializer.serialize_struct("ShutdownReport", 11)?;
         s.serialize_field("reason", &self.0.reason)?;
         s.serialize_field("complete", &self.0.complete)?;
         s.serialize_field("clean", &self.is_clean())?;
@@ -370,7 +393,25 @@ impl serde::Serialize for ShutdownReport {
         s.serialize_field("failures", &self.failures())?;
         s.serialize_field("by_category", &self.by_category())?;
         s.serialize_field("freed", &self.freed())?;
+        let abandoned: Vec<&str> = self.abandoned().map(TaskReport::name).collect();
+        s.serialize_field(
+            "outlived",
+            &json::Outlived {
+                runtime_tasks: self.0.runtime_tasks,
+                abandoned,
+            },
+        )?;
         s.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+mod json {
+    /// What outlived the run, as the JSON has it.
+    #[derive(serde::Serialize)]
+    pub(super) struct Outlived<'a> {
+        pub(super) runtime_tasks: Option<usize>,
+        pub(super) abandoned: Vec<&'a str>,
     }
 }
 

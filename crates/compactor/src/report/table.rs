@@ -49,6 +49,15 @@ pub(crate) fn links(chain: &[&str]) -> String {
     format!("{head} on … ({skipped} more) on {last}")
 }
 
+/// Names, comma-separated: at most five, then how many more.
+fn links_plain(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{}, and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
 /// Names for a table column: each shown (escaped, cut), and the column's
 /// width (at least that of its heading, "task").
 pub(crate) fn name_column<'a>(names: impl Iterator<Item = &'a str>) -> (Vec<String>, usize) {
@@ -188,6 +197,23 @@ impl fmt::Display for ShutdownReport {
                 }
             }
             writeln!(f, "  by category: {sums}")?;
+        }
+        let abandoned: Vec<String> = self
+            .abandoned()
+            .map(|t| shown(t.name(), NAME_WIDTH))
+            .collect();
+        if !abandoned.is_empty() {
+            writeln!(
+                f,
+                "  still running after the report: {}",
+                links_plain(&abandoned)
+            )?;
+        }
+        if let Some(tasks) = self.runtime_tasks() {
+            writeln!(
+                f,
+                "  tokio tasks alive on the runtime at the report: {tasks}"
+            )?;
         }
         for w in self.warnings() {
             writeln!(f, "  warning: {}", shown(&w.to_string(), MESSAGE_WIDTH))?;

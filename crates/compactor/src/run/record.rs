@@ -160,6 +160,8 @@ pub(crate) struct Head {
     pub(crate) duration: Duration,
     pub(crate) warnings: Vec<GraphWarning>,
     pub(crate) policy: SignalExit,
+    /// The tokio tasks alive on the runtime as the report was made.
+    pub(crate) runtime_tasks: Option<usize>,
 }
 
 fn report(tasks: Vec<TaskReport>, head: Head, complete: bool) -> ShutdownReport {
@@ -170,6 +172,7 @@ fn report(tasks: Vec<TaskReport>, head: Head, complete: bool) -> ShutdownReport 
         head.warnings,
         tasks,
         head.policy,
+        head.runtime_tasks,
     )
 }
 
@@ -230,6 +233,7 @@ pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> Shutdown
         duration: Duration::ZERO,
         warnings: Vec::new(),
         policy,
+        runtime_tasks: None,
     };
     report(tasks, head, false)
 }

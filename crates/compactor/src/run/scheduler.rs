@@ -309,6 +309,7 @@ impl Runner {
             duration: self.clock.t0.elapsed(),
             warnings: self.books.head.warnings.clone(),
             policy: self.books.head.policy,
+            runtime_tasks: None,
         };
         let attempts = |i: u32| {
             self.ctx.headway[i as usize]

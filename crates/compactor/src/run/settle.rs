@@ -27,6 +27,10 @@ impl Runner {
         if let Some((ticker, _)) = &self.clock.ticker {
             ticker.tick(&self.ctx, true);
         }
+        // What is still alive on the runtime making the report.
+        self.books.head.runtime_tasks = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.metrics().num_alive_tasks());
         let extra = std::mem::take(&mut self.books.early_run_tasks);
         let report = self.books.record.into_report(self.books.head, extra);
         (report, self.plan)

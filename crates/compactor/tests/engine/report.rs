@@ -491,3 +491,44 @@ async fn a_failure_keeps_its_causes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_says_what_outlived_the_run() {
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(200))
+        .build();
+    c.task("stuck-flush")
+        .register_blocking(|| std::thread::sleep(Duration::from_secs(2)))
+        .unwrap();
+    c.register("quick", || async {}).unwrap();
+    let before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    // Work nobody tracked: three tasks that never end.
+    for _ in 0..3 {
+        drop(tokio::spawn(std::future::pending::<()>()));
+    }
+    let report = c.shutdown().await;
+    let abandoned: Vec<&str> = report.abandoned().map(|t| t.name()).collect();
+    assert_eq!(abandoned, ["stuck-flush"], "{report}");
+    let alive = report.runtime_tasks().expect("made on a runtime");
+    assert!(
+        alive >= before + 3,
+        "{alive} alive, {before} before the three"
+    );
+    let table = report.to_string();
+    assert!(
+        table.contains("still running after the report: stuck-flush"),
+        "{table}"
+    );
+    assert!(
+        table.contains("tokio tasks alive on the runtime at the report: "),
+        "{table}"
+    );
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outlived"]["abandoned"][0], "stuck-flush");
+        assert_eq!(json["outlived"]["runtime_tasks"], alive);
+    }
+}
