@@ -275,6 +275,7 @@ mod scope;
 pub mod service;
 pub mod signal;
 mod task;
+mod telemetry;
 pub mod testing;
 
 pub use crate::backoff::Backoff;

@@ -358,6 +358,7 @@ impl Supervised<'_> {
             }
             restarts_at.push_back(Instant::now());
             self.context.restarts = restarts;
+            crate::telemetry::restarted();
             self.state.update(|s| s.restarts = restarts);
         }
     }

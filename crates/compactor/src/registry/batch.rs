@@ -93,6 +93,7 @@ impl Registry {
         let hasher = self.tasks.hasher();
         let hash = |key: &HashedName| std::hash::BuildHasher::hash_one(hasher, key);
         let mut shards_left = shards.iter().zip(per_shard);
+        let mut inserted: isize = 0;
         while let Some((shard, tasks)) = shards_left.next() {
             let mut table = shard.write();
             table.reserve(tasks.len(), |(key, _)| hash(key));
@@ -101,6 +102,7 @@ impl Registry {
                 let h = hash(&key);
                 if table.find(h, |(k, _)| *k == key).is_none() {
                     table.insert(h, (key, SharedValue::new(slot)), |(key, _)| hash(key));
+                    inserted += 1;
                     continue;
                 }
                 drop(table);
@@ -108,6 +110,8 @@ impl Registry {
                     .chain(tasks.map(|(_, slot)| slot))
                     .chain(shards_left.flat_map(|(_, tasks)| tasks.into_iter().map(|(_, s)| s)));
                 refused.extend(left.filter_map(|slot| slot.node));
+                // In, for the moment: taken back one by one.
+                crate::telemetry::pending(inserted);
                 self.take_back(&handles, refused);
                 return Err(Error::DuplicateName(key.name().to_string()));
             }
@@ -115,6 +119,7 @@ impl Registry {
         for _ in 0..weak {
             self.weak_registered();
         }
+        crate::telemetry::pending(handles.len() as isize);
         Ok(handles)
     }
 

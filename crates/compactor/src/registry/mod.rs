@@ -56,6 +56,16 @@ pub(crate) struct Registry {
     batches: Mutex<()>,
 }
 
+impl Drop for Registry {
+    /// Tasks that never ran leave the pending gauge with their instance.
+    fn drop(&mut self) {
+        if cfg!(feature = "metrics") {
+            let left = self.tasks.iter().filter(|t| t.node.is_some()).count();
+            crate::telemetry::pending(-(left as isize));
+        }
+    }
+}
+
 // No user code runs under the registry's locks (refused cleanups are
 // dropped by the caller, outside them), and its locks do not poison: a
 // panic seen through a handle leaves it whole.
@@ -242,6 +252,7 @@ impl Registry {
         if weak {
             self.weak_registered();
         }
+        crate::telemetry::pending(1);
         Ok((id, name))
     }
 
@@ -270,6 +281,7 @@ impl Registry {
             return None;
         };
         self.forget_references([&*node]);
+        crate::telemetry::pending(-1);
         Some(node)
     }
 

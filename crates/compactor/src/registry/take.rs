@@ -32,6 +32,7 @@ impl Registry {
         });
         taken.sort_unstable_by_key(|d| d.id);
         self.forget_references(taken.iter().map(|d| &*d.node));
+        crate::telemetry::pending(-(taken.len() as isize));
         taken
     }
 
@@ -66,6 +67,7 @@ impl Registry {
             .flat_map(|shard| std::mem::take(&mut *shard.write()))
             .filter_map(taken)
             .collect();
+        crate::telemetry::pending(-(taken.len() as isize));
         in_id_order(taken)
     }
 

@@ -39,6 +39,24 @@ pub enum ShutdownReason {
     Early(usize),
 }
 
+impl ShutdownReason {
+    /// The reason's kind, as a metric's attribute (`service_failed`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            ShutdownReason::Manual => "manual",
+            ShutdownReason::Signal(_) => "signal",
+            ShutdownReason::Panic(_) => "panic",
+            ShutdownReason::ServiceEnded => "service_ended",
+            ShutdownReason::ServiceFailed(_) => "service_failed",
+            ShutdownReason::ServicesEnded => "services_ended",
+            ShutdownReason::Aborted => "aborted",
+            ShutdownReason::Category(_) => "category",
+            ShutdownReason::Early(_) => "early",
+        }
+    }
+}
+
 impl fmt::Display for ShutdownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

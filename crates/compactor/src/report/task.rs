@@ -45,6 +45,16 @@ impl Outcome {
         matches!(self, Outcome::Succeeded | Outcome::Released)
     }
 
+    /// The outcome's kind as a metric's attribute and the JSON write it
+    /// (`timed_out`).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Outcome::TimedOut => "timed_out",
+            other => other.label(),
+        }
+    }
+
     pub(super) fn label(&self) -> &'static str {
         match self {
             Outcome::Succeeded => "succeeded",
@@ -64,7 +74,7 @@ impl serde::Serialize for Outcome {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("kind", &self.label().replace(' ', "_"))?;
+        map.serialize_entry("kind", self.kind())?;
         match self {
             Outcome::Failed(error) => {
                 map.serialize_entry("detail", error.as_str())?;

@@ -34,6 +34,7 @@ impl Runner {
         let task = &mut self.tasks[i];
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
+            self.books.running.finished();
         }
         let started = !matches!(task.state, State::Waiting);
         task.state = State::Finished;

@@ -122,6 +122,7 @@ impl Runner {
                 record: Record::new(&plan, &parts.ctx.names, parts.t0),
                 head,
                 early_run_tasks: parts.earlier,
+                running: crate::telemetry::Running::new(),
             },
             clock: Clock {
                 t0: parts.t0,
@@ -412,6 +413,7 @@ impl Runner {
     fn start(&mut self, index: u32, now: Instant) {
         let i = index as usize;
         self.books.record.start(index, now);
+        self.books.running.started();
         self.running += 1;
         let planned = &mut self.plan.tasks[i];
         let cleanup = planned.node.take_cleanup();

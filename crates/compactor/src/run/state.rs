@@ -121,6 +121,8 @@ pub(super) struct Books {
     pub(super) record: Record,
     /// The tasks of the early runs the run waited for.
     pub(super) early_run_tasks: Vec<TaskReport>,
+    /// The running tasks' gauge (feature `metrics`).
+    pub(super) running: crate::telemetry::Running,
 }
 
 /// The lanes attempts are handed to (see [`super::lane`]).
