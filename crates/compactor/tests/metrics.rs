@@ -43,7 +43,7 @@ impl Reader {
                 (std::collections::hash_map::Entry::Occupied(mut e), value) => {
                     match (e.get_mut(), value) {
                         (DebugValue::Counter(n), DebugValue::Counter(m)) => *n += m,
-                        (DebugValue::Gauge(n), DebugValue::Gauge(m)) => *n = *n + m,
+                        (DebugValue::Gauge(n), DebugValue::Gauge(m)) => *n += m,
                         (DebugValue::Histogram(v), DebugValue::Histogram(w)) => v.extend(w),
                         (total, value) => panic!("{total:?} then {value:?}"),
                     }
@@ -131,8 +131,8 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
             tokio::time::sleep(Duration::from_secs(1)).await;
             let values = reader.read();
             // pool-0..2, flaky, hangs and the worker's drain.
-            assert_eq!(gauge(&values, "compactor.tasks.pending"), 6.0);
-            assert_eq!(counter(&values, "compactor.service.restarts", &[]), 2);
+            assert_eq!(gauge(values, "compactor.tasks.pending"), 6.0);
+            assert_eq!(counter(values, "compactor.service.restarts", &[]), 2);
 
             let shutdown = c.shutdown();
             tokio::pin!(shutdown);
@@ -142,8 +142,8 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             let values = reader.read();
-            assert!(gauge(&values, "compactor.tasks.running") >= 3.0);
-            assert_eq!(gauge(&values, "compactor.tasks.pending"), 0.0);
+            assert!(gauge(values, "compactor.tasks.running") >= 3.0);
+            assert_eq!(gauge(values, "compactor.tasks.pending"), 0.0);
             let report = shutdown.await;
             assert!(!report.is_clean());
 
@@ -152,8 +152,8 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
                 ("compactor.task.category", "database"),
                 ("compactor.task.outcome", "succeeded"),
             ];
-            assert_eq!(counter(&values, "compactor.task.finished", &db), 3);
-            let durations = histogram(&values, "compactor.task.duration", &db);
+            assert_eq!(counter(values, "compactor.task.finished", &db), 3);
+            let durations = histogram(values, "compactor.task.duration", &db);
             assert_eq!(durations.len(), 3);
             assert!(
                 durations.iter().all(|d| (*d - 0.2).abs() < 1e-3),
@@ -166,11 +166,11 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
                 ]
             };
             assert_eq!(
-                counter(&values, "compactor.task.finished", &other("succeeded")),
+                counter(values, "compactor.task.finished", &other("succeeded")),
                 1
             );
             assert_eq!(
-                counter(&values, "compactor.task.finished", &other("cancelled")),
+                counter(values, "compactor.task.finished", &other("cancelled")),
                 1
             );
             assert_eq!(
@@ -185,7 +185,7 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
                 ("compactor.task.category", "task"),
                 ("compactor.task.outcome", "failed"),
             ];
-            assert_eq!(counter(&values, "compactor.task.finished", &task), 1);
+            assert_eq!(counter(values, "compactor.task.finished", &task), 1);
             let shutdowns = histogram(
                 &values,
                 "compactor.shutdown.duration",
@@ -196,8 +196,8 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
             );
             assert_eq!(shutdowns.len(), 1);
             assert!((shutdowns[0] - 5.0).abs() < 0.1, "{shutdowns:?}");
-            assert_eq!(gauge(&values, "compactor.tasks.running"), 0.0);
-            assert_eq!(gauge(&values, "compactor.tasks.pending"), 0.0);
+            assert_eq!(gauge(values, "compactor.tasks.running"), 0.0);
+            assert_eq!(gauge(values, "compactor.tasks.pending"), 0.0);
         });
     });
 }
