@@ -175,7 +175,7 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
             );
             assert_eq!(
                 counter(
-                    &values,
+                    values,
                     "compactor.task.retries",
                     &[("compactor.task.category", "other")]
                 ),
@@ -187,7 +187,7 @@ fn every_task_retry_restart_and_shutdown_is_counted_and_the_gauges_return_to_zer
             ];
             assert_eq!(counter(values, "compactor.task.finished", &task), 1);
             let shutdowns = histogram(
-                &values,
+                values,
                 "compactor.shutdown.duration",
                 &[
                     ("compactor.shutdown.reason", "manual"),
@@ -215,9 +215,9 @@ fn a_dropped_instance_takes_its_pending_tasks_off_the_gauge() {
             c.task("b").define(|| async {}),
         ])
         .unwrap();
-        assert_eq!(gauge(&reader.read(), "compactor.tasks.pending"), 4.0);
+        assert_eq!(gauge(reader.read(), "compactor.tasks.pending"), 4.0);
         drop(scope);
         drop(c);
-        assert_eq!(gauge(&reader.read(), "compactor.tasks.pending"), 0.0);
+        assert_eq!(gauge(reader.read(), "compactor.tasks.pending"), 0.0);
     });
 }
