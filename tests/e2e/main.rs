@@ -8,6 +8,7 @@ mod docs;
 mod behind_haproxy;
 mod inspect;
 mod lifecycle;
+mod metrics;
 mod process;
 mod quickstart;
 mod readiness;
