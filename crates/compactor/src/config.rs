@@ -384,3 +384,27 @@ impl fmt::Debug for BeforeExit {
         f.write_str("BeforeExit(..)")
     }
 }
+
+impl Config {
+    /// The time kept for the final phase ([`Priority::Final`](crate::Priority::Final))
+    /// before the deadline, from its tasks' attempts (timeout, whether it
+    /// observes its token): the longest, its cancel grace included, at most
+    /// half the deadline. `None` without final tasks.
+    pub(crate) fn kept_for_final(
+        &self,
+        attempts: impl Iterator<Item = (Option<Duration>, bool)>,
+    ) -> Option<Duration> {
+        let longest = attempts
+            .map(|(timeout, observes_token)| {
+                let grace = match observes_token {
+                    true => self.cancel_grace,
+                    false => Duration::ZERO,
+                };
+                timeout
+                    .unwrap_or(self.default_timeout)
+                    .saturating_add(grace)
+            })
+            .max()?;
+        Some(longest.min(self.deadline / 2))
+    }
+}

@@ -11,9 +11,10 @@ use std::sync::Arc;
 /// priority, so dependencies and phases never conflict. See `docs/design.md`
 /// for a worked example.
 ///
-/// `Critical > High > Normal > Low`, and [`Priority::Custom`] places a task
+/// `Critical > High > Normal > Low > Final`, and [`Priority::Custom`] places a task
 /// anywhere on the same scale: `Low` is -100, `Normal` 0, `High` 100 and
-/// `Critical` 200. Priorities compare and test equal by that value, so
+/// `Critical` 200 ([`Final`](Priority::Final), the last flush, is the
+/// scale's lowest point). Priorities compare and test equal by that value, so
 /// `Priority::Custom(100) == Priority::High`.
 ///
 /// # Examples
@@ -34,8 +35,19 @@ pub enum Priority {
     /// The default phase.
     #[default]
     Normal,
-    /// Last: flush logs and metrics, remove temporary files.
+    /// Late: remove temporary files, close what everything else used.
     Low,
+    /// The last flush, after every other task, and sure to run: when the
+    /// deadline or a phase budget cuts the run short, the other tasks are
+    /// stopped early enough to leave the final tasks their timeouts (the
+    /// longest, with its cancel grace, is kept before the deadline: at most
+    /// half the deadline). Each is bounded by its own timeout, as any task.
+    /// For OpenTelemetry providers' `shutdown()`, tracing-appender guards
+    /// and log flushes. The lowest point of the scale (`i32::MIN`). A final
+    /// task that must run before another (it depends on it) is pulled up to
+    /// that task's phase, and is no longer final: give final tasks no
+    /// dependencies.
+    Final,
     /// Any point on the scale (`Low` = -100, `Normal` = 0, `High` = 100, `Critical` = 200).
     Custom(i32),
 }
@@ -48,6 +60,7 @@ impl Priority {
             Priority::High => 100,
             Priority::Normal => 0,
             Priority::Low => -100,
+            Priority::Final => i32::MIN,
             Priority::Custom(v) => v,
         }
     }
@@ -59,6 +72,7 @@ impl Priority {
             100 => Priority::High,
             0 => Priority::Normal,
             -100 => Priority::Low,
+            i32::MIN => Priority::Final,
             v => Priority::Custom(v),
         }
     }
@@ -97,6 +111,7 @@ impl fmt::Display for Priority {
             Priority::High => f.write_str("high"),
             Priority::Normal => f.write_str("normal"),
             Priority::Low => f.write_str("low"),
+            Priority::Final => f.write_str("final"),
             Priority::Custom(v) => write!(f, "custom({v})"),
         }
     }

@@ -116,7 +116,10 @@ impl Supervision {
     /// [`ShutdownReason::ServiceFailed`](crate::report::ShutdownReason::ServiceFailed)
     /// (or [`Panic`](crate::report::ShutdownReason::Panic)) naming the
     /// service's path and its error. The default, as a process whose
-    /// service died should stop. If the instances above are gone (every
+    /// service died should stop: the run starts, and the process ends when
+    /// `main` returns ([`run_until_shutdown`](crate::Compactor::run_until_shutdown)
+    /// or [`wait`](crate::Compactor::wait) give it the report; only a
+    /// signal-started run ends the process by itself). If the instances above are gone (every
     /// handle dropped), the topmost one still there shuts down.
     pub const fn end_all() -> Self {
         Supervision {
@@ -128,8 +131,10 @@ impl Supervision {
 
     /// A failure ends only the service's own instance: its scope shuts
     /// down and leaves its parent, and the failure, with its path and its
-    /// causes, is in the parent's report. For a service of a root instance,
-    /// the same as [`end_all`](Self::end_all).
+    /// causes, is in the parent's report, which is therefore not clean (a
+    /// parent keeps 64 such reports; past that, one entry,
+    /// `compactor::scopes-not-kept`, counts the rest). For a service of a
+    /// root instance, the same as [`end_all`](Self::end_all).
     pub const fn end_scope() -> Self {
         Supervision {
             ends: Ends::Scope,

@@ -181,6 +181,7 @@ impl TaskBuilder<'_> {
             supervision.restarts = None;
         }
         let path = compactor.path_of(self.name());
+        let task: Arc<str> = Arc::from(self.name());
         let backoff = self.restart_backoff();
         let stop = CancellationToken::new();
         let (token, stop_seen) = (stop.clone(), stop.clone());
@@ -207,7 +208,7 @@ impl TaskBuilder<'_> {
             state,
             counted: (!supervision.background).then(|| compactor.service_began()),
         };
-        let alive = compactor.alive_service(path.clone());
+        let alive = compactor.alive_service(task);
         let owner = compactor.downgrade();
         let stops = Stops {
             own: stop_seen,
@@ -265,7 +266,10 @@ impl Tracking {
     fn finish(&self, end: &ServiceEnd, by_itself: bool) {
         self.state.update(|s| s.ended = Some(end.outcome()));
         if let Some(counted) = &self.counted {
-            counted.ended(by_itself);
+            counted.ended(match by_itself {
+                true => super::tree::End::ByItself,
+                false => super::tree::End::Stopped,
+            });
         }
     }
 }
@@ -318,8 +322,15 @@ impl Supervised<'_> {
     {
         let mut restarts_at: VecDeque<Instant> = VecDeque::new();
         loop {
-            let context = self.context.clone();
-            let ran = AssertUnwindSafe(async { service(context).await })
+            // Each run its own token, a child of the service's: a run that
+            // cancels it (a guard on it) stops its own work, not the
+            // supervision.
+            let context = ServiceContext {
+                token: self.context.token.child_token(),
+                ..self.context.clone()
+            };
+            let run = Box::pin(async { service(context).await });
+            let ran = AssertUnwindSafe(crate::run::contain::Contained(run))
                 .catch_unwind()
                 .await;
             let end = ServiceEnd::of(ran);

@@ -16,6 +16,9 @@ use crate::service::{Ends, Supervision};
 /// its own report; past that, the rest are counted in the log only.
 const LEFT_REPORTS: usize = 64;
 
+/// The entry that counts the reports not kept.
+const NOT_KEPT: &str = "compactor::scopes-not-kept";
+
 /// An instance's place in its tree.
 #[derive(Default)]
 pub(super) struct Tree {
@@ -26,11 +29,12 @@ pub(super) struct Tree {
     /// Services counted for "the whole ends when its parts do", alive here
     /// and in the scopes below.
     services: AtomicUsize,
-    /// Whether one of them ended by itself (not stopped by a shutdown).
+    /// Whether one of them ended by itself (not stopped by a shutdown)
+    /// since the count was last zero.
     one_ended: AtomicBool,
     /// Reports of scopes below that a failure shut down, as tasks of this
-    /// instance's report.
-    left: Mutex<Vec<TaskReport>>,
+    /// instance's report, and how many more were not kept.
+    left: Mutex<(Vec<TaskReport>, usize)>,
 }
 
 struct Parent {
@@ -165,11 +169,12 @@ impl Compactor {
             // The parent's run has the task: it reports the scope itself.
             return;
         }
-        if left.len() >= LEFT_REPORTS {
+        if left.0.len() >= LEFT_REPORTS {
             tracing::warn!(scope = %place.path, "a failed scope's report is not kept for its parent's: too many");
+            left.1 += 1;
             return;
         }
-        left.push(TaskReport {
+        left.0.push(TaskReport {
             name: place.name.clone(),
             outcome: Outcome::Failed(scope_failure(&place.name, report)),
             attempts: 1,
@@ -186,16 +191,38 @@ impl Compactor {
         });
     }
 
-    /// The reports scopes below left, for this instance's run.
+    /// The reports scopes below left, for this instance's run; past the
+    /// kept ones, one entry (`compactor::scopes-not-kept`) counts the rest.
     pub(super) fn left_reports(&self) -> Vec<TaskReport> {
-        std::mem::take(
+        let (mut kept, dropped) = std::mem::take(
             &mut *self
                 .inner
                 .tree
                 .left
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
-        )
+        );
+        if dropped > 0 {
+            let text = format!(
+                "{dropped} more scopes shut down by themselves not clean; their reports were not kept (at most {LEFT_REPORTS} are)"
+            );
+            kept.push(TaskReport {
+                name: Arc::from(NOT_KEPT),
+                outcome: Outcome::Failed(CleanupError::from(text)),
+                attempts: 0,
+                priority: Priority::Normal,
+                effective_priority: Priority::Normal,
+                category: Category::Other,
+                started_at: None,
+                duration: std::time::Duration::ZERO,
+                interruption: None,
+                leaked: None,
+                freed: None,
+                waited_for: None,
+                scope: None,
+            });
+        }
+        kept
     }
 }
 
@@ -206,30 +233,46 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
-    /// Takes the service off the counts (once). Where it was the last,
-    /// and one of them ended by itself (not stopped by a shutdown: `by_itself`
-    /// for this one), that instance shuts down: the whole ends when its
-    /// parts do.
-    pub(crate) fn ended(&self, by_itself: bool) {
+    /// Takes the service off the counts (once). Where it was the last, and
+    /// one of them ended by itself since the count was last zero, that
+    /// instance shuts down: the whole ends when its parts do. A service
+    /// withdrawn (unregistered, cut off, dropped) leaves the count without
+    /// ending anything, and a count that reaches zero without ending the
+    /// instance starts afresh.
+    pub(crate) fn ended(&self, how: End) {
         if self.done.swap(true, Ordering::AcqRel) {
             return;
         }
         for instance in self.lineage.iter().filter_map(WeakCompactor::upgrade) {
             let tree = &instance.inner.tree;
-            if by_itself {
+            if how == End::ByItself {
                 tree.one_ended.store(true, Ordering::Release);
             }
-            let last = tree.services.fetch_sub(1, Ordering::AcqRel) == 1;
-            if last && tree.one_ended.load(Ordering::Acquire) {
+            if tree.services.fetch_sub(1, Ordering::AcqRel) != 1 {
+                continue;
+            }
+            let one_ended = tree.one_ended.swap(false, Ordering::AcqRel);
+            if one_ended && how != End::Withdrawn {
                 instance.begin_unless_begun(ShutdownReason::ServicesEnded);
             }
         }
     }
 }
 
+/// How a counted service left the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// It ended by itself, before any shutdown of its instance or above.
+    ByItself,
+    /// It ended stopped on its token (its drain, an early run, a shutdown).
+    Stopped,
+    /// It was withdrawn or cut off: it never ended.
+    Withdrawn,
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.ended(false);
+        self.ended(End::Withdrawn);
     }
 }
 

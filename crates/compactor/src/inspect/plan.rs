@@ -58,6 +58,7 @@ pub struct ShutdownPlan {
     unbounded: Duration,
     critical_path: Vec<u32>,
     inventory: super::Inventory,
+    kept_for_final: Duration,
 }
 
 /// What the plan knows of one task, its name and edges apart.
@@ -253,6 +254,25 @@ impl ShutdownPlan {
         let concurrency =
             (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
         let (phases, unbounded, critical_path) = phases_worst_case(&plan, &tasks, config);
+        let final_phase = phases
+            .len()
+            .checked_sub(1)
+            .filter(|&p| phases[p].priority == Priority::Final);
+        let kept = final_phase.and_then(|p| {
+            let finals = tasks.iter().filter(|t| t.phase == p);
+            config.kept_for_final(finals.map(|t| (Some(t.timeout), t.observes_token)))
+        });
+        let mut worst_case = unbounded.min(config.deadline);
+        if let (Some(p), Some(kept)) = (final_phase, kept) {
+            // The tasks before the final phase are stopped where its time
+            // begins; the final ones run after them.
+            let before = unbounded.saturating_sub(phases[p].worst_case);
+            let cut = config.deadline.saturating_sub(kept);
+            worst_case = before
+                .min(cut)
+                .saturating_add(phases[p].worst_case)
+                .min(config.deadline);
+        }
         ShutdownPlan {
             phases,
             names: std::mem::take(&mut plan.names),
@@ -261,8 +281,9 @@ impl ShutdownPlan {
             warnings: std::mem::take(&mut plan.warnings),
             deadline: config.deadline,
             concurrency,
-            worst_case: unbounded.min(config.deadline),
+            worst_case,
             unbounded,
+            kept_for_final: kept.unwrap_or_default(),
             critical_path,
             inventory: super::Inventory::default(),
         }
@@ -271,6 +292,14 @@ impl ShutdownPlan {
     pub(crate) fn with_inventory(mut self, inventory: super::Inventory) -> ShutdownPlan {
         self.inventory = inventory;
         self
+    }
+
+    /// The time kept for the [final](Priority::Final) phase before the
+    /// deadline: where the deadline is near, the other tasks are stopped
+    /// this long before it (its longest task's timeout and grace, at most
+    /// half the deadline). Zero without final tasks.
+    pub fn kept_for_final(&self) -> Duration {
+        self.kept_for_final
     }
 
     /// The pending tasks by category and by scope, scopes' own tasks

@@ -148,15 +148,17 @@ impl Compactor {
             restarts: 0,
         };
         // Counted as alive while served: if its code holds the thread past
-        // its drain, the report says it is abandoned, still running. And
-        // counted as a service: the whole ends when its parts do.
+        // its drain, the report says it is abandoned, still running. Not
+        // counted among the services whose end ends the whole: its own end
+        // does that.
         let alive = self.alive_service(SERVICE.into());
-        let counted = self.service_began();
+        // Ended by itself only before a shutdown of this instance or one
+        // above it began.
+        let begun = self.lineage_begun();
         let ended = |end: &ServiceEnd| {
-            if !self.begun().is_cancelled() {
+            if !begun.iter().any(CancellationToken::is_cancelled) {
                 self.begin(end.reason(None));
             }
-            counted.ended(false);
         };
         let served = async {
             let _alive = alive;

@@ -28,14 +28,21 @@ use crate::signal::SignalExit;
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Failure {
     path: String,
+    names: Vec<String>,
     outcome: Outcome,
     interruption: Option<Interruption>,
 }
 
 impl Failure {
     /// The scopes' names and the task's, `/`-separated (`subsys/nested`).
+    /// A name holding a `/` makes it ambiguous: [`names`](Self::names) is not.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The scopes' names and the task's, outermost first.
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// How the task ended; a failure keeps its causes ([`CleanupError::chain`]).
@@ -344,25 +351,26 @@ impl ShutdownReport {
     /// # }
     /// ```
     pub fn failures(&self) -> Vec<Failure> {
-        fn collect(report: &ShutdownReport, prefix: &str, out: &mut Vec<Failure>) {
+        fn collect(report: &ShutdownReport, above: &mut Vec<String>, out: &mut Vec<Failure>) {
             for t in report.tasks().iter().filter(|t| !t.outcome.is_clean()) {
-                let path = format!("{prefix}{}", t.name);
+                above.push(t.name.to_string());
+                let before = out.len();
                 if let Some(scope) = t.scope() {
-                    let before = out.len();
-                    collect(scope, &format!("{path}/"), out);
-                    if out.len() > before {
-                        continue;
-                    }
+                    collect(scope, above, out);
                 }
-                out.push(Failure {
-                    path,
-                    outcome: t.outcome.clone(),
-                    interruption: t.interruption,
-                });
+                if out.len() == before {
+                    out.push(Failure {
+                        path: above.join("/"),
+                        names: above.clone(),
+                        outcome: t.outcome.clone(),
+                        interruption: t.interruption,
+                    });
+                }
+                above.pop();
             }
         }
         let mut out = Vec::new();
-        collect(self, "", &mut out);
+        collect(self, &mut Vec::new(), &mut out);
         out
     }
 

@@ -34,6 +34,18 @@ pub(crate) fn shown(text: &str, width: usize) -> String {
     out
 }
 
+/// A path for a line: as [`shown`], but a long one loses its middle, not
+/// its end (the failing task's own name).
+fn shown_path(path: &str, width: usize) -> String {
+    if path.chars().count() <= width {
+        return shown(path, width);
+    }
+    let (head, leaf) = path.rsplit_once('/').unwrap_or(("", path));
+    let leaf = shown(leaf, width / 2);
+    let room = width.saturating_sub(leaf.chars().count() + 1);
+    format!("{}/{leaf}", shown(head, room))
+}
+
 /// A chain of task names for a line ("a on b on c"): at most five names,
 /// the first ones and the last (the task that holds the others up).
 pub(crate) fn links(chain: &[&str]) -> String {
@@ -176,7 +188,7 @@ impl fmt::Display for ShutdownReport {
                 writeln!(
                     f,
                     "       {}  {}",
-                    shown(&path, 2 * NAME_WIDTH),
+                    shown_path(&path, 2 * NAME_WIDTH),
                     shown(&outcome, MESSAGE_WIDTH)
                 )?;
             }
@@ -251,5 +263,10 @@ mod tests {
         assert_eq!(shown("abcdef", 4), "abc…");
         assert_eq!(shown("abcd", 4), "abcd");
         assert_eq!(padded("ab", 4), "ab  ");
+        assert_eq!(
+            shown_path("tenant/connection/flush", 16),
+            "tenant/co…/flush"
+        );
+        assert_eq!(shown_path("a/b", 16), "a/b");
     }
 }

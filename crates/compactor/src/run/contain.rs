@@ -7,7 +7,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::membership::inside_any_cleanup;
 
 thread_local! {
-    /// Set while the library drops a value the user handed in.
+    /// Set while the library drops a value the user handed in, or polls a
+    /// supervised service.
     static DROPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -15,6 +16,32 @@ thread_local! {
 /// `shutdown_on_panic`, which must not take it for the application's).
 pub(crate) fn containing() -> bool {
     inside_any_cleanup() || DROPPING.with(std::cell::Cell::get)
+}
+
+/// A future whose panics the library contains (a service's run, which its
+/// supervision answers): the panic hook of `shutdown_on_panic` leaves them.
+pub(crate) struct Contained<F>(pub(crate) std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for Contained<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let was = DROPPING.with(|d| d.replace(true));
+        // Restored however the poll ends (a panic unwinds through here).
+        let _restore = Restore(was);
+        self.0.as_mut().poll(cx)
+    }
+}
+
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        DROPPING.with(|d| d.set(self.0));
+    }
 }
 
 /// Drops a value the user handed in; a panic in its `Drop` comes back as

@@ -15,7 +15,13 @@ impl Runner {
     pub(super) async fn await_early_runs(&mut self) {
         let snapshots = self.outside.snapshots.clone();
         let mut halted = false;
+        let mut mail = Vec::new();
         while let Some(early) = self.outside.early_runs.first().cloned() {
+            // An aborted run stops the early runs at once.
+            if !halted && self.halted().is_some() {
+                halted = true;
+                self.outside.early_runs.iter().for_each(|r| r.halt.cancel());
+            }
             let mut report = early.report.clone();
             // After a halt, an early run answers at once unless its runtime is
             // stuck: then its tasks cannot be reported.
@@ -28,6 +34,12 @@ impl Runner {
                 () = until(limit) => false,
                 () = ready(snapshots.as_deref()) => {
                     self.serve_snapshots();
+                    continue;
+                }
+                // A halt (an abort) nudges the run.
+                () = self.ctx.done.ready(), if !halted => {
+                    self.ctx.done.take(&mut mail);
+                    mail.drain(..).for_each(|e| self.on_end(e));
                     continue;
                 }
             };

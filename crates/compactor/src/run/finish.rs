@@ -31,6 +31,18 @@ impl Runner {
         let leaked = strong.filter(|&n| n > 0 && outcome != Outcome::Released);
         let elapsed = self.books.record.end(index, outcome.clone(), attempts, at);
         self.books.record.interrupted(index, how, leaked);
+        if let Some(scope) = self.tasks[i].scope.take() {
+            // A scope's task not clean keeps the scope's report: the one its
+            // failure carries, or, however else it ended (late), the one out.
+            let carried = match &outcome {
+                Outcome::Failed(error) => error.scope().cloned(),
+                _ => None,
+            };
+            let out = || scope.report().filter(|_| !outcome.is_clean());
+            if let Some(report) = carried.or_else(out) {
+                self.books.record.scope_report(index, report);
+            }
+        }
         let task = &mut self.tasks[i];
         if !matches!(task.state, State::Waiting) {
             self.running -= 1;
@@ -103,16 +115,17 @@ impl Runner {
         });
     }
 
-    /// Stops the running tasks (all, or those of one phase) and skips the
-    /// unstarted ones, at the deadline or the end of a phase budget.
-    pub(super) fn expire(&mut self, phase: Option<usize>, reason: SkipReason) {
+    /// Stops the running tasks (of `phases`) and skips the unstarted ones,
+    /// at the deadline, the end of a phase budget, or where the final
+    /// phase's time begins.
+    pub(super) fn expire(&mut self, phases: Phases, reason: SkipReason) {
         let now = Instant::now();
-        if phase.is_none() {
+        if phases == Phases::All {
             self.ctx.stop();
         }
         let in_scope = |runner: &Runner, i: usize| {
             !matches!(runner.tasks[i].state, State::Finished)
-                && phase.is_none_or(|p| runner.plan.tasks[i].phase as usize == p)
+                && phases.holds(runner.plan.tasks[i].phase as usize)
         };
         // What each unstarted task waited for, read before anything ends
         // (a look at the whole run: only if one is unstarted).
@@ -149,21 +162,45 @@ impl Runner {
                 self.finish(i, Outcome::Skipped(reason), None, None, now);
             }
         }
-        match phase {
-            Some(p) => {
+        match phases {
+            Phases::One(p) => {
                 tracing::warn!(phase = %self.plan.phases[p], "phase budget ran out; its unfinished tasks were stopped");
             }
-            None if reason == SkipReason::Aborted => {
+            Phases::Before(_) => {
+                tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline near; unfinished tasks were stopped, the final ones run in the time kept for them");
+            }
+            Phases::All if reason == SkipReason::Aborted => {
                 tracing::warn!("the instance was aborted; its unfinished tasks were stopped");
             }
-            None if reason == SkipReason::Halted => {
+            Phases::All if reason == SkipReason::Halted => {
                 tracing::warn!(
                     "the scope's task was cut off by its parent; its unfinished tasks were stopped"
                 );
             }
-            None => {
+            Phases::All => {
                 tracing::warn!(deadline = ?self.config.deadline, "shutdown deadline passed; unfinished tasks were stopped");
             }
+        }
+    }
+}
+
+/// The phases a time limit ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phases {
+    /// Every one: the deadline, a halt.
+    All,
+    /// One phase: its budget.
+    One(usize),
+    /// Those before this one (the final phase): the final tasks' time.
+    Before(usize),
+}
+
+impl Phases {
+    fn holds(self, phase: usize) -> bool {
+        match self {
+            Phases::All => true,
+            Phases::One(p) => phase == p,
+            Phases::Before(p) => phase < p,
         }
     }
 }

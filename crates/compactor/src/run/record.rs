@@ -72,9 +72,6 @@ impl Record {
         let started = self.started_at(index);
         let entry = &mut self.entries[index as usize];
         let duration = started.map_or(Duration::ZERO, |s| at.saturating_duration_since(s));
-        if let Outcome::Failed(error) = &outcome {
-            entry.scope = error.scope().cloned();
-        }
         entry.outcome = outcome;
         entry.attempts = attempts;
         entry.duration = duration;

@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::clock::{Timers, after, earliest};
+use super::finish::Phases;
 use super::mailbox::Mailbox;
 use super::record::{Head, Record};
 use super::state::{Books, Clock, Lanes, Outside, Phase, Ready, State, Stopped, TaskRun};
@@ -127,6 +128,7 @@ impl Runner {
             clock: Clock {
                 t0: parts.t0,
                 deadline: after(parts.t0, config.deadline),
+                finals: finals_begin(&plan, &config, parts.t0),
                 budget: None,
                 timers: Timers::default(),
                 ticker: parts.ticker.map(|ticker| {
@@ -207,7 +209,7 @@ impl Runner {
                 Woke::Alarm => {}
                 Woke::Snapshot => runner.serve_snapshots(),
                 Woke::Halt => {
-                    runner.expire(None, SkipReason::Deadline);
+                    runner.expire(Phases::All, SkipReason::Deadline);
                     break;
                 }
             }
@@ -243,7 +245,7 @@ impl Runner {
             return Turn::Over;
         }
         if let Some(why) = self.halted() {
-            self.expire(None, why);
+            self.expire(Phases::All, why);
             return Turn::Over;
         }
         self.ctx.refresh_listening();
@@ -325,6 +327,7 @@ impl Runner {
         let tick = self.clock.ticker.as_ref().and_then(|(_, next)| *next);
         earliest([
             self.clock.deadline,
+            self.clock.finals.map(|(_, at)| at),
             budget,
             self.clock.timers.next(),
             tick,
@@ -335,13 +338,20 @@ impl Runner {
     /// Acts on every limit reached by `now`; `true` once the deadline passed.
     fn on_time(&mut self, now: Instant) -> bool {
         if self.clock.deadline.is_some_and(|d| now >= d) {
-            self.expire(None, SkipReason::Deadline);
+            self.expire(Phases::All, SkipReason::Deadline);
             return true;
+        }
+        if let Some((last, at)) = self.clock.finals {
+            if now >= at {
+                self.clock.finals = None;
+                self.expire(Phases::Before(last), SkipReason::Deadline);
+                self.advance();
+            }
         }
         if let Some((phase, Some(end))) = self.clock.budget {
             if now >= end {
                 self.clock.budget = Some((phase, None));
-                self.expire(Some(phase), SkipReason::PhaseBudget);
+                self.expire(Phases::One(phase), SkipReason::PhaseBudget);
             }
         }
         while let Some(timer) = self.clock.timers.pop_due(now) {
@@ -486,4 +496,20 @@ fn halt_reason(code: u8) -> Option<SkipReason> {
         2 => Some(SkipReason::Aborted),
         _ => Some(SkipReason::Halted),
     }
+}
+
+/// Where the final phase's time begins, if the run has one and a deadline:
+/// the time kept for it ([`Config::kept_for_final`]) before the deadline.
+fn finals_begin(plan: &Plan, config: &Config, t0: Instant) -> Option<(usize, Instant)> {
+    let last = plan.phases.len().checked_sub(1)?;
+    if plan.phases[last] != crate::Priority::Final {
+        return None;
+    }
+    let deadline = after(t0, config.deadline)?;
+    let finals = plan.tasks.iter().filter(|t| t.phase as usize == last);
+    let kept = config.kept_for_final(finals.map(|t| {
+        let spec = &t.node.spec;
+        (spec.timeout, spec.kind.observes_token)
+    }))?;
+    Some((last, deadline.checked_sub(kept)?))
 }

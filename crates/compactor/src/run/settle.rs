@@ -40,7 +40,7 @@ impl Runner {
     /// deadline.
     pub(crate) fn end_now(&mut self) {
         if !self.done() {
-            self.expire(None, SkipReason::Deadline);
+            self.expire(super::finish::Phases::All, SkipReason::Deadline);
         }
     }
 
@@ -129,8 +129,9 @@ impl Runner {
             self.books.record.abandoned(index);
         }
         for (index, scope) in std::mem::take(&mut self.stopped.scopes) {
-            if scope.report().is_none() {
-                self.books.record.abandoned(index);
+            match scope.report() {
+                Some(report) => self.books.record.scope_report(index, report),
+                None => self.books.record.abandoned(index),
             }
         }
         self.dispose();

@@ -104,6 +104,10 @@ pub(super) struct Clock {
     /// When the run began.
     pub(super) t0: Instant,
     pub(super) deadline: Option<Instant>,
+    /// Where the final phase's time begins: the tasks before it are
+    /// stopped then, so the final ones have theirs before the deadline
+    /// (the final phase, and that moment).
+    pub(super) finals: Option<(usize, Instant)>,
     /// The phase whose budget is counting, and when it runs out.
     pub(super) budget: Option<(usize, Option<Instant>)>,
     /// The attempts' timeouts, graces and backoffs.
