@@ -58,6 +58,7 @@ struct Flags {
     hang: bool,
     stuck_blocking: bool,
     hang_workers: bool,
+    final_flush: bool,
     before_exit: bool,
     before_exit_hangs: bool,
     deadline_ms: u64,
@@ -89,6 +90,7 @@ fn flags() -> Flags {
             "--hang" => flags.hang = true,
             "--stuck-blocking" => flags.stuck_blocking = true,
             "--hang-workers" => flags.hang_workers = true,
+            "--final-flush" => flags.final_flush = true,
             "--before-exit" => flags.before_exit = true,
             "--before-exit-hangs" => flags.before_exit_hangs = true,
             "--deadline-ms" => flags.deadline_ms = value().parse().unwrap(),
@@ -142,6 +144,14 @@ fn register(c: &Compactor, flags: &Flags) {
             tokio::time::sleep(slow)
         })
         .unwrap();
+    if flags.final_flush {
+        // The last flush: after everything, and sure to run.
+        c.task("final-flush")
+            .priority(Priority::Final)
+            .timeout(Duration::from_millis(500))
+            .register_blocking(|| println!("final flush ran"))
+            .unwrap();
+    }
     if flags.stuck_blocking {
         c.task("stuck-fsync")
             .register_blocking(|| {

@@ -71,6 +71,35 @@ fn a_second_signal_exits_at_once_past_a_hanging_cleanup() {
 }
 
 #[test]
+fn a_second_signal_runs_the_final_flush_before_it_exits() {
+    let mut app = app(&["--hang", "--final-flush"]);
+    app.signal("TERM");
+    app.wait_for("cleanup stuck", RUN);
+    app.signal("TERM");
+    let (code, out, err) = app.finish_all(RUN);
+    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+    assert!(
+        err.iter().any(|l| l.contains("again during shutdown")),
+        "{err:#?}"
+    );
+    assert!(out.iter().any(|l| l == "final flush ran"), "{out:#?}");
+}
+
+#[test]
+fn the_deadline_watchdog_runs_the_final_flush_when_every_worker_is_stuck() {
+    let mut app = app(&["--hang-workers", "--final-flush", "--deadline-ms", "300"]);
+    app.signal("TERM");
+    app.wait_for("cleanup stuck-", RUN);
+    let (code, out, err) = app.finish_all(RUN);
+    assert_eq!(code, Some(143), "{out:#?} {err:#?}");
+    assert!(
+        err.iter().any(|l| l.contains("passed its deadline")),
+        "{err:#?}"
+    );
+    assert!(out.iter().any(|l| l == "final flush ran"), "{out:#?}");
+}
+
+#[test]
 fn a_signal_while_tasks_are_being_registered_loses_none_and_runs_none_twice() {
     for _ in 0..stress(1) {
         // The slow `cache` cleanup keeps the run going while the service still

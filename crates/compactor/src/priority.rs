@@ -42,6 +42,10 @@ pub enum Priority {
     /// stopped early enough to leave the final tasks their timeouts (the
     /// longest, with its cancel grace, is kept before the deadline: at most
     /// half the deadline). Each is bounded by its own timeout, as any task.
+    /// A second signal's forced exit and the deadline watchdog run those
+    /// not started yet (and wait for those running) before the process
+    /// ends, within the [exit grace](crate::Builder::exit_grace). An
+    /// [abort](crate::Compactor::abort) skips them.
     /// For OpenTelemetry providers' `shutdown()`, tracing-appender guards
     /// and log flushes. The lowest point of the scale (`i32::MIN`). A final
     /// task that must run before another (it depends on it) is pulled up to

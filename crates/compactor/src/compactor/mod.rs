@@ -270,6 +270,18 @@ impl Compactor {
         let _ = self.inner.scope.set(handle);
     }
 
+    /// Before the process ends ahead of the run (a second signal, the
+    /// deadline watchdog): the final tasks, within the exit grace.
+    pub(crate) fn run_finals_before_exit(&self) {
+        if let Some(ctx) = self.current_run() {
+            let config = self.config();
+            let ran = ctx.run_finals_now(config.default_timeout, config.exit_grace);
+            if ran > 0 {
+                tracing::info!(tasks = ran, grace = ?config.exit_grace, "ran the final tasks before exiting");
+            }
+        }
+    }
+
     /// The cleanups running right now, and what the first few waiting ones
     /// wait on: for the line a forced exit prints.
     pub(crate) fn still_running(&self) -> String {

@@ -396,6 +396,7 @@ pub(crate) fn force_exit(compactor: &Compactor, signal: Signal) -> ! {
         "{signal} again during shutdown; exiting now with code {code}; still running: {}",
         compactor.still_running()
     );
+    compactor.run_finals_before_exit();
     end_process(
         code,
         Some(why),

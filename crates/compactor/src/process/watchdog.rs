@@ -147,10 +147,11 @@ fn look(watched: &mut Watched, now: Instant) -> bool {
             let (signal, grace) = (watched.signal, watched.grace);
             let code = signal.exit_code();
             let (deadline, running) = match watched.owner.upgrade() {
-                Some(compactor) => (
-                    format!("{:?}", compactor.config().deadline),
-                    compactor.still_running(),
-                ),
+                Some(compactor) => {
+                    let running = compactor.still_running();
+                    compactor.run_finals_before_exit();
+                    (format!("{:?}", compactor.config().deadline), running)
+                }
                 None => ("?".to_owned(), "none".to_owned()),
             };
             let why = format!(

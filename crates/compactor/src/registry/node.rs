@@ -118,6 +118,15 @@ impl Node {
             .expect("a task's cleanup is taken once")
     }
 
+    /// Takes the cleanup out, if it is there (a final task's is held by its
+    /// run, not its node).
+    pub(crate) fn try_take_cleanup(&mut self) -> Option<BoxCleanup> {
+        self.cleanup
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Calls `f` with the cleanup while the node is pending.
     pub(super) fn with_cleanup<T>(
         &self,

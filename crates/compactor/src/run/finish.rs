@@ -58,10 +58,8 @@ impl Runner {
             true => None,
             false => self.plan.tasks[i]
                 .node
-                .cleanup
-                .get_mut()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
+                .try_take_cleanup()
+                .or_else(|| self.ctx.finals.take(index)),
         };
         let to_dispose = match unstarted {
             Some(unstarted) => {

@@ -9,6 +9,7 @@ pub(crate) mod attempt;
 pub(crate) mod clock;
 pub(crate) mod contain;
 mod early;
+mod finals;
 mod finish;
 mod lane;
 pub(crate) mod live;
@@ -127,6 +128,8 @@ pub(crate) struct RunContext {
     killing: std::sync::Mutex<Vec<Killed>>,
     /// Set when the run moves to the library's own runtime.
     moved: AtomicBool,
+    /// The final phase's cleanups not started yet.
+    pub(crate) finals: finals::Finals,
 }
 
 /// The instance's events, as a run sends them.
@@ -165,6 +168,7 @@ impl RunContext {
         t0: Instant,
     ) -> RunContext {
         let names: Arc<[Arc<str>]> = std::mem::take(&mut plan.names).into();
+        let finals = finals::Finals::of(plan);
         RunContext {
             chain,
             done: mailbox::Mailbox::new(),
@@ -185,6 +189,7 @@ impl RunContext {
             parked: std::sync::Mutex::new(None),
             killing: std::sync::Mutex::new(Vec::new()),
             moved: AtomicBool::new(false),
+            finals,
         }
     }
 

@@ -27,6 +27,11 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The first task of phase `phase`.
+    pub(super) fn phase_start(&self, phase: usize) -> u32 {
+        self.phase_starts[phase]
+    }
+
     pub(super) fn of(plan: &Plan) -> Layout {
         let mut phase_starts = Vec::with_capacity(plan.phases.len() + 1);
         for (i, task) in plan.tasks.iter().enumerate() {

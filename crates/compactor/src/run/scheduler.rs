@@ -422,11 +422,23 @@ impl Runner {
 
     fn start(&mut self, index: u32, now: Instant) {
         let i = index as usize;
+        let planned = &mut self.plan.tasks[i];
+        let held = planned.node.try_take_cleanup();
+        let Some(cleanup) = held.or_else(|| self.ctx.finals.take(index)) else {
+            // A final task's cleanup that a process ending first ran.
+            self.finish(
+                i,
+                crate::Outcome::Skipped(SkipReason::Deadline),
+                None,
+                None,
+                now,
+            );
+            return;
+        };
         self.books.record.start(index, now);
         self.books.running.started();
         self.running += 1;
         let planned = &mut self.plan.tasks[i];
-        let cleanup = planned.node.take_cleanup();
         let task = &mut self.tasks[i];
         task.blocking = cleanup.is_blocking();
         task.observes_token = cleanup.observes_token();

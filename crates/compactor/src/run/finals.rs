@@ -1,0 +1,146 @@
+//! The final phase's cleanups ([`Priority::Final`](crate::Priority::Final)),
+//! held by the run's shared context rather than its plan: the runner takes
+//! each as it starts it, and a process that must end before the run does (a
+//! second signal, the deadline watchdog) takes the rest and runs them itself,
+//! within the exit grace.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::RunContext;
+use crate::plan::Plan;
+use crate::task::cleanup::{BoxCleanup, Start};
+
+/// The final tasks' cleanups not started yet: (task index, cleanup, its
+/// own timeout if set).
+#[derive(Default)]
+pub(crate) struct Finals(Mutex<Vec<(u32, BoxCleanup, Option<Duration>)>>);
+
+impl Finals {
+    /// Takes the final phase's cleanups out of `plan`.
+    pub(crate) fn of(plan: &mut Plan) -> Finals {
+        let Some(last) = plan.phases.len().checked_sub(1) else {
+            return Finals::default();
+        };
+        if plan.phases[last] != crate::Priority::Final {
+            return Finals::default();
+        }
+        let held = plan
+            .tasks
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, t)| t.phase as usize == last)
+            .map(|(i, t)| (i as u32, t.node.take_cleanup(), t.node.spec.timeout))
+            .collect();
+        Finals(Mutex::new(held))
+    }
+
+    /// The cleanup of final task `index`, unless taken already.
+    pub(crate) fn take(&self, index: u32) -> Option<BoxCleanup> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = held.iter().position(|(i, ..)| *i == index)?;
+        Some(held.swap_remove(at).1)
+    }
+
+    fn take_all(&self) -> Vec<(u32, BoxCleanup, Option<Duration>)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl RunContext {
+    /// For a process about to end before its run does: runs the final tasks
+    /// the run has not started, each within its timeout (`default` unless
+    /// set), on a runtime of their own, and waits for those the run has
+    /// started; all within `grace`. Returns how many it ran.
+    pub(crate) fn run_finals_now(&self, default: Duration, grace: Duration) -> usize {
+        let until = Instant::now().checked_add(grace);
+        let left = self.finals.take_all();
+        let ran = left.len();
+        let started: Vec<u32> = self.started_finals();
+        if !left.is_empty() {
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("compactor-final".to_owned())
+                .spawn(move || {
+                    run_all(left, default);
+                    let _ = done.send(());
+                });
+            if spawned.is_ok() {
+                let _ = finished.recv_timeout(grace);
+            }
+        }
+        // Those the run started: their own end, within what is left.
+        while started.iter().any(|&i| {
+            !self.headway[i as usize]
+                .finished
+                .load(std::sync::atomic::Ordering::Acquire)
+        }) && until.is_none_or(|until| Instant::now() < until)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ran
+    }
+
+    /// The final tasks the run has started (their cleanups are not held).
+    fn started_finals(&self) -> Vec<u32> {
+        let Some(last) = self.layout.phases.len().checked_sub(1) else {
+            return Vec::new();
+        };
+        if self.layout.phases[last] != crate::Priority::Final {
+            return Vec::new();
+        }
+        let held: Vec<u32> = {
+            let held = self.finals.0.lock().unwrap_or_else(PoisonError::into_inner);
+            held.iter().map(|(i, ..)| *i).collect()
+        };
+        (self.layout.phase_start(last)..self.names.len() as u32)
+            .filter(|i| !held.contains(i))
+            .filter(|&i| {
+                self.headway[i as usize]
+                    .attempts
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    > 0
+            })
+            .collect()
+    }
+}
+
+/// Runs `finals` at once on a current-thread runtime of this thread: the
+/// async ones together, the blocking ones on threads of their own, each
+/// within its timeout; panics contained.
+fn run_all(finals: Vec<(u32, BoxCleanup, Option<Duration>)>, default: Duration) {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async move {
+        let runs = finals.into_iter().map(|(_, mut cleanup, timeout)| {
+            let timeout = timeout.unwrap_or(default);
+            async move {
+                let started =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cleanup.start(None)));
+                match started {
+                    Ok(Start::Async(run)) => {
+                        let run =
+                            futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run));
+                        let _ = tokio::time::timeout(timeout, run).await;
+                    }
+                    Ok(Start::Blocking) => {
+                        let blocking = tokio::task::spawn_blocking(move || {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                cleanup.run_blocking(None)
+                            }));
+                        });
+                        let _ = tokio::time::timeout(timeout, blocking).await;
+                    }
+                    Ok(Start::Released) | Err(_) => {}
+                }
+            }
+        });
+        futures::future::join_all(runs).await;
+    });
+    // Blocking ones still running are left to the process's end.
+    runtime.shutdown_background();
+}
