@@ -33,6 +33,10 @@ fn main() {
     if let [flag, scenario, system, runs] = args.as_slice() {
         if flag == "--child" {
             let runs = runs.parse().expect("--child SCENARIO SYSTEM RUNS");
+            #[cfg(feature = "metrics")]
+            let _recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("a Prometheus recorder");
             scenario::child(scenario, system, runs);
             return;
         }
