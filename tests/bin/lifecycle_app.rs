@@ -59,6 +59,9 @@ struct Flags {
     stuck_blocking: bool,
     hang_workers: bool,
     final_flush: bool,
+    /// Logs through a tracing-appender non-blocking writer into this file,
+    /// flushed by the final task.
+    log_file: Option<String>,
     before_exit: bool,
     before_exit_hangs: bool,
     deadline_ms: u64,
@@ -91,6 +94,7 @@ fn flags() -> Flags {
             "--stuck-blocking" => flags.stuck_blocking = true,
             "--hang-workers" => flags.hang_workers = true,
             "--final-flush" => flags.final_flush = true,
+            "--log-file" => flags.log_file = Some(value()),
             "--before-exit" => flags.before_exit = true,
             "--before-exit-hangs" => flags.before_exit_hangs = true,
             "--deadline-ms" => flags.deadline_ms = value().parse().unwrap(),
@@ -145,11 +149,40 @@ fn register(c: &Compactor, flags: &Flags) {
         })
         .unwrap();
     if flags.final_flush {
-        // The last flush: after everything, and sure to run.
+        // The last flush: after everything, and sure to run. With a log
+        // file, it drops the non-blocking writer's guard, which writes out
+        // the lines still buffered.
+        let guard = flags.log_file.as_ref().map(|path| {
+            let path = std::path::Path::new(path);
+            let dir = path.parent().expect("a directory");
+            let file = path.file_name().expect("a file name");
+            let (writer, guard) =
+                tracing_appender::non_blocking(tracing_appender::rolling::never(dir, file));
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(writer)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+            c.task("chatty")
+                .priority(Priority::Critical)
+                .register(|| async {
+                    for line in 0..20_000 {
+                        tracing::info!(line, "last words");
+                    }
+                    println!("cleanup chatty");
+                    std::future::pending::<()>().await;
+                })
+                .unwrap();
+            guard
+        });
+        let guard = std::sync::Mutex::new(guard);
         c.task("final-flush")
             .priority(Priority::Final)
-            .timeout(Duration::from_millis(500))
-            .register_blocking(|| println!("final flush ran"))
+            .timeout(Duration::from_millis(1500))
+            .register_blocking(move || {
+                drop(guard.lock().map(|mut g| g.take()));
+                println!("final flush ran");
+            })
             .unwrap();
     }
     if flags.stuck_blocking {

@@ -72,9 +72,13 @@ fn a_second_signal_exits_at_once_past_a_hanging_cleanup() {
 
 #[test]
 fn a_second_signal_runs_the_final_flush_before_it_exits() {
-    let mut app = app(&["--hang", "--final-flush"]);
+    let dir = compactor_e2e::scratch_dir("final-flush");
+    let log = dir.join("app.log");
+    let log_arg = log.to_str().unwrap().to_owned();
+    let mut app = app(&["--final-flush", "--log-file", &log_arg]);
     app.signal("TERM");
-    app.wait_for("cleanup stuck", RUN);
+    // 20,000 lines logged through the non-blocking writer just before.
+    app.wait_for("cleanup chatty", RUN);
     app.signal("TERM");
     let (code, out, err) = app.finish_all(RUN);
     assert_eq!(code, Some(143), "{out:#?} {err:#?}");
@@ -83,6 +87,9 @@ fn a_second_signal_runs_the_final_flush_before_it_exits() {
         "{err:#?}"
     );
     assert!(out.iter().any(|l| l == "final flush ran"), "{out:#?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.lines().filter(|l| l.contains("last words")).count();
+    assert_eq!(lines, 20_000, "the writer's last lines reached the file");
 }
 
 #[test]

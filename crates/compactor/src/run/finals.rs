@@ -12,9 +12,14 @@ use crate::plan::Plan;
 use crate::task::cleanup::{BoxCleanup, Start};
 
 /// The final tasks' cleanups not started yet: (task index, cleanup, its
-/// own timeout if set).
+/// own timeout if set); and, once a process ending first took them, whether
+/// it is done with them (a second caller waits for the first).
 #[derive(Default)]
-pub(crate) struct Finals(Mutex<Vec<(u32, BoxCleanup, Option<Duration>)>>);
+pub(crate) struct Finals(
+    Mutex<Vec<(u32, BoxCleanup, Option<Duration>)>>,
+    Mutex<Option<bool>>,
+    std::sync::Condvar,
+);
 
 impl Finals {
     /// Takes the final phase's cleanups out of `plan`.
@@ -25,14 +30,18 @@ impl Finals {
         if plan.phases[last] != crate::Priority::Final {
             return Finals::default();
         }
-        let held = plan
+        let held: Vec<_> = plan
             .tasks
             .iter_mut()
             .enumerate()
             .filter(|(_, t)| t.phase as usize == last)
             .map(|(i, t)| (i as u32, t.node.take_cleanup(), t.node.spec.timeout))
             .collect();
-        Finals(Mutex::new(held))
+        Finals(
+            Mutex::new(held),
+            Mutex::new(None),
+            std::sync::Condvar::new(),
+        )
     }
 
     /// The cleanup of final task `index`, unless taken already.
@@ -42,8 +51,34 @@ impl Finals {
         Some(held.swap_remove(at).1)
     }
 
-    fn take_all(&self) -> Vec<(u32, BoxCleanup, Option<Duration>)> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Every cleanup left, for the first caller; `None` for a later one,
+    /// once the first is done with them (or `until` passed).
+    fn take_all(&self, until: Option<Instant>) -> Option<Vec<(u32, BoxCleanup, Option<Duration>)>> {
+        let mut state = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.is_none() {
+            *state = Some(false);
+            return Some(std::mem::take(
+                &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner),
+            ));
+        }
+        while *state == Some(false) {
+            let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
+            }
+            let wait = left.unwrap_or(Duration::from_secs(3600));
+            state = self
+                .2
+                .wait_timeout(state, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        None
+    }
+
+    fn done(&self) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = Some(true);
+        self.2.notify_all();
     }
 }
 
@@ -54,7 +89,10 @@ impl RunContext {
     /// started; all within `grace`. Returns how many it ran.
     pub(crate) fn run_finals_now(&self, default: Duration, grace: Duration) -> usize {
         let until = Instant::now().checked_add(grace);
-        let left = self.finals.take_all();
+        // A second caller (two threads ending the process) waits for the first.
+        let Some(left) = self.finals.take_all(until) else {
+            return 0;
+        };
         let ran = left.len();
         let started: Vec<u32> = self.started_finals();
         if !left.is_empty() {
@@ -78,6 +116,7 @@ impl RunContext {
         {
             std::thread::sleep(Duration::from_millis(1));
         }
+        self.finals.done();
         ran
     }
 
