@@ -388,23 +388,32 @@ impl fmt::Debug for BeforeExit {
 impl Config {
     /// The time kept for the final phase ([`Priority::Final`](crate::Priority::Final))
     /// before the deadline, from its tasks' attempts (timeout, whether it
-    /// observes its token): the longest, its cancel grace included, at most
-    /// half the deadline. `None` without final tasks.
+    /// observes its token): the longest, its cancel grace included, or
+    /// their sum where they may run `in_line` (a dependency among them, a
+    /// concurrency limit); at most half the deadline. `None` without final
+    /// tasks or without a deadline.
     pub(crate) fn kept_for_final(
         &self,
         attempts: impl Iterator<Item = (Option<Duration>, bool)>,
+        in_line: bool,
     ) -> Option<Duration> {
-        let longest = attempts
-            .map(|(timeout, observes_token)| {
-                let grace = match observes_token {
-                    true => self.cancel_grace,
-                    false => Duration::ZERO,
-                };
-                timeout
-                    .unwrap_or(self.default_timeout)
-                    .saturating_add(grace)
-            })
-            .max()?;
-        Some(longest.min(self.deadline / 2))
+        if crate::run::clock::is_no_limit(self.deadline) {
+            return None;
+        }
+        let mut each = attempts.map(|(timeout, observes_token)| {
+            let grace = match observes_token {
+                true => self.cancel_grace,
+                false => Duration::ZERO,
+            };
+            timeout
+                .unwrap_or(self.default_timeout)
+                .saturating_add(grace)
+        });
+        let first = each.next()?;
+        let kept = match in_line {
+            true => each.fold(first, Duration::saturating_add),
+            false => each.fold(first, Duration::max),
+        };
+        Some(kept.min(self.deadline / 2))
     }
 }

@@ -43,9 +43,15 @@ pub enum Priority {
     /// longest, with its cancel grace, is kept before the deadline: at most
     /// half the deadline). Each is bounded by its own timeout, as any task.
     /// A second signal's forced exit and the deadline watchdog run those
-    /// not started yet (and wait for those running) before the process
-    /// ends, within the [exit grace](crate::Builder::exit_grace). An
-    /// [abort](crate::Compactor::abort) skips them.
+    /// not started yet (all at once, without their retries or their order
+    /// among themselves) and wait for those running, before the process
+    /// ends, within the [exit grace](crate::Builder::exit_grace) (at most
+    /// 5 s). An [abort](crate::Compactor::abort) skips them. They are the
+    /// root instance's last flush: a scope's final tasks are its own last
+    /// phase, skipped if its parent cuts the scope off, and a forced exit
+    /// runs only those of the instance the signal reached (not its scopes',
+    /// nor those of an early run under way, which the final phase does not
+    /// wait for either).
     /// For OpenTelemetry providers' `shutdown()`, tracing-appender guards
     /// and log flushes. The lowest point of the scale (`i32::MIN`). A final
     /// task that must run before another (it depends on it) is pulled up to

@@ -134,7 +134,10 @@ impl Supervision {
     /// causes, is in the parent's report, which is therefore not clean (a
     /// parent keeps 64 such reports; past that, one entry,
     /// `compactor::scopes-not-kept`, counts the rest). For a service of a
-    /// root instance, the same as [`end_all`](Self::end_all).
+    /// root instance, the same as [`end_all`](Self::end_all). If it was
+    /// the last counted service anywhere above, the whole still ends as
+    /// every service has ended ([`background`](Self::background) keeps a
+    /// service out of that count).
     pub const fn end_scope() -> Self {
         Supervision {
             ends: Ends::Scope,

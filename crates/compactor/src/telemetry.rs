@@ -13,7 +13,7 @@
 //! | `compactor.task.duration` | histogram | `s` | `compactor.task.category`, `compactor.task.outcome` | from a task's first attempt to its end (tasks that started) |
 //! | `compactor.task.retries` | counter | `{retry}` | `compactor.task.category` | attempts after the first |
 //! | `compactor.service.restarts` | counter | `{restart}` | | restarts of restartable services |
-//! | `compactor.shutdown.duration` | histogram | `s` | `compactor.shutdown.reason`, `compactor.shutdown.clean` | shutdowns, from their start to the report |
+//! | `compactor.shutdown.duration` | histogram | `s` | `compactor.shutdown.reason`, `compactor.shutdown.clean` | shutdowns of root instances (a scope's is a task of its parent's), from their start to the report |
 //! | `compactor.tasks.pending` | gauge | `{task}` | | tasks registered and waiting for a shutdown, in every instance |
 //! | `compactor.tasks.running` | gauge | `{task}` | | tasks started and not finished, in every run |
 
@@ -23,7 +23,7 @@ mod on {
 
     use metrics::{Gauge, Unit};
 
-    use crate::report::{ShutdownReason, ShutdownReport};
+    use crate::report::{ShutdownReport, TaskReport};
 
     const FINISHED: &str = "compactor.task.finished";
     const DURATION: &str = "compactor.task.duration";
@@ -83,13 +83,14 @@ mod on {
         metrics::counter!(RESTARTS).increment(1);
     }
 
-    /// A run's report: its tasks, and for a shutdown its duration.
-    pub(crate) fn reported(report: &ShutdownReport) {
+    /// A run's own tasks, as its report has them (not an early run's it
+    /// merged, which that run recorded).
+    pub(crate) fn reported(tasks: &[TaskReport]) {
         describe();
         // (category, outcome, finished, retries): a handful per run.
         let mut sums: Vec<(String, &'static str, u64, u64)> = Vec::new();
         let mut durations: Vec<(usize, Duration)> = Vec::new();
-        for task in report.tasks() {
+        for task in tasks {
             let category = task.category().as_str();
             let outcome = task.outcome().kind();
             let at = match sums
@@ -124,26 +125,25 @@ mod on {
         for (at, duration) in durations {
             histograms[at].record(duration.as_secs_f64());
         }
-        let early = matches!(
-            report.reason(),
-            ShutdownReason::Early(_) | ShutdownReason::Category(_)
-        );
-        if !early && report.is_complete() {
-            let labels = [
-                (
-                    "compactor.shutdown.reason",
-                    report.reason().kind().to_owned(),
-                ),
-                ("compactor.shutdown.clean", report.is_clean().to_string()),
-            ];
-            metrics::histogram!(SHUTDOWN, &labels).record(report.duration().as_secs_f64());
-        }
+    }
+
+    /// The report of a root instance's shutdown (a scope's is one of its
+    /// parent's tasks).
+    pub(crate) fn shutdown_reported(report: &ShutdownReport) {
+        let labels = [
+            (
+                "compactor.shutdown.reason",
+                report.reason().kind().to_owned(),
+            ),
+            ("compactor.shutdown.clean", report.is_clean().to_string()),
+        ];
+        metrics::histogram!(SHUTDOWN, &labels).record(report.duration().as_secs_f64());
     }
 }
 
 #[cfg(not(feature = "metrics"))]
 mod on {
-    use crate::report::ShutdownReport;
+    use crate::report::{ShutdownReport, TaskReport};
 
     #[inline(always)]
     pub(crate) fn pending(_delta: isize) {}
@@ -167,7 +167,10 @@ mod on {
     pub(crate) fn restarted() {}
 
     #[inline(always)]
-    pub(crate) fn reported(_report: &ShutdownReport) {}
+    pub(crate) fn reported(_tasks: &[TaskReport]) {}
+
+    #[inline(always)]
+    pub(crate) fn shutdown_reported(_report: &ShutdownReport) {}
 }
 
-pub(crate) use on::{Running, pending, reported, restarted};
+pub(crate) use on::{Running, pending, reported, restarted, shutdown_reported};

@@ -1,12 +1,14 @@
 //! The metrics (feature `metrics`), read back from metrics-util's debugging
 //! recorder, installed for the test's thread only: every task, retry,
-//! restart and shutdown counted once, and the gauges back to zero.
+//! restart and shutdown counted once (an early run merged into a shutdown
+//! and a scope's shutdown too), and the gauges back to zero in every corner.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use compactor::service::Supervision;
-use compactor::{Backoff, Category, Compactor};
+use compactor::{Backoff, Category, Compactor, Priority, Selection};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 type Values = HashMap<(String, Vec<(String, String)>), DebugValue>;
@@ -220,4 +222,308 @@ fn a_dropped_instance_takes_its_pending_tasks_off_the_gauge() {
         drop(c);
         assert_eq!(gauge(reader.read(), "compactor.tasks.pending"), 0.0);
     });
+}
+
+fn gauge_or_zero(values: &Values, name: &str) -> f64 {
+    match values.get(&(name.to_owned(), Vec::new())) {
+        Some(DebugValue::Gauge(n)) => n.into_inner(),
+        _ => 0.0,
+    }
+}
+
+fn run<F: std::future::Future<Output = ()>>(recorder: &DebuggingRecorder, f: impl FnOnce() -> F) {
+    metrics::with_local_recorder(recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(f());
+    });
+}
+
+/// An early run under way when the shutdown begins: its tasks are counted by
+/// the early run, then again by the shutdown whose report merges them.
+#[test]
+fn m01_early_run_merged_into_shutdown_counted_twice() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::builder()
+            .deadline(Duration::from_secs(10))
+            .build();
+        c.task("db")
+            .category(Category::Database)
+            .register(|| tokio::time::sleep(Duration::from_secs(3)))
+            .unwrap();
+        let c2 = c.clone();
+        let early =
+            tokio::spawn(
+                async move { c2.run_early(Selection::Category(Category::Database)).await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let report = c.shutdown().await;
+        let _ = early.await.unwrap().unwrap();
+        assert_eq!(report.tasks().len(), 1);
+    });
+    let values = reader.read();
+    let db = [
+        ("compactor.task.category", "database"),
+        ("compactor.task.outcome", "succeeded"),
+    ];
+    assert_eq!(
+        counter(values, "compactor.task.finished", &db),
+        1,
+        "one task, one outcome"
+    );
+    assert_eq!(histogram(values, "compactor.task.duration", &db).len(), 1);
+}
+
+/// A scope's run inside the parent's shutdown: one shutdown, how many
+/// `compactor.shutdown.duration` samples?
+#[test]
+fn m02_scope_runs_recorded_as_shutdowns() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::new();
+        for i in 0..3 {
+            let s = c.task(format!("conn-{i}")).scope().unwrap();
+            s.register("flush", || async {}).unwrap();
+        }
+        let report = c.shutdown().await;
+        assert!(report.is_clean());
+    });
+    let values = reader.read();
+    let mut samples = 0;
+    for ((name, labels), v) in values.iter() {
+        if name == "compactor.shutdown.duration" {
+            if let DebugValue::Histogram(h) = v {
+                eprintln!("{labels:?}: {}", h.len());
+                samples += h.len();
+            }
+        }
+    }
+    let other = [
+        ("compactor.task.category", "other"),
+        ("compactor.task.outcome", "succeeded"),
+    ];
+    eprintln!(
+        "finished(other,succeeded) = {}",
+        counter(values, "compactor.task.finished", &other)
+    );
+    assert_eq!(samples, 1, "one shutdown of the process, {samples} samples");
+}
+
+/// Pending gauge across the lifecycle corners.
+#[test]
+fn m04_pending_gauge_corners() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::new();
+        // duplicate refusals, single and batch
+        c.register("a", || async {}).unwrap();
+        assert!(c.register("a", || async {}).is_err());
+        assert!(
+            c.register_batch([
+                c.task("b").define(|| async {}),
+                c.task("a").define(|| async {}),
+            ])
+            .is_err()
+        );
+        assert!(
+            c.register_batch([
+                c.task("x").define(|| async {}),
+                c.task("x").define(|| async {}),
+            ])
+            .is_err()
+        );
+        // with deps (slow path) refused
+        let a = c.task("dep").register(|| async {}).unwrap();
+        assert!(
+            c.register_batch([
+                c.task("y").depends_on(&a).define(|| async {}),
+                c.task("a").define(|| async {}),
+            ])
+            .is_err()
+        );
+        // weak, released, pruned
+        for i in 0..1100 {
+            let v = Arc::new(i);
+            c.task(format!("w{i}"))
+                .register_weak(&v, |_v| async {})
+                .unwrap();
+        }
+        // scopes
+        let s = c.task("scope").scope().unwrap();
+        s.register("in-scope", || async {}).unwrap();
+        let s2 = c.task("scope2").scope().unwrap();
+        s2.register("in-scope2", || async {}).unwrap();
+        let _ = s2.shutdown().await;
+        // early run
+        c.task("early")
+            .category(Category::File)
+            .register(|| async {})
+            .unwrap();
+        let _ = c.run_early(Selection::Category(Category::File)).await;
+        let h = c.register("gone", || async {}).unwrap();
+        let report = c.shutdown().await;
+        assert!(!h.unregister());
+        assert!(c.register("late", || async {}).is_err());
+        eprintln!("{} tasks", report.tasks().len());
+        drop(s);
+        drop(s2);
+        drop(c);
+    });
+    let values = reader.read();
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.pending"), 0.0);
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.running"), 0.0);
+}
+
+/// Running gauge when a run is aborted with attempts in flight.
+#[test]
+fn m05_running_gauge_abort_and_deadline() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::builder()
+            .deadline(Duration::from_secs(5))
+            .build();
+        for i in 0..4 {
+            c.task(format!("h{i}"))
+                .register(std::future::pending::<()>)
+                .unwrap();
+        }
+        c.task("blocking")
+            .register_blocking(|| std::thread::sleep(Duration::from_millis(50)))
+            .unwrap();
+        c.task("flush")
+            .priority(Priority::Final)
+            .register(|| async {})
+            .unwrap();
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = c2.abort().await;
+        });
+        let r = c.shutdown().await;
+        eprintln!("{r}");
+    });
+    let values = reader.read();
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.running"), 0.0);
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.pending"), 0.0);
+}
+
+/// A run whose runtime goes away mid-run (moved to the library's runtime).
+#[test]
+fn m06_running_gauge_runtime_dropped() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    let c = Compactor::builder()
+        .deadline(Duration::from_millis(300))
+        .build();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            c.task("h").register(std::future::pending::<()>).unwrap();
+            c.task("s")
+                .register(|| tokio::time::sleep(Duration::from_millis(100)))
+                .unwrap();
+            let c2 = c.clone();
+            tokio::spawn(async move { c2.shutdown().await });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        });
+        drop(rt);
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let values = reader.read();
+    eprintln!("{values:#?}");
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.running"), 0.0);
+}
+
+/// Early run (Selection::Task) then a shutdown: counted once each.
+#[test]
+fn m07_early_then_shutdown_counts() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::new();
+        let h = c.register("a", || async {}).unwrap();
+        c.register("b", || async {}).unwrap();
+        let _ = c.run_early(Selection::Task(h)).await.unwrap();
+        let _ = c.shutdown().await;
+    });
+    let values = reader.read();
+    let other = [
+        ("compactor.task.category", "other"),
+        ("compactor.task.outcome", "succeeded"),
+    ];
+    assert_eq!(counter(values, "compactor.task.finished", &other), 2);
+}
+
+/// Failed scopes kept for the parent's report (end_scope): counted as tasks.
+#[test]
+fn m08_failed_scope_left_reports_counted() {
+    use compactor::service::Supervision;
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::new();
+        let s = c.task("conn").scope().unwrap();
+        s.register("flush", || async { Err::<(), _>("boom") })
+            .unwrap();
+        s.task("svc")
+            .supervise(Supervision::end_scope())
+            .restartable(|_ctx| async { Err::<(), _>("down") })
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let r = c.shutdown().await;
+        eprintln!("{r}");
+    });
+    let values = reader.read();
+    let mut keys: Vec<_> = values
+        .iter()
+        .filter(|((n, _), _)| n == "compactor.task.finished" || n == "compactor.shutdown.duration")
+        .map(|(k, v)| format!("{k:?} = {v:?}"))
+        .collect();
+    keys.sort();
+    eprintln!("{keys:#?}");
+}
+
+/// A scope its parent never started (the deadline came first), and one cut
+/// off while running: the gauges come back to zero.
+#[test]
+fn m09_gauges_after_halted_scopes() {
+    let recorder = DebuggingRecorder::new();
+    let mut reader = Reader::new(&recorder);
+    run(&recorder, || async {
+        let c = Compactor::builder()
+            .deadline(Duration::from_secs(2))
+            .build();
+        c.task("first")
+            .priority(Priority::Critical)
+            .register(std::future::pending::<()>)
+            .unwrap();
+        let never = c.task("never").scope().unwrap();
+        never.register("a", || async {}).unwrap();
+        never.register("b", std::future::pending::<()>).unwrap();
+        let cut = c.task("cut").priority(Priority::Critical).scope().unwrap();
+        cut.register("c", std::future::pending::<()>).unwrap();
+        cut.task("f")
+            .priority(Priority::Final)
+            .register(|| async {})
+            .unwrap();
+        let r = c.shutdown().await;
+        eprintln!("{r}");
+        let _ = never.wait().await;
+        let _ = cut.wait().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let values = reader.read();
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.running"), 0.0);
+    assert_eq!(gauge_or_zero(values, "compactor.tasks.pending"), 0.0);
 }

@@ -19,6 +19,9 @@ use crate::signal::SignalExit;
 pub(super) fn publish(instance: Arc<Instance>, ctx: &RunContext, report: ShutdownReport) {
     tracing::info!(clean = report.is_clean(), duration = ?report.duration(), "shutdown finished");
     tracing::Span::current().record("clean", report.is_clean());
+    if instance.scope.get().is_none() {
+        crate::telemetry::shutdown_reported(&report);
+    }
     if let Some(task) = instance.scope.get() {
         // Shut down on its own: the parent has nothing left to do for it,
         // but to report what shut down by itself.

@@ -165,6 +165,9 @@ impl Compactor {
                 let message = crate::run::contain::message_of(panic);
                 tracing::error!(panic = %message, "the shutdown's run could not be built");
                 self.inner.gates.drain.cancel();
+                if let Some(ctx) = self.current_run() {
+                    ctx.finals.let_go();
+                }
                 self.inner
                     .out
                     .published

@@ -259,8 +259,10 @@ impl ShutdownPlan {
             .checked_sub(1)
             .filter(|&p| phases[p].priority == Priority::Final);
         let kept = final_phase.and_then(|p| {
+            // The runner's reckoning (`Config::kept_for_final`).
             let finals = tasks.iter().filter(|t| t.phase == p);
-            config.kept_for_final(finals.map(|t| (Some(t.timeout), t.observes_token)))
+            let in_line = plan.phase_in_line(p, config.concurrency.get());
+            config.kept_for_final(finals.map(|t| (Some(t.timeout), t.observes_token)), in_line)
         });
         let mut worst_case = unbounded.min(config.deadline);
         if let (Some(p), Some(kept)) = (final_phase, kept) {

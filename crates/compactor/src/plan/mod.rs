@@ -82,6 +82,22 @@ pub(crate) struct Step<N = Box<Node>> {
     pub(crate) phase: u32,
 }
 
+impl<N> Plan<N> {
+    /// Whether phase `phase`'s tasks may have to run one after another: a
+    /// dependency among them, or more of them than `limit` at once.
+    pub(crate) fn phase_in_line(&self, phase: usize, limit: usize) -> bool {
+        let members = || {
+            (0..self.tasks.len() as u32).filter(|&t| self.tasks[t as usize].phase as usize == phase)
+        };
+        members().count() > limit
+            || members().any(|t| {
+                self.precedes
+                    .of(t)
+                    .any(|d| self.tasks[d as usize].phase as usize == phase)
+            })
+    }
+}
+
 impl<N: TaskNode> Step<N> {
     pub(crate) fn spec(&self) -> &Spec {
         self.node.spec()

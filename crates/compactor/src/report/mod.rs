@@ -288,20 +288,20 @@ impl ShutdownReport {
     /// were alive on the runtime that made the report, as it was made
     /// (tokio's count: the application's own tasks, and the run's when the
     /// run had a task of its own; `None` for a report made outside a
-    /// runtime). Compare it with the count before the shutdown to see work
+    /// runtime, and for the report so far a cleanup gets from `shutdown()`
+    /// on its own instance). Compare it with the count before the shutdown to see work
     /// nobody tracked.
     pub fn runtime_tasks(&self) -> Option<usize> {
         self.0.runtime_tasks
     }
 
-    /// The tasks left running when the report was made: blocking cleanups
-    /// abandoned on their threads, and async ones whose code held its
-    /// thread past its cut-off ([`Interruption::Abandoned`]).
-    pub fn abandoned(&self) -> impl Iterator<Item = &TaskReport> {
-        self.0
-            .tasks
-            .iter()
-            .filter(|t| t.interruption == Some(Interruption::Abandoned))
+    /// The tasks left running when the report was made, anywhere in the
+    /// tree, with their paths: blocking cleanups abandoned on their
+    /// threads, and async ones whose code held its thread past its cut-off
+    /// ([`Interruption::Abandoned`]). One that returned before the report
+    /// is not among them (it [overran](Interruption::Overran)).
+    pub fn abandoned(&self) -> Vec<Failure> {
+        self.walk(&|t| t.interruption == Some(Interruption::Abandoned))
     }
 
     /// Weak registrations whose value outlived its cleanup.
@@ -351,14 +351,29 @@ impl ShutdownReport {
     /// # }
     /// ```
     pub fn failures(&self) -> Vec<Failure> {
-        fn collect(report: &ShutdownReport, above: &mut Vec<String>, out: &mut Vec<Failure>) {
-            for t in report.tasks().iter().filter(|t| !t.outcome.is_clean()) {
+        self.walk(&|t| !t.outcome.is_clean())
+    }
+
+    /// The tasks `pick` chooses, anywhere in the tree, with their paths: a
+    /// scope's task stands for those chosen inside it.
+    fn walk(&self, pick: &dyn Fn(&TaskReport) -> bool) -> Vec<Failure> {
+        fn collect(
+            report: &ShutdownReport,
+            pick: &dyn Fn(&TaskReport) -> bool,
+            above: &mut Vec<String>,
+            out: &mut Vec<Failure>,
+        ) {
+            for t in report.tasks() {
+                let inside = t.scope().filter(|_| !t.outcome.is_clean());
+                if !pick(t) && inside.is_none() {
+                    continue;
+                }
                 above.push(t.name.to_string());
                 let before = out.len();
-                if let Some(scope) = t.scope() {
-                    collect(scope, above, out);
+                if let Some(scope) = inside {
+                    collect(scope, pick, above, out);
                 }
-                if out.len() == before {
+                if out.len() == before && pick(t) {
                     out.push(Failure {
                         path: above.join("/"),
                         names: above.clone(),
@@ -370,7 +385,7 @@ impl ShutdownReport {
             }
         }
         let mut out = Vec::new();
-        collect(self, &mut Vec::new(), &mut out);
+        collect(self, pick, &mut Vec::new(), &mut out);
         out
     }
 
@@ -401,7 +416,7 @@ impl serde::Serialize for ShutdownReport {
         s.serialize_field("failures", &self.failures())?;
         s.serialize_field("by_category", &self.by_category())?;
         s.serialize_field("freed", &self.freed())?;
-        let abandoned: Vec<&str> = self.abandoned().map(TaskReport::name).collect();
+        let abandoned: Vec<String> = self.abandoned().into_iter().map(|f| f.path).collect();
         s.serialize_field(
             "outlived",
             &json::Outlived {
@@ -417,9 +432,9 @@ impl serde::Serialize for ShutdownReport {
 mod json {
     /// What outlived the run, as the JSON has it.
     #[derive(serde::Serialize)]
-    pub(super) struct Outlived<'a> {
+    pub(super) struct Outlived {
         pub(super) runtime_tasks: Option<usize>,
-        pub(super) abandoned: Vec<&'a str>,
+        pub(super) abandoned: Vec<String>,
     }
 }
 

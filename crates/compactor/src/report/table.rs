@@ -212,7 +212,8 @@ impl fmt::Display for ShutdownReport {
         }
         let abandoned: Vec<String> = self
             .abandoned()
-            .map(|t| shown(t.name(), NAME_WIDTH))
+            .iter()
+            .map(|f| shown_path(f.path(), 2 * NAME_WIDTH))
             .collect();
         if !abandoned.is_empty() {
             writeln!(

@@ -11,6 +11,9 @@ use super::RunContext;
 use crate::plan::Plan;
 use crate::task::cleanup::{BoxCleanup, Start};
 
+/// The longest a process ending first waits for its final tasks.
+const FINALS_AT_MOST: Duration = Duration::from_secs(5);
+
 /// The final tasks' cleanups not started yet: (task index, cleanup, its
 /// own timeout if set); and, once a process ending first took them, whether
 /// it is done with them (a second caller waits for the first).
@@ -76,6 +79,15 @@ impl Finals {
         None
     }
 
+    /// Lets go of every cleanup left, a panic in a `Drop` contained: for a
+    /// run that will never start them.
+    pub(crate) fn let_go(&self) {
+        for (_, cleanup, _) in self.take_all(None).unwrap_or_default() {
+            let _ = super::contain::drop_contained(cleanup);
+        }
+        self.done();
+    }
+
     fn done(&self) {
         *self.1.lock().unwrap_or_else(PoisonError::into_inner) = Some(true);
         self.2.notify_all();
@@ -88,6 +100,8 @@ impl RunContext {
     /// set), on a runtime of their own, and waits for those the run has
     /// started; all within `grace`. Returns how many it ran.
     pub(crate) fn run_finals_now(&self, default: Duration, grace: Duration) -> usize {
+        // An unlimited grace still ends the process.
+        let grace = grace.min(FINALS_AT_MOST);
         let until = Instant::now().checked_add(grace);
         // A second caller (two threads ending the process) waits for the first.
         let Some(left) = self.finals.take_all(until) else {

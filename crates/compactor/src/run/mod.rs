@@ -375,7 +375,6 @@ impl Carry {
     fn complete(&mut self) {
         if let (Some(runner), Some(finish)) = (self.runner.take(), self.finish.take()) {
             let (report, plan) = runner.into_report();
-            crate::telemetry::reported(&report);
             finish(report, plan);
         }
     }

@@ -116,6 +116,15 @@ impl Record {
         self.entries[index as usize].scope = Some(report);
     }
 
+    /// A task's attempt left running has returned, after the task's end:
+    /// no longer abandoned, it overran.
+    pub(crate) fn returned_late(&mut self, index: u32) {
+        let entry = &mut self.entries[index as usize];
+        if entry.interruption == Some(Interruption::Abandoned) {
+            entry.interruption = Some(Interruption::Overran);
+        }
+    }
+
     pub(crate) fn abandoned(&mut self, index: u32) {
         let entry = &mut self.entries[index as usize];
         if matches!(entry.interruption, None | Some(Interruption::Dropped)) {

@@ -122,6 +122,7 @@ impl Runner {
             books: Books {
                 record: Record::new(&plan, &parts.ctx.names, parts.t0),
                 head,
+                left: parts.earlier.len(),
                 early_run_tasks: parts.earlier,
                 running: crate::telemetry::Running::new(),
             },
@@ -519,9 +520,13 @@ fn finals_begin(plan: &Plan, config: &Config, t0: Instant) -> Option<(usize, Ins
     }
     let deadline = after(t0, config.deadline)?;
     let finals = plan.tasks.iter().filter(|t| t.phase as usize == last);
-    let kept = config.kept_for_final(finals.map(|t| {
-        let spec = &t.node.spec;
-        (spec.timeout, spec.kind.observes_token)
-    }))?;
+    let in_line = plan.phase_in_line(last, config.concurrency.get());
+    let kept = config.kept_for_final(
+        finals.map(|t| {
+            let spec = &t.node.spec;
+            (spec.timeout, spec.kind.observes_token)
+        }),
+        in_line,
+    )?;
     Some((last, deadline.checked_sub(kept)?))
 }

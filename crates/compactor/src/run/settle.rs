@@ -32,7 +32,11 @@ impl Runner {
             .ok()
             .map(|runtime| runtime.metrics().num_alive_tasks());
         let extra = std::mem::take(&mut self.books.early_run_tasks);
+        // The run's own tasks, and the reports its scopes left: not the
+        // early runs' (recorded by their runs).
+        let own = self.tasks.len() + self.books.left;
         let report = self.books.record.into_report(self.books.head, extra);
+        crate::telemetry::reported(&report.tasks()[..own.min(report.tasks().len())]);
         (report, self.plan)
     }
 

@@ -125,6 +125,9 @@ pub(super) struct Books {
     pub(super) record: Record,
     /// The tasks of the early runs the run waited for.
     pub(super) early_run_tasks: Vec<TaskReport>,
+    /// How many of `early_run_tasks` are reports scopes left, not an early
+    /// run's tasks (those come after).
+    pub(super) left: usize,
     /// The running tasks' gauge (feature `metrics`).
     pub(super) running: crate::telemetry::Running,
 }

@@ -82,6 +82,15 @@ impl Runner {
                 due,
                 ..
             } if *attempt == ended.attempt => (*grace, *due),
+            // Its last attempt, left running when the task finished (a
+            // blocking one abandoned at its timeout), has returned: it is
+            // no longer running.
+            State::Finished
+                if ended.attempt == self.ctx.headway[i].attempts.load(Ordering::Relaxed) =>
+            {
+                self.books.record.returned_late(ended.index);
+                return;
+            }
             // An attempt stopped earlier, or a task finished already.
             _ => return,
         };

@@ -14,6 +14,7 @@ mod early;
 mod edges;
 mod errors;
 mod finals;
+mod finals_edges;
 mod inspect;
 mod lifecycle;
 mod ordering;

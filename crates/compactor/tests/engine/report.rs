@@ -509,7 +509,11 @@ async fn the_report_says_what_outlived_the_run() {
         drop(tokio::spawn(std::future::pending::<()>()));
     }
     let report = c.shutdown().await;
-    let abandoned: Vec<&str> = report.abandoned().map(|t| t.name()).collect();
+    let abandoned: Vec<String> = report
+        .abandoned()
+        .iter()
+        .map(|f| f.path().to_owned())
+        .collect();
     assert_eq!(abandoned, ["stuck-flush"], "{report}");
     let alive = report.runtime_tasks().expect("made on a runtime");
     assert!(
