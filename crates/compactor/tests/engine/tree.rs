@@ -32,14 +32,7 @@ impl std::error::Error for Wrapped {
     }
 }
 
-/// Sets its flag when dropped: a service's future gone.
-struct Gone(Arc<AtomicBool>);
-
-impl Drop for Gone {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
+use crate::common::Gone;
 
 #[tokio::test(start_paused = true)]
 async fn nested_failures_reach_the_root_with_their_paths_and_causes() {
@@ -163,9 +156,7 @@ async fn end_scope_ends_only_the_scope_and_the_parent_reports_it() {
 #[tokio::test(start_paused = true)]
 async fn carry_on_starts_nothing_and_the_failure_waits_in_the_report() {
     let c = Compactor::new();
-    c.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&c);
     c.task("warmup")
         .supervise(Supervision::carry_on())
         .service(|_ctx| async { Err::<(), _>("cold") })
@@ -238,9 +229,7 @@ async fn a_service_stopped_by_its_scope_does_not_end_the_parent() {
 #[tokio::test(start_paused = true)]
 async fn a_service_says_how_it_stands() {
     let c = Compactor::new();
-    c.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&c);
     let plain = c.register("flush", || async {}).unwrap();
     assert_eq!(plain.service(), None);
     let ends = c
@@ -478,9 +467,7 @@ async fn a_one_shot_service_with_restarts_is_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_scope_s_supervision_is_its_services_default_and_names_are_paths() {
     let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&app);
     let outer = app
         .task("outer")
         .supervise(Supervision::carry_on())
@@ -560,9 +547,7 @@ async fn random_trees_report_every_failure_once_with_its_path() {
         let mut rng = crate::ordering_properties::Rng(number);
         let app = Compactor::new();
         // Keeps the root up while scopes whose services end close themselves.
-        app.task("keeper")
-            .service(|ctx| async move { ctx.cancelled().await })
-            .unwrap();
+        crate::common::keeper(&app);
         let mut expected = random_tree(&app, "", 3, &mut rng);
         tokio::time::sleep(Duration::from_millis(10)).await;
         let report = app.shutdown().await;

@@ -92,9 +92,7 @@ async fn p1c_unregister_cancels_the_service_token() {
 #[tokio::test(start_paused = true)]
 async fn p2_scope_with_slash_in_name_left_report() {
     let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&app);
     let conn = app
         .task("conn/1")
         .supervise(Supervision::end_scope())
@@ -632,51 +630,31 @@ async fn i_early_run_drains_service_then_other_ends() {
     tokio::time::sleep(Duration::from_secs(10)).await;
 }
 
-/// M1: a scope shut down by hand while its restartable service waits out its
-/// backoff: the failure escalates and ends the whole tree.
+/// M1: a scope shut down by hand, or aborted, while its restartable
+/// service waits out its backoff: the failure must not end the whole tree.
 #[tokio::test(start_paused = true)]
-async fn m1_scope_shutdown_during_backoff_escalates_to_root() {
-    let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
-    let sub = app.task("sub").scope().unwrap();
-    sub.task("worker")
-        .backoff(Backoff::fixed(Duration::from_secs(10)).without_jitter())
-        .supervise(Supervision::end_all().restarts(5, Duration::from_secs(60)))
-        .restartable(|_ctx| async { Err::<(), _>("down") })
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let _sub_report = sub.shutdown().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !app.shutdown_token().is_cancelled(),
-        "the root was shut down: {}",
-        app.wait().await
-    );
-}
-
-/// M1b: same with abort.
-#[tokio::test(start_paused = true)]
-async fn m1b_scope_abort_during_backoff_escalates_to_root() {
-    let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
-    let sub = app.task("sub").scope().unwrap();
-    sub.task("worker")
-        .backoff(Backoff::fixed(Duration::from_secs(10)).without_jitter())
-        .supervise(Supervision::end_all().restarts(5, Duration::from_secs(60)))
-        .restartable(|_ctx| async { Err::<(), _>("down") })
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let _ = sub.abort().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !app.shutdown_token().is_cancelled(),
-        "the root was shut down: {}",
-        app.wait().await
-    );
+async fn m1_scope_closed_during_backoff_does_not_escalate_to_root() {
+    for abort in [false, true] {
+        let app = Compactor::new();
+        crate::common::keeper(&app);
+        let sub = app.task("sub").scope().unwrap();
+        sub.task("worker")
+            .backoff(Backoff::fixed(Duration::from_secs(10)).without_jitter())
+            .supervise(Supervision::end_all().restarts(5, Duration::from_secs(60)))
+            .restartable(|_ctx| async { Err::<(), _>("down") })
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = match abort {
+            false => sub.shutdown().await,
+            true => sub.abort().await,
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            !app.shutdown_token().is_cancelled(),
+            "abort {abort}: the root was shut down: {}",
+            app.wait().await
+        );
+    }
 }
 
 /// M2: a scope's service failing by itself while its own scope shuts down
@@ -684,9 +662,7 @@ async fn m1b_scope_abort_during_backoff_escalates_to_root() {
 #[tokio::test(start_paused = true)]
 async fn m2_scope_service_failing_during_scope_shutdown_escalates() {
     let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&app);
     let sub = app.task("sub").scope().unwrap();
     sub.task("slow")
         .priority(compactor::Priority::Critical)

@@ -242,9 +242,7 @@ async fn q8_table_keeps_the_leaf_of_a_deep_path() {
 #[tokio::test(start_paused = true)]
 async fn q9_every_caller_gets_an_equal_report() {
     let app = Compactor::new();
-    app.task("keeper")
-        .service(|ctx| async move { ctx.cancelled().await })
-        .unwrap();
+    crate::common::keeper(&app);
     let conn = app
         .task("conn")
         .supervise(Supervision::end_scope())

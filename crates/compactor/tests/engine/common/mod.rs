@@ -88,3 +88,20 @@ pub fn register_flush(c: &compactor::Compactor) -> Arc<std::sync::atomic::Atomic
     .unwrap();
     ran
 }
+
+/// A service that runs until its drain: keeps an instance's "every service
+/// has ended" from firing while a test's other services end.
+pub fn keeper(c: &compactor::Compactor) {
+    c.task("keeper")
+        .service(|ctx| async move { ctx.cancelled().await })
+        .unwrap();
+}
+
+/// Sets its flag when dropped: a future, a cleanup or a value gone.
+pub struct Gone(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
