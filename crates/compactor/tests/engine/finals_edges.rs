@@ -539,7 +539,7 @@ async fn p20_abandoned_in_a_scope() {
     let s = c.task("conn").scope().unwrap();
     s.task("blocking")
         .timeout(Duration::from_millis(50))
-        .register_blocking(|| std::thread::sleep(Duration::from_secs(2)))
+        .register_blocking(|| std::thread::sleep(Duration::from_millis(700)))
         .unwrap();
     let report = c.shutdown().await;
     let inner = report

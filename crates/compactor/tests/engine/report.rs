@@ -498,7 +498,8 @@ async fn the_report_says_what_outlived_the_run() {
         .deadline(Duration::from_millis(200))
         .build();
     c.task("stuck-flush")
-        .register_blocking(|| std::thread::sleep(Duration::from_secs(2)))
+        // Short: other tests count the blocking threads of this process.
+        .register_blocking(|| std::thread::sleep(Duration::from_millis(700)))
         .unwrap();
     c.register("quick", || async {}).unwrap();
     let before = tokio::runtime::Handle::current()

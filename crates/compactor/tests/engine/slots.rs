@@ -118,7 +118,8 @@ fn slow_fsync(c: &Compactor, retries: u32) -> (Arc<AtomicUsize>, Arc<AtomicUsize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_retry_behind_an_abandoned_attempt_ends_once_the_cleanup_is_disposed_of() {
     let _one = one_at_a_time();
-    let before = blocking_threads_down_to(0, Duration::from_secs(2));
+    // Other tests' blocking threads gone first (they are counted too).
+    let before = blocking_threads_down_to(0, LIMIT);
     let c = Compactor::new();
     let (calls, drops) = slow_fsync(&c, 1);
     let report = tokio::time::timeout(LIMIT, c.shutdown())
@@ -154,7 +155,8 @@ async fn a_blocking_retry_behind_an_abandoned_attempt_ends_once_the_cleanup_is_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocking_retry_cut_off_by_the_deadline_ends_once_the_cleanup_is_disposed_of() {
     let _one = one_at_a_time();
-    let before = blocking_threads_down_to(0, Duration::from_secs(2));
+    // Other tests' blocking threads gone first (they are counted too).
+    let before = blocking_threads_down_to(0, LIMIT);
     let c = Compactor::builder()
         .deadline(Duration::from_millis(120))
         .build();

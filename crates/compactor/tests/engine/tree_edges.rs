@@ -250,7 +250,7 @@ async fn p6_abort_with_blocking_cleanup_current_thread() {
         .build();
     c.task("blocker")
         .register(compactor::cleanup::blocking(|| {
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_millis(700));
         }))
         .unwrap();
     c.trigger();
