@@ -181,7 +181,6 @@ impl TaskBuilder<'_> {
             supervision.restarts = None;
         }
         let path = compactor.path_of(self.name());
-        let task: Arc<str> = Arc::from(self.name());
         let backoff = self.restart_backoff();
         let stop = CancellationToken::new();
         let (token, stop_seen) = (stop.clone(), stop.clone());
@@ -208,7 +207,9 @@ impl TaskBuilder<'_> {
             state,
             counted: (!supervision.background).then(|| compactor.service_began()),
         };
-        let alive = compactor.alive_service(task);
+        // Under the name its registration holds: a service registered again
+        // under the same name is another entry.
+        let alive = compactor.alive_service(handle.name.clone());
         let owner = compactor.downgrade();
         let stops = Stops {
             own: stop_seen,

@@ -151,7 +151,7 @@ impl Compactor {
         // its drain, the report says it is abandoned, still running. Not
         // counted among the services whose end ends the whole: its own end
         // does that.
-        let alive = self.alive_service(SERVICE.into());
+        let alive = self.alive_service(_withdraw.0.name.clone());
         // Ended by itself only before a shutdown of this instance or one
         // above it began.
         let begun = self.lineage_begun();

@@ -151,7 +151,14 @@ impl Runner {
             .map(|s| s.alive())
             .unwrap_or_default();
         for service in alive {
-            if let Some(index) = self.ctx.names.iter().position(|n| *n == service) {
+            // The very name its registration holds: not another task's of
+            // the same name (one registered after it was withdrawn).
+            if let Some(index) = self
+                .ctx
+                .names
+                .iter()
+                .position(|n| std::sync::Arc::ptr_eq(n, &service))
+            {
                 self.books.record.abandoned(index as u32);
             }
         }

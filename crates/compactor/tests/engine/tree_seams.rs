@@ -447,3 +447,34 @@ async fn q6_control_without_the_hook_it_is_restarted() {
     assert!(!c.shutdown_token().is_cancelled());
     assert_eq!(h.service().unwrap().restarts(), 1);
 }
+
+/// Q7: a service withdrawn while it holds its thread, replaced under the
+/// same name: the replacement, drained clean, is not blamed for it.
+#[test]
+fn q7_a_replaced_service_is_not_blamed_for_the_one_it_replaced() {
+    let runtime = common::multi_thread(2);
+    let c = Compactor::builder()
+        .deadline(Duration::from_secs(2))
+        .build();
+    let _entered = runtime.enter();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let old = c
+        .task("svc")
+        .service(move |_ctx| async move {
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(700)); // holds its thread
+        })
+        .unwrap();
+    rx.recv().unwrap();
+    assert!(old.unregister());
+    std::thread::sleep(Duration::from_millis(20));
+    c.task("svc")
+        .service(|ctx| async move { ctx.cancelled().await })
+        .unwrap();
+    let report = runtime.block_on(c.shutdown());
+    let task = report.task("svc").unwrap();
+    assert_eq!(task.outcome(), &Outcome::Succeeded, "{report}");
+    assert_eq!(task.interruption(), None, "{report}");
+    drop(_entered);
+    runtime.shutdown_background();
+}
