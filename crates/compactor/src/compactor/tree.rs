@@ -101,10 +101,13 @@ impl Compactor {
     /// Counts a service of this instance here and above, until the
     /// count's [`ended`](Counted::ended).
     pub(crate) fn service_began(&self) -> Counted {
-        let lineage: Vec<WeakCompactor> = self.lineage().map(|i| i.downgrade()).collect();
-        for instance in self.lineage() {
-            instance.inner.tree.services.fetch_add(1, Ordering::AcqRel);
-        }
+        let lineage: Vec<WeakCompactor> = self
+            .lineage()
+            .map(|instance| {
+                instance.inner.tree.services.fetch_add(1, Ordering::AcqRel);
+                instance.downgrade()
+            })
+            .collect();
         Counted {
             lineage,
             done: AtomicBool::new(false),
@@ -174,21 +177,14 @@ impl Compactor {
             left.1 += 1;
             return;
         }
-        left.0.push(TaskReport {
-            name: place.name.clone(),
-            outcome: Outcome::Failed(scope_failure(&place.name, report)),
-            attempts: 1,
-            priority: place.priority,
-            effective_priority: place.priority,
-            category: place.category.clone(),
-            started_at: None,
-            duration: report.duration(),
-            interruption: None,
-            leaked: None,
-            freed: None,
-            waited_for: None,
-            scope: Some(report.clone()),
-        });
+        let failed = Outcome::Failed(scope_failure(&place.name, report));
+        let (priority, category) = (place.priority, place.category.clone());
+        let mut entry = TaskReport::unrun(place.name.clone(), failed, priority, priority, category);
+        // Its run was its scope's own shutdown.
+        entry.attempts = 1;
+        entry.duration = report.duration();
+        entry.scope = Some(report.clone());
+        left.0.push(entry);
     }
 
     /// The reports scopes below left, for this instance's run; past the
@@ -206,21 +202,15 @@ impl Compactor {
             let text = format!(
                 "{dropped} more scopes shut down by themselves not clean; their reports were not kept (at most {LEFT_REPORTS} are)"
             );
-            kept.push(TaskReport {
-                name: Arc::from(NOT_KEPT),
-                outcome: Outcome::Failed(CleanupError::from(text)),
-                attempts: 0,
-                priority: Priority::Normal,
-                effective_priority: Priority::Normal,
-                category: Category::Other,
-                started_at: None,
-                duration: std::time::Duration::ZERO,
-                interruption: None,
-                leaked: None,
-                freed: None,
-                waited_for: None,
-                scope: None,
-            });
+            let failed = Outcome::Failed(CleanupError::from(text));
+            let normal = Priority::Normal;
+            kept.push(TaskReport::unrun(
+                Arc::from(NOT_KEPT),
+                failed,
+                normal,
+                normal,
+                Category::Other,
+            ));
         }
         kept
     }

@@ -254,10 +254,7 @@ impl ShutdownPlan {
         let concurrency =
             (config.concurrency.get() < usize::MAX).then_some(config.concurrency.get());
         let (phases, unbounded, critical_path) = phases_worst_case(&plan, &tasks, config);
-        let final_phase = phases
-            .len()
-            .checked_sub(1)
-            .filter(|&p| phases[p].priority == Priority::Final);
+        let final_phase = plan.final_phase();
         let kept = final_phase.and_then(|p| {
             // The runner's reckoning (`Config::kept_for_final`).
             let finals = tasks.iter().filter(|t| t.phase == p);

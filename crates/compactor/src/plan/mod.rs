@@ -83,6 +83,13 @@ pub(crate) struct Step<N = Box<Node>> {
 }
 
 impl<N> Plan<N> {
+    /// The final phase ([`Priority::Final`]), if the plan has one: always
+    /// the last.
+    pub(crate) fn final_phase(&self) -> Option<usize> {
+        let last = self.phases.len().checked_sub(1)?;
+        (self.phases[last] == Priority::Final).then_some(last)
+    }
+
     /// Whether phase `phase`'s tasks may have to run one after another: a
     /// dependency among them, or more of them than `limit` at once.
     pub(crate) fn phase_in_line(&self, phase: usize, limit: usize) -> bool {

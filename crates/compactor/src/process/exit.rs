@@ -17,19 +17,7 @@ const HOOK_AT_MOST: Duration = Duration::from_secs(5);
 /// reads does not keep the process.
 const WRITE_AT_MOST: Duration = Duration::from_millis(200);
 
-/// Runs `f` on a thread of its own and waits for it `limit` at most.
-fn bounded(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let ran = std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            let _ = done.send(());
-        });
-    if ran.is_ok() {
-        let _ = finished.recv_timeout(limit);
-    }
-}
+use crate::run::contain::bounded;
 
 /// Ends the process with `code`: `why` on stderr first (one line), then the
 /// application's hook (given `limit` to return), then stdout and stderr

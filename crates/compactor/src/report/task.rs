@@ -204,6 +204,32 @@ pub struct TaskReport {
 }
 
 impl TaskReport {
+    /// The entry of a task that has not run: `outcome` (pending, or what
+    /// stands for it), no attempt, no time.
+    pub(crate) fn unrun(
+        name: Arc<str>,
+        outcome: Outcome,
+        priority: Priority,
+        effective_priority: Priority,
+        category: Category,
+    ) -> TaskReport {
+        TaskReport {
+            name,
+            outcome,
+            attempts: 0,
+            priority,
+            effective_priority,
+            category,
+            started_at: None,
+            duration: Duration::ZERO,
+            interruption: None,
+            leaked: None,
+            freed: None,
+            waited_for: None,
+            scope: None,
+        }
+    }
+
     /// The entry with its start moved `by` later (a task of another run,
     /// reported in this one).
     pub(crate) fn shifted(&self, by: Duration) -> TaskReport {

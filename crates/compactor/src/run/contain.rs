@@ -104,3 +104,18 @@ pub(crate) fn spawn_or_run(
         }
     }
 }
+
+/// Runs `f` on a thread of its own, a panic contained, and waits for it
+/// `limit` at most: for what a process ending must not be held by.
+pub(crate) fn bounded(name: &str, limit: std::time::Duration, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let ran = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = catch_unwind(AssertUnwindSafe(f));
+            let _ = done.send(());
+        });
+    if ran.is_ok() {
+        let _ = finished.recv_timeout(limit);
+    }
+}

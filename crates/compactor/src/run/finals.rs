@@ -8,7 +8,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::RunContext;
+use super::finish::Phases;
+use super::scheduler::Runner;
+use crate::config::Config;
 use crate::plan::Plan;
+use crate::report::SkipReason;
 use crate::task::cleanup::{BoxCleanup, Start};
 
 /// The longest a process ending first waits for its final tasks.
@@ -27,12 +31,9 @@ pub(crate) struct Finals(
 impl Finals {
     /// Takes the final phase's cleanups out of `plan`.
     pub(crate) fn of(plan: &mut Plan) -> Finals {
-        let Some(last) = plan.phases.len().checked_sub(1) else {
+        let Some(last) = plan.final_phase() else {
             return Finals::default();
         };
-        if plan.phases[last] != crate::Priority::Final {
-            return Finals::default();
-        }
         let held: Vec<_> = plan
             .tasks
             .iter_mut()
@@ -94,6 +95,36 @@ impl Finals {
     }
 }
 
+/// Where the final phase's time begins, if the run has one and a deadline:
+/// the time kept for it ([`Config::kept_for_final`]) before the deadline.
+pub(super) fn begin(
+    plan: &Plan,
+    config: &Config,
+    t0: tokio::time::Instant,
+) -> Option<(usize, tokio::time::Instant)> {
+    let last = plan.final_phase()?;
+    let deadline = super::clock::after(t0, config.deadline)?;
+    let finals = plan.tasks.iter().filter(|t| t.phase as usize == last);
+    let in_line = plan.phase_in_line(last, config.concurrency.get());
+    let kept = config.kept_for_final(
+        finals.map(|t| (t.node.spec.timeout, t.node.spec.kind.observes_token)),
+        in_line,
+    )?;
+    Some((last, deadline.checked_sub(kept)?))
+}
+
+impl Runner {
+    /// Where the final phase's time begins: the phases before it end as
+    /// the deadline ends them, and the run goes on into it.
+    pub(super) fn on_finals_time(&mut self, now: tokio::time::Instant) {
+        if let Some((last, _)) = self.clock.finals.filter(|&(_, at)| now >= at) {
+            self.clock.finals = None;
+            self.expire(Phases::Before(last), SkipReason::Deadline);
+            self.advance();
+        }
+    }
+}
+
 impl RunContext {
     /// For a process about to end before its run does: runs the final tasks
     /// the run has not started, each within its timeout (`default` unless
@@ -110,16 +141,7 @@ impl RunContext {
         let ran = left.len();
         let started: Vec<u32> = self.started_finals();
         if !left.is_empty() {
-            let (done, finished) = std::sync::mpsc::channel::<()>();
-            let spawned = std::thread::Builder::new()
-                .name("compactor-final".to_owned())
-                .spawn(move || {
-                    run_all(left, default);
-                    let _ = done.send(());
-                });
-            if spawned.is_ok() {
-                let _ = finished.recv_timeout(grace);
-            }
+            super::contain::bounded("compactor-final", grace, move || run_all(left, default));
         }
         // Those the run started: their own end, within what is left.
         while started.iter().any(|&i| {

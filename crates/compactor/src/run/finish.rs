@@ -182,6 +182,27 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// Why the run was ended at once (an abort, a parent's cut-off), if it
+    /// was.
+    pub(super) fn halted(&self) -> Option<SkipReason> {
+        let code = self.outside.halted_flag.as_ref()?.load(Ordering::SeqCst);
+        match code {
+            0 => None,
+            2 => Some(SkipReason::Aborted),
+            _ => Some(SkipReason::Halted),
+        }
+    }
+}
+
+/// A halt's reason as the instance's flag holds it (0: not halted).
+pub(crate) fn halt_code(why: SkipReason) -> u8 {
+    match why {
+        SkipReason::Aborted => 2,
+        _ => 1,
+    }
+}
+
 /// The phases a time limit ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phases {

@@ -36,12 +36,13 @@ use tokio_util::sync::CancellationToken;
 use crate::plan::Plan;
 use crate::{Event, ShutdownReport};
 
+pub(crate) use finish::halt_code;
 pub(crate) use membership::Chain;
 #[cfg(feature = "process")]
 pub(crate) use membership::{killer_gone, killer_made, tell_dropping_task};
 pub(crate) use observe::{Layout, Standing};
 pub(crate) use record::{Head, pending_report as stalled_report};
-pub(crate) use scheduler::{Runner, RunnerParts, halt_code};
+pub(crate) use scheduler::{Runner, RunnerParts};
 
 /// Called by the runner every `every` while the run goes on, and once
 /// with `over` set when it has ended: how the run's progress is shown.

@@ -28,20 +28,16 @@ impl Record {
             .tasks
             .iter()
             .zip(names)
-            .map(|(task, name)| TaskReport {
-                name: name.clone(),
-                outcome: Outcome::Pending,
-                attempts: 0,
-                priority: task.node.spec.priority,
-                effective_priority: task.effective,
-                category: task.node.spec.category.clone(),
-                started_at: None,
-                duration: Duration::ZERO,
-                interruption: None,
-                leaked: None,
-                freed: None,
-                waited_for: None,
-                scope: None,
+            .map(|(task, name)| {
+                let spec = &task.node.spec;
+                let (own, category) = (spec.priority, spec.category.clone());
+                TaskReport::unrun(
+                    name.clone(),
+                    Outcome::Pending,
+                    own,
+                    task.effective,
+                    category,
+                )
             })
             .collect();
         Record {
@@ -218,20 +214,15 @@ fn ordered(mut entries: Vec<TaskReport>, order: &[u32]) -> Vec<TaskReport> {
 pub(crate) fn pending_report(names: &[Arc<str>], policy: SignalExit) -> ShutdownReport {
     let tasks = names
         .iter()
-        .map(|name| TaskReport {
-            name: name.clone(),
-            outcome: Outcome::Pending,
-            attempts: 0,
-            priority: crate::Priority::Normal,
-            effective_priority: crate::Priority::Normal,
-            category: crate::Category::Other,
-            started_at: None,
-            duration: Duration::ZERO,
-            interruption: None,
-            leaked: None,
-            freed: None,
-            waited_for: None,
-            scope: None,
+        .map(|name| {
+            let normal = crate::Priority::Normal;
+            TaskReport::unrun(
+                name.clone(),
+                Outcome::Pending,
+                normal,
+                normal,
+                crate::Category::Other,
+            )
         })
         .collect();
     let head = Head {

@@ -20,7 +20,7 @@ use super::state::{Books, Clock, Lanes, Outside, Phase, Ready, State, Stopped, T
 use super::{EarlyRun, RunContext, SnapshotRequest, Ticker};
 use crate::config::Config;
 use crate::plan::Plan;
-use crate::report::{ShutdownReport, SkipReason};
+use crate::report::SkipReason;
 
 /// How many tasks one turn may start before the runner looks at its clock
 /// and its mail again.
@@ -129,7 +129,7 @@ impl Runner {
             clock: Clock {
                 t0: parts.t0,
                 deadline: after(parts.t0, config.deadline),
-                finals: finals_begin(&plan, &config, parts.t0),
+                finals: super::finals::begin(&plan, &config, parts.t0),
                 budget: None,
                 timers: Timers::default(),
                 ticker: parts.ticker.map(|ticker| {
@@ -259,12 +259,6 @@ impl Runner {
         }
     }
 
-    /// Why the run was ended at once, if it was.
-    pub(super) fn halted(&self) -> Option<SkipReason> {
-        let code = self.outside.halted_flag.as_ref()?.load(Ordering::SeqCst);
-        halt_reason(code)
-    }
-
     /// Books an attempt's end while the runner is parked, where the attempt
     /// ended, and starts what it freed there (on `lane`, the lane it ended
     /// on, if it did): a chain goes on with no wake-up of the runner. What
@@ -292,37 +286,6 @@ impl Runner {
         }
     }
 
-    pub(super) fn serve_snapshots(&mut self) {
-        let Some(snapshots) = self.outside.snapshots.clone() else {
-            return;
-        };
-        let mut requests = Vec::new();
-        snapshots.take(&mut requests);
-        if requests.is_empty() {
-            return;
-        }
-        let report = self.snapshot();
-        for reply in requests {
-            let _ = reply.send(report.clone());
-        }
-    }
-
-    fn snapshot(&self) -> ShutdownReport {
-        let head = Head {
-            reason: self.books.head.reason.clone(),
-            duration: self.clock.t0.elapsed(),
-            warnings: self.books.head.warnings.clone(),
-            policy: self.books.head.policy,
-            runtime_tasks: None,
-        };
-        let attempts = |i: u32| {
-            self.ctx.headway[i as usize]
-                .attempts
-                .load(Ordering::Relaxed)
-        };
-        self.books.record.snapshot(attempts, Instant::now(), head)
-    }
-
     fn next_limit(&self) -> Option<Instant> {
         let budget = self.clock.budget.and_then(|(_, end)| end);
         let tick = self.clock.ticker.as_ref().and_then(|(_, next)| *next);
@@ -342,13 +305,7 @@ impl Runner {
             self.expire(Phases::All, SkipReason::Deadline);
             return true;
         }
-        if let Some((last, at)) = self.clock.finals {
-            if now >= at {
-                self.clock.finals = None;
-                self.expire(Phases::Before(last), SkipReason::Deadline);
-                self.advance();
-            }
-        }
+        self.on_finals_time(now);
         if let Some((phase, Some(end))) = self.clock.budget {
             if now >= end {
                 self.clock.budget = Some((phase, None));
@@ -370,7 +327,7 @@ impl Runner {
 
     /// Moves `current` past the finished phases; a phase's budget starts
     /// when it becomes current.
-    fn advance(&mut self) {
+    pub(super) fn advance(&mut self) {
         while self
             .phases
             .get(self.current)
@@ -493,40 +450,4 @@ async fn cancelled(token: Option<&CancellationToken>) {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
-}
-
-/// A halt's reason as the instance's flag holds it (0: not halted).
-pub(crate) fn halt_code(why: SkipReason) -> u8 {
-    match why {
-        SkipReason::Aborted => 2,
-        _ => 1,
-    }
-}
-
-fn halt_reason(code: u8) -> Option<SkipReason> {
-    match code {
-        0 => None,
-        2 => Some(SkipReason::Aborted),
-        _ => Some(SkipReason::Halted),
-    }
-}
-
-/// Where the final phase's time begins, if the run has one and a deadline:
-/// the time kept for it ([`Config::kept_for_final`]) before the deadline.
-fn finals_begin(plan: &Plan, config: &Config, t0: Instant) -> Option<(usize, Instant)> {
-    let last = plan.phases.len().checked_sub(1)?;
-    if plan.phases[last] != crate::Priority::Final {
-        return None;
-    }
-    let deadline = after(t0, config.deadline)?;
-    let finals = plan.tasks.iter().filter(|t| t.phase as usize == last);
-    let in_line = plan.phase_in_line(last, config.concurrency.get());
-    let kept = config.kept_for_final(
-        finals.map(|t| {
-            let spec = &t.node.spec;
-            (spec.timeout, spec.kind.observes_token)
-        }),
-        in_line,
-    )?;
-    Some((last, deadline.checked_sub(kept)?))
 }

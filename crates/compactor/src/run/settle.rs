@@ -4,10 +4,12 @@
 //! is booked as abandoned, still running: the report claims only what it
 //! knows.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::record::Head;
 use super::scheduler::Runner;
 use crate::plan::Plan;
 use crate::report::{Interruption, ShutdownReport, SkipReason};
@@ -190,4 +192,40 @@ async fn children_settled() {
     super::reaper::settled().await;
     #[cfg(not(feature = "process"))]
     std::future::pending::<()>().await;
+}
+
+/// The report so far, for cleanups that call `shutdown()` on their own
+/// instance (they cannot wait for the run, which waits for them).
+impl Runner {
+    /// Answers every request for the report so far.
+    pub(super) fn serve_snapshots(&mut self) {
+        let Some(snapshots) = self.outside.snapshots.clone() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        snapshots.take(&mut requests);
+        if requests.is_empty() {
+            return;
+        }
+        let report = self.snapshot();
+        for reply in requests {
+            let _ = reply.send(report.clone());
+        }
+    }
+
+    fn snapshot(&self) -> ShutdownReport {
+        let head = Head {
+            reason: self.books.head.reason.clone(),
+            duration: self.clock.t0.elapsed(),
+            warnings: self.books.head.warnings.clone(),
+            policy: self.books.head.policy,
+            runtime_tasks: None,
+        };
+        let attempts = |i: u32| {
+            self.ctx.headway[i as usize]
+                .attempts
+                .load(Ordering::Relaxed)
+        };
+        self.books.record.snapshot(attempts, Instant::now(), head)
+    }
 }
