@@ -906,3 +906,35 @@ async fn m6_panic_in_drop_of_restartable_closure() {
         .await
         .expect("hung");
 }
+
+/// A service that fails at once, restarted without a pause and without a
+/// limit, on a current-thread runtime: the shutdown still comes, and the
+/// service is not restarted past it.
+#[tokio::test]
+async fn an_unlimited_restart_loop_without_backoff_does_not_hold_the_shutdown() {
+    let c = Compactor::builder()
+        .deadline(Duration::from_secs(5))
+        .build();
+    let worker = c
+        .task("spin")
+        .backoff(Backoff::fixed(Duration::ZERO))
+        .supervise(Supervision::end_all().restarts(u32::MAX, Duration::MAX))
+        .restartable(|_ctx| async { Err::<(), _>("down") })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = tokio::time::timeout(Duration::from_secs(5), c.shutdown())
+        .await
+        .expect("the shutdown comes");
+    assert!(worker.service().unwrap().restarts() > 0);
+    assert!(
+        matches!(report.task("spin").unwrap().outcome(), Outcome::Failed(_)),
+        "{report}"
+    );
+    let after = worker.service().unwrap().restarts();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        worker.service().unwrap().restarts(),
+        after,
+        "restarted after the shutdown"
+    );
+}
